@@ -1,0 +1,31 @@
+/** AutoModel: picks the head class named by config.architectures, as transformers' Auto classes do. */
+import { PerceiverConfig } from './config.js';
+import { ConfigError } from './errors.js';
+import { loadCheckpointWeights } from './io/checkpoint.js';
+import { PerceiverForMaskedLM, PerceiverForSequenceClassification } from './modeling/heads.js';
+import type { LoadOptions, PerceiverModel } from './modeling/perceiver_model.js';
+
+export const ARCHITECTURES: Record<string, new (config: PerceiverConfig) => PerceiverModel> = {
+  PerceiverForMaskedLM,
+  PerceiverForSequenceClassification,
+};
+
+export class AutoModel {
+  /** Loads a checkpoint folder (config.json + model.safetensors or a sharded index) into its head class. */
+  static async fromPretrained(dir: string, options: LoadOptions = {}): Promise<PerceiverModel> {
+    const config = await PerceiverConfig.fromPretrained(dir);
+    const Head = AutoModel.headFor(config);
+    const { tensors } = await loadCheckpointWeights(dir);
+    return new Head(config).loadWeights(tensors, options);
+  }
+
+  /** The head class for a config, or a ConfigError saying which architectures are supported. */
+  static headFor(config: PerceiverConfig): new (config: PerceiverConfig) => PerceiverModel {
+    const supported = Object.keys(ARCHITECTURES).join(', ');
+    const name = config.architectures?.[0];
+    if (!name) throw new ConfigError(`config.architectures is missing, so the head cannot be chosen (supported: ${supported})`);
+    const Head = Object.hasOwn(ARCHITECTURES, name) ? ARCHITECTURES[name] : undefined;
+    if (!Head) throw new ConfigError(`unsupported architecture "${name}" in config.architectures (supported: ${supported})`);
+    return Head;
+  }
+}

@@ -1,0 +1,192 @@
+/**
+ * PerceiverConfig: every field of transformers' PerceiverConfig (and the PretrainedConfig fields a
+ * Perceiver checkpoint uses), read from a checkpoint's config.json. Field names are kept exactly
+ * as config.json spells them, so a config reads the same here as in Python.
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ConfigError } from './errors.js';
+
+export interface PerceiverConfigFields {
+  num_latents: number;
+  d_latents: number;
+  d_model: number;
+  num_blocks: number;
+  num_self_attends_per_block: number;
+  num_self_attention_heads: number;
+  num_cross_attention_heads: number;
+  qk_channels: number | null;
+  v_channels: number | null;
+  cross_attention_shape_for_attention: 'kv' | 'q';
+  self_attention_widening_factor: number;
+  cross_attention_widening_factor: number;
+  hidden_act: string;
+  attention_probs_dropout_prob: number;
+  initializer_range: number;
+  /** Present in every config, but transformers never passes it to its LayerNorms (they use 1e-5). */
+  layer_norm_eps: number;
+  use_query_residual: boolean;
+  vocab_size: number;
+  max_position_embeddings: number;
+  image_size: number;
+  train_size: number[];
+  num_frames: number;
+  audio_samples_per_frame: number;
+  samples_per_patch: number;
+  output_shape: number[];
+  output_num_channels: number;
+  _label_trainable_num_channels: number;
+  // PretrainedConfig fields.
+  architectures: string[] | null;
+  model_type: string;
+  id2label: Record<string, string>;
+  label2id: Record<string, number>;
+  problem_type: string | null;
+  chunk_size_feed_forward: number;
+  dtype: string | null;
+  transformers_version: string | null;
+}
+
+const DEFAULTS: PerceiverConfigFields = {
+  num_latents: 256,
+  d_latents: 1280,
+  d_model: 768,
+  num_blocks: 1,
+  num_self_attends_per_block: 26,
+  num_self_attention_heads: 8,
+  num_cross_attention_heads: 8,
+  qk_channels: null,
+  v_channels: null,
+  cross_attention_shape_for_attention: 'kv',
+  self_attention_widening_factor: 1,
+  cross_attention_widening_factor: 1,
+  hidden_act: 'gelu',
+  attention_probs_dropout_prob: 0.1,
+  initializer_range: 0.02,
+  layer_norm_eps: 1e-12,
+  use_query_residual: true,
+  vocab_size: 262,
+  max_position_embeddings: 2048,
+  image_size: 56,
+  train_size: [368, 496],
+  num_frames: 16,
+  audio_samples_per_frame: 1920,
+  samples_per_patch: 16,
+  output_shape: [1, 16, 224, 224],
+  output_num_channels: 512,
+  _label_trainable_num_channels: 1024,
+  architectures: null,
+  model_type: 'perceiver',
+  id2label: { '0': 'LABEL_0', '1': 'LABEL_1' },
+  label2id: { LABEL_0: 0, LABEL_1: 1 },
+  problem_type: null,
+  chunk_size_feed_forward: 0,
+  dtype: null,
+  transformers_version: null,
+};
+
+const POSITIVE_INTS = [
+  'num_latents', 'd_latents', 'd_model', 'num_blocks', 'num_self_attends_per_block', 'num_self_attention_heads',
+  'num_cross_attention_heads', 'self_attention_widening_factor', 'cross_attention_widening_factor', 'vocab_size',
+  'max_position_embeddings', 'image_size', 'num_frames', 'audio_samples_per_frame', 'samples_per_patch',
+  'output_num_channels', '_label_trainable_num_channels',
+] as const;
+
+export interface PerceiverConfig extends PerceiverConfigFields {}
+
+export class PerceiverConfig {
+  /** Keys of config.json this class has no field for, kept as they were. */
+  readonly extra: Record<string, unknown>;
+
+  constructor(fields: Partial<PerceiverConfigFields> & Record<string, unknown> = {}) {
+    if (typeof fields !== 'object' || fields === null || Array.isArray(fields)) {
+      throw new ConfigError('a Perceiver config must be a JSON object');
+    }
+    const merged: Record<string, unknown> = { ...DEFAULTS };
+    const extra: Record<string, unknown> = {};
+    for (const [key, value] of Object.entries(fields)) {
+      if (key === 'torch_dtype') merged.dtype = value; // the name before transformers 4.56
+      else if (key in DEFAULTS) merged[key] = value;
+      else extra[key] = value;
+    }
+    // transformers derives the label maps from num_labels when only that is given.
+    if (fields.id2label === undefined && typeof extra.num_labels === 'number') {
+      const n = extra.num_labels;
+      merged.id2label = Object.fromEntries(Array.from({ length: n }, (_, i) => [String(i), `LABEL_${i}`]));
+      merged.label2id = Object.fromEntries(Array.from({ length: n }, (_, i) => [`LABEL_${i}`, i]));
+    }
+    delete extra.num_labels;
+    Object.assign(this, merged);
+    this.extra = extra;
+    this.validate();
+  }
+
+  /** Reads `<dir>/config.json`. */
+  static async fromPretrained(dir: string): Promise<PerceiverConfig> {
+    const file = join(dir, 'config.json');
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (error) {
+      throw new ConfigError(`cannot read ${file}: ${(error as Error).message}`, { cause: error });
+    }
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch (error) {
+      throw new ConfigError(`${file} is not valid JSON: ${(error as Error).message}`, { cause: error });
+    }
+    if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new ConfigError(`${file} must hold a JSON object`);
+    try {
+      return new PerceiverConfig(json as Record<string, unknown>);
+    } catch (error) {
+      if (error instanceof ConfigError) throw new ConfigError(`${file}: ${error.message}`, { cause: error });
+      throw error;
+    }
+  }
+
+  get num_labels(): number {
+    return Object.keys(this.id2label).length;
+  }
+
+  /** The config as transformers would write it back (config.json keys). */
+  toJSON(): Record<string, unknown> {
+    const out: Record<string, unknown> = {};
+    for (const key of Object.keys(DEFAULTS)) out[key] = (this as unknown as Record<string, unknown>)[key];
+    return { ...out, ...this.extra };
+  }
+
+  private validate(): void {
+    const self = this as unknown as Record<string, unknown>;
+    for (const key of POSITIVE_INTS) {
+      const v = self[key];
+      if (!Number.isSafeInteger(v) || (v as number) < 1) throw new ConfigError(`${key} must be a positive integer, got ${JSON.stringify(v)}`);
+    }
+    for (const key of ['qk_channels', 'v_channels'] as const) {
+      const v = this[key];
+      if (v !== null && (!Number.isSafeInteger(v) || v < 1)) throw new ConfigError(`${key} must be null or a positive integer, got ${JSON.stringify(v)}`);
+    }
+    if (this.cross_attention_shape_for_attention !== 'kv' && this.cross_attention_shape_for_attention !== 'q') {
+      throw new ConfigError(`cross_attention_shape_for_attention must be "kv" or "q", got ${JSON.stringify(this.cross_attention_shape_for_attention)}`);
+    }
+    if (typeof this.use_query_residual !== 'boolean') throw new ConfigError('use_query_residual must be a boolean');
+    if (typeof this.hidden_act !== 'string') throw new ConfigError('hidden_act must be a string');
+    if (typeof this.layer_norm_eps !== 'number') throw new ConfigError('layer_norm_eps must be a number');
+    for (const key of ['train_size', 'output_shape'] as const) {
+      const v = this[key];
+      if (!Array.isArray(v) || !v.every((d) => Number.isSafeInteger(d) && d > 0)) throw new ConfigError(`${key} must be an array of positive integers`);
+    }
+    if (this.architectures !== null && (!Array.isArray(this.architectures) || !this.architectures.every((a) => typeof a === 'string'))) {
+      throw new ConfigError('architectures must be an array of class names');
+    }
+    if (typeof this.id2label !== 'object' || this.id2label === null || Array.isArray(this.id2label)) {
+      throw new ConfigError('id2label must be an object mapping class indices to names');
+    }
+    if (this.d_latents % this.num_self_attention_heads !== 0) {
+      throw new ConfigError(`d_latents (${this.d_latents}) must be a multiple of num_self_attention_heads (${this.num_self_attention_heads})`);
+    }
+    if (this.d_latents % this.num_cross_attention_heads !== 0) {
+      throw new ConfigError(`d_latents (${this.d_latents}) must be a multiple of num_cross_attention_heads (${this.num_cross_attention_heads})`);
+    }
+  }
+}

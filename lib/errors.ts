@@ -1,0 +1,102 @@
+/**
+ * Typed errors. Every failure a caller can cause (bad arguments, bad files, a missing backend,
+ * use after dispose) surfaces as one of these classes, never as a crash of the process. Each has
+ * a stable `code` so callers can branch without parsing messages.
+ */
+
+export class PerceiverError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** An argument had the wrong type, shape, dtype or value. Names the argument, what was expected and what came. */
+export class InvalidArgumentError extends PerceiverError {
+  readonly argument: string;
+  readonly expected: string;
+  readonly actual: string;
+  /** `message` replaces the generated "Expected ... for ... but received ..." sentence when given. */
+  constructor(argument: string, expected: string, actual: unknown, message?: string) {
+    const got = typeof actual === 'string' ? actual : describeValue(actual);
+    super('ERR_PERCEIVER_INVALID_ARGUMENT', message ?? `Expected ${expected} for ${argument} but received ${got}`);
+    this.argument = argument;
+    this.expected = expected;
+    this.actual = got;
+  }
+}
+
+/** A weights file is unreadable, truncated, corrupt or hostile. */
+export class WeightsFormatError extends PerceiverError {
+  readonly file: string;
+  constructor(file: string, message: string, options?: { cause?: unknown }) {
+    super('ERR_PERCEIVER_WEIGHTS_FORMAT', `${file}: ${message}`, options);
+    this.file = file;
+  }
+}
+
+/** A tensor the model needs is absent from the checkpoint, or has the wrong shape or dtype. */
+export class WeightMismatchError extends PerceiverError {
+  readonly weight: string;
+  constructor(weight: string, message: string) {
+    super('ERR_PERCEIVER_WEIGHT_MISMATCH', `weight "${weight}": ${message}`);
+    this.weight = weight;
+  }
+}
+
+/** config.json is missing, not JSON, or describes something this library cannot build. */
+export class ConfigError extends PerceiverError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_PERCEIVER_CONFIG', message, options);
+  }
+}
+
+/** A method was called on an object after dispose(). */
+export class DisposedError extends PerceiverError {
+  constructor(what: string) {
+    super('ERR_PERCEIVER_DISPOSED', `${what} has been disposed and cannot be used any more`);
+  }
+}
+
+/** The requested device or dtype cannot be used in this process; the message says what to do. */
+export class BackendUnavailableError extends PerceiverError {
+  constructor(message: string) {
+    super('ERR_PERCEIVER_BACKEND_UNAVAILABLE', message);
+  }
+}
+
+/** The device ran out of memory. The model stays usable; retry with a smaller batch. */
+export class OutOfMemoryError extends PerceiverError {
+  constructor(message: string) {
+    super('ERR_PERCEIVER_OUT_OF_MEMORY', message);
+  }
+}
+
+/** The native addon could not be loaded; the message lists every place tried and how to fix it. */
+export class NativeLoadError extends PerceiverError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_PERCEIVER_NATIVE_LOAD', message, options);
+  }
+}
+
+/** Something failed inside the native engine that is not the caller's fault. */
+export class NativeError extends PerceiverError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_PERCEIVER_NATIVE', message, options);
+  }
+}
+
+/** A short, human description of any value, for error messages. */
+export function describeValue(value: unknown): string {
+  if (value === null) return 'null';
+  if (value === undefined) return 'undefined';
+  if (typeof value === 'string') return value.length > 40 ? `string of length ${value.length}` : JSON.stringify(value);
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return `${typeof value} ${String(value)}`;
+  if (Array.isArray(value)) return `array of length ${value.length}`;
+  if (ArrayBuffer.isView(value)) return `${value.constructor.name} of length ${(value as unknown as { length?: number }).length ?? value.byteLength}`;
+  if (typeof value === 'function') return 'function';
+  const ctor = (value as object).constructor?.name;
+  return ctor && ctor !== 'Object' ? `${ctor} instance` : 'object';
+}

@@ -1,0 +1,133 @@
+/**
+ * Loading the weights of a Hugging Face checkpoint folder: either one `model.safetensors`, or
+ * shards listed by `model.safetensors.index.json` (`{"metadata": {...}, "weight_map": {tensor: shard}}`).
+ * The index is untrusted input like the weights themselves: shard names are confined to the folder
+ * and the index is checked against what the shards actually hold.
+ */
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import { InvalidArgumentError, WeightsFormatError, describeValue } from '../errors.js';
+import type { Tensor } from '../tensor.js';
+import { readSafetensors } from './safetensors.js';
+
+const SINGLE_FILE = 'model.safetensors';
+const INDEX_FILE = 'model.safetensors.index.json';
+
+export interface CheckpointWeights {
+  tensors: Map<string, Tensor>;
+  /** Paths of the safetensors files that were read, in the order they were read. */
+  files: string[];
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Reads a file as text, or returns undefined when it does not exist. */
+async function readOptionalText(path: string): Promise<string | undefined> {
+  try {
+    return await fsp.readFile(path, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return undefined;
+    throw new WeightsFormatError(path, `cannot read the file${code ? ` (${code})` : ''}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** False only when nothing is at `path`; other stat failures (EACCES...) are left for the read to report. */
+async function exists(path: string): Promise<boolean> {
+  try {
+    await fsp.stat(path);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== 'ENOENT';
+  }
+}
+
+/**
+ * A shard must be a plain file name: no separators of either platform (which also rules out
+ * absolute paths), no drive or stream colon, no "." or "..", so an index cannot reach outside `dir`.
+ */
+function isPlainFileName(name: string): boolean {
+  return name !== '' && name !== '.' && name !== '..' && !/[/\\:\0]/.test(name);
+}
+
+/** Parses and validates the index; returns the weight map as tensor name -> shard file name. */
+function parseIndex(indexPath: string, text: string): Map<string, string> {
+  let index: unknown;
+  try {
+    index = JSON.parse(text);
+  } catch (err) {
+    throw new WeightsFormatError(indexPath, `not valid JSON: ${(err as Error).message}`, { cause: err });
+  }
+  if (!isPlainObject(index)) throw new WeightsFormatError(indexPath, `must be a JSON object, got ${describeValue(index)}`);
+  const weightMap = index.weight_map;
+  if (!isPlainObject(weightMap)) {
+    throw new WeightsFormatError(indexPath, `"weight_map" must be an object mapping tensor names to shard files, got ${describeValue(weightMap)}`);
+  }
+  const result = new Map<string, string>();
+  for (const [tensor, shard] of Object.entries(weightMap)) {
+    if (typeof shard !== 'string') {
+      throw new WeightsFormatError(indexPath, `weight_map[${JSON.stringify(tensor)}] must be a shard file name, got ${describeValue(shard)}`);
+    }
+    if (!isPlainFileName(shard)) {
+      throw new WeightsFormatError(
+        indexPath,
+        `weight_map[${JSON.stringify(tensor)}] names shard ${JSON.stringify(shard)}, which is not a plain file name inside the checkpoint folder`,
+      );
+    }
+    result.set(tensor, shard);
+  }
+  if (result.size === 0) throw new WeightsFormatError(indexPath, '"weight_map" lists no tensors');
+  return result;
+}
+
+async function loadSharded(dir: string, indexPath: string, text: string): Promise<CheckpointWeights> {
+  const weightMap = parseIndex(indexPath, text);
+  const tensors = new Map<string, Tensor>();
+  const shardOf = new Map<string, string>();
+  const files: string[] = [];
+  // Each shard is read once, in order of first mention in the index.
+  for (const shard of new Set(weightMap.values())) {
+    const path = join(dir, shard);
+    files.push(path);
+    const contents = await readSafetensors(path);
+    for (const [name, tensor] of contents.tensors) {
+      const previous = shardOf.get(name);
+      if (previous !== undefined) {
+        throw new WeightsFormatError(path, `tensor ${JSON.stringify(name)} is also stored in shard ${JSON.stringify(previous)}`);
+      }
+      shardOf.set(name, shard);
+      tensors.set(name, tensor);
+    }
+  }
+  for (const [name, shard] of weightMap) {
+    if (shardOf.get(name) !== shard) {
+      throw new WeightsFormatError(indexPath, `tensor ${JSON.stringify(name)} is listed in shard ${JSON.stringify(shard)}, which does not contain it`);
+    }
+  }
+  return { tensors, files };
+}
+
+/** Loads every tensor of the checkpoint in `dir` (sharded or single-file safetensors). */
+export async function loadCheckpointWeights(dir: string): Promise<CheckpointWeights> {
+  const stat = await fsp.stat(dir).catch(() => undefined);
+  if (!stat?.isDirectory()) {
+    throw new InvalidArgumentError('model', 'a checkpoint folder containing config.json and model.safetensors', dir);
+  }
+
+  const indexPath = join(dir, INDEX_FILE);
+  const indexText = await readOptionalText(indexPath);
+  if (indexText !== undefined) return loadSharded(dir, indexPath, indexText);
+
+  const single = join(dir, SINGLE_FILE);
+  if (await exists(single)) {
+    const { tensors } = await readSafetensors(single);
+    return { tensors, files: [single] };
+  }
+  throw new WeightsFormatError(
+    dir,
+    `no ${SINGLE_FILE} or ${INDEX_FILE} was found in this folder (PyTorch pytorch_model.bin checkpoints are not supported yet; ` +
+      'save the model with safe_serialization=True or convert it to safetensors)',
+  );
+}

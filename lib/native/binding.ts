@@ -1,0 +1,137 @@
+/**
+ * Loads the native addon and gives it a typed face. The addon is found by node-gyp-build:
+ * `PERCEIVER_IO_PREBUILD` (a path to a .node file) if set, else build/Release, else
+ * prebuilds/<platform>-<arch>/. When nothing loads, the error says what was tried and what to do.
+ */
+import { createRequire } from 'node:module';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import {
+  BackendUnavailableError,
+  DisposedError,
+  InvalidArgumentError,
+  NativeError,
+  NativeLoadError,
+  OutOfMemoryError,
+  PerceiverError,
+  WeightMismatchError,
+} from '../errors.js';
+
+export interface NativeTensor {
+  shape: number[];
+  data: Float32Array;
+}
+
+export interface NativeForwardRequest {
+  batch: number;
+  seq: number;
+  inputIds: BigInt64Array | Int32Array;
+  attentionMask?: Uint8Array;
+  outputHiddenStates?: boolean;
+  outputAttentions?: boolean;
+}
+
+export interface NativeForwardResult {
+  logits?: NativeTensor;
+  lastHiddenState: NativeTensor;
+  hiddenStates?: NativeTensor[];
+  attentions?: NativeTensor[];
+  crossAttentions?: NativeTensor[];
+}
+
+export interface NativeModelHandle {
+  forward(request: NativeForwardRequest): Promise<NativeForwardResult>;
+  dispose(): void;
+  readonly inFlight: number;
+  readonly disposed: boolean;
+}
+
+export interface BackendCapability {
+  compiled: boolean;
+  available: boolean;
+  reason?: string;
+  [key: string]: unknown;
+}
+
+export interface NativeCapabilities {
+  cpu: BackendCapability & { blas: string; blasThreads: number; threads: number; dtypes: string[] };
+  cuda: BackendCapability;
+}
+
+interface NativeAddon {
+  NativeModel: new (spec: object, weights: Record<string, Float32Array>, options: { device: string }) => NativeModelHandle;
+  capabilities(): NativeCapabilities;
+}
+
+/** The package root: the nearest folder above this file whose package.json is perceiver-io's. */
+export function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const manifest = join(dir, 'package.json');
+    if (existsSync(manifest)) {
+      try {
+        if (JSON.parse(readFileSync(manifest, 'utf8')).name === 'perceiver-io') return dir;
+      } catch {
+        // not ours; keep looking
+      }
+    }
+    const parent = dirname(dir);
+    if (parent === dir) throw new NativeLoadError('cannot find the perceiver-io package root above ' + fileURLToPath(import.meta.url));
+    dir = parent;
+  }
+}
+
+let cached: NativeAddon | undefined;
+
+export function loadAddon(): NativeAddon {
+  if (cached) return cached;
+  const require = createRequire(import.meta.url);
+  const root = packageRoot();
+  const tried: string[] = [];
+  const override = process.env.PERCEIVER_IO_PREBUILD;
+  try {
+    if (override) {
+      tried.push(override);
+      cached = require(override) as NativeAddon;
+    } else {
+      tried.push(join(root, 'build', 'Release'), join(root, 'prebuilds', `${process.platform}-${process.arch}`));
+      const nodeGypBuild = require('node-gyp-build') as (dir: string) => NativeAddon;
+      cached = nodeGypBuild(root);
+    }
+    return cached;
+  } catch (error) {
+    const reason = error instanceof Error ? error.message.split('\n')[0] : String(error);
+    throw new NativeLoadError(
+      `perceiver-io could not load its native addon for ${process.platform}-${process.arch} (Node ${process.version}, N-API ${process.versions.napi}).\n` +
+        `  Looked in: ${tried.join(', ')}\n` +
+        `  Reason: ${reason}\n` +
+        `  To build it from source: install a C++17 compiler, python3 and libopenblas-pthread-dev, then run \`npm rebuild perceiver-io\`.\n` +
+        `  To use a specific binary: set PERCEIVER_IO_PREBUILD=/path/to/perceiver_io.node`,
+      { cause: error },
+    );
+  }
+}
+
+/** Turns an error thrown by the addon (which carries a `code`) into the matching typed error. */
+export function fromNativeError(error: unknown): Error {
+  if (!(error instanceof Error) || error instanceof PerceiverError) return error as Error;
+  const code = (error as Error & { code?: string }).code;
+  switch (code) {
+    case 'ERR_PERCEIVER_INVALID_ARGUMENT': {
+      // The engine's messages read "<argument>: <what is wrong>".
+      const argument = error.message.includes(': ') ? error.message.slice(0, error.message.indexOf(': ')) : 'arguments';
+      return new InvalidArgumentError(argument, 'a valid value', 'a value the engine rejected', error.message);
+    }
+    case 'ERR_PERCEIVER_WEIGHT_MISMATCH':
+      return new WeightMismatchError('(native)', error.message);
+    case 'ERR_PERCEIVER_OUT_OF_MEMORY':
+      return new OutOfMemoryError(error.message);
+    case 'ERR_PERCEIVER_BACKEND_UNAVAILABLE':
+      return new BackendUnavailableError(error.message);
+    case 'ERR_PERCEIVER_DISPOSED':
+      return new DisposedError('the model');
+    default:
+      return new NativeError(error.message, { cause: error });
+  }
+}

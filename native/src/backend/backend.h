@@ -1,0 +1,79 @@
+// The one interface every compute backend implements (CPU now; CUDA is the next implementation).
+// The Perceiver graph (model/perceiver_graph.cc) is written once against it.
+//
+// Pointers passed to a backend live in that backend's memory space (host memory for the CPU
+// backend, device memory for a GPU backend). All activations are float32; the layout of every
+// matrix is row-major, and weight matrices are PyTorch's [out_features, in_features].
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace perceiver {
+
+// A block of backend memory owned by its holder (RAII); released through the backend that made it.
+class BackendBuffer {
+ public:
+  virtual ~BackendBuffer() = default;
+  virtual float* data() = 0;
+  virtual size_t size() const = 0;  // in floats
+};
+
+// Scaled dot-product attention over [batch, rows, heads * width] projections:
+//   out[b, i, h*dv:(h+1)*dv] = softmax_j(scale * q[b,i,h] . k[b,j,h] + mask) @ v[b, :, h]
+// Query/key head width (dqk) may differ from value head width (dv), as in the language model.
+// key_mask (optional, [batch, nk], 1 = attend, 0 = padding) removes padded keys; every row must
+// keep at least one key (the caller validates that).
+struct AttentionArgs {
+  int64_t batch = 0, heads = 0, nq = 0, nk = 0, dqk = 0, dv = 0;
+  const float* q = nullptr;  // [batch, nq, heads * dqk]
+  const float* k = nullptr;  // [batch, nk, heads * dqk]
+  const float* v = nullptr;  // [batch, nk, heads * dv]
+  const uint8_t* key_mask = nullptr;
+  float scale = 1.0f;
+  float* out = nullptr;    // [batch, nq, heads * dv]
+  float* probs = nullptr;  // optional [batch, heads, nq, nk]: the attention weights, when asked for
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+
+  // Memory.
+  virtual std::unique_ptr<BackendBuffer> Allocate(size_t floats) = 0;
+  // Makes host weights usable by the backend. The CPU backend uses them in place (no copy); a GPU
+  // backend uploads them once. The returned pointer stays valid for the backend's lifetime while
+  // the host memory does.
+  virtual const float* Weight(const float* host, size_t floats) = 0;
+  virtual void CopyToHost(float* dst, const float* src, size_t floats) = 0;
+  virtual void CopyFromHost(float* dst, const float* src, size_t floats) = 0;
+  virtual void Copy(float* dst, const float* src, size_t floats) = 0;
+  // Waits until queued work is finished (a no-op on the CPU).
+  virtual void Synchronize() = 0;
+
+  // y[rows, out] = x[rows, in] @ w[out, in]^T + bias[out] (bias may be null).
+  virtual void Linear(const float* x, int64_t rows, int64_t in, const float* w, const float* bias, int64_t out,
+                      float* y) = 0;
+  // y = (x - mean) / sqrt(var + eps) * gamma + beta over the last dimension (y may alias x).
+  virtual void LayerNorm(const float* x, int64_t rows, int64_t dim, const float* gamma, const float* beta, float eps,
+                         float* y) = 0;
+  // In place, exact (erf) GELU.
+  virtual void Gelu(float* x, int64_t n) = 0;
+  // y += x, element-wise.
+  virtual void AddInPlace(float* y, const float* x, int64_t n) = 0;
+  // dst[b] = src for each of `batch` copies of an n-float block (broadcast over the batch).
+  virtual void Broadcast(float* dst, const float* src, int64_t n, int64_t batch) = 0;
+  virtual void Attention(const AttentionArgs& args) = 0;
+  // out[b, t, :] = table[ids[b, t], :] + positions[t, :] (positions may be null).
+  // ids live in host memory and are validated by the caller.
+  virtual void EmbeddingLookup(const int32_t* ids, int64_t batch, int64_t seq, const float* table, int64_t vocab,
+                               const float* positions, int64_t dim, float* out) = 0;
+};
+
+// The CPU backend (OpenBLAS for matrix products, a thread pool for the rest).
+std::unique_ptr<Backend> CreateCpuBackend();
+
+}  // namespace perceiver

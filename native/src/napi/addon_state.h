@@ -1,0 +1,34 @@
+// Per-environment state (the main thread and each worker thread that loads the addon get their
+// own). Its environment cleanup hook waits for forwards still running on libuv's pool before the
+// environment, and the weight buffers those forwards read, are torn down.
+#pragma once
+
+#include <napi.h>
+
+#include <condition_variable>
+#include <mutex>
+
+namespace perceiver {
+
+struct AddonState {
+  std::mutex mutex;
+  std::condition_variable idle;
+  int running = 0;  // forwards between Queue() and the end of Execute()
+
+  void Begin() {
+    std::lock_guard<std::mutex> lock(mutex);
+    ++running;
+  }
+  void End() {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (--running == 0) idle.notify_all();
+  }
+  void WaitIdle() {
+    std::unique_lock<std::mutex> lock(mutex);
+    idle.wait(lock, [this] { return running == 0; });
+  }
+};
+
+AddonState* GetAddonState(Napi::Env env);
+
+}  // namespace perceiver
