@@ -18,6 +18,7 @@ export { PerceiverTrainablePositionEncoding } from './modeling/position_encoding
 export { PerceiverBasicDecoder, PerceiverClassificationDecoder, type PerceiverDecoder } from './modeling/decoders.js';
 export { PerceiverEmbeddingDecoder, type PerceiverPostprocessor } from './modeling/postprocessors.js';
 export { PerceiverLayer, PerceiverEncoder } from './modeling/layers.js';
+export { WeightStore, RandomWeightStore } from './modeling/weights.js';
 export { parseSafetensors, readSafetensors, serializeSafetensors, writeSafetensors } from './io/safetensors.js';
 export { loadCheckpointWeights } from './io/checkpoint.js';
 export { capabilities, type Capabilities } from './capabilities.js';

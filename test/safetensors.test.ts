@@ -117,8 +117,15 @@ t.test('round trip of every dtype, empty and scalar tensors', async (t) => {
   const bytes = serializeSafetensors(tensors, metadata);
   const { length, header } = rawHeader(bytes);
   t.equal((8 + length) % 8, 0, 'data region is 8-byte aligned');
-  t.same(Object.keys(header), ['__metadata__', ...Object.keys(tensors).sort()], 'header keys sorted by name');
+  const bySizeThenName = Object.keys(tensors).sort((a, b) => {
+    const d = DTYPE_INFO[tensors[b]!.dtype].bytes - DTYPE_INFO[tensors[a]!.dtype].bytes;
+    return d !== 0 ? d : a < b ? -1 : 1;
+  });
+  t.same(Object.keys(header), ['__metadata__', ...bySizeThenName], 'header keys ordered by element size, then name');
   const parsed = parseSafetensors(bytes, 'roundtrip');
+  for (const [name, tensor] of parsed.tensors) {
+    if (tensor.size > 0) t.equal(tensor.data.buffer, bytes.buffer, `${name} reads back as a zero-copy view`);
+  }
   t.same(parsed.metadata, metadata);
   t.equal(parsed.tensors.size, Object.keys(tensors).length);
   for (const [name, tensor] of Object.entries(tensors)) sameTensor(t, parsed.tensors.get(name), tensor, name);

@@ -217,13 +217,17 @@ export async function readSafetensors(path: string): Promise<SafetensorsContents
 }
 
 /**
- * Serializes tensors to a safetensors file image: tensors sorted by name and stored contiguously,
- * the header padded with spaces so the data region starts at an 8-byte aligned offset (as the
- * reference implementation does).
+ * Serializes tensors to a safetensors file image: tensors stored contiguously, widest element size
+ * first and then by name (as the Rust library orders them, so every tensor lands on a multiple of
+ * its element size and reads back as a zero-copy view), the header padded with spaces so the data
+ * region starts at an 8-byte aligned offset.
  */
 export function serializeSafetensors(tensors: Record<string, Tensor> | Map<string, Tensor>, metadata?: Record<string, string>): Buffer {
   const list = [...(tensors instanceof Map ? tensors.entries() : Object.entries(tensors))];
-  list.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  list.sort(([a, ta], [b, tb]) => {
+    const bySize = (tb instanceof Tensor ? DTYPE_INFO[tb.dtype].bytes : 0) - (ta instanceof Tensor ? DTYPE_INFO[ta.dtype].bytes : 0);
+    return bySize !== 0 ? bySize : a < b ? -1 : a > b ? 1 : 0;
+  });
 
   // The header is assembled by hand rather than with JSON.stringify of one object so that the key
   // order is exactly the sorted order (objects put integer-like keys first).

@@ -113,8 +113,11 @@ export class PerceiverModel {
     return model.loadWeights(tensors, options);
   }
 
-  /** Binds checkpoint tensors (transformers' names) and builds the native engine. */
-  async loadWeights(tensors: Map<string, Tensor>, options: LoadOptions = {}): Promise<this> {
+  /**
+   * Binds checkpoint tensors (transformers' names) and builds the native engine. A WeightStore may
+   * be passed instead of tensors (RandomWeightStore gives random weights at any shape).
+   */
+  async loadWeights(tensors: Map<string, Tensor> | WeightStore, options: LoadOptions = {}): Promise<this> {
     if (this.#disposed) throw new DisposedError(this.constructor.name);
     if (this.#native) throw new InvalidArgumentError('this', 'a model whose weights are not loaded yet', 'a loaded model');
     if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options', 'an object', options);
@@ -132,7 +135,7 @@ export class PerceiverModel {
     if (this.config.hidden_act !== 'gelu') {
       throw new ConfigError(`hidden_act "${this.config.hidden_act}" is not supported (supported: "gelu", the exact erf GELU)`);
     }
-    const store = new WeightStore(tensors);
+    const store = tensors instanceof WeightStore ? tensors : new WeightStore(tensors);
     const spec = this.buildSpec(store);
     try {
       this.#native = new addon.NativeModel(spec, store.claimed(), { device: device.kind });

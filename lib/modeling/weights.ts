@@ -7,7 +7,7 @@ import { WeightMismatchError } from '../errors.js';
 import { Tensor } from '../tensor.js';
 
 export class WeightStore {
-  private readonly tensors: Map<string, Tensor>;
+  protected readonly tensors: Map<string, Tensor>;
   private readonly used = new Map<string, Float32Array>();
 
   constructor(tensors: Map<string, Tensor>) {
@@ -42,5 +42,49 @@ export class WeightStore {
   /** Names in the checkpoint that no module used (transformers warns about these). */
   unused(): string[] {
     return [...this.tensors.keys()].filter((name) => !this.used.has(name));
+  }
+}
+
+/**
+ * Deterministic random weights for any module tree, made on demand as modules claim them: for
+ * benchmarks at published shapes and for tests that need a model of a given size. Matrices get
+ * a 1/sqrt(fan_in) scale, LayerNorm scales are 1 and biases 0, so activations stay well-conditioned.
+ */
+export class RandomWeightStore extends WeightStore {
+  #state: number;
+
+  constructor(seed = 1) {
+    super(new Map());
+    this.#state = seed >>> 0 || 1;
+  }
+
+  override has(): boolean {
+    return true;
+  }
+
+  override take(name: string, shape: readonly number[]): string {
+    if (!this.tensors.has(name)) {
+      const size = shape.reduce((a, b) => a * b, 1);
+      const data = new Float32Array(size);
+      const isNormScale = /layernorm\d?\.weight$/.test(name);
+      const isNormShift = /layernorm\d?\.bias$/.test(name);
+      if (isNormScale) data.fill(1);
+      else if (!isNormShift) {
+        const scale = shape.length >= 2 ? 1 / Math.sqrt(shape[shape.length - 1]!) : 0.02;
+        for (let i = 0; i < size; i++) data[i] = (this.#next() * 2 - 1) * Math.sqrt(3) * scale;
+      }
+      this.tensors.set(name, new Tensor('float32', shape, data));
+    }
+    return super.take(name, shape);
+  }
+
+  /** xorshift32: fast and reproducible across runs and platforms. */
+  #next(): number {
+    let x = this.#state;
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    this.#state = x >>> 0;
+    return this.#state / 4294967296;
   }
 }

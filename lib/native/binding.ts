@@ -62,6 +62,8 @@ export interface NativeCapabilities {
 interface NativeAddon {
   NativeModel: new (spec: object, weights: Record<string, Float32Array>, options: { device: string }) => NativeModelHandle;
   capabilities(): NativeCapabilities;
+  /** Best-of-`repeats` time of one m x n x k sgemm through the engine's own BLAS. */
+  blasBenchmark(m: number, n: number, k: number, repeats: number): Promise<{ seconds: number; gflops: number }>;
 }
 
 /** The package root: the nearest folder above this file whose package.json is perceiver-io's. */

@@ -76,4 +76,7 @@ class Backend {
 // The CPU backend (OpenBLAS for matrix products, a thread pool for the rest).
 std::unique_ptr<Backend> CreateCpuBackend();
 
+// Wraps `backend` in a per-op timer when PERCEIVER_PROFILE=1 (see profiling_backend.cc).
+std::unique_ptr<Backend> WithProfilingIfRequested(std::unique_ptr<Backend> backend);
+
 }  // namespace perceiver

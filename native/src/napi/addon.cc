@@ -7,6 +7,7 @@
 
 #include "core/thread_pool.h"
 #include "napi/addon_state.h"
+#include "napi/blas_benchmark.h"
 #include "napi/native_model.h"
 
 namespace perceiver {
@@ -53,6 +54,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   napi_add_env_cleanup_hook(env, WaitForRunningForwards, state);
   exports.Set("NativeModel", NativeModel::Define(env));
   exports.Set("capabilities", Napi::Function::New(env, Capabilities, "capabilities"));
+  exports.Set("blasBenchmark", Napi::Function::New(env, BlasBenchmark, "blasBenchmark"));
   return exports;
 }
 

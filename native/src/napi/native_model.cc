@@ -171,7 +171,7 @@ NativeModel::NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Nati
     const std::string device_name = device.IsString() ? device.As<Napi::String>().Utf8Value() : "";
     std::unique_ptr<Backend> backend;
     if (device_name == "cpu") {
-      backend = CreateCpuBackend();
+      backend = WithProfilingIfRequested(CreateCpuBackend());
     } else {
       throw EngineError(ErrorCode::kBackendUnavailable,
                         "device \"" + device_name + "\" is not available in this build (compiled backends: cpu)");

@@ -1,5 +1,8 @@
 // The CPU backend: host memory, OpenBLAS for matrix products, the thread pool for the rest.
+#include <cblas.h>
+
 #include <cstring>
+#include <mutex>
 #include <new>
 
 #include "backend/backend.h"
@@ -63,6 +66,12 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> CreateCpuBackend() { return std::make_unique<CpuBackend>(); }
+std::unique_ptr<Backend> CreateCpuBackend() {
+  // The engine threads every op itself (ops/linear.cc, ops/attention.cc); OpenBLAS's own threads
+  // would only oversubscribe the cores and spin between calls.
+  static std::once_flag once;
+  std::call_once(once, [] { openblas_set_num_threads(1); });
+  return std::make_unique<CpuBackend>();
+}
 
 }  // namespace perceiver

@@ -1,28 +1,60 @@
-// LayerNorm over the last dimension. Statistics are accumulated in double: two passes over a row
-// that is already in cache cost little, and keep rows of large mean exact to float32 precision.
+// LayerNorm over the last dimension: a two-pass mean and variance (subtracting the mean before
+// squaring, so rows with a large mean stay exact), accumulated in float over several lanes, as
+// PyTorch's CPU kernel does.
 #include <cmath>
 
 #include "backend/cpu/ops/cpu_ops.h"
+#include "core/simd_math.h"
 #include "core/thread_pool.h"
 
 namespace perceiver::cpu {
+
+namespace {
+
+float RowSum(const float* x, int64_t n) {
+  int64_t i = 0;
+  float sum = 0.0f;
+#if defined(__SSE2__)
+  __m128 a = _mm_setzero_ps(), b = _mm_setzero_ps();
+  for (; i + 8 <= n; i += 8) {
+    a = _mm_add_ps(a, _mm_loadu_ps(x + i));
+    b = _mm_add_ps(b, _mm_loadu_ps(x + i + 4));
+  }
+  sum = simd::HorizontalSum(_mm_add_ps(a, b));
+#endif
+  for (; i < n; ++i) sum += x[i];
+  return sum;
+}
+
+float RowSquaredDeviation(const float* x, int64_t n, float mean) {
+  int64_t i = 0;
+  float sum = 0.0f;
+#if defined(__SSE2__)
+  const __m128 m = _mm_set1_ps(mean);
+  __m128 a = _mm_setzero_ps(), b = _mm_setzero_ps();
+  for (; i + 8 <= n; i += 8) {
+    const __m128 d0 = _mm_sub_ps(_mm_loadu_ps(x + i), m);
+    const __m128 d1 = _mm_sub_ps(_mm_loadu_ps(x + i + 4), m);
+    a = _mm_add_ps(a, _mm_mul_ps(d0, d0));
+    b = _mm_add_ps(b, _mm_mul_ps(d1, d1));
+  }
+  sum = simd::HorizontalSum(_mm_add_ps(a, b));
+#endif
+  for (; i < n; ++i) sum += (x[i] - mean) * (x[i] - mean);
+  return sum;
+}
+
+}  // namespace
 
 void LayerNorm(const float* x, int64_t rows, int64_t dim, const float* gamma, const float* beta, float eps, float* y) {
   ThreadPool::Global().ParallelFor(rows, 16, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = x + r * dim;
       float* yr = y + r * dim;
-      double sum = 0.0;
-      for (int64_t i = 0; i < dim; ++i) sum += xr[i];
-      const double mean = sum / static_cast<double>(dim);
-      double sq = 0.0;
-      for (int64_t i = 0; i < dim; ++i) {
-        const double d = xr[i] - mean;
-        sq += d * d;
-      }
-      const double inv_std = 1.0 / std::sqrt(sq / static_cast<double>(dim) + static_cast<double>(eps));
-      const float m = static_cast<float>(mean), s = static_cast<float>(inv_std);
-      for (int64_t i = 0; i < dim; ++i) yr[i] = (xr[i] - m) * s * gamma[i] + beta[i];
+      const float mean = RowSum(xr, dim) / static_cast<float>(dim);
+      const float var = RowSquaredDeviation(xr, dim, mean) / static_cast<float>(dim);
+      const float inv_std = 1.0f / std::sqrt(var + eps);
+      for (int64_t i = 0; i < dim; ++i) yr[i] = (xr[i] - mean) * inv_std * gamma[i] + beta[i];
     }
   });
 }

@@ -1,0 +1,179 @@
+/**
+ * Shared pieces of the benchmark suite: the case interface that `run.ts` drives, machine facts
+ * for the report header, timing statistics, the sgemm reference rate and plain-text tables.
+ */
+import { readFileSync } from 'node:fs';
+import { availableParallelism, cpus, loadavg, totalmem } from 'node:os';
+import { capabilities } from '../lib/index.js';
+import { createRequire } from 'node:module';
+import { relative } from 'node:path';
+import { loadAddon, packageRoot } from '../lib/native/binding.js';
+
+/** What the command line passes to every case. */
+export interface BenchOptions {
+  /** Timed forwards per configuration; the median is reported. */
+  iterations: number;
+  /** Batch sizes to time; undefined means the case's own default. */
+  batches?: number[];
+  /** Progress lines (to stderr, so stdout stays the report). */
+  log: (line: string) => void;
+}
+
+/** A table of the report: header cells and rows of preformatted cells. */
+export interface Table {
+  title: string;
+  headers: string[];
+  rows: string[][];
+}
+
+/** What one case hands back: tables to print, notes under them and raw figures for --json. */
+export interface CaseReport {
+  name: string;
+  description: string;
+  tables: Table[];
+  notes: string[];
+  metrics: Record<string, unknown>;
+}
+
+/**
+ * One benchmark case. Later cases (vision, optical flow, GPU backends) are more entries of this
+ * shape in the `CASES` table of run.ts.
+ */
+export interface BenchCase {
+  name: string;
+  description: string;
+  defaultBatches: number[];
+  /** Why this case cannot run here (e.g. no GPU), or undefined when it can. */
+  unavailable(): string | undefined;
+  /** Validates, then times. Throws on any failure (a wrong shape, a non-finite output, an engine error). */
+  run(options: BenchOptions): Promise<CaseReport>;
+}
+
+export interface MachineInfo {
+  date: string;
+  cpuModel: string;
+  cores: number;
+  memoryGiB: number;
+  node: string;
+  platform: string;
+  blas: string;
+  blasThreads: number;
+  engineThreads: number;
+  cuda: string;
+  /** The .node file node-gyp-build picks (relative to the package root). */
+  addon: string;
+  loadAverage: number[];
+}
+
+function cpuModelName(): string {
+  try {
+    const line = readFileSync('/proc/cpuinfo', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('model name'));
+    if (line) return line.slice(line.indexOf(':') + 1).trim();
+  } catch {
+    // not Linux: fall back to what Node reports
+  }
+  return cpus()[0]?.model.trim() ?? 'unknown';
+}
+
+/** Which addon binary loads: PERCEIVER_IO_PREBUILD, else node-gyp-build's choice (build/Release, then prebuilds/). */
+function addonPath(): string {
+  const override = process.env.PERCEIVER_IO_PREBUILD;
+  if (override) return override;
+  try {
+    const root = packageRoot();
+    const nodeGypBuild = createRequire(import.meta.url)('node-gyp-build') as { resolve(dir: string): string };
+    return relative(root, nodeGypBuild.resolve(root));
+  } catch {
+    return 'unknown';
+  }
+}
+
+export function machineInfo(): MachineInfo {
+  const caps = capabilities();
+  return {
+    date: new Date().toISOString(),
+    cpuModel: cpuModelName(),
+    cores: availableParallelism(),
+    memoryGiB: totalmem() / 2 ** 30,
+    node: process.version,
+    platform: `${process.platform}-${process.arch}`,
+    blas: caps.cpu.blas,
+    blasThreads: caps.cpu.blasThreads,
+    engineThreads: caps.cpu.threads,
+    cuda: caps.cuda.available ? 'available' : `unavailable (${caps.cuda.reason ?? 'no reason given'})`,
+    addon: addonPath(),
+    loadAverage: loadavg(),
+  };
+}
+
+export function median(values: readonly number[]): number {
+  if (values.length === 0) throw new Error('median of no values');
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** Seconds since `start` (a performance.now() reading). */
+export function secondsSince(start: number): number {
+  return (performance.now() - start) / 1000;
+}
+
+/** CPU seconds (user + system, all threads) this process used since `start` (a process.cpuUsage() reading). */
+export function cpuSecondsSince(start: NodeJS.CpuUsage): number {
+  const d = process.cpuUsage(start);
+  return (d.user + d.system) / 1e6;
+}
+
+/** The process's peak resident set so far, in MiB (getrusage's ru_maxrss). */
+export function peakRssMiB(): number {
+  return process.resourceUsage().maxRSS / 1024;
+}
+
+export interface SgemmShape {
+  m: number;
+  n: number;
+  k: number;
+  /** What the shape stands for in the models. */
+  label: string;
+}
+
+export interface SgemmSample extends SgemmShape {
+  seconds: number;
+  gflops: number;
+}
+
+export interface SgemmSweep {
+  samples: SgemmSample[];
+  /** The best rate over the shapes. */
+  peak: number;
+}
+
+/** Best-of-`repeats` sgemm (C = A·Bᵀ, like a linear layer) through the engine's own OpenBLAS for each shape. */
+export async function measureSgemm(shapes: readonly SgemmShape[], repeats: number): Promise<SgemmSweep> {
+  const addon = loadAddon();
+  const samples: SgemmSample[] = [];
+  for (const shape of shapes) {
+    const { seconds, gflops } = await addon.blasBenchmark(shape.m, shape.n, shape.k, repeats);
+    samples.push({ ...shape, seconds, gflops });
+  }
+  return { samples, peak: Math.max(...samples.map((s) => s.gflops)) };
+}
+
+/** Fixed-point formatting with thousands separators. */
+export function fmt(value: number, digits = 1): string {
+  return value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+export function formatTable(table: Table): string {
+  const widths = table.headers.map((h, i) => Math.max(h.length, ...table.rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: readonly string[]): string =>
+    '| ' + widths.map((w, i) => {
+      const cell = cells[i] ?? '';
+      // Numbers right-aligned, text left-aligned.
+      return /^[-+]?[\d,.]+( ?%)?$/.test(cell) ? cell.padStart(w) : cell.padEnd(w);
+    }).join(' | ') + ' |';
+  const rule = '|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|';
+  return [table.title, line(table.headers), rule, ...table.rows.map(line)].join('\n');
+}

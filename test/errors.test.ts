@@ -1,0 +1,207 @@
+/**
+ * Bad input: every case is a typed error naming what was wrong, and the process carries on.
+ */
+import t, { type Test } from 'tap';
+import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  AutoModel,
+  BackendUnavailableError,
+  ConfigError,
+  InvalidArgumentError,
+  PerceiverConfig,
+  PerceiverForMaskedLM,
+  Tensor,
+  WeightMismatchError,
+  WeightsFormatError,
+  serializeSafetensors,
+  readSafetensors,
+  WeightStore,
+} from '../lib/index.js';
+import { loadAddon } from '../lib/native/binding.js';
+import { fixtureDir, fixtureIo, tempDir } from './helpers/fixtures.js';
+
+const MLM = fixtureDir('text-mlm');
+
+t.test('inputs of the wrong shape, dtype or range', async (t) => {
+  const model = await AutoModel.fromPretrained(MLM);
+  t.teardown(() => model.dispose());
+  const ids = (shape: number[], fill = 10) => new Tensor('int64', shape, new BigInt64Array(shape.reduce((a, b) => a * b, 1)).fill(BigInt(fill)));
+  const cases: [string, Parameters<typeof model.forward>[0], RegExp][] = [
+    ['rank 1', { inputs: ids([48]) }, /shape \[batch, sequence\]/],
+    ['rank 3', { inputs: ids([1, 2, 3]) }, /shape \[batch, sequence\]/],
+    ['empty batch', { inputs: ids([0, 5]) }, /at least 1/],
+    ['too long', { inputs: ids([1, 49]) }, /max_position_embeddings = 48/],
+    ['float ids', { inputs: new Tensor('float32', [1, 4], new Float32Array(4)) }, /int64 or int32/],
+    ['id past the vocabulary', { inputs: ids([1, 4], 262) }, /\[0, 262\)/],
+    ['negative id', { inputs: ids([1, 4], -1) }, /\[0, 262\)/],
+    ['plain array', { inputs: [[1, 2, 3]] as unknown as Tensor }, /Tensor of token ids/],
+    ['mask of the wrong length', { inputs: ids([2, 8]), attentionMask: ids([2, 7], 1) }, /attentionMask.*\[2, 8\]|\[2, 8\].*attentionMask/],
+    ['mask of another dtype', { inputs: ids([1, 4]), attentionMask: new Tensor('float16', [1, 4], new Uint16Array(4)) }, /dtype float16/],
+    ['mask with a 2', { inputs: ids([1, 4]), attentionMask: ids([1, 4], 2) }, /values 0 or 1/],
+    ['all-padding row', { inputs: ids([2, 4]), attentionMask: Tensor.from('int64', [1, 1, 1, 1, 0, 0, 0, 0], [2, 4]) }, /row 1 with every position masked/],
+  ];
+  for (const [what, call, message] of cases) {
+    const error = await model.forward(call).then(() => null, (e: unknown) => e);
+    t.type(error, InvalidArgumentError, `${what}: InvalidArgumentError`);
+    t.match((error as Error).message, message, `${what}: says what was expected`);
+  }
+  // The model is still usable afterwards.
+  const ok = await model.forward({ inputs: ids([1, 4]) });
+  t.same(ok.logits!.shape, [1, 48, 262], 'still runs after every rejection');
+});
+
+t.test('a call that is not an object', async (t) => {
+  const model = await AutoModel.fromPretrained(MLM);
+  t.teardown(() => model.dispose());
+  await t.rejects(model.forward(null as never), InvalidArgumentError);
+  await t.rejects(model.forward(undefined as never), InvalidArgumentError);
+});
+
+t.test('the native engine re-checks what reaches it', async (t) => {
+  const { NativeModel } = loadAddon();
+  t.throws(() => new NativeModel({} as object, {}, { device: 'cpu' }), { code: 'ERR_PERCEIVER_INVALID_ARGUMENT' });
+  t.throws(() => new NativeModel({ layerNormEps: 1e-5, preprocessor: { type: 'text' } }, {}, { device: 'cpu' }), { code: 'ERR_PERCEIVER_INVALID_ARGUMENT' });
+  t.throws(() => new (NativeModel as unknown as new () => unknown)(), { code: 'ERR_PERCEIVER_INVALID_ARGUMENT' });
+  t.throws(() => new NativeModel({}, {}, { device: 'tpu' }), { code: 'ERR_PERCEIVER_BACKEND_UNAVAILABLE' });
+
+  // A real spec, then requests that bypass the TypeScript validation entirely.
+  const { tensors } = await readSafetensors(join(MLM, 'model.safetensors'));
+  const head = new PerceiverForMaskedLM(await PerceiverConfig.fromPretrained(MLM));
+  const store = new WeightStore(tensors);
+  const spec = (head as unknown as { buildSpec(s: WeightStore): object }).buildSpec(store);
+  const weights = store.claimed();
+  const short = { ...weights, 'perceiver.embeddings.latents': new Float32Array(10) };
+  t.throws(() => new NativeModel(spec, short, { device: 'cpu' }), { code: 'ERR_PERCEIVER_WEIGHT_MISMATCH' }, 'a weight of the wrong size');
+  const { 'embedding_decoder.bias': _dropped, ...missing } = weights;
+  t.throws(() => new NativeModel(spec, missing, { device: 'cpu' }), { code: 'ERR_PERCEIVER_WEIGHT_MISMATCH' }, 'a missing weight');
+  const native = new NativeModel(spec, weights, { device: 'cpu' });
+  t.teardown(() => native.dispose());
+  const ids = (n: number, v: bigint) => new BigInt64Array(n).fill(v);
+  const bad: [string, object][] = [
+    ['id out of range', { batch: 1, seq: 4, inputIds: ids(4, 300n) }],
+    ['id beyond int32', { batch: 1, seq: 4, inputIds: ids(4, 1n << 40n) }],
+    ['too few ids', { batch: 2, seq: 4, inputIds: ids(4, 7n) }],
+    ['ids as floats', { batch: 1, seq: 4, inputIds: new Float32Array(4) }],
+    ['sequence too long', { batch: 1, seq: 49, inputIds: ids(49, 7n) }],
+    ['mask of the wrong type', { batch: 1, seq: 4, inputIds: ids(4, 7n), attentionMask: new Int32Array(4) }],
+    ['all-padding mask', { batch: 1, seq: 4, inputIds: ids(4, 7n), attentionMask: new Uint8Array(4) }],
+    ['fractional batch', { batch: 1.5, seq: 4, inputIds: ids(4, 7n) }],
+  ];
+  for (const [what, request] of bad) {
+    const error = await Promise.resolve()
+      .then(() => native.forward(request as never))
+      .then(() => null, (e: unknown) => e);
+    t.match(error, { code: 'ERR_PERCEIVER_INVALID_ARGUMENT' }, what);
+  }
+  const ok = await native.forward({ batch: 1, seq: 4, inputIds: ids(4, 7n) });
+  t.same(ok.logits!.shape, [1, 48, 262], 'the engine still runs');
+});
+
+t.test('device and dtype options', async (t) => {
+  await t.rejects(AutoModel.fromPretrained(MLM, { device: 'cuda' }), BackendUnavailableError, 'no CUDA backend here');
+  await t.rejects(AutoModel.fromPretrained(MLM, { device: 'cuda:1' }), BackendUnavailableError);
+  await t.rejects(AutoModel.fromPretrained(MLM, { device: 'tpu' }), InvalidArgumentError);
+  await t.rejects(AutoModel.fromPretrained(MLM, { dtype: 'bfloat16' }), BackendUnavailableError, 'the CPU computes in float32');
+  await t.rejects(AutoModel.fromPretrained(MLM, { dtype: 'float8' as never }), InvalidArgumentError);
+});
+
+async function checkpointWith(t: Test, mutate: (dir: string) => Promise<void>): Promise<string> {
+  const dir = await tempDir(t);
+  await copyFile(join(MLM, 'config.json'), join(dir, 'config.json'));
+  await copyFile(join(MLM, 'model.safetensors'), join(dir, 'model.safetensors'));
+  await mutate(dir);
+  return dir;
+}
+
+t.test('missing or misshapen weights', async (t) => {
+  const { tensors } = await readSafetensors(join(MLM, 'model.safetensors'));
+  const without = new Map(tensors);
+  without.delete('perceiver.encoder.self_attends.1.mlp.dense2.weight');
+  const dir = await checkpointWith(t, (d) => writeFile(join(d, 'model.safetensors'), serializeSafetensors(without)));
+  const error = await AutoModel.fromPretrained(dir).catch((e: unknown) => e);
+  t.type(error, WeightMismatchError);
+  t.match((error as Error).message, /perceiver\.encoder\.self_attends\.1\.mlp\.dense2\.weight.*missing/);
+
+  const reshaped = new Map(tensors);
+  reshaped.set('perceiver.embeddings.latents', Tensor.zeros('float32', [15, 64]));
+  const dir2 = await checkpointWith(t, (d) => writeFile(join(d, 'model.safetensors'), serializeSafetensors(reshaped)));
+  const error2 = await AutoModel.fromPretrained(dir2).catch((e: unknown) => e);
+  t.type(error2, WeightMismatchError);
+  t.match((error2 as Error).message, /latents.*\[15, 64\].*\[16, 64\]/);
+
+  const integer = new Map(tensors);
+  integer.set('embedding_decoder.bias', Tensor.zeros('int32', [262]));
+  const dir3 = await checkpointWith(t, (d) => writeFile(join(d, 'model.safetensors'), serializeSafetensors(integer)));
+  await t.rejects(AutoModel.fromPretrained(dir3), WeightMismatchError, 'an integer weight');
+});
+
+t.test('truncated and corrupt safetensors files', async (t) => {
+  const original = await readFile(join(MLM, 'model.safetensors'));
+  const headerLength = Number(original.readBigUInt64LE(0));
+  const header = JSON.parse(original.subarray(8, 8 + headerLength).toString('utf8'));
+  const withHeader = (h: unknown) => {
+    const json = Buffer.from(JSON.stringify(h));
+    const out = Buffer.alloc(8 + json.length + (original.length - 8 - headerLength));
+    out.writeBigUInt64LE(BigInt(json.length));
+    json.copy(out, 8);
+    original.copy(out, 8 + json.length, 8 + headerLength);
+    return out;
+  };
+  const names = Object.keys(header).filter((k) => k !== '__metadata__');
+  const [a, b] = [names[0]!, names[1]!];
+  const cases: [string, Buffer, RegExp][] = [
+    ['truncated data', original.subarray(0, original.length - 100), /past the end|end/],
+    ['truncated header', original.subarray(0, 100), /header/],
+    ['header length past the end', Buffer.concat([Buffer.from([0xff, 0xff, 0, 0, 0, 0, 0, 0]), original.subarray(8)]), /header/],
+    ['not JSON', Buffer.concat([original.subarray(0, 8), Buffer.from('{"oops'.padEnd(headerLength, ' ')), original.subarray(8 + headerLength)]), /JSON/],
+    ['offsets past the end', withHeader({ ...header, [a]: { ...header[a], data_offsets: [original.length, original.length + 4 * 262] } }), /past the end|end/],
+    ['overlapping offsets', withHeader({ ...header, [b]: { ...header[b], data_offsets: [header[a].data_offsets[0] + 4, header[a].data_offsets[0] + 4 + header[b].data_offsets[1] - header[b].data_offsets[0]] } }), /overlap/],
+    ['empty file', Buffer.alloc(0), /shorter|8 bytes|too short/],
+  ];
+  for (const [what, bytes, message] of cases) {
+    const dir = await checkpointWith(t, (d) => writeFile(join(d, 'model.safetensors'), bytes));
+    const error = await AutoModel.fromPretrained(dir).catch((e: unknown) => e);
+    t.type(error, WeightsFormatError, `${what}: WeightsFormatError`);
+    t.match((error as Error).message, message, `${what}: ${(error as Error).message}`);
+  }
+});
+
+t.test('configs that cannot be built', async (t) => {
+  const config = JSON.parse(await readFile(join(MLM, 'config.json'), 'utf8'));
+  const cases: [string, string, RegExp][] = [
+    ['unknown architecture', JSON.stringify({ ...config, architectures: ['PerceiverForTimeTravel'] }), /unsupported architecture "PerceiverForTimeTravel".*PerceiverForMaskedLM/],
+    ['prototype name as architecture', JSON.stringify({ ...config, architectures: ['toString'] }), /unsupported architecture "toString"/],
+    ['no architectures', JSON.stringify({ ...config, architectures: undefined }), /architectures is missing/],
+    ['not JSON', '{"d_model": ', /not valid JSON/],
+    ['an array', '[1, 2]', /JSON object/],
+    ['a bad field', JSON.stringify({ ...config, num_latents: -3 }), /num_latents must be a positive integer/],
+    ['heads not dividing', JSON.stringify({ ...config, num_self_attention_heads: 5 }), /multiple of num_self_attention_heads/],
+    ['unsupported activation', JSON.stringify({ ...config, hidden_act: 'relu' }), /hidden_act "relu" is not supported/],
+  ];
+  for (const [what, text, message] of cases) {
+    const dir = await checkpointWith(t, (d) => writeFile(join(d, 'config.json'), text));
+    const error = await AutoModel.fromPretrained(dir).catch((e: unknown) => e);
+    t.type(error, ConfigError, `${what}: ConfigError`);
+    t.match((error as Error).message, message, `${what}: ${(error as Error).message}`);
+  }
+  const noConfig = await checkpointWith(t, async () => {});
+  await writeFile(join(noConfig, 'config.json'), '');
+  await t.rejects(AutoModel.fromPretrained(join(noConfig, 'nope')), ConfigError, 'a folder without config.json');
+  const noWeights = await tempDir(t);
+  await mkdir(noWeights, { recursive: true });
+  await copyFile(join(MLM, 'config.json'), join(noWeights, 'config.json'));
+  await t.rejects(AutoModel.fromPretrained(noWeights), WeightsFormatError, 'a folder without weights');
+});
+
+t.test('PerceiverConfig validates what it is given', async (t) => {
+  t.throws(() => new PerceiverConfig({ d_latents: 'big' as never }), ConfigError);
+  t.throws(() => new PerceiverConfig({ cross_attention_shape_for_attention: 'x' as never }), ConfigError);
+  t.throws(() => new PerceiverForMaskedLM({} as never), InvalidArgumentError);
+  const c = new PerceiverConfig({ num_labels: 4, torch_dtype: 'float32', something_new: 1 });
+  t.equal(c.num_labels, 4, 'num_labels builds the label maps');
+  t.equal(c.dtype, 'float32', 'torch_dtype is read as dtype');
+  t.same(c.extra, { something_new: 1 }, 'unknown keys are kept');
+  const io = await fixtureIo('text-mlm');
+  t.ok(io.size > 0);
+});

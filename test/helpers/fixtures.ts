@@ -1,0 +1,52 @@
+/** Shared helpers for tests: fixture locations, reference comparison, temporary folders. */
+import type { Test } from 'tap';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { readSafetensors } from '../../lib/io/safetensors.js';
+import type { Tensor } from '../../lib/tensor.js';
+
+export const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const FIXTURES = join(REPO, 'test', 'fixtures');
+
+/** The parity bar: float32 outputs within this relative error of the float64 reference. */
+export const PARITY_TOLERANCE = 1e-5;
+
+export function fixtureDir(name: string): string {
+  return join(FIXTURES, name);
+}
+
+export async function fixtureIo(name: string): Promise<Map<string, Tensor>> {
+  return (await readSafetensors(join(fixtureDir(name), 'io.safetensors'))).tensors;
+}
+
+/** ||actual - expected|| / ||expected|| over the whole tensor, as the fixtures' README defines it. */
+export function relativeError(actual: Tensor, expected: Tensor): number {
+  if (actual.size !== expected.size) throw new Error(`size mismatch: ${actual.size} vs ${expected.size}`);
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < expected.size; i++) {
+    const e = expected.get(i);
+    const d = actual.get(i) - e;
+    num += d * d;
+    den += e * e;
+  }
+  return Math.sqrt(num / den);
+}
+
+/** Asserts shape equality and relative error within tolerance. */
+export function assertClose(t: Test, actual: Tensor | undefined, expected: Tensor | undefined, what: string, tolerance = PARITY_TOLERANCE): void {
+  t.ok(actual, `${what}: produced`);
+  t.ok(expected, `${what}: reference present`);
+  if (!actual || !expected) return;
+  t.same(actual.shape, expected.shape, `${what}: shape`);
+  const err = relativeError(actual, expected);
+  t.ok(err <= tolerance, `${what}: relative error ${err.toExponential(2)} <= ${tolerance}`);
+}
+
+export async function tempDir(t: Test, prefix = 'perceiver-test-'): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
