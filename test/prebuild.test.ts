@@ -1,10 +1,12 @@
 /**
- * `npm run prebuild` (prebuildify, Node-API) makes a self-contained binary that node-gyp-build
- * loads: built here in a scratch copy of the package, then used from a folder that has no build/
- * and no compiler step, to run a real checkpoint.
+ * The two builds of the addon. `npm run prebuild` (prebuildify, Node-API) makes a self-contained
+ * binary that node-gyp-build loads: built here in a scratch copy of the package, then used from a
+ * folder that has no build/ and no compiler step, to run a real checkpoint. `npm run build:native`
+ * (cmake-js, the development build) compiles the same source list into a loadable addon.
  */
 import t from 'tap';
 import { execFileSync, spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { cpSync, existsSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -51,4 +53,18 @@ t.test('npm run prebuild makes a binary that node-gyp-build loads and runs', asy
   t.match(report.path, /prebuilds\/linux-x64\/.*\.node$/, 'node-gyp-build picked the prebuilt binary');
   t.match(report.blas, /OpenBLAS/);
   t.same(report.shape, [1, 3]);
+});
+
+t.test('npm run build:native (cmake-js) builds the same sources into a loadable addon', async (t) => {
+  const pkg = join(await tempDir(t, 'perceiver-cmake-'), 'package');
+  for (const entry of ['package.json', 'CMakeLists.txt', 'native']) cpSync(join(REPO, entry), join(pkg, entry), { recursive: true });
+  symlinkSync(join(REPO, 'node_modules'), join(pkg, 'node_modules'), 'dir');
+  const build = spawnSync('npm', ['run', 'build:native', '--', '--parallel', '2'], { cwd: pkg, encoding: 'utf8', timeout: 900_000 });
+  t.equal(build.status, 0, `cmake-js compile succeeds${build.status ? `: ${(build.stdout + build.stderr).slice(-800)}` : ''}`);
+  const binary = join(pkg, 'build', 'Release', 'perceiver_io.node');
+  t.ok(existsSync(binary), 'build/Release/perceiver_io.node exists');
+  if (!existsSync(binary)) return;
+  const addon = createRequire(import.meta.url)(binary) as { capabilities(): { cpu: { available: boolean } }; NativeModel: unknown };
+  t.equal(addon.capabilities().cpu.available, true, 'it loads and answers');
+  t.type(addon.NativeModel, 'function');
 });

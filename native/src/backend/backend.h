@@ -75,6 +75,8 @@ class Backend {
 
 // The CPU backend (OpenBLAS for matrix products, a thread pool for the rest).
 std::unique_ptr<Backend> CreateCpuBackend();
+// Puts OpenBLAS in the mode the CPU backend runs it in (single-threaded); idempotent.
+void ConfigureCpuBlas();
 
 // Wraps `backend` in a per-op timer when PERCEIVER_PROFILE=1 (see profiling_backend.cc).
 std::unique_ptr<Backend> WithProfilingIfRequested(std::unique_ptr<Backend> backend);

@@ -5,6 +5,7 @@
 
 #include <thread>
 
+#include "backend/backend.h"
 #include "core/thread_pool.h"
 #include "napi/addon_state.h"
 #include "napi/blas_benchmark.h"
@@ -20,6 +21,7 @@ void WaitForRunningForwards(void* arg) { static_cast<AddonState*>(arg)->WaitIdle
 
 Napi::Value Capabilities(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  ConfigureCpuBlas();
   Napi::Object cpu = Napi::Object::New(env);
   cpu.Set("compiled", true);
   cpu.Set("available", true);

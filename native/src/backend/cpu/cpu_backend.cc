@@ -66,11 +66,15 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> CreateCpuBackend() {
+void ConfigureCpuBlas() {
   // The engine threads every op itself (ops/linear.cc, ops/attention.cc); OpenBLAS's own threads
   // would only oversubscribe the cores and spin between calls.
   static std::once_flag once;
   std::call_once(once, [] { openblas_set_num_threads(1); });
+}
+
+std::unique_ptr<Backend> CreateCpuBackend() {
+  ConfigureCpuBlas();
   return std::make_unique<CpuBackend>();
 }
 
