@@ -2,17 +2,32 @@
 import { PerceiverConfig } from './config.js';
 import { ConfigError } from './errors.js';
 import { loadCheckpointWeights } from './io/checkpoint.js';
-import { PerceiverForMaskedLM, PerceiverForSequenceClassification } from './modeling/heads.js';
-import type { LoadOptions, PerceiverModel } from './modeling/perceiver_model.js';
+import {
+  PerceiverForImageClassificationConvProcessing,
+  PerceiverForImageClassificationFourier,
+  PerceiverForImageClassificationLearned,
+  PerceiverForMaskedLM,
+  PerceiverForMultimodalAutoencoding,
+  PerceiverForOpticalFlow,
+  PerceiverForSequenceClassification,
+} from './modeling/heads.js';
+import type { LoadOptions, Logits, PerceiverModel } from './modeling/perceiver_model.js';
 
-export const ARCHITECTURES: Record<string, new (config: PerceiverConfig) => PerceiverModel> = {
+type AnyHead = new (config: PerceiverConfig) => PerceiverModel<Logits>;
+
+export const ARCHITECTURES: Record<string, AnyHead> = {
   PerceiverForMaskedLM,
   PerceiverForSequenceClassification,
+  PerceiverForImageClassificationLearned,
+  PerceiverForImageClassificationFourier,
+  PerceiverForImageClassificationConvProcessing,
+  PerceiverForOpticalFlow,
+  PerceiverForMultimodalAutoencoding,
 };
 
 export class AutoModel {
   /** Loads a checkpoint folder (config.json + model.safetensors or a sharded index) into its head class. */
-  static async fromPretrained(dir: string, options: LoadOptions = {}): Promise<PerceiverModel> {
+  static async fromPretrained(dir: string, options: LoadOptions = {}): Promise<PerceiverModel<Logits>> {
     const config = await PerceiverConfig.fromPretrained(dir);
     const Head = AutoModel.headFor(config);
     const { tensors } = await loadCheckpointWeights(dir);
@@ -20,7 +35,7 @@ export class AutoModel {
   }
 
   /** The head class for a config, or a ConfigError saying which architectures are supported. */
-  static headFor(config: PerceiverConfig): new (config: PerceiverConfig) => PerceiverModel {
+  static headFor(config: PerceiverConfig): AnyHead {
     const supported = Object.keys(ARCHITECTURES).join(', ');
     const name = config.architectures?.[0];
     if (!name) throw new ConfigError(`config.architectures is missing, so the head cannot be chosen (supported: ${supported})`);

@@ -3,20 +3,57 @@ export { PerceiverConfig, type PerceiverConfigFields } from './config.js';
 export * from './errors.js';
 export { Tensor, type DType, DTYPES, type AnyTypedArray } from './tensor.js';
 export { PerceiverTokenizer } from './tokenizer.js';
+export { PerceiverImageProcessor, type ImageInput, type ImageProcessorOptions, type RawImage } from './image_processor.js';
 export { AutoModel, ARCHITECTURES } from './auto.js';
 export {
   PerceiverModel,
+  PerceiverEncoding,
+  type EncodeCall,
+  type DecodeCall,
   type ForwardCall,
+  type Logits,
   type LoadOptions,
   type PerceiverModelOutput,
+  type PerceiverDecodeOutput,
   type PerceiverModules,
+  type SubsampledOutputPoints,
   type ComputeDType,
 } from './modeling/perceiver_model.js';
-export { PerceiverForMaskedLM, PerceiverForSequenceClassification } from './modeling/heads.js';
-export { PerceiverTextPreprocessor, type PerceiverPreprocessor } from './modeling/preprocessors.js';
-export { PerceiverTrainablePositionEncoding } from './modeling/position_encodings.js';
-export { PerceiverBasicDecoder, PerceiverClassificationDecoder, type PerceiverDecoder } from './modeling/decoders.js';
-export { PerceiverEmbeddingDecoder, type PerceiverPostprocessor } from './modeling/postprocessors.js';
+export {
+  PerceiverForMaskedLM,
+  PerceiverForSequenceClassification,
+  PerceiverForImageClassificationLearned,
+  PerceiverForImageClassificationFourier,
+  PerceiverForImageClassificationConvProcessing,
+  PerceiverForOpticalFlow,
+  PerceiverForMultimodalAutoencoding,
+} from './modeling/heads.js';
+export {
+  PerceiverTextPreprocessor,
+  PerceiverImagePreprocessor,
+  PerceiverAudioPreprocessor,
+  PerceiverOneHotPreprocessor,
+  PerceiverMultimodalPreprocessor,
+  type PerceiverPreprocessor,
+} from './modeling/preprocessors.js';
+export { PerceiverTrainablePositionEncoding, PerceiverFourierPositionEncoding } from './modeling/position_encodings.js';
+export {
+  PerceiverBasicDecoder,
+  PerceiverClassificationDecoder,
+  PerceiverOpticalFlowDecoder,
+  PerceiverBasicVideoAutoencodingDecoder,
+  PerceiverMultimodalDecoder,
+  PerceiverProjectionDecoder,
+  type PerceiverDecoder,
+} from './modeling/decoders.js';
+export {
+  PerceiverEmbeddingDecoder,
+  PerceiverClassificationPostprocessor,
+  PerceiverAudioPostprocessor,
+  PerceiverProjectionPostprocessor,
+  PerceiverMultimodalPostprocessor,
+  type PerceiverPostprocessor,
+} from './modeling/postprocessors.js';
 export { PerceiverLayer, PerceiverEncoder } from './modeling/layers.js';
 export { WeightStore, RandomWeightStore } from './modeling/weights.js';
 export { parseSafetensors, readSafetensors, serializeSafetensors, writeSafetensors } from './io/safetensors.js';

@@ -48,7 +48,7 @@ t.test('inputs of the wrong shape, dtype or range', async (t) => {
   }
   // The model is still usable afterwards.
   const ok = await model.forward({ inputs: ids([1, 4]) });
-  t.same(ok.logits!.shape, [1, 48, 262], 'still runs after every rejection');
+  t.same((ok.logits as Tensor).shape, [1, 48, 262], 'still runs after every rejection');
 });
 
 t.test('a call that is not an object', async (t) => {
@@ -78,15 +78,22 @@ t.test('the native engine re-checks what reaches it', async (t) => {
   const native = new NativeModel(spec, weights, { device: 'cpu' });
   t.teardown(() => native.dispose());
   const ids = (n: number, v: bigint) => new BigInt64Array(n).fill(v);
+  const text = (shape: number[], data: unknown) => [{ name: '', shape, data }];
   const bad: [string, object][] = [
-    ['id out of range', { batch: 1, seq: 4, inputIds: ids(4, 300n) }],
-    ['id beyond int32', { batch: 1, seq: 4, inputIds: ids(4, 1n << 40n) }],
-    ['too few ids', { batch: 2, seq: 4, inputIds: ids(4, 7n) }],
-    ['ids as floats', { batch: 1, seq: 4, inputIds: new Float32Array(4) }],
-    ['sequence too long', { batch: 1, seq: 49, inputIds: ids(49, 7n) }],
-    ['mask of the wrong type', { batch: 1, seq: 4, inputIds: ids(4, 7n), attentionMask: new Int32Array(4) }],
-    ['all-padding mask', { batch: 1, seq: 4, inputIds: ids(4, 7n), attentionMask: new Uint8Array(4) }],
-    ['fractional batch', { batch: 1.5, seq: 4, inputIds: ids(4, 7n) }],
+    ['id out of range', { batch: 1, inputs: text([1, 4], ids(4, 300n)) }],
+    ['id beyond int32', { batch: 1, inputs: text([1, 4], ids(4, 1n << 40n)) }],
+    ['too few ids', { batch: 2, inputs: text([2, 4], ids(4, 7n)) }],
+    ['batch disagreeing with the ids', { batch: 2, inputs: text([1, 4], ids(4, 7n)) }],
+    ['ids as floats', { batch: 1, inputs: text([1, 4], new Float32Array(4)) }],
+    ['ids of another integer type', { batch: 1, inputs: text([1, 4], new Uint16Array(4)) }],
+    ['sequence too long', { batch: 1, inputs: text([1, 49], ids(49, 7n)) }],
+    ['named modality for a text model', { batch: 1, inputs: [{ name: 'image', shape: [1, 4], data: ids(4, 7n) }] }],
+    ['no inputs', { batch: 1, inputs: [] }],
+    ['mask of the wrong type', { batch: 1, inputs: text([1, 4], ids(4, 7n)), attentionMask: new Int32Array(4) }],
+    ['mask of the wrong length', { batch: 1, inputs: text([1, 4], ids(4, 7n)), attentionMask: new Uint8Array(3).fill(1) }],
+    ['all-padding mask', { batch: 1, inputs: text([1, 4], ids(4, 7n)), attentionMask: new Uint8Array(4) }],
+    ['fractional batch', { batch: 1.5, inputs: text([1, 4], ids(4, 7n)) }],
+    ['points for a single output out of range', { batch: 1, inputs: text([1, 4], ids(4, 7n)), subsampledOutputPoints: [{ name: '', indices: new Int32Array([48]) }] }],
   ];
   for (const [what, request] of bad) {
     const error = await Promise.resolve()
@@ -94,8 +101,8 @@ t.test('the native engine re-checks what reaches it', async (t) => {
       .then(() => null, (e: unknown) => e);
     t.match(error, { code: 'ERR_PERCEIVER_INVALID_ARGUMENT' }, what);
   }
-  const ok = await native.forward({ batch: 1, seq: 4, inputIds: ids(4, 7n) });
-  t.same(ok.logits!.shape, [1, 48, 262], 'the engine still runs');
+  const ok = await native.forward({ batch: 1, inputs: text([1, 4], ids(4, 7n)) as never });
+  t.same(ok.logits[0]!.shape, [1, 48, 262], 'the engine still runs');
 });
 
 t.test('device and dtype options', async (t) => {

@@ -60,8 +60,8 @@ t.test('dispose while forwards are running lets them finish, then releases', asy
   await t.rejects(model.forward({ inputs: io.get('input')! }), DisposedError, 'new forwards are refused at once');
   const results = await Promise.all(running);
   await disposed;
-  for (const r of results) t.same(r.logits!.shape, [3, 48, 262], 'a forward started before dispose completes');
-  t.same(Array.from(results[0]!.logits!.data.slice(0, 50)), Array.from(results[2]!.logits!.data.slice(0, 50)), 'concurrent forwards agree');
+  for (const r of results) t.same((r.logits as Tensor).shape, [3, 48, 262], 'a forward started before dispose completes');
+  t.same(Array.from((results[0]!.logits as Tensor<'float32'>).data.slice(0, 50)), Array.from((results[2]!.logits as Tensor<'float32'>).data.slice(0, 50)), 'concurrent forwards agree');
 });
 
 t.test('forwards run off the main thread: timers keep firing during a long forward', async (t) => {

@@ -5,6 +5,9 @@
  */
 import t from 'tap';
 import { AutoModel, PerceiverForMaskedLM, PerceiverForSequenceClassification, Tensor } from '../lib/index.js';
+
+/** The single logits tensor of a text head. */
+const logitsOf = (out: { logits?: unknown }) => out.logits as Tensor<'float32'>;
 import { assertClose, fixtureDir, fixtureIo, relativeError } from './helpers/fixtures.js';
 
 for (const [name, Head] of [
@@ -18,13 +21,13 @@ for (const [name, Head] of [
     t.type(model, Head, 'AutoModel picks the head from config.architectures');
     t.same(model.unusedWeights, [], 'every checkpoint tensor is used');
     const out = await model.forward({ inputs: io.get('input')!, attentionMask: io.get('call.attention_mask'), outputHiddenStates: true });
-    assertClose(t, out.logits, io.get('expected.logits'), 'logits');
+    assertClose(t, logitsOf(out), io.get('expected.logits'), 'logits');
     const hiddenNames = [...io.keys()].filter((k) => k.startsWith('hidden.'));
     t.equal(out.hiddenStates?.length, hiddenNames.length, 'as many hidden states as transformers returns');
     for (let i = 0; i < hiddenNames.length; i++) assertClose(t, out.hiddenStates![i], io.get(`hidden.${i}`), `hidden.${i}`);
     assertClose(t, out.lastHiddenState, io.get(`hidden.${hiddenNames.length - 1}`), 'lastHiddenState');
     // Honest float32: about as far from float64 as transformers' own float32 run.
-    const ours = relativeError(out.logits!, io.get('expected.logits')!);
+    const ours = relativeError(logitsOf(out), io.get('expected.logits')!);
     const theirs = relativeError(io.get('fp32.logits')!, io.get('expected.logits')!);
     t.ok(ours < 10 * theirs, `float32 error ${ours.toExponential(2)} is of the order of transformers' ${theirs.toExponential(2)}`);
   });
@@ -35,7 +38,7 @@ t.test('the masked-LM decoder emits max_position_embeddings positions, whatever 
   t.teardown(() => model.dispose());
   const ids = Tensor.from('int64', [4, 10, 20, 30, 5], [1, 5]);
   const out = await model.forward({ inputs: ids });
-  t.same(out.logits!.shape, [1, model.config.max_position_embeddings, model.config.vocab_size]);
+  t.same(logitsOf(out).shape, [1, model.config.max_position_embeddings, model.config.vocab_size]);
   t.same(out.lastHiddenState.shape, [1, model.config.num_latents, model.config.d_latents]);
 });
 
@@ -52,12 +55,12 @@ t.test('a batch gives each item what it gets alone, and int32 ids equal int64 id
     const oneMask = new Tensor('int64', [1, seq], (mask.data as BigInt64Array).slice(b * seq, (b + 1) * seq));
     const alone = await model.forward({ inputs: one, attentionMask: oneMask });
     const labels = model.config.num_labels;
-    const fromBatch = new Tensor('float32', [1, labels], batch.logits!.data.slice(b * labels, (b + 1) * labels));
-    t.ok(relativeError(alone.logits!, fromBatch) < 1e-6, `item ${b}`);
+    const fromBatch = new Tensor('float32', [1, labels], logitsOf(batch).data.slice(b * labels, (b + 1) * labels));
+    t.ok(relativeError(logitsOf(alone), fromBatch) < 1e-6, `item ${b}`);
   }
   const int32 = new Tensor('int32', ids.shape, Int32Array.from(ids.data as BigInt64Array, Number));
   const viaInt32 = await model.forward({ inputs: int32, attentionMask: mask });
-  t.same(Array.from(viaInt32.logits!.data), Array.from(batch.logits!.data), 'int32 ids give identical logits');
+  t.same(Array.from(logitsOf(viaInt32).data), Array.from(logitsOf(batch).data), 'int32 ids give identical logits');
 });
 
 t.test('attention weights on request: shapes, rows summing to one, padding never attended', async (t) => {

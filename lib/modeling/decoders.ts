@@ -1,94 +1,305 @@
-/** transformers' Perceiver decoders: cross-attention from output queries to the latents. */
+/**
+ * transformers' Perceiver decoders: output queries cross-attend to the latents. Queries come from a
+ * learned table, from Fourier features of the output grid (computed natively, at any subset of its
+ * points), or from the preprocessed inputs (optical flow).
+ */
 import type { PerceiverConfig } from '../config.js';
-import { PerceiverLayer } from './layers.js';
-import { linear } from './layers.js';
-import { PerceiverTrainablePositionEncoding, type TrainablePositionEncodingOptions } from './position_encodings.js';
-import type { BasicDecoderSpec } from './spec.js';
+import { ConfigError } from '../errors.js';
+import { linear, PerceiverLayer } from './layers.js';
+import {
+  PerceiverFourierPositionEncoding,
+  PerceiverTrainablePositionEncoding,
+  type FourierPositionEncodingOptions,
+  type TrainablePositionEncodingOptions,
+} from './position_encodings.js';
+import type { DecoderSpec, LinearSpec, QuerySpec } from './spec.js';
 import type { WeightStore } from './weights.js';
 
 export interface PerceiverDecoder {
   /** Channels of each decoded position (before any postprocessor). */
   readonly outputChannels: number;
-  spec(weights: WeightStore, prefix: string): BasicDecoderSpec;
+  /** Output modalities a caller may subsample (empty for single-output decoders). */
+  readonly outputModalities: string[];
+  spec(weights: WeightStore, prefix: string): DecoderSpec;
 }
 
 export interface BasicDecoderOptions {
   outputNumChannels: number;
-  /** Only 'trainable' queries so far; 'fourier' comes with the image heads. */
-  positionEncodingType?: 'trainable';
+  positionEncodingType?: 'trainable' | 'fourier' | 'none';
   outputIndexDims?: number | number[];
   numChannels?: number;
+  subsampledIndexDims?: number | number[];
   qkChannels?: number | null;
   vChannels?: number | null;
   numHeads?: number;
   wideningFactor?: number;
   useQueryResidual?: boolean;
+  concatPreprocessedInput?: boolean;
   finalProject?: boolean;
+  positionEncodingOnly?: boolean;
   trainablePositionEncodingKwargs?: TrainablePositionEncodingOptions;
+  fourierPositionEncodingKwargs?: FourierPositionEncodingOptions;
 }
 
 export class PerceiverBasicDecoder implements PerceiverDecoder {
   readonly outputNumChannels: number;
+  readonly positionEncodingType: 'trainable' | 'fourier' | 'none';
+  readonly outputIndexDims: number[];
   readonly numChannels: number;
   readonly finalProject: boolean;
-  readonly outputPositionEncodings: PerceiverTrainablePositionEncoding;
-  readonly decodingCrossAttention: PerceiverLayer;
+  readonly positionEncodingOnly: boolean;
+  readonly outputPositionEncodings: PerceiverTrainablePositionEncoding | PerceiverFourierPositionEncoding | null;
+  readonly decodingCrossAttention: PerceiverLayer | null;
+  readonly outputModalities: string[] = [];
 
   constructor(config: PerceiverConfig, options: BasicDecoderOptions) {
     this.outputNumChannels = options.outputNumChannels;
+    this.positionEncodingType = options.positionEncodingType ?? 'trainable';
+    const dims = options.outputIndexDims ?? 1;
+    this.outputIndexDims = Array.isArray(dims) ? [...dims] : [dims];
     this.numChannels = options.numChannels ?? 128;
     this.finalProject = options.finalProject ?? true;
-    this.outputPositionEncodings = new PerceiverTrainablePositionEncoding(
-      options.trainablePositionEncodingKwargs ?? { indexDims: options.outputIndexDims ?? 1, numChannels: this.numChannels },
-    );
-    this.decodingCrossAttention = new PerceiverLayer(config, {
-      isCrossAttention: true,
-      qkChannels: options.qkChannels ?? null,
-      vChannels: options.vChannels ?? null,
-      numHeads: options.numHeads ?? 1,
-      qDim: this.numChannels,
-      kvDim: config.d_latents,
-      wideningFactor: options.wideningFactor ?? 1,
-      useQueryResidual: options.useQueryResidual ?? false,
-    });
+    this.positionEncodingOnly = options.positionEncodingOnly ?? false;
+    if (options.concatPreprocessedInput) throw new ConfigError('decoders with concat_preprocessed_input are not supported');
+    if (this.positionEncodingType === 'trainable') {
+      if (!options.trainablePositionEncodingKwargs) throw new ConfigError('a trainable decoder query needs trainablePositionEncodingKwargs');
+      this.outputPositionEncodings = new PerceiverTrainablePositionEncoding(options.trainablePositionEncodingKwargs);
+    } else if (this.positionEncodingType === 'fourier') {
+      if (!options.fourierPositionEncodingKwargs) throw new ConfigError('a Fourier decoder query needs fourierPositionEncodingKwargs');
+      this.outputPositionEncodings = new PerceiverFourierPositionEncoding(options.fourierPositionEncodingKwargs);
+    } else {
+      this.outputPositionEncodings = null;
+    }
+    this.decodingCrossAttention = this.positionEncodingOnly
+      ? null
+      : new PerceiverLayer(config, {
+          isCrossAttention: true,
+          qkChannels: options.qkChannels ?? null,
+          vChannels: options.vChannels ?? null,
+          numHeads: options.numHeads ?? 1,
+          qDim: this.numChannels,
+          kvDim: config.d_latents,
+          wideningFactor: options.wideningFactor ?? 1,
+          useQueryResidual: options.useQueryResidual ?? false,
+        });
   }
 
-  get numQueries(): number {
-    return this.outputPositionEncodings.numPositions;
+  /** Channels of the queries this decoder builds (transformers' num_query_channels). */
+  get numQueryChannels(): number {
+    if (!this.outputPositionEncodings) throw new ConfigError('a decoder with position_encoding_type "none" takes its queries from elsewhere');
+    if (this.positionEncodingOnly) return this.outputPositionEncodings.outputSize();
+    return this.finalProject ? this.outputNumChannels : this.numChannels;
   }
 
   get outputChannels(): number {
     return this.finalProject ? this.outputNumChannels : this.numChannels;
   }
 
-  spec(weights: WeightStore, prefix: string): BasicDecoderSpec {
+  /** This decoder's queries, for the engine. */
+  querySpec(weights: WeightStore, prefix: string): QuerySpec {
+    const enc = this.outputPositionEncodings;
+    if (enc instanceof PerceiverTrainablePositionEncoding) {
+      return { type: 'trainable', weight: enc.weightName(weights, `${prefix}.output_position_encodings`), numPositions: enc.numPositions, numChannels: enc.numChannels };
+    }
+    if (enc instanceof PerceiverFourierPositionEncoding) return { type: 'fourier', ...enc.fourierSpec(), outputIndexDims: this.outputIndexDims };
+    throw new ConfigError('a decoder with position_encoding_type "none" takes its queries from elsewhere');
+  }
+
+  /** The cross-attention and final projection, for the engine. */
+  layerSpecs(weights: WeightStore, prefix: string): { crossAttention: ReturnType<PerceiverLayer['spec']>; finalLayer: LinearSpec | null } {
+    if (!this.decodingCrossAttention) throw new ConfigError('a position-encoding-only decoder has no cross-attention');
     return {
-      type: 'basic',
-      queryPositions: this.outputPositionEncodings.spec(weights, `${prefix}.output_position_encodings`),
-      numQueries: this.numQueries,
-      queryChannels: this.numChannels,
       crossAttention: this.decodingCrossAttention.spec(weights, `${prefix}.decoding_cross_attention`),
       finalLayer: this.finalProject ? linear(weights, `${prefix}.final_layer`, this.numChannels, this.outputNumChannels) : null,
-      keepFirstPositionOnly: false,
     };
+  }
+
+  spec(weights: WeightStore, prefix: string): DecoderSpec {
+    return { type: 'basic', queries: this.querySpec(weights, prefix), ...this.layerSpecs(weights, prefix), output: 'sequence' };
   }
 }
 
-/** A basic decoder with one output position whose logits are the class scores. */
+/** A basic decoder with one learned query whose output is the class scores. */
 export class PerceiverClassificationDecoder implements PerceiverDecoder {
   readonly numLabels: number;
   readonly decoder: PerceiverBasicDecoder;
+  readonly outputModalities: string[] = [];
 
   constructor(config: PerceiverConfig, options: Omit<BasicDecoderOptions, 'outputNumChannels' | 'outputIndexDims'>) {
     this.numLabels = config.num_labels;
     this.decoder = new PerceiverBasicDecoder(config, { ...options, outputNumChannels: this.numLabels, outputIndexDims: 1 });
   }
 
+  get numQueryChannels(): number {
+    return this.decoder.numQueryChannels;
+  }
+
   get outputChannels(): number {
     return this.numLabels;
   }
 
-  spec(weights: WeightStore, prefix: string): BasicDecoderSpec {
-    return { ...this.decoder.spec(weights, `${prefix}.decoder`), keepFirstPositionOnly: true };
+  querySpec(weights: WeightStore, prefix: string): QuerySpec {
+    return this.decoder.querySpec(weights, `${prefix}.decoder`);
+  }
+
+  spec(weights: WeightStore, prefix: string): DecoderSpec {
+    return { ...(this.decoder.spec(weights, `${prefix}.decoder`) as DecoderSpec & { type: 'basic' }), output: 'first' };
+  }
+}
+
+export interface OpticalFlowDecoderOptions extends Omit<BasicDecoderOptions, 'outputNumChannels'> {
+  outputImageShape: number[];
+  outputNumChannels?: number;
+  rescaleFactor?: number;
+}
+
+/** transformers' PerceiverOpticalFlowDecoder: the preprocessed frames query the latents; flow = output / rescale_factor. */
+export class PerceiverOpticalFlowDecoder implements PerceiverDecoder {
+  readonly outputImageShape: number[];
+  readonly outputNumChannels: number;
+  readonly rescaleFactor: number;
+  readonly decoder: PerceiverBasicDecoder;
+  readonly outputModalities: string[] = [];
+
+  constructor(config: PerceiverConfig, options: OpticalFlowDecoderOptions) {
+    this.outputImageShape = [...options.outputImageShape];
+    this.outputNumChannels = options.outputNumChannels ?? 2;
+    this.rescaleFactor = options.rescaleFactor ?? 100;
+    this.decoder = new PerceiverBasicDecoder(config, { ...options, outputNumChannels: this.outputNumChannels });
+  }
+
+  get outputChannels(): number {
+    return this.outputNumChannels;
+  }
+
+  spec(weights: WeightStore, prefix: string): DecoderSpec {
+    return {
+      type: 'basic',
+      queries: { type: 'inputs' },
+      ...this.decoder.layerSpecs(weights, `${prefix}.decoder`),
+      output: 'flow',
+      rescaleFactor: this.rescaleFactor,
+      outputShape: this.outputImageShape,
+    };
+  }
+}
+
+export interface VideoAutoencodingDecoderOptions extends Omit<BasicDecoderOptions, 'outputIndexDims'> {
+  /** [batch, frames, height, width] of the output, excluding channels. */
+  outputShape: number[];
+  positionEncodingType: 'trainable' | 'fourier' | 'none';
+}
+
+/** transformers' PerceiverBasicVideoAutoencodingDecoder: a basic decoder over (frames, height, width). */
+export class PerceiverBasicVideoAutoencodingDecoder implements PerceiverDecoder {
+  readonly outputShape: number[];
+  readonly decoder: PerceiverBasicDecoder;
+  readonly outputModalities: string[] = [];
+
+  constructor(config: PerceiverConfig, options: VideoAutoencodingDecoderOptions) {
+    if (options.outputShape.length !== 4) throw new ConfigError(`expected a rank 4 output_shape, got [${options.outputShape.join(', ')}]`);
+    this.outputShape = [...options.outputShape];
+    this.decoder = new PerceiverBasicDecoder(config, { ...options, outputIndexDims: this.outputShape.slice(1, 4) });
+  }
+
+  get numQueryChannels(): number {
+    return this.decoder.numQueryChannels;
+  }
+
+  get outputChannels(): number {
+    return this.decoder.outputChannels;
+  }
+
+  querySpec(weights: WeightStore, prefix: string): QuerySpec {
+    return this.decoder.querySpec(weights, `${prefix}.decoder`);
+  }
+
+  spec(weights: WeightStore, prefix: string): DecoderSpec {
+    return { ...(this.decoder.spec(weights, `${prefix}.decoder`) as DecoderSpec & { type: 'basic' }), output: 'video', outputShape: this.outputShape };
+  }
+}
+
+/** A decoder that can build queries for the multimodal decoder. */
+export interface QueryDecoder {
+  readonly numQueryChannels: number;
+  querySpec(weights: WeightStore, prefix: string): QuerySpec;
+}
+
+export interface MultimodalDecoderOptions extends Omit<BasicDecoderOptions, 'outputNumChannels' | 'positionEncodingType' | 'numChannels'> {
+  modalities: Record<string, QueryDecoder>;
+  numOutputs?: number | null;
+  outputNumChannels: number;
+  minPaddingSize?: number;
+}
+
+/**
+ * transformers' PerceiverMultimodalDecoder: each modality's decoder only builds queries; they are
+ * padded with learned channels to a common width, concatenated in sorted order, and decoded by
+ * one shared cross-attention.
+ */
+export class PerceiverMultimodalDecoder implements PerceiverDecoder {
+  readonly modalities: Record<string, QueryDecoder>;
+  readonly minPaddingSize: number;
+  readonly outputNumChannels: number;
+  readonly decoder: PerceiverBasicDecoder;
+
+  constructor(config: PerceiverConfig, options: MultimodalDecoderOptions) {
+    this.modalities = options.modalities;
+    this.minPaddingSize = options.minPaddingSize ?? 2;
+    this.outputNumChannels = options.outputNumChannels;
+    const { modalities: _m, numOutputs, minPaddingSize: _p, ...rest } = options;
+    this.decoder = new PerceiverBasicDecoder(config, {
+      ...rest,
+      outputIndexDims: numOutputs ?? 1,
+      outputNumChannels: options.outputNumChannels,
+      positionEncodingType: 'none',
+      numChannels: this.numQueryChannels,
+    });
+  }
+
+  get outputModalities(): string[] {
+    return Object.keys(this.modalities).sort();
+  }
+
+  get numQueryChannels(): number {
+    return Math.max(...Object.values(this.modalities).map((d) => d.numQueryChannels)) + this.minPaddingSize;
+  }
+
+  get outputChannels(): number {
+    return this.decoder.outputChannels;
+  }
+
+  spec(weights: WeightStore, prefix: string): DecoderSpec {
+    const c = this.numQueryChannels;
+    return {
+      type: 'multimodal',
+      queryChannels: c,
+      ...this.decoder.layerSpecs(weights, `${prefix}.decoder`),
+      modalities: this.outputModalities.map((name) => {
+        const d = this.modalities[name]!;
+        const padding = weights.take(`${prefix}.padding.${name}`, [1, c - d.numQueryChannels]);
+        return { name, queries: d.querySpec(weights, `${prefix}.modalities.${name}`), padding: c > d.numQueryChannels ? padding : null };
+      }),
+    };
+  }
+}
+
+/** transformers' PerceiverProjectionDecoder: the mean latent through a linear classifier (no cross-attention). */
+export class PerceiverProjectionDecoder implements PerceiverDecoder {
+  readonly numLabels: number;
+  readonly dLatents: number;
+  readonly outputModalities: string[] = [];
+
+  constructor(config: PerceiverConfig) {
+    this.numLabels = config.num_labels;
+    this.dLatents = config.d_latents;
+  }
+
+  get outputChannels(): number {
+    return this.numLabels;
+  }
+
+  spec(weights: WeightStore, prefix: string): DecoderSpec {
+    return { type: 'projection', classifier: linear(weights, `${prefix}.classifier`, this.dLatents, this.numLabels) };
   }
 }

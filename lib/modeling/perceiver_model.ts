@@ -5,12 +5,22 @@
 import { PerceiverConfig } from '../config.js';
 import { BackendUnavailableError, ConfigError, DisposedError, InvalidArgumentError } from '../errors.js';
 import { loadCheckpointWeights } from '../io/checkpoint.js';
-import { fromNativeError, loadAddon, type NativeModelHandle, type NativeTensor } from '../native/binding.js';
+import {
+  fromNativeError,
+  loadAddon,
+  type NativeDecodeOutputs,
+  type NativeDecodeRequest,
+  type NativeEncodeOutputs,
+  type NativeEncodeRequest,
+  type NativeEncodingHandle,
+  type NativeModelHandle,
+  type NativeTensor,
+} from '../native/binding.js';
 import { Tensor } from '../tensor.js';
 import { PerceiverEncoder } from './layers.js';
 import type { PerceiverDecoder } from './decoders.js';
 import type { PerceiverPostprocessor } from './postprocessors.js';
-import type { PerceiverPreprocessor } from './preprocessors.js';
+import { keyMask, PerceiverTextPreprocessor, type PerceiverPreprocessor } from './preprocessors.js';
 import type { ModelSpec } from './spec.js';
 import { WeightStore } from './weights.js';
 
@@ -24,20 +34,42 @@ export interface LoadOptions {
   dtype?: ComputeDType;
 }
 
-export interface ForwardCall {
-  /** Token ids [batch, sequence] (int64 or int32) for text models. */
-  inputs: Tensor;
+export interface EncodeCall {
+  /**
+   * What the preprocessor takes: token ids [batch, sequence] (int64 or int32) for text, float
+   * pixels [batch, channels, height, width] for images, [batch, frames, channels, height, width]
+   * for video and flow, or an object of such tensors keyed by modality for multimodal models.
+   */
+  inputs: Tensor | Record<string, Tensor>;
   /** [batch, sequence], 1 = attend, 0 = padding. */
   attentionMask?: Tensor;
+  /** Resize a learned position table to another image size (bicubic), as transformers' option. */
+  interpolatePosEncoding?: boolean;
+  /** Seed for multimodal mask probabilities strictly between 0 and 1 (0 and 1 are deterministic). */
+  seed?: number;
   /** Also return the latents around every self-attention layer, as transformers' output_hidden_states. */
   outputHiddenStates?: boolean;
   /** Also return attention weights, as transformers' output_attentions. */
   outputAttentions?: boolean;
 }
 
-export interface PerceiverModelOutput {
+/** Flat indices of output points to decode: one list, or one per modality (null = every point). */
+export type SubsampledOutputPoints = PointList | Record<string, PointList | null>;
+export type PointList = Tensor | ArrayLike<number> | BigInt64Array;
+
+export interface DecodeCall {
+  subsampledOutputPoints?: SubsampledOutputPoints;
+  outputAttentions?: boolean;
+}
+
+export interface ForwardCall extends EncodeCall, DecodeCall {}
+
+/** One tensor, or one per output modality (multimodal autoencoding). */
+export type Logits = Tensor<'float32'> | Record<string, Tensor<'float32'>>;
+
+export interface PerceiverModelOutput<L extends Logits = Tensor<'float32'>> {
   /** The head's output (absent for a model without decoder). */
-  logits?: Tensor<'float32'>;
+  logits?: L;
   /** The latents after the encoder, [batch, num_latents, d_latents]. */
   lastHiddenState: Tensor<'float32'>;
   hiddenStates?: Tensor<'float32'>[];
@@ -45,6 +77,46 @@ export interface PerceiverModelOutput {
   attentions?: Tensor<'float32'>[];
   /** The encoder's cross-attention weights, then the decoder's. */
   crossAttentions?: Tensor<'float32'>[];
+}
+
+export interface PerceiverDecodeOutput<L extends Logits = Tensor<'float32'>> {
+  logits: L;
+  /** The decoder's cross-attention weights, when asked for. */
+  crossAttentions?: Tensor<'float32'>[];
+}
+
+/**
+ * The encoder's result for one batch, kept in the engine's memory so that any number of decode()
+ * calls (chunks of output points) reuse it. Dispose it when done; it also goes with the GC.
+ */
+export class PerceiverEncoding {
+  readonly lastHiddenState: Tensor<'float32'>;
+  readonly hiddenStates?: Tensor<'float32'>[];
+  readonly attentions?: Tensor<'float32'>[];
+  readonly crossAttentions?: Tensor<'float32'>[];
+  /** @internal */
+  readonly handle: NativeEncodingHandle;
+
+  /** @internal */
+  constructor(handle: NativeEncodingHandle, outputs: NativeEncodeOutputs) {
+    this.handle = handle;
+    this.lastHiddenState = toTensor(outputs.lastHiddenState);
+    if (outputs.hiddenStates) this.hiddenStates = outputs.hiddenStates.map(toTensor);
+    if (outputs.attentions) this.attentions = outputs.attentions.map(toTensor);
+    if (outputs.crossAttentions) this.crossAttentions = outputs.crossAttentions.map(toTensor);
+  }
+
+  get disposed(): boolean {
+    return this.handle.disposed;
+  }
+
+  dispose(): void {
+    this.handle.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
 }
 
 export interface PerceiverModules {
@@ -71,9 +143,39 @@ function toTensor(t: NativeTensor): Tensor<'float32'> {
   return new Tensor('float32', t.shape, t.data);
 }
 
+function toLogits(list: NativeTensor[]): Logits {
+  if (list.length === 1 && list[0]!.name === '') return toTensor(list[0]!);
+  return Object.fromEntries(list.map((t) => [t.name, toTensor(t)]));
+}
+
+function pointIndices(value: unknown, argument: string): BigInt64Array {
+  let values: ArrayLike<number | bigint>;
+  if (value instanceof Tensor) {
+    if (!['int64', 'int32', 'int16', 'int8', 'uint8'].includes(value.dtype) || value.rank !== 1) {
+      throw new InvalidArgumentError(argument, 'a 1-D integer Tensor of flat point indices', `${value.dtype} Tensor of shape [${value.shape.join(', ')}]`);
+    }
+    values = value.data as ArrayLike<number | bigint>;
+  } else if (value instanceof BigInt64Array || value instanceof Int32Array || Array.isArray(value)) {
+    values = value as ArrayLike<number | bigint>;
+  } else {
+    throw new InvalidArgumentError(argument, 'a 1-D integer Tensor, array or Int32Array of flat point indices', value);
+  }
+  const out = new BigInt64Array(values.length);
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i]!;
+    if (typeof v === 'bigint' ? v < 0n : !(Number.isSafeInteger(v) && v >= 0)) {
+      throw new InvalidArgumentError(argument, 'non-negative integer indices', `${String(v)} at position ${i}`);
+    }
+    out[i] = BigInt(v);
+  }
+  if (out.length === 0) throw new InvalidArgumentError(argument, 'at least one point index', 'an empty list');
+  return out;
+}
+
 const join = (prefix: string, name: string) => (prefix ? `${prefix}.${name}` : name);
 
-export class PerceiverModel {
+/** L is the logits' type: one tensor, or a record per modality for multimodal autoencoding. */
+export class PerceiverModel<L extends Logits = Tensor<'float32'>> {
   readonly config: PerceiverConfig;
   readonly inputPreprocessor?: PerceiverPreprocessor;
   readonly encoder: PerceiverEncoder;
@@ -87,6 +189,8 @@ export class PerceiverModel {
 
   /** Prefix of the PerceiverModel's weights in the checkpoint ('perceiver' inside a head). */
   protected readonly weightPrefix: string;
+  /** Where a head keeps its postprocessor's weights when not inside PerceiverModel (the MLM head's embedding_decoder). */
+  protected postprocessorPrefix?: string;
   #native: NativeModelHandle | undefined;
   #inFlight = new Set<Promise<unknown>>();
   #disposed = false;
@@ -102,7 +206,7 @@ export class PerceiverModel {
   }
 
   /** Loads `config.json` and the weights of a Hugging Face checkpoint folder into this class. */
-  static async fromPretrained<T extends PerceiverModel>(
+  static async fromPretrained<T extends PerceiverModel<Logits>>(
     this: new (config: PerceiverConfig) => T,
     dir: string,
     options: LoadOptions = {},
@@ -161,7 +265,10 @@ export class PerceiverModel {
       preprocessor: this.inputPreprocessor.spec(store, join(p, 'input_preprocessor')),
       encoder: this.encoder.spec(store, join(p, 'encoder'), store.take(join(p, 'embeddings.latents'), [c.num_latents, c.d_latents])),
       decoder,
-      postprocessor: this.outputPostprocessor && this.decoder ? this.outputPostprocessor.spec(store, this.decoder.outputChannels) : null,
+      postprocessor:
+        this.outputPostprocessor && this.decoder
+          ? this.outputPostprocessor.spec(store, this.postprocessorPrefix ?? join(p, 'output_postprocessor'), this.decoder.outputChannels)
+          : null,
     };
   }
 
@@ -169,34 +276,109 @@ export class PerceiverModel {
     return this.#disposed;
   }
 
-  /** Runs the model. Resolves with transformers' outputs in camelCase, all float32 host tensors. */
-  async forward(call: ForwardCall): Promise<PerceiverModelOutput> {
+  /** Runs the model: preprocessor, encoder, decoder and postprocessor in one native call. */
+  async forward(call: ForwardCall): Promise<PerceiverModelOutput<L>> {
+    const native = this.#usable();
+    const request = { ...this.#encodeRequest(call), ...this.#decodeRequest(call) };
+    const r = await this.#track(native.forward(request));
+    const out: PerceiverModelOutput<L> = { lastHiddenState: toTensor(r.lastHiddenState) };
+    if (this.decoder) out.logits = toLogits(r.logits) as L;
+    if (r.hiddenStates) out.hiddenStates = r.hiddenStates.map(toTensor);
+    if (r.attentions) out.attentions = r.attentions.map(toTensor);
+    if (r.crossAttentions) out.crossAttentions = r.crossAttentions.map(toTensor);
+    return out;
+  }
+
+  /**
+   * Runs the preprocessor and encoder once. The returned encoding serves any number of decode()
+   * calls, e.g. one per chunk of a video's output points (transformers re-runs the encoder for each).
+   */
+  async encode(call: EncodeCall): Promise<PerceiverEncoding> {
+    const native = this.#usable();
+    const r = await this.#track(native.encode(this.#encodeRequest(call)));
+    return new PerceiverEncoding(r.encoding, r);
+  }
+
+  /** Decodes an encoding of this model at the requested output points (every point by default). */
+  async decode(encoding: PerceiverEncoding, call: DecodeCall = {}): Promise<PerceiverDecodeOutput<L>> {
+    const native = this.#usable();
+    if (!(encoding instanceof PerceiverEncoding)) throw new InvalidArgumentError('encoding', "a PerceiverEncoding from this model's encode()", encoding);
+    if (encoding.disposed) throw new DisposedError('the encoding');
+    if (!this.decoder) throw new InvalidArgumentError('this', 'a model with a decoder', `${this.constructor.name} without decoder`);
+    const r: NativeDecodeOutputs = await this.#track(native.decode(encoding.handle, this.#decodeRequest(call)));
+    const out: PerceiverDecodeOutput<L> = { logits: toLogits(r.logits) as L };
+    if (r.crossAttentions) out.crossAttentions = r.crossAttentions.map(toTensor);
+    return out;
+  }
+
+  #usable(): NativeModelHandle {
     if (this.#disposed) throw new DisposedError(this.constructor.name);
     if (!this.#native) throw new InvalidArgumentError('this', 'a model with loaded weights (use fromPretrained or loadWeights)', 'a model without weights');
-    if (typeof call !== 'object' || call === null) throw new InvalidArgumentError('call', 'an object such as { inputs, attentionMask }', call);
-    const request = this.inputPreprocessor!.request(call);
-    const run = this.#native
-      .forward({ ...request, outputHiddenStates: call.outputHiddenStates === true, outputAttentions: call.outputAttentions === true })
-      .catch((error: unknown) => {
-        throw fromNativeError(error);
-      });
+    return this.#native;
+  }
+
+  async #track<T>(promise: Promise<T>): Promise<T> {
+    const run = promise.catch((error: unknown) => {
+      throw fromNativeError(error);
+    });
     this.#inFlight.add(run);
     try {
-      const r = await run;
-      const out: PerceiverModelOutput = { lastHiddenState: toTensor(r.lastHiddenState) };
-      if (r.logits) out.logits = toTensor(r.logits);
-      if (r.hiddenStates) out.hiddenStates = r.hiddenStates.map(toTensor);
-      if (r.attentions) out.attentions = r.attentions.map(toTensor);
-      if (r.crossAttentions) out.crossAttentions = r.crossAttentions.map(toTensor);
-      return out;
+      return await run;
     } finally {
       this.#inFlight.delete(run);
     }
   }
 
+  #encodeRequest(call: EncodeCall): NativeEncodeRequest {
+    if (typeof call !== 'object' || call === null) throw new InvalidArgumentError('call', 'an object such as { inputs, attentionMask }', call);
+    const { batch, inputs } = this.inputPreprocessor!.prepare(call.inputs, 'inputs');
+    let attentionMask: Uint8Array | undefined;
+    if (call.attentionMask !== undefined && call.attentionMask !== null) {
+      // Text masks must match the ids; other models' masks are checked natively against the
+      // preprocessed sequence's length.
+      const seq = this.inputPreprocessor instanceof PerceiverTextPreprocessor ? inputs[0]!.shape[1]! : (call.attentionMask as Tensor).shape?.[1] ?? -1;
+      attentionMask = keyMask(call.attentionMask, batch, seq);
+    }
+    if (call.seed !== undefined && !Number.isSafeInteger(call.seed)) throw new InvalidArgumentError('seed', 'an integer', call.seed);
+    return {
+      batch,
+      inputs,
+      attentionMask,
+      interpolatePosEncoding: call.interpolatePosEncoding === true,
+      seed: call.seed ?? 0,
+      outputHiddenStates: call.outputHiddenStates === true,
+      outputAttentions: call.outputAttentions === true,
+    };
+  }
+
+  #decodeRequest(call: DecodeCall): NativeDecodeRequest {
+    if (typeof call !== 'object' || call === null) throw new InvalidArgumentError('call', 'an object', call);
+    const request: NativeDecodeRequest = { outputAttentions: call.outputAttentions === true };
+    const points = call.subsampledOutputPoints;
+    if (points === undefined || points === null) return request;
+    const modalities = this.decoder?.outputModalities ?? [];
+    const isList = points instanceof Tensor || ArrayBuffer.isView(points) || Array.isArray(points);
+    if (modalities.length === 0) {
+      if (!isList) throw new InvalidArgumentError('subsampledOutputPoints', 'one list of flat output indices (this model has a single output)', points);
+      request.subsampledOutputPoints = [{ name: '', indices: pointIndices(points, 'subsampledOutputPoints') }];
+      return request;
+    }
+    if (isList || typeof points !== 'object') {
+      throw new InvalidArgumentError('subsampledOutputPoints', `an object of index lists keyed by modality (${modalities.join(', ')})`, points);
+    }
+    request.subsampledOutputPoints = [];
+    for (const [name, list] of Object.entries(points)) {
+      if (!modalities.includes(name)) {
+        throw new InvalidArgumentError(`subsampledOutputPoints.${name}`, `one of the output modalities (${modalities.join(', ')})`, `an unknown modality "${name}"`);
+      }
+      if (list !== null && list !== undefined) request.subsampledOutputPoints.push({ name, indices: pointIndices(list, `subsampledOutputPoints.${name}`) });
+    }
+    return request;
+  }
+
   /**
-   * Releases the engine. Idempotent; resolves once forwards already running have settled. Every
-   * later call fails with DisposedError.
+   * Releases the engine. Idempotent; resolves once calls already running have settled. Every
+   * later call fails with DisposedError. Encodings still alive keep their own memory until disposed.
    */
   async dispose(): Promise<void> {
     if (this.#disposed) return;

@@ -1,24 +1,130 @@
-/** transformers' PerceiverTrainablePositionEncoding: a learned [index_dim, num_channels] table. */
+/**
+ * transformers' position encodings: PerceiverTrainablePositionEncoding (a learned table) and
+ * PerceiverFourierPositionEncoding (sin/cos features of the index grid, computed natively once per
+ * shape and cached, not rebuilt every call), plus build_position_encoding's optional projection.
+ */
+import { ConfigError } from '../errors.js';
+import { linear } from './layers.js';
+import type { FourierSpec, LinearSpec, PositionSpec } from './spec.js';
 import type { WeightStore } from './weights.js';
 
 export interface TrainablePositionEncodingOptions {
-  /** Number of positions (transformers' index_dims, flattened). */
+  /** Number of positions, or the index grid it flattens (transformers' index_dims). */
   indexDims: number | number[];
   numChannels?: number;
 }
 
 export class PerceiverTrainablePositionEncoding {
+  readonly indexDims: number[];
   readonly numPositions: number;
   readonly numChannels: number;
 
   constructor(options: TrainablePositionEncodingOptions) {
-    const dims = Array.isArray(options.indexDims) ? options.indexDims : [options.indexDims];
-    this.numPositions = dims.reduce((a, b) => a * b, 1);
+    this.indexDims = Array.isArray(options.indexDims) ? [...options.indexDims] : [options.indexDims];
+    this.numPositions = this.indexDims.reduce((a, b) => a * b, 1);
     this.numChannels = options.numChannels ?? 128;
   }
 
+  get numDimensions(): number {
+    return this.indexDims.length;
+  }
+
+  outputSize(): number {
+    return this.numChannels;
+  }
+
   /** Claims `<prefix>.position_embeddings` and returns its name. */
-  spec(weights: WeightStore, prefix: string): string {
+  weightName(weights: WeightStore, prefix: string): string {
     return weights.take(`${prefix}.position_embeddings`, [this.numPositions, this.numChannels]);
+  }
+}
+
+export interface FourierPositionEncodingOptions {
+  numBands: number;
+  maxResolution: number[];
+  concatPos?: boolean;
+  sineOnly?: boolean;
+}
+
+export class PerceiverFourierPositionEncoding {
+  readonly numBands: number;
+  readonly maxResolution: number[];
+  readonly concatPos: boolean;
+  readonly sineOnly: boolean;
+
+  constructor(options: FourierPositionEncodingOptions) {
+    if (!Number.isSafeInteger(options.numBands) || options.numBands < 1) throw new ConfigError('fourier numBands must be a positive integer');
+    if (!Array.isArray(options.maxResolution) || options.maxResolution.length < 1 || !options.maxResolution.every((r) => Number.isSafeInteger(r) && r > 0)) {
+      throw new ConfigError('fourier maxResolution must be a list of positive integers');
+    }
+    this.numBands = options.numBands;
+    this.maxResolution = [...options.maxResolution];
+    this.concatPos = options.concatPos ?? true;
+    this.sineOnly = options.sineOnly ?? false;
+  }
+
+  get numDimensions(): number {
+    return this.maxResolution.length;
+  }
+
+  outputSize(): number {
+    const d = this.maxResolution.length;
+    return d * this.numBands * (this.sineOnly ? 1 : 2) + (this.concatPos ? d : 0);
+  }
+
+  fourierSpec(): FourierSpec {
+    return { numBands: this.numBands, maxResolution: this.maxResolution, concatPos: this.concatPos, sineOnly: this.sineOnly };
+  }
+}
+
+export type PositionEncoding = PerceiverTrainablePositionEncoding | PerceiverFourierPositionEncoding;
+
+export interface PositionEncodingOptions {
+  positionEncodingType: 'trainable' | 'fourier';
+  /** Channels of the features the encoding is projected from (build_position_encoding's out_channels). */
+  outChannels?: number;
+  /** Project the encoding to this many channels (transformers' project_pos_dim; -1 = none). */
+  projectPosDim?: number;
+  trainablePositionEncodingKwargs?: TrainablePositionEncodingOptions;
+  fourierPositionEncodingKwargs?: FourierPositionEncodingOptions;
+}
+
+/** transformers' build_position_encoding: the encoding and whether it is projected. */
+export class BuiltPositionEncoding {
+  readonly encoding: PositionEncoding;
+  readonly projectPosDim: number;
+
+  constructor(options: PositionEncodingOptions) {
+    if (options.positionEncodingType === 'trainable') {
+      if (!options.trainablePositionEncodingKwargs) throw new ConfigError('a trainable position encoding needs trainablePositionEncodingKwargs');
+      this.encoding = new PerceiverTrainablePositionEncoding(options.trainablePositionEncodingKwargs);
+    } else if (options.positionEncodingType === 'fourier') {
+      if (!options.fourierPositionEncodingKwargs) throw new ConfigError('a Fourier position encoding needs fourierPositionEncodingKwargs');
+      this.encoding = new PerceiverFourierPositionEncoding(options.fourierPositionEncodingKwargs);
+    } else {
+      throw new ConfigError(`unknown position encoding type ${JSON.stringify(options.positionEncodingType)}`);
+    }
+    this.projectPosDim = options.projectPosDim ?? -1;
+  }
+
+  /** Channels after the optional projection. */
+  outputSize(): number {
+    return this.projectPosDim > 0 ? this.projectPosDim : this.encoding.outputSize();
+  }
+
+  /** The engine's description; weights under `<prefix>.position_embeddings` and `<prefix>.positions_projection`. */
+  spec(weights: WeightStore, prefix: string): PositionSpec {
+    const projection: LinearSpec | null =
+      this.projectPosDim > 0 ? linear(weights, `${prefix}.positions_projection`, this.encoding.outputSize(), this.projectPosDim) : null;
+    if (this.encoding instanceof PerceiverTrainablePositionEncoding) {
+      return {
+        type: 'trainable',
+        weight: this.encoding.weightName(weights, `${prefix}.position_embeddings`),
+        numPositions: this.encoding.numPositions,
+        numChannels: this.encoding.numChannels,
+        projection,
+      };
+    }
+    return { type: 'fourier', ...this.encoding.fourierSpec(), projection };
   }
 }

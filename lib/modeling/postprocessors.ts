@@ -1,10 +1,13 @@
-/** Output postprocessors applied to the decoder's output. */
+/** transformers' Perceiver output postprocessors, applied natively to the decoder's output. */
 import type { PerceiverConfig } from '../config.js';
-import type { EmbeddingPostprocessorSpec } from './spec.js';
+import { ConfigError } from '../errors.js';
+import { linear } from './layers.js';
+import type { PostprocessorSpec } from './spec.js';
 import type { WeightStore } from './weights.js';
 
 export interface PerceiverPostprocessor {
-  spec(weights: WeightStore, decodedChannels: number): EmbeddingPostprocessorSpec;
+  /** The engine's description; `prefix` is where its weights live, `inChannels` what the decoder produces. */
+  spec(weights: WeightStore, prefix: string, inChannels: number): PostprocessorSpec;
 }
 
 /**
@@ -18,21 +21,72 @@ export class PerceiverEmbeddingDecoder implements PerceiverPostprocessor {
     config: PerceiverConfig,
     /** Checkpoint name of the tied embedding matrix. */
     readonly tiedEmbeddings: string,
-    /** Checkpoint name of the bias. */
-    readonly biasName: string,
   ) {
     this.vocabSize = config.vocab_size;
   }
 
-  spec(weights: WeightStore, decodedChannels: number): EmbeddingPostprocessorSpec {
+  spec(weights: WeightStore, prefix: string, inChannels: number): PostprocessorSpec {
     return {
-      type: 'embedding',
+      type: 'linear',
       projection: {
-        weight: weights.take(this.tiedEmbeddings, [this.vocabSize, decodedChannels]),
-        bias: weights.take(this.biasName, [this.vocabSize]),
-        in: decodedChannels,
+        weight: weights.take(this.tiedEmbeddings, [this.vocabSize, inChannels]),
+        bias: weights.take(`${prefix}.bias`, [this.vocabSize]),
+        in: inChannels,
         out: this.vocabSize,
       },
+    };
+  }
+}
+
+/** Linear to num_labels, keeping the first position: [batch, num_labels]. */
+export class PerceiverClassificationPostprocessor implements PerceiverPostprocessor {
+  constructor(
+    readonly config: PerceiverConfig,
+    readonly inChannels: number,
+  ) {}
+
+  spec(weights: WeightStore, prefix: string): PostprocessorSpec {
+    return { type: 'first', projection: linear(weights, `${prefix}.classifier`, this.inChannels, this.config.num_labels) };
+  }
+}
+
+/** Linear to samples_per_patch, patches joined into one waveform: [batch, samples]. */
+export class PerceiverAudioPostprocessor implements PerceiverPostprocessor {
+  constructor(
+    readonly config: PerceiverConfig,
+    readonly inChannels: number,
+    postprocType: 'patches' = 'patches',
+  ) {
+    if (postprocType !== 'patches') throw new ConfigError('invalid postproc_type: only "patches" is supported');
+  }
+
+  spec(weights: WeightStore, prefix: string): PostprocessorSpec {
+    return { type: 'audio', projection: linear(weights, `${prefix}.classifier`, this.inChannels, this.config.samples_per_patch) };
+  }
+}
+
+/** Linear projection of every position's channels. */
+export class PerceiverProjectionPostprocessor implements PerceiverPostprocessor {
+  constructor(
+    readonly inChannels: number,
+    readonly outChannels: number,
+  ) {}
+
+  spec(weights: WeightStore, prefix: string): PostprocessorSpec {
+    return { type: 'linear', projection: linear(weights, `${prefix}.classifier`, this.inChannels, this.outChannels) };
+  }
+}
+
+/** Splits the decoded positions by modality and applies each modality's postprocessor. */
+export class PerceiverMultimodalPostprocessor implements PerceiverPostprocessor {
+  constructor(readonly modalities: Record<string, PerceiverPostprocessor>) {}
+
+  spec(weights: WeightStore, prefix: string, inChannels: number): PostprocessorSpec {
+    return {
+      type: 'multimodal',
+      modalities: Object.keys(this.modalities)
+        .sort()
+        .map((name) => ({ name, postprocessor: this.modalities[name]!.spec(weights, `${prefix}.modalities.${name}`, inChannels) })),
     };
   }
 }

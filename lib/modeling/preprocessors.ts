@@ -1,27 +1,49 @@
 /**
- * Input preprocessors. Each validates what a caller passes for its modality, turns it into the
- * engine's request, and describes its weights; the computation itself runs natively.
+ * Input preprocessors, named and configured as in transformers. Each validates what a caller
+ * passes for its modality, turns it into the engine's request, and describes its weights; the
+ * computation itself runs natively.
  */
 import type { PerceiverConfig } from '../config.js';
-import { InvalidArgumentError } from '../errors.js';
+import { ConfigError, InvalidArgumentError } from '../errors.js';
 import { Tensor } from '../tensor.js';
-import type { NativeForwardRequest } from '../native/binding.js';
-import type { TextPreprocessorSpec } from './spec.js';
+import type { NativeInput } from '../native/binding.js';
+import { linear } from './layers.js';
+import {
+  BuiltPositionEncoding,
+  type FourierPositionEncodingOptions,
+  type TrainablePositionEncodingOptions,
+} from './position_encodings.js';
+import type { PreprocessorSpec } from './spec.js';
 import type { WeightStore } from './weights.js';
 
-export interface PreprocessorCall {
-  inputs: unknown;
-  attentionMask?: unknown;
+export interface PreparedInputs {
+  batch: number;
+  inputs: NativeInput[];
+  attentionMask?: Uint8Array;
 }
 
 export interface PerceiverPreprocessor {
   /** Width of what the encoder cross-attends to (transformers' `num_channels`). */
   readonly numChannels: number;
-  spec(weights: WeightStore, prefix: string): TextPreprocessorSpec;
-  request(call: PreprocessorCall): Omit<NativeForwardRequest, 'outputHiddenStates' | 'outputAttentions'>;
+  spec(weights: WeightStore, prefix: string): PreprocessorSpec;
+  /** Validates the caller's inputs (named `argument` in errors) and builds the engine's request. */
+  prepare(inputs: unknown, argument: string): { batch: number; inputs: NativeInput[] };
 }
 
 const MASK_DTYPES = ['int64', 'int32', 'int8', 'uint8', 'bool', 'float32', 'float64'];
+const FLOAT_DTYPES = ['float32', 'float64', 'float16', 'bfloat16'];
+
+/** A float input as a Float32Array (a view when it already is one). */
+function floatInput(value: unknown, argument: string, expected: string): Tensor {
+  if (!(value instanceof Tensor)) throw new InvalidArgumentError(argument, `a Tensor ${expected}`, value);
+  if (!FLOAT_DTYPES.includes(value.dtype)) throw new InvalidArgumentError(argument, `a floating-point Tensor ${expected}`, `dtype ${value.dtype}`);
+  if (value.rank < 1 || value.shape[0]! < 1) throw new InvalidArgumentError(argument, `a Tensor ${expected} with a batch of at least 1`, `shape [${value.shape.join(', ')}]`);
+  return value;
+}
+
+function nativeFloat(name: string, t: Tensor): NativeInput {
+  return { name, shape: [...t.shape], data: t.toFloat32() };
+}
 
 /** transformers' PerceiverTextPreprocessor: byte embeddings plus learned absolute positions. */
 export class PerceiverTextPreprocessor implements PerceiverPreprocessor {
@@ -35,7 +57,7 @@ export class PerceiverTextPreprocessor implements PerceiverPreprocessor {
     this.numChannels = config.d_model;
   }
 
-  spec(weights: WeightStore, prefix: string): TextPreprocessorSpec {
+  spec(weights: WeightStore, prefix: string): PreprocessorSpec {
     return {
       type: 'text',
       embeddings: weights.take(`${prefix}.embeddings.weight`, [this.vocabSize, this.numChannels]),
@@ -46,31 +68,317 @@ export class PerceiverTextPreprocessor implements PerceiverPreprocessor {
     };
   }
 
-  request(call: PreprocessorCall): Omit<NativeForwardRequest, 'outputHiddenStates' | 'outputAttentions'> {
-    const ids = call.inputs;
-    if (!(ids instanceof Tensor)) throw new InvalidArgumentError('inputs', 'a Tensor of token ids with shape [batch, sequence]', ids);
+  prepare(ids: unknown, argument: string): { batch: number; inputs: NativeInput[] } {
+    if (!(ids instanceof Tensor)) throw new InvalidArgumentError(argument, 'a Tensor of token ids with shape [batch, sequence]', ids);
     if (ids.dtype !== 'int64' && ids.dtype !== 'int32') {
-      throw new InvalidArgumentError('inputs', 'token ids of dtype int64 or int32', `dtype ${ids.dtype}`);
+      throw new InvalidArgumentError(argument, 'token ids of dtype int64 or int32', `dtype ${ids.dtype}`);
     }
     if (ids.rank !== 2 || ids.shape[0]! < 1 || ids.shape[1]! < 1) {
-      throw new InvalidArgumentError('inputs', 'shape [batch, sequence] with both at least 1', `shape [${ids.shape.join(', ')}]`);
+      throw new InvalidArgumentError(argument, 'shape [batch, sequence] with both at least 1', `shape [${ids.shape.join(', ')}]`);
     }
     const [batch, seq] = ids.shape as [number, number];
     if (seq > this.maxPositionEmbeddings) {
-      throw new InvalidArgumentError('inputs', `a sequence of at most max_position_embeddings = ${this.maxPositionEmbeddings} tokens`, `${seq} tokens`);
+      throw new InvalidArgumentError(argument, `a sequence of at most max_position_embeddings = ${this.maxPositionEmbeddings} tokens`, `${seq} tokens`);
     }
     for (let i = 0; i < ids.size; i++) {
       const id = Number(ids.data[i]);
       if (!(id >= 0 && id < this.vocabSize)) {
-        throw new InvalidArgumentError('inputs', `token ids in [0, ${this.vocabSize})`, `${id} at [${Math.floor(i / seq)}, ${i % seq}]`);
+        throw new InvalidArgumentError(argument, `token ids in [0, ${this.vocabSize})`, `${id} at [${Math.floor(i / seq)}, ${i % seq}]`);
       }
     }
-    return { batch, seq, inputIds: ids.data as BigInt64Array | Int32Array, attentionMask: keyMask(call.attentionMask, batch, seq) };
+    return { batch, inputs: [{ name: '', shape: [batch, seq], data: ids.data as BigInt64Array | Int32Array }] };
+  }
+}
+
+export interface ImagePreprocessorOptions {
+  prepType?: 'conv' | 'conv1x1' | 'patches' | 'pixels';
+  spatialDownsample?: number;
+  temporalDownsample?: number;
+  positionEncodingType?: 'trainable' | 'fourier';
+  inChannels?: number;
+  outChannels?: number;
+  convAfterPatching?: boolean;
+  convAfterPatchingInChannels?: number;
+  conv2dUseBatchnorm?: boolean;
+  concatOrAdd?: 'concat' | 'add';
+  projectPosDim?: number;
+  trainablePositionEncodingKwargs?: TrainablePositionEncodingOptions;
+  fourierPositionEncodingKwargs?: FourierPositionEncodingOptions;
+}
+
+/** transformers' PerceiverImagePreprocessor: conv1x1, conv (7x7 stem), raw pixels or space-to-depth patches, plus positions. */
+export class PerceiverImagePreprocessor implements PerceiverPreprocessor {
+  readonly prepType: 'conv' | 'conv1x1' | 'patches' | 'pixels';
+  readonly spatialDownsample: number;
+  readonly temporalDownsample: number;
+  readonly inChannels: number;
+  readonly outChannels: number;
+  readonly convAfterPatching: boolean;
+  readonly convAfterPatchingInChannels: number;
+  readonly concatOrAdd: 'concat' | 'add';
+  readonly positionEmbeddings: BuiltPositionEncoding;
+
+  constructor(config: PerceiverConfig, options: ImagePreprocessorOptions = {}) {
+    this.prepType = options.prepType ?? 'conv';
+    if (!['conv', 'conv1x1', 'patches', 'pixels'].includes(this.prepType)) throw new ConfigError(`prep_type ${JSON.stringify(this.prepType)} is invalid`);
+    this.spatialDownsample = options.spatialDownsample ?? 4;
+    this.temporalDownsample = options.temporalDownsample ?? 1;
+    this.inChannels = options.inChannels ?? 3;
+    this.outChannels = options.outChannels ?? 64;
+    this.convAfterPatching = options.convAfterPatching ?? false;
+    this.convAfterPatchingInChannels = options.convAfterPatchingInChannels ?? 54;
+    this.concatOrAdd = options.concatOrAdd ?? 'concat';
+    if (this.concatOrAdd !== 'concat' && this.concatOrAdd !== 'add') throw new ConfigError(`concat_or_add_pos ${JSON.stringify(this.concatOrAdd)} is invalid`);
+    if (this.prepType === 'conv') {
+      const layers = Math.log(this.spatialDownsample) / Math.log(4);
+      if (Math.round(layers) !== layers || this.temporalDownsample !== 1) {
+        throw new ConfigError('only powers of 4 are supported for spatial and 1 for temporal downsampling with conv');
+      }
+      if (options.conv2dUseBatchnorm === false) throw new ConfigError('the conv stem without BatchNorm is not supported');
+    }
+    if (this.prepType === 'conv1x1' && this.temporalDownsample !== 1) throw new ConfigError('conv1x1 does not downsample in time');
+    this.positionEmbeddings = new BuiltPositionEncoding({
+      positionEncodingType: options.positionEncodingType ?? 'fourier',
+      outChannels: this.outChannels,
+      projectPosDim: options.projectPosDim,
+      trainablePositionEncodingKwargs: options.trainablePositionEncodingKwargs,
+      fourierPositionEncodingKwargs: options.fourierPositionEncodingKwargs,
+    });
+    void config;
+  }
+
+  /** transformers' num_channels: feature channels (for the prep type) plus the position encoding's. */
+  get numChannels(): number {
+    const pos = this.positionEmbeddings.outputSize();
+    if (this.concatOrAdd === 'add') return pos;
+    const isTemporal = this.positionEmbeddings.encoding.numDimensions > 2;
+    let features: number;
+    if (this.convAfterPatching || this.prepType === 'conv1x1' || this.prepType === 'conv') features = this.outChannels;
+    else if (this.prepType === 'pixels') features = isTemporal ? this.inChannels : Math.ceil(this.inChannels / this.spatialDownsample);
+    else features = this.inChannels * this.spatialDownsample ** 2 * (isTemporal ? this.temporalDownsample : 1);
+    return features + pos;
+  }
+
+  spec(weights: WeightStore, prefix: string): PreprocessorSpec {
+    const c = this.inChannels;
+    let conv = null;
+    let batchnorm = null;
+    if (this.prepType === 'conv') {
+      conv = { weight: weights.take(`${prefix}.convnet.conv.weight`, [this.outChannels, c, 7, 7]), bias: null, in: c * 49, out: this.outChannels };
+      const bn = `${prefix}.convnet.batchnorm`;
+      batchnorm = {
+        weight: weights.take(`${bn}.weight`, [this.outChannels]),
+        bias: weights.take(`${bn}.bias`, [this.outChannels]),
+        runningMean: weights.take(`${bn}.running_mean`, [this.outChannels]),
+        runningVar: weights.take(`${bn}.running_var`, [this.outChannels]),
+        eps: 1e-5,
+      };
+      if (weights.has(`${bn}.num_batches_tracked`)) weights.ignore(`${bn}.num_batches_tracked`);
+    } else if (this.prepType === 'conv1x1') {
+      conv = {
+        weight: weights.take(`${prefix}.convnet_1x1.weight`, [this.outChannels, c, 1, 1]),
+        bias: weights.take(`${prefix}.convnet_1x1.bias`, [this.outChannels]),
+        in: c,
+        out: this.outChannels,
+      };
+    }
+    return {
+      type: 'image',
+      prepType: this.prepType,
+      inChannels: c,
+      outChannels: this.outChannels,
+      spatialDownsample: this.spatialDownsample,
+      temporalDownsample: this.temporalDownsample,
+      conv,
+      batchnorm,
+      convAfterPatching:
+        this.prepType === 'patches' && this.convAfterPatching
+          ? linear(weights, `${prefix}.conv_after_patches`, this.convAfterPatchingInChannels, this.outChannels)
+          : null,
+      position: this.positionEmbeddings.spec(weights, prefix),
+      concatOrAdd: this.concatOrAdd,
+      numChannels: this.numChannels,
+    };
+  }
+
+  prepare(value: unknown, argument: string): { batch: number; inputs: NativeInput[] } {
+    const expected = `of images [batch, channels, height, width]${this.prepType === 'patches' || this.prepType === 'pixels' ? ' or video [batch, frames, channels, height, width]' : ''}`;
+    const t = floatInput(value, argument, expected);
+    const video = t.rank === 5 && (this.prepType === 'patches' || this.prepType === 'pixels');
+    if (t.rank !== 4 && !video) throw new InvalidArgumentError(argument, `a Tensor ${expected}`, `shape [${t.shape.join(', ')}]`);
+    const channels = t.shape[t.rank - 3]!;
+    if (this.prepType === 'patches' && this.convAfterPatching) {
+      const frames = video ? this.temporalDownsample : 1;
+      const depth = frames * this.spatialDownsample ** 2 * channels;
+      if (depth !== this.convAfterPatchingInChannels) {
+        throw new InvalidArgumentError(
+          argument,
+          `patches of ${this.convAfterPatchingInChannels} values (${frames} frame(s) x ${this.spatialDownsample}x${this.spatialDownsample} pixels x channels)`,
+          `${depth} values from ${channels} channels in shape [${t.shape.join(', ')}]`,
+        );
+      }
+    } else if (channels !== this.inChannels) {
+      throw new InvalidArgumentError(argument, `${this.inChannels} channels (shape ${video ? '[batch, frames, channels, height, width]' : '[batch, channels, height, width]'})`, `${channels} channels in shape [${t.shape.join(', ')}]`);
+    }
+    return { batch: t.shape[0]!, inputs: [nativeFloat('', t)] };
+  }
+}
+
+export interface AudioPreprocessorOptions {
+  prepType?: 'patches';
+  samplesPerPatch?: number;
+  positionEncodingType?: 'trainable' | 'fourier';
+  concatOrAdd?: 'concat' | 'add';
+  outChannels?: number;
+  projectPosDim?: number;
+  trainablePositionEncodingKwargs?: TrainablePositionEncodingOptions;
+  fourierPositionEncodingKwargs?: FourierPositionEncodingOptions;
+}
+
+/** transformers' PerceiverAudioPreprocessor: samples grouped into patches, plus positions. */
+export class PerceiverAudioPreprocessor implements PerceiverPreprocessor {
+  readonly samplesPerPatch: number;
+  readonly concatOrAdd: 'concat' | 'add';
+  readonly positionEmbeddings: BuiltPositionEncoding;
+
+  constructor(config: PerceiverConfig, options: AudioPreprocessorOptions = {}) {
+    if ((options.prepType ?? 'patches') !== 'patches') throw new ConfigError(`prep_type ${JSON.stringify(options.prepType)} is invalid, can only be 'patches'`);
+    this.samplesPerPatch = options.samplesPerPatch ?? 96;
+    this.concatOrAdd = options.concatOrAdd ?? 'concat';
+    this.positionEmbeddings = new BuiltPositionEncoding({
+      positionEncodingType: options.positionEncodingType ?? 'fourier',
+      outChannels: options.outChannels ?? 64,
+      projectPosDim: options.projectPosDim,
+      trainablePositionEncodingKwargs: options.trainablePositionEncodingKwargs,
+      fourierPositionEncodingKwargs: options.fourierPositionEncodingKwargs,
+    });
+    void config;
+  }
+
+  get numChannels(): number {
+    const pos = this.positionEmbeddings.outputSize();
+    return this.concatOrAdd === 'add' ? pos : this.samplesPerPatch + pos;
+  }
+
+  spec(weights: WeightStore, prefix: string): PreprocessorSpec {
+    return {
+      type: 'audio',
+      samplesPerPatch: this.samplesPerPatch,
+      position: this.positionEmbeddings.spec(weights, prefix),
+      concatOrAdd: this.concatOrAdd,
+      numChannels: this.numChannels,
+    };
+  }
+
+  prepare(value: unknown, argument: string): { batch: number; inputs: NativeInput[] } {
+    const t = floatInput(value, argument, '[batch, samples, 1]');
+    const perItem = t.size / t.shape[0]!;
+    if (t.rank < 2 || perItem < 1 || perItem % this.samplesPerPatch !== 0) {
+      throw new InvalidArgumentError(argument, `a Tensor [batch, samples, 1] whose samples are a positive multiple of samples_per_patch = ${this.samplesPerPatch}`, `shape [${t.shape.join(', ')}]`);
+    }
+    return { batch: t.shape[0]!, inputs: [nativeFloat('', t)] };
+  }
+}
+
+/** transformers' PerceiverOneHotPreprocessor: a [batch, num_labels] vector as one position. */
+export class PerceiverOneHotPreprocessor implements PerceiverPreprocessor {
+  readonly numChannels: number;
+
+  constructor(config: PerceiverConfig) {
+    this.numChannels = config.num_labels;
+  }
+
+  spec(): PreprocessorSpec {
+    return { type: 'onehot', numLabels: this.numChannels };
+  }
+
+  prepare(value: unknown, argument: string): { batch: number; inputs: NativeInput[] } {
+    const t = floatInput(value, argument, `[batch, ${this.numChannels}]`);
+    if (t.rank !== 2 || t.shape[1] !== this.numChannels) {
+      throw new InvalidArgumentError(argument, `a Tensor [batch, ${this.numChannels}] (num_labels)`, `shape [${t.shape.join(', ')}]`);
+    }
+    return { batch: t.shape[0]!, inputs: [nativeFloat('', t)] };
+  }
+}
+
+export interface MultimodalPreprocessorOptions {
+  modalities: Record<string, PerceiverPreprocessor>;
+  /** Probability that each position of a modality is replaced by its learned mask token. */
+  maskProbs?: Record<string, number>;
+  minPaddingSize?: number;
+}
+
+/**
+ * transformers' PerceiverMultimodalPreprocessor: each modality preprocessed, padded with learned
+ * channels to a common width, optionally masked, and concatenated in sorted modality order.
+ */
+export class PerceiverMultimodalPreprocessor implements PerceiverPreprocessor {
+  readonly modalities: Record<string, PerceiverPreprocessor>;
+  readonly maskProbs: Record<string, number>;
+  readonly minPaddingSize: number;
+
+  constructor(options: MultimodalPreprocessorOptions) {
+    this.modalities = options.modalities;
+    this.maskProbs = options.maskProbs ?? {};
+    this.minPaddingSize = options.minPaddingSize ?? 2;
+    for (const [name, p] of Object.entries(this.maskProbs)) {
+      if (!(name in this.modalities)) throw new ConfigError(`mask_probs names modality ${JSON.stringify(name)}, which the preprocessor does not have`);
+      if (!(p >= 0 && p <= 1)) throw new ConfigError(`mask_probs.${name} must be in [0, 1]`);
+    }
+  }
+
+  /** The modality names in transformers' (sorted) order. */
+  get names(): string[] {
+    return Object.keys(this.modalities).sort();
+  }
+
+  get numChannels(): number {
+    return Math.max(...Object.values(this.modalities).map((p) => p.numChannels)) + this.minPaddingSize;
+  }
+
+  spec(weights: WeightStore, prefix: string): PreprocessorSpec {
+    const c = this.numChannels;
+    return {
+      type: 'multimodal',
+      numChannels: c,
+      modalities: this.names.map((name) => {
+        const p = this.modalities[name]!;
+        const padding = weights.take(`${prefix}.padding.${name}`, [1, c - p.numChannels]);
+        return {
+          name,
+          preprocessor: p.spec(weights, `${prefix}.modalities.${name}`),
+          padding: c > p.numChannels ? padding : null,
+          mask: name in this.maskProbs ? weights.take(`${prefix}.mask.${name}`, [1, c]) : null,
+          maskProbability: this.maskProbs[name] ?? 0,
+        };
+      }),
+    };
+  }
+
+  prepare(value: unknown, argument: string): { batch: number; inputs: NativeInput[] } {
+    const names = this.names;
+    if (typeof value !== 'object' || value === null || value instanceof Tensor || Array.isArray(value)) {
+      throw new InvalidArgumentError(argument, `an object of Tensors keyed by modality (${names.join(', ')})`, value);
+    }
+    const given = value as Record<string, unknown>;
+    for (const key of Object.keys(given)) {
+      if (!names.includes(key)) throw new InvalidArgumentError(`${argument}.${key}`, `one of the model's modalities (${names.join(', ')})`, `an unknown modality "${key}"`);
+    }
+    let batch = -1;
+    const inputs: NativeInput[] = [];
+    for (const name of names) {
+      if (given[name] === undefined) throw new InvalidArgumentError(`${argument}.${name}`, `a Tensor for modality "${name}" (this model needs ${names.join(', ')})`, undefined);
+      const part = this.modalities[name]!.prepare(given[name], `${argument}.${name}`);
+      if (batch >= 0 && part.batch !== batch) throw new InvalidArgumentError(`${argument}.${name}`, `a batch of ${batch}, as the other modalities`, `a batch of ${part.batch}`);
+      batch = part.batch;
+      inputs.push(...part.inputs.map((input) => ({ ...input, name })));
+    }
+    return { batch, inputs };
   }
 }
 
 /** Validates an attention mask of shape [batch, seq] (1 = attend, 0 = padding) into bytes. */
-function keyMask(mask: unknown, batch: number, seq: number): Uint8Array | undefined {
+export function keyMask(mask: unknown, batch: number, seq: number): Uint8Array | undefined {
   if (mask === undefined || mask === null) return undefined;
   if (!(mask instanceof Tensor)) throw new InvalidArgumentError('attentionMask', `a Tensor of shape [${batch}, ${seq}]`, mask);
   if (!MASK_DTYPES.includes(mask.dtype)) throw new InvalidArgumentError('attentionMask', `one of dtypes ${MASK_DTYPES.join(', ')}`, `dtype ${mask.dtype}`);

@@ -35,16 +35,40 @@ export interface PerceiverLayerSpec {
   mlpDense2: LinearSpec;
 }
 
-export interface TextPreprocessorSpec {
-  type: 'text';
-  embeddings: string;
-  positionEmbeddings: string;
-  vocabSize: number;
-  maxPositionEmbeddings: number;
-  dModel: number;
+export interface FourierSpec {
+  numBands: number;
+  maxResolution: number[];
+  concatPos: boolean;
+  sineOnly: boolean;
 }
 
-export type PreprocessorSpec = TextPreprocessorSpec;
+export type PositionSpec =
+  | { type: 'trainable'; weight: string; numPositions: number; numChannels: number; projection: LinearSpec | null }
+  | ({ type: 'fourier'; projection: LinearSpec | null } & FourierSpec);
+
+export type PreprocessorSpec =
+  | { type: 'text'; embeddings: string; positionEmbeddings: string; vocabSize: number; maxPositionEmbeddings: number; dModel: number }
+  | {
+      type: 'image';
+      prepType: 'conv1x1' | 'conv' | 'pixels' | 'patches';
+      inChannels: number;
+      outChannels: number;
+      spatialDownsample: number;
+      temporalDownsample: number;
+      conv: LinearSpec | null;
+      batchnorm: { weight: string; bias: string; runningMean: string; runningVar: string; eps: number } | null;
+      convAfterPatching: LinearSpec | null;
+      position: PositionSpec;
+      concatOrAdd: 'concat' | 'add';
+      numChannels: number;
+    }
+  | { type: 'audio'; samplesPerPatch: number; position: PositionSpec; concatOrAdd: 'concat' | 'add'; numChannels: number }
+  | { type: 'onehot'; numLabels: number }
+  | {
+      type: 'multimodal';
+      numChannels: number;
+      modalities: { name: string; preprocessor: PreprocessorSpec; padding: string | null; mask: string | null; maskProbability: number }[];
+    };
 
 export interface EncoderSpec {
   latents: string;
@@ -55,28 +79,37 @@ export interface EncoderSpec {
   selfAttends: PerceiverLayerSpec[];
 }
 
-export interface BasicDecoderSpec {
-  type: 'basic';
-  queryPositions: string;
-  numQueries: number;
-  queryChannels: number;
-  crossAttention: PerceiverLayerSpec;
-  finalLayer: LinearSpec | null;
-  keepFirstPositionOnly: boolean;
-}
+export type QuerySpec =
+  | { type: 'trainable'; weight: string; numPositions: number; numChannels: number }
+  | ({ type: 'fourier'; outputIndexDims: number[] } & FourierSpec)
+  | { type: 'inputs' };
 
-export type DecoderSpec = BasicDecoderSpec;
+export type DecoderSpec =
+  | {
+      type: 'basic';
+      queries: QuerySpec;
+      crossAttention: PerceiverLayerSpec;
+      finalLayer: LinearSpec | null;
+      output: 'sequence' | 'first' | 'flow' | 'video';
+      rescaleFactor?: number;
+      outputShape?: number[];
+    }
+  | {
+      type: 'multimodal';
+      queryChannels: number;
+      crossAttention: PerceiverLayerSpec;
+      finalLayer: LinearSpec | null;
+      modalities: { name: string; queries: QuerySpec; padding: string | null }[];
+    }
+  | { type: 'projection'; classifier: LinearSpec };
 
-export interface EmbeddingPostprocessorSpec {
-  type: 'embedding';
-  projection: LinearSpec;
-}
-
-export type PostprocessorSpec = EmbeddingPostprocessorSpec;
+export type PostprocessorSpec =
+  | { type: 'linear' | 'first' | 'audio'; projection: LinearSpec }
+  | { type: 'multimodal'; modalities: { name: string; postprocessor: PostprocessorSpec }[] };
 
 export interface ModelSpec {
   layerNormEps: number;
-  preprocessor: PreprocessorSpec | null;
+  preprocessor: PreprocessorSpec;
   encoder: EncoderSpec;
   decoder: DecoderSpec | null;
   postprocessor: PostprocessorSpec | null;

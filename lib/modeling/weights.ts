@@ -9,6 +9,7 @@ import { Tensor } from '../tensor.js';
 export class WeightStore {
   protected readonly tensors: Map<string, Tensor>;
   private readonly used = new Map<string, Float32Array>();
+  private readonly ignored = new Set<string>();
 
   constructor(tensors: Map<string, Tensor>) {
     this.tensors = tensors;
@@ -34,6 +35,11 @@ export class WeightStore {
     return name;
   }
 
+  /** Marks a checkpoint tensor as consumed without handing it to the engine (e.g. BatchNorm's step counter). */
+  ignore(name: string): void {
+    this.ignored.add(name);
+  }
+
   /** The claimed weights, for the native engine. */
   claimed(): Record<string, Float32Array> {
     return Object.fromEntries(this.used);
@@ -41,7 +47,7 @@ export class WeightStore {
 
   /** Names in the checkpoint that no module used (transformers warns about these). */
   unused(): string[] {
-    return [...this.tensors.keys()].filter((name) => !this.used.has(name));
+    return [...this.tensors.keys()].filter((name) => !this.used.has(name) && !this.ignored.has(name));
   }
 }
 

@@ -19,29 +19,55 @@ import {
 } from '../errors.js';
 
 export interface NativeTensor {
+  /** "" for a single output, else the modality. */
+  name: string;
   shape: number[];
   data: Float32Array;
 }
 
-export interface NativeForwardRequest {
+export interface NativeInput {
+  /** "" for a single-modality model, else the modality. */
+  name: string;
+  shape: number[];
+  data: Float32Array | BigInt64Array | Int32Array;
+}
+
+export interface NativeEncodeRequest {
   batch: number;
-  seq: number;
-  inputIds: BigInt64Array | Int32Array;
+  inputs: NativeInput[];
   attentionMask?: Uint8Array;
+  interpolatePosEncoding?: boolean;
+  seed?: number;
   outputHiddenStates?: boolean;
   outputAttentions?: boolean;
 }
 
-export interface NativeForwardResult {
-  logits?: NativeTensor;
+export interface NativeDecodeRequest {
+  subsampledOutputPoints?: { name: string; indices: BigInt64Array | Int32Array }[];
+  outputAttentions?: boolean;
+}
+
+export interface NativeEncodeOutputs {
   lastHiddenState: NativeTensor;
   hiddenStates?: NativeTensor[];
   attentions?: NativeTensor[];
   crossAttentions?: NativeTensor[];
 }
 
+export interface NativeDecodeOutputs {
+  logits: NativeTensor[];
+  crossAttentions?: NativeTensor[];
+}
+
+export interface NativeEncodingHandle {
+  dispose(): void;
+  readonly disposed: boolean;
+}
+
 export interface NativeModelHandle {
-  forward(request: NativeForwardRequest): Promise<NativeForwardResult>;
+  forward(request: NativeEncodeRequest & NativeDecodeRequest): Promise<NativeEncodeOutputs & NativeDecodeOutputs>;
+  encode(request: NativeEncodeRequest): Promise<NativeEncodeOutputs & { encoding: NativeEncodingHandle }>;
+  decode(encoding: NativeEncodingHandle, request: NativeDecodeRequest): Promise<NativeDecodeOutputs>;
   dispose(): void;
   readonly inFlight: number;
   readonly disposed: boolean;

@@ -64,14 +64,42 @@ class Backend {
   virtual void Gelu(float* x, int64_t n) = 0;
   // y += x, element-wise.
   virtual void AddInPlace(float* y, const float* x, int64_t n) = 0;
-  // dst[b] = src for each of `batch` copies of an n-float block (broadcast over the batch).
-  virtual void Broadcast(float* dst, const float* src, int64_t n, int64_t batch) = 0;
   virtual void Attention(const AttentionArgs& args) = 0;
   // out[b, t, :] = table[ids[b, t], :] + positions[t, :] (positions may be null).
   // ids live in host memory and are validated by the caller.
   virtual void EmbeddingLookup(const int32_t* ids, int64_t batch, int64_t seq, const float* table, int64_t vocab,
                                const float* positions, int64_t dim, float* out) = 0;
+
+  // An N-D strided copy (rank <= kMaxCopyRank): for every index i of `shape`,
+  // dst[sum i_d * dst_strides[d]] = src[sum i_d * src_strides[d]]. Strides are in floats and may
+  // be 0 on the source (broadcast). Permutes, space-to-depth, subsampling, concatenation and
+  // broadcasting are all this one op.
+  virtual void StridedCopy(float* dst, const int64_t* dst_strides, const float* src, const int64_t* src_strides,
+                           const int64_t* shape, int rank) = 0;
+  // y[rows, C] += x[r % period, C]: adds position encodings shared by every batch item.
+  virtual void AddRowsBroadcast(float* y, const float* x, int64_t rows, int64_t cols, int64_t period) = 0;
+  // dst[b, i, :] = src[b, indices[i], :] for b < batch, i < count; indices in host memory, validated.
+  virtual void GatherRows(float* dst, const float* src, const int64_t* indices, int64_t count, int64_t batch,
+                          int64_t src_rows, int64_t cols) = 0;
+  // 2-D convolution of x [batch, in_c, h, w] (NCHW, PyTorch's layout) by w [out_c, in_c, kh, kw]
+  // with zero padding (top, left; bottom/right implied by out_h/out_w), written channels-last:
+  // y [batch, out_h, out_w, out_c]. bias may be null.
+  virtual void Conv2d(const float* x, int64_t batch, int64_t in_c, int64_t h, int64_t w, const float* weight,
+                      const float* bias, int64_t out_c, int64_t kh, int64_t kw, int64_t stride, int64_t pad_top,
+                      int64_t pad_left, int64_t out_h, int64_t out_w, float* y) = 0;
+  // y[r, c] = y[r, c] * scale[c] + shift[c], then max(0, .) when relu (inference BatchNorm + ReLU).
+  virtual void ChannelAffine(float* y, int64_t rows, int64_t cols, const float* scale, const float* shift,
+                             bool relu) = 0;
+  // Max pooling without padding on channels-last x [batch, h, w, c] -> y [batch, out_h, out_w, c].
+  virtual void MaxPool2d(const float* x, int64_t batch, int64_t h, int64_t w, int64_t c, int64_t kernel,
+                         int64_t stride, int64_t out_h, int64_t out_w, float* y) = 0;
+  // y[b, :] = mean over n of x[b, n, :].
+  virtual void MeanRows(const float* x, int64_t batch, int64_t n, int64_t cols, float* y) = 0;
+  // x *= alpha.
+  virtual void Scale(float* x, int64_t n, float alpha) = 0;
 };
+
+constexpr int kMaxCopyRank = 8;
 
 // The CPU backend (OpenBLAS for matrix products, a thread pool for the rest).
 std::unique_ptr<Backend> CreateCpuBackend();

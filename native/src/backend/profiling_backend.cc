@@ -71,9 +71,6 @@ class ProfilingBackend final : public Backend {
   }
   void Gelu(float* x, int64_t n) override { Time("gelu", [&] { inner_->Gelu(x, n); }); }
   void AddInPlace(float* y, const float* x, int64_t n) override { Time("add", [&] { inner_->AddInPlace(y, x, n); }); }
-  void Broadcast(float* dst, const float* src, int64_t n, int64_t batch) override {
-    Time("broadcast", [&] { inner_->Broadcast(dst, src, n, batch); });
-  }
   void Attention(const AttentionArgs& a) override {
     Time("attention q" + std::to_string(a.nq) + " k" + std::to_string(a.nk) + " h" + std::to_string(a.heads),
          [&] { inner_->Attention(a); });
@@ -82,6 +79,36 @@ class ProfilingBackend final : public Backend {
                        const float* positions, int64_t dim, float* out) override {
     Time("embedding", [&] { inner_->EmbeddingLookup(ids, batch, seq, table, vocab, positions, dim, out); });
   }
+  void StridedCopy(float* dst, const int64_t* dst_strides, const float* src, const int64_t* src_strides,
+                   const int64_t* shape, int rank) override {
+    Time("strided_copy", [&] { inner_->StridedCopy(dst, dst_strides, src, src_strides, shape, rank); });
+  }
+  void AddRowsBroadcast(float* y, const float* x, int64_t rows, int64_t cols, int64_t period) override {
+    Time("add_rows", [&] { inner_->AddRowsBroadcast(y, x, rows, cols, period); });
+  }
+  void GatherRows(float* dst, const float* src, const int64_t* indices, int64_t count, int64_t batch,
+                  int64_t src_rows, int64_t cols) override {
+    Time("gather_rows", [&] { inner_->GatherRows(dst, src, indices, count, batch, src_rows, cols); });
+  }
+  void Conv2d(const float* x, int64_t batch, int64_t in_c, int64_t h, int64_t w, const float* weight,
+              const float* bias, int64_t out_c, int64_t kh, int64_t kw, int64_t stride, int64_t pad_top,
+              int64_t pad_left, int64_t out_h, int64_t out_w, float* y) override {
+    Time("conv2d " + std::to_string(kh) + "x" + std::to_string(kw), [&] {
+      inner_->Conv2d(x, batch, in_c, h, w, weight, bias, out_c, kh, kw, stride, pad_top, pad_left, out_h, out_w, y);
+    });
+  }
+  void ChannelAffine(float* y, int64_t rows, int64_t cols, const float* scale, const float* shift,
+                     bool relu) override {
+    Time("channel_affine", [&] { inner_->ChannelAffine(y, rows, cols, scale, shift, relu); });
+  }
+  void MaxPool2d(const float* x, int64_t batch, int64_t h, int64_t w, int64_t c, int64_t kernel, int64_t stride,
+                 int64_t out_h, int64_t out_w, float* y) override {
+    Time("max_pool", [&] { inner_->MaxPool2d(x, batch, h, w, c, kernel, stride, out_h, out_w, y); });
+  }
+  void MeanRows(const float* x, int64_t batch, int64_t n, int64_t cols, float* y) override {
+    Time("mean_rows", [&] { inner_->MeanRows(x, batch, n, cols, y); });
+  }
+  void Scale(float* x, int64_t n, float alpha) override { Time("scale", [&] { inner_->Scale(x, n, alpha); }); }
 
  private:
   std::unique_ptr<Backend> inner_;

@@ -1,59 +1,83 @@
 // The Perceiver IO forward pass, written once against the Backend interface:
 // preprocessor -> encoder (latent cross-attention, then blocks of latent self-attention)
 // -> decoder (cross-attention from output queries to the latents) -> postprocessor.
+// Encode and decode are separate steps, so one encoding can serve many decoded chunks.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/backend.h"
-#include "model/model_spec.h"
+#include "model/decoders.h"
+#include "model/postprocessors.h"
+#include "model/preprocessors.h"
+#include "model/request.h"
 
 namespace perceiver {
 
+struct EncoderSpec {
+  const float* latents = nullptr;  // [num_latents, d_latents]
+  int64_t num_latents = 0, d_latents = 0, num_blocks = 1;
+  PerceiverLayerSpec cross_attention;
+  std::vector<PerceiverLayerSpec> self_attends;  // shared by every block
+};
+
+struct ModelParts {
+  float layer_norm_eps = 1e-5f;  // transformers never passes config.layer_norm_eps on
+  std::unique_ptr<Preprocessor> preprocessor;
+  bool multimodal_inputs = false;  // inputs are named by modality
+  EncoderSpec encoder;
+  std::unique_ptr<Decoder> decoder;  // optional
+  bool decoder_queries_inputs = false;  // the decoder reads the preprocessed inputs (optical flow)
+  std::unique_ptr<Postprocessor> postprocessor;  // single-modality postprocessor, optional
+  std::vector<std::pair<std::string, std::unique_ptr<Postprocessor>>> modality_postprocessors;  // multimodal
+};
+
 struct HostTensor {
+  std::string name;
   std::vector<int64_t> shape;
   std::vector<float> data;
 };
 
-struct ForwardRequest {
-  int64_t batch = 0, seq = 0;
-  std::vector<int32_t> token_ids;  // [batch, seq], text models
-  std::vector<uint8_t> key_mask;   // [batch, seq], 1 = attend; empty = attend everywhere
-  bool output_hidden_states = false;
-  bool output_attentions = false;
+// What decode needs from encode, kept in backend memory.
+struct Encoding {
+  int64_t batch = 0;
+  BackendTensor latents;  // [batch, num_latents, d_latents]
+  EncoderInputs inputs;   // kept only when the decoder queries with them
 };
 
-struct ForwardResult {
-  bool has_logits = false;
-  HostTensor logits;
+struct EncodeResult {
+  std::shared_ptr<Encoding> encoding;
   HostTensor last_hidden_state;
   std::vector<HostTensor> hidden_states;     // as transformers' hidden_states
   std::vector<HostTensor> attentions;        // latent self-attention weights, in order of application
-  std::vector<HostTensor> cross_attentions;  // encoder cross-attention, then the decoder's
+  std::vector<HostTensor> cross_attentions;  // the encoder's cross-attention
+};
+
+struct DecodeResult {
+  std::vector<HostTensor> logits;            // one unnamed tensor, or one per modality
+  std::vector<HostTensor> cross_attentions;  // the decoder's cross-attention
 };
 
 class PerceiverGraph {
  public:
-  PerceiverGraph(std::unique_ptr<Backend> backend, ModelSpec spec);
-  const ModelSpec& spec() const { return spec_; }
-  Backend& backend() { return *backend_; }
+  PerceiverGraph(std::unique_ptr<Backend> backend, ModelParts parts);
+  const ModelParts& parts() const { return parts_; }
+  bool has_decoder() const { return parts_.decoder != nullptr; }
 
-  // Validates the request against the model (ranges, lengths, masks) and runs it.
-  ForwardResult Forward(const ForwardRequest& request);
+  EncodeResult Encode(const EncodeRequest& request);
+  DecodeResult Decode(const Encoding& encoding, const DecodeRequest& request);
 
  private:
-  void ValidateRequest(const ForwardRequest& request) const;
-  // Runs one PerceiverLayer on hidden [batch, nq, q_dim] in place. For cross-attention, inputs is
-  // [batch, nk, kv_dim]; for self-attention it is ignored.
-  void RunLayer(const PerceiverLayerSpec& layer, BackendBuffer& hidden, int64_t batch, int64_t nq, const float* inputs,
-                int64_t nk, const uint8_t* key_mask, std::vector<HostTensor>* attention_out);
-  HostTensor ToHost(const float* data, std::vector<int64_t> shape);
+  HostTensor ToHost(const BackendTensor& t, std::string name = "");
+  std::vector<HostTensor> ToHost(const std::vector<BackendTensor>& list);
 
   std::unique_ptr<Backend> backend_;
-  ModelSpec spec_;
+  ModelParts parts_;
+  TensorCache cache_;
 };
 
 }  // namespace perceiver

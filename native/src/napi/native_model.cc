@@ -1,6 +1,7 @@
 #include "napi/native_model.h"
 
 #include <cstring>
+#include <functional>
 #include <string>
 #include <utility>
 
@@ -19,6 +20,7 @@ Napi::Object TensorToJs(Napi::Env env, const HostTensor& t) {
   for (size_t i = 0; i < t.shape.size(); ++i) shape.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(t.shape[i])));
   Napi::Float32Array data = Napi::Float32Array::New(env, t.data.size());
   if (!t.data.empty()) std::memcpy(data.Data(), t.data.data(), t.data.size() * sizeof(float));
+  out.Set("name", t.name);
   out.Set("shape", shape);
   out.Set("data", data);
   return out;
@@ -30,80 +32,140 @@ Napi::Array TensorListToJs(Napi::Env env, const std::vector<HostTensor>& list) {
   return out;
 }
 
-// Copies the request out of JavaScript memory, so the caller may reuse its arrays at once.
-ForwardRequest ReadRequest(const Napi::Object& js) {
-  ForwardRequest r;
-  auto dim = [&](const char* key) {
-    Napi::Value v = js.Get(key);
-    if (!v.IsNumber()) ThrowInvalidArgument(std::string("request.") + key + ": expected an integer");
-    const double d = v.As<Napi::Number>().DoubleValue();
-    if (!(d >= 1 && d <= (1 << 24) && d == static_cast<double>(static_cast<int64_t>(d)))) {
-      ThrowInvalidArgument(std::string("request.") + key + ": expected a positive integer");
-    }
-    return static_cast<int64_t>(d);
-  };
-  r.batch = dim("batch");
-  r.seq = dim("seq");
-  const size_t count = static_cast<size_t>(r.batch * r.seq);
-
-  Napi::Value ids = js.Get("inputIds");
-  if (!ids.IsTypedArray()) ThrowInvalidArgument("inputs: expected a BigInt64Array or Int32Array of token ids");
-  Napi::TypedArray ids_array = ids.As<Napi::TypedArray>();
-  if (ids_array.ElementLength() != count) {
-    ThrowInvalidArgument("inputs: expected " + std::to_string(count) + " token ids, got " +
-                         std::to_string(ids_array.ElementLength()));
+int64_t ReadDim(const Napi::Value& v, const std::string& what, int64_t min) {
+  if (!v.IsNumber()) ThrowInvalidArgument(what + ": expected an integer");
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= static_cast<double>(min) && d <= static_cast<double>(int64_t{1} << 40) && d == static_cast<double>(static_cast<int64_t>(d)))) {
+    ThrowInvalidArgument(what + ": expected an integer of at least " + std::to_string(min));
   }
-  r.token_ids.resize(count);
-  if (ids_array.TypedArrayType() == napi_bigint64_array) {
-    const int64_t* src = ids.As<Napi::TypedArrayOf<int64_t>>().Data();
-    for (size_t i = 0; i < count; ++i) {
-      // Out-of-range values are clamped to -1, which the graph's vocabulary check then rejects.
-      r.token_ids[i] = (src[i] < 0 || src[i] > INT32_MAX) ? -1 : static_cast<int32_t>(src[i]);
-    }
-  } else if (ids_array.TypedArrayType() == napi_int32_array) {
-    std::memcpy(r.token_ids.data(), ids.As<Napi::Int32Array>().Data(), count * sizeof(int32_t));
+  return static_cast<int64_t>(d);
+}
+
+// Integers from a BigInt64Array or Int32Array, with every value checked by `check`.
+std::vector<int64_t> ReadIntegers(const Napi::Value& v, const std::string& what) {
+  if (!v.IsTypedArray()) ThrowInvalidArgument(what + ": expected a BigInt64Array or Int32Array");
+  Napi::TypedArray a = v.As<Napi::TypedArray>();
+  std::vector<int64_t> out(a.ElementLength());
+  if (a.TypedArrayType() == napi_bigint64_array) {
+    std::memcpy(out.data(), v.As<Napi::TypedArrayOf<int64_t>>().Data(), out.size() * sizeof(int64_t));
+  } else if (a.TypedArrayType() == napi_int32_array) {
+    const int32_t* src = v.As<Napi::Int32Array>().Data();
+    for (size_t i = 0; i < out.size(); ++i) out[i] = src[i];
   } else {
-    ThrowInvalidArgument("inputs: expected a BigInt64Array or Int32Array of token ids");
+    ThrowInvalidArgument(what + ": expected a BigInt64Array or Int32Array");
   }
+  return out;
+}
 
+// Copies one {name, shape, data} input out of JavaScript memory.
+InputArray ReadInput(const Napi::Object& js, const std::string& what) {
+  InputArray in;
+  Napi::Value shape = js.Get("shape");
+  if (!shape.IsArray()) ThrowInvalidArgument(what + ".shape: expected an array");
+  Napi::Array dims = shape.As<Napi::Array>();
+  if (dims.Length() > 8) ThrowInvalidArgument(what + ".shape: at most 8 dimensions");
+  int64_t count = 1;
+  for (uint32_t i = 0; i < dims.Length(); ++i) {
+    in.shape.push_back(ReadDim(dims.Get(i), what + ".shape[" + std::to_string(i) + "]", 0));
+    count *= in.shape.back();
+    if (count > (int64_t{1} << 34)) ThrowInvalidArgument(what + ": too many elements");
+  }
+  Napi::Value data = js.Get("data");
+  if (!data.IsTypedArray()) ThrowInvalidArgument(what + ".data: expected a typed array");
+  Napi::TypedArray array = data.As<Napi::TypedArray>();
+  if (static_cast<int64_t>(array.ElementLength()) != count) {
+    ThrowInvalidArgument(what + ": expected " + std::to_string(count) + " values for its shape, got " + std::to_string(array.ElementLength()));
+  }
+  if (array.TypedArrayType() == napi_float32_array) {
+    const float* src = data.As<Napi::Float32Array>().Data();
+    in.values.assign(src, src + count);
+  } else {
+    in.integer = true;
+    const std::vector<int64_t> ids = ReadIntegers(data, what + ".data");
+    in.ids.resize(ids.size());
+    // Out-of-range values become -1, which every vocabulary check rejects.
+    for (size_t i = 0; i < ids.size(); ++i) in.ids[i] = (ids[i] < 0 || ids[i] > INT32_MAX) ? -1 : static_cast<int32_t>(ids[i]);
+  }
+  return in;
+}
+
+EncodeRequest ReadEncodeRequest(const Napi::Object& js) {
+  EncodeRequest r;
+  r.batch = ReadDim(js.Get("batch"), "request.batch", 1);
+  Napi::Value inputs = js.Get("inputs");
+  if (!inputs.IsArray()) ThrowInvalidArgument("inputs: expected an array of {name, shape, data}");
+  Napi::Array list = inputs.As<Napi::Array>();
+  for (uint32_t i = 0; i < list.Length(); ++i) {
+    Napi::Value item = list.Get(i);
+    if (!item.IsObject()) ThrowInvalidArgument("inputs[" + std::to_string(i) + "]: expected an object");
+    Napi::Object o = item.As<Napi::Object>();
+    Napi::Value name = o.Get("name");
+    const std::string key = name.IsString() ? name.As<Napi::String>().Utf8Value() : "";
+    if (r.inputs.count(key)) ThrowInvalidArgument("inputs: \"" + key + "\" given twice");
+    r.inputs[key] = ReadInput(o, key.empty() ? "inputs" : "inputs." + key);
+  }
   Napi::Value mask = js.Get("attentionMask");
   if (!mask.IsUndefined() && !mask.IsNull()) {
     if (!mask.IsTypedArray() || mask.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
       ThrowInvalidArgument("attentionMask: expected a Uint8Array");
     }
     Napi::Uint8Array m = mask.As<Napi::Uint8Array>();
-    if (m.ElementLength() != count) ThrowInvalidArgument("attentionMask: expected " + std::to_string(count) + " values");
-    r.key_mask.assign(m.Data(), m.Data() + count);
+    r.key_mask.assign(m.Data(), m.Data() + m.ElementLength());
   }
+  r.interpolate_pos_encoding = js.Get("interpolatePosEncoding").ToBoolean().Value();
+  Napi::Value seed = js.Get("seed");
+  if (seed.IsNumber()) r.seed = static_cast<uint64_t>(seed.As<Napi::Number>().Int64Value());
   r.output_hidden_states = js.Get("outputHiddenStates").ToBoolean().Value();
   r.output_attentions = js.Get("outputAttentions").ToBoolean().Value();
   return r;
 }
 
-class ForwardWorker final : public Napi::AsyncWorker {
+DecodeRequest ReadDecodeRequest(const Napi::Object& js) {
+  DecodeRequest r;
+  Napi::Value points = js.Get("subsampledOutputPoints");
+  if (!points.IsUndefined() && !points.IsNull()) {
+    if (!points.IsArray()) ThrowInvalidArgument("subsampledOutputPoints: expected an array of {name, indices}");
+    Napi::Array list = points.As<Napi::Array>();
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      Napi::Value item = list.Get(i);
+      if (!item.IsObject()) ThrowInvalidArgument("subsampledOutputPoints[" + std::to_string(i) + "]: expected an object");
+      Napi::Object o = item.As<Napi::Object>();
+      Napi::Value name = o.Get("name");
+      const std::string key = name.IsString() ? name.As<Napi::String>().Utf8Value() : "";
+      r.points[key] = ReadIntegers(o.Get("indices"), key.empty() ? "subsampledOutputPoints" : "subsampledOutputPoints." + key);
+    }
+  }
+  r.output_attentions = js.Get("outputAttentions").ToBoolean().Value();
+  return r;
+}
+
+// One call of the engine on libuv's pool: `work` runs there, `settle` turns its result into
+// JavaScript on the main thread. The worker holds the model object, so neither the model nor
+// its weights can go away underneath it.
+template <typename Result>
+class GraphWorker final : public Napi::AsyncWorker {
  public:
-  ForwardWorker(Napi::Env env, NativeModel* model, Napi::Object model_object, std::shared_ptr<PerceiverGraph> graph,
-                ForwardRequest request, AddonState* state)
-      : Napi::AsyncWorker(env, "perceiver-io:forward"),
+  GraphWorker(Napi::Env env, NativeModel* model, Napi::Object model_object, AddonState* state, std::function<Result()> work,
+              std::function<Napi::Value(Napi::Env, Result&)> settle)
+      : Napi::AsyncWorker(env, "perceiver-io:call"),
         deferred_(Napi::Promise::Deferred::New(env)),
         model_(model),
-        graph_(std::move(graph)),
-        request_(std::move(request)),
-        state_(state) {
-    model_ref_ = Napi::Persistent(model_object);  // the model outlives its forwards
+        state_(state),
+        work_(std::move(work)),
+        settle_(std::move(settle)) {
+    model_ref_ = Napi::Persistent(model_object);
   }
 
-  Napi::Promise Promise() { return deferred_.Promise(); }
-
-  void Start() {
+  Napi::Promise Start() {
     state_->Begin();
     Queue();
+    return deferred_.Promise();
   }
 
  protected:
   void Execute() override {
     try {
-      result_ = graph_->Forward(request_);
+      result_ = work_();
     } catch (...) {
       failed_ = true;
       ClassifyException(std::current_exception(), &code_, &message_);
@@ -113,24 +175,20 @@ class ForwardWorker final : public Napi::AsyncWorker {
 
   void OnOK() override {
     Napi::Env env = Env();
-    model_->ForwardFinished();
+    model_->CallFinished();
     if (failed_) {
       deferred_.Reject(MakeJsError(env, code_, message_).Value());
       return;
     }
-    Napi::Object out = Napi::Object::New(env);
-    if (result_.has_logits) out.Set("logits", TensorToJs(env, result_.logits));
-    out.Set("lastHiddenState", TensorToJs(env, result_.last_hidden_state));
-    if (request_.output_hidden_states) out.Set("hiddenStates", TensorListToJs(env, result_.hidden_states));
-    if (request_.output_attentions) {
-      out.Set("attentions", TensorListToJs(env, result_.attentions));
-      out.Set("crossAttentions", TensorListToJs(env, result_.cross_attentions));
+    try {
+      deferred_.Resolve(settle_(env, result_));
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(e.Value());
     }
-    deferred_.Resolve(out);
   }
 
   void OnError(const Napi::Error& error) override {
-    model_->ForwardFinished();
+    model_->CallFinished();
     deferred_.Reject(error.Value());
   }
 
@@ -138,21 +196,62 @@ class ForwardWorker final : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
   NativeModel* model_;
   Napi::ObjectReference model_ref_;
-  std::shared_ptr<PerceiverGraph> graph_;
-  ForwardRequest request_;
-  ForwardResult result_;
   AddonState* state_;
+  std::function<Result()> work_;
+  std::function<Napi::Value(Napi::Env, Result&)> settle_;
+  Result result_;
   bool failed_ = false;
   ErrorCode code_ = ErrorCode::kInternal;
   std::string message_;
 };
 
+void SetEncodeOutputs(Napi::Env env, Napi::Object out, const EncodeResult& e, const EncodeRequest& r) {
+  out.Set("lastHiddenState", TensorToJs(env, e.last_hidden_state));
+  if (r.output_hidden_states) out.Set("hiddenStates", TensorListToJs(env, e.hidden_states));
+  if (r.output_attentions) out.Set("attentions", TensorListToJs(env, e.attentions));
+}
+
+struct ForwardResult {
+  EncodeResult encoded;
+  DecodeResult decoded;
+};
+
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// NativeEncoding
+
+Napi::Function NativeEncoding::Define(Napi::Env env) {
+  return DefineClass(env, "NativeEncoding",
+                     {InstanceMethod<&NativeEncoding::Dispose>("dispose"), InstanceAccessor<&NativeEncoding::Disposed>("disposed")});
+}
+
+NativeEncoding::NativeEncoding(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeEncoding>(info) {}
+
+void NativeEncoding::Attach(std::shared_ptr<PerceiverGraph> graph, std::shared_ptr<Encoding> encoding, Napi::Object weights) {
+  graph_ = std::move(graph);
+  encoding_ = std::move(encoding);
+  weights_ = Napi::Persistent(weights);
+}
+
+Napi::Value NativeEncoding::Dispose(const Napi::CallbackInfo& info) {
+  encoding_.reset();
+  graph_.reset();
+  if (!weights_.IsEmpty()) weights_.Reset();
+  return info.Env().Undefined();
+}
+
+Napi::Value NativeEncoding::Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), encoding_ == nullptr); }
+
+// ---------------------------------------------------------------------------------------------
+// NativeModel
 
 Napi::Function NativeModel::Define(Napi::Env env) {
   return DefineClass(env, "NativeModel",
                      {
                          InstanceMethod<&NativeModel::Forward>("forward"),
+                         InstanceMethod<&NativeModel::Encode>("encode"),
+                         InstanceMethod<&NativeModel::Decode>("decode"),
                          InstanceMethod<&NativeModel::Dispose>("dispose"),
                          InstanceAccessor<&NativeModel::InFlight>("inFlight"),
                          InstanceAccessor<&NativeModel::Disposed>("disposed"),
@@ -176,30 +275,108 @@ NativeModel::NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Nati
       throw EngineError(ErrorCode::kBackendUnavailable,
                         "device \"" + device_name + "\" is not available in this build (compiled backends: cpu)");
     }
-    ModelSpec spec = ReadModelSpec(info[0].As<Napi::Object>(), info[1].As<Napi::Object>(), *backend);
-    graph_ = std::make_shared<PerceiverGraph>(std::move(backend), std::move(spec));
+    ModelParts parts = ReadModelSpec(info[0].As<Napi::Object>(), info[1].As<Napi::Object>(), *backend);
+    graph_ = std::make_shared<PerceiverGraph>(std::move(backend), std::move(parts));
     weights_ = Napi::Persistent(info[1].As<Napi::Object>());
     spec_ = Napi::Persistent(info[0].As<Napi::Object>());
+    encoding_class_ = Napi::Persistent(NativeEncoding::Define(env));
     state_ = GetAddonState(env);
     return env.Undefined();
   });
 }
 
+std::shared_ptr<PerceiverGraph> NativeModel::Usable() {
+  if (disposed_ || !graph_) throw EngineError(ErrorCode::kDisposed, "the model has been disposed");
+  return graph_;
+}
+
+// forward(request) -> Promise<{ logits, lastHiddenState, hiddenStates?, attentions?, crossAttentions? }>
 Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return GuardJs(env, [&]() -> Napi::Value {
-    if (disposed_ || !graph_) throw EngineError(ErrorCode::kDisposed, "the model has been disposed");
+    std::shared_ptr<PerceiverGraph> graph = Usable();
     if (info.Length() < 1 || !info[0].IsObject()) ThrowInvalidArgument("forward(request): expected an object");
-    ForwardRequest request = ReadRequest(info[0].As<Napi::Object>());
-    auto* worker = new ForwardWorker(env, this, Value(), graph_, std::move(request), state_);
-    Napi::Promise promise = worker->Promise();
+    auto encode = std::make_shared<EncodeRequest>(ReadEncodeRequest(info[0].As<Napi::Object>()));
+    auto decode = std::make_shared<DecodeRequest>(ReadDecodeRequest(info[0].As<Napi::Object>()));
+    decode->output_attentions = encode->output_attentions;
+    auto* worker = new GraphWorker<ForwardResult>(
+        env, this, Value(), state_,
+        [graph, encode, decode]() {
+          ForwardResult r;
+          r.encoded = graph->Encode(*encode);
+          if (graph->has_decoder()) r.decoded = graph->Decode(*r.encoded.encoding, *decode);
+          r.encoded.encoding.reset();
+          return r;
+        },
+        [encode](Napi::Env env, ForwardResult& r) -> Napi::Value {
+          Napi::Object out = Napi::Object::New(env);
+          out.Set("logits", TensorListToJs(env, r.decoded.logits));
+          SetEncodeOutputs(env, out, r.encoded, *encode);
+          if (encode->output_attentions) {
+            std::vector<HostTensor> cross = r.encoded.cross_attentions;
+            for (auto& t : r.decoded.cross_attentions) cross.push_back(std::move(t));
+            out.Set("crossAttentions", TensorListToJs(env, cross));
+          }
+          return out;
+        });
     ++in_flight_;
-    worker->Start();
-    return promise;
+    return worker->Start();
   });
 }
 
-void NativeModel::ForwardFinished() {
+// encode(request) -> Promise<{ encoding: NativeEncoding, lastHiddenState, hiddenStates?, attentions?, crossAttentions? }>
+Napi::Value NativeModel::Encode(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return GuardJs(env, [&]() -> Napi::Value {
+    std::shared_ptr<PerceiverGraph> graph = Usable();
+    if (info.Length() < 1 || !info[0].IsObject()) ThrowInvalidArgument("encode(request): expected an object");
+    auto request = std::make_shared<EncodeRequest>(ReadEncodeRequest(info[0].As<Napi::Object>()));
+    Napi::FunctionReference* encoding_class = &encoding_class_;
+    Napi::ObjectReference* weights = &weights_;
+    auto* worker = new GraphWorker<EncodeResult>(
+        env, this, Value(), state_, [graph, request]() { return graph->Encode(*request); },
+        [graph, request, encoding_class, weights](Napi::Env env, EncodeResult& r) -> Napi::Value {
+          Napi::Object handle = encoding_class->New({});
+          NativeEncoding::Unwrap(handle)->Attach(graph, r.encoding, weights->Value());
+          Napi::Object out = Napi::Object::New(env);
+          out.Set("encoding", handle);
+          SetEncodeOutputs(env, out, r, *request);
+          if (request->output_attentions) out.Set("crossAttentions", TensorListToJs(env, r.cross_attentions));
+          return out;
+        });
+    ++in_flight_;
+    return worker->Start();
+  });
+}
+
+// decode(encoding, request) -> Promise<{ logits, crossAttentions? }>
+Napi::Value NativeModel::Decode(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return GuardJs(env, [&]() -> Napi::Value {
+    std::shared_ptr<PerceiverGraph> graph = Usable();
+    if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsObject()) ThrowInvalidArgument("decode(encoding, request): expected two objects");
+    Napi::Object handle = info[0].As<Napi::Object>();
+    if (!handle.InstanceOf(encoding_class_.Value())) ThrowInvalidArgument("encoding: expected the result of this model's encode()");
+    NativeEncoding* native = NativeEncoding::Unwrap(handle);
+    if (!native->encoding()) throw EngineError(ErrorCode::kDisposed, "the encoding has been disposed");
+    if (native->graph() != graph) ThrowInvalidArgument("encoding: it was made by another model");
+    if (!graph->has_decoder()) ThrowInvalidArgument("decode: this model has no decoder");
+    auto request = std::make_shared<DecodeRequest>(ReadDecodeRequest(info[1].As<Napi::Object>()));
+    std::shared_ptr<Encoding> encoding = native->encoding();
+    auto* worker = new GraphWorker<DecodeResult>(
+        env, this, Value(), state_, [graph, encoding, request]() { return graph->Decode(*encoding, *request); },
+        [request](Napi::Env env, DecodeResult& r) -> Napi::Value {
+          Napi::Object out = Napi::Object::New(env);
+          out.Set("logits", TensorListToJs(env, r.logits));
+          if (request->output_attentions) out.Set("crossAttentions", TensorListToJs(env, r.cross_attentions));
+          return out;
+        });
+    ++in_flight_;
+    return worker->Start();
+  });
+}
+
+void NativeModel::CallFinished() {
   --in_flight_;
   ReleaseIfIdle();
 }
@@ -211,7 +388,8 @@ void NativeModel::ReleaseIfIdle() {
   if (!spec_.IsEmpty()) spec_.Reset();
 }
 
-// Idempotent. Forwards already running finish normally; the weights are released after them.
+// Idempotent. Calls already running finish normally; the weights are released after them (and
+// after the last live encoding, which holds its own reference).
 Napi::Value NativeModel::Dispose(const Napi::CallbackInfo& info) {
   disposed_ = true;
   ReleaseIfIdle();

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <string>
+#include <utility>
 
 #include "core/engine_error.h"
 
@@ -12,78 +13,127 @@ namespace {
 // Dimensions are bounded so that every product and BLAS argument fits comfortably.
 constexpr int64_t kMaxDim = int64_t{1} << 24;
 
+std::string Join(const std::string& path, const std::string& key) { return path + "." + key; }
+
 class SpecReader {
  public:
   SpecReader(const Napi::Object& weights, Backend& backend) : weights_(weights), backend_(backend) {}
 
-  int64_t Dim(const Napi::Object& o, const char* key, const std::string& path, int64_t min = 1) {
-    Napi::Value v = o.Get(key);
-    if (!v.IsNumber()) ThrowInvalidArgument(path + "." + key + ": expected an integer");
-    const double d = v.As<Napi::Number>().DoubleValue();
-    if (!(d >= static_cast<double>(min) && d <= static_cast<double>(kMaxDim) && std::floor(d) == d)) {
-      ThrowInvalidArgument(path + "." + key + ": expected an integer in [" + std::to_string(min) + ", 2^24]");
-    }
-    return static_cast<int64_t>(d);
-  }
-
-  bool Bool(const Napi::Object& o, const char* key, const std::string& path) {
-    Napi::Value v = o.Get(key);
-    if (!v.IsBoolean()) ThrowInvalidArgument(path + "." + key + ": expected a boolean");
-    return v.As<Napi::Boolean>().Value();
-  }
-
-  Napi::Object Obj(const Napi::Object& o, const char* key, const std::string& path) {
-    Napi::Value v = o.Get(key);
-    if (!v.IsObject()) ThrowInvalidArgument(path + "." + key + ": expected an object");
-    return v.As<Napi::Object>();
-  }
+  Napi::Value Get(const Napi::Object& o, const char* key) { return o.Get(key); }
 
   bool Present(const Napi::Object& o, const char* key) {
     Napi::Value v = o.Get(key);
     return !v.IsNull() && !v.IsUndefined();
   }
 
+  int64_t Dim(const Napi::Object& o, const char* key, const std::string& path, int64_t min = 1) {
+    Napi::Value v = o.Get(key);
+    if (!v.IsNumber()) ThrowInvalidArgument(Join(path, key) + ": expected an integer");
+    const double d = v.As<Napi::Number>().DoubleValue();
+    if (!(d >= static_cast<double>(min) && d <= static_cast<double>(kMaxDim) && std::floor(d) == d)) {
+      ThrowInvalidArgument(Join(path, key) + ": expected an integer in [" + std::to_string(min) + ", 2^24]");
+    }
+    return static_cast<int64_t>(d);
+  }
+
+  double Number(const Napi::Object& o, const char* key, const std::string& path, double min, double max) {
+    Napi::Value v = o.Get(key);
+    if (!v.IsNumber()) ThrowInvalidArgument(Join(path, key) + ": expected a number");
+    const double d = v.As<Napi::Number>().DoubleValue();
+    if (!(d >= min && d <= max)) ThrowInvalidArgument(Join(path, key) + ": out of range");
+    return d;
+  }
+
+  bool Bool(const Napi::Object& o, const char* key, const std::string& path) {
+    Napi::Value v = o.Get(key);
+    if (!v.IsBoolean()) ThrowInvalidArgument(Join(path, key) + ": expected a boolean");
+    return v.As<Napi::Boolean>().Value();
+  }
+
+  Napi::Object Obj(const Napi::Object& o, const char* key, const std::string& path) {
+    Napi::Value v = o.Get(key);
+    if (!v.IsObject() || v.IsArray()) ThrowInvalidArgument(Join(path, key) + ": expected an object");
+    return v.As<Napi::Object>();
+  }
+
+  Napi::Array Array(const Napi::Object& o, const char* key, const std::string& path) {
+    Napi::Value v = o.Get(key);
+    if (!v.IsArray()) ThrowInvalidArgument(Join(path, key) + ": expected an array");
+    return v.As<Napi::Array>();
+  }
+
+  Napi::Object Element(const Napi::Array& a, uint32_t i, const std::string& path) {
+    Napi::Value v = a.Get(i);
+    if (!v.IsObject() || v.IsArray()) ThrowInvalidArgument(path + "[" + std::to_string(i) + "]: expected an object");
+    return v.As<Napi::Object>();
+  }
+
+  std::vector<int64_t> Dims(const Napi::Object& o, const char* key, const std::string& path) {
+    Napi::Array a = Array(o, key, path);
+    if (a.Length() < 1 || a.Length() > 4) ThrowInvalidArgument(Join(path, key) + ": expected 1 to 4 dimensions");
+    std::vector<int64_t> dims;
+    for (uint32_t i = 0; i < a.Length(); ++i) {
+      Napi::Object holder = Napi::Object::New(o.Env());
+      holder.Set("d", a.Get(i));
+      dims.push_back(Dim(holder, "d", Join(path, key) + "[" + std::to_string(i) + "]"));
+    }
+    int64_t n = 1;
+    for (int64_t d : dims) {
+      n *= d;
+      if (n > kMaxDim * 64) ThrowInvalidArgument(Join(path, key) + ": too many points");
+    }
+    return dims;
+  }
+
   std::string Str(const Napi::Object& o, const char* key, const std::string& path) {
     Napi::Value v = o.Get(key);
-    if (!v.IsString()) ThrowInvalidArgument(path + "." + key + ": expected a string");
+    if (!v.IsString()) ThrowInvalidArgument(Join(path, key) + ": expected a string");
     return v.As<Napi::String>().Utf8Value();
   }
 
-  // The weight named by o[key], which must hold exactly `count` float32 values.
-  const float* Weight(const Napi::Object& o, const char* key, const std::string& path, int64_t count) {
+  // The Float32Array named by o[key], which must hold exactly `count` values (host memory).
+  const float* HostWeight(const Napi::Object& o, const char* key, const std::string& path, int64_t count) {
     const std::string name = Str(o, key, path);
     Napi::Value v = weights_.Get(name);
     if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
-      throw EngineError(ErrorCode::kWeightMismatch, "weight \"" + name + "\" (" + path + "." + key +
-                                                        ") is missing or is not a Float32Array");
+      throw EngineError(ErrorCode::kWeightMismatch, "weight \"" + name + "\" (" + Join(path, key) + ") is missing or is not a Float32Array");
     }
     Napi::Float32Array array = v.As<Napi::Float32Array>();
     if (static_cast<int64_t>(array.ElementLength()) != count) {
-      throw EngineError(ErrorCode::kWeightMismatch, "weight \"" + name + "\" holds " +
-                                                        std::to_string(array.ElementLength()) + " values, expected " +
-                                                        std::to_string(count));
+      throw EngineError(ErrorCode::kWeightMismatch, "weight \"" + name + "\" holds " + std::to_string(array.ElementLength()) +
+                                                        " values, expected " + std::to_string(count));
     }
-    return backend_.Weight(array.Data(), static_cast<size_t>(count));
+    return array.Data();
   }
 
-  LinearWeights Linear(const Napi::Object& parent, const char* key, const std::string& parent_path, int64_t in,
-                       int64_t out) {
-    const std::string path = parent_path + "." + key;
-    Napi::Object o = Obj(parent, key, parent_path);
+  const float* Weight(const Napi::Object& o, const char* key, const std::string& path, int64_t count) {
+    return backend_.Weight(HostWeight(o, key, path, count), static_cast<size_t>(count));
+  }
+
+  // An optional {weight, bias, in, out}; in/out may be fixed by the caller (0 = read them).
+  LinearWeights Linear(const Napi::Object& parent, const char* key, const std::string& parent_path, int64_t in, int64_t out) {
     LinearWeights w;
+    if (!Present(parent, key)) return w;
+    const std::string path = Join(parent_path, key);
+    Napi::Object o = Obj(parent, key, parent_path);
     w.in = Dim(o, "in", path);
     w.out = Dim(o, "out", path);
-    if (w.in != in || w.out != out) {
-      ThrowInvalidArgument(path + ": expected a " + std::to_string(in) + " -> " + std::to_string(out) +
+    if ((in && w.in != in) || (out && w.out != out)) {
+      ThrowInvalidArgument(path + ": expected a " + std::to_string(in) + " -> " + (out ? std::to_string(out) : "any") +
                            " projection, got " + std::to_string(w.in) + " -> " + std::to_string(w.out));
     }
-    w.weight = Weight(o, "weight", path, in * out);
-    if (Present(o, "bias")) w.bias = Weight(o, "bias", path, out);
+    w.weight = Weight(o, "weight", path, w.in * w.out);
+    if (Present(o, "bias")) w.bias = Weight(o, "bias", path, w.out);
     return w;
   }
 
+  LinearWeights RequiredLinear(const Napi::Object& parent, const char* key, const std::string& parent_path, int64_t in, int64_t out) {
+    if (!Present(parent, key)) ThrowInvalidArgument(Join(parent_path, key) + ": required");
+    return Linear(parent, key, parent_path, in, out);
+  }
+
   LayerNormWeights LayerNorm(const Napi::Object& parent, const char* key, const std::string& parent_path, int64_t dim) {
-    const std::string path = parent_path + "." + key;
+    const std::string path = Join(parent_path, key);
     Napi::Object o = Obj(parent, key, parent_path);
     LayerNormWeights w;
     w.dim = Dim(o, "dim", path);
@@ -93,9 +143,7 @@ class SpecReader {
     return w;
   }
 
-  PerceiverLayerSpec Layer(const Napi::Object& parent, const char* key, const std::string& parent_path) {
-    const std::string path = parent_path + "." + key;
-    Napi::Object o = Obj(parent, key, parent_path);
+  PerceiverLayerSpec Layer(const Napi::Object& o, const std::string& path) {
     PerceiverLayerSpec L;
     L.is_cross_attention = Bool(o, "isCrossAttention", path);
     L.num_heads = Dim(o, "numHeads", path);
@@ -111,123 +159,349 @@ class SpecReader {
     // transformers projects cross-attention back to the query width, self-attention to vChannels,
     // and the MLP then works at the query width: self-attention needs vChannels == qDim.
     const int64_t out_channels = L.is_cross_attention ? L.q_dim : L.v_channels;
-    if (!L.is_cross_attention && L.v_channels != L.q_dim) {
-      ThrowInvalidArgument(path + ": a self-attention layer needs vChannels == qDim");
-    }
+    if (!L.is_cross_attention && L.v_channels != L.q_dim) ThrowInvalidArgument(path + ": a self-attention layer needs vChannels == qDim");
     L.layernorm1 = LayerNorm(o, "layernorm1", path, L.q_dim);
     if (L.is_cross_attention) L.layernorm2 = LayerNorm(o, "layernorm2", path, L.kv_dim);
-    L.query = Linear(o, "query", path, L.q_dim, L.qk_channels);
-    L.key = Linear(o, "key", path, L.kv_dim, L.qk_channels);
-    L.value = Linear(o, "value", path, L.kv_dim, L.v_channels);
-    L.output = Linear(o, "output", path, L.v_channels, out_channels);
+    L.query = RequiredLinear(o, "query", path, L.q_dim, L.qk_channels);
+    L.key = RequiredLinear(o, "key", path, L.kv_dim, L.qk_channels);
+    L.value = RequiredLinear(o, "value", path, L.kv_dim, L.v_channels);
+    L.output = RequiredLinear(o, "output", path, L.v_channels, out_channels);
     L.layernorm = LayerNorm(o, "layernorm", path, L.q_dim);
-    L.mlp_dense1 = Linear(o, "mlpDense1", path, L.q_dim, L.q_dim * L.widening_factor);
-    L.mlp_dense2 = Linear(o, "mlpDense2", path, L.q_dim * L.widening_factor, L.q_dim);
+    L.mlp_dense1 = RequiredLinear(o, "mlpDense1", path, L.q_dim, L.q_dim * L.widening_factor);
+    L.mlp_dense2 = RequiredLinear(o, "mlpDense2", path, L.q_dim * L.widening_factor, L.q_dim);
     return L;
+  }
+
+  PerceiverLayerSpec Layer(const Napi::Object& parent, const char* key, const std::string& parent_path) {
+    return Layer(Obj(parent, key, parent_path), Join(parent_path, key));
+  }
+
+  FourierSpec Fourier(const Napi::Object& o, const std::string& path) {
+    FourierSpec f;
+    f.num_bands = Dim(o, "numBands", path);
+    f.max_resolution = Dims(o, "maxResolution", path);
+    f.concat_pos = Bool(o, "concatPos", path);
+    f.sine_only = Bool(o, "sineOnly", path);
+    return f;
+  }
+
+  PositionEncoder Position(const Napi::Object& parent, const char* key, const std::string& parent_path) {
+    const std::string path = Join(parent_path, key);
+    Napi::Object o = Obj(parent, key, parent_path);
+    PositionEncodingSpec p;
+    const std::string type = Str(o, "type", path);
+    if (type == "trainable") {
+      p.kind = PositionEncodingSpec::Kind::kTrainable;
+      p.num_positions = Dim(o, "numPositions", path);
+      p.trainable_channels = Dim(o, "numChannels", path);
+      p.trainable = HostWeight(o, "weight", path, p.num_positions * p.trainable_channels);
+      p.trainable_backend = backend_.Weight(p.trainable, static_cast<size_t>(p.num_positions * p.trainable_channels));
+    } else if (type == "fourier") {
+      p.kind = PositionEncodingSpec::Kind::kFourier;
+      p.fourier = Fourier(o, path);
+    } else {
+      ThrowInvalidArgument(path + ".type: unknown position encoding \"" + type + "\"");
+    }
+    const int64_t raw = p.kind == PositionEncodingSpec::Kind::kTrainable ? p.trainable_channels : p.fourier.OutputChannels();
+    p.projection = Linear(o, "projection", path, raw, 0);
+    return PositionEncoder(std::move(p), path + "#" + std::to_string(next_key_++));
+  }
+
+  std::unique_ptr<perceiver::Preprocessor> ReadPreprocessor(const Napi::Object& o, const std::string& path, int64_t* channels) {
+    const std::string type = Str(o, "type", path);
+    if (type == "text") {
+      TextPreprocessorSpec t;
+      t.vocab_size = Dim(o, "vocabSize", path);
+      t.max_positions = Dim(o, "maxPositionEmbeddings", path);
+      t.d_model = Dim(o, "dModel", path);
+      t.embeddings = Weight(o, "embeddings", path, t.vocab_size * t.d_model);
+      t.positions = Weight(o, "positionEmbeddings", path, t.max_positions * t.d_model);
+      *channels = t.d_model;
+      return MakeTextPreprocessor(t);
+    }
+    if (type == "image") return ReadImage(o, path, channels);
+    if (type == "audio") {
+      AudioPreprocessorSpec a;
+      a.samples_per_patch = Dim(o, "samplesPerPatch", path);
+      PositionEncoder position = Position(o, "position", path);
+      a.concat_pos = ConcatOrAdd(o, path);
+      const int64_t pos = position.spec().OutputChannels();
+      if (!a.concat_pos && pos != a.samples_per_patch) ThrowInvalidArgument(path + ": adding positions needs as many channels as samples per patch");
+      a.num_channels = a.concat_pos ? a.samples_per_patch + pos : pos;
+      if (position.spec().kind == PositionEncodingSpec::Kind::kFourier && position.spec().fourier.max_resolution.size() != 1) {
+        ThrowInvalidArgument(path + ".position: audio positions are 1-D");
+      }
+      ExpectChannels(o, path, a.num_channels);
+      *channels = a.num_channels;
+      return MakeAudioPreprocessor(a, std::move(position));
+    }
+    if (type == "onehot") {
+      *channels = Dim(o, "numLabels", path);
+      return MakeOneHotPreprocessor(*channels);
+    }
+    if (type == "multimodal") {
+      const int64_t c = Dim(o, "numChannels", path);
+      Napi::Array list = Array(o, "modalities", path);
+      std::vector<MultimodalModality> modalities;
+      std::string previous;
+      for (uint32_t i = 0; i < list.Length(); ++i) {
+        const std::string mpath = path + ".modalities[" + std::to_string(i) + "]";
+        Napi::Object m = Element(list, i, path + ".modalities");
+        MultimodalModality mod;
+        mod.name = Str(m, "name", mpath);
+        if (mod.name.empty() || (i > 0 && mod.name <= previous)) ThrowInvalidArgument(mpath + ".name: modalities must be named and sorted");
+        previous = mod.name;
+        int64_t cm = 0;
+        mod.preprocessor = ReadPreprocessor(Obj(m, "preprocessor", mpath), Join(mpath, "preprocessor"), &cm);
+        if (cm > c) ThrowInvalidArgument(mpath + ": wider than the common width " + std::to_string(c));
+        if (cm < c) mod.padding = Weight(m, "padding", mpath, c - cm);
+        if (Present(m, "mask")) {
+          mod.mask = Weight(m, "mask", mpath, c);
+          mod.mask_probability = Number(m, "maskProbability", mpath, 0.0, 1.0);
+        }
+        modalities.push_back(std::move(mod));
+      }
+      if (modalities.empty()) ThrowInvalidArgument(path + ".modalities: expected at least one");
+      *channels = c;
+      return MakeMultimodalPreprocessor(std::move(modalities), c);
+    }
+    ThrowInvalidArgument(path + ".type: unknown preprocessor \"" + type + "\"");
+  }
+
+  std::unique_ptr<perceiver::Preprocessor> ReadImage(const Napi::Object& o, const std::string& path, int64_t* channels) {
+    ImagePreprocessorSpec s;
+    const std::string prep = Str(o, "prepType", path);
+    s.in_channels = Dim(o, "inChannels", path);
+    s.out_channels = Dim(o, "outChannels", path);
+    s.spatial_downsample = Dim(o, "spatialDownsample", path);
+    s.temporal_downsample = Dim(o, "temporalDownsample", path);
+    int64_t features = 0;
+    if (prep == "conv1x1" || prep == "conv") {
+      s.prep = prep == "conv" ? ImagePreprocessorSpec::Prep::kConv : ImagePreprocessorSpec::Prep::kConv1x1;
+      s.conv_kernel = prep == "conv" ? 7 : 1;
+      s.conv = RequiredLinear(o, "conv", path, s.in_channels * s.conv_kernel * s.conv_kernel, s.out_channels);
+      if (s.prep == ImagePreprocessorSpec::Prep::kConv) {
+        // transformers builds the same stem (7x7 / 2 conv, 3x3 / 2 pool: 4x in space) for any
+        // power of 4, the published checkpoint's 1 included, and none that downsamples time.
+        if (s.temporal_downsample != 1) ThrowInvalidArgument(path + ": the conv stem does not downsample in time");
+        const std::string bpath = Join(path, "batchnorm");
+        Napi::Object bn = Obj(o, "batchnorm", path);
+        const float* gamma = HostWeight(bn, "weight", bpath, s.out_channels);
+        const float* beta = HostWeight(bn, "bias", bpath, s.out_channels);
+        const float* mean = HostWeight(bn, "runningMean", bpath, s.out_channels);
+        const float* var = HostWeight(bn, "runningVar", bpath, s.out_channels);
+        const double eps = Number(bn, "eps", bpath, 0.0, 1.0);
+        for (int64_t c = 0; c < s.out_channels; ++c) {
+          const double scale = gamma[c] / std::sqrt(static_cast<double>(var[c]) + eps);
+          s.bn_scale.push_back(static_cast<float>(scale));
+          s.bn_shift.push_back(static_cast<float>(beta[c] - mean[c] * scale));
+        }
+        s.bn_scale_backend = backend_.Weight(s.bn_scale.data(), s.bn_scale.size());
+        s.bn_shift_backend = backend_.Weight(s.bn_shift.data(), s.bn_shift.size());
+      }
+      features = s.out_channels;
+    } else if (prep == "pixels") {
+      s.prep = ImagePreprocessorSpec::Prep::kPixels;
+      features = s.in_channels;
+      if (s.spatial_downsample != 1) ThrowInvalidArgument(path + ": pixels with spatial downsampling are not supported");
+    } else if (prep == "patches") {
+      s.prep = ImagePreprocessorSpec::Prep::kPatches;
+      s.conv_after_patching = Linear(o, "convAfterPatching", path, 0, s.out_channels);
+      features = s.conv_after_patching.present() ? s.out_channels : 0;  // else set by the input's shape
+    } else {
+      ThrowInvalidArgument(path + ".prepType: unknown \"" + prep + "\"");
+    }
+    PositionEncoder position = Position(o, "position", path);
+    s.concat_pos = ConcatOrAdd(o, path);
+    s.num_channels = Dim(o, "numChannels", path);
+    const int64_t pos = position.spec().OutputChannels();
+    if (features == 0) features = s.concat_pos ? s.num_channels - pos : pos;
+    if (features < 1 || s.num_channels != (s.concat_pos ? features + pos : pos) || (!s.concat_pos && features != pos)) {
+      ThrowInvalidArgument(path + ".numChannels: does not match the features and position encoding");
+    }
+    s.feature_channels = features;
+    *channels = s.num_channels;
+    return MakeImagePreprocessor(std::move(s), std::move(position));
+  }
+
+  bool ConcatOrAdd(const Napi::Object& o, const std::string& path) {
+    const std::string how = Str(o, "concatOrAdd", path);
+    if (how != "concat" && how != "add") ThrowInvalidArgument(path + ".concatOrAdd: expected \"concat\" or \"add\"");
+    return how == "concat";
+  }
+
+  void ExpectChannels(const Napi::Object& o, const std::string& path, int64_t channels) {
+    if (Dim(o, "numChannels", path) != channels) ThrowInvalidArgument(path + ".numChannels: expected " + std::to_string(channels));
+  }
+
+  std::unique_ptr<QueryBuilder> Queries(const Napi::Object& o, const std::string& path, int64_t input_channels) {
+    const std::string type = Str(o, "type", path);
+    if (type == "trainable") {
+      const int64_t n = Dim(o, "numPositions", path), c = Dim(o, "numChannels", path);
+      return MakeTrainableQueries(Weight(o, "weight", path, n * c), n, c);
+    }
+    if (type == "fourier") {
+      FourierSpec f = Fourier(o, path);
+      std::vector<int64_t> dims = Dims(o, "outputIndexDims", path);
+      if (dims.size() != f.max_resolution.size()) ThrowInvalidArgument(path + ": outputIndexDims and maxResolution differ in rank");
+      return MakeFourierQueries(std::move(f), std::move(dims), path + "#" + std::to_string(next_key_++));
+    }
+    if (type == "inputs") return MakeInputQueries(input_channels);
+    ThrowInvalidArgument(path + ".type: unknown decoder queries \"" + type + "\"");
+  }
+
+  CrossAttentionDecoderSpec Cross(const Napi::Object& o, const std::string& path, int64_t query_channels, int64_t d_latents) {
+    CrossAttentionDecoderSpec c;
+    c.layer = Layer(o, "crossAttention", path);
+    if (!c.layer.is_cross_attention || c.layer.q_dim != query_channels || c.layer.kv_dim != d_latents) {
+      ThrowInvalidArgument(path + ".crossAttention: expected a cross-attention from " + std::to_string(query_channels) +
+                           "-channel queries to the latents");
+    }
+    c.final_layer = Linear(o, "finalLayer", path, query_channels, 0);
+    return c;
+  }
+
+  std::unique_ptr<perceiver::Decoder> ReadDecoder(const Napi::Object& o, const std::string& path, int64_t d_latents, int64_t input_channels,
+                                   bool* queries_inputs, int64_t* out_channels, std::vector<std::string>* modalities) {
+    const std::string type = Str(o, "type", path);
+    if (type == "basic") {
+      Napi::Object q = Obj(o, "queries", path);
+      std::unique_ptr<QueryBuilder> queries = Queries(q, Join(path, "queries"), input_channels);
+      *queries_inputs = Str(q, "type", Join(path, "queries")) == "inputs";
+      BasicDecoderSpec spec;
+      spec.cross = Cross(o, path, queries->channels(), d_latents);
+      const std::string output = Str(o, "output", path);
+      if (output == "sequence") spec.output = DecoderOutput::kSequence;
+      else if (output == "first") spec.output = DecoderOutput::kFirstPosition;
+      else if (output == "flow") {
+        spec.output = DecoderOutput::kOpticalFlow;
+        spec.rescale = static_cast<float>(Number(o, "rescaleFactor", path, 1e-30, 1e30));
+        spec.output_shape = Dims(o, "outputShape", path);
+        if (spec.output_shape.size() != 2) ThrowInvalidArgument(path + ".outputShape: expected [height, width]");
+      } else if (output == "video") {
+        spec.output = DecoderOutput::kVideo;
+        spec.output_shape = Dims(o, "outputShape", path);
+        if (spec.output_shape.size() != 4) ThrowInvalidArgument(path + ".outputShape: expected [batch, frames, height, width]");
+      } else {
+        ThrowInvalidArgument(path + ".output: unknown \"" + output + "\"");
+      }
+      *out_channels = spec.cross.final_layer.present() ? spec.cross.final_layer.out : queries->channels();
+      modalities->assign({""});
+      return MakeBasicDecoder(std::move(spec), std::move(queries));
+    }
+    if (type == "multimodal") {
+      const int64_t c = Dim(o, "queryChannels", path);
+      Napi::Array list = Array(o, "modalities", path);
+      std::vector<MultimodalDecoderModality> mods;
+      modalities->clear();
+      for (uint32_t i = 0; i < list.Length(); ++i) {
+        const std::string mpath = path + ".modalities[" + std::to_string(i) + "]";
+        Napi::Object m = Element(list, i, path + ".modalities");
+        MultimodalDecoderModality mod;
+        mod.name = Str(m, "name", mpath);
+        if (mod.name.empty() || (i > 0 && mod.name <= modalities->back())) ThrowInvalidArgument(mpath + ".name: modalities must be named and sorted");
+        mod.queries = Queries(Obj(m, "queries", mpath), Join(mpath, "queries"), input_channels);
+        const int64_t cm = mod.queries->channels();
+        if (cm > c) ThrowInvalidArgument(mpath + ": queries wider than the common width " + std::to_string(c));
+        if (cm < c) mod.padding = Weight(m, "padding", mpath, c - cm);
+        modalities->push_back(mod.name);
+        mods.push_back(std::move(mod));
+      }
+      if (mods.empty()) ThrowInvalidArgument(path + ".modalities: expected at least one");
+      CrossAttentionDecoderSpec cross = Cross(o, path, c, d_latents);
+      *out_channels = cross.final_layer.present() ? cross.final_layer.out : c;
+      *queries_inputs = false;
+      return MakeMultimodalDecoder(std::move(cross), std::move(mods), c);
+    }
+    if (type == "projection") {
+      LinearWeights classifier = RequiredLinear(o, "classifier", path, d_latents, 0);
+      *out_channels = classifier.out;
+      *queries_inputs = false;
+      modalities->assign({""});
+      return MakeProjectionDecoder(classifier);
+    }
+    ThrowInvalidArgument(path + ".type: unknown decoder \"" + type + "\"");
+  }
+
+  std::unique_ptr<perceiver::Postprocessor> ReadPostprocessor(const Napi::Object& o, const std::string& path, int64_t in) {
+    const std::string type = Str(o, "type", path);
+    PostprocessorKind kind;
+    if (type == "linear") kind = PostprocessorKind::kLinear;
+    else if (type == "first") kind = PostprocessorKind::kFirstPosition;
+    else if (type == "audio") kind = PostprocessorKind::kAudio;
+    else ThrowInvalidArgument(path + ".type: unknown postprocessor \"" + type + "\"");
+    return MakeLinearPostprocessor(RequiredLinear(o, "projection", path, in, 0), kind);
   }
 
  private:
   Napi::Object weights_;
   Backend& backend_;
+  int next_key_ = 0;
 };
 
 }  // namespace
 
-ModelSpec ReadModelSpec(const Napi::Object& js, const Napi::Object& weights, Backend& backend) {
+ModelParts ReadModelSpec(const Napi::Object& js, const Napi::Object& weights, Backend& backend) {
   SpecReader r(weights, backend);
-  ModelSpec spec;
+  ModelParts parts;
   const std::string root = "spec";
-  Napi::Value eps = js.Get("layerNormEps");
-  if (!eps.IsNumber() || !(eps.As<Napi::Number>().DoubleValue() > 0)) ThrowInvalidArgument("spec.layerNormEps: expected a positive number");
-  spec.layer_norm_eps = eps.As<Napi::Number>().FloatValue();
+  parts.layer_norm_eps = static_cast<float>(r.Number(js, "layerNormEps", root, 1e-30, 1.0));
 
-  // Preprocessor.
+  int64_t input_channels = 0;
   if (!r.Present(js, "preprocessor")) ThrowInvalidArgument("spec.preprocessor: the engine needs an input preprocessor");
   Napi::Object pre = r.Obj(js, "preprocessor", root);
-  const std::string pre_type = r.Str(pre, "type", root + ".preprocessor");
-  if (pre_type == "text") {
-    const std::string path = root + ".preprocessor";
-    spec.preprocessor = PreprocessorKind::kText;
-    TextPreprocessorSpec& t = spec.text;
-    t.vocab_size = r.Dim(pre, "vocabSize", path);
-    t.max_positions = r.Dim(pre, "maxPositionEmbeddings", path);
-    t.d_model = r.Dim(pre, "dModel", path);
-    t.embeddings = r.Weight(pre, "embeddings", path, t.vocab_size * t.d_model);
-    t.positions = r.Weight(pre, "positionEmbeddings", path, t.max_positions * t.d_model);
-    spec.input_channels = t.d_model;
-  } else {
-    ThrowInvalidArgument("spec.preprocessor.type: unknown preprocessor \"" + pre_type + "\"");
-  }
+  parts.preprocessor = r.ReadPreprocessor(pre, root + ".preprocessor", &input_channels);
+  parts.multimodal_inputs = r.Str(pre, "type", root + ".preprocessor") == "multimodal";
 
   // Encoder.
-  {
-    const std::string path = root + ".encoder";
-    Napi::Object e = r.Obj(js, "encoder", root);
-    EncoderSpec& enc = spec.encoder;
-    enc.num_latents = r.Dim(e, "numLatents", path);
-    enc.d_latents = r.Dim(e, "dLatents", path);
-    enc.num_blocks = r.Dim(e, "numBlocks", path);
-    enc.latents = r.Weight(e, "latents", path, enc.num_latents * enc.d_latents);
-    enc.cross_attention = r.Layer(e, "crossAttention", path);
-    if (!enc.cross_attention.is_cross_attention || enc.cross_attention.q_dim != enc.d_latents ||
-        enc.cross_attention.kv_dim != spec.input_channels) {
-      ThrowInvalidArgument(path + ".crossAttention: expected a cross-attention from dLatents queries to " +
-                           std::to_string(spec.input_channels) + "-channel inputs");
-    }
-    Napi::Value list = e.Get("selfAttends");
-    if (!list.IsArray()) ThrowInvalidArgument(path + ".selfAttends: expected an array");
-    Napi::Array layers = list.As<Napi::Array>();
-    for (uint32_t i = 0; i < layers.Length(); ++i) {
-      Napi::Object holder = Napi::Object::New(js.Env());
-      holder.Set("layer", layers.Get(i));
-      PerceiverLayerSpec L = r.Layer(holder, "layer", path + ".selfAttends[" + std::to_string(i) + "]");
-      if (L.is_cross_attention || L.q_dim != enc.d_latents) {
-        ThrowInvalidArgument(path + ".selfAttends[" + std::to_string(i) + "]: expected a self-attention on dLatents");
-      }
-      enc.self_attends.push_back(L);
-    }
+  const std::string epath = root + ".encoder";
+  Napi::Object e = r.Obj(js, "encoder", root);
+  EncoderSpec& enc = parts.encoder;
+  enc.num_latents = r.Dim(e, "numLatents", epath);
+  enc.d_latents = r.Dim(e, "dLatents", epath);
+  enc.num_blocks = r.Dim(e, "numBlocks", epath);
+  enc.latents = r.Weight(e, "latents", epath, enc.num_latents * enc.d_latents);
+  enc.cross_attention = r.Layer(e, "crossAttention", epath);
+  if (!enc.cross_attention.is_cross_attention || enc.cross_attention.q_dim != enc.d_latents ||
+      enc.cross_attention.kv_dim != input_channels) {
+    ThrowInvalidArgument(epath + ".crossAttention: expected a cross-attention from dLatents queries to " + std::to_string(input_channels) +
+                         "-channel inputs");
+  }
+  Napi::Array layers = r.Array(e, "selfAttends", epath);
+  for (uint32_t i = 0; i < layers.Length(); ++i) {
+    const std::string lpath = epath + ".selfAttends[" + std::to_string(i) + "]";
+    PerceiverLayerSpec L = r.Layer(r.Element(layers, i, epath + ".selfAttends"), lpath);
+    if (L.is_cross_attention || L.q_dim != enc.d_latents) ThrowInvalidArgument(lpath + ": expected a self-attention on dLatents");
+    enc.self_attends.push_back(L);
   }
 
-  // Decoder.
-  int64_t decoded_width = 0;
+  // Decoder and postprocessor.
   if (r.Present(js, "decoder")) {
-    const std::string path = root + ".decoder";
-    Napi::Object d = r.Obj(js, "decoder", root);
-    const std::string type = r.Str(d, "type", path);
-    if (type != "basic") ThrowInvalidArgument(path + ".type: unknown decoder \"" + type + "\"");
-    spec.decoder = DecoderKind::kBasic;
-    BasicDecoderSpec& dec = spec.basic_decoder;
-    dec.num_queries = r.Dim(d, "numQueries", path);
-    dec.query_channels = r.Dim(d, "queryChannels", path);
-    dec.query_positions = r.Weight(d, "queryPositions", path, dec.num_queries * dec.query_channels);
-    dec.cross_attention = r.Layer(d, "crossAttention", path);
-    if (!dec.cross_attention.is_cross_attention || dec.cross_attention.q_dim != dec.query_channels ||
-        dec.cross_attention.kv_dim != spec.encoder.d_latents) {
-      ThrowInvalidArgument(path + ".crossAttention: expected a cross-attention from the queries to the latents");
+    int64_t out_channels = 0;
+    std::vector<std::string> modalities;
+    parts.decoder = r.ReadDecoder(r.Obj(js, "decoder", root), root + ".decoder", enc.d_latents, input_channels,
+                              &parts.decoder_queries_inputs, &out_channels, &modalities);
+    if (r.Present(js, "postprocessor")) {
+      const std::string ppath = root + ".postprocessor";
+      Napi::Object post = r.Obj(js, "postprocessor", root);
+      if (r.Str(post, "type", ppath) == "multimodal") {
+        Napi::Array list = r.Array(post, "modalities", ppath);
+        if (list.Length() != modalities.size()) ThrowInvalidArgument(ppath + ".modalities: expected one per decoded modality");
+        for (uint32_t i = 0; i < list.Length(); ++i) {
+          const std::string mpath = ppath + ".modalities[" + std::to_string(i) + "]";
+          Napi::Object m = r.Element(list, i, ppath + ".modalities");
+          const std::string name = r.Str(m, "name", mpath);
+          if (name != modalities[i]) ThrowInvalidArgument(mpath + ".name: expected \"" + modalities[i] + "\"");
+          parts.modality_postprocessors.emplace_back(name, r.ReadPostprocessor(r.Obj(m, "postprocessor", mpath), mpath + ".postprocessor", out_channels));
+        }
+      } else {
+        parts.postprocessor = r.ReadPostprocessor(post, ppath, out_channels);
+      }
     }
-    decoded_width = dec.query_channels;
-    if (r.Present(d, "finalLayer")) {
-      Napi::Object final_layer = r.Obj(d, "finalLayer", path);
-      dec.has_final_layer = true;
-      dec.final_layer = r.Linear(d, "finalLayer", path, dec.query_channels, r.Dim(final_layer, "out", path + ".finalLayer"));
-      decoded_width = dec.final_layer.out;
-    }
-    dec.keep_first_position_only = r.Bool(d, "keepFirstPositionOnly", path);
+  } else if (r.Present(js, "postprocessor")) {
+    ThrowInvalidArgument("spec.postprocessor: a postprocessor needs a decoder");
   }
-
-  // Postprocessor.
-  if (r.Present(js, "postprocessor")) {
-    const std::string path = root + ".postprocessor";
-    if (spec.decoder == DecoderKind::kNone) ThrowInvalidArgument(path + ": a postprocessor needs a decoder");
-    Napi::Object p = r.Obj(js, "postprocessor", root);
-    const std::string type = r.Str(p, "type", path);
-    if (type != "embedding") ThrowInvalidArgument(path + ".type: unknown postprocessor \"" + type + "\"");
-    spec.postprocessor = PostprocessorKind::kEmbeddingDecoder;
-    Napi::Object projection = r.Obj(p, "projection", path);
-    spec.embedding_decoder.projection =
-        r.Linear(p, "projection", path, decoded_width, r.Dim(projection, "out", path + ".projection"));
-  }
-  return spec;
+  return parts;
 }
 
 }  // namespace perceiver

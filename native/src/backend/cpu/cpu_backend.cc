@@ -54,14 +54,39 @@ class CpuBackend final : public Backend {
   }
   void Gelu(float* x, int64_t n) override { cpu::Gelu(x, n); }
   void AddInPlace(float* y, const float* x, int64_t n) override { cpu::AddInPlace(y, x, n); }
-  void Broadcast(float* dst, const float* src, int64_t n, int64_t batch) override {
-    for (int64_t b = 0; b < batch; ++b) Copy(dst + b * n, src, static_cast<size_t>(n));
-  }
   void Attention(const AttentionArgs& args) override { cpu::Attention(args); }
   void EmbeddingLookup(const int32_t* ids, int64_t batch, int64_t seq, const float* table, int64_t vocab,
                        const float* positions, int64_t dim, float* out) override {
     cpu::EmbeddingLookup(ids, batch, seq, table, vocab, positions, dim, out);
   }
+  void StridedCopy(float* dst, const int64_t* dst_strides, const float* src, const int64_t* src_strides,
+                   const int64_t* shape, int rank) override {
+    cpu::StridedCopy(dst, dst_strides, src, src_strides, shape, rank);
+  }
+  void AddRowsBroadcast(float* y, const float* x, int64_t rows, int64_t cols, int64_t period) override {
+    cpu::AddRowsBroadcast(y, x, rows, cols, period);
+  }
+  void GatherRows(float* dst, const float* src, const int64_t* indices, int64_t count, int64_t batch,
+                  int64_t src_rows, int64_t cols) override {
+    cpu::GatherRows(dst, src, indices, count, batch, src_rows, cols);
+  }
+  void Conv2d(const float* x, int64_t batch, int64_t in_c, int64_t h, int64_t w, const float* weight,
+              const float* bias, int64_t out_c, int64_t kh, int64_t kw, int64_t stride, int64_t pad_top,
+              int64_t pad_left, int64_t out_h, int64_t out_w, float* y) override {
+    cpu::Conv2d(x, batch, in_c, h, w, weight, bias, out_c, kh, kw, stride, pad_top, pad_left, out_h, out_w, y);
+  }
+  void ChannelAffine(float* y, int64_t rows, int64_t cols, const float* scale, const float* shift,
+                     bool relu) override {
+    cpu::ChannelAffine(y, rows, cols, scale, shift, relu);
+  }
+  void MaxPool2d(const float* x, int64_t batch, int64_t h, int64_t w, int64_t c, int64_t kernel, int64_t stride,
+                 int64_t out_h, int64_t out_w, float* y) override {
+    cpu::MaxPool2d(x, batch, h, w, c, kernel, stride, out_h, out_w, y);
+  }
+  void MeanRows(const float* x, int64_t batch, int64_t n, int64_t cols, float* y) override {
+    cpu::MeanRows(x, batch, n, cols, y);
+  }
+  void Scale(float* x, int64_t n, float alpha) override { cpu::Scale(x, n, alpha); }
 };
 
 }  // namespace

@@ -1,0 +1,270 @@
+#include "model/decoders.h"
+
+#include <algorithm>
+
+#include "core/engine_error.h"
+
+namespace perceiver {
+
+namespace {
+
+std::string PointsArg(const std::string& modality) {
+  return modality.empty() ? "subsampledOutputPoints" : "subsampledOutputPoints." + modality;
+}
+
+void CheckPoints(const std::vector<int64_t>& points, int64_t total, const std::string& modality) {
+  if (points.empty()) ThrowInvalidArgument(PointsArg(modality) + ": expected at least one point");
+  for (size_t i = 0; i < points.size(); ++i) {
+    if (points[i] < 0 || points[i] >= total) {
+      ThrowInvalidArgument(PointsArg(modality) + ": index " + std::to_string(points[i]) + " at position " + std::to_string(i) +
+                           " is outside [0, " + std::to_string(total) + ")");
+    }
+  }
+}
+
+int64_t Product(const std::vector<int64_t>& dims) {
+  int64_t n = 1;
+  for (int64_t d : dims) n *= d;
+  return n;
+}
+
+class TrainableQueries final : public QueryBuilder {
+ public:
+  TrainableQueries(const float* table, int64_t positions, int64_t channels) : table_(table), positions_(positions), channels_(channels) {}
+  int64_t channels() const override { return channels_; }
+  int64_t num_points(const DecodeContext&) const override { return positions_; }
+  // transformers builds a learned table's queries whole, subsampled points or not.
+  BackendTensor Build(DecodeContext& ctx, const std::vector<int64_t>*) const override {
+    BackendTensor q = AllocateTensor(ctx.backend, {ctx.batch, positions_, channels_});
+    CopyIntoColumns(ctx.backend, table_, 0, ctx.batch, positions_, channels_, q.data(), channels_, 0);
+    return q;
+  }
+
+ private:
+  const float* table_;
+  int64_t positions_, channels_;
+};
+
+class FourierQueries final : public QueryBuilder {
+ public:
+  FourierQueries(FourierSpec spec, std::vector<int64_t> dims, std::string key)
+      : spec_(std::move(spec)), dims_(std::move(dims)), key_(std::move(key)) {}
+  int64_t channels() const override { return spec_.OutputChannels(); }
+  int64_t num_points(const DecodeContext&) const override { return Product(dims_); }
+
+  BackendTensor Build(DecodeContext& ctx, const std::vector<int64_t>* points) const override {
+    const int64_t c = channels();
+    std::shared_ptr<BackendBuffer> features;
+    int64_t n = 0;
+    if (points == nullptr) {
+      // Every point, positioned as transformers positions subsampled points (so decoding all of
+      // them equals passing every index), computed once and cached.
+      n = Product(dims_);
+      const std::string key = key_ + "|all";
+      if (!(features = ctx.cache.Find(key))) {
+        std::vector<float> host(static_cast<size_t>(n * c));
+        std::vector<int64_t> all(static_cast<size_t>(n));
+        for (int64_t i = 0; i < n; ++i) all[i] = i;
+        FourierFeatures(PointPositions(all, dims_).data(), n, spec_, host.data());
+        features = ctx.cache.Insert(key, Upload(ctx.backend, host));
+      }
+    } else {
+      n = static_cast<int64_t>(points->size());
+      std::vector<float> host(static_cast<size_t>(n * c));
+      FourierFeatures(PointPositions(*points, dims_).data(), n, spec_, host.data());
+      features = Upload(ctx.backend, host);
+    }
+    BackendTensor q = AllocateTensor(ctx.backend, {ctx.batch, n, c});
+    CopyIntoColumns(ctx.backend, features->data(), 0, ctx.batch, n, c, q.data(), c, 0);
+    return q;
+  }
+
+ private:
+  FourierSpec spec_;
+  std::vector<int64_t> dims_;
+  std::string key_;
+};
+
+// Optical flow queries the latents with the preprocessed inputs themselves.
+class InputQueries final : public QueryBuilder {
+ public:
+  explicit InputQueries(int64_t channels) : channels_(channels) {}
+  int64_t channels() const override { return channels_; }
+  int64_t num_points(const DecodeContext& ctx) const override { return ctx.inputs->sequence.shape[1]; }
+  BackendTensor Build(DecodeContext& ctx, const std::vector<int64_t>* points) const override {
+    const BackendTensor& seq = ctx.inputs->sequence;
+    const int64_t rows = seq.shape[1];
+    if (points == nullptr) {
+      BackendTensor q = AllocateTensor(ctx.backend, seq.shape);  // the layer works in place
+      ctx.backend.Copy(q.data(), seq.data(), static_cast<size_t>(seq.size()));
+      return q;
+    }
+    const int64_t n = static_cast<int64_t>(points->size());
+    BackendTensor q = AllocateTensor(ctx.backend, {ctx.batch, n, channels_});
+    ctx.backend.GatherRows(q.data(), seq.data(), points->data(), n, ctx.batch, rows, channels_);
+    return q;
+  }
+
+ private:
+  int64_t channels_;
+};
+
+BackendTensor CrossAttend(DecodeContext& ctx, const CrossAttentionDecoderSpec& spec, BackendTensor queries,
+                          const BackendTensor& latents) {
+  RunPerceiverLayer(ctx.backend, spec.layer, ctx.eps, queries, &latents, nullptr, ctx.attentions);
+  return spec.final_layer.present() ? ApplyLinear(ctx.backend, spec.final_layer, queries) : queries;
+}
+
+const std::vector<int64_t>* RequestedPoints(const DecodeContext& ctx, const std::string& modality, int64_t total) {
+  auto it = ctx.request.points.find(modality);
+  if (it == ctx.request.points.end()) return nullptr;
+  CheckPoints(it->second, total, modality);
+  return &it->second;
+}
+
+class BasicDecoder final : public Decoder {
+ public:
+  BasicDecoder(BasicDecoderSpec spec, std::unique_ptr<QueryBuilder> queries) : spec_(std::move(spec)), queries_(std::move(queries)) {}
+
+  Decoded Run(DecodeContext& ctx, const BackendTensor& latents) const override {
+    for (const auto& [name, pts] : ctx.request.points) {
+      if (!name.empty()) ThrowInvalidArgument(PointsArg(name) + ": this model decodes a single output, not modality \"" + name + "\"");
+    }
+    const int64_t total = queries_->num_points(ctx);
+    const std::vector<int64_t>* points = RequestedPoints(ctx, "", total);
+    BackendTensor out = CrossAttend(ctx, spec_.cross, queries_->Build(ctx, points), latents);
+    const int64_t batch = ctx.batch, n = out.shape[1], c = out.shape[2];
+    Decoded d;
+    d.modality_sizes = {{"", n}};
+    switch (spec_.output) {
+      case DecoderOutput::kSequence:
+        d.output_shape = {batch, n, c};
+        break;
+      case DecoderOutput::kFirstPosition: {
+        BackendTensor first = AllocateTensor(ctx.backend, {batch, 1, c});
+        const int64_t shape[2] = {batch, c}, src[2] = {n * c, 1}, dst[2] = {c, 1};
+        ctx.backend.StridedCopy(first.data(), dst, out.data(), src, shape, 2);
+        out = first;
+        d.modality_sizes = {{"", 1}};
+        d.output_shape = {batch, c};
+        break;
+      }
+      case DecoderOutput::kOpticalFlow:
+        ctx.backend.Scale(out.data(), out.size(), 1.0f / spec_.rescale);
+        d.output_shape = points ? std::vector<int64_t>{batch, n, c}
+                                : std::vector<int64_t>{batch, spec_.output_shape[0], spec_.output_shape[1], c};
+        if (!points && spec_.output_shape[0] * spec_.output_shape[1] != n) {
+          ThrowInvalidArgument("inputs: the frames give a " + std::to_string(n) + "-point flow field, which is not " +
+                               std::to_string(spec_.output_shape[0]) + "x" + std::to_string(spec_.output_shape[1]) +
+                               " (config.train_size); decode with subsampledOutputPoints for other sizes");
+        }
+        break;
+      case DecoderOutput::kVideo:
+        d.output_shape = points ? std::vector<int64_t>{batch, n, c}
+                                : std::vector<int64_t>{spec_.output_shape[0], spec_.output_shape[1], spec_.output_shape[2],
+                                                       spec_.output_shape[3], c};
+        break;
+    }
+    d.values = out;
+    return d;
+  }
+
+ private:
+  BasicDecoderSpec spec_;
+  std::unique_ptr<QueryBuilder> queries_;
+};
+
+class MultimodalDecoder final : public Decoder {
+ public:
+  MultimodalDecoder(CrossAttentionDecoderSpec cross, std::vector<MultimodalDecoderModality> modalities, int64_t channels)
+      : cross_(std::move(cross)), modalities_(std::move(modalities)), channels_(channels) {}
+
+  std::vector<std::string> modalities() const override {
+    std::vector<std::string> names;
+    for (const auto& m : modalities_) names.push_back(m.name);
+    return names;
+  }
+
+  Decoded Run(DecodeContext& ctx, const BackendTensor& latents) const override {
+    for (const auto& [name, pts] : ctx.request.points) {
+      const bool known = std::any_of(modalities_.begin(), modalities_.end(), [&](const auto& m) { return m.name == name; });
+      if (!known) ThrowInvalidArgument(PointsArg(name) + ": this model has no output modality \"" + name + "\"");
+    }
+    Backend& be = ctx.backend;
+    std::vector<BackendTensor> parts;
+    Decoded d;
+    int64_t rows = 0;
+    for (const MultimodalDecoderModality& m : modalities_) {
+      const std::vector<int64_t>* points = RequestedPoints(ctx, m.name, m.queries->num_points(ctx));
+      parts.push_back(m.queries->Build(ctx, points));
+      d.modality_sizes.emplace_back(m.name, parts.back().shape[1]);
+      rows += parts.back().shape[1];
+    }
+    const int64_t batch = ctx.batch, c = channels_;
+    BackendTensor queries = AllocateTensor(be, {batch, rows, c});
+    int64_t row0 = 0;
+    for (size_t i = 0; i < modalities_.size(); ++i) {
+      const BackendTensor& q = parts[i];
+      const int64_t n = q.shape[1], cm = q.shape[2];
+      float* dst = queries.data() + row0 * c;
+      const int64_t shape[3] = {batch, n, cm}, src[3] = {n * cm, cm, 1}, dst_strides[3] = {rows * c, c, 1};
+      be.StridedCopy(dst, dst_strides, q.data(), src, shape, 3);
+      if (c > cm) {
+        const int64_t pad_shape[3] = {batch, n, c - cm}, pad_src[3] = {0, 0, 1};
+        be.StridedCopy(dst + cm, dst_strides, modalities_[i].padding, pad_src, pad_shape, 3);
+      }
+      row0 += n;
+    }
+    parts.clear();
+    d.values = CrossAttend(ctx, cross_, queries, latents);
+    d.output_shape = d.values.shape;
+    return d;
+  }
+
+ private:
+  CrossAttentionDecoderSpec cross_;
+  std::vector<MultimodalDecoderModality> modalities_;
+  int64_t channels_;
+};
+
+// transformers' PerceiverProjectionDecoder: the mean latent through a linear classifier.
+class ProjectionDecoder final : public Decoder {
+ public:
+  explicit ProjectionDecoder(LinearWeights classifier) : classifier_(classifier) {}
+  Decoded Run(DecodeContext& ctx, const BackendTensor& latents) const override {
+    if (!ctx.request.points.empty()) ThrowInvalidArgument("subsampledOutputPoints: a projection decoder has no output points to subsample");
+    const int64_t batch = latents.shape[0], n = latents.shape[1], d = latents.shape[2];
+    BackendTensor mean = AllocateTensor(ctx.backend, {batch, 1, d});
+    ctx.backend.MeanRows(latents.data(), batch, n, d, mean.data());
+    Decoded out;
+    out.values = ApplyLinear(ctx.backend, classifier_, mean);
+    out.modality_sizes = {{"", 1}};
+    out.output_shape = {batch, classifier_.out};
+    return out;
+  }
+
+ private:
+  LinearWeights classifier_;
+};
+
+}  // namespace
+
+std::unique_ptr<QueryBuilder> MakeTrainableQueries(const float* table, int64_t positions, int64_t channels) {
+  return std::make_unique<TrainableQueries>(table, positions, channels);
+}
+std::unique_ptr<QueryBuilder> MakeFourierQueries(FourierSpec spec, std::vector<int64_t> dims, std::string key) {
+  return std::make_unique<FourierQueries>(std::move(spec), std::move(dims), std::move(key));
+}
+std::unique_ptr<QueryBuilder> MakeInputQueries(int64_t channels) { return std::make_unique<InputQueries>(channels); }
+std::unique_ptr<Decoder> MakeBasicDecoder(BasicDecoderSpec spec, std::unique_ptr<QueryBuilder> queries) {
+  return std::make_unique<BasicDecoder>(std::move(spec), std::move(queries));
+}
+std::unique_ptr<Decoder> MakeMultimodalDecoder(CrossAttentionDecoderSpec cross, std::vector<MultimodalDecoderModality> modalities,
+                                               int64_t query_channels) {
+  return std::make_unique<MultimodalDecoder>(std::move(cross), std::move(modalities), query_channels);
+}
+std::unique_ptr<Decoder> MakeProjectionDecoder(LinearWeights classifier) {
+  return std::make_unique<ProjectionDecoder>(classifier);
+}
+
+}  // namespace perceiver

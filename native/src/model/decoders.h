@@ -1,0 +1,84 @@
+// Decoders (transformers' PerceiverBasicDecoder and the decoders built on it): output queries
+// cross-attend to the latents. Queries come from a learned table, from Fourier features of the
+// output grid (optionally at a subset of its points), or from the preprocessed inputs (optical
+// flow); the multimodal decoder pads and concatenates each modality's queries.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "model/layers.h"
+#include "model/position_encoding.h"
+#include "model/preprocessors.h"
+#include "model/request.h"
+
+namespace perceiver {
+
+struct DecodeContext {
+  Backend& backend;
+  TensorCache& cache;
+  const DecodeRequest& request;
+  const EncoderInputs* inputs;  // kept from encoding when queries come from the inputs
+  int64_t batch;
+  float eps;
+  std::vector<BackendTensor>* attentions;  // decoder cross-attention weights, when asked for
+};
+
+// The queries of one output modality, [batch, points, channels].
+class QueryBuilder {
+ public:
+  virtual ~QueryBuilder() = default;
+  virtual int64_t channels() const = 0;
+  // Total number of output points (what subsampled indices index into).
+  virtual int64_t num_points(const DecodeContext& ctx) const = 0;
+  // points: the requested flat indices, or null for every point.
+  virtual BackendTensor Build(DecodeContext& ctx, const std::vector<int64_t>* points) const = 0;
+};
+
+std::unique_ptr<QueryBuilder> MakeTrainableQueries(const float* table, int64_t positions, int64_t channels);
+std::unique_ptr<QueryBuilder> MakeFourierQueries(FourierSpec spec, std::vector<int64_t> output_index_dims, std::string cache_key);
+std::unique_ptr<QueryBuilder> MakeInputQueries(int64_t channels);
+
+struct Decoded {
+  BackendTensor values;  // [batch, points, channels]
+  std::vector<std::pair<std::string, int64_t>> modality_sizes;
+  std::vector<int64_t> output_shape;  // the shape transformers returns (before any postprocessor)
+};
+
+class Decoder {
+ public:
+  virtual ~Decoder() = default;
+  virtual Decoded Run(DecodeContext& ctx, const BackendTensor& latents) const = 0;
+  // Modality names the request's points may name ("" for a single-modality decoder).
+  virtual std::vector<std::string> modalities() const { return {""}; }
+};
+
+// The cross-attention and final projection shared by every query-based decoder.
+struct CrossAttentionDecoderSpec {
+  PerceiverLayerSpec layer;
+  LinearWeights final_layer;  // optional
+};
+
+enum class DecoderOutput { kSequence, kFirstPosition, kOpticalFlow, kVideo };
+
+struct BasicDecoderSpec {
+  CrossAttentionDecoderSpec cross;
+  DecoderOutput output = DecoderOutput::kSequence;
+  float rescale = 1.0f;                 // optical flow divides its output by this
+  std::vector<int64_t> output_shape;    // optical flow [H, W] or video [B, T, H, W]
+};
+
+struct MultimodalDecoderModality {
+  std::string name;
+  std::unique_ptr<QueryBuilder> queries;
+  const float* padding = nullptr;  // [1, channels - queries channels]
+};
+
+std::unique_ptr<Decoder> MakeBasicDecoder(BasicDecoderSpec spec, std::unique_ptr<QueryBuilder> queries);
+std::unique_ptr<Decoder> MakeMultimodalDecoder(CrossAttentionDecoderSpec cross, std::vector<MultimodalDecoderModality> modalities,
+                                               int64_t query_channels);
+std::unique_ptr<Decoder> MakeProjectionDecoder(LinearWeights classifier);
+
+}  // namespace perceiver

@@ -1,0 +1,150 @@
+#include "model/position_encoding.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace perceiver {
+
+int64_t FourierSpec::OutputChannels() const {
+  const int64_t d = static_cast<int64_t>(max_resolution.size());
+  return d * num_bands * (sine_only ? 1 : 2) + (concat_pos ? d : 0);
+}
+
+float TorchLinspace(float start, float end, int64_t steps, int64_t i) {
+  if (steps == 1) return start;
+  const float step = (end - start) / static_cast<float>(steps - 1);
+  const int64_t halfway = steps / 2;
+  return i < halfway ? start + step * static_cast<float>(i) : end - step * static_cast<float>(steps - i - 1);
+}
+
+void FourierFeatures(const float* pos, int64_t n, const FourierSpec& spec, float* out) {
+  const int64_t d = static_cast<int64_t>(spec.max_resolution.size());
+  const int64_t bands = spec.num_bands;
+  std::vector<float> freq(static_cast<size_t>(d * bands));
+  for (int64_t k = 0; k < d; ++k) {
+    const float top = static_cast<float>(spec.max_resolution[k]) / 2.0f;
+    for (int64_t b = 0; b < bands; ++b) freq[k * bands + b] = TorchLinspace(1.0f, top, bands, b);
+  }
+  const float pi = static_cast<float>(M_PI);
+  const int64_t channels = spec.OutputChannels();
+  const int64_t trig = d * bands;
+  for (int64_t i = 0; i < n; ++i) {
+    float* o = out + i * channels;
+    const float* p = pos + i * d;
+    if (spec.concat_pos) {
+      for (int64_t k = 0; k < d; ++k) *o++ = p[k];
+    }
+    for (int64_t k = 0; k < d; ++k) {
+      for (int64_t b = 0; b < bands; ++b) {
+        const float arg = pi * (p[k] * freq[k * bands + b]);
+        o[k * bands + b] = std::sin(arg);
+        if (!spec.sine_only) o[trig + k * bands + b] = std::cos(arg);
+      }
+    }
+  }
+}
+
+std::vector<float> GridPositions(const std::vector<int64_t>& index_dims) {
+  const int64_t d = static_cast<int64_t>(index_dims.size());
+  int64_t n = 1;
+  for (int64_t v : index_dims) n *= v;
+  std::vector<float> pos(static_cast<size_t>(n * d));
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t rem = i;
+    for (int64_t k = d - 1; k >= 0; --k) {
+      const int64_t coord = rem % index_dims[k];
+      rem /= index_dims[k];
+      pos[i * d + k] = TorchLinspace(-1.0f, 1.0f, index_dims[k], coord);
+    }
+  }
+  return pos;
+}
+
+std::vector<float> PointPositions(const std::vector<int64_t>& indices, const std::vector<int64_t>& index_dims) {
+  const int64_t d = static_cast<int64_t>(index_dims.size());
+  std::vector<float> pos(indices.size() * static_cast<size_t>(d));
+  for (size_t i = 0; i < indices.size(); ++i) {
+    int64_t rem = indices[i];
+    for (int64_t k = d - 1; k >= 0; --k) {
+      const int64_t coord = rem % index_dims[k];
+      rem /= index_dims[k];
+      pos[i * d + k] = -1.0f + static_cast<float>(2 * coord) / static_cast<float>(index_dims[k]);
+    }
+  }
+  return pos;
+}
+
+namespace {
+
+// The cubic convolution kernel torch uses for bicubic interpolation (a = -0.75).
+void CubicWeights(float t, float w[4]) {
+  constexpr float a = -0.75f;
+  auto near = [&](float x) { return ((a + 2) * x - (a + 3)) * x * x + 1; };
+  auto far = [&](float x) { return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a; };
+  w[0] = far(t + 1);
+  w[1] = near(t);
+  w[2] = near(1 - t);
+  w[3] = far(2 - t);
+}
+
+}  // namespace
+
+std::vector<float> BicubicResize(const float* src, int64_t in_h, int64_t in_w, int64_t c, int64_t out_h,
+                                 int64_t out_w) {
+  std::vector<float> out(static_cast<size_t>(out_h * out_w * c), 0.0f);
+  const float sy = static_cast<float>(in_h) / static_cast<float>(out_h);
+  const float sx = static_cast<float>(in_w) / static_cast<float>(out_w);
+  auto clamp = [](int64_t v, int64_t hi) { return std::max<int64_t>(0, std::min(v, hi - 1)); };
+  for (int64_t y = 0; y < out_h; ++y) {
+    const float fy = (static_cast<float>(y) + 0.5f) * sy - 0.5f;
+    const int64_t iy = static_cast<int64_t>(std::floor(fy));
+    float wy[4];
+    CubicWeights(fy - static_cast<float>(iy), wy);
+    for (int64_t x = 0; x < out_w; ++x) {
+      const float fx = (static_cast<float>(x) + 0.5f) * sx - 0.5f;
+      const int64_t ix = static_cast<int64_t>(std::floor(fx));
+      float wx[4];
+      CubicWeights(fx - static_cast<float>(ix), wx);
+      float* o = out.data() + (y * out_w + x) * c;
+      for (int ty = 0; ty < 4; ++ty) {
+        const int64_t yy = clamp(iy - 1 + ty, in_h);
+        for (int tx = 0; tx < 4; ++tx) {
+          const int64_t xx = clamp(ix - 1 + tx, in_w);
+          const float wgt = wy[ty] * wx[tx];
+          const float* s = src + (yy * in_w + xx) * c;
+          for (int64_t ch = 0; ch < c; ++ch) o[ch] += wgt * s[ch];
+        }
+      }
+    }
+  }
+  return out;
+}
+
+std::shared_ptr<BackendBuffer> TensorCache::Find(const std::string& key) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = index_.find(key);
+  if (it == index_.end()) return nullptr;
+  entries_.splice(entries_.begin(), entries_, it->second);
+  return it->second->second;
+}
+
+std::shared_ptr<BackendBuffer> TensorCache::Insert(const std::string& key, std::shared_ptr<BackendBuffer> value) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = index_.find(key);
+  if (it != index_.end()) return it->second->second;  // another forward got there first
+  entries_.emplace_front(key, std::move(value));
+  index_[key] = entries_.begin();
+  while (entries_.size() > capacity_) {
+    index_.erase(entries_.back().first);
+    entries_.pop_back();
+  }
+  return entries_.front().second;
+}
+
+std::shared_ptr<BackendBuffer> Upload(Backend& backend, const std::vector<float>& host) {
+  std::shared_ptr<BackendBuffer> buffer = backend.Allocate(host.size());
+  backend.CopyFromHost(buffer->data(), host.data(), host.size());
+  return buffer;
+}
+
+}  // namespace perceiver

@@ -1,0 +1,41 @@
+// What one forward (or encode / decode) call asks for, copied out of JavaScript memory.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace perceiver {
+
+// One input tensor on the host: token ids (text) or float values (everything else).
+struct InputArray {
+  std::vector<int64_t> shape;
+  std::vector<float> values;
+  std::vector<int32_t> ids;
+  bool integer = false;
+  int64_t size() const {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    return n;
+  }
+};
+
+struct EncodeRequest {
+  int64_t batch = 0;
+  std::map<std::string, InputArray> inputs;  // "" for single-modality models, else per modality
+  std::vector<uint8_t> key_mask;             // [batch, seq], 1 = attend (text); empty = all
+  bool interpolate_pos_encoding = false;
+  uint64_t seed = 0;  // for multimodal mask probabilities strictly between 0 and 1
+  bool output_hidden_states = false;
+  bool output_attentions = false;
+};
+
+struct DecodeRequest {
+  // Flat indices of the output points to decode, per modality ("" for single-modality decoders);
+  // a modality not listed is decoded at every point.
+  std::map<std::string, std::vector<int64_t>> points;
+  bool output_attentions = false;
+};
+
+}  // namespace perceiver
