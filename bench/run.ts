@@ -11,8 +11,9 @@ import { loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { type BenchCase, type CaseReport, type MachineInfo, fmt, formatTable, machineInfo } from './common.js';
 import { languageCpuCase } from './language_cpu.js';
+import { opticalFlowCpuCase, visionLearnedCpuCase } from './heads_cpu.js';
 
-export const CASES: readonly BenchCase[] = [languageCpuCase];
+export const CASES: readonly BenchCase[] = [languageCpuCase, visionLearnedCpuCase, opticalFlowCpuCase];
 
 interface CliOptions {
   cases: BenchCase[];

@@ -20,7 +20,7 @@ import { Tensor } from '../tensor.js';
 import { PerceiverEncoder } from './layers.js';
 import type { PerceiverDecoder } from './decoders.js';
 import type { PerceiverPostprocessor } from './postprocessors.js';
-import { keyMask, PerceiverTextPreprocessor, type PerceiverPreprocessor } from './preprocessors.js';
+import { keyMask, PerceiverIdentityPreprocessor, PerceiverTextPreprocessor, type PerceiverPreprocessor } from './preprocessors.js';
 import type { ModelSpec } from './spec.js';
 import { WeightStore } from './weights.js';
 
@@ -177,7 +177,8 @@ const join = (prefix: string, name: string) => (prefix ? `${prefix}.${name}` : n
 /** L is the logits' type: one tensor, or a record per modality for multimodal autoencoding. */
 export class PerceiverModel<L extends Logits = Tensor<'float32'>> {
   readonly config: PerceiverConfig;
-  readonly inputPreprocessor?: PerceiverPreprocessor;
+  /** Without one (transformers' bare PerceiverModel), inputs are the encoder's sequence [batch, sequence, d_model]. */
+  readonly inputPreprocessor: PerceiverPreprocessor;
   readonly encoder: PerceiverEncoder;
   readonly decoder?: PerceiverDecoder;
   readonly outputPostprocessor?: PerceiverPostprocessor;
@@ -198,11 +199,11 @@ export class PerceiverModel<L extends Logits = Tensor<'float32'>> {
   constructor(config: PerceiverConfig, modules: PerceiverModules = {}, weightPrefix = '') {
     if (!(config instanceof PerceiverConfig)) throw new InvalidArgumentError('config', 'a PerceiverConfig', config);
     this.config = config;
-    this.inputPreprocessor = modules.inputPreprocessor;
+    this.inputPreprocessor = modules.inputPreprocessor ?? new PerceiverIdentityPreprocessor(config.d_model);
     this.decoder = modules.decoder;
     this.outputPostprocessor = modules.outputPostprocessor;
     this.weightPrefix = weightPrefix;
-    this.encoder = new PerceiverEncoder(config, this.inputPreprocessor?.numChannels ?? config.d_model);
+    this.encoder = new PerceiverEncoder(config, this.inputPreprocessor.numChannels);
   }
 
   /** Loads `config.json` and the weights of a Hugging Face checkpoint folder into this class. */
@@ -254,9 +255,6 @@ export class PerceiverModel<L extends Logits = Tensor<'float32'>> {
 
   /** The engine's description of this module tree with its weights claimed from `store`. */
   protected buildSpec(store: WeightStore): ModelSpec {
-    if (!this.inputPreprocessor) {
-      throw new ConfigError(`${this.constructor.name} needs an input preprocessor to run (use a head class such as PerceiverForMaskedLM)`);
-    }
     const p = this.weightPrefix;
     const c = this.config;
     const decoder = this.decoder?.spec(store, join(p, 'decoder')) ?? null;
@@ -280,7 +278,7 @@ export class PerceiverModel<L extends Logits = Tensor<'float32'>> {
   async forward(call: ForwardCall): Promise<PerceiverModelOutput<L>> {
     const native = this.#usable();
     const request = { ...this.#encodeRequest(call), ...this.#decodeRequest(call) };
-    const r = await this.#track(native.forward(request));
+    const r = await this.#track(() => native.forward(request));
     const out: PerceiverModelOutput<L> = { lastHiddenState: toTensor(r.lastHiddenState) };
     if (this.decoder) out.logits = toLogits(r.logits) as L;
     if (r.hiddenStates) out.hiddenStates = r.hiddenStates.map(toTensor);
@@ -295,7 +293,8 @@ export class PerceiverModel<L extends Logits = Tensor<'float32'>> {
    */
   async encode(call: EncodeCall): Promise<PerceiverEncoding> {
     const native = this.#usable();
-    const r = await this.#track(native.encode(this.#encodeRequest(call)));
+    const request = this.#encodeRequest(call);
+    const r = await this.#track(() => native.encode(request));
     return new PerceiverEncoding(r.encoding, r);
   }
 
@@ -305,7 +304,8 @@ export class PerceiverModel<L extends Logits = Tensor<'float32'>> {
     if (!(encoding instanceof PerceiverEncoding)) throw new InvalidArgumentError('encoding', "a PerceiverEncoding from this model's encode()", encoding);
     if (encoding.disposed) throw new DisposedError('the encoding');
     if (!this.decoder) throw new InvalidArgumentError('this', 'a model with a decoder', `${this.constructor.name} without decoder`);
-    const r: NativeDecodeOutputs = await this.#track(native.decode(encoding.handle, this.#decodeRequest(call)));
+    const request = this.#decodeRequest(call);
+    const r: NativeDecodeOutputs = await this.#track(() => native.decode(encoding.handle, request));
     const out: PerceiverDecodeOutput<L> = { logits: toLogits(r.logits) as L };
     if (r.crossAttentions) out.crossAttentions = r.crossAttentions.map(toTensor);
     return out;
@@ -317,7 +317,14 @@ export class PerceiverModel<L extends Logits = Tensor<'float32'>> {
     return this.#native;
   }
 
-  async #track<T>(promise: Promise<T>): Promise<T> {
+  /** Runs a native call, mapping its errors (thrown at once or rejected later) to typed ones, and tracks it for dispose(). */
+  async #track<T>(call: () => Promise<T>): Promise<T> {
+    let promise: Promise<T>;
+    try {
+      promise = call();
+    } catch (error) {
+      throw fromNativeError(error);
+    }
     const run = promise.catch((error: unknown) => {
       throw fromNativeError(error);
     });
@@ -331,7 +338,7 @@ export class PerceiverModel<L extends Logits = Tensor<'float32'>> {
 
   #encodeRequest(call: EncodeCall): NativeEncodeRequest {
     if (typeof call !== 'object' || call === null) throw new InvalidArgumentError('call', 'an object such as { inputs, attentionMask }', call);
-    const { batch, inputs } = this.inputPreprocessor!.prepare(call.inputs, 'inputs');
+    const { batch, inputs } = this.inputPreprocessor.prepare(call.inputs, 'inputs');
     let attentionMask: Uint8Array | undefined;
     if (call.attentionMask !== undefined && call.attentionMask !== null) {
       // Text masks must match the ids; other models' masks are checked natively against the

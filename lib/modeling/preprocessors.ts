@@ -377,6 +377,26 @@ export class PerceiverMultimodalPreprocessor implements PerceiverPreprocessor {
   }
 }
 
+/**
+ * No preprocessor (transformers' PerceiverModel without input_preprocessor): the caller passes the
+ * encoder's input sequence itself, float [batch, sequence, d_model].
+ */
+export class PerceiverIdentityPreprocessor implements PerceiverPreprocessor {
+  constructor(readonly numChannels: number) {}
+
+  spec(): PreprocessorSpec {
+    return { type: 'none', numChannels: this.numChannels };
+  }
+
+  prepare(value: unknown, argument: string): { batch: number; inputs: NativeInput[] } {
+    const t = floatInput(value, argument, `[batch, sequence, ${this.numChannels}]`);
+    if (t.rank !== 3 || t.shape[1]! < 1 || t.shape[2] !== this.numChannels) {
+      throw new InvalidArgumentError(argument, `a Tensor [batch, sequence, ${this.numChannels}] (config.d_model)`, `shape [${t.shape.join(', ')}]`);
+    }
+    return { batch: t.shape[0]!, inputs: [nativeFloat('', t)] };
+  }
+}
+
 /** Validates an attention mask of shape [batch, seq] (1 = attend, 0 = padding) into bytes. */
 export function keyMask(mask: unknown, batch: number, seq: number): Uint8Array | undefined {
   if (mask === undefined || mask === null) return undefined;

@@ -64,6 +64,7 @@ export type PreprocessorSpec =
     }
   | { type: 'audio'; samplesPerPatch: number; position: PositionSpec; concatOrAdd: 'concat' | 'add'; numChannels: number }
   | { type: 'onehot'; numLabels: number }
+  | { type: 'none'; numChannels: number }
   | {
       type: 'multimodal';
       numChannels: number;

@@ -50,3 +50,33 @@ export async function tempDir(t: Test, prefix = 'perceiver-test-'): Promise<stri
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   return dir;
 }
+
+/** A fixture's model inputs: its `input` tensor, or `{ <modality>: input.<modality> }`. */
+export function fixtureInputs(io: Map<string, Tensor>): Tensor | Record<string, Tensor> {
+  const single = io.get('input');
+  if (single) return single;
+  const entries = [...io].filter(([k]) => k.startsWith('input.')).map(([k, v]) => [k.slice('input.'.length), v] as const);
+  if (entries.length === 0) throw new Error('fixture has no "input" or "input.<modality>" tensor');
+  return Object.fromEntries(entries);
+}
+
+/** A fixture's `call.subsampled_output_points.<modality>` tensors keyed by modality, or undefined. */
+export function fixturePoints(io: Map<string, Tensor>): Record<string, Tensor> | undefined {
+  const prefix = 'call.subsampled_output_points.';
+  const entries = [...io].filter(([k]) => k.startsWith(prefix)).map(([k, v]) => [k.slice(prefix.length), v] as const);
+  return entries.length ? Object.fromEntries(entries) : undefined;
+}
+
+/** A fixture's references under `prefix` ('expected.logits' or 'fp32.logits'): keyed '' for one tensor, else by modality. */
+export function fixtureLogits(io: Map<string, Tensor>, prefix = 'expected.logits'): Record<string, Tensor> {
+  const single = io.get(prefix);
+  if (single) return { '': single };
+  return Object.fromEntries([...io].filter(([k]) => k.startsWith(`${prefix}.`)).map(([k, v]) => [k.slice(prefix.length + 1), v]));
+}
+
+/** A fixture's float64 hidden states hidden.0, hidden.1, ... in order. */
+export function fixtureHidden(io: Map<string, Tensor>): Tensor[] {
+  const out: Tensor[] = [];
+  for (let i = 0; io.has(`hidden.${i}`); i++) out.push(io.get(`hidden.${i}`)!);
+  return out;
+}

@@ -295,6 +295,30 @@ class OneHotPreprocessor final : public Preprocessor {
   int64_t num_labels_;
 };
 
+// No preprocessor: the caller passes the encoder's input sequence itself, [batch, rows, channels].
+class IdentityPreprocessor final : public Preprocessor {
+ public:
+  explicit IdentityPreprocessor(int64_t channels) : channels_(channels) {}
+  int64_t channels() const override { return channels_; }
+
+  EncoderInputs Run(PreprocessContext& ctx, const std::string& name, const InputArray& raw) override {
+    const InputArray& input = FloatInput(raw, name);
+    if (input.shape.size() != 3 || input.shape[1] < 1 || input.shape[2] != channels_) {
+      ThrowInvalidArgument(Arg(name) + ": expected shape [batch, sequence, " + std::to_string(channels_) + "], got " + ShapeString(input.shape));
+    }
+    CheckBatch(input, name, ctx.request.batch);
+    EncoderInputs out;
+    out.sequence = AllocateTensor(ctx.backend, input.shape);
+    ctx.backend.CopyFromHost(out.sequence.data(), input.values.data(), input.values.size());
+    out.modality_sizes = {{name, input.shape[1]}};
+    out.index_dims = {input.shape[1]};
+    return out;
+  }
+
+ private:
+  int64_t channels_;
+};
+
 class MultimodalPreprocessor final : public Preprocessor {
  public:
   MultimodalPreprocessor(std::vector<MultimodalModality> modalities, int64_t channels)
@@ -410,6 +434,9 @@ std::unique_ptr<Preprocessor> MakeImagePreprocessor(ImagePreprocessorSpec spec, 
 }
 std::unique_ptr<Preprocessor> MakeAudioPreprocessor(AudioPreprocessorSpec spec, PositionEncoder position) {
   return std::make_unique<AudioPreprocessor>(spec, std::move(position));
+}
+std::unique_ptr<Preprocessor> MakeIdentityPreprocessor(int64_t channels) {
+  return std::make_unique<IdentityPreprocessor>(channels);
 }
 std::unique_ptr<Preprocessor> MakeOneHotPreprocessor(int64_t num_labels) {
   return std::make_unique<OneHotPreprocessor>(num_labels);

@@ -99,6 +99,7 @@ std::unique_ptr<Preprocessor> MakeTextPreprocessor(TextPreprocessorSpec spec);
 std::unique_ptr<Preprocessor> MakeImagePreprocessor(ImagePreprocessorSpec spec, PositionEncoder position);
 std::unique_ptr<Preprocessor> MakeAudioPreprocessor(AudioPreprocessorSpec spec, PositionEncoder position);
 std::unique_ptr<Preprocessor> MakeOneHotPreprocessor(int64_t num_labels);
+std::unique_ptr<Preprocessor> MakeIdentityPreprocessor(int64_t channels);
 std::unique_ptr<Preprocessor> MakeMultimodalPreprocessor(std::vector<MultimodalModality> modalities, int64_t channels);
 
 }  // namespace perceiver

@@ -54,6 +54,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* state = new AddonState();
   env.SetInstanceData<AddonState>(state);
   napi_add_env_cleanup_hook(env, WaitForRunningForwards, state);
+  state->encoding_class = Napi::Persistent(NativeEncoding::Define(env));
   exports.Set("NativeModel", NativeModel::Define(env));
   exports.Set("capabilities", Napi::Function::New(env, Capabilities, "capabilities"));
   exports.Set("blasBenchmark", Napi::Function::New(env, BlasBenchmark, "blasBenchmark"));

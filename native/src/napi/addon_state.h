@@ -11,6 +11,7 @@
 namespace perceiver {
 
 struct AddonState {
+  Napi::FunctionReference encoding_class;  // NativeEncoding, one class per environment
   std::mutex mutex;
   std::condition_variable idle;
   int running = 0;  // forwards between Queue() and the end of Execute()

@@ -279,7 +279,6 @@ NativeModel::NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Nati
     graph_ = std::make_shared<PerceiverGraph>(std::move(backend), std::move(parts));
     weights_ = Napi::Persistent(info[1].As<Napi::Object>());
     spec_ = Napi::Persistent(info[0].As<Napi::Object>());
-    encoding_class_ = Napi::Persistent(NativeEncoding::Define(env));
     state_ = GetAddonState(env);
     return env.Undefined();
   });
@@ -331,7 +330,7 @@ Napi::Value NativeModel::Encode(const Napi::CallbackInfo& info) {
     std::shared_ptr<PerceiverGraph> graph = Usable();
     if (info.Length() < 1 || !info[0].IsObject()) ThrowInvalidArgument("encode(request): expected an object");
     auto request = std::make_shared<EncodeRequest>(ReadEncodeRequest(info[0].As<Napi::Object>()));
-    Napi::FunctionReference* encoding_class = &encoding_class_;
+    Napi::FunctionReference* encoding_class = &state_->encoding_class;
     Napi::ObjectReference* weights = &weights_;
     auto* worker = new GraphWorker<EncodeResult>(
         env, this, Value(), state_, [graph, request]() { return graph->Encode(*request); },
@@ -356,7 +355,7 @@ Napi::Value NativeModel::Decode(const Napi::CallbackInfo& info) {
     std::shared_ptr<PerceiverGraph> graph = Usable();
     if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsObject()) ThrowInvalidArgument("decode(encoding, request): expected two objects");
     Napi::Object handle = info[0].As<Napi::Object>();
-    if (!handle.InstanceOf(encoding_class_.Value())) ThrowInvalidArgument("encoding: expected the result of this model's encode()");
+    if (!handle.InstanceOf(state_->encoding_class.Value())) ThrowInvalidArgument("encoding: expected the result of this model's encode()");
     NativeEncoding* native = NativeEncoding::Unwrap(handle);
     if (!native->encoding()) throw EngineError(ErrorCode::kDisposed, "the encoding has been disposed");
     if (native->graph() != graph) ThrowInvalidArgument("encoding: it was made by another model");

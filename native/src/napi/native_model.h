@@ -38,7 +38,6 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   std::shared_ptr<PerceiverGraph> graph_;
   Napi::ObjectReference weights_;  // keeps the weight ArrayBuffers alive
   Napi::ObjectReference spec_;
-  Napi::FunctionReference encoding_class_;
   AddonState* state_ = nullptr;
   int in_flight_ = 0;
   bool disposed_ = false;

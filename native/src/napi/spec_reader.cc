@@ -235,6 +235,10 @@ class SpecReader {
       *channels = a.num_channels;
       return MakeAudioPreprocessor(a, std::move(position));
     }
+    if (type == "none") {
+      *channels = Dim(o, "numChannels", path);
+      return MakeIdentityPreprocessor(*channels);
+    }
     if (type == "onehot") {
       *channels = Dim(o, "numLabels", path);
       return MakeOneHotPreprocessor(*channels);
@@ -448,7 +452,6 @@ ModelParts ReadModelSpec(const Napi::Object& js, const Napi::Object& weights, Ba
   parts.layer_norm_eps = static_cast<float>(r.Number(js, "layerNormEps", root, 1e-30, 1.0));
 
   int64_t input_channels = 0;
-  if (!r.Present(js, "preprocessor")) ThrowInvalidArgument("spec.preprocessor: the engine needs an input preprocessor");
   Napi::Object pre = r.Obj(js, "preprocessor", root);
   parts.preprocessor = r.ReadPreprocessor(pre, root + ".preprocessor", &input_channels);
   parts.multimodal_inputs = r.Str(pre, "type", root + ".preprocessor") == "multimodal";

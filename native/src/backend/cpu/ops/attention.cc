@@ -1,9 +1,8 @@
 // Multi-head scaled dot-product attention on the CPU.
 //
-// For each (batch, head, block of queries) the scores are one sgemm (Q K^T, strided straight out
-// of the projection layout, so heads need no transpose copy), then a masked softmax over each
-// row, then one sgemm for probs @ V written into the head's slice of the output. Scores exist only
-// for the block in hand, never for a whole head, unless the caller asked for the weights.
+// Products go through sgemm strided straight out of the projection layout ([rows, heads * width]),
+// so heads need no transpose copy. Without requested weights the softmax is computed online over
+// blocks of keys (flash-attention style), so memory stays bounded for any number of keys.
 #include <cblas.h>
 
 #include <algorithm>
@@ -67,20 +66,21 @@ void SoftmaxRow(float* s, int64_t nk, float scale, const uint8_t* key_mask) {
 
 }  // namespace
 
-void Attention(const AttentionArgs& a) {
+namespace {
+
+// Attention weights requested: each row's full score vector is needed anyway, so the scores of a
+// block of queries are computed whole, normalised in place (they are the returned weights) and
+// multiplied by V.
+void AttentionWithWeights(const AttentionArgs& a) {
   const int64_t q_row = a.heads * a.dqk, v_row = a.heads * a.dv;
-  // Work items are (batch, head, block of query rows), so one head with many queries still uses
-  // every thread, and the score block of an item stays within a few megabytes.
-  constexpr int64_t kMaxScoreFloats = int64_t{1} << 20;
-  const int64_t rows_per_block = std::max<int64_t>(1, std::min<int64_t>(a.nq, std::max<int64_t>(16, kMaxScoreFloats / std::max<int64_t>(1, a.nk))));
+  const int64_t rows_per_block = std::min<int64_t>(a.nq, 64);
   const int64_t q_blocks = (a.nq + rows_per_block - 1) / rows_per_block;
   ThreadPool::Global().ParallelFor(a.batch * a.heads * q_blocks, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<float> scratch(a.probs ? 0 : static_cast<size_t>(rows_per_block * a.nk));
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t qb = t % q_blocks, h = (t / q_blocks) % a.heads, b = t / (q_blocks * a.heads);
       const int64_t q0 = qb * rows_per_block, rows = std::min(rows_per_block, a.nq - q0);
       const uint8_t* mask = a.key_mask ? a.key_mask + b * a.nk : nullptr;
-      float* scores = a.probs ? a.probs + ((b * a.heads + h) * a.nq + q0) * a.nk : scratch.data();
+      float* scores = a.probs + ((b * a.heads + h) * a.nq + q0) * a.nk;
       const float* q = a.q + (b * a.nq + q0) * q_row + h * a.dqk;
       const float* k = a.k + b * a.nk * q_row + h * a.dqk;
       const float* v = a.v + b * a.nk * v_row + h * a.dv;
@@ -92,6 +92,99 @@ void Attention(const AttentionArgs& a) {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(a.dv),
                   static_cast<int>(a.nk), 1.0f, scores, static_cast<int>(a.nk), v, static_cast<int>(v_row), 0.0f, out,
                   static_cast<int>(v_row));
+    }
+  });
+}
+
+constexpr int64_t kQueryBlock = 512;
+constexpr int64_t kKeyBlock = 2048;
+
+// One block of queries against every key, a block of keys at a time, with the online softmax:
+// the running row maximum m and sum l rescale what was accumulated when a later block raises the
+// maximum. Scores never exist beyond [queries x kKeyBlock], whatever the number of keys, and the
+// products keep shapes OpenBLAS runs near its peak (a few hundred rows).
+void AttentionBlock(const AttentionArgs& a, int64_t b, int64_t h, int64_t q0, int64_t rows, std::vector<float>& scores,
+                    std::vector<float>& acc, std::vector<float>& m, std::vector<float>& l) {
+  const int64_t q_row = a.heads * a.dqk, v_row = a.heads * a.dv;
+  const uint8_t* mask = a.key_mask ? a.key_mask + b * a.nk : nullptr;
+  const float* q = a.q + (b * a.nq + q0) * q_row + h * a.dqk;
+  std::fill(acc.begin(), acc.begin() + rows * a.dv, 0.0f);
+  std::fill(m.begin(), m.begin() + rows, -std::numeric_limits<float>::infinity());
+  std::fill(l.begin(), l.begin() + rows, 0.0f);
+  for (int64_t k0 = 0; k0 < a.nk; k0 += kKeyBlock) {
+    const int64_t keys = std::min(kKeyBlock, a.nk - k0);
+    const uint8_t* kmask = mask ? mask + k0 : nullptr;
+    if (kmask && std::none_of(kmask, kmask + keys, [](uint8_t x) { return x != 0; })) continue;
+    const float* k = a.k + (b * a.nk + k0) * q_row + h * a.dqk;
+    const float* v = a.v + (b * a.nk + k0) * v_row + h * a.dv;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(keys),
+                static_cast<int>(a.dqk), a.scale, q, static_cast<int>(q_row), k, static_cast<int>(q_row), 0.0f,
+                scores.data(), static_cast<int>(keys));
+    for (int64_t r = 0; r < rows; ++r) {
+      float* s = scores.data() + r * keys;
+      float block_max = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < keys; ++j) {
+        if (!kmask || kmask[j]) block_max = std::max(block_max, s[j]);
+      }
+      const float new_max = std::max(m[r], block_max);
+      const float correction = simd::Exp(m[r] - new_max);  // exp(-inf) = 0 on the first block
+      float sum = 0.0f;
+      int64_t j = 0;
+#if defined(__SSE2__)
+      if (!kmask) {
+        const __m128 mv = _mm_set1_ps(new_max);
+        __m128 accum = _mm_setzero_ps();
+        for (; j + 4 <= keys; j += 4) {
+          const __m128 e = simd::Exp(_mm_sub_ps(_mm_loadu_ps(s + j), mv));
+          _mm_storeu_ps(s + j, e);
+          accum = _mm_add_ps(accum, e);
+        }
+        sum = simd::HorizontalSum(accum);
+      }
+#endif
+      for (; j < keys; ++j) {
+        s[j] = (!kmask || kmask[j]) ? simd::Exp(s[j] - new_max) : 0.0f;
+        sum += s[j];
+      }
+      l[r] = l[r] * correction + sum;
+      m[r] = new_max;
+      if (correction != 1.0f) {
+        float* o = acc.data() + r * a.dv;
+        for (int64_t c = 0; c < a.dv; ++c) o[c] *= correction;
+      }
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(a.dv),
+                static_cast<int>(keys), 1.0f, scores.data(), static_cast<int>(keys), v, static_cast<int>(v_row), 1.0f,
+                acc.data(), static_cast<int>(a.dv));
+  }
+  float* out = a.out + (b * a.nq + q0) * v_row + h * a.dv;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float inv = 1.0f / l[r];
+    const float* o = acc.data() + r * a.dv;
+    float* dst = out + r * v_row;
+    for (int64_t c = 0; c < a.dv; ++c) dst[c] = o[c] * inv;
+  }
+}
+
+}  // namespace
+
+void Attention(const AttentionArgs& a) {
+  if (a.probs != nullptr) {
+    AttentionWithWeights(a);
+    return;
+  }
+  // Work items are (batch, head, block of queries), so one head with many queries still uses
+  // every thread.
+  const int64_t rows_per_block = std::min(a.nq, kQueryBlock);
+  const int64_t q_blocks = (a.nq + rows_per_block - 1) / rows_per_block;
+  const int64_t keys = std::min(a.nk, kKeyBlock);
+  ThreadPool::Global().ParallelFor(a.batch * a.heads * q_blocks, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<float> scores(static_cast<size_t>(rows_per_block * keys)), acc(static_cast<size_t>(rows_per_block * a.dv));
+    std::vector<float> m(static_cast<size_t>(rows_per_block)), l(static_cast<size_t>(rows_per_block));
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t qb = t % q_blocks, h = (t / q_blocks) % a.heads, b = t / (q_blocks * a.heads);
+      const int64_t q0 = qb * rows_per_block;
+      AttentionBlock(a, b, h, q0, std::min(rows_per_block, a.nq - q0), scores, acc, m, l);
     }
   });
 }
