@@ -1,4 +1,7 @@
 {
+  "variables": {
+    "perceiver_cuda%": "<!(node native/scripts/build-config.cjs cuda-enabled)"
+  },
   "targets": [
     {
       "target_name": "perceiver_io",
@@ -17,6 +20,28 @@
         "-lpthread",
         "-lm",
         "-Wl,--exclude-libs,ALL"
+      ],
+      "conditions": [
+        ["perceiver_cuda==1", {
+          "include_dirs": ["<!(node native/scripts/build-config.cjs cuda-include)"],
+          "libraries": ["<!(node native/scripts/build-config.cjs cuda-lib-dir)/libcudart_static.a", "-ldl", "-lrt"],
+          "rules": [
+            {
+              "rule_name": "nvcc",
+              "extension": "cu",
+              "inputs": ["native/src/backend/cuda/kernels/kernels.h"],
+              "outputs": ["<(INTERMEDIATE_DIR)/cuda/<(RULE_INPUT_ROOT).o"],
+              "action": [
+                "<!(node native/scripts/build-config.cjs nvcc)",
+                "<!@(node native/scripts/build-config.cjs nvcc-flags)",
+                "-c", "<(RULE_INPUT_PATH)",
+                "-o", "<(INTERMEDIATE_DIR)/cuda/<(RULE_INPUT_ROOT).o"
+              ],
+              "message": "NVCC <(RULE_INPUT_PATH)",
+              "process_outputs_as_sources": 1
+            }
+          ]
+        }]
       ]
     }
   ]

@@ -232,10 +232,11 @@ export class PerceiverModel<L extends Logits = Tensor<'float32'>> {
     const addon = loadAddon();
     if (device.kind === 'cuda') {
       const cuda = addon.capabilities().cuda;
-      throw new BackendUnavailableError(`device '${options.device}' is not available: ${cuda.reason ?? 'unknown reason'}`);
-    }
-    if (dtype !== 'float32') {
-      throw new BackendUnavailableError(`dtype '${dtype}' is not supported on the cpu backend (it computes in float32); use dtype 'float32'`);
+      if (!cuda.available) throw new BackendUnavailableError(`device '${options.device}' is not available: ${cuda.reason ?? 'unknown reason'}`);
+      const count = (cuda.deviceCount as number | undefined) ?? 0;
+      if (device.index >= count) throw new InvalidArgumentError('device', `one of cuda:0 to cuda:${count - 1} (this machine has ${count} CUDA device(s))`, options.device);
+    } else if (dtype !== 'float32') {
+      throw new BackendUnavailableError(`dtype '${dtype}' is not supported on the cpu backend (it computes in float32); use dtype 'float32' or a CUDA device`);
     }
     if (this.config.hidden_act !== 'gelu') {
       throw new ConfigError(`hidden_act "${this.config.hidden_act}" is not supported (supported: "gelu", the exact erf GELU)`);
@@ -243,7 +244,7 @@ export class PerceiverModel<L extends Logits = Tensor<'float32'>> {
     const store = tensors instanceof WeightStore ? tensors : new WeightStore(tensors);
     const spec = this.buildSpec(store);
     try {
-      this.#native = new addon.NativeModel(spec, store.claimed(), { device: device.kind });
+      this.#native = new addon.NativeModel(spec, store.claimed(), { device: device.kind, deviceIndex: device.index, dtype });
     } catch (error) {
       throw fromNativeError(error);
     }

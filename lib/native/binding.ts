@@ -82,14 +82,25 @@ export interface BackendCapability {
 
 export interface NativeCapabilities {
   cpu: BackendCapability & { blas: string; blasThreads: number; threads: number; dtypes: string[] };
-  cuda: BackendCapability;
+  cuda: BackendCapability & { deviceCount: number; devices: string[]; dtypes: string[]; cublas?: string };
 }
 
 interface NativeAddon {
-  NativeModel: new (spec: object, weights: Record<string, Float32Array>, options: { device: string }) => NativeModelHandle;
+  NativeModel: new (spec: object, weights: Record<string, Float32Array>, options: { device: string; deviceIndex?: number; dtype?: string }) => NativeModelHandle;
   capabilities(): NativeCapabilities;
   /** Best-of-`repeats` time of one m x n x k sgemm through the engine's own BLAS. */
   blasBenchmark(m: number, n: number, k: number, repeats: number): Promise<{ seconds: number; gflops: number }>;
+  /** Free and total bytes of a CUDA device (zeros without CUDA). */
+  cudaMemoryInfo(device: number): { free: number; total: number };
+  /** Runs one op on the CPU (reference) and CUDA backends with the same random inputs (needs a GPU). */
+  kernelCheck(request: { op: string; sizes: number[]; iterations?: number }): Promise<{
+    op: string;
+    outputs: number;
+    maxAbsError: number;
+    relativeError: number;
+    cpuMs: number;
+    gpuMs: number;
+  }>;
 }
 
 /** The package root: the nearest folder above this file whose package.json is perceiver-io's. */

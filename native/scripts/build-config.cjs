@@ -1,34 +1,41 @@
 // Build settings shared by binding.gyp (node-gyp, prebuildify) and CMakeLists.txt (cmake-js), so
 // the two builds compile one source list and link one BLAS.
-//   node native/scripts/build-config.cjs sources        -> the .cc files, space separated, relative to the repo root
-//   node native/scripts/build-config.cjs openblas-include
-//   node native/scripts/build-config.cjs openblas-lib   -> path of the static libopenblas.a
+//   node native/scripts/build-config.cjs sources           the C++ (and, with CUDA, .cu) files, relative to the repo root
+//   node native/scripts/build-config.cjs openblas-include | openblas-lib
+//   node native/scripts/build-config.cjs cuda-enabled      1 when nvcc and a static cudart were found, else 0
+//   node native/scripts/build-config.cjs nvcc | nvcc-flags | cuda-include | cuda-lib-dir | cuda-archs
 //
-// OpenBLAS is linked statically (its pthread build, which threads sgemm itself) so that a
+// OpenBLAS is linked statically (its pthread build; the engine runs it single-threaded) so that a
 // prebuilt binary needs nothing installed. Set PERCEIVER_OPENBLAS_DIR to a folder holding
 // include/cblas.h and lib/libopenblas.a to use another build.
+//
+// CUDA: compiled wherever nvcc exists (this machine and CI compile and link every kernel even
+// without a GPU). cudart is linked statically and cuBLAS is loaded at run time, so one binary runs
+// on CPU-only and GPU machines. PERCEIVER_NO_CUDA=1 builds without it; PERCEIVER_NVCC names nvcc;
+// PERCEIVER_CUDA_ARCHS lists SM versions (default 80,90: A100, H100 / H200, plus PTX for newer).
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
+const { execFileSync } = require('node:child_process');
 
 const root = path.resolve(__dirname, '..', '..');
 
-function sources() {
+function list(file) {
   return fs
-    .readFileSync(path.join(root, 'native', 'sources.txt'), 'utf8')
+    .readFileSync(path.join(root, 'native', file), 'utf8')
     .split('\n')
     .map((s) => s.trim())
     .filter((s) => s && !s.startsWith('#'))
-    .map((s) => path.posix.join('native', s));
+    .map((s) => path.posix.join('native', 'src', s));
 }
 
 function openblas() {
   const custom = process.env.PERCEIVER_OPENBLAS_DIR;
   const candidates = custom
     ? [{ include: path.join(custom, 'include'), lib: path.join(custom, 'lib', 'libopenblas.a') }]
-    : ['x86_64-linux-gnu', 'aarch64-linux-gnu'].flatMap((triple) => [
-        { include: `/usr/include/${triple}/openblas-pthread`, lib: `/usr/lib/${triple}/openblas-pthread/libopenblas.a` },
-      ]).concat([{ include: '/usr/include/openblas', lib: '/usr/lib64/libopenblas.a' }]);
+    : ['x86_64-linux-gnu', 'aarch64-linux-gnu']
+        .map((triple) => ({ include: `/usr/include/${triple}/openblas-pthread`, lib: `/usr/lib/${triple}/openblas-pthread/libopenblas.a` }))
+        .concat([{ include: '/usr/include/openblas', lib: '/usr/lib64/libopenblas.a' }]);
   for (const c of candidates) {
     if (fs.existsSync(path.join(c.include, 'cblas.h')) && fs.existsSync(c.lib)) return c;
   }
@@ -41,11 +48,90 @@ function openblas() {
   process.exit(1);
 }
 
+function nvccCandidates() {
+  const candidates = [process.env.PERCEIVER_NVCC];
+  try {
+    candidates.push(execFileSync('sh', ['-c', 'command -v nvcc'], { encoding: 'utf8' }).trim());
+  } catch {
+    // not on PATH
+  }
+  candidates.push('/usr/local/cuda/bin/nvcc');
+  try {
+    for (const dir of fs.readdirSync('/usr/local').filter((d) => /^cuda-\d/.test(d)).sort().reverse()) {
+      candidates.push(`/usr/local/${dir}/bin/nvcc`);
+    }
+  } catch {
+    // no /usr/local
+  }
+  return candidates.filter((c) => c && fs.existsSync(c));
+}
+
+// The first nvcc whose toolkit also has the runtime headers and a static cudart (a wrapper script
+// on PATH, as some images have, is skipped for the real toolkit).
+function cuda() {
+  if (process.env.PERCEIVER_NO_CUDA === '1') return undefined;
+  const archs = (process.env.PERCEIVER_CUDA_ARCHS || '80,90').split(',').map((a) => a.trim()).filter(Boolean);
+  for (const nvcc of nvccCandidates()) {
+    const home = path.resolve(path.dirname(fs.realpathSync(nvcc)), '..');
+    const include = [path.join(home, 'include'), path.join(home, 'targets', 'x86_64-linux', 'include')].find((d) =>
+      fs.existsSync(path.join(d, 'cuda_runtime_api.h')),
+    );
+    const libDir = [path.join(home, 'lib64'), path.join(home, 'targets', 'x86_64-linux', 'lib'), path.join(home, 'lib')].find((d) =>
+      fs.existsSync(path.join(d, 'libcudart_static.a')),
+    );
+    if (include && libDir) return { nvcc, include, libDir, archs };
+  }
+  return undefined;
+}
+
+function nvccFlags(c) {
+  const newest = c.archs[c.archs.length - 1];
+  return [
+    '-O3',
+    '-std=c++17',
+    '-Xcompiler',
+    '-fPIC',
+    '-Xcompiler',
+    '-fvisibility=hidden',
+    `-I${path.join(root, 'native', 'src')}`,
+    ...c.archs.flatMap((a) => ['-gencode', `arch=compute_${a},code=sm_${a}`]),
+    '-gencode',
+    `arch=compute_${newest},code=compute_${newest}`,
+  ];
+}
+
 const what = process.argv[2];
-if (what === 'sources') process.stdout.write(sources().join(' '));
-else if (what === 'openblas-include') process.stdout.write(openblas().include);
-else if (what === 'openblas-lib') process.stdout.write(openblas().lib);
-else {
-  process.stderr.write('usage: build-config.cjs sources|openblas-include|openblas-lib\n');
-  process.exit(2);
+const c = ['sources', 'cuda-enabled', 'nvcc', 'nvcc-flags', 'cuda-include', 'cuda-lib-dir', 'cuda-archs'].includes(what) ? cuda() : undefined;
+const out = (text) => process.stdout.write(text);
+switch (what) {
+  case 'sources':
+    out(list('sources.txt').concat(c ? list('cuda-sources.txt') : ['native/src/backend/cuda/cuda_unavailable.cc']).join(' '));
+    break;
+  case 'openblas-include':
+    out(openblas().include);
+    break;
+  case 'openblas-lib':
+    out(openblas().lib);
+    break;
+  case 'cuda-enabled':
+    out(c ? '1' : '0');
+    break;
+  case 'nvcc':
+    out(c ? c.nvcc : '');
+    break;
+  case 'nvcc-flags':
+    out(c ? nvccFlags(c).join(' ') : '');
+    break;
+  case 'cuda-include':
+    out(c ? c.include : '');
+    break;
+  case 'cuda-lib-dir':
+    out(c ? c.libDir : '');
+    break;
+  case 'cuda-archs':
+    out(c ? c.archs.join(';') : '');
+    break;
+  default:
+    process.stderr.write('usage: build-config.cjs sources|openblas-include|openblas-lib|cuda-enabled|nvcc|nvcc-flags|cuda-include|cuda-lib-dir|cuda-archs\n');
+    process.exit(2);
 }

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace perceiver {
 
@@ -24,8 +25,8 @@ class BackendBuffer {
 // Scaled dot-product attention over [batch, rows, heads * width] projections:
 //   out[b, i, h*dv:(h+1)*dv] = softmax_j(scale * q[b,i,h] . k[b,j,h] + mask) @ v[b, :, h]
 // Query/key head width (dqk) may differ from value head width (dv), as in the language model.
-// key_mask (optional, [batch, nk], 1 = attend, 0 = padding) removes padded keys; every row must
-// keep at least one key (the caller validates that).
+// key_mask (optional, [batch, nk], 1 = attend, 0 = padding; in host memory, like token ids)
+// removes padded keys; every row must keep at least one key (the caller validates that).
 struct AttentionArgs {
   int64_t batch = 0, heads = 0, nq = 0, nk = 0, dqk = 0, dv = 0;
   const float* q = nullptr;  // [batch, nq, heads * dqk]
@@ -48,6 +49,14 @@ class Backend {
   // backend uploads them once. The returned pointer stays valid for the backend's lifetime while
   // the host memory does.
   virtual const float* Weight(const float* host, size_t floats) = 0;
+  // The same for a matrix that only Linear and Conv2d read ([rows, cols], row-major). The backend
+  // may keep it in its compute precision (float16 / bfloat16 on a GPU), so the returned handle
+  // is opaque: pass it to Linear / Conv2d only.
+  virtual const float* MatrixWeight(const float* host, int64_t rows, int64_t cols) {
+    return Weight(host, static_cast<size_t>(rows * cols));
+  }
+  // True when calls must not overlap (one stream per model): the graph then runs one call at a time.
+  virtual bool serializes_calls() const { return false; }
   virtual void CopyToHost(float* dst, const float* src, size_t floats) = 0;
   virtual void CopyFromHost(float* dst, const float* src, size_t floats) = 0;
   virtual void Copy(float* dst, const float* src, size_t floats) = 0;
@@ -103,6 +112,27 @@ constexpr int kMaxCopyRank = 8;
 
 // The CPU backend (OpenBLAS for matrix products, a thread pool for the rest).
 std::unique_ptr<Backend> CreateCpuBackend();
+
+// What a GPU backend computes its matrix products in. Activations, LayerNorm, softmax and every
+// accumulation stay float32.
+enum class Precision { kFloat32, kTfloat32, kFloat16, kBfloat16 };
+
+// Whether this build has the CUDA backend and whether it can run here; reason says why not.
+struct CudaStatus {
+  bool compiled = false;
+  bool available = false;
+  std::string reason;
+  int device_count = 0;
+  std::vector<std::string> devices;  // "NVIDIA H200 (sm_90, 139 GiB)"
+  std::string cublas;                // the cuBLAS library loaded, when available
+};
+CudaStatus ProbeCuda();
+// Free and total memory of a CUDA device in bytes (both 0 when CUDA cannot run).
+void CudaMemoryInfo(int device, size_t* free_bytes, size_t* total_bytes);
+
+// The CUDA backend on device `device`; throws a backend-unavailable EngineError saying what to
+// install or set when it cannot run.
+std::unique_ptr<Backend> CreateCudaBackend(int device, Precision precision);
 // Puts OpenBLAS in the mode the CPU backend runs it in (single-threaded); idempotent.
 void ConfigureCpuBlas();
 

@@ -25,7 +25,12 @@ std::vector<HostTensor> PerceiverGraph::ToHost(const std::vector<BackendTensor>&
   return out;
 }
 
+std::unique_lock<std::mutex> PerceiverGraph::Exclusive() {
+  return backend_->serializes_calls() ? std::unique_lock<std::mutex>(call_mutex_) : std::unique_lock<std::mutex>();
+}
+
 EncodeResult PerceiverGraph::Encode(const EncodeRequest& r) {
+  auto exclusive = Exclusive();
   Backend& be = *backend_;
   if (r.batch < 1) ThrowInvalidArgument("inputs: the batch must hold at least one item");
   if (r.inputs.empty()) ThrowInvalidArgument("inputs: missing");
@@ -82,6 +87,7 @@ EncodeResult PerceiverGraph::Encode(const EncodeRequest& r) {
 
 DecodeResult PerceiverGraph::Decode(const Encoding& encoding, const DecodeRequest& r) {
   if (!parts_.decoder) ThrowInvalidArgument("decode: this model has no decoder");
+  auto exclusive = Exclusive();
   Backend& be = *backend_;
   std::vector<BackendTensor> cross_attn;
   DecodeContext ctx{be, cache_, r, &encoding.inputs, encoding.batch, parts_.layer_norm_eps,

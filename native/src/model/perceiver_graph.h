@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -75,9 +76,13 @@ class PerceiverGraph {
   HostTensor ToHost(const BackendTensor& t, std::string name = "");
   std::vector<HostTensor> ToHost(const std::vector<BackendTensor>& list);
 
+  // Held for a whole call when the backend runs one call at a time (a GPU model's single stream).
+  std::unique_lock<std::mutex> Exclusive();
+
   std::unique_ptr<Backend> backend_;
   ModelParts parts_;
   TensorCache cache_;
+  std::mutex call_mutex_;
 };
 
 }  // namespace perceiver

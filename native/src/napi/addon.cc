@@ -9,6 +9,7 @@
 #include "core/thread_pool.h"
 #include "napi/addon_state.h"
 #include "napi/blas_benchmark.h"
+#include "napi/kernel_check.h"
 #include "napi/native_model.h"
 
 namespace perceiver {
@@ -34,15 +35,36 @@ Napi::Value Capabilities(const Napi::CallbackInfo& info) {
     return a;
   }());
 
+  const CudaStatus status = ProbeCuda();
   Napi::Object cuda = Napi::Object::New(env);
-  cuda.Set("compiled", false);
-  cuda.Set("available", false);
-  cuda.Set("reason",
-           "this build of perceiver-io has no CUDA backend yet; use device 'cpu'");
+  cuda.Set("compiled", status.compiled);
+  cuda.Set("available", status.available);
+  if (!status.available) cuda.Set("reason", status.reason);
+  cuda.Set("deviceCount", status.device_count);
+  Napi::Array devices = Napi::Array::New(env, status.devices.size());
+  for (size_t i = 0; i < status.devices.size(); ++i) devices.Set(static_cast<uint32_t>(i), status.devices[i]);
+  cuda.Set("devices", devices);
+  if (!status.cublas.empty()) cuda.Set("cublas", status.cublas);
+  Napi::Array dtypes = Napi::Array::New(env, 4);
+  const char* names[] = {"float32", "tfloat32", "float16", "bfloat16"};
+  for (uint32_t i = 0; i < 4; ++i) dtypes.Set(i, names[i]);
+  cuda.Set("dtypes", dtypes);
 
   Napi::Object out = Napi::Object::New(env);
   out.Set("cpu", cpu);
   out.Set("cuda", cuda);
+  return out;
+}
+
+// cudaMemoryInfo(device) -> { free, total } in bytes, for benchmarks' memory figures.
+Napi::Value CudaMemory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int device = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 0;
+  size_t free_bytes = 0, total_bytes = 0;
+  CudaMemoryInfo(device, &free_bytes, &total_bytes);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("free", static_cast<double>(free_bytes));
+  out.Set("total", static_cast<double>(total_bytes));
   return out;
 }
 
@@ -58,6 +80,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeModel", NativeModel::Define(env));
   exports.Set("capabilities", Napi::Function::New(env, Capabilities, "capabilities"));
   exports.Set("blasBenchmark", Napi::Function::New(env, BlasBenchmark, "blasBenchmark"));
+  exports.Set("kernelCheck", Napi::Function::New(env, KernelCheck, "kernelCheck"));
+  exports.Set("cudaMemoryInfo", Napi::Function::New(env, CudaMemory, "cudaMemoryInfo"));
   return exports;
 }
 

@@ -268,12 +268,24 @@ NativeModel::NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Nati
     Napi::Object options = info[2].As<Napi::Object>();
     Napi::Value device = options.Get("device");
     const std::string device_name = device.IsString() ? device.As<Napi::String>().Utf8Value() : "";
+    Napi::Value dtype = options.Get("dtype");
+    const std::string dtype_name = dtype.IsString() ? dtype.As<Napi::String>().Utf8Value() : "float32";
     std::unique_ptr<Backend> backend;
     if (device_name == "cpu") {
+      if (dtype_name != "float32") throw EngineError(ErrorCode::kBackendUnavailable, "dtype: the cpu backend computes in float32 only");
       backend = WithProfilingIfRequested(CreateCpuBackend());
+    } else if (device_name == "cuda") {
+      Precision precision;
+      if (dtype_name == "float32") precision = Precision::kFloat32;
+      else if (dtype_name == "tfloat32") precision = Precision::kTfloat32;
+      else if (dtype_name == "float16") precision = Precision::kFloat16;
+      else if (dtype_name == "bfloat16") precision = Precision::kBfloat16;
+      else ThrowInvalidArgument("dtype: expected float32, tfloat32, float16 or bfloat16");
+      Napi::Value index = options.Get("deviceIndex");
+      const int device_index = index.IsNumber() ? index.As<Napi::Number>().Int32Value() : 0;
+      backend = WithProfilingIfRequested(CreateCudaBackend(device_index, precision));
     } else {
-      throw EngineError(ErrorCode::kBackendUnavailable,
-                        "device \"" + device_name + "\" is not available in this build (compiled backends: cpu)");
+      throw EngineError(ErrorCode::kBackendUnavailable, "device \"" + device_name + "\" is unknown (expected cpu or cuda)");
     }
     ModelParts parts = ReadModelSpec(info[0].As<Napi::Object>(), info[1].As<Napi::Object>(), *backend);
     graph_ = std::make_shared<PerceiverGraph>(std::move(backend), std::move(parts));

@@ -122,7 +122,7 @@ class SpecReader {
       ThrowInvalidArgument(path + ": expected a " + std::to_string(in) + " -> " + (out ? std::to_string(out) : "any") +
                            " projection, got " + std::to_string(w.in) + " -> " + std::to_string(w.out));
     }
-    w.weight = Weight(o, "weight", path, w.in * w.out);
+    w.weight = backend_.MatrixWeight(HostWeight(o, "weight", path, w.in * w.out), w.out, w.in);
     if (Present(o, "bias")) w.bias = Weight(o, "bias", path, w.out);
     return w;
   }

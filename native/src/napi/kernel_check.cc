@@ -1,0 +1,229 @@
+// kernelCheck({ op, ... }): llm.c-style validate-then-time for the GPU kernels. The same op runs
+// on the CPU backend (the reference) and on the CUDA backend with the same random inputs; the
+// result gives the error between them and both timings. Off the main thread; without a usable
+// GPU it rejects with a backend-unavailable error.
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <cmath>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "core/engine_error.h"
+#include "napi/js_errors.h"
+#include "napi/kernel_check.h"
+
+namespace perceiver {
+
+namespace {
+
+struct CheckSpec {
+  std::string op;
+  int64_t a = 0, b = 0, c = 0, d = 0, e = 0, f = 0;  // op-specific sizes (see RunOp)
+  int iterations = 10;
+};
+
+struct CheckResult {
+  double max_abs_error = 0, relative_error = 0, cpu_ms = 0, gpu_ms = 0;
+  int64_t outputs = 0;
+};
+
+std::vector<float> Random(size_t n, std::mt19937& rng, float scale = 1.0f) {
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+// Host data placed in a backend's memory.
+struct Placed {
+  std::unique_ptr<BackendBuffer> buffer;
+  float* data() { return buffer->data(); }
+};
+
+Placed Place(Backend& be, const std::vector<float>& host) {
+  Placed p{be.Allocate(host.size())};
+  be.CopyFromHost(p.data(), host.data(), host.size());
+  return p;
+}
+
+// Runs op once on `be` with inputs derived from `seed`; returns the output on the host. When
+// iterations > 0 also times that many runs (ms per run, synchronised).
+std::vector<float> RunOp(Backend& be, const CheckSpec& s, unsigned seed, int iterations, double* ms) {
+  std::mt19937 rng(seed);
+  std::function<void()> op;
+  std::vector<Placed> keep;
+  Placed out;
+  int64_t out_size = 0;
+  if (s.op == "layer_norm") {  // a = rows, b = dim
+    keep.push_back(Place(be, Random(s.a * s.b, rng, 3.0f)));
+    keep.push_back(Place(be, Random(s.b, rng)));
+    keep.push_back(Place(be, Random(s.b, rng)));
+    out_size = s.a * s.b;
+    out = Place(be, std::vector<float>(out_size));
+    op = [&] { be.LayerNorm(keep[0].data(), s.a, s.b, keep[1].data(), keep[2].data(), 1e-5f, out.data()); };
+  } else if (s.op == "gelu") {  // a = n
+    out_size = s.a;
+    out = Place(be, Random(s.a, rng, 3.0f));
+    op = [&] { be.Gelu(out.data(), s.a); };  // in place: the timing reruns on its own output
+  } else if (s.op == "linear") {  // a = rows, b = in, c = out
+    keep.push_back(Place(be, Random(s.a * s.b, rng)));
+    std::vector<float> w = Random(s.c * s.b, rng, 1.0f / std::sqrt(static_cast<float>(s.b)));
+    keep.push_back(Place(be, Random(s.c, rng)));
+    const float* weight = be.MatrixWeight(w.data(), s.c, s.b);
+    out_size = s.a * s.c;
+    out = Place(be, std::vector<float>(out_size));
+    op = [&, weight] { be.Linear(keep[0].data(), s.a, s.b, weight, keep[1].data(), s.c, out.data()); };
+  } else if (s.op == "attention") {  // a = batch, b = heads, c = nq, d = nk, e = dqk, f = dv; every 5th key of item 1 masked
+    const int64_t batch = s.a, heads = s.b, nq = s.c, nk = s.d, dqk = s.e, dv = s.f;
+    keep.push_back(Place(be, Random(batch * nq * heads * dqk, rng)));
+    keep.push_back(Place(be, Random(batch * nk * heads * dqk, rng)));
+    keep.push_back(Place(be, Random(batch * nk * heads * dv, rng)));
+    auto mask = std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(batch * nk), 1);
+    if (batch > 1) {
+      for (int64_t j = 0; j < nk; j += 5) (*mask)[nk + j] = 0;
+    }
+    out_size = batch * nq * heads * dv;
+    out = Place(be, std::vector<float>(out_size));
+    op = [&, mask, batch, heads, nq, nk, dqk, dv] {
+      AttentionArgs args;
+      args.batch = batch;
+      args.heads = heads;
+      args.nq = nq;
+      args.nk = nk;
+      args.dqk = dqk;
+      args.dv = dv;
+      args.q = keep[0].data();
+      args.k = keep[1].data();
+      args.v = keep[2].data();
+      args.key_mask = mask->data();  // host memory, as the backend contract says
+      args.scale = 1.0f / std::sqrt(static_cast<float>(dqk));
+      args.out = out.data();
+      be.Attention(args);
+    };
+  } else if (s.op == "conv2d") {  // a = batch, b = in_c, c = h (= w), d = out_c, e = kernel, f = stride
+    const int64_t batch = s.a, in_c = s.b, h = s.c, out_c = s.d, k = s.e, stride = s.f;
+    const int64_t pad = k / 2 + k % 2 - 1, oh = (h + pad + k / 2 - k) / stride + 1;
+    keep.push_back(Place(be, Random(batch * in_c * h * h, rng)));
+    std::vector<float> w = Random(out_c * in_c * k * k, rng, 0.1f);
+    const float* weight = be.MatrixWeight(w.data(), out_c, in_c * k * k);
+    out_size = batch * oh * oh * out_c;
+    out = Place(be, std::vector<float>(out_size));
+    op = [&, weight, batch, in_c, h, out_c, k, stride, pad, oh] {
+      be.Conv2d(keep[0].data(), batch, in_c, h, h, weight, nullptr, out_c, k, k, stride, pad, pad, oh, oh, out.data());
+    };
+  } else if (s.op == "strided_copy") {  // space-to-depth of [a, b, c, c] by blocks of d
+    const int64_t batch = s.a, ch = s.b, h = s.c, blk = s.d, h2 = h / blk;
+    keep.push_back(Place(be, Random(batch * ch * h * h, rng)));
+    out_size = batch * ch * h * h;
+    out = Place(be, std::vector<float>(out_size));
+    op = [&, batch, ch, h, blk, h2] {
+      const int64_t shape[6] = {batch, h2, h2, blk, blk, ch};
+      const int64_t src[6] = {ch * h * h, blk * h, blk, h, 1, h * h};
+      int64_t dst[6];
+      dst[5] = 1;
+      for (int i = 4; i >= 0; --i) dst[i] = dst[i + 1] * shape[i + 1];
+      be.StridedCopy(out.data(), dst, keep[0].data(), src, shape, 6);
+    };
+  } else {
+    ThrowInvalidArgument("op: expected layer_norm, gelu, linear, attention, conv2d or strided_copy");
+  }
+  op();
+  be.Synchronize();
+  std::vector<float> host(static_cast<size_t>(out_size));
+  be.CopyToHost(host.data(), out.data(), host.size());
+  if (iterations > 0) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < iterations; ++i) op();
+    be.Synchronize();
+    *ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / iterations;
+  }
+  return host;
+}
+
+class KernelCheckWorker final : public Napi::AsyncWorker {
+ public:
+  KernelCheckWorker(Napi::Env env, CheckSpec spec)
+      : Napi::AsyncWorker(env, "perceiver-io:kernel-check"), deferred_(Napi::Promise::Deferred::New(env)), spec_(std::move(spec)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    try {
+      std::unique_ptr<Backend> gpu = CreateCudaBackend(0, Precision::kFloat32);
+      std::unique_ptr<Backend> cpu = CreateCpuBackend();
+      const std::vector<float> want = RunOp(*cpu, spec_, 7, spec_.iterations, &result_.cpu_ms);
+      const std::vector<float> got = RunOp(*gpu, spec_, 7, spec_.iterations, &result_.gpu_ms);
+      double num = 0, den = 0;
+      for (size_t i = 0; i < want.size(); ++i) {
+        const double d = static_cast<double>(got[i]) - want[i];
+        result_.max_abs_error = std::max(result_.max_abs_error, std::abs(d));
+        num += d * d;
+        den += static_cast<double>(want[i]) * want[i];
+      }
+      result_.relative_error = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+      result_.outputs = static_cast<int64_t>(want.size());
+    } catch (...) {
+      failed_ = true;
+      ClassifyException(std::current_exception(), &code_, &message_);
+    }
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (failed_) {
+      deferred_.Reject(MakeJsError(env, code_, message_).Value());
+      return;
+    }
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("op", spec_.op);
+    out.Set("outputs", static_cast<double>(result_.outputs));
+    out.Set("maxAbsError", result_.max_abs_error);
+    out.Set("relativeError", result_.relative_error);
+    out.Set("cpuMs", result_.cpu_ms);
+    out.Set("gpuMs", result_.gpu_ms);
+    deferred_.Resolve(out);
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  CheckSpec spec_;
+  CheckResult result_;
+  bool failed_ = false;
+  ErrorCode code_ = ErrorCode::kInternal;
+  std::string message_;
+};
+
+}  // namespace
+
+Napi::Value KernelCheck(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return GuardJs(env, [&]() -> Napi::Value {
+    if (info.Length() < 1 || !info[0].IsObject()) ThrowInvalidArgument("kernelCheck({ op, sizes, iterations }): expected an object");
+    Napi::Object o = info[0].As<Napi::Object>();
+    CheckSpec s;
+    Napi::Value op = o.Get("op");
+    if (!op.IsString()) ThrowInvalidArgument("op: expected a string");
+    s.op = op.As<Napi::String>().Utf8Value();
+    Napi::Value sizes = o.Get("sizes");
+    if (!sizes.IsArray()) ThrowInvalidArgument("sizes: expected an array of up to 6 positive integers");
+    Napi::Array list = sizes.As<Napi::Array>();
+    int64_t* fields[6] = {&s.a, &s.b, &s.c, &s.d, &s.e, &s.f};
+    for (uint32_t i = 0; i < list.Length() && i < 6; ++i) {
+      Napi::Value v = list.Get(i);
+      const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+      if (!(d >= 1 && d <= (1 << 24) && std::floor(d) == d)) ThrowInvalidArgument("sizes: expected positive integers");
+      *fields[i] = static_cast<int64_t>(d);
+    }
+    Napi::Value iterations = o.Get("iterations");
+    if (iterations.IsNumber()) s.iterations = std::max(0, std::min(1000, iterations.As<Napi::Number>().Int32Value()));
+    auto* worker = new KernelCheckWorker(env, std::move(s));
+    Napi::Promise promise = worker->Promise();
+    worker->Queue();
+    return promise;
+  });
+}
+
+}  // namespace perceiver

@@ -1,0 +1,9 @@
+#pragma once
+
+#include <napi.h>
+
+namespace perceiver {
+
+Napi::Value KernelCheck(const Napi::CallbackInfo& info);
+
+}  // namespace perceiver
