@@ -26,7 +26,7 @@ t.test('npm run prebuild makes a binary that node-gyp-build loads and runs', asy
 
   // Nothing beyond the C/C++ runtime: OpenBLAS is linked in.
   const deps = execFileSync('ldd', [join(dir, binaries[0]!)], { encoding: 'utf8' });
-  t.notMatch(deps, /openblas|gfortran|not found/, 'no shared BLAS or Fortran runtime needed');
+  t.notMatch(deps, /openblas|gfortran|cudart|cublas|libcuda|not found/, 'no shared BLAS, Fortran or CUDA library needed (cudart static, cuBLAS loaded at run time)');
 
   // A consumer: the published files (dist + prebuilds), no build/ folder, no compiler step.
   const consumer = join(work, 'consumer');
