@@ -85,6 +85,10 @@ const DEFAULTS: PerceiverConfigFields = {
   transformers_version: null,
 };
 
+const MAX_DIM = 1 << 24;
+const MAX_LAYERS = 4096;
+const MAX_LABELS = 1 << 17;
+
 const POSITIVE_INTS = [
   'num_latents', 'd_latents', 'd_model', 'num_blocks', 'num_self_attends_per_block', 'num_self_attention_heads',
   'num_cross_attention_heads', 'self_attention_widening_factor', 'cross_attention_widening_factor', 'vocab_size',
@@ -112,6 +116,7 @@ export class PerceiverConfig {
     // transformers derives the label maps from num_labels when only that is given.
     if (fields.id2label === undefined && typeof extra.num_labels === 'number') {
       const n = extra.num_labels;
+      if (!Number.isSafeInteger(n) || n < 1 || n > MAX_LABELS) throw new ConfigError(`num_labels must be an integer in [1, ${MAX_LABELS}], got ${JSON.stringify(n)}`);
       merged.id2label = Object.fromEntries(Array.from({ length: n }, (_, i) => [String(i), `LABEL_${i}`]));
       merged.label2id = Object.fromEntries(Array.from({ length: n }, (_, i) => [`LABEL_${i}`, i]));
     }
@@ -161,10 +166,14 @@ export class PerceiverConfig {
     for (const key of POSITIVE_INTS) {
       const v = self[key];
       if (!Number.isSafeInteger(v) || (v as number) < 1) throw new ConfigError(`${key} must be a positive integer, got ${JSON.stringify(v)}`);
+      // Bounds far above any real Perceiver, so a hostile config cannot make us build millions of
+      // layers or size-2^50 tables before a weight is read.
+      const max = key === 'num_blocks' || key === 'num_self_attends_per_block' ? MAX_LAYERS : MAX_DIM;
+      if ((v as number) > max) throw new ConfigError(`${key} must be at most ${max}, got ${JSON.stringify(v)}`);
     }
     for (const key of ['qk_channels', 'v_channels'] as const) {
       const v = this[key];
-      if (v !== null && (!Number.isSafeInteger(v) || v < 1)) throw new ConfigError(`${key} must be null or a positive integer, got ${JSON.stringify(v)}`);
+      if (v !== null && (!Number.isSafeInteger(v) || v < 1 || v > MAX_DIM)) throw new ConfigError(`${key} must be null or a positive integer up to ${MAX_DIM}, got ${JSON.stringify(v)}`);
     }
     if (this.cross_attention_shape_for_attention !== 'kv' && this.cross_attention_shape_for_attention !== 'q') {
       throw new ConfigError(`cross_attention_shape_for_attention must be "kv" or "q", got ${JSON.stringify(this.cross_attention_shape_for_attention)}`);
@@ -174,7 +183,9 @@ export class PerceiverConfig {
     if (typeof this.layer_norm_eps !== 'number') throw new ConfigError('layer_norm_eps must be a number');
     for (const key of ['train_size', 'output_shape'] as const) {
       const v = this[key];
-      if (!Array.isArray(v) || !v.every((d) => Number.isSafeInteger(d) && d > 0)) throw new ConfigError(`${key} must be an array of positive integers`);
+      if (!Array.isArray(v) || v.length > 8 || !v.every((d) => Number.isSafeInteger(d) && d > 0 && d <= MAX_DIM)) {
+        throw new ConfigError(`${key} must be a short array of positive integers up to ${MAX_DIM}`);
+      }
     }
     if (this.architectures !== null && (!Array.isArray(this.architectures) || !this.architectures.every((a) => typeof a === 'string'))) {
       throw new ConfigError('architectures must be an array of class names');

@@ -37,6 +37,19 @@ export class WeightsFormatError extends PerceiverError {
   }
 }
 
+/**
+ * A pickle (pytorch_model.bin) asked for something outside what torch.save writes for a state dict:
+ * a global or callable that is not on the allow-list. Nothing was executed.
+ */
+export class UnsafePickleError extends WeightsFormatError {
+  /** What was refused, e.g. "os.system" or "opcode INST". */
+  readonly refused: string;
+  constructor(file: string, refused: string) {
+    super(file, `refused to load: the pickle asks for ${refused}, which a PyTorch state dict never needs (nothing was executed)`);
+    this.refused = refused;
+  }
+}
+
 /** A tensor the model needs is absent from the checkpoint, or has the wrong shape or dtype. */
 export class WeightMismatchError extends PerceiverError {
   readonly weight: string;

@@ -3,6 +3,7 @@
  * The perceiver-io command line.
  *
  *   perceiver-io infer --model DIR --inputs IN.safetensors --output OUT.safetensors [--device cpu] [--dtype float32]
+ *   perceiver-io convert --model DIR [--out DIR] [--force]
  *
  * Any failure prints one line on stderr and exits non-zero (2 for a usage error, 1 otherwise):
  * never a stack trace, never a signal.
@@ -12,6 +13,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { packageRoot } from '../native/binding.js';
 import { PerceiverError } from '../errors.js';
+import { runConvert } from './convert.js';
 import { runInfer } from './infer.js';
 
 class UsageError extends Error {}
@@ -27,6 +29,10 @@ Commands:
                                     "last_hidden_state", float32
             --device cpu            where to run (default cpu)
             --dtype float32         compute precision (default float32)
+  convert   Write a checkpoint's weights (e.g. pytorch_model.bin) as model.safetensors
+            --model DIR             checkpoint folder
+            --out DIR               where to write (default: the same folder)
+            --force                 replace an existing model.safetensors
 
 Options:
   -h, --help      show this help
@@ -46,32 +52,40 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(version() + '\n');
     return 0;
   }
-  if (command !== 'infer') throw new UsageError(`unknown command "${command}" (try --help)`);
-  let values: Record<string, string | boolean | undefined>;
+  if (command === 'infer') return infer(rest);
+  if (command === 'convert') return convert(rest);
+  throw new UsageError(`unknown command "${command}" (try --help)`);
+}
+
+type Options = Record<string, { type: 'string' | 'boolean'; default?: string | boolean; short?: string }>;
+
+function parse(args: string[], options: Options): Record<string, string | boolean | undefined> {
   try {
-    ({ values } = parseArgs({
-      args: rest,
-      options: {
-        model: { type: 'string' },
-        inputs: { type: 'string' },
-        output: { type: 'string' },
-        device: { type: 'string', default: 'cpu' },
-        dtype: { type: 'string', default: 'float32' },
-        help: { type: 'boolean', short: 'h' },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
+    return parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: false }).values;
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
+}
+
+function required(values: Record<string, string | boolean | undefined>, command: string, names: string[]): void {
+  for (const name of names) {
+    if (typeof values[name] !== 'string' || values[name] === '') throw new UsageError(`${command} needs --${name}`);
+  }
+}
+
+async function infer(args: string[]): Promise<number> {
+  const values = parse(args, {
+    model: { type: 'string' },
+    inputs: { type: 'string' },
+    output: { type: 'string' },
+    device: { type: 'string', default: 'cpu' },
+    dtype: { type: 'string', default: 'float32' },
+  });
   if (values.help) {
     process.stdout.write(USAGE + '\n');
     return 0;
   }
-  for (const required of ['model', 'inputs', 'output'] as const) {
-    if (typeof values[required] !== 'string' || values[required] === '') throw new UsageError(`infer needs --${required}`);
-  }
+  required(values, 'infer', ['model', 'inputs', 'output']);
   const summary = await runInfer({
     model: values.model as string,
     inputs: values.inputs as string,
@@ -79,6 +93,18 @@ async function main(argv: string[]): Promise<number> {
     device: values.device as string,
     dtype: values.dtype as string,
   });
+  process.stderr.write(summary + '\n');
+  return 0;
+}
+
+async function convert(args: string[]): Promise<number> {
+  const values = parse(args, { model: { type: 'string' }, out: { type: 'string' }, force: { type: 'boolean' } });
+  if (values.help) {
+    process.stdout.write(USAGE + '\n');
+    return 0;
+  }
+  required(values, 'convert', ['model']);
+  const summary = await runConvert({ model: values.model as string, out: values.out as string | undefined, force: values.force === true });
   process.stderr.write(summary + '\n');
   return 0;
 }

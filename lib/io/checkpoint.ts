@@ -1,21 +1,31 @@
 /**
- * Loading the weights of a Hugging Face checkpoint folder: either one `model.safetensors`, or
- * shards listed by `model.safetensors.index.json` (`{"metadata": {...}, "weight_map": {tensor: shard}}`).
- * The index is untrusted input like the weights themselves: shard names are confined to the folder
- * and the index is checked against what the shards actually hold.
+ * Loading the weights of a Hugging Face checkpoint folder, preferring safetensors as transformers
+ * does: `model.safetensors.index.json` (shards), `model.safetensors`, then PyTorch's
+ * `pytorch_model.bin.index.json` (shards) and `pytorch_model.bin`, read by a restricted unpickler
+ * that never executes anything (lib/io/pytorch.ts). An index (`{"metadata": {...}, "weight_map":
+ * {tensor: shard}}`) is untrusted input like the weights themselves: shard names are confined to
+ * the folder and the index is checked against what the shards actually hold.
  */
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { InvalidArgumentError, WeightsFormatError, describeValue } from '../errors.js';
 import type { Tensor } from '../tensor.js';
+import { readPytorchCheckpoint } from './pytorch.js';
 import { readSafetensors } from './safetensors.js';
 
-const SINGLE_FILE = 'model.safetensors';
-const INDEX_FILE = 'model.safetensors.index.json';
+type ShardReader = (path: string) => Promise<Map<string, Tensor>>;
+
+const readSafetensorsTensors: ShardReader = async (path) => (await readSafetensors(path)).tensors;
+
+/** The layouts a folder may have, in the order transformers prefers them. */
+const LAYOUTS: { index: string; single: string; read: ShardReader }[] = [
+  { index: 'model.safetensors.index.json', single: 'model.safetensors', read: readSafetensorsTensors },
+  { index: 'pytorch_model.bin.index.json', single: 'pytorch_model.bin', read: readPytorchCheckpoint },
+];
 
 export interface CheckpointWeights {
   tensors: Map<string, Tensor>;
-  /** Paths of the safetensors files that were read, in the order they were read. */
+  /** Paths of the weight files that were read, in the order they were read. */
   files: string[];
 }
 
@@ -82,7 +92,7 @@ function parseIndex(indexPath: string, text: string): Map<string, string> {
   return result;
 }
 
-async function loadSharded(dir: string, indexPath: string, text: string): Promise<CheckpointWeights> {
+async function loadSharded(dir: string, indexPath: string, text: string, read: ShardReader): Promise<CheckpointWeights> {
   const weightMap = parseIndex(indexPath, text);
   const tensors = new Map<string, Tensor>();
   const shardOf = new Map<string, string>();
@@ -91,8 +101,7 @@ async function loadSharded(dir: string, indexPath: string, text: string): Promis
   for (const shard of new Set(weightMap.values())) {
     const path = join(dir, shard);
     files.push(path);
-    const contents = await readSafetensors(path);
-    for (const [name, tensor] of contents.tensors) {
+    for (const [name, tensor] of await read(path)) {
       const previous = shardOf.get(name);
       if (previous !== undefined) {
         throw new WeightsFormatError(path, `tensor ${JSON.stringify(name)} is also stored in shard ${JSON.stringify(previous)}`);
@@ -109,25 +118,18 @@ async function loadSharded(dir: string, indexPath: string, text: string): Promis
   return { tensors, files };
 }
 
-/** Loads every tensor of the checkpoint in `dir` (sharded or single-file safetensors). */
+/** Loads every tensor of the checkpoint in `dir` (safetensors or pytorch_model.bin, sharded or not). */
 export async function loadCheckpointWeights(dir: string): Promise<CheckpointWeights> {
   const stat = await fsp.stat(dir).catch(() => undefined);
   if (!stat?.isDirectory()) {
-    throw new InvalidArgumentError('model', 'a checkpoint folder containing config.json and model.safetensors', dir);
+    throw new InvalidArgumentError('model', 'a checkpoint folder containing config.json and model.safetensors (or pytorch_model.bin)', dir);
   }
-
-  const indexPath = join(dir, INDEX_FILE);
-  const indexText = await readOptionalText(indexPath);
-  if (indexText !== undefined) return loadSharded(dir, indexPath, indexText);
-
-  const single = join(dir, SINGLE_FILE);
-  if (await exists(single)) {
-    const { tensors } = await readSafetensors(single);
-    return { tensors, files: [single] };
+  for (const layout of LAYOUTS) {
+    const indexPath = join(dir, layout.index);
+    const indexText = await readOptionalText(indexPath);
+    if (indexText !== undefined) return loadSharded(dir, indexPath, indexText, layout.read);
+    const single = join(dir, layout.single);
+    if (await exists(single)) return { tensors: await layout.read(single), files: [single] };
   }
-  throw new WeightsFormatError(
-    dir,
-    `no ${SINGLE_FILE} or ${INDEX_FILE} was found in this folder (PyTorch pytorch_model.bin checkpoints are not supported yet; ` +
-      'save the model with safe_serialization=True or convert it to safetensors)',
-  );
+  throw new WeightsFormatError(dir, `no weights in this folder: expected ${LAYOUTS.flatMap((l) => [l.single, l.index]).join(', ')}`);
 }

@@ -1,5 +1,6 @@
 #include "napi/native_model.h"
 
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -79,6 +80,14 @@ InputArray ReadInput(const Napi::Object& js, const std::string& what) {
   if (array.TypedArrayType() == napi_float32_array) {
     const float* src = data.As<Napi::Float32Array>().Data();
     in.values.assign(src, src + count);
+    // One documented policy for NaN and Inf: rejected here, before any compute, so no output is
+    // ever silently poisoned (see README, "Bad input").
+    for (int64_t i = 0; i < count; ++i) {
+      if (!std::isfinite(in.values[i])) {
+        ThrowInvalidArgument(what + ": non-finite value " + (std::isnan(in.values[i]) ? "NaN" : "Inf") + " at flat index " +
+                             std::to_string(i) + "; inputs must be finite");
+      }
+    }
   } else {
     in.integer = true;
     const std::vector<int64_t> ids = ReadIntegers(data, what + ".data");
