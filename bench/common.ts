@@ -177,3 +177,18 @@ export function formatTable(table: Table): string {
   const rule = '|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|';
   return [table.title, line(table.headers), rule, ...table.rows.map(line)].join('\n');
 }
+
+/** Reproducible values in [-1, 1) (xorshift32), for benchmark inputs. */
+export function randomValues(n: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    out[i] = x / 2147483648 - 1;
+  }
+  return out;
+}

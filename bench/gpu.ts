@@ -18,6 +18,7 @@ import {
   type PerceiverModel,
 } from '../lib/index.js';
 import { loadAddon } from '../lib/native/binding.js';
+import { randomValues } from './common.js';
 
 const { values } = parseArgs({ options: { device: { type: 'string', default: 'cuda:0' }, budget: { type: 'string', default: '240' } } });
 const device = values.device!;
@@ -29,19 +30,6 @@ function emit(record: Record<string, unknown>): void {
   process.stdout.write(JSON.stringify({ ...record, t: Math.round((performance.now() - started) / 100) / 10 }) + '\n');
 }
 
-function random(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    out[i] = x / 2147483648 - 1;
-  }
-  return out;
-}
 
 function ids(batch: number): Tensor {
   const data = new BigInt64Array(batch * 2048);
@@ -78,14 +66,14 @@ const CASES: Case[] = [
   {
     name: 'vision-learned',
     build: () => new PerceiverForImageClassificationLearned(vision({ image_size: 224, d_model: 512 })),
-    input: (b) => new Tensor('float32', [b, 3, 224, 224], random(b * 3 * 224 * 224, 3)),
+    input: (b) => new Tensor('float32', [b, 3, 224, 224], randomValues(b * 3 * 224 * 224, 3)),
     shape: (b) => [b, 1000],
     runs: [['bfloat16', 1], ['bfloat16', 32], ['float32', 32]],
   },
   {
     name: 'vision-fourier',
     build: () => new PerceiverForImageClassificationFourier(vision({ d_model: 261 })),
-    input: (b) => new Tensor('float32', [b, 3, 224, 224], random(b * 3 * 224 * 224, 5)),
+    input: (b) => new Tensor('float32', [b, 3, 224, 224], randomValues(b * 3 * 224 * 224, 5)),
     shape: (b) => [b, 1000],
     runs: [['bfloat16', 32], ['float32', 32]],
   },
@@ -93,7 +81,7 @@ const CASES: Case[] = [
     name: 'optical-flow',
     build: () =>
       new PerceiverForOpticalFlow(new PerceiverConfig({ num_latents: 2048, d_latents: 512, d_model: 322, num_blocks: 1, num_self_attends_per_block: 24, num_self_attention_heads: 16, num_cross_attention_heads: 1 })),
-    input: (b) => new Tensor('float32', [b, 2, 27, 368, 496], random(b * 2 * 27 * 368 * 496, 7)),
+    input: (b) => new Tensor('float32', [b, 2, 27, 368, 496], randomValues(b * 2 * 27 * 368 * 496, 7)),
     shape: (b) => [b, 368, 496, 2],
     runs: [['bfloat16', 1], ['float32', 1]],
   },
@@ -139,7 +127,7 @@ for (const c of CASES) {
 // A 1920x1080 frame pair in one pass (transformers materialises 2 x 7.7 GiB of scores for it).
 try {
   const model = await CASES[3]!.build().loadWeights(new RandomWeightStore(1), { device, dtype: 'bfloat16' });
-  const inputs = new Tensor('float32', [1, 2, 27, 1080, 1920], random(2 * 27 * 1080 * 1920, 9));
+  const inputs = new Tensor('float32', [1, 2, 27, 1080, 1920], randomValues(2 * 27 * 1080 * 1920, 9));
   const encoding = await model.encode({ inputs });
   const points = Int32Array.from({ length: 1080 * 1920 }, (_, i) => i);
   const t0 = performance.now();

@@ -12,7 +12,7 @@ import {
   Tensor,
   type PerceiverModel,
 } from '../lib/index.js';
-import { type BenchCase, type BenchOptions, type CaseReport, fmt, measureSgemm, median, peakRssMiB, secondsSince } from './common.js';
+import { type BenchCase, type BenchOptions, type CaseReport, fmt, measureSgemm, median, peakRssMiB, randomValues, secondsSince } from './common.js';
 
 interface HeadCaseSpec {
   name: string;
@@ -25,20 +25,6 @@ interface HeadCaseSpec {
   expectedShape(batch: number): number[];
 }
 
-/** Deterministic values in [-1, 1) (xorshift32). */
-function randomValues(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    out[i] = x / 2147483648 - 1;
-  }
-  return out;
-}
 
 function check(logits: Tensor | undefined, want: number[], name: string): void {
   if (!logits) throw new Error(`${name}: no logits`);

@@ -17,7 +17,7 @@ function sameBytes(a: Tensor, b: Tensor): boolean {
   return a.dtype === b.dtype && a.shape.join() === b.shape.join() && Buffer.from(a.bytes()).equals(Buffer.from(b.bytes()));
 }
 
-for (const name of ['text-mlm', 'image-conv', 'optical-flow', 'multimodal-autoencoding']) {
+for (const name of ['text-mlm', 'text-classification', 'image-learned', 'image-fourier', 'image-conv', 'optical-flow', 'multimodal-autoencoding']) {
   t.test(`${name}: a pytorch_model.bin folder gives the safetensors twin's outputs`, async (t) => {
     const binModel = await AutoModel.fromPretrained(BIN(name));
     const stModel = await AutoModel.fromPretrained(fixtureDir(name));
@@ -37,7 +37,7 @@ for (const name of ['text-mlm', 'image-conv', 'optical-flow', 'multimodal-autoen
     };
     const a = await binModel.forward(call);
     const b = await stModel.forward(call);
-    const logits = (x: unknown) => (x instanceof Tensor ? { '': x } : (x as Record<string, Tensor>));
+    const logits = (x: unknown): Record<string, Tensor> => (x instanceof Tensor ? { '': x } : (x as Record<string, Tensor>));
     for (const [key, tensor] of Object.entries(logits(b.logits))) {
       t.ok(sameBytes(logits(a.logits)[key]!, tensor), `logits${key ? '.' + key : ''}: identical`);
     }

@@ -27,7 +27,7 @@
  * globals torch.save writes for a plain state dict are allowed (no tensor subclasses, quantized
  * tensors, numpy arrays, UntypedStorage or dtype objects).
  */
-import { promises as fsp } from 'node:fs';
+import { readWeightsFile } from './read_file.js';
 import * as zlib from 'node:zlib';
 import { InvalidArgumentError, PerceiverError, UnsafePickleError, WeightsFormatError } from '../errors.js';
 import { DTYPE_INFO, Tensor, type AnyTypedArray, type DType, type TypedArrayFor } from '../tensor.js';
@@ -1134,12 +1134,5 @@ export function parsePytorchCheckpoint(bytes: Uint8Array, source: string): Map<s
 
 /** Reads (one read of the whole file) and parses a PyTorch checkpoint. */
 export async function readPytorchCheckpoint(path: string): Promise<Map<string, Tensor>> {
-  let bytes: Buffer;
-  try {
-    bytes = await fsp.readFile(path);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new WeightsFormatError(path, `cannot read the file${code ? ` (${code})` : ''}: ${(err as Error).message}`, { cause: err });
-  }
-  return parsePytorchCheckpoint(bytes, path);
+  return parsePytorchCheckpoint(await readWeightsFile(path), path);
 }

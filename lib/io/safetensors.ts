@@ -15,6 +15,7 @@
  * big-endian hosts are not supported (Node.js runs on none of its tier-1 platforms big-endian).
  */
 import { promises as fsp } from 'node:fs';
+import { readWeightsFile } from './read_file.js';
 import { InvalidArgumentError, WeightsFormatError, describeValue } from '../errors.js';
 import { DTYPE_INFO, Tensor, type AnyTypedArray, type DType, type TypedArrayFor } from '../tensor.js';
 
@@ -206,14 +207,7 @@ export function parseSafetensors(bytes: Uint8Array, source: string): Safetensors
 
 /** Reads and parses a safetensors file (one read of the whole file). */
 export async function readSafetensors(path: string): Promise<SafetensorsContents> {
-  let bytes: Buffer;
-  try {
-    bytes = await fsp.readFile(path);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new WeightsFormatError(path, `cannot read the file${code ? ` (${code})` : ''}: ${(err as Error).message}`, { cause: err });
-  }
-  return parseSafetensors(bytes, path);
+  return parseSafetensors(await readWeightsFile(path), path);
 }
 
 /**
