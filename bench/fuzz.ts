@@ -10,7 +10,6 @@
  * test/fuzz.test.ts runs a short pass of the same harness in CI.
  */
 import { readFileSync } from 'node:fs';
-import { deflateRawSync } from 'node:zlib';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AutoModel } from '../lib/auto.js';
@@ -19,6 +18,7 @@ import { PerceiverError } from '../lib/errors.js';
 import { parsePytorchCheckpoint } from '../lib/io/pytorch.js';
 import { parseSafetensors } from '../lib/io/safetensors.js';
 import { packageRoot } from '../lib/native/binding.js';
+import { makeZip } from './zip.js';
 
 export type Format = 'safetensors' | 'bin' | 'config';
 
@@ -109,64 +109,6 @@ function mutateJsonText(text: string, rng: Random): string {
   return tokens.join('');
 }
 
-// --- minimal zip writer, to put mutated pickles back inside a valid archive ---
-
-const CRC_TABLE = (() => {
-  const table = new Uint32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    table[n] = c >>> 0;
-  }
-  return table;
-})();
-
-function crc32(data: Uint8Array): number {
-  let c = 0xffffffff;
-  for (const byte of data) c = CRC_TABLE[(c ^ byte) & 0xff]! ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-}
-
-/** A STORED (or DEFLATE) zip of the given entries. */
-export function zip(entries: [string, Uint8Array][], deflate = false): Uint8Array {
-  const local: Buffer[] = [];
-  const central: Buffer[] = [];
-  let offset = 0;
-  for (const [name, data] of entries) {
-    const nameBytes = Buffer.from(name);
-    const body = deflate ? deflateRawSync(data) : Buffer.from(data);
-    const header = Buffer.alloc(30);
-    header.writeUInt32LE(0x04034b50, 0);
-    header.writeUInt16LE(20, 4);
-    header.writeUInt16LE(deflate ? 8 : 0, 8);
-    header.writeUInt32LE(crc32(data), 14);
-    header.writeUInt32LE(body.length, 18);
-    header.writeUInt32LE(data.length, 22);
-    header.writeUInt16LE(nameBytes.length, 26);
-    local.push(header, nameBytes, body);
-    const dir = Buffer.alloc(46);
-    dir.writeUInt32LE(0x02014b50, 0);
-    dir.writeUInt16LE(20, 4);
-    dir.writeUInt16LE(20, 6);
-    dir.writeUInt16LE(deflate ? 8 : 0, 10);
-    dir.writeUInt32LE(crc32(data), 16);
-    dir.writeUInt32LE(body.length, 20);
-    dir.writeUInt32LE(data.length, 24);
-    dir.writeUInt16LE(nameBytes.length, 28);
-    dir.writeUInt32LE(offset, 42);
-    central.push(dir, nameBytes);
-    offset += 30 + nameBytes.length + body.length;
-  }
-  const centralSize = central.reduce((n, b) => n + b.length, 0);
-  const end = Buffer.alloc(22);
-  end.writeUInt32LE(0x06054b50, 0);
-  end.writeUInt16LE(entries.length, 8);
-  end.writeUInt16LE(entries.length, 10);
-  end.writeUInt32LE(centralSize, 12);
-  end.writeUInt32LE(offset, 16);
-  return Buffer.concat([...local, ...central, end]);
-}
-
 /** The entries of a STORED zip as written by torch.save (seed material for the re-wrapping mutator). */
 function storedEntries(bytes: Uint8Array): [string, Uint8Array][] {
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -217,7 +159,8 @@ function mutate(format: Format, seed: Uint8Array, rng: Random): Uint8Array {
       const target = rng.next() < 0.8 ? entries.findIndex(([n]) => n.endsWith('data.pkl')) : rng.int(entries.length);
       const i = target < 0 ? 0 : target;
       entries[i] = [entries[i]![0], mutateBytes(entries[i]![1], rng)];
-      return zip(entries, rng.next() < 0.2);
+      const method = rng.next() < 0.2 ? 8 : 0;
+      return makeZip(entries.map(([name, data]) => ({ name, data, method })));
     }
     return mutateBytes(seed, rng);
   }

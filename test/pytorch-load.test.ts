@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AutoModel, loadCheckpointWeights, readSafetensors, Tensor, UnsafePickleError } from '../lib/index.js';
-import { zip } from '../bench/fuzz.js';
+import { makeZip } from '../bench/zip.js';
 import { fixtureDir, fixtureIo, FIXTURES, REPO, tempDir } from './helpers/fixtures.js';
 
 const BIN = (name: string) => join(FIXTURES, '..', 'fixtures-bin', name);
@@ -77,7 +77,7 @@ t.test('a hostile pytorch_model.bin is refused by AutoModel and the CLI, and run
     command,
     Buffer.from([0x85, 0x52, 0x2e]),
   ]);
-  writeFileSync(join(dir, 'pytorch_model.bin'), zip([['archive/data.pkl', pickle], ['archive/version', Buffer.from('3\n')]]));
+  writeFileSync(join(dir, 'pytorch_model.bin'), makeZip([{ name: 'archive/data.pkl', data: pickle }, { name: 'archive/version', data: Buffer.from('3\n') }]));
   const error = await loadCheckpointWeights(dir).catch((e: unknown) => e);
   t.type(error, UnsafePickleError);
   t.match((error as UnsafePickleError).refused, /os\.system/);
