@@ -118,7 +118,8 @@ export class PerceiverImagePreprocessor implements PerceiverPreprocessor {
   readonly concatOrAdd: 'concat' | 'add';
   readonly positionEmbeddings: BuiltPositionEncoding;
 
-  constructor(config: PerceiverConfig, options: ImagePreprocessorOptions = {}) {
+  // config is taken, as transformers' signature takes it, though no image setting is read from it.
+  constructor(_config: PerceiverConfig, options: ImagePreprocessorOptions = {}) {
     this.prepType = options.prepType ?? 'conv';
     if (!['conv', 'conv1x1', 'patches', 'pixels'].includes(this.prepType)) throw new ConfigError(`prep_type ${JSON.stringify(this.prepType)} is invalid`);
     this.spatialDownsample = options.spatialDownsample ?? 4;
@@ -144,7 +145,6 @@ export class PerceiverImagePreprocessor implements PerceiverPreprocessor {
       trainablePositionEncodingKwargs: options.trainablePositionEncodingKwargs,
       fourierPositionEncodingKwargs: options.fourierPositionEncodingKwargs,
     });
-    void config;
   }
 
   /** transformers' num_channels: feature channels (for the prep type) plus the position encoding's. */
@@ -241,7 +241,7 @@ export class PerceiverAudioPreprocessor implements PerceiverPreprocessor {
   readonly concatOrAdd: 'concat' | 'add';
   readonly positionEmbeddings: BuiltPositionEncoding;
 
-  constructor(config: PerceiverConfig, options: AudioPreprocessorOptions = {}) {
+  constructor(_config: PerceiverConfig, options: AudioPreprocessorOptions = {}) {
     if ((options.prepType ?? 'patches') !== 'patches') throw new ConfigError(`prep_type ${JSON.stringify(options.prepType)} is invalid, can only be 'patches'`);
     this.samplesPerPatch = options.samplesPerPatch ?? 96;
     this.concatOrAdd = options.concatOrAdd ?? 'concat';
@@ -252,7 +252,6 @@ export class PerceiverAudioPreprocessor implements PerceiverPreprocessor {
       trainablePositionEncodingKwargs: options.trainablePositionEncodingKwargs,
       fourierPositionEncodingKwargs: options.fourierPositionEncodingKwargs,
     });
-    void config;
   }
 
   get numChannels(): number {

@@ -34,14 +34,6 @@ void CopyIntoColumns(Backend& backend, const float* src, int64_t src_batch_strid
   backend.StridedCopy(dst + col0, dst_strides, src, src_strides, shape, 3);
 }
 
-void CopyIntoRows(Backend& backend, const float* src, int64_t batch, int64_t rows, int64_t cols, float* dst,
-                  int64_t dst_rows, int64_t row0) {
-  const int64_t shape[2] = {batch, rows * cols};
-  const int64_t src_strides[2] = {rows * cols, 1};
-  const int64_t dst_strides[2] = {dst_rows * cols, 1};
-  backend.StridedCopy(dst + row0 * cols, dst_strides, src, src_strides, shape, 2);
-}
-
 void RunPerceiverLayer(Backend& be, const PerceiverLayerSpec& L, float eps, BackendTensor& hidden,
                        const BackendTensor* inputs, const uint8_t* key_mask, std::vector<BackendTensor>* attentions) {
   const int64_t batch = hidden.shape[0], nq = hidden.shape[1];

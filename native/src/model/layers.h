@@ -54,14 +54,6 @@ BackendTensor ApplyLinear(Backend& backend, const LinearWeights& w, const Backen
 void CopyIntoColumns(Backend& backend, const float* src, int64_t src_batch_stride, int64_t batch, int64_t rows,
                      int64_t cols, float* dst, int64_t dst_cols, int64_t col0);
 
-// Copies x [batch, rows, cols] into rows [row0, row0 + rows) of dst [batch, dst_rows, cols].
-void CopyIntoRows(Backend& backend, const float* src, int64_t batch, int64_t rows, int64_t cols, float* dst,
-                  int64_t dst_rows, int64_t row0);
-
-struct AttentionRecord {
-  std::vector<BackendTensor>* sink = nullptr;  // where attention weights go when asked for
-};
-
 // Runs one PerceiverLayer on hidden [batch, nq, q_dim] in place. For cross-attention, inputs is
 // [batch, nk, kv_dim] and key_mask (optional, host, [batch, nk]) masks padded inputs.
 void RunPerceiverLayer(Backend& backend, const PerceiverLayerSpec& layer, float eps, BackendTensor& hidden,

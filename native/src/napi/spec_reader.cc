@@ -19,8 +19,6 @@ class SpecReader {
  public:
   SpecReader(const Napi::Object& weights, Backend& backend) : weights_(weights), backend_(backend) {}
 
-  Napi::Value Get(const Napi::Object& o, const char* key) { return o.Get(key); }
-
   bool Present(const Napi::Object& o, const char* key) {
     Napi::Value v = o.Get(key);
     return !v.IsNull() && !v.IsUndefined();
