@@ -9,6 +9,7 @@ export {
   PerceiverModel,
   PerceiverEncoding,
   type EncodeCall,
+  type EmbedOptions,
   type DecodeCall,
   type ForwardCall,
   type Logits,

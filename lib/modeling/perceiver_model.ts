@@ -57,6 +57,12 @@ export interface EncodeCall {
 export type SubsampledOutputPoints = PointList | Record<string, PointList | null>;
 export type PointList = Tensor | ArrayLike<number> | BigInt64Array;
 
+export interface EmbedOptions {
+  pooling?: 'mean' | 'none';
+  attentionMask?: Tensor;
+  interpolatePosEncoding?: boolean;
+}
+
 export interface DecodeCall {
   subsampledOutputPoints?: SubsampledOutputPoints;
   outputAttentions?: boolean;
@@ -297,6 +303,31 @@ export class PerceiverModel<L extends Logits = Tensor<'float32'>> {
     const request = this.#encodeRequest(call);
     const r = await this.#track(() => native.encode(request));
     return new PerceiverEncoding(r.encoding, r);
+  }
+
+  /**
+   * Embeddings from the latents, without running the decoder: `pooling: 'mean'` (default) averages
+   * the latents into [batch, d_latents]; `'none'` returns them whole, [batch, num_latents, d_latents].
+   */
+  async embed(inputs: EncodeCall['inputs'], options: EmbedOptions = {}): Promise<Tensor<'float32'>> {
+    if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options', 'an object such as { pooling }', options);
+    const pooling = options.pooling ?? 'mean';
+    if (pooling !== 'mean' && pooling !== 'none') throw new InvalidArgumentError('pooling', "'mean' or 'none'", pooling);
+    const encoding = await this.encode({ inputs, attentionMask: options.attentionMask, interpolatePosEncoding: options.interpolatePosEncoding });
+    encoding.dispose();
+    const latents = encoding.lastHiddenState;
+    if (pooling === 'none') return latents;
+    const [batch, n, d] = latents.shape as [number, number, number];
+    const out = new Float32Array(batch * d);
+    for (let b = 0; b < batch; b++) {
+      const row = out.subarray(b * d, (b + 1) * d);
+      for (let i = 0; i < n; i++) {
+        const latent = latents.data.subarray((b * n + i) * d, (b * n + i + 1) * d);
+        for (let c = 0; c < d; c++) row[c]! += latent[c]!;
+      }
+      for (let c = 0; c < d; c++) row[c]! /= n;
+    }
+    return new Tensor('float32', [batch, d], out);
   }
 
   /** Decodes an encoding of this model at the requested output points (every point by default). */
