@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# The one GPU check, for a session holding the GPU machine (see ../shared/device/README.md):
-# build there, run every parity test and kernel check on the GPU in each precision, then the
-# speed cases beside transformers' own (hf_baseline.py) on the same card, and print the ratios.
+# The one GPU check, for a session holding the GPU machine (see ../shared/device/README.md).
 #
-# Here, first:   bash bench/gpu-check.sh --prepare     (packs Node, node_modules and the anchors into .device/)
-# There:         bash bench/gpu-check.sh               (run with .device carried; about 6-7 minutes)
+# Here, first:  bash bench/gpu-check.sh --prepare
+#   packs what the GPU machine lacks into .device/ (ignored by git): Node, Node's headers,
+#   node-addon-api's headers, the compiled TypeScript (dist), a static OpenBLAS, the anchors.
+# There:        bash bench/gpu-check.sh      (device `run` with carry [".device"]; about 6-7 minutes)
+#   builds the addon with plain cmake (no node_modules, no network there), runs the kernel checks
+#   and every fixture's parity in each precision (dist/bench/gpu-check.js), then transformers'
+#   hf_baseline.py and perceiver-io's speed cases one after the other on the same card, and prints
+#   the ratio table.
 # Results land in $OUT (or ./gpu-check-out): gpu-check.log, hf.jsonl, ours.jsonl, ratios.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -13,14 +17,16 @@ if [ "${1:-}" = "--prepare" ]; then
   mkdir -p .device
   grep -qx '/.device/' .git/info/exclude 2>/dev/null || echo '/.device/' >> .git/info/exclude
   [ -f .device/node.xz ] || bash ../shared/device/pack-node.sh
-  # Only what the check loads: the build tools, tap and its TypeScript plugin, node-addon-api.
-  tar -cJf .device/node_modules.tar.xz --exclude=node_modules/@img --exclude=node_modules/sharp node_modules
-  cp -r ../shared/anchors .device/anchors
-  # The GPU machine has no static OpenBLAS: carry this machine's (the CPU backend links it).
+  tar -cJf .device/node-headers.tar.xz -C "$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")" include/node
+  rm -rf .device/node-addon-api && cp -r node_modules/node-addon-api .device/node-addon-api
+  npx tsc -p tsconfig.build.json && rm -rf .device/dist && cp -r dist .device/dist
+  rm -rf .device/anchors && cp -r ../shared/anchors .device/anchors
   mkdir -p .device/openblas/include .device/openblas/lib
   cp "$(node native/scripts/build-config.cjs openblas-include)"/*.h .device/openblas/include/
   xz -c "$(readlink -f "$(node native/scripts/build-config.cjs openblas-lib)")" > .device/openblas/lib/libopenblas.a.xz
   du -sh .device
+  echo "working tree + .device (must stay under 64 MiB):"
+  { git ls-files -z | xargs -0 du -cb | tail -1; du -sb .device; } | awk '{ s += $1 } END { printf "%.1f MiB\n", s / 1048576 }'
   exit 0
 fi
 
@@ -32,28 +38,28 @@ step() { printf '\n== %s (%ss)\n' "$*" "$SECONDS"; }
 step "toolchain"
 mkdir -p /tmp/nb && xz -dc .device/node.xz > /tmp/nb/node && chmod +x /tmp/nb/node
 export PATH=/tmp/nb:/usr/local/cuda/bin:$PATH
-[ -d node_modules ] || tar -xJf .device/node_modules.tar.xz
+mkdir -p /tmp/nodeh && tar -xJf .device/node-headers.tar.xz -C /tmp/nodeh
+[ -f .device/openblas/lib/libopenblas.a ] || xz -dk .device/openblas/lib/libopenblas.a.xz
 node --version; nvcc --version | tail -1; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 
-step "build (cmake-js: CUDA sm_90 for this card)"
-[ -f .device/openblas/lib/libopenblas.a ] || xz -dk .device/openblas/lib/libopenblas.a.xz
+step "build (plain cmake, CUDA sm_90 for this card)"
 export PERCEIVER_CUDA_ARCHS=90 PERCEIVER_OPENBLAS_DIR="$PWD/.device/openblas"
-rm -rf build
-npx cmake-js compile --parallel 16 > "$OUT_DIR/build.log" 2>&1 || { tail -30 "$OUT_DIR/build.log"; exit 1; }
-npx tsc -p tsconfig.build.json
+rm -rf build && mkdir -p build
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_JS_INC=/tmp/nodeh/include/node \
+  -DNODE_ADDON_API_DIR="$PWD/.device/node-addon-api" > "$OUT_DIR/build.log" 2>&1 &&
+  cmake --build build -j 16 >> "$OUT_DIR/build.log" 2>&1 || { tail -40 "$OUT_DIR/build.log"; exit 1; }
+rm -rf dist && cp -r .device/dist dist
+export PERCEIVER_IO_PREBUILD="$PWD/build/Release/perceiver_io.node"
+[ -f "$PERCEIVER_IO_PREBUILD" ] || export PERCEIVER_IO_PREBUILD="$(find build -name perceiver_io.node | head -1)"
 node -e "import('./dist/lib/index.js').then((m) => console.log(JSON.stringify(m.capabilities().cuda)))"
 
-step "hf_baseline.py in the background (transformers on the same card)"
-(cd .device/anchors && PYTHONUNBUFFERED=1 python3 hf_baseline.py 200 > "$OUT_DIR/hf.jsonl" 2> "$OUT_DIR/hf.err") &
-HF_PID=$!
-
 step "kernel checks and parity on cuda, every precision"
-for dtype in float32 tfloat32 float16 bfloat16; do
-  PERCEIVER_TEST_DEVICE=cuda PERCEIVER_TEST_DTYPE=$dtype npx tap --disable-coverage --reporter=terse \
-    test/cuda.test.ts test/parity-text.test.ts test/parity-heads.test.ts 2>&1 | tail -4 | sed "s/^/[$dtype] /"
-done
+node dist/bench/gpu-check.js --device cuda:0
 
-wait $HF_PID
+# One after the other, never side by side, so neither timing disturbs the other.
+step "transformers on the same card (hf_baseline.py)"
+(cd .device/anchors && PYTHONUNBUFFERED=1 python3 hf_baseline.py 150 > "$OUT_DIR/hf.jsonl" 2> "$OUT_DIR/hf.err")
+
 step "perceiver-io speed cases"
 node dist/bench/gpu.js --device cuda:0 --budget 150 | tee "$OUT_DIR/ours.jsonl"
 
