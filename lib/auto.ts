@@ -11,7 +11,7 @@ import {
   PerceiverForOpticalFlow,
   PerceiverForSequenceClassification,
 } from './modeling/heads.js';
-import type { LoadOptions, Logits, PerceiverModel } from './modeling/perceiver_model.js';
+import { checkpointFolder, type LoadOptions, type Logits, type PerceiverModel } from './modeling/perceiver_model.js';
 
 type AnyHead = new (config: PerceiverConfig) => PerceiverModel<Logits>;
 
@@ -26,11 +26,15 @@ export const ARCHITECTURES: Record<string, AnyHead> = {
 };
 
 export class AutoModel {
-  /** Loads a checkpoint folder (config.json + model.safetensors or a sharded index) into its head class. */
+  /**
+   * Loads a checkpoint folder (config.json + model.safetensors, pytorch_model.bin or a sharded
+   * index), or a Hugging Face Hub id downloaded into the standard cache, into its head class.
+   */
   static async fromPretrained(dir: string, options: LoadOptions = {}): Promise<PerceiverModel<Logits>> {
-    const config = await PerceiverConfig.fromPretrained(dir);
+    const folder = await checkpointFolder(dir, options.hub);
+    const config = await PerceiverConfig.fromPretrained(folder);
     const Head = AutoModel.headFor(config);
-    const { tensors } = await loadCheckpointWeights(dir);
+    const { tensors } = await loadCheckpointWeights(folder);
     return new Head(config).loadWeights(tensors, options);
   }
 

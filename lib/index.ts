@@ -19,6 +19,7 @@ export {
   type PerceiverModules,
   type SubsampledOutputPoints,
   type ComputeDType,
+  checkpointFolder,
 } from './modeling/perceiver_model.js';
 export {
   PerceiverForMaskedLM,
@@ -60,3 +61,14 @@ export { WeightStore, RandomWeightStore } from './modeling/weights.js';
 export { parseSafetensors, readSafetensors, serializeSafetensors, writeSafetensors } from './io/safetensors.js';
 export { loadCheckpointWeights } from './io/checkpoint.js';
 export { capabilities, type Capabilities } from './capabilities.js';
+export { HubError, isHubId, snapshotDownload, resolveModelPath, defaultHubCacheDir, type HubOptions, type HubProgressEvent } from './hub/download.js';
+export {
+  createBatcher,
+  QueueFullError,
+  CancelledError,
+  type Batcher,
+  type BatcherOptions,
+  type BatchRequest,
+  type BatchResult,
+  type BatcherStats,
+} from './serving/batcher.js';

@@ -8,6 +8,7 @@ import { PerceiverConfig } from '../config.js';
 import { InvalidArgumentError } from '../errors.js';
 import { loadCheckpointWeights } from '../io/checkpoint.js';
 import { writeSafetensors } from '../io/safetensors.js';
+import { checkpointFolder } from '../modeling/perceiver_model.js';
 
 export interface ConvertOptions {
   model: string;
@@ -19,18 +20,19 @@ export interface ConvertOptions {
 const COMPANIONS = ['config.json', 'preprocessor_config.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'];
 
 export async function runConvert(options: ConvertOptions): Promise<string> {
-  await PerceiverConfig.fromPretrained(options.model); // a readable config before any work
-  const out = options.out ?? options.model;
+  const source = await checkpointFolder(options.model, { progress: true });
+  await PerceiverConfig.fromPretrained(source); // a readable config before any work
+  const out = options.out ?? source;
   const target = join(out, 'model.safetensors');
   if (!options.force && (await fsp.stat(target).catch(() => undefined))) {
     throw new InvalidArgumentError('--out', `a folder without model.safetensors (or --force to replace it)`, `${target} already exists`);
   }
-  const { tensors, files } = await loadCheckpointWeights(options.model);
+  const { tensors, files } = await loadCheckpointWeights(source);
   await fsp.mkdir(out, { recursive: true });
   await writeSafetensors(target, tensors, { format: 'pt', converted_by: 'perceiver-io' });
-  if (resolve(out) !== resolve(options.model)) {
+  if (resolve(out) !== resolve(source)) {
     for (const name of COMPANIONS) {
-      await fsp.copyFile(join(options.model, name), join(out, name)).catch((error: NodeJS.ErrnoException) => {
+      await fsp.copyFile(join(source, name), join(out, name)).catch((error: NodeJS.ErrnoException) => {
         if (error.code !== 'ENOENT') throw error;
       });
     }

@@ -39,7 +39,7 @@ export async function runInfer(options: InferOptions): Promise<string> {
     ? Object.fromEntries(pointNames.map((k) => [k.slice(POINTS.length), tensors.get(k)!]))
     : undefined;
 
-  const model = await AutoModel.fromPretrained(options.model, { device: options.device, dtype: options.dtype as ComputeDType });
+  const model = await AutoModel.fromPretrained(options.model, { device: options.device, dtype: options.dtype as ComputeDType, hub: { progress: true } });
   try {
     const single = (model.decoder?.outputModalities.length ?? 0) === 0;
     const points = subsampledOutputPoints && single ? (subsampledOutputPoints[''] ?? Object.values(subsampledOutputPoints)[0]) : subsampledOutputPoints;

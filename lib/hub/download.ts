@@ -64,7 +64,7 @@ export interface HubOptions {
   cacheDir?: string;
   /** The Hub's base URL; default $HF_ENDPOINT or https://huggingface.co. */
   endpoint?: string;
-  /** A Hugging Face access token; default $HF_TOKEN. */
+  /** A Hugging Face access token; default $HF_TOKEN, then the saved login. An empty string sends none. */
   token?: string;
   /** Use only the cache; default from $HF_HUB_OFFLINE. */
   offline?: boolean;
@@ -235,6 +235,9 @@ function settings(repoIdArg: unknown, options: HubOptions): Settings {
 // ---------------------------------------------------------------------------------------------
 // HTTP.
 
+/** The errors raised because no answer came at all (as opposed to an answer that says no). */
+const unreachable = new WeakSet<HubError>();
+
 const USER_AGENT = `perceiver-io; node/${process.versions.node}`;
 const MAX_REDIRECTS = 10;
 
@@ -278,7 +281,9 @@ async function request(
     try {
       response = await fetch(current, { method, headers, redirect: 'manual' });
     } catch (err) {
-      throw new HubError(`cannot reach the Hugging Face Hub at ${new URL(current).origin} for ${what}: ${causeText(err)}`, { cause: err });
+      const error = new HubError(`cannot reach the Hugging Face Hub at ${new URL(current).origin} for ${what}: ${causeText(err)}`, { cause: err });
+      unreachable.add(error);
+      throw error;
     }
     hops.push(response.headers);
     const location = response.headers.get('location');
@@ -487,22 +492,24 @@ function processAlive(pid: number): boolean {
   }
 }
 
-const STALE_LOCK_MS = 30 * 60_000;
+/** A lock not refreshed for this long is abandoned (its holder refreshes it every LOCK_REFRESH_MS). */
+const STALE_LOCK_MS = 2 * 60_000;
+const LOCK_REFRESH_MS = 15_000;
 const inProcessLocks = new Map<string, Promise<unknown>>();
 
 /**
  * Runs `fn` holding `lockPath`: in this process through a promise chain, across processes through
- * a file created exclusively that names its owner. A lock whose owner died on this host (or that
- * is older than 30 minutes, for another host) is taken over.
+ * a file created exclusively that names its owner and whose mtime the owner keeps fresh. A lock
+ * whose owner died on this host, or that nobody refreshed for two minutes, is taken over.
  */
 async function withLock<T>(lockPath: string, fn: () => Promise<T>): Promise<T> {
   const previous = inProcessLocks.get(lockPath) ?? Promise.resolve();
   const run = previous.catch(() => {}).then(async () => {
     await fsp.mkdir(dirname(lockPath), { recursive: true });
-    const owner = `${process.pid}@${hostname()}`;
+    const host = hostname();
     for (;;) {
       try {
-        await fsp.writeFile(lockPath, owner, { flag: 'wx' });
+        await fsp.writeFile(lockPath, `${process.pid}@${host}`, { flag: 'wx' });
         break;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
@@ -511,8 +518,7 @@ async function withLock<T>(lockPath: string, fn: () => Promise<T>): Promise<T> {
       try {
         const [text, stat] = await Promise.all([fsp.readFile(lockPath, 'utf8'), fsp.stat(lockPath)]);
         const match = /^(\d+)@(.*)$/.exec(text.trim());
-        if (match && match[2] === hostname()) stale = !processAlive(Number(match[1]));
-        else stale = Date.now() - stat.mtimeMs > STALE_LOCK_MS;
+        stale = Date.now() - stat.mtimeMs > STALE_LOCK_MS || (match !== null && match[2] === host && !processAlive(Number(match[1])));
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
         throw err;
@@ -520,9 +526,15 @@ async function withLock<T>(lockPath: string, fn: () => Promise<T>): Promise<T> {
       if (stale) await fsp.rm(lockPath, { force: true });
       else await new Promise((resolve) => setTimeout(resolve, 200));
     }
+    const refresh = setInterval(() => {
+      const now = new Date();
+      fsp.utimes(lockPath, now, now).catch(() => {});
+    }, LOCK_REFRESH_MS);
+    refresh.unref();
     try {
       return await fn();
     } finally {
+      clearInterval(refresh);
       await fsp.rm(lockPath, { force: true });
     }
   });
@@ -601,7 +613,7 @@ async function downloadBlob(s: Settings, file: string, meta: FileMeta, blob: str
   const incomplete = `${blob}.incomplete`;
   const discard = async (message: string, status?: number): Promise<never> => {
     await fsp.rm(incomplete, { force: true });
-    throw new HubError(`${what}: ${message}; the partial download was removed, run again to download it afresh`, { status });
+    throw new HubError(`${what}: ${message}; the download was removed, run again to download it afresh`, { status });
   };
 
   for (let attempt = 0; ; attempt++) {
@@ -639,10 +651,11 @@ async function downloadBlob(s: Settings, file: string, meta: FileMeta, blob: str
     const progress = makeProgress(s.progress, file, meta.size, start);
     let received = start;
     const reader = response.body.getReader();
+    let finished = false;
     try {
       progress?.update(received);
       for (;;) {
-        let chunk: ReadableStreamReadResult<Uint8Array>;
+        let chunk: Awaited<ReturnType<typeof reader.read>>;
         try {
           chunk = await reader.read();
         } catch (err) {
@@ -652,9 +665,11 @@ async function downloadBlob(s: Settings, file: string, meta: FileMeta, blob: str
             { cause: err },
           );
         }
-        if (chunk.done) break;
+        if (chunk.done) {
+          finished = true;
+          break;
+        }
         if (received + chunk.value.byteLength > meta.size) {
-          await reader.cancel().catch(() => {});
           await out.close();
           return discard(`size mismatch: the Hub sends more than the ${meta.size} bytes it announced`);
         }
@@ -664,6 +679,7 @@ async function downloadBlob(s: Settings, file: string, meta: FileMeta, blob: str
       }
       await out.datasync();
     } finally {
+      if (!finished) await reader.cancel().catch(() => {});
       reader.releaseLock();
       await out.close().catch(() => {});
       progress?.done();
@@ -786,7 +802,7 @@ export async function snapshotDownload(repoId: string, options: HubOptions = {})
     info = await fetchRepoInfo(s);
   } catch (err) {
     // Unreachable (no answer at all): a whole cached snapshot will do, as huggingface_hub does.
-    if (err instanceof HubError && err.status === undefined && err.cause !== undefined) {
+    if (err instanceof HubError && unreachable.has(err)) {
       const cached = await cachedSnapshot(s);
       if (cached) return cached;
     }

@@ -4,6 +4,7 @@
  */
 import { PerceiverConfig } from '../config.js';
 import { BackendUnavailableError, ConfigError, DisposedError, InvalidArgumentError } from '../errors.js';
+import { isHubId, snapshotDownload, type HubOptions } from '../hub/download.js';
 import { loadCheckpointWeights } from '../io/checkpoint.js';
 import {
   fromNativeError,
@@ -32,6 +33,14 @@ export interface LoadOptions {
   device?: string;
   /** Compute precision; the CPU backend runs float32. */
   dtype?: ComputeDType;
+  /** How a Hugging Face Hub id is fetched (revision, cache folder, endpoint, token, offline, progress). */
+  hub?: HubOptions;
+}
+
+/** A local checkpoint folder as is; a Hub id (`org/name[@revision]`) downloaded into the Hugging Face cache first. */
+export async function checkpointFolder(model: string, hub: HubOptions = {}): Promise<string> {
+  if (typeof model !== 'string' || model === '') throw new InvalidArgumentError('model', 'a checkpoint folder or a Hugging Face Hub id', model);
+  return isHubId(model) ? snapshotDownload(model, hub) : model;
 }
 
 export interface EncodeCall {
@@ -212,15 +221,16 @@ export class PerceiverModel<L extends Logits = Tensor<'float32'>> {
     this.encoder = new PerceiverEncoder(config, this.inputPreprocessor.numChannels);
   }
 
-  /** Loads `config.json` and the weights of a Hugging Face checkpoint folder into this class. */
+  /** Loads `config.json` and the weights of a checkpoint folder (or a Hugging Face Hub id) into this class. */
   static async fromPretrained<T extends PerceiverModel<Logits>>(
     this: new (config: PerceiverConfig) => T,
     dir: string,
     options: LoadOptions = {},
   ): Promise<T> {
-    const config = await PerceiverConfig.fromPretrained(dir);
+    const folder = await checkpointFolder(dir, options.hub);
+    const config = await PerceiverConfig.fromPretrained(folder);
     const model = new this(config);
-    const { tensors } = await loadCheckpointWeights(dir);
+    const { tensors } = await loadCheckpointWeights(folder);
     return model.loadWeights(tensors, options);
   }
 
