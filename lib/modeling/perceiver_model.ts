@@ -249,7 +249,7 @@ export class PerceiverModel<L extends Logits = Tensor<'float32'>> {
     if (device.kind === 'cuda') {
       const cuda = addon.capabilities().cuda;
       if (!cuda.available) throw new BackendUnavailableError(`device '${options.device}' is not available: ${cuda.reason ?? 'unknown reason'}`);
-      const count = (cuda.deviceCount as number | undefined) ?? 0;
+      const count = cuda.deviceCount;
       if (device.index >= count) throw new InvalidArgumentError('device', `one of cuda:0 to cuda:${count - 1} (this machine has ${count} CUDA device(s))`, options.device);
     } else if (dtype !== 'float32') {
       throw new BackendUnavailableError(`dtype '${dtype}' is not supported on the cpu backend (it computes in float32); use dtype 'float32' or a CUDA device`);
