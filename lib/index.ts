@@ -72,3 +72,4 @@ export {
   type BatchResult,
   type BatcherStats,
 } from './serving/batcher.js';
+export { serve, type ServeOptions, type RunningServer } from './serving/server.js';

@@ -4,6 +4,7 @@
  *
  *   perceiver-io infer --model DIR --inputs IN.safetensors --output OUT.safetensors [--device cpu] [--dtype float32]
  *   perceiver-io convert --model DIR [--out DIR] [--force]
+ *   perceiver-io serve --model DIR|ID [--host 127.0.0.1] --port N [--device cpu] [--dtype float32]
  *
  * Any failure prints one line on stderr and exits non-zero (2 for a usage error, 1 otherwise):
  * never a stack trace, never a signal.
@@ -15,6 +16,7 @@ import { packageRoot } from '../native/binding.js';
 import { PerceiverError } from '../errors.js';
 import { runConvert } from './convert.js';
 import { runInfer } from './infer.js';
+import type { ComputeDType } from '../modeling/perceiver_model.js';
 
 class UsageError extends Error {}
 
@@ -33,6 +35,12 @@ Commands:
             --model DIR             checkpoint folder
             --out DIR               where to write (default: the same folder)
             --force                 replace an existing model.safetensors
+  serve     HTTP service: GET /health, POST /embed and /classify ({"text": ...} or
+            {"image": "<base64>"}), GET /metrics (Prometheus); requests are batched
+            --model DIR|ID          checkpoint folder or Hugging Face Hub id
+            --host 127.0.0.1        address to listen on
+            --port N                port (0 picks a free one)
+            --device cpu, --dtype float32, --max-batch-size 16, --max-delay-ms 5, --max-queue 1024
 
 Options:
   -h, --help      show this help
@@ -54,6 +62,7 @@ async function main(argv: string[]): Promise<number> {
   }
   if (command === 'infer') return infer(rest);
   if (command === 'convert') return convert(rest);
+  if (command === 'serve') return serveCommand(rest);
   throw new UsageError(`unknown command "${command}" (try --help)`);
 }
 
@@ -106,6 +115,57 @@ async function convert(args: string[]): Promise<number> {
   required(values, 'convert', ['model']);
   const summary = await runConvert({ model: values.model as string, out: values.out as string | undefined, force: values.force === true });
   process.stderr.write(summary + '\n');
+  return 0;
+}
+
+function positiveInt(values: Record<string, string | boolean | undefined>, name: string, min = 1): number | undefined {
+  const raw = values[name];
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (!Number.isSafeInteger(n) || n < min) throw new UsageError(`--${name} wants an integer of at least ${min}, got ${String(raw)}`);
+  return n;
+}
+
+async function serveCommand(args: string[]): Promise<number> {
+  const values = parse(args, {
+    model: { type: 'string' },
+    host: { type: 'string', default: '127.0.0.1' },
+    port: { type: 'string' },
+    device: { type: 'string', default: 'cpu' },
+    dtype: { type: 'string', default: 'float32' },
+    'max-batch-size': { type: 'string' },
+    'max-delay-ms': { type: 'string' },
+    'max-queue': { type: 'string' },
+  });
+  if (values.help) {
+    process.stdout.write(USAGE + '\n');
+    return 0;
+  }
+  required(values, 'serve', ['model', 'port']);
+  const port = positiveInt(values, 'port', 0)!;
+  const { AutoModel } = await import('../auto.js');
+  const { serve } = await import('../serving/server.js');
+  const model = await AutoModel.fromPretrained(values.model as string, {
+    device: values.device as string,
+    dtype: values.dtype as ComputeDType,
+    hub: { progress: true },
+  });
+  const server = await serve(model, {
+    host: values.host as string,
+    port,
+    maxBatchSize: positiveInt(values, 'max-batch-size'),
+    maxDelayMs: positiveInt(values, 'max-delay-ms'),
+    maxQueue: positiveInt(values, 'max-queue'),
+  });
+  process.stderr.write(`perceiver-io: serving ${model.constructor.name} on ${server.url}\n`);
+  // Runs until a signal; then closes the server (in-flight requests finish) and the model.
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  await server.close();
+  await model.dispose();
   return 0;
 }
 
