@@ -72,4 +72,13 @@ export {
   type BatchResult,
   type BatcherStats,
 } from './serving/batcher.js';
-export { serve, type ServeOptions, type RunningServer } from './serving/server.js';
+export type { ServeOptions, RunningServer } from './serving/server.js';
+
+/**
+ * Starts the HTTP service (see lib/serving/server.ts). Loaded on first use, so importing the
+ * library does not load fastify and prom-client.
+ */
+export async function serve(...args: Parameters<typeof import('./serving/server.js').serve>): ReturnType<typeof import('./serving/server.js').serve> {
+  const { serve: start } = await import('./serving/server.js');
+  return start(...args);
+}
