@@ -3,9 +3,9 @@
  * Perceiver checkpoint uses), read from a checkpoint's config.json. Field names are kept exactly
  * as config.json spells them, so a config reads the same here as in Python.
  */
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConfigError } from './errors.js';
+import { readJsonObject } from './io/read_json.js';
 
 export interface PerceiverConfigFields {
   num_latents: number;
@@ -129,21 +129,9 @@ export class PerceiverConfig {
   /** Reads `<dir>/config.json`. */
   static async fromPretrained(dir: string): Promise<PerceiverConfig> {
     const file = join(dir, 'config.json');
-    let text: string;
+    const json = (await readJsonObject(file))!;
     try {
-      text = await readFile(file, 'utf8');
-    } catch (error) {
-      throw new ConfigError(`cannot read ${file}: ${(error as Error).message}`, { cause: error });
-    }
-    let json: unknown;
-    try {
-      json = JSON.parse(text);
-    } catch (error) {
-      throw new ConfigError(`${file} is not valid JSON: ${(error as Error).message}`, { cause: error });
-    }
-    if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new ConfigError(`${file} must hold a JSON object`);
-    try {
-      return new PerceiverConfig(json as Record<string, unknown>);
+      return new PerceiverConfig(json);
     } catch (error) {
       if (error instanceof ConfigError) throw new ConfigError(`${file}: ${error.message}`, { cause: error });
       throw error;

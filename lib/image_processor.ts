@@ -30,6 +30,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BackendUnavailableError, ConfigError, InvalidArgumentError, describeValue } from './errors.js';
+import { readJsonObject } from './io/read_json.js';
 import { Tensor } from './tensor.js';
 
 /** Raw 8-bit pixels, rows top to bottom, channels interleaved (HWC): grey, RGB or RGBA. */
@@ -426,21 +427,8 @@ export class PerceiverImageProcessor {
     const info = await stat(dir).catch(() => undefined);
     if (!info?.isDirectory()) throw new InvalidArgumentError('dir', 'an existing directory', dir);
     const file = join(dir, 'preprocessor_config.json');
-    let text: string;
-    try {
-      text = await readFile(file, 'utf8');
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return new PerceiverImageProcessor();
-      throw new ConfigError(`cannot read ${file}: ${(error as Error).message}`, { cause: error });
-    }
-    let json: unknown;
-    try {
-      json = JSON.parse(text);
-    } catch (error) {
-      throw new ConfigError(`${file} is not valid JSON: ${(error as Error).message}`, { cause: error });
-    }
-    if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new ConfigError(`${file} must hold a JSON object`);
-    const c = json as Record<string, unknown>;
+    const c = await readJsonObject(file, true);
+    if (c === undefined) return new PerceiverImageProcessor();
     const pick = <T>(key: string): T | undefined => (c[key] === undefined || c[key] === null ? undefined : (c[key] as T));
     try {
       return new PerceiverImageProcessor({

@@ -1,5 +1,6 @@
 import { makeZip } from '../bench/zip.js';
 import t, { type Test } from 'tap';
+import { sameTensor } from './helpers/fixtures.js';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -18,13 +19,6 @@ const TRIPWIRE = join(tmpdir(), `perceiver-pwned-${process.pid}`);
 rmSync(TRIPWIRE, { force: true });
 const PAYLOAD = `touch ${TRIPWIRE}`;
 
-function sameTensor(t: Test, actual: Tensor | undefined, expected: Tensor, name: string): void {
-  t.ok(actual, `${name} present`);
-  if (!actual) return;
-  t.equal(actual.dtype, expected.dtype, `${name} dtype`);
-  t.same(actual.shape, expected.shape, `${name} shape`);
-  t.ok(Buffer.from(actual.bytes()).equals(Buffer.from(expected.bytes())), `${name} bytes`);
-}
 
 async function twin(name: string): Promise<Map<string, Tensor>> {
   return (await readSafetensors(join(FIXTURES, name, 'model.safetensors'))).tensors;

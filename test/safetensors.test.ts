@@ -1,4 +1,5 @@
 import t, { type Test } from 'tap';
+import { sameTensor } from './helpers/fixtures.js';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -28,13 +29,6 @@ function file(header: unknown, dataBytes = 0, headerLength?: bigint): Uint8Array
   return out;
 }
 
-function sameTensor(t: Test, actual: Tensor | undefined, expected: Tensor, name: string): void {
-  t.ok(actual, `${name} present`);
-  if (!actual) return;
-  t.equal(actual.dtype, expected.dtype, `${name} dtype`);
-  t.same(actual.shape, expected.shape, `${name} shape`);
-  t.ok(Buffer.from(actual.bytes()).equals(Buffer.from(expected.bytes())), `${name} bytes`);
-}
 
 async function tempDir(t: Test): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'perceiver-safetensors-'));

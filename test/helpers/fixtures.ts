@@ -91,3 +91,12 @@ export function fixtureHidden(io: Map<string, Tensor>): Tensor[] {
   for (let i = 0; io.has(`hidden.${i}`); i++) out.push(io.get(`hidden.${i}`)!);
   return out;
 }
+
+/** Asserts two tensors are the same to the byte: dtype, shape and data. */
+export function sameTensor(t: Test, actual: Tensor | undefined, expected: Tensor, name: string): void {
+  t.ok(actual, `${name} present`);
+  if (!actual) return;
+  t.equal(actual.dtype, expected.dtype, `${name} dtype`);
+  t.same(actual.shape, expected.shape, `${name} shape`);
+  t.ok(Buffer.from(actual.bytes()).equals(Buffer.from(expected.bytes())), `${name} bytes`);
+}

@@ -22,12 +22,6 @@ void CheckPoints(const std::vector<int64_t>& points, int64_t total, const std::s
   }
 }
 
-int64_t Product(const std::vector<int64_t>& dims) {
-  int64_t n = 1;
-  for (int64_t d : dims) n *= d;
-  return n;
-}
-
 class TrainableQueries final : public QueryBuilder {
  public:
   TrainableQueries(const float* table, int64_t positions, int64_t channels) : table_(table), positions_(positions), channels_(channels) {}

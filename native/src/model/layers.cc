@@ -4,11 +4,7 @@
 
 namespace perceiver {
 
-int64_t BackendTensor::size() const {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
-}
+int64_t BackendTensor::size() const { return Product(shape); }
 
 BackendTensor AllocateTensor(Backend& backend, std::vector<int64_t> shape) {
   BackendTensor t;

@@ -36,6 +36,13 @@ struct PerceiverLayerSpec {
   LinearWeights mlp_dense1, mlp_dense2;
 };
 
+// Number of elements of a shape (or points of an index grid).
+inline int64_t Product(const std::vector<int64_t>& dims) {
+  int64_t n = 1;
+  for (int64_t d : dims) n *= d;
+  return n;
+}
+
 // A float tensor in backend memory; the buffer is shared so cached tensors outlive their users.
 struct BackendTensor {
   std::shared_ptr<BackendBuffer> buffer;

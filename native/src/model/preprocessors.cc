@@ -49,12 +49,6 @@ BackendTensor JoinPositions(Backend& be, const BackendTensor& features, const Ba
   return out;
 }
 
-int64_t Product(const std::vector<int64_t>& dims) {
-  int64_t n = 1;
-  for (int64_t d : dims) n *= d;
-  return n;
-}
-
 class TextPreprocessor final : public Preprocessor {
  public:
   explicit TextPreprocessor(TextPreprocessorSpec spec) : spec_(spec) {}
