@@ -50,18 +50,75 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_JS_INC=/tmp/node
   cmake --build build -j 16 >> "$OUT_DIR/build.log" 2>&1 || { tail -40 "$OUT_DIR/build.log"; exit 1; }
 rm -rf dist && cp -r .device/dist dist
 export PERCEIVER_IO_PREBUILD="$PWD/build/Release/perceiver_io.node"
-[ -f "$PERCEIVER_IO_PREBUILD" ] || export PERCEIVER_IO_PREBUILD="$(find build -name perceiver_io.node | head -1)"
+[ -f "$PERCEIVER_IO_PREBUILD" ] || export PERCEIVER_IO_PREBUILD="$(find "$PWD/build" -name perceiver_io.node | head -1)"
 node -e "import('./dist/lib/index.js').then((m) => console.log(JSON.stringify(m.capabilities().cuda)))"
 
-step "kernel checks and parity on cuda, every precision"
-node dist/bench/gpu-check.js --device cuda:0
+# Each part in its own process and under its own time limit: a GPU fault (a sticky CUDA error
+# poisons its process) or a hang in one part cannot hide the others' results.
+fails=0
+# GPU_CHECK_STAGES picks stages (default: all but "extra"); "extra" runs the second anchor script
+# (transformers bf16 + torch.compile for vision-learned, bf16 at batch 256) beside our same cases.
+STAGES=" ${GPU_CHECK_STAGES:-kernels attention parity errors hf ours ratios profile} "
+want() { [[ "$STAGES" == *" $1 "* ]]; }
+part() { local limit=$1; shift; timeout -k 5 "$limit" "$@" || { echo "FAIL (exit $?): $*"; fails=$((fails + 1)); }; }
+
+if want kernels; then
+step "kernel checks against the CPU reference"
+part 120 node dist/bench/gpu-check.js --device cuda:0 --part kernels
+fi
+
+if want attention; then
+step "GEMM attention (the default) against the CPU reference"
+if ! timeout -k 5 120 node dist/bench/gpu-check.js --device cuda:0 --part attention; then
+  # Everything after still runs, on the fused kernel, so one faulty path cannot void the run.
+  echo "FAIL: GEMM attention; the rest of this check uses PERCEIVER_CUDA_ATTENTION=fused"
+  fails=$((fails + 1))
+  export PERCEIVER_CUDA_ATTENTION=fused
+fi
+fi
+
+if want parity; then
+step "parity of every fixture on cuda, every precision"
+for fixture in text-mlm text-classification image-learned image-fourier image-conv optical-flow multimodal-autoencoding multimodal-autoencoding-chunk; do
+  part 90 node dist/bench/gpu-check.js --device cuda:0 --part "$fixture"
+done
+fi
+
+if want errors; then
+step "typed errors: bad device index, out of memory"
+part 90 node dist/bench/gpu-check.js --device cuda:0 --part errors
+fi
 
 # One after the other, never side by side, so neither timing disturbs the other.
+if want hf; then
 step "transformers on the same card (hf_baseline.py)"
-(cd .device/anchors && PYTHONUNBUFFERED=1 python3 hf_baseline.py 150 > "$OUT_DIR/hf.jsonl" 2> "$OUT_DIR/hf.err")
+(cd .device/anchors && PYTHONUNBUFFERED=1 timeout -k 5 "${HF_LIMIT:-150}" python3 hf_baseline.py "${HF_BUDGET:-100}" > "$OUT_DIR/hf.jsonl" 2> "$OUT_DIR/hf.err") ||
+  echo "hf_baseline.py stopped (exit $?); see hf.err"
+tail -3 "$OUT_DIR/hf.err"
+fi
 
+if want ours; then
 step "perceiver-io speed cases"
-node dist/bench/gpu.js --device cuda:0 --budget 150 | tee "$OUT_DIR/ours.jsonl"
+timeout -k 5 "${OURS_LIMIT:-200}" node dist/bench/gpu.js --device cuda:0 --budget "${OURS_BUDGET:-150}" | tee "$OUT_DIR/ours.jsonl"
+fi
+
+if want extra; then
+step "transformers: torch.compile anchors (hf_baseline_extra.py) and the same cases of ours"
+(cd .device/anchors && PYTHONUNBUFFERED=1 timeout -k 5 "${HF_EXTRA_LIMIT:-240}" python3 hf_baseline_extra.py > "$OUT_DIR/hf-extra.jsonl" 2>> "$OUT_DIR/hf.err") ||
+  echo "hf_baseline_extra.py stopped (exit $?); see hf.err"
+cat "$OUT_DIR/hf-extra.jsonl"
+timeout -k 5 120 node dist/bench/gpu.js --device cuda:0 --only vision-learned:bf16:32,language-mlm:bf16:64 | tee -a "$OUT_DIR/ours.jsonl"
+fi
 
 step "ratios (same run, same card)"
-node dist/bench/gpu-ratios.js "$OUT_DIR/hf.jsonl" "$OUT_DIR/ours.jsonl" | tee "$OUT_DIR/ratios.md"
+touch "$OUT_DIR/hf.jsonl" "$OUT_DIR/hf-extra.jsonl" "$OUT_DIR/ours.jsonl"
+node dist/bench/gpu-ratios.js "$OUT_DIR/hf.jsonl,$OUT_DIR/hf-extra.jsonl" "$OUT_DIR/ours.jsonl" | tee "$OUT_DIR/ratios.md"
+
+if want profile; then
+step "per-op profile of the large cases (one forward each, synchronised per op)"
+PERCEIVER_PROFILE=1 timeout -k 5 90 node dist/bench/gpu.js --device cuda:0 --iterations 1 \
+  --only language-mlm:bf16:64,language-mlm:bf16:1,vision-learned:bf16:32,optical-flow:bf16:1 > /dev/null 2> "$OUT_DIR/profile.txt"
+cat "$OUT_DIR/profile.txt"
+fi
+
+step "done: $fails part(s) failed"

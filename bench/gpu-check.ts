@@ -10,8 +10,12 @@ import { parseArgs } from 'node:util';
 import { AutoModel, InvalidArgumentError, OutOfMemoryError, readSafetensors, Tensor, type ComputeDType } from '../lib/index.js';
 import { loadAddon, packageRoot } from '../lib/native/binding.js';
 
-const { values } = parseArgs({ options: { device: { type: 'string', default: 'cuda:0' } } });
+// --part kernels | attention | errors | <fixture name>: bench/gpu-check.sh runs each part in its own process,
+// so a GPU fault in one (a sticky CUDA error poisons its process) cannot hide the others' results.
+const { values } = parseArgs({ options: { device: { type: 'string', default: 'cuda:0' }, part: { type: 'string' } } });
 const device = values.device!;
+const part = values.part;
+const runs = (what: string) => part === undefined || part === what;
 let failures = 0;
 const report = (ok: boolean, what: string) => {
   if (!ok) failures++;
@@ -42,25 +46,48 @@ const caps = loadAddon().capabilities().cuda;
 report(caps.available, `CUDA available: ${JSON.stringify(caps)}`);
 if (!caps.available) process.exit(1);
 
-// Kernels against their CPU reference (sizes off the tile multiples, masked keys).
-const KERNELS: [string, number[]][] = [
-  ['layer_norm', [333, 1280]], ['layer_norm', [7, 261]], ['gelu', [100_003]], ['linear', [257, 768, 1280]], ['linear', [3, 322, 2]],
-  ['attention', [2, 8, 257, 2051, 32, 160]], ['attention', [2, 1, 70, 300, 261, 261]], ['attention', [1, 1, 33, 129, 1024, 1024]],
-  ['attention', [1, 1, 4096, 2048, 512, 512]], ['conv2d', [2, 3, 37, 64, 7, 2]], ['strided_copy', [2, 27, 48, 4]],
+// Kernels against their CPU reference (sizes off the tile multiples, masked keys). Attention runs
+// in both implementations (the GEMM attention, the default, and the fused kernel), in float32
+// against 1e-5 and in the other precisions against their parity tolerances; a small score budget
+// forces the chunked paths (several key chunks with rescaling, several query chunks).
+type KernelCase = { op: string; sizes: number[]; dtype?: ComputeDType; fused?: boolean; budgetMb?: number };
+const KERNELS: KernelCase[] = [
+  { op: 'layer_norm', sizes: [333, 1280] }, { op: 'layer_norm', sizes: [7, 261] }, { op: 'gelu', sizes: [100_003] },
+  { op: 'linear', sizes: [257, 768, 1280] }, { op: 'linear', sizes: [3, 322, 2] }, { op: 'linear', sizes: [257, 768, 1280], dtype: 'bfloat16' },
+  { op: 'conv2d', sizes: [2, 3, 37, 64, 7, 2] }, { op: 'strided_copy', sizes: [2, 27, 48, 4] },
 ];
-for (const [op, sizes] of KERNELS) {
+const ATTENTION_SHAPES = [[2, 8, 257, 2051, 32, 160], [2, 1, 70, 300, 261, 261], [1, 1, 33, 129, 1024, 1024], [1, 1, 1024, 2048, 512, 512], [3, 1, 70, 20000, 64, 96], [2, 8, 100, 9000, 32, 160]];
+for (const sizes of ATTENTION_SHAPES) {
+  for (const dtype of ['float32', 'tfloat32', 'float16', 'bfloat16'] as ComputeDType[]) KERNELS.push({ op: 'attention', sizes, dtype });
+  KERNELS.push({ op: 'attention', sizes, fused: true });
+}
+KERNELS.push(
+  { op: 'attention', sizes: [3, 1, 70, 20000, 64, 96], budgetMb: 1 }, // key chunks, entries = batch, masked
+  { op: 'attention', sizes: [2, 8, 100, 9000, 32, 160], budgetMb: 1 }, // key and query chunks, entries = heads, masked
+  { op: 'attention', sizes: [2, 8, 100, 9000, 32, 160], dtype: 'bfloat16', budgetMb: 1 },
+  { op: 'attention', sizes: [3, 1, 300, 5000, 64, 96], budgetMb: 1 }, // query chunks
+);
+const KERNEL_TOLERANCE: Record<ComputeDType, number> = { float32: 1e-5, tfloat32: 5e-3, float16: 5e-3, bfloat16: 2e-2 };
+for (const k of KERNELS.filter((c) => runs(c.op === 'attention' && !c.fused ? 'attention' : 'kernels'))) {
+  const what = `kernel ${k.op} [${k.sizes.join(', ')}] ${k.dtype ?? 'float32'}${k.fused ? ' fused' : ''}${k.budgetMb ? ` budget ${k.budgetMb} MB` : ''}`;
+  process.env.PERCEIVER_CUDA_ATTENTION = k.fused ? 'fused' : 'gemm';
+  if (k.budgetMb) process.env.PERCEIVER_CUDA_SCORE_BUDGET_MB = String(k.budgetMb);
+  else delete process.env.PERCEIVER_CUDA_SCORE_BUDGET_MB;
   try {
-    const r = await loadAddon().kernelCheck({ op, sizes, iterations: 10 });
-    report(r.relativeError < 1e-5, `kernel ${op} [${sizes.join(', ')}]: rel ${r.relativeError.toExponential(2)}, cpu ${r.cpuMs.toFixed(3)} ms, gpu ${r.gpuMs.toFixed(3)} ms`);
+    const r = await loadAddon().kernelCheck({ op: k.op, sizes: k.sizes, iterations: 10, dtype: k.dtype });
+    const tolerance = KERNEL_TOLERANCE[k.dtype ?? 'float32'];
+    report(r.relativeError < tolerance, `${what}: rel ${r.relativeError.toExponential(2)} (< ${tolerance}), cpu ${r.cpuMs.toFixed(3)} ms, gpu ${r.gpuMs.toFixed(3)} ms`);
   } catch (error) {
-    report(false, `kernel ${op} [${sizes.join(', ')}]: ${(error as Error).message}`);
+    report(false, `${what}: ${(error as Error).message}`);
   }
 }
+delete process.env.PERCEIVER_CUDA_ATTENTION;
+delete process.env.PERCEIVER_CUDA_SCORE_BUDGET_MB;
 
 // Parity of every fixture, every precision.
 const FIXTURES = ['text-mlm', 'text-classification', 'image-learned', 'image-fourier', 'image-conv', 'optical-flow', 'multimodal-autoencoding', 'multimodal-autoencoding-chunk'];
 const TOLERANCE: Record<ComputeDType, number> = { float32: 1e-5, tfloat32: 1e-2, float16: 5e-2, bfloat16: 5e-2 };
-for (const name of FIXTURES) {
+for (const name of FIXTURES.filter(runs)) {
   const dir = join(packageRoot(), 'test', 'fixtures', name);
   const io = (await readSafetensors(join(dir, 'io.safetensors'))).tensors;
   const modalities = [...io.keys()].filter((k) => k.startsWith('input.')).map((k) => k.slice(6));
@@ -98,14 +125,16 @@ for (const name of FIXTURES) {
 }
 
 // Typed errors: a bad device index, and out of memory with the model usable afterwards.
+if (runs('errors')) {
 const bad = await AutoModel.fromPretrained(join(packageRoot(), 'test', 'fixtures', 'text-mlm'), { device: `cuda:${caps.deviceCount}` }).catch((e: unknown) => e);
 report(bad instanceof InvalidArgumentError, `cuda:${caps.deviceCount} is an InvalidArgumentError (${(bad as Error).message})`);
 const fourier = await AutoModel.fromPretrained(join(packageRoot(), 'test', 'fixtures', 'image-fourier'), { device });
 const oom = await fourier.forward({ inputs: new Tensor('float32', [64, 3, 2048, 2048], new Float32Array(64 * 3 * 2048 * 2048)) }).catch((e: unknown) => e);
 report(oom instanceof OutOfMemoryError, `an oversized batch is an OutOfMemoryError (${(oom as Error)?.message?.slice(0, 120)})`);
-const after = await fourier.forward({ inputs: new Tensor('float32', [2, 3, 8, 10], new Float32Array(160).fill(0.5)) }).catch((e: unknown) => e);
+const after = await fourier.forward({ inputs: new Tensor('float32', [2, 3, 8, 10], new Float32Array(480).fill(0.5)) }).catch((e: unknown) => e);
 report(!(after instanceof Error), 'the model still runs after the out-of-memory error');
 await fourier.dispose();
+}
 
 console.log(failures === 0 ? 'gpu-check: every check passed' : `gpu-check: ${failures} check(s) failed`);
 process.exitCode = failures === 0 ? 0 : 1;

@@ -14,10 +14,11 @@ const read = (file: string): Line[] =>
 
 const [hfFile, oursFile] = process.argv.slice(2);
 if (!hfFile || !oursFile) {
-  process.stderr.write('usage: node dist/bench/gpu-ratios.js hf.jsonl ours.jsonl\n');
+  process.stderr.write('usage: node dist/bench/gpu-ratios.js hf.jsonl[,hf-extra.jsonl] ours.jsonl\n');
   process.exit(2);
 }
-const hf = read(hfFile);
+// Several transformers files may be given, comma-separated (hf_baseline.py and hf_baseline_extra.py).
+const hf = hfFile.split(',').flatMap((file) => (file ? read(file) : []));
 const ours = read(oursFile);
 const find = (lines: Line[], c: string, p: string, b: number) => lines.find((l) => l.case === c && l.precision === p && l.batch === b);
 

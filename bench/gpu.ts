@@ -20,7 +20,19 @@ import {
 import { loadAddon } from '../lib/native/binding.js';
 import { randomValues } from './common.js';
 
-const { values } = parseArgs({ options: { device: { type: 'string', default: 'cuda:0' }, budget: { type: 'string', default: '240' } } });
+const { values } = parseArgs({
+  options: {
+    device: { type: 'string', default: 'cuda:0' },
+    budget: { type: 'string', default: '240' },
+    // Only these runs, as case:precision:batch (e.g. language-mlm:bf16:64); with --iterations 1
+    // and PERCEIVER_PROFILE=1 this prints a per-op profile of each.
+    only: { type: 'string' },
+    iterations: { type: 'string' },
+    'skip-1080p': { type: 'boolean', default: false },
+  },
+});
+const only = values.only ? new Set(values.only.split(',')) : undefined;
+const fixedIterations = values.iterations ? Number(values.iterations) : undefined;
 const device = values.device!;
 const deviceIndex = Number(device.split(':')[1] ?? 0);
 const budgetSeconds = Number(values.budget);
@@ -97,6 +109,7 @@ function check(out: Tensor | undefined, want: number[], what: string): void {
 emit({ case: 'env', engine: 'perceiver-io', device, cuda: JSON.stringify(loadAddon().capabilities().cuda.devices) });
 for (const c of CASES) {
   for (const [dtype, batch] of c.runs) {
+    if (only && !only.has(`${c.name}:${PRECISION[dtype]}:${batch}`)) continue;
     if ((performance.now() - started) / 1000 > budgetSeconds) {
       emit({ case: c.name, precision: PRECISION[dtype], batch, skipped: 'budget' });
       continue;
@@ -107,7 +120,7 @@ for (const c of CASES) {
       const afterLoad = usedGiB();
       const inputs = c.input(batch);
       check((await model.forward({ inputs })).logits, c.shape(batch), `${c.name} ${dtype} batch ${batch}`);
-      const iterations = batch >= 32 || c.name === 'optical-flow' ? 4 : 8;
+      const iterations = fixedIterations ?? (batch >= 32 || c.name === 'optical-flow' ? 4 : 8);
       const times: number[] = [];
       for (let i = 0; i < iterations; i++) {
         const t0 = performance.now();
@@ -125,7 +138,7 @@ for (const c of CASES) {
   }
 }
 // A 1920x1080 frame pair in one pass (transformers materialises 2 x 7.7 GiB of scores for it).
-try {
+if (!only && !values['skip-1080p']) try {
   const model = await CASES[3]!.build().loadWeights(new RandomWeightStore(1), { device, dtype: 'bfloat16' });
   const inputs = new Tensor('float32', [1, 2, 27, 1080, 1920], randomValues(2 * 27 * 1080 * 1920, 9));
   const encoding = await model.encode({ inputs });

@@ -93,7 +93,7 @@ interface NativeAddon {
   /** Free and total bytes of a CUDA device (zeros without CUDA). */
   cudaMemoryInfo(device: number): { free: number; total: number };
   /** Runs one op on the CPU (reference) and CUDA backends with the same random inputs (needs a GPU). */
-  kernelCheck(request: { op: string; sizes: number[]; iterations?: number }): Promise<{
+  kernelCheck(request: { op: string; sizes: number[]; iterations?: number; dtype?: 'float32' | 'tfloat32' | 'float16' | 'bfloat16' }): Promise<{
     op: string;
     outputs: number;
     maxAbsError: number;

@@ -37,10 +37,14 @@ struct ModelParts {
   std::vector<std::pair<std::string, std::unique_ptr<Postprocessor>>> modality_postprocessors;  // multimodal
 };
 
+// Output values on the host. (A run on 2026-11-27 tried an allocator that skips zero-filling:
+// the GPU benchmarks got no faster, so the plain vector stays.)
+using HostFloats = std::vector<float>;
+
 struct HostTensor {
   std::string name;
   std::vector<int64_t> shape;
-  std::vector<float> data;
+  HostFloats data;
 };
 
 // What decode needs from encode, kept in backend memory.

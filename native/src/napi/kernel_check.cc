@@ -24,6 +24,7 @@ struct CheckSpec {
   std::string op;
   int64_t a = 0, b = 0, c = 0, d = 0, e = 0, f = 0;  // op-specific sizes (see RunOp)
   int iterations = 10;
+  Precision precision = Precision::kFloat32;  // of the CUDA side; the CPU reference is float32
 };
 
 struct CheckResult {
@@ -56,6 +57,8 @@ std::vector<float> RunOp(Backend& be, const CheckSpec& s, unsigned seed, int ite
   std::mt19937 rng(seed);
   std::function<void()> op;
   std::vector<Placed> keep;
+  // Host weight matrices outlive the op: the CPU backend's MatrixWeight uses them in place.
+  std::vector<std::vector<float>> host_weights;
   Placed out;
   int64_t out_size = 0;
   if (s.op == "layer_norm") {  // a = rows, b = dim
@@ -71,7 +74,7 @@ std::vector<float> RunOp(Backend& be, const CheckSpec& s, unsigned seed, int ite
     op = [&] { be.Gelu(out.data(), s.a); };  // in place: the timing reruns on its own output
   } else if (s.op == "linear") {  // a = rows, b = in, c = out
     keep.push_back(Place(be, Random(s.a * s.b, rng)));
-    std::vector<float> w = Random(s.c * s.b, rng, 1.0f / std::sqrt(static_cast<float>(s.b)));
+    const std::vector<float>& w = host_weights.emplace_back(Random(s.c * s.b, rng, 1.0f / std::sqrt(static_cast<float>(s.b))));
     keep.push_back(Place(be, Random(s.c, rng)));
     const float* weight = be.MatrixWeight(w.data(), s.c, s.b);
     out_size = s.a * s.c;
@@ -108,7 +111,7 @@ std::vector<float> RunOp(Backend& be, const CheckSpec& s, unsigned seed, int ite
     const int64_t batch = s.a, in_c = s.b, h = s.c, out_c = s.d, k = s.e, stride = s.f;
     const int64_t pad = k / 2 + k % 2 - 1, oh = (h + pad + k / 2 - k) / stride + 1;
     keep.push_back(Place(be, Random(batch * in_c * h * h, rng)));
-    std::vector<float> w = Random(out_c * in_c * k * k, rng, 0.1f);
+    const std::vector<float>& w = host_weights.emplace_back(Random(out_c * in_c * k * k, rng, 0.1f));
     const float* weight = be.MatrixWeight(w.data(), out_c, in_c * k * k);
     out_size = batch * oh * oh * out_c;
     out = Place(be, std::vector<float>(out_size));
@@ -153,7 +156,7 @@ class KernelCheckWorker final : public Napi::AsyncWorker {
  protected:
   void Execute() override {
     try {
-      std::unique_ptr<Backend> gpu = CreateCudaBackend(0, Precision::kFloat32);
+      std::unique_ptr<Backend> gpu = CreateCudaBackend(0, spec_.precision);
       std::unique_ptr<Backend> cpu = CreateCpuBackend();
       const std::vector<float> want = RunOp(*cpu, spec_, 7, spec_.iterations, &result_.cpu_ms);
       const std::vector<float> got = RunOp(*gpu, spec_, 7, spec_.iterations, &result_.gpu_ms);
@@ -216,6 +219,15 @@ Napi::Value KernelCheck(const Napi::CallbackInfo& info) {
       const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
       if (!(d >= 1 && d <= (1 << 24) && std::floor(d) == d)) ThrowInvalidArgument("sizes: expected positive integers");
       *fields[i] = static_cast<int64_t>(d);
+    }
+    Napi::Value dtype = o.Get("dtype");
+    if (!dtype.IsUndefined()) {
+      const std::string name = dtype.IsString() ? dtype.As<Napi::String>().Utf8Value() : "";
+      if (name == "float32") s.precision = Precision::kFloat32;
+      else if (name == "tfloat32") s.precision = Precision::kTfloat32;
+      else if (name == "float16") s.precision = Precision::kFloat16;
+      else if (name == "bfloat16") s.precision = Precision::kBfloat16;
+      else ThrowInvalidArgument("dtype: expected float32, tfloat32, float16 or bfloat16");
     }
     Napi::Value iterations = o.Get("iterations");
     if (iterations.IsNumber()) s.iterations = std::max(0, std::min(1000, iterations.As<Napi::Number>().Int32Value()));

@@ -15,19 +15,38 @@ namespace perceiver {
 
 namespace {
 
-Napi::Object TensorToJs(Napi::Env env, const HostTensor& t) {
+// The output's bytes move into the JavaScript array without a copy (an external ArrayBuffer that
+// owns the vector): outputs can be hundreds of MB (the language model's logits at batch 64 are
+// 137 MB), and a copy on the main thread would block the event loop for tens of milliseconds.
+// Where external buffers are refused (a runtime with the V8 sandbox), the bytes are copied.
+Napi::Float32Array FloatsToJs(Napi::Env env, HostFloats&& values) {
+  if (!values.empty()) {
+    auto* owned = new HostFloats(std::move(values));
+    try {
+      Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(
+          env, owned->data(), owned->size() * sizeof(float), [](Napi::Env, void*, HostFloats* v) { delete v; }, owned);
+      return Napi::Float32Array::New(env, owned->size(), buffer, 0);
+    } catch (const Napi::Error&) {
+      values = std::move(*owned);
+      delete owned;
+    }
+  }
+  Napi::Float32Array data = Napi::Float32Array::New(env, values.size());
+  if (!values.empty()) std::memcpy(data.Data(), values.data(), values.size() * sizeof(float));
+  return data;
+}
+
+Napi::Object TensorToJs(Napi::Env env, HostTensor& t) {
   Napi::Object out = Napi::Object::New(env);
   Napi::Array shape = Napi::Array::New(env, t.shape.size());
   for (size_t i = 0; i < t.shape.size(); ++i) shape.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(t.shape[i])));
-  Napi::Float32Array data = Napi::Float32Array::New(env, t.data.size());
-  if (!t.data.empty()) std::memcpy(data.Data(), t.data.data(), t.data.size() * sizeof(float));
   out.Set("name", t.name);
   out.Set("shape", shape);
-  out.Set("data", data);
+  out.Set("data", FloatsToJs(env, std::move(t.data)));
   return out;
 }
 
-Napi::Array TensorListToJs(Napi::Env env, const std::vector<HostTensor>& list) {
+Napi::Array TensorListToJs(Napi::Env env, std::vector<HostTensor>& list) {
   Napi::Array out = Napi::Array::New(env, list.size());
   for (size_t i = 0; i < list.size(); ++i) out.Set(static_cast<uint32_t>(i), TensorToJs(env, list[i]));
   return out;
@@ -214,7 +233,7 @@ class GraphWorker final : public Napi::AsyncWorker {
   std::string message_;
 };
 
-void SetEncodeOutputs(Napi::Env env, Napi::Object out, const EncodeResult& e, const EncodeRequest& r) {
+void SetEncodeOutputs(Napi::Env env, Napi::Object out, EncodeResult& e, const EncodeRequest& r) {
   out.Set("lastHiddenState", TensorToJs(env, e.last_hidden_state));
   if (r.output_hidden_states) out.Set("hiddenStates", TensorListToJs(env, e.hidden_states));
   if (r.output_attentions) out.Set("attentions", TensorListToJs(env, e.attentions));
@@ -333,7 +352,7 @@ Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
           out.Set("logits", TensorListToJs(env, r.decoded.logits));
           SetEncodeOutputs(env, out, r.encoded, *encode);
           if (encode->output_attentions) {
-            std::vector<HostTensor> cross = r.encoded.cross_attentions;
+            std::vector<HostTensor> cross = std::move(r.encoded.cross_attentions);
             for (auto& t : r.decoded.cross_attentions) cross.push_back(std::move(t));
             out.Set("crossAttentions", TensorListToJs(env, cross));
           }

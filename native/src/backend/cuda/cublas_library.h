@@ -25,6 +25,10 @@ struct CublasLibrary {
   int (*GemmEx)(cublasHandle_t, int transa, int transb, int m, int n, int k, const void* alpha, const void* a, int a_type,
                 int lda, const void* b, int b_type, int ldb, const void* beta, void* c, int c_type, int ldc,
                 int compute_type, int algo) = nullptr;
+  int (*GemmStridedBatchedEx)(cublasHandle_t, int transa, int transb, int m, int n, int k, const void* alpha, const void* a,
+                              int a_type, int lda, long long stride_a, const void* b, int b_type, int ldb, long long stride_b,
+                              const void* beta, void* c, int c_type, int ldc, long long stride_c, int batch_count,
+                              int compute_type, int algo) = nullptr;
   std::string path;  // the file that was loaded
 };
 

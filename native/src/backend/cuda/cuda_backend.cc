@@ -3,6 +3,7 @@
 // matrix products through cuBLAS, everything else through the kernels in kernels/.
 #include <cuda_runtime_api.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -11,6 +12,7 @@
 #include "backend/backend.h"
 #include "backend/cuda/cublas_library.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/gemm_attention.h"
 #include "backend/cuda/kernels/kernels.h"
 
 namespace perceiver {
@@ -20,7 +22,10 @@ namespace {
 using cuda::Cublas;
 
 // Device memory reused across calls: freed blocks wait in per-size lists, so a model's steady
-// state does no cudaMalloc / cudaFree (which synchronise the device).
+// state does no cudaMalloc / cudaFree (which synchronise the device). A block given back while
+// kernels that use it are still queued needs no synchronisation: every op of the model runs on
+// its one stream, so the next user of the block is queued after them. Host staging is safe too:
+// cudaMemcpyAsync from pageable memory returns only once the bytes are staged.
 class DevicePool {
  public:
   ~DevicePool() { Trim(); }
@@ -133,9 +138,9 @@ class CudaBackend final : public Backend {
   }
   void CopyFromHost(float* dst, const float* src, size_t n) override {
     Bind();
+    // From pageable memory cudaMemcpyAsync returns once the bytes are staged, so the caller may
+    // reuse its buffer at once; no stream synchronisation is needed.
     CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyHostToDevice, stream_));
-    // Pageable host memory may be reused by the caller once this returns.
-    CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
   void Copy(float* dst, const float* src, size_t n) override {
     if (n) CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
@@ -170,8 +175,22 @@ class CudaBackend final : public Backend {
       args.key_mask = reinterpret_cast<const uint8_t*>(mask->data());
     }
     if (args.probs != nullptr) cuda::LaunchAttentionProbs(args, stream_);
-    cuda::LaunchAttention(args, stream_);
-    if (mask) CUDA_CHECK(cudaStreamSynchronize(stream_));  // the staging buffer is released next
+    if (UseFusedAttention()) {
+      cuda::LaunchAttention(args, stream_);
+      return;
+    }
+    cuda::GemmAttentionContext context;
+    context.blas = blas_;
+    context.stream = stream_;
+    context.precision = precision_;
+    context.allocate = [this](size_t floats) -> std::unique_ptr<BackendBuffer> { return std::make_unique<DeviceBuffer>(pool_, floats); };
+    // PERCEIVER_CUDA_SCORE_BUDGET_MB bounds one chunk's scores (default 256 MB); the GPU check
+    // sets it small to exercise the chunked paths.
+    if (const char* budget = std::getenv("PERCEIVER_CUDA_SCORE_BUDGET_MB")) {
+      const long mb = std::strtol(budget, nullptr, 10);
+      if (mb > 0) context.score_budget_bytes = static_cast<size_t>(mb) << 20;
+    }
+    cuda::GemmAttention(args, context);
   }
 
   void EmbeddingLookup(const int32_t* ids, int64_t batch, int64_t seq, const float* table, int64_t vocab,
@@ -180,7 +199,6 @@ class CudaBackend final : public Backend {
     DeviceBuffer device_ids(pool_, n);  // int32 ids fit in float-sized slots
     CUDA_CHECK(cudaMemcpyAsync(device_ids.data(), ids, n * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
     cuda::LaunchEmbeddingLookup(reinterpret_cast<const int32_t*>(device_ids.data()), batch, seq, table, positions, dim, out, stream_);
-    CUDA_CHECK(cudaStreamSynchronize(stream_));  // the ids' host memory and staging buffer go away next
   }
 
   void StridedCopy(float* dst, const int64_t* dst_strides, const float* src, const int64_t* src_strides, const int64_t* shape,
@@ -195,7 +213,6 @@ class CudaBackend final : public Backend {
     DeviceBuffer device_indices(pool_, static_cast<size_t>(count) * 2);  // int64 = two float slots
     CUDA_CHECK(cudaMemcpyAsync(device_indices.data(), indices, count * sizeof(int64_t), cudaMemcpyHostToDevice, stream_));
     cuda::LaunchGatherRows(dst, src, reinterpret_cast<const int64_t*>(device_indices.data()), count, batch, src_rows, cols, stream_);
-    CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
   void Conv2d(const float* x, int64_t batch, int64_t in_c, int64_t h, int64_t w, const float* weight, const float* bias,
               int64_t out_c, int64_t kh, int64_t kw, int64_t stride, int64_t pad_top, int64_t pad_left, int64_t out_h,
@@ -204,7 +221,6 @@ class CudaBackend final : public Backend {
     DeviceBuffer cols(pool_, static_cast<size_t>(pixels * patch));
     cuda::LaunchIm2col(x, batch, in_c, h, w, kh, kw, stride, pad_top, pad_left, out_h, out_w, cols.data(), stream_);
     Linear(cols.data(), pixels, patch, weight, bias, out_c, y);
-    CUDA_CHECK(cudaStreamSynchronize(stream_));  // cols is released when this returns
   }
   void ChannelAffine(float* y, int64_t rows, int64_t cols, const float* scale, const float* shift, bool relu) override {
     cuda::LaunchChannelAffine(y, rows, cols, scale, shift, relu, stream_);
@@ -219,6 +235,14 @@ class CudaBackend final : public Backend {
   void Scale(float* x, int64_t n, float alpha) override { cuda::LaunchScale(x, n, alpha, stream_); }
 
  private:
+  // PERCEIVER_CUDA_ATTENTION=fused selects the single fused kernel (kernels/attention.cu, float32
+  // arithmetic) instead of the tensor-core GEMM attention (gemm_attention.cc); both are checked
+  // against the CPU reference by bench/gpu-check.sh.
+  static bool UseFusedAttention() {
+    const char* choice = std::getenv("PERCEIVER_CUDA_ATTENTION");
+    return choice != nullptr && std::strcmp(choice, "fused") == 0;
+  }
+
   bool HalfPrecision() const { return precision_ == Precision::kFloat16 || precision_ == Precision::kBfloat16; }
 
   void Bind() { CUDA_CHECK(cudaSetDevice(device_)); }
@@ -245,7 +269,6 @@ class CudaBackend final : public Backend {
       CUBLAS_CHECK(blas.GemmEx(blas_, cuda::kOpT, cuda::kOpN, static_cast<int>(out), static_cast<int>(rows), static_cast<int>(in), &alpha,
                                w, type, static_cast<int>(in), xh.data(), type, static_cast<int>(in), &beta, y, cuda::kR32F,
                                static_cast<int>(out), cuda::kCompute32F, cuda::kGemmDefault));
-      CUDA_CHECK(cudaStreamSynchronize(stream_));  // xh is released when this returns
       return;
     }
     const int compute = precision_ == Precision::kTfloat32 ? cuda::kCompute32FFastTF32 : cuda::kCompute32F;

@@ -35,6 +35,13 @@ void LaunchMeanRows(const float* x, int64_t batch, int64_t n, int64_t cols, floa
 void LaunchConvert(const float* src, int64_t n, bool bfloat16, void* dst, cudaStream_t stream);
 // Memory-efficient attention (online softmax over blocks of keys; scores never materialised).
 void LaunchAttention(const AttentionArgs& args, cudaStream_t stream);
+// The GEMM attention's per-chunk steps (see gemm_attention.cc and attention_softmax.cu).
+enum class ProbsType { kFloat32, kFloat16, kBfloat16 };
+void LaunchOnlineSoftmaxChunk(const float* scores, void* probs, ProbsType probs_type, int64_t ld, int64_t entries, int64_t rows,
+                              int keys, const uint8_t* mask, int64_t mask_entry_stride, float* m, float* l, float* corr, bool first,
+                              bool normalize, cudaStream_t stream);
+void LaunchRescaleRows(float* out, int64_t entries, int64_t rows, int64_t entry_stride, int64_t row_stride, int64_t cols,
+                       const float* factor, bool divide, cudaStream_t stream);
 // The attention weights themselves, [batch, heads, nq, nk], when a caller asks for them.
 void LaunchAttentionProbs(const AttentionArgs& args, cudaStream_t stream);
 
