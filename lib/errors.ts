@@ -94,6 +94,42 @@ export class NativeLoadError extends PerceiverError {
   }
 }
 
+/**
+ * A media file (text, image, audio or video) is missing, unreadable, corrupt, too large or empty:
+ * it could not be turned into model inputs. Names the file and why.
+ */
+export class MediaDecodeError extends PerceiverError {
+  /** The file path, or a description of the bytes when no file was involved. */
+  readonly file: string;
+  /** Why, without the file name. */
+  readonly reason: string;
+  constructor(file: string, reason: string, options?: { cause?: unknown }) {
+    super('ERR_PERCEIVER_MEDIA_DECODE', `cannot decode ${file}: ${reason}`, options);
+    this.file = file;
+    this.reason = reason;
+  }
+}
+
+/** Redis cannot be reached, answered with an error, or the connection was lost for good. */
+export class QueueUnavailableError extends PerceiverError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_PERCEIVER_QUEUE_UNAVAILABLE', message, options);
+  }
+}
+
+/** Shards of a queued job failed after all their attempts (or were removed from the queue). */
+export class ShardsFailedError extends PerceiverError {
+  readonly failedShards: { jobId: string; reason: string }[];
+  constructor(failedShards: { jobId: string; reason: string }[], total: number) {
+    const first = failedShards[0]!;
+    super(
+      'ERR_PERCEIVER_SHARDS_FAILED',
+      `${failedShards.length} of ${total} shards failed permanently (first: ${first.jobId}: ${first.reason}); fix the cause and run the same command again to retry them`,
+    );
+    this.failedShards = failedShards;
+  }
+}
+
 /** Something failed inside the native engine that is not the caller's fault. */
 export class NativeError extends PerceiverError {
   constructor(message: string, options?: { cause?: unknown }) {

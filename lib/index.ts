@@ -73,6 +73,57 @@ export {
   type BatcherStats,
 } from './serving/batcher.js';
 export type { ServeOptions, RunningServer } from './serving/server.js';
+export {
+  mediaKindOf,
+  MEDIA_EXTENSIONS,
+  MEDIA_KINDS,
+  decodeAudio,
+  resampleAudio,
+  decodeVideoFrames,
+  decodeVideoAudio,
+  probeMedia,
+  videoDuration,
+  createMediaInputBuilder,
+  MULTIMODAL_FRAMES_PER_SECOND,
+  type MediaKind,
+  type DecodeAudioOptions,
+  type DecodedAudio,
+  type DecodeVideoFramesOptions,
+  type DecodeVideoAudioOptions,
+  type DecodedVideoFrames,
+  type MediaProbe,
+  type MediaToolOptions,
+  type MediaInputBuilder,
+  type MediaInputBuilderOptions,
+  type PreparedItem,
+} from './media/index.js';
+export {
+  discoverItems,
+  readDoneIds,
+  embedItemsToPart,
+  runEmbedJob,
+  readEmbeddings,
+  itemId,
+  inShard,
+  type EmbedJobItem,
+  type EmbedTask,
+  type EmbedFailure,
+  type EmbedPartOptions,
+  type EmbedPartResult,
+  type EmbedJobOptions,
+  type EmbedJobResult,
+  type EmbeddingRow,
+} from './batch/job.js';
+export {
+  enqueueAndWait,
+  startShardWorker,
+  DEFAULT_SHARD_SIZE,
+  type EnqueueOptions,
+  type EnqueueProgress,
+  type EnqueueResult,
+  type ShardWorker,
+  type ShardWorkerOptions,
+} from './batch/queue.js';
 
 /**
  * Starts the HTTP service (see lib/serving/server.ts). Loaded on first use, so importing the

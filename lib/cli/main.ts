@@ -5,6 +5,7 @@
  *   perceiver-io infer --model DIR --inputs IN.safetensors --output OUT.safetensors [--device cpu] [--dtype float32]
  *   perceiver-io convert --model DIR [--out DIR] [--force]
  *   perceiver-io serve --model DIR|ID [--host 127.0.0.1] --port N [--device cpu] [--dtype float32]
+ *   perceiver-io embed|classify --model DIR|ID --out DIR [--batch-size N] [--devices LIST] [--shard i/N] [--manifest FILE] [--strict] INPUT...
  *
  * Any failure prints one line on stderr and exits non-zero (2 for a usage error, 1 otherwise):
  * never a stack trace, never a signal.
@@ -15,10 +16,10 @@ import { parseArgs } from 'node:util';
 import { packageRoot } from '../native/binding.js';
 import { PerceiverError } from '../errors.js';
 import { runConvert } from './convert.js';
+import { runEmbedCommand } from './embed.js';
 import { runInfer } from './infer.js';
+import { UsageError } from './usage.js';
 import type { ComputeDType } from '../modeling/perceiver_model.js';
-
-class UsageError extends Error {}
 
 const USAGE = `Usage: perceiver-io <command> [options]
 
@@ -41,6 +42,24 @@ Commands:
             --host 127.0.0.1        address to listen on
             --port N                port (0 picks a free one)
             --device cpu, --dtype float32, --max-batch-size 16, --max-delay-ms 5, --max-queue 1024
+  embed     Embed files (mean of the latents) into Parquet parts: columns id, path, embedding
+            perceiver-io embed --model DIR|ID --out DIR [options] INPUT...
+            INPUT                   files, folders (recursive, known media extensions) or globs
+            --manifest FILE         more inputs: one path per line (relative to the file; # comments)
+            --out DIR               folder of Parquet parts; a rerun skips the ids already there
+            --batch-size 16         items per forward and per part
+            --devices cpu           comma list (cpu, cuda:0,cuda:1, cpu,cpu) or all: one model each
+            --dtype float32         compute precision (float32, tfloat32, float16, bfloat16 on CUDA)
+            --shard i/N             only the items of shard i of N (by id)
+            --strict                stop with exit 1 at the first unreadable file (default: skip it)
+  classify  The same for a classification checkpoint, with columns label (top-1) and score
+            (its softmax probability) beside id, path and embedding
+            With --queue redis://HOST:PORT the work is queued in shards for workers (below) and the
+            command waits until every shard is done: --shard-size 256 items per shard,
+            --attempts 3 tries per shard; --batch-size goes to the workers
+  worker    Take queued shards and write their parts (model and --out come with each shard)
+            --queue redis://HOST:PORT, --device cpu|cuda:N, --dtype float32, --concurrency 1,
+            --lock-duration-ms 60000 (a dead worker's shard is retried after about this long)
 
 Options:
   -h, --help      show this help
@@ -63,14 +82,25 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'infer') return infer(rest);
   if (command === 'convert') return convert(rest);
   if (command === 'serve') return serveCommand(rest);
+  // The BullMQ scale-out (lib/cli/worker.ts): loaded only when used.
+  if (command === 'worker') return (await import('./worker.js')).runWorkerCommand(rest);
+  if ((command === 'embed' || command === 'classify') && rest.some((arg) => arg === '--queue' || arg.startsWith('--queue='))) {
+    return (await import('./worker.js')).runQueuedEmbedCommand(command, rest, USAGE);
+  }
+  if (command === 'embed' || command === 'classify') return embedCommand(command, rest);
   throw new UsageError(`unknown command "${command}" (try --help)`);
 }
 
 type Options = Record<string, { type: 'string' | 'boolean'; default?: string | boolean; short?: string }>;
 
 function parse(args: string[], options: Options): Record<string, string | boolean | undefined> {
+  return parseWithPositionals(args, options, false).values;
+}
+
+function parseWithPositionals(args: string[], options: Options, allowPositionals: boolean) {
   try {
-    return parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: false }).values;
+    const parsed = parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals });
+    return { values: parsed.values as Record<string, string | boolean | undefined>, positionals: parsed.positionals };
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
@@ -167,6 +197,42 @@ async function serveCommand(args: string[]): Promise<number> {
   await server.close();
   await model.dispose();
   return 0;
+}
+
+async function embedCommand(task: 'embed' | 'classify', args: string[]): Promise<number> {
+  const { values, positionals } = parseWithPositionals(
+    args,
+    {
+      model: { type: 'string' },
+      out: { type: 'string' },
+      manifest: { type: 'string' },
+      'batch-size': { type: 'string' },
+      devices: { type: 'string' },
+      device: { type: 'string' },
+      dtype: { type: 'string', default: 'float32' },
+      shard: { type: 'string' },
+      strict: { type: 'boolean' },
+    },
+    true,
+  );
+  if (values.help) {
+    process.stdout.write(USAGE + '\n');
+    return 0;
+  }
+  required(values, task, ['model', 'out']);
+  if (values.devices !== undefined && values.device !== undefined) throw new UsageError(`${task} takes --devices or --device, not both`);
+  return runEmbedCommand({
+    task,
+    model: values.model as string,
+    out: values.out as string,
+    inputs: positionals,
+    manifest: values.manifest as string | undefined,
+    batchSize: positiveInt(values, 'batch-size'),
+    devices: (values.devices ?? values.device ?? 'cpu') as string,
+    dtype: values.dtype as string,
+    shard: values.shard as string | undefined,
+    strict: values.strict === true,
+  });
 }
 
 function oneLine(error: unknown): string {

@@ -154,6 +154,24 @@ function parseDevice(device: unknown): ParsedDevice {
   throw new InvalidArgumentError('device', "'cpu', 'cuda' or 'cuda:N'", device);
 }
 
+/**
+ * Mean over the latents, [batch, n, d] -> [batch, d], summed in latent order in float32: the one
+ * definition of a mean-pooled embedding (model.embed, the batch CLI), so both give the same bits.
+ */
+export function meanPoolLatents(latents: Tensor<'float32'>): Tensor<'float32'> {
+  const [batch, n, d] = latents.shape as [number, number, number];
+  const out = new Float32Array(batch * d);
+  for (let b = 0; b < batch; b++) {
+    const row = out.subarray(b * d, (b + 1) * d);
+    for (let i = 0; i < n; i++) {
+      const latent = latents.data.subarray((b * n + i) * d, (b * n + i + 1) * d);
+      for (let c = 0; c < d; c++) row[c]! += latent[c]!;
+    }
+    for (let c = 0; c < d; c++) row[c]! /= n;
+  }
+  return new Tensor('float32', [batch, d], out);
+}
+
 function toTensor(t: NativeTensor): Tensor<'float32'> {
   return new Tensor('float32', t.shape, t.data);
 }
@@ -327,17 +345,7 @@ export class PerceiverModel<L extends Logits = Tensor<'float32'>> {
     encoding.dispose();
     const latents = encoding.lastHiddenState;
     if (pooling === 'none') return latents;
-    const [batch, n, d] = latents.shape as [number, number, number];
-    const out = new Float32Array(batch * d);
-    for (let b = 0; b < batch; b++) {
-      const row = out.subarray(b * d, (b + 1) * d);
-      for (let i = 0; i < n; i++) {
-        const latent = latents.data.subarray((b * n + i) * d, (b * n + i + 1) * d);
-        for (let c = 0; c < d; c++) row[c]! += latent[c]!;
-      }
-      for (let c = 0; c < d; c++) row[c]! /= n;
-    }
-    return new Tensor('float32', [batch, d], out);
+    return meanPoolLatents(latents);
   }
 
   /** Decodes an encoding of this model at the requested output points (every point by default). */

@@ -33,6 +33,19 @@ export async function fixtureIo(name: string): Promise<Map<string, Tensor>> {
 }
 
 /** ||actual - expected|| / ||expected|| over the whole tensor, as the fixtures' README defines it. */
+/** The same, for plain arrays (rows read back from Parquet). */
+export function relativeErrorOf(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  if (actual.length !== expected.length) throw new Error(`length mismatch: ${actual.length} vs ${expected.length}`);
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < expected.length; i++) {
+    const d = actual[i]! - expected[i]!;
+    num += d * d;
+    den += expected[i]! * expected[i]!;
+  }
+  return Math.sqrt(num / den);
+}
+
 export function relativeError(actual: Tensor, expected: Tensor): number {
   if (actual.size !== expected.size) throw new Error(`size mismatch: ${actual.size} vs ${expected.size}`);
   let num = 0;

@@ -1,0 +1,426 @@
+/**
+ * Batch embedding and classification of files into Parquet parts.
+ *
+ * - embedItemsToPart: one list of items, one loaded model, one part (what a queue worker runs).
+ * - runEmbedJob: a whole job (what `perceiver-io embed` / `classify` runs): skips items already in
+ *   the output folder (their ids), takes its shard, feeds batches to one model per device
+ *   concurrently, and writes each completed batch as its own part, atomically, so a crash loses at
+ *   most the batches in flight and a rerun on the same folder adds no duplicate rows.
+ *
+ * Per model the work is a two-stage pipeline: while batch k runs on the model, batch k+1 is read
+ * and decoded (file reads, sharp, audio-decode and ffmpeg all run off the main thread), so
+ * decoding overlaps with compute.
+ *
+ * Embeddings are the mean over the latents of the encoder output (model.embed, pooling 'mean').
+ * Classify runs one forward and takes the same mean from its lastHiddenState (the latents) beside
+ * the top-1 label of softmax(logits) with its probability, so it keeps the embedding at no cost.
+ *
+ * A file that cannot be read or decoded, or whose kind the model does not take, is a failure of that
+ * item alone: it is reported and skipped, and the rest of its batch is written.
+ */
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { InvalidArgumentError, MediaDecodeError } from '../errors.js';
+import { PerceiverClassificationDecoder } from '../modeling/decoders.js';
+import { meanPoolLatents, type PerceiverModel } from '../modeling/perceiver_model.js';
+import type { MediaInputBuilder, PreparedItem } from '../media/model_inputs.js';
+import type { Tensor } from '../tensor.js';
+import { inShard } from './discover.js';
+import { listParts, preloadParquet, readPartIds, removeStaleTempFiles, writeEmbeddingPart, type EmbeddingColumns, type PartMetadata } from './parquet.js';
+
+export { discoverItems, itemId, inShard } from './discover.js';
+export { readEmbeddings, listParts, type EmbeddingRow, type PartMetadata } from './parquet.js';
+
+export interface EmbedJobItem {
+  id: string;
+  path: string;
+}
+
+export type EmbedTask = 'embed' | 'classify';
+
+export interface EmbedFailure {
+  id: string;
+  path: string;
+  /** One line: why the item was skipped. */
+  reason: string;
+  /** The error itself (a MediaDecodeError or InvalidArgumentError). */
+  error?: unknown;
+}
+
+export interface EmbedPartOptions {
+  /** Already loaded. */
+  model: PerceiverModel<any>;
+  task: EmbedTask;
+  items: EmbedJobItem[];
+  outDir: string;
+  /** The part is written atomically as `${outDir}/${partName}.parquet`; rewriting the same partName replaces it. */
+  partName: string;
+  /** Items per forward (default 16). */
+  batchSize?: number;
+  onProgress?: (done: number, failed: number) => void;
+}
+
+export interface EmbedPartResult {
+  written: number;
+  failed: EmbedFailure[];
+}
+
+export interface EmbedJobOptions {
+  /** One loaded model per device; batches are fed to all of them concurrently. */
+  models: PerceiverModel<any>[];
+  task: EmbedTask;
+  /** Every item of the job (see discoverItems); the shard and the items already done are taken out here. */
+  items: EmbedJobItem[];
+  outDir: string;
+  /** Items per forward and per part (default 16). */
+  batchSize?: number;
+  /** Only the items of shard `index` of `count` (by id). */
+  shard?: { index: number; count: number };
+  /** Stop at the first item that fails, and throw its error (after writing the batches done). */
+  strict?: boolean;
+  /** Stops taking new batches; those in flight are finished and written. */
+  signal?: AbortSignal;
+  /** Called once per failed item, as its batch completes. */
+  onItemFailed?: (failure: EmbedFailure) => void;
+  /** Called once before the first batch (0, 0, total), then after each batch: items done (written or failed) of `total` to do. */
+  onProgress?: (done: number, failed: number, total: number) => void;
+}
+
+export interface EmbedJobResult {
+  /** Items given. */
+  total: number;
+  /** Items of other shards. */
+  otherShards: number;
+  /** Items of this shard already in the output folder. */
+  skippedDone: number;
+  /** Items this run had to do. */
+  todo: number;
+  /** Rows written by this run. */
+  written: number;
+  failed: EmbedFailure[];
+  /** Parts written by this run. */
+  parts: number;
+  /** True when the signal stopped the run before every item was done. */
+  interrupted: boolean;
+  seconds: number;
+}
+
+const DEFAULT_BATCH_SIZE = 16;
+
+interface LoadedBatch {
+  ok: { item: EmbedJobItem; prepared: PreparedItem }[];
+  failed: EmbedFailure[];
+}
+
+interface ComputedBatch {
+  columns?: EmbeddingColumns;
+  failed: EmbedFailure[];
+}
+
+/** Errors that belong to one item (its file, its kind, its content), as opposed to the model or the machine. */
+function isItemError(error: unknown): boolean {
+  return error instanceof MediaDecodeError || error instanceof InvalidArgumentError;
+}
+
+function failureOf(item: EmbedJobItem, error: unknown): EmbedFailure {
+  const message = error instanceof Error ? error.message : String(error);
+  return { id: item.id, path: item.path, reason: message.split('\n')[0]!, error };
+}
+
+async function loadBatch(builder: MediaInputBuilder, items: EmbedJobItem[]): Promise<LoadedBatch> {
+  const settled = await Promise.allSettled(items.map((item) => builder.load(item.path)));
+  const batch: LoadedBatch = { ok: [], failed: [] };
+  settled.forEach((result, i) => {
+    if (result.status === 'fulfilled') batch.ok.push({ item: items[i]!, prepared: result.value });
+    else batch.failed.push(failureOf(items[i]!, result.reason));
+  });
+  return batch;
+}
+
+function labelsOf(model: PerceiverModel<any>, count: number): string[] {
+  return Array.from({ length: count }, (_, i) => model.config.id2label[String(i)] ?? `LABEL_${i}`);
+}
+
+/** Top-1 label and its softmax probability per row of [batch, labels] logits. */
+function topLabels(logits: Tensor<'float32'>, names: string[]): { labels: string[]; scores: Float32Array } {
+  const [batch, count] = logits.shape as [number, number];
+  const labels: string[] = [];
+  const scores = new Float32Array(batch);
+  for (let b = 0; b < batch; b++) {
+    const row = logits.data.subarray(b * count, (b + 1) * count);
+    let best = 0;
+    for (let i = 1; i < count; i++) if (row[i]! > row[best]!) best = i;
+    let sum = 0;
+    for (let i = 0; i < count; i++) sum += Math.exp(row[i]! - row[best]!);
+    labels.push(names[best]!);
+    scores[b] = 1 / sum;
+  }
+  return { labels, scores };
+}
+
+function checkTask(model: PerceiverModel<any>, task: EmbedTask): void {
+  if (task !== 'embed' && task !== 'classify') throw new InvalidArgumentError('task', "'embed' or 'classify'", task);
+  if (typeof model !== 'object' || model === null || typeof (model as { embed?: unknown }).embed !== 'function' || !model.config) {
+    throw new InvalidArgumentError('model', 'a loaded PerceiverModel', model);
+  }
+  if (task === 'classify' && !(model.decoder instanceof PerceiverClassificationDecoder)) {
+    throw new InvalidArgumentError(
+      'model',
+      'a classification checkpoint',
+      model.constructor.name,
+      `classify needs a classification checkpoint (PerceiverForSequenceClassification or an image classifier); ${model.constructor.name} has no labels: use embed`,
+    );
+  }
+}
+
+function concatColumns(parts: EmbeddingColumns[], width: number, task: EmbedTask): EmbeddingColumns {
+  const rows = parts.reduce((n, p) => n + p.ids.length, 0);
+  const embeddings = new Float32Array(rows * width);
+  const scores = task === 'classify' ? new Float32Array(rows) : undefined;
+  let offset = 0;
+  for (const part of parts) {
+    embeddings.set(part.embeddings, offset * width);
+    if (scores) scores.set(part.scores!, offset);
+    offset += part.ids.length;
+  }
+  return {
+    ids: parts.flatMap((p) => p.ids),
+    paths: parts.flatMap((p) => p.paths),
+    width,
+    embeddings,
+    labels: scores ? parts.flatMap((p) => p.labels!) : undefined,
+    scores,
+  };
+}
+
+async function computeBatch(model: PerceiverModel<any>, task: EmbedTask, builder: MediaInputBuilder, loaded: LoadedBatch): Promise<ComputedBatch> {
+  const run = async (group: LoadedBatch['ok']): Promise<EmbeddingColumns> => {
+    const { inputs, attentionMask } = builder.collate(group.map((g) => g.prepared));
+    const ids = group.map((g) => g.item.id);
+    const paths = group.map((g) => g.item.path);
+    if (task === 'embed') {
+      const pooled = await model.embed(inputs, { attentionMask, pooling: 'mean' });
+      return { ids, paths, width: pooled.shape[1]!, embeddings: pooled.data };
+    }
+    const out = await model.forward({ inputs, attentionMask });
+    const logits = out.logits as Tensor<'float32'>;
+    return { ids, paths, width: out.lastHiddenState.shape[2]!, embeddings: meanPoolLatents(out.lastHiddenState).data, ...topLabels(logits, labelsOf(model, logits.shape[1]!)) };
+  };
+  const failed = [...loaded.failed];
+  if (loaded.ok.length === 0) return { failed };
+  try {
+    return { columns: await run(loaded.ok), failed };
+  } catch (error) {
+    if (!isItemError(error)) throw error;
+    // One item spoiled the batch (or the items cannot be stacked): run them one by one, so only the
+    // items that fail on their own are skipped.
+    if (loaded.ok.length === 1) return { failed: [...failed, failureOf(loaded.ok[0]!.item, error)] };
+    const done: EmbeddingColumns[] = [];
+    for (const one of loaded.ok) {
+      try {
+        done.push(await run([one]));
+      } catch (itemError) {
+        if (!isItemError(itemError)) throw itemError;
+        failed.push(failureOf(one.item, itemError));
+      }
+    }
+    return { columns: done.length ? concatColumns(done, done[0]!.width, task) : undefined, failed };
+  }
+}
+
+/**
+ * Runs batches from `next()` through one model until it returns undefined or `stopped()` is true,
+ * decoding each next batch while the current one computes.
+ */
+async function runPipeline(
+  model: PerceiverModel<any>,
+  builder: MediaInputBuilder,
+  task: EmbedTask,
+  next: () => EmbedJobItem[] | undefined,
+  stopped: () => boolean,
+  onBatch: (items: EmbedJobItem[], computed: ComputedBatch) => Promise<void>,
+): Promise<void> {
+  let items = next();
+  // loadBatch never rejects (failures are per item), so a pending prefetch is never an unhandled rejection.
+  let loading = items && loadBatch(builder, items);
+  while (items && loading) {
+    const loaded = await loading;
+    const nextItems = stopped() ? undefined : next();
+    loading = nextItems && loadBatch(builder, nextItems);
+    const computed = await computeBatch(model, task, builder, loaded);
+    await onBatch(items, computed);
+    if (stopped()) return;
+    items = nextItems;
+  }
+}
+
+function checkItems(items: unknown): asserts items is EmbedJobItem[] {
+  if (!Array.isArray(items)) throw new InvalidArgumentError('items', 'an array of { id, path }', items);
+  items.forEach((item, i) => {
+    const { id, path } = (item ?? {}) as Partial<EmbedJobItem>;
+    if (typeof id !== 'string' || id === '' || typeof path !== 'string' || path === '') throw new InvalidArgumentError(`items[${i}]`, '{ id, path } with non-empty strings', item);
+  });
+}
+
+function checkBatchSize(batchSize: unknown): number {
+  if (batchSize === undefined) return DEFAULT_BATCH_SIZE;
+  if (typeof batchSize !== 'number' || !Number.isSafeInteger(batchSize) || batchSize < 1) throw new InvalidArgumentError('batchSize', 'a positive integer', batchSize);
+  return batchSize;
+}
+
+async function builderFor(model: PerceiverModel<any>): Promise<MediaInputBuilder> {
+  // Loaded on first use: the media decoders pull in sharp, audio-decode and ffmpeg plumbing.
+  const { createMediaInputBuilder } = await import('../media/model_inputs.js');
+  return createMediaInputBuilder(model);
+}
+
+function metadataFor(model: PerceiverModel<any>, task: EmbedTask): PartMetadata {
+  return { task, model: model.constructor.name, width: model.config.d_latents };
+}
+
+/** Embeds (or classifies) items with one model and writes them as one part. */
+export async function embedItemsToPart(options: EmbedPartOptions): Promise<EmbedPartResult> {
+  if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options', 'an object { model, task, items, outDir, partName }', options);
+  const { model, task, items, outDir, partName, onProgress } = options;
+  checkTask(model, task);
+  checkItems(items);
+  const batchSize = checkBatchSize(options.batchSize);
+  if (typeof outDir !== 'string' || outDir === '') throw new InvalidArgumentError('outDir', 'a folder path', outDir);
+  if (typeof partName !== 'string' || !/^[A-Za-z0-9_-][A-Za-z0-9._-]*$/.test(partName)) {
+    throw new InvalidArgumentError('partName', 'a file name of letters, digits, ".", "_" and "-", not starting with "."', partName);
+  }
+  const builder = await builderFor(model);
+  const file = join(outDir, `${partName}.parquet`);
+  const columns: EmbeddingColumns[] = [];
+  const failed: EmbedFailure[] = [];
+  let done = 0;
+  let offset = 0;
+  const next = () => (offset < items.length ? items.slice(offset, (offset += batchSize)) : undefined);
+  await runPipeline(model, builder, task, next, () => false, async (batch, computed) => {
+    if (computed.columns) columns.push(computed.columns);
+    failed.push(...computed.failed);
+    done += batch.length;
+    onProgress?.(done, failed.length);
+  });
+  await mkdir(outDir, { recursive: true });
+  if (columns.length === 0) {
+    await rm(file, { force: true });
+    return { written: 0, failed };
+  }
+  const all = concatColumns(columns, columns[0]!.width, task);
+  await writeEmbeddingPart(file, all, metadataFor(model, task));
+  return { written: all.ids.length, failed };
+}
+
+/** Ids and writers of every part in a folder (empty for a folder that does not exist). */
+async function readDone(outDir: string): Promise<{ ids: Set<string>; writers: { file: string; metadata: PartMetadata }[] }> {
+  const ids = new Set<string>();
+  const writers: { file: string; metadata: PartMetadata }[] = [];
+  for (const file of await listParts(outDir)) {
+    const part = await readPartIds(file);
+    for (const id of part.ids) ids.add(id);
+    if (part.metadata) writers.push({ file, metadata: part.metadata });
+  }
+  return { ids, writers };
+}
+
+/** The ids already written to a folder's parts. */
+export async function readDoneIds(outDir: string): Promise<Set<string>> {
+  if (typeof outDir !== 'string' || outDir === '') throw new InvalidArgumentError('outDir', 'a folder path', outDir);
+  return (await readDone(outDir)).ids;
+}
+
+/** A whole job: shard, resume, one pipeline per model, one part per batch. */
+export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobResult> {
+  const started = performance.now();
+  if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options', 'an object { models, task, items, outDir }', options);
+  const { models, task, items, outDir, shard, strict = false, signal, onItemFailed, onProgress } = options;
+  if (!Array.isArray(models) || models.length === 0) throw new InvalidArgumentError('models', 'a non-empty array of loaded models', models);
+  for (const model of models) checkTask(model, task);
+  checkItems(items);
+  const batchSize = checkBatchSize(options.batchSize);
+  if (typeof outDir !== 'string' || outDir === '') throw new InvalidArgumentError('outDir', 'a folder path', outDir);
+  if (shard !== undefined) {
+    const { index, count } = shard ?? {};
+    if (!Number.isSafeInteger(count) || count < 1 || !Number.isSafeInteger(index) || index < 0 || index >= count) {
+      throw new InvalidArgumentError('shard', '{ index, count } with 0 <= index < count', shard);
+    }
+  }
+  const widths = new Set(models.map((m) => m.config.d_latents));
+  if (widths.size > 1) throw new InvalidArgumentError('models', 'copies of one checkpoint', `models of embedding widths ${[...widths].join(', ')}`);
+
+  // The first part write should not wait for the WebAssembly to compile.
+  preloadParquet();
+  await mkdir(outDir, { recursive: true });
+  await removeStaleTempFiles(outDir);
+  const done = await readDone(outDir);
+  const metadata = metadataFor(models[0]!, task);
+  for (const { file, metadata: other } of done.writers) {
+    if (other.task !== metadata.task || other.width !== metadata.width) {
+      throw new InvalidArgumentError(
+        'outDir',
+        `a folder of ${metadata.task} parts of width ${metadata.width}`,
+        file,
+        `${outDir} already holds ${other.task} output of width ${other.width} (${file}), not ${metadata.task} of width ${metadata.width}: use another output folder`,
+      );
+    }
+  }
+
+  const mine = shard ? items.filter((item) => inShard(item.id, shard.index, shard.count)) : items;
+  const todo = mine.filter((item) => !done.ids.has(item.id));
+  const result: EmbedJobResult = {
+    total: items.length,
+    otherShards: items.length - mine.length,
+    skippedDone: mine.length - todo.length,
+    todo: todo.length,
+    written: 0,
+    failed: [],
+    parts: 0,
+    interrupted: false,
+    seconds: 0,
+  };
+
+  // Unique per run, so parts of earlier runs and of other shards writing to the same folder never collide.
+  const runTag = `part-${Date.now().toString(36)}-${process.pid}-${randomBytes(3).toString('hex')}${shard ? `-shard${shard.index}of${shard.count}` : ''}`;
+  let sequence = 0;
+  let offset = 0;
+  let processed = 0;
+  let strictError: unknown;
+  let fatal = false;
+  const stopped = () => fatal || strictError !== undefined || signal?.aborted === true;
+  const next = () => (!stopped() && offset < todo.length ? todo.slice(offset, (offset += batchSize)) : undefined);
+  const builders = await Promise.all(models.map((model) => builderFor(model)));
+  onProgress?.(0, 0, todo.length);
+
+  const onBatch = async (batch: EmbedJobItem[], computed: ComputedBatch) => {
+    if (computed.columns) {
+      const file = join(outDir, `${runTag}-${String(sequence++).padStart(6, '0')}.parquet`);
+      await writeEmbeddingPart(file, computed.columns, metadata);
+      result.written += computed.columns.ids.length;
+      result.parts++;
+    }
+    for (const failure of computed.failed) {
+      result.failed.push(failure);
+      if (strict) strictError ??= failure.error ?? new InvalidArgumentError('INPUT', 'a readable media file', failure.path, `${failure.path}: ${failure.reason}`);
+      else onItemFailed?.(failure);
+    }
+    processed += batch.length;
+    onProgress?.(processed, result.failed.length, todo.length);
+  };
+
+  const settled = await Promise.allSettled(
+    models.map((model, i) =>
+      runPipeline(model, builders[i]!, task, next, stopped, onBatch).catch((error: unknown) => {
+        fatal = true; // the other models finish their batch in flight and stop
+        throw error;
+      }),
+    ),
+  );
+  const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  if (failure) throw failure.reason;
+  if (strictError !== undefined) throw strictError;
+  result.interrupted = processed < todo.length;
+  result.seconds = (performance.now() - started) / 1000;
+  return result;
+}

@@ -1,0 +1,235 @@
+/**
+ * Parquet parts of a batch job: one file per completed batch, written atomically, read back for
+ * resuming and for consumers.
+ *
+ * Schema: `id` (utf8), `path` (utf8), `embedding` (fixed_size_list<float32>[width]), and for
+ * classify also `label` (utf8) and `score` (float32). The Arrow schema metadata carries
+ * `perceiver_io.task`, `perceiver_io.model` and `perceiver_io.width`, so a resumed run can refuse a
+ * folder written by another task or model width.
+ *
+ * A part is written to a hidden temporary name in the same folder and renamed into place: a reader
+ * (or a resumed run) sees either the whole part or none of it. Temporary names carry the host and
+ * the process id, so a starting run removes only those left by processes that are gone.
+ *
+ * apache-arrow and parquet-wasm are imported on first use, so the library loads without them.
+ */
+import { randomBytes } from 'node:crypto';
+import { open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { InvalidArgumentError } from '../errors.js';
+
+export type PartTask = 'embed' | 'classify';
+
+/** Rows of one part, column by column. */
+export interface EmbeddingColumns {
+  ids: string[];
+  paths: string[];
+  /** Row-major [rows, width]. */
+  embeddings: Float32Array;
+  width: number;
+  /** Classify only: top-1 label and its softmax probability. */
+  labels?: string[];
+  scores?: Float32Array;
+}
+
+export interface PartMetadata {
+  task: PartTask;
+  /** The model class, e.g. PerceiverForSequenceClassification. */
+  model: string;
+  width: number;
+}
+
+/** One row read back. */
+export interface EmbeddingRow {
+  id: string;
+  path: string;
+  embedding: Float32Array;
+  label?: string;
+  score?: number;
+}
+
+const META_TASK = 'perceiver_io.task';
+const META_MODEL = 'perceiver_io.model';
+const META_WIDTH = 'perceiver_io.width';
+const TEMP_SUFFIX = '.tmp';
+
+type Arrow = typeof import('apache-arrow');
+type ParquetWasm = typeof import('parquet-wasm');
+
+let libraries: Promise<{ arrow: Arrow; parquet: ParquetWasm }> | undefined;
+
+/** apache-arrow and parquet-wasm (its Node build, which instantiates its WebAssembly on load). */
+async function parquetLibraries(): Promise<{ arrow: Arrow; parquet: ParquetWasm }> {
+  libraries ??= Promise.all([import('apache-arrow'), import('parquet-wasm')]).then(([arrow, parquet]) => ({
+    arrow,
+    // The Node build is CommonJS; its exports are on `default` as well as named.
+    parquet: ((parquet as { default?: ParquetWasm }).default ?? parquet) as ParquetWasm,
+  }));
+  return libraries;
+}
+
+/** Starts loading apache-arrow and parquet-wasm (compiling the WebAssembly) without waiting for it. */
+export function preloadParquet(): void {
+  parquetLibraries().catch(() => {
+    // Reported by the first read or write that needs them.
+    libraries = undefined;
+  });
+}
+
+/** The part files of a folder: `*.parquet`, not hidden, sorted by name. */
+export async function listParts(outDir: string): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await readdir(outDir);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw new InvalidArgumentError('outDir', 'a readable folder', outDir, `cannot read the output folder ${outDir}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+  }
+  return names
+    .filter((name) => name.endsWith('.parquet') && !name.startsWith('.'))
+    .sort()
+    .map((name) => join(outDir, name));
+}
+
+function tempName(file: string): string {
+  const slash = file.lastIndexOf('/');
+  return `${file.slice(0, slash + 1)}.${file.slice(slash + 1)}.${hostname()}.${process.pid}.${randomBytes(4).toString('hex')}${TEMP_SUFFIX}`;
+}
+
+function processIsAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Removes temporary part files left by crashed runs: those of this host whose process is gone, and
+ * those of other hosts (a shared folder) untouched for a day. Returns how many were removed.
+ */
+export async function removeStaleTempFiles(outDir: string): Promise<number> {
+  let names: string[];
+  try {
+    names = await readdir(outDir);
+  } catch {
+    return 0;
+  }
+  const pattern = /^\..+\.parquet\.(.+)\.(\d+)\.[0-9a-f]{8}\.tmp$/;
+  let removed = 0;
+  for (const name of names) {
+    const m = pattern.exec(name);
+    if (!m) continue;
+    const file = join(outDir, name);
+    let stale: boolean;
+    if (m[1] === hostname()) stale = Number(m[2]) !== process.pid && !processIsAlive(Number(m[2]));
+    else stale = Date.now() - (await stat(file).catch(() => ({ mtimeMs: Date.now() }))).mtimeMs > 24 * 3600 * 1000;
+    if (stale) {
+      await rm(file, { force: true });
+      removed++;
+    }
+  }
+  return removed;
+}
+
+/** Writes one part atomically to `file` (replacing any part of that name). */
+export async function writeEmbeddingPart(file: string, columns: EmbeddingColumns, metadata: PartMetadata): Promise<void> {
+  const rows = columns.ids.length;
+  if (columns.paths.length !== rows || columns.embeddings.length !== rows * columns.width) {
+    throw new InvalidArgumentError('columns', `${rows} paths and ${rows} x ${columns.width} embedding values`, `${columns.paths.length} paths and ${columns.embeddings.length} values`);
+  }
+  const { arrow, parquet } = await parquetLibraries();
+  const item = new arrow.Field('item', new arrow.Float32(), false);
+  const values = arrow.makeData({ type: new arrow.Float32(), length: rows * columns.width, data: columns.embeddings });
+  const embedding = arrow.makeVector(arrow.makeData({ type: new arrow.FixedSizeList(columns.width, item), length: rows, nullCount: 0, child: values }));
+  const vectors: Record<string, import('apache-arrow').Vector> = {
+    id: arrow.vectorFromArray(columns.ids, new arrow.Utf8()),
+    path: arrow.vectorFromArray(columns.paths, new arrow.Utf8()),
+    embedding,
+  };
+  if (columns.labels && columns.scores) {
+    vectors.label = arrow.vectorFromArray(columns.labels, new arrow.Utf8());
+    vectors.score = arrow.makeVector(columns.scores);
+  }
+  const plain = new arrow.Table(vectors);
+  const schemaMetadata = new Map([
+    [META_TASK, metadata.task],
+    [META_MODEL, metadata.model],
+    [META_WIDTH, String(metadata.width)],
+  ]);
+  const table = new arrow.Table(new arrow.Schema(plain.schema.fields, schemaMetadata), plain.batches);
+  const wasmTable = parquet.Table.fromIPCStream(arrow.tableToIPC(table, 'stream'));
+  const properties = new parquet.WriterPropertiesBuilder().setCompression(parquet.Compression.ZSTD).build();
+  const bytes = parquet.writeParquet(wasmTable, properties);
+
+  const temp = tempName(file);
+  try {
+    const handle = await open(temp, 'w');
+    try {
+      await handle.writeFile(bytes);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(temp, file);
+  } catch (error) {
+    await rm(temp, { force: true });
+    throw error;
+  }
+}
+
+async function readPart(file: string): Promise<import('apache-arrow').Table> {
+  const { arrow, parquet } = await parquetLibraries();
+  try {
+    const bytes = await readFile(file);
+    // Whole parts are read: parquet-wasm 0.8's readParquet does not apply its `columns` option
+    // (every column comes back), and a part is one batch, so this stays small.
+    return arrow.tableFromIPC(parquet.readParquet(bytes).intoIPCStream());
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new InvalidArgumentError('outDir', 'a folder whose .parquet files are readable Parquet parts', file, `${file} is not a readable Parquet part (${reason.split('\n')[0]}); move it out of the output folder`);
+  }
+}
+
+function metadataOf(table: import('apache-arrow').Table, file: string): PartMetadata | undefined {
+  const meta = table.schema.metadata;
+  const task = meta.get(META_TASK);
+  if (task === undefined) return undefined;
+  if (task !== 'embed' && task !== 'classify') throw new InvalidArgumentError('outDir', 'parts written by embed or classify', `${file}: task ${task}`);
+  return { task, model: meta.get(META_MODEL) ?? '', width: Number(meta.get(META_WIDTH)) };
+}
+
+function idColumn(table: import('apache-arrow').Table, file: string): string[] {
+  const ids = table.getChild('id');
+  if (!ids) throw new InvalidArgumentError('outDir', 'Parquet parts with an "id" column', `${file} without one`);
+  return ids.toArray() as string[];
+}
+
+/** The ids of one part and what wrote it (undefined for a part without perceiver-io metadata). */
+export async function readPartIds(file: string): Promise<{ ids: string[]; metadata?: PartMetadata }> {
+  const table = await readPart(file);
+  return { ids: idColumn(table, file), metadata: metadataOf(table, file) };
+}
+
+/** Every row of every part of a folder, part by part in name order. */
+export async function readEmbeddings(outDir: string): Promise<EmbeddingRow[]> {
+  const rows: EmbeddingRow[] = [];
+  for (const file of await listParts(outDir)) {
+    const table = await readPart(file);
+    const ids = idColumn(table, file);
+    const paths = table.getChild('path');
+    const embedding = table.getChild('embedding');
+    if (!paths || !embedding) throw new InvalidArgumentError('outDir', 'Parquet parts with "path" and "embedding" columns', file);
+    const labels = table.getChild('label');
+    const scores = table.getChild('score');
+    for (let i = 0; i < ids.length; i++) {
+      const row: EmbeddingRow = { id: ids[i]!, path: paths.get(i) as string, embedding: Float32Array.from((embedding.get(i) as import('apache-arrow').Vector).toArray() as Float32Array) };
+      if (labels) row.label = labels.get(i) as string;
+      if (scores) row.score = scores.get(i) as number;
+      rows.push(row);
+    }
+  }
+  return rows;
+}

@@ -1,0 +1,132 @@
+/**
+ * `perceiver-io embed` and `perceiver-io classify`: files in, Parquet parts out (see
+ * lib/batch/job.ts for what is written and how a rerun resumes).
+ *
+ * - Unreadable files are reported on stderr, one line each, and skipped; the run exits 0 and its
+ *   summary counts them. `--strict` stops at the first one and exits 1.
+ * - SIGINT / SIGTERM stop taking new batches; the batches in flight are written, then the run
+ *   exits 130 (a rerun carries on). A second signal exits at once.
+ */
+import { AutoModel } from '../auto.js';
+import { runEmbedJob, discoverItems, type EmbedTask } from '../batch/job.js';
+import { createProgressReporter } from '../batch/progress.js';
+import { capabilities } from '../capabilities.js';
+import { InvalidArgumentError } from '../errors.js';
+import { DEVICE_DTYPES, type ComputeDType, type PerceiverModel } from '../modeling/perceiver_model.js';
+import { UsageError } from './usage.js';
+
+export interface EmbedCommandOptions {
+  task: EmbedTask;
+  /** Checkpoint folder or Hugging Face Hub id. */
+  model: string;
+  out: string;
+  /** Files, folders and globs. */
+  inputs: string[];
+  /** A file with one path per line. */
+  manifest?: string;
+  batchSize?: number;
+  /** `cpu`, `cuda:0,cuda:1`, `all`, ... */
+  devices: string;
+  dtype: string;
+  /** `i/N`. */
+  shard?: string;
+  strict: boolean;
+}
+
+/**
+ * The devices of a `--devices` list: `cpu`, `cuda` (= `cuda:0`), `cuda:N`, repeated as wanted (one
+ * model each), or `all`: every CUDA device, or the cpu when there is none.
+ */
+export function parseDevices(value: string): { devices: string[]; note?: string } {
+  const entries = value.split(',').map((entry) => entry.trim());
+  if (entries.length === 1 && entries[0] === 'all') {
+    const cuda = capabilities().cuda;
+    if (cuda.available && cuda.deviceCount > 0) return { devices: Array.from({ length: cuda.deviceCount }, (_, i) => `cuda:${i}`) };
+    return { devices: ['cpu'], note: `--devices all: no usable GPU (${cuda.reason ?? 'none found'}), running on the cpu` };
+  }
+  const devices = entries.map((entry) => {
+    if (entry === 'cuda') return 'cuda:0';
+    if (entry === 'cpu' || /^cuda:\d+$/.test(entry)) return entry;
+    throw new UsageError(`--devices wants a comma list of cpu, cuda or cuda:N, or all; got ${JSON.stringify(entry || value)}`);
+  });
+  return { devices };
+}
+
+/** `i/N` with 0 <= i < N. */
+export function parseShard(value: string): { index: number; count: number } {
+  const m = /^(\d+)\/(\d+)$/.exec(value.trim());
+  const index = m ? Number(m[1]) : NaN;
+  const count = m ? Number(m[2]) : NaN;
+  if (!m || !Number.isSafeInteger(count) || count < 1 || index >= count) {
+    throw new UsageError(`--shard wants i/N with 0 <= i < N (e.g. 0/4), got ${JSON.stringify(value)}`);
+  }
+  return { index, count };
+}
+
+/** Runs the command; resolves the exit code. Errors are thrown for the caller to print as one line. */
+export async function runEmbedCommand(options: EmbedCommandOptions): Promise<number> {
+  const { task } = options;
+  const label = `perceiver-io ${task}`;
+  if (!DEVICE_DTYPES.includes(options.dtype as ComputeDType)) throw new UsageError(`--dtype wants one of ${DEVICE_DTYPES.join(', ')}, got ${JSON.stringify(options.dtype)}`);
+  const { devices, note } = parseDevices(options.devices);
+  const shard = options.shard === undefined ? undefined : parseShard(options.shard);
+  if (options.inputs.length === 0 && options.manifest === undefined) throw new UsageError(`${task} needs at least one INPUT (a file, folder or glob) or --manifest FILE`);
+
+  let items;
+  try {
+    items = await discoverItems(options.inputs, { manifest: options.manifest });
+  } catch (error) {
+    // A missing input or manifest is a mistake on the command line.
+    if (error instanceof InvalidArgumentError) throw new UsageError(error.message);
+    throw error;
+  }
+  if (note) process.stderr.write(`${label}: ${note}\n`);
+
+  const models: PerceiverModel<any>[] = [];
+  const controller = new AbortController();
+  let signals = 0;
+  const onSignal = () => {
+    if (++signals > 1) process.exit(130);
+    process.stderr.write(`${label}: stopping after the batches in flight (again to quit now)\n`);
+    controller.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const progress = await createProgressReporter({ label });
+  try {
+    for (const device of devices) {
+      models.push(await AutoModel.fromPretrained(options.model, { device, dtype: options.dtype as ComputeDType, hub: { progress: true } }));
+    }
+    const result = await runEmbedJob({
+      models,
+      task,
+      items,
+      outDir: options.out,
+      batchSize: options.batchSize,
+      shard,
+      strict: options.strict,
+      signal: controller.signal,
+      // Decode errors name the file already; others get it in front.
+      onItemFailed: (failure) => progress.log(`${label}: skipped: ${failure.reason.includes(failure.path) ? failure.reason : `${failure.path}: ${failure.reason}`}`),
+      onProgress: (done, failed, total) => {
+        if (done === 0) progress.start(total);
+        else progress.update(done, failed);
+      },
+    });
+    progress.stop();
+    const rate = result.seconds > 0 ? (result.written + result.failed.length) / result.seconds : 0;
+    const shardText = shard ? ` (shard ${shard.index}/${shard.count}: ${result.total - result.otherShards} of ${result.total})` : '';
+    process.stderr.write(
+      `${label}: ${result.total} items${shardText}: ${result.written} written in ${result.parts} part${result.parts === 1 ? '' : 's'}, ` +
+        `${result.skippedDone} already done, ${result.failed.length} unreadable, ` +
+        `${result.todo - result.written - result.failed.length} left -> ${options.out} ` +
+        `(${result.seconds.toFixed(1)} s, ${rate.toFixed(1)} items/s on ${devices.join(',')})\n`,
+    );
+    return result.interrupted ? 130 : 0;
+  } finally {
+    progress.stop();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await Promise.all(models.map((model) => model.dispose()));
+  }
+}

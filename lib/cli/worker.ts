@@ -1,0 +1,229 @@
+/**
+ * The queue side of the CLI (see lib/batch/queue.ts):
+ *
+ *   perceiver-io worker --queue redis://HOST:PORT [--device cpu] [--dtype float32] [--concurrency 1] [--lock-duration-ms 60000]
+ *   perceiver-io embed|classify --queue redis://HOST:PORT --model DIR|ID --out DIR [--shard-size 256] [--batch-size N] [--attempts 3] [--manifest FILE] INPUT...
+ *
+ * The worker runs until SIGINT / SIGTERM: the first finishes the shard in progress and exits 0, a
+ * second hands it back to the queue at once (another worker restarts it) and exits 0. The enqueuer
+ * waits for every shard; SIGINT / SIGTERM stop the waiting only (exit 130; the shards stay queued and
+ * the same command waits for them again).
+ */
+import { parseArgs } from 'node:util';
+import { BackendUnavailableError, InvalidArgumentError, PerceiverError } from '../errors.js';
+import { DEVICE_DTYPES, type ComputeDType } from '../modeling/perceiver_model.js';
+import type { EnqueueProgress } from '../batch/queue.js';
+import { UsageError } from './usage.js';
+
+const WORKER_USAGE = `Usage: perceiver-io worker --queue redis://HOST:PORT [options]
+
+Takes shards queued by "perceiver-io embed|classify --queue ..." and writes their Parquet parts
+(the model and output folder come with each shard). Run one per GPU, on any machine that sees the
+same paths. SIGINT/SIGTERM: finish the shard in progress, then exit; twice: hand it back now.
+
+  --queue URL             redis://HOST:PORT (or rediss://, with user:password@ and /DB if needed)
+  --device cpu            where to run: cpu, cuda or cuda:N
+  --dtype float32         compute precision (float32, tfloat32, float16, bfloat16 on CUDA)
+  --concurrency 1         shards at once
+  --lock-duration-ms N    how long a shard's lock lasts without renewal (default 60000): a dead
+                          worker's shard goes to another worker after about this long`;
+
+type Values = Record<string, string | boolean | undefined>;
+
+function parse(args: string[], options: Record<string, { type: 'string' | 'boolean'; default?: string }>, positionals: boolean) {
+  try {
+    const parsed = parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: positionals });
+    return { values: parsed.values as Values, positionals: parsed.positionals };
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+}
+
+function integerOption(values: Values, name: string, min: number): number | undefined {
+  const raw = values[name];
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (typeof raw !== 'string' || raw.trim() === '' || !Number.isSafeInteger(n) || n < min) throw new UsageError(`--${name} wants an integer of at least ${min}, got ${String(raw)}`);
+  return n;
+}
+
+function requiredString(values: Values, command: string, name: string): string {
+  const value = values[name];
+  if (typeof value !== 'string' || value === '') throw new UsageError(`${command} needs --${name}`);
+  return value;
+}
+
+/** Fails at start, rather than on every shard, when this machine cannot run the device and dtype. */
+async function checkDevice(device: string, dtype: string): Promise<void> {
+  if (!DEVICE_DTYPES.includes(dtype as ComputeDType)) throw new UsageError(`--dtype wants one of ${DEVICE_DTYPES.join(', ')}, got ${JSON.stringify(dtype)}`);
+  const m = /^cuda(?::(\d+))?$/.exec(device);
+  if (device !== 'cpu' && !m) throw new UsageError(`--device wants cpu, cuda or cuda:N, got ${JSON.stringify(device)}`);
+  if (device === 'cpu') {
+    if (dtype !== 'float32') throw new BackendUnavailableError(`dtype '${dtype}' is not supported on the cpu backend (it computes in float32); use --dtype float32 or a CUDA device`);
+    return;
+  }
+  const { capabilities } = await import('../capabilities.js');
+  const cuda = capabilities().cuda;
+  if (!cuda.available) throw new BackendUnavailableError(`device '${device}' is not available: ${cuda.reason ?? 'unknown reason'}`);
+  const index = Number(m![1] ?? 0);
+  if (index >= cuda.deviceCount) throw new BackendUnavailableError(`device '${device}' is not available: this machine has ${cuda.deviceCount} CUDA device(s)`);
+}
+
+/** `perceiver-io worker`: resolves the exit code; errors are thrown for main to print on one line. */
+export async function runWorkerCommand(args: string[]): Promise<number> {
+  const { values } = parse(
+    args,
+    {
+      queue: { type: 'string' },
+      device: { type: 'string', default: 'cpu' },
+      dtype: { type: 'string', default: 'float32' },
+      concurrency: { type: 'string' },
+      'lock-duration-ms': { type: 'string' },
+    },
+    false,
+  );
+  if (values.help) {
+    process.stdout.write(WORKER_USAGE + '\n');
+    return 0;
+  }
+  const queue = requiredString(values, 'worker', 'queue');
+  const device = values.device as string;
+  const dtype = values.dtype as string;
+  await checkDevice(device, dtype);
+  const concurrency = integerOption(values, 'concurrency', 1);
+  const lockDurationMs = integerOption(values, 'lock-duration-ms', 1000);
+
+  const { startShardWorker, displayUrl, parseQueueUrl } = await import('../batch/queue.js');
+  const label = 'perceiver-io worker';
+  const log = (line: string) => process.stderr.write(`${label}: ${line}\n`);
+  const worker = await startShardWorker({ queue, device, dtype: dtype as ComputeDType, concurrency, lockDurationMs, log });
+
+  let signals = 0;
+  const onSignal = () => {
+    signals++;
+    if (signals === 1) {
+      log('finishing the shard in progress, then exiting (signal again to hand it back to the queue now)');
+      void worker.close();
+    } else if (signals === 2) {
+      log('handing the shard in progress back to the queue');
+      void worker.close({ release: true });
+    } else {
+      process.exit(130);
+    }
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    await worker.ready;
+    log(`taking shards from ${displayUrl(parseQueueUrl(queue))} on ${device} (${dtype}, concurrency ${concurrency ?? 1})`);
+    await worker.closed;
+    log('stopped');
+    return 0;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await worker.close().catch(() => {});
+  }
+}
+
+/** Flags of a local run that a queued run leaves to the workers. */
+const LOCAL_ONLY = ['devices', 'device', 'dtype', 'shard', 'strict'] as const;
+
+/** `perceiver-io embed|classify --queue ...`: resolves the exit code. */
+export async function runQueuedEmbedCommand(task: 'embed' | 'classify', args: string[], usage: string): Promise<number> {
+  const { values, positionals } = parse(
+    args,
+    {
+      queue: { type: 'string' },
+      model: { type: 'string' },
+      out: { type: 'string' },
+      manifest: { type: 'string' },
+      'shard-size': { type: 'string' },
+      'batch-size': { type: 'string' },
+      attempts: { type: 'string' },
+      devices: { type: 'string' },
+      device: { type: 'string' },
+      dtype: { type: 'string' },
+      shard: { type: 'string' },
+      strict: { type: 'boolean' },
+    },
+    true,
+  );
+  if (values.help) {
+    process.stdout.write(usage + '\n');
+    return 0;
+  }
+  const label = `perceiver-io ${task}`;
+  for (const name of LOCAL_ONLY) {
+    if (values[name] !== undefined) throw new UsageError(`--${name} is for a local run; with --queue each worker chooses its own (perceiver-io worker --device ... --dtype ...)`);
+  }
+  const queue = requiredString(values, task, 'queue');
+  const model = requiredString(values, task, 'model');
+  const out = requiredString(values, task, 'out');
+  if (positionals.length === 0 && values.manifest === undefined) throw new UsageError(`${task} needs at least one INPUT (a file, folder or glob) or --manifest FILE`);
+
+  const { enqueueAndWait } = await import('../batch/queue.js');
+  const controller = new AbortController();
+  const onSignal = () => controller.abort();
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  // Shards done / total: one line per change (at most one a second, and always the last), or a
+  // line redrawn in place on a terminal.
+  const tty = process.stderr.isTTY === true;
+  let lastLine = -Infinity;
+  let pendingLine = '';
+  const show = (p: EnqueueProgress, force = false) => {
+    const text = `${label}: ${p.shardsDone + p.shardsFailed}/${p.shardsTotal} shards done${p.shardsFailed ? ` (${p.shardsFailed} failed)` : ''}, ${p.written} items written, ${p.failedItems} unreadable`;
+    pendingLine = text;
+    if (!force && performance.now() - lastLine < 1000) return;
+    process.stderr.write(tty ? `\r${text}\x1b[K` : `${text}\n`);
+    pendingLine = '';
+    lastLine = performance.now();
+  };
+  let last: EnqueueProgress | undefined;
+  const flush = () => {
+    if (pendingLine && last) show(last, true);
+    if (tty && lastLine > -Infinity) process.stderr.write('\n');
+  };
+  try {
+    const result = await enqueueAndWait({
+      queue,
+      model,
+      task,
+      inputs: positionals,
+      manifest: values.manifest as string | undefined,
+      outDir: out,
+      shardSize: integerOption(values, 'shard-size', 1),
+      batchSize: integerOption(values, 'batch-size', 1),
+      attempts: integerOption(values, 'attempts', 1),
+      signal: controller.signal,
+      onProgress: (p) => {
+        if (p.shardsTotal === 0) return; // nothing to wait for: the summary says so
+        last = p;
+        show(p, p.shardsDone + p.shardsFailed === p.shardsTotal);
+      },
+    });
+    flush();
+    const shown = result.failed.slice(0, 20);
+    for (const failure of shown) process.stderr.write(`${label}: skipped ${failure.path}: ${failure.reason}\n`);
+    if (result.failed.length > shown.length) process.stderr.write(`${label}: ... and ${result.failed.length - shown.length} more unreadable files\n`);
+    process.stderr.write(
+      `${label}: ${result.items} items: ${result.written} written by ${result.shards} shard${result.shards === 1 ? '' : 's'} (${result.added} queued now), ` +
+        `${result.alreadyDone} already done, ${result.failed.length} unreadable -> ${out} (${result.seconds.toFixed(1)} s)\n`,
+    );
+    return 0;
+  } catch (error) {
+    flush();
+    if (error instanceof PerceiverError && error.code === 'ERR_PERCEIVER_ABORTED') {
+      process.stderr.write(`${label}: ${error.message}\n`);
+      return 130;
+    }
+    // A missing input or manifest is a mistake on the command line, as in a local run.
+    if (error instanceof InvalidArgumentError && (error.argument === 'INPUT' || error.argument === 'manifest')) throw new UsageError(error.message);
+    throw error;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
