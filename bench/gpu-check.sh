@@ -82,6 +82,8 @@ step "parity of every fixture on cuda, every precision"
 for fixture in text-mlm text-classification image-learned image-fourier image-conv optical-flow multimodal-autoencoding multimodal-autoencoding-chunk; do
   part 90 node dist/bench/gpu-check.js --device cuda:0 --part "$fixture"
 done
+step "device-resident tensors on cuda (outputs, uploads, memory back after 100 cycles)"
+part 90 node dist/bench/gpu-check.js --device cuda:0 --part device-tensor
 fi
 
 if want errors; then

@@ -7,10 +7,10 @@
  */
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { AutoModel, InvalidArgumentError, OutOfMemoryError, readSafetensors, Tensor, type ComputeDType } from '../lib/index.js';
+import { AutoModel, DeviceTensor, InvalidArgumentError, OutOfMemoryError, readSafetensors, Tensor, type ComputeDType } from '../lib/index.js';
 import { loadAddon, packageRoot } from '../lib/native/binding.js';
 
-// --part kernels | attention | errors | <fixture name>: bench/gpu-check.sh runs each part in its own process,
+// --part kernels | attention | errors | device-tensor | <fixture name>: bench/gpu-check.sh runs each part in its own process,
 // so a GPU fault in one (a sticky CUDA error poisons its process) cannot hide the others' results.
 const { values } = parseArgs({ options: { device: { type: 'string', default: 'cuda:0' }, part: { type: 'string' } } });
 const device = values.device!;
@@ -122,6 +122,68 @@ for (const name of FIXTURES.filter(runs)) {
       report(false, `parity ${name} ${dtype}: ${(error as Error).message}`);
     }
   }
+}
+
+// Device-resident tensors (float32): outputs left on the GPU equal the host outputs, an uploaded
+// input gives the host input's result, a tensor outlives its model, and device memory comes back:
+// after a warm-up cycle the backend's pool holds every block a cycle needs, so 100 more
+// forward(outputs: 'device') / dispose cycles must take no more (a leak of text-mlm's outputs
+// would take 16 MB), and disposing everything returns what the model took.
+if (runs('device-tensor')) {
+  const addon = loadAddon();
+  const index = Number(/^cuda:(\d+)$/.exec(device)?.[1] ?? 0);
+  const MiB = 2 ** 20;
+  const freeBefore = addon.cudaMemoryInfo(index).free;
+  for (const name of ['text-mlm', 'image-learned']) {
+    try {
+      const dir = join(packageRoot(), 'test', 'fixtures', name);
+      const io = (await readSafetensors(join(dir, 'io.safetensors'))).tensors;
+      const call = { inputs: io.get('input')!, attentionMask: io.get('call.attention_mask') };
+      const model = await AutoModel.fromPretrained(dir, { device, dtype: 'float32' });
+      const host = await model.forward(call);
+      const same = (what: string, actual: Tensor, expected: Tensor) => {
+        const err = relativeError(actual, expected);
+        const bitwise = Buffer.from(actual.bytes()).equals(Buffer.from(expected.bytes()));
+        report(err <= 1e-6, `device-tensor ${name}: ${what} (${bitwise ? 'bitwise' : `relative ${err.toExponential(2)}`})`);
+      };
+      const out = await model.forward({ ...call, outputs: 'device' });
+      const logits = out.logits as DeviceTensor;
+      report(logits instanceof DeviceTensor && logits.device === device, `device-tensor ${name}: logits are a DeviceTensor on ${logits.device}`);
+      same('device logits = host logits', await logits.toHost(), host.logits as Tensor);
+      same('device lastHiddenState = host lastHiddenState', await out.lastHiddenState.toHost(), host.lastHiddenState);
+      logits.dispose();
+      out.lastHiddenState.dispose();
+      if (name === 'image-learned') {
+        const uploaded = await model.upload(call.inputs);
+        same('upload then toHost = the host tensor', await uploaded.toHost(), call.inputs);
+        same('upload + forward = host forward', (await model.forward({ inputs: uploaded })).logits as Tensor, host.logits as Tensor);
+        uploaded.dispose();
+      }
+      const cycle = async () => {
+        const o = await model.forward({ ...call, outputs: 'device' });
+        (o.logits as DeviceTensor).dispose();
+        o.lastHiddenState.dispose();
+      };
+      await cycle();
+      const start = addon.cudaMemoryInfo(index).free;
+      for (let i = 0; i < 100; i++) await cycle();
+      const end = addon.cudaMemoryInfo(index).free;
+      const live = addon.deviceTensorStats().live;
+      report(start - end < MiB && live === 0, `device-tensor ${name}: 100 cycles, free ${(start / MiB).toFixed(1)} -> ${(end / MiB).toFixed(1)} MiB, ${live} live tensors`);
+      const kept = await model.forward({ ...call, outputs: 'device' });
+      kept.lastHiddenState.dispose();
+      await model.dispose();
+      same('a tensor stays readable after model.dispose()', await (kept.logits as DeviceTensor).toHost(), host.logits as Tensor);
+      (kept.logits as DeviceTensor).dispose();
+    } catch (error) {
+      report(false, `device-tensor ${name}: ${(error as Error).message}`);
+    }
+  }
+  const freeAfter = addon.cudaMemoryInfo(index).free;
+  report(
+    freeBefore - freeAfter < 64 * MiB && addon.deviceTensorStats().live === 0,
+    `device-tensor: every model and tensor disposed, free ${(freeBefore / MiB).toFixed(1)} -> ${(freeAfter / MiB).toFixed(1)} MiB`,
+  );
 }
 
 // Typed errors: a bad device index, and out of memory with the model usable afterwards.

@@ -2,6 +2,7 @@
 export { PerceiverConfig, type PerceiverConfigFields } from './config.js';
 export * from './errors.js';
 export { Tensor, type DType, DTYPES, type AnyTypedArray } from './tensor.js';
+export { DeviceTensor } from './device_tensor.js';
 export { PerceiverTokenizer } from './tokenizer.js';
 export { PerceiverImageProcessor, type ImageInput, type ImageProcessorOptions, type RawImage } from './image_processor.js';
 export { AutoModel, ARCHITECTURES } from './auto.js';
@@ -13,6 +14,10 @@ export {
   type DecodeCall,
   type ForwardCall,
   type Logits,
+  type DeviceLogits,
+  type OutputTensor,
+  type OutputPlacement,
+  type OutputOptions,
   type LoadOptions,
   type PerceiverModelOutput,
   type PerceiverDecodeOutput,

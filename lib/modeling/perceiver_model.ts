@@ -3,6 +3,7 @@
  * weights and compiled into one native engine. A forward is one native call on a worker thread.
  */
 import { PerceiverConfig } from '../config.js';
+import { DeviceTensor } from '../device_tensor.js';
 import { BackendUnavailableError, ConfigError, DisposedError, InvalidArgumentError } from '../errors.js';
 import { isHubId, snapshotDownload, type HubOptions } from '../hub/download.js';
 import { loadCheckpointWeights } from '../io/checkpoint.js';
@@ -48,8 +49,10 @@ export interface EncodeCall {
    * What the preprocessor takes: token ids [batch, sequence] (int64 or int32) for text, float
    * pixels [batch, channels, height, width] for images, [batch, frames, channels, height, width]
    * for video and flow, or an object of such tensors keyed by modality for multimodal models.
+   * A float input may be a DeviceTensor of this model (model.upload(), or an output with
+   * outputs: 'device'), read in place without a copy through the host; token ids stay host Tensors.
    */
-  inputs: Tensor | Record<string, Tensor>;
+  inputs: Tensor | DeviceTensor | Record<string, Tensor | DeviceTensor>;
   /** [batch, sequence], 1 = attend, 0 = padding. */
   attentionMask?: Tensor;
   /** Resize a learned position table to another image size (bicubic), as transformers' option. */
@@ -60,6 +63,17 @@ export interface EncodeCall {
   outputHiddenStates?: boolean;
   /** Also return attention weights, as transformers' output_attentions. */
   outputAttentions?: boolean;
+}
+
+/**
+ * Where a call's outputs go: 'host' (default) copies every output tensor into host memory as a
+ * Tensor; 'device' leaves every one (logits, lastHiddenState, hiddenStates, attentions,
+ * crossAttentions) in the model's backend memory as a DeviceTensor.
+ */
+export type OutputPlacement = 'host' | 'device';
+
+export interface OutputOptions {
+  outputs?: OutputPlacement;
 }
 
 /** Flat indices of output points to decode: one list, or one per modality (null = every point). */
@@ -81,44 +95,51 @@ export interface ForwardCall extends EncodeCall, DecodeCall {}
 
 /** One tensor, or one per output modality (multimodal autoencoding). */
 export type Logits = Tensor<'float32'> | Record<string, Tensor<'float32'>>;
+/** Logits of type L kept in backend memory (outputs: 'device'). */
+export type DeviceLogits<L extends Logits = Tensor<'float32'>> = L extends Tensor<'float32'> ? DeviceTensor : Record<string, DeviceTensor>;
+/** An output tensor: on the host, or in backend memory. */
+export type OutputTensor = Tensor<'float32'> | DeviceTensor;
 
-export interface PerceiverModelOutput<L extends Logits = Tensor<'float32'>> {
+/** L: the logits' type; T: every other output tensor's (DeviceTensor with outputs: 'device'). */
+export interface PerceiverModelOutput<L extends Logits | DeviceLogits<Logits> = Tensor<'float32'>, T extends OutputTensor = Tensor<'float32'>> {
   /** The head's output (absent for a model without decoder). */
   logits?: L;
   /** The latents after the encoder, [batch, num_latents, d_latents]. */
-  lastHiddenState: Tensor<'float32'>;
-  hiddenStates?: Tensor<'float32'>[];
+  lastHiddenState: T;
+  hiddenStates?: T[];
   /** Latent self-attention weights, [batch, heads, num_latents, num_latents] per layer applied. */
-  attentions?: Tensor<'float32'>[];
+  attentions?: T[];
   /** The encoder's cross-attention weights, then the decoder's. */
-  crossAttentions?: Tensor<'float32'>[];
+  crossAttentions?: T[];
 }
 
-export interface PerceiverDecodeOutput<L extends Logits = Tensor<'float32'>> {
+export interface PerceiverDecodeOutput<L extends Logits | DeviceLogits<Logits> = Tensor<'float32'>, T extends OutputTensor = Tensor<'float32'>> {
   logits: L;
   /** The decoder's cross-attention weights, when asked for. */
-  crossAttentions?: Tensor<'float32'>[];
+  crossAttentions?: T[];
 }
 
 /**
  * The encoder's result for one batch, kept in the engine's memory so that any number of decode()
  * calls (chunks of output points) reuse it. Dispose it when done; it also goes with the GC.
+ * T is the type of its output tensors (DeviceTensor when encoded with outputs: 'device'; those
+ * are disposed on their own, not with the encoding).
  */
-export class PerceiverEncoding {
-  readonly lastHiddenState: Tensor<'float32'>;
-  readonly hiddenStates?: Tensor<'float32'>[];
-  readonly attentions?: Tensor<'float32'>[];
-  readonly crossAttentions?: Tensor<'float32'>[];
+export class PerceiverEncoding<T extends OutputTensor = Tensor<'float32'>> {
+  readonly lastHiddenState: T;
+  readonly hiddenStates?: T[];
+  readonly attentions?: T[];
+  readonly crossAttentions?: T[];
   /** @internal */
   readonly handle: NativeEncodingHandle;
 
   /** @internal */
   constructor(handle: NativeEncodingHandle, outputs: NativeEncodeOutputs) {
     this.handle = handle;
-    this.lastHiddenState = toTensor(outputs.lastHiddenState);
-    if (outputs.hiddenStates) this.hiddenStates = outputs.hiddenStates.map(toTensor);
-    if (outputs.attentions) this.attentions = outputs.attentions.map(toTensor);
-    if (outputs.crossAttentions) this.crossAttentions = outputs.crossAttentions.map(toTensor);
+    this.lastHiddenState = toOutput(outputs.lastHiddenState) as T;
+    if (outputs.hiddenStates) this.hiddenStates = outputs.hiddenStates.map(toOutput) as T[];
+    if (outputs.attentions) this.attentions = outputs.attentions.map(toOutput) as T[];
+    if (outputs.crossAttentions) this.crossAttentions = outputs.crossAttentions.map(toOutput) as T[];
   }
 
   get disposed(): boolean {
@@ -172,13 +193,21 @@ export function meanPoolLatents(latents: Tensor<'float32'>): Tensor<'float32'> {
   return new Tensor('float32', [batch, d], out);
 }
 
-function toTensor(t: NativeTensor): Tensor<'float32'> {
-  return new Tensor('float32', t.shape, t.data);
+/** A host Tensor, or a DeviceTensor for an output left in backend memory. */
+function toOutput(t: NativeTensor): OutputTensor {
+  return t.device ? new DeviceTensor(t.device) : new Tensor('float32', t.shape, t.data!);
 }
 
-function toLogits(list: NativeTensor[]): Logits {
-  if (list.length === 1 && list[0]!.name === '') return toTensor(list[0]!);
-  return Object.fromEntries(list.map((t) => [t.name, toTensor(t)]));
+function toLogits(list: NativeTensor[]): Logits | DeviceLogits<Logits> {
+  if (list.length === 1 && list[0]!.name === '') return toOutput(list[0]!);
+  // Every output of one call is on the host, or every one on the device.
+  return Object.fromEntries(list.map((t) => [t.name, toOutput(t)])) as Record<string, Tensor<'float32'>> | Record<string, DeviceTensor>;
+}
+
+function outputPlacement(call: OutputOptions): OutputPlacement {
+  const outputs = call.outputs ?? 'host';
+  if (outputs !== 'host' && outputs !== 'device') throw new InvalidArgumentError('outputs', "'host' or 'device'", outputs);
+  return outputs;
 }
 
 function pointIndices(value: unknown, argument: string): BigInt64Array {
@@ -309,28 +338,54 @@ export class PerceiverModel<L extends Logits = Tensor<'float32'>> {
     return this.#disposed;
   }
 
-  /** Runs the model: preprocessor, encoder, decoder and postprocessor in one native call. */
-  async forward(call: ForwardCall): Promise<PerceiverModelOutput<L>> {
+  /**
+   * Runs the model: preprocessor, encoder, decoder and postprocessor in one native call. With
+   * `outputs: 'device'` every output tensor stays in the model's backend memory as a DeviceTensor
+   * (dispose each when done).
+   */
+  forward(call: ForwardCall & { outputs: 'device' }): Promise<PerceiverModelOutput<DeviceLogits<L>, DeviceTensor>>;
+  forward(call: ForwardCall & { outputs?: 'host' }): Promise<PerceiverModelOutput<L>>;
+  forward(call: ForwardCall & OutputOptions): Promise<PerceiverModelOutput<L> | PerceiverModelOutput<DeviceLogits<L>, DeviceTensor>>;
+  async forward(call: ForwardCall & OutputOptions): Promise<PerceiverModelOutput<L> | PerceiverModelOutput<DeviceLogits<L>, DeviceTensor>> {
     const native = this.#usable();
     const request = { ...this.#encodeRequest(call), ...this.#decodeRequest(call) };
     const r = await this.#track(() => native.forward(request));
-    const out: PerceiverModelOutput<L> = { lastHiddenState: toTensor(r.lastHiddenState) };
-    if (this.decoder) out.logits = toLogits(r.logits) as L;
-    if (r.hiddenStates) out.hiddenStates = r.hiddenStates.map(toTensor);
-    if (r.attentions) out.attentions = r.attentions.map(toTensor);
-    if (r.crossAttentions) out.crossAttentions = r.crossAttentions.map(toTensor);
-    return out;
+    const out: PerceiverModelOutput<L | DeviceLogits<L>, OutputTensor> = { lastHiddenState: toOutput(r.lastHiddenState) };
+    if (this.decoder) out.logits = toLogits(r.logits) as L | DeviceLogits<L>;
+    if (r.hiddenStates) out.hiddenStates = r.hiddenStates.map(toOutput);
+    if (r.attentions) out.attentions = r.attentions.map(toOutput);
+    if (r.crossAttentions) out.crossAttentions = r.crossAttentions.map(toOutput);
+    return out as PerceiverModelOutput<L> | PerceiverModelOutput<DeviceLogits<L>, DeviceTensor>;
   }
 
   /**
    * Runs the preprocessor and encoder once. The returned encoding serves any number of decode()
    * calls, e.g. one per chunk of a video's output points (transformers re-runs the encoder for each).
    */
-  async encode(call: EncodeCall): Promise<PerceiverEncoding> {
+  encode(call: EncodeCall & { outputs: 'device' }): Promise<PerceiverEncoding<DeviceTensor>>;
+  encode(call: EncodeCall & { outputs?: 'host' }): Promise<PerceiverEncoding>;
+  encode(call: EncodeCall & OutputOptions): Promise<PerceiverEncoding | PerceiverEncoding<DeviceTensor>>;
+  async encode(call: EncodeCall & OutputOptions): Promise<PerceiverEncoding | PerceiverEncoding<DeviceTensor>> {
     const native = this.#usable();
     const request = this.#encodeRequest(call);
     const r = await this.#track(() => native.encode(request));
-    return new PerceiverEncoding(r.encoding, r);
+    return new PerceiverEncoding<OutputTensor>(r.encoding, r) as PerceiverEncoding | PerceiverEncoding<DeviceTensor>;
+  }
+
+  /**
+   * Copies a float host tensor (any floating dtype, converted to float32) into this model's
+   * backend memory, off the main thread. The result can be passed as `inputs` (or a multimodal
+   * float modality) to this model's forward() and encode(), which read it in place. Values must
+   * be finite, as for any input.
+   */
+  async upload(tensor: Tensor): Promise<DeviceTensor> {
+    const native = this.#usable();
+    if (!(tensor instanceof Tensor)) throw new InvalidArgumentError('tensor', 'a host Tensor', tensor);
+    if (!['float32', 'float64', 'float16', 'bfloat16'].includes(tensor.dtype)) {
+      throw new InvalidArgumentError('tensor', 'a floating-point Tensor (token ids stay on the host)', `dtype ${tensor.dtype}`);
+    }
+    const handle = await this.#track(() => native.upload({ shape: [...tensor.shape], data: tensor.toFloat32() }));
+    return new DeviceTensor(handle);
   }
 
   /**
@@ -341,7 +396,7 @@ export class PerceiverModel<L extends Logits = Tensor<'float32'>> {
     if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options', 'an object such as { pooling }', options);
     const pooling = options.pooling ?? 'mean';
     if (pooling !== 'mean' && pooling !== 'none') throw new InvalidArgumentError('pooling', "'mean' or 'none'", pooling);
-    const encoding = await this.encode({ inputs, attentionMask: options.attentionMask, interpolatePosEncoding: options.interpolatePosEncoding });
+    const encoding = await this.encode({ inputs, attentionMask: options.attentionMask, interpolatePosEncoding: options.interpolatePosEncoding, outputs: 'host' });
     encoding.dispose();
     const latents = encoding.lastHiddenState;
     if (pooling === 'none') return latents;
@@ -349,16 +404,22 @@ export class PerceiverModel<L extends Logits = Tensor<'float32'>> {
   }
 
   /** Decodes an encoding of this model at the requested output points (every point by default). */
-  async decode(encoding: PerceiverEncoding, call: DecodeCall = {}): Promise<PerceiverDecodeOutput<L>> {
+  decode(encoding: PerceiverEncoding<OutputTensor>, call: DecodeCall & { outputs: 'device' }): Promise<PerceiverDecodeOutput<DeviceLogits<L>, DeviceTensor>>;
+  decode(encoding: PerceiverEncoding<OutputTensor>, call?: DecodeCall & { outputs?: 'host' }): Promise<PerceiverDecodeOutput<L>>;
+  decode(encoding: PerceiverEncoding<OutputTensor>, call?: DecodeCall & OutputOptions): Promise<PerceiverDecodeOutput<L> | PerceiverDecodeOutput<DeviceLogits<L>, DeviceTensor>>;
+  async decode(
+    encoding: PerceiverEncoding<OutputTensor>,
+    call: DecodeCall & OutputOptions = {},
+  ): Promise<PerceiverDecodeOutput<L> | PerceiverDecodeOutput<DeviceLogits<L>, DeviceTensor>> {
     const native = this.#usable();
     if (!(encoding instanceof PerceiverEncoding)) throw new InvalidArgumentError('encoding', "a PerceiverEncoding from this model's encode()", encoding);
     if (encoding.disposed) throw new DisposedError('the encoding');
     if (!this.decoder) throw new InvalidArgumentError('this', 'a model with a decoder', `${this.constructor.name} without decoder`);
     const request = this.#decodeRequest(call);
     const r: NativeDecodeOutputs = await this.#track(() => native.decode(encoding.handle, request));
-    const out: PerceiverDecodeOutput<L> = { logits: toLogits(r.logits) as L };
-    if (r.crossAttentions) out.crossAttentions = r.crossAttentions.map(toTensor);
-    return out;
+    const out: PerceiverDecodeOutput<L | DeviceLogits<L>, OutputTensor> = { logits: toLogits(r.logits) as L | DeviceLogits<L> };
+    if (r.crossAttentions) out.crossAttentions = r.crossAttentions.map(toOutput);
+    return out as PerceiverDecodeOutput<L> | PerceiverDecodeOutput<DeviceLogits<L>, DeviceTensor>;
   }
 
   #usable(): NativeModelHandle {
@@ -386,7 +447,7 @@ export class PerceiverModel<L extends Logits = Tensor<'float32'>> {
     }
   }
 
-  #encodeRequest(call: EncodeCall): NativeEncodeRequest {
+  #encodeRequest(call: EncodeCall & OutputOptions): NativeEncodeRequest {
     if (typeof call !== 'object' || call === null) throw new InvalidArgumentError('call', 'an object such as { inputs, attentionMask }', call);
     const { batch, inputs } = this.inputPreprocessor.prepare(call.inputs, 'inputs');
     let attentionMask: Uint8Array | undefined;
@@ -405,12 +466,13 @@ export class PerceiverModel<L extends Logits = Tensor<'float32'>> {
       seed: call.seed ?? 0,
       outputHiddenStates: call.outputHiddenStates === true,
       outputAttentions: call.outputAttentions === true,
+      outputs: outputPlacement(call),
     };
   }
 
-  #decodeRequest(call: DecodeCall): NativeDecodeRequest {
+  #decodeRequest(call: DecodeCall & OutputOptions): NativeDecodeRequest {
     if (typeof call !== 'object' || call === null) throw new InvalidArgumentError('call', 'an object', call);
-    const request: NativeDecodeRequest = { outputAttentions: call.outputAttentions === true };
+    const request: NativeDecodeRequest = { outputAttentions: call.outputAttentions === true, outputs: outputPlacement(call) };
     const points = call.subsampledOutputPoints;
     if (points === undefined || points === null) return request;
     const modalities = this.decoder?.outputModalities ?? [];
@@ -435,7 +497,8 @@ export class PerceiverModel<L extends Logits = Tensor<'float32'>> {
 
   /**
    * Releases the engine. Idempotent; resolves once calls already running have settled. Every
-   * later call fails with DisposedError. Encodings still alive keep their own memory until disposed.
+   * later call fails with DisposedError. Encodings and DeviceTensors still alive keep their own
+   * memory (and the backend it lives in) until they are disposed, and stay usable on their own.
    */
   async dispose(): Promise<void> {
     if (this.#disposed) return;

@@ -4,7 +4,8 @@
  * computation itself runs natively.
  */
 import type { PerceiverConfig } from '../config.js';
-import { ConfigError, InvalidArgumentError } from '../errors.js';
+import { DeviceTensor } from '../device_tensor.js';
+import { ConfigError, DisposedError, InvalidArgumentError } from '../errors.js';
 import { Tensor } from '../tensor.js';
 import type { NativeInput } from '../native/binding.js';
 import { linear } from './layers.js';
@@ -33,15 +34,25 @@ export interface PerceiverPreprocessor {
 const MASK_DTYPES = ['int64', 'int32', 'int8', 'uint8', 'bool', 'float32', 'float64'];
 const FLOAT_DTYPES = ['float32', 'float64', 'float16', 'bfloat16'];
 
-/** A float input as a Float32Array (a view when it already is one). */
-function floatInput(value: unknown, argument: string, expected: string): Tensor {
-  if (!(value instanceof Tensor)) throw new InvalidArgumentError(argument, `a Tensor ${expected}`, value);
-  if (!FLOAT_DTYPES.includes(value.dtype)) throw new InvalidArgumentError(argument, `a floating-point Tensor ${expected}`, `dtype ${value.dtype}`);
+/**
+ * A float input: a host Tensor of any floating dtype, or a DeviceTensor (float32 in the model's
+ * backend memory, which the engine checks belongs to this model).
+ */
+function floatInput(value: unknown, argument: string, expected: string): Tensor | DeviceTensor {
+  if (value instanceof DeviceTensor) {
+    if (value.disposed) throw new DisposedError(`the DeviceTensor passed as ${argument}`);
+  } else if (!(value instanceof Tensor)) {
+    throw new InvalidArgumentError(argument, `a Tensor or DeviceTensor ${expected}`, value);
+  } else if (!FLOAT_DTYPES.includes(value.dtype)) {
+    throw new InvalidArgumentError(argument, `a floating-point Tensor ${expected}`, `dtype ${value.dtype}`);
+  }
   if (value.rank < 1 || value.shape[0]! < 1) throw new InvalidArgumentError(argument, `a Tensor ${expected} with a batch of at least 1`, `shape [${value.shape.join(', ')}]`);
   return value;
 }
 
-function nativeFloat(name: string, t: Tensor): NativeInput {
+/** The engine's input: host values as a Float32Array (a view when already float32), or the device tensor's handle. */
+function nativeFloat(name: string, t: Tensor | DeviceTensor): NativeInput {
+  if (t instanceof DeviceTensor) return { name, shape: [...t.shape], device: t.handle };
   return { name, shape: [...t.shape], data: t.toFloat32() };
 }
 
@@ -69,6 +80,10 @@ export class PerceiverTextPreprocessor implements PerceiverPreprocessor {
   }
 
   prepare(ids: unknown, argument: string): { batch: number; inputs: NativeInput[] } {
+    if (ids instanceof DeviceTensor) {
+      // The ids are validated and looked up on the host, and a DeviceTensor holds float32 only.
+      throw new InvalidArgumentError(argument, 'a host Tensor of token ids', 'a DeviceTensor', `${argument}: token ids must be a host Tensor (int64 or int32), not a DeviceTensor`);
+    }
     if (!(ids instanceof Tensor)) throw new InvalidArgumentError(argument, 'a Tensor of token ids with shape [batch, sequence]', ids);
     if (ids.dtype !== 'int64' && ids.dtype !== 'int32') {
       throw new InvalidArgumentError(argument, 'token ids of dtype int64 or int32', `dtype ${ids.dtype}`);

@@ -18,18 +18,34 @@ import {
   WeightMismatchError,
 } from '../errors.js';
 
+/** An output: its values on the host (`data`), or left in backend memory (`device`) when the call asked for `outputs: 'device'`. */
 export interface NativeTensor {
   /** "" for a single output, else the modality. */
   name: string;
   shape: number[];
-  data: Float32Array;
+  data?: Float32Array;
+  device?: NativeDeviceTensorHandle;
 }
 
-export interface NativeInput {
-  /** "" for a single-modality model, else the modality. */
-  name: string;
-  shape: number[];
-  data: Float32Array | BigInt64Array | Int32Array;
+/** An input: host values (`data`), or a tensor already in this model's backend memory (`device`). */
+export type NativeInput =
+  | {
+      /** "" for a single-modality model, else the modality. */
+      name: string;
+      shape: number[];
+      data: Float32Array | BigInt64Array | Int32Array;
+    }
+  | { name: string; shape: number[]; device: NativeDeviceTensorHandle };
+
+/** A float32 tensor in a model's backend memory (see native/src/napi/device_tensor.h). */
+export interface NativeDeviceTensorHandle {
+  /** The backend-to-host copy, on libuv's pool. */
+  toHost(): Promise<Float32Array>;
+  dispose(): void;
+  readonly disposed: boolean;
+  readonly shape: number[];
+  /** 'cpu' or 'cuda:N'. */
+  readonly device: string;
 }
 
 export interface NativeEncodeRequest {
@@ -40,11 +56,13 @@ export interface NativeEncodeRequest {
   seed?: number;
   outputHiddenStates?: boolean;
   outputAttentions?: boolean;
+  outputs?: 'host' | 'device';
 }
 
 export interface NativeDecodeRequest {
   subsampledOutputPoints?: { name: string; indices: BigInt64Array | Int32Array }[];
   outputAttentions?: boolean;
+  outputs?: 'host' | 'device';
 }
 
 export interface NativeEncodeOutputs {
@@ -68,6 +86,8 @@ export interface NativeModelHandle {
   forward(request: NativeEncodeRequest & NativeDecodeRequest): Promise<NativeEncodeOutputs & NativeDecodeOutputs>;
   encode(request: NativeEncodeRequest): Promise<NativeEncodeOutputs & { encoding: NativeEncodingHandle }>;
   decode(encoding: NativeEncodingHandle, request: NativeDecodeRequest): Promise<NativeDecodeOutputs>;
+  /** Copies float32 host values into this model's backend memory. */
+  upload(tensor: { shape: number[]; data: Float32Array }): Promise<NativeDeviceTensorHandle>;
   dispose(): void;
   readonly inFlight: number;
   readonly disposed: boolean;
@@ -87,6 +107,9 @@ export interface NativeCapabilities {
 
 interface NativeAddon {
   NativeModel: new (spec: object, weights: Record<string, Float32Array>, options: { device: string; deviceIndex?: number; dtype?: string }) => NativeModelHandle;
+  NativeDeviceTensor: abstract new () => NativeDeviceTensorHandle;
+  /** Device-tensor buffers alive in this process (held by undisposed tensors or copies in flight). */
+  deviceTensorStats(): { live: number; bytes: number };
   capabilities(): NativeCapabilities;
   /** Best-of-`repeats` time of one m x n x k sgemm through the engine's own BLAS. */
   blasBenchmark(m: number, n: number, k: number, repeats: number): Promise<{ seconds: number; gflops: number }>;
@@ -168,8 +191,11 @@ export function fromNativeError(error: unknown): Error {
       return new OutOfMemoryError(error.message);
     case 'ERR_PERCEIVER_BACKEND_UNAVAILABLE':
       return new BackendUnavailableError(error.message);
-    case 'ERR_PERCEIVER_DISPOSED':
-      return new DisposedError('the model');
+    case 'ERR_PERCEIVER_DISPOSED': {
+      // The engine's messages read "<what> has been disposed".
+      const at = error.message.indexOf(' has been disposed');
+      return new DisposedError(at > 0 ? error.message.slice(0, at) : 'the model');
+    }
     default:
       return new NativeError(error.message, { cause: error });
   }

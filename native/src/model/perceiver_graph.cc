@@ -10,19 +10,44 @@ namespace perceiver {
 PerceiverGraph::PerceiverGraph(std::unique_ptr<Backend> backend, ModelParts parts)
     : backend_(std::move(backend)), parts_(std::move(parts)) {}
 
-HostTensor PerceiverGraph::ToHost(const BackendTensor& t, std::string name) {
-  HostTensor h;
-  h.name = std::move(name);
-  h.shape = t.shape;
-  h.data.resize(static_cast<size_t>(t.size()));
-  backend_->CopyToHost(h.data.data(), t.data(), h.data.size());
-  return h;
+OutputTensor PerceiverGraph::Output(const BackendTensor& t, bool on_backend, bool snapshot, std::string name,
+                                    const std::vector<int64_t>* shape) {
+  OutputTensor out;
+  out.name = std::move(name);
+  out.shape = shape != nullptr ? *shape : t.shape;
+  if (on_backend) {
+    if (snapshot) {
+      out.resident = AllocateTensor(*backend_, out.shape);
+      backend_->Copy(out.resident.data(), t.data(), static_cast<size_t>(t.size()));
+    } else {
+      out.resident = t;  // a buffer of its own: nothing writes into it after this call
+      out.resident.shape = out.shape;
+    }
+    return out;
+  }
+  out.data.resize(static_cast<size_t>(t.size()));
+  backend_->CopyToHost(out.data.data(), t.data(), out.data.size());
+  return out;
 }
 
-std::vector<HostTensor> PerceiverGraph::ToHost(const std::vector<BackendTensor>& list) {
-  std::vector<HostTensor> out;
-  for (const BackendTensor& t : list) out.push_back(ToHost(t));
+std::vector<OutputTensor> PerceiverGraph::Outputs(const std::vector<BackendTensor>& list, bool on_backend) {
+  std::vector<OutputTensor> out;
+  for (const BackendTensor& t : list) out.push_back(Output(t, on_backend));
   return out;
+}
+
+BackendTensor PerceiverGraph::Upload(const std::vector<float>& host, std::vector<int64_t> shape) {
+  auto exclusive = Exclusive();
+  BackendTensor t = AllocateTensor(*backend_, std::move(shape));
+  if (static_cast<size_t>(t.size()) != host.size()) ThrowInvalidArgument("tensor: the values do not fill its shape");
+  backend_->CopyFromHost(t.data(), host.data(), host.size());
+  backend_->Synchronize();
+  return t;
+}
+
+void PerceiverGraph::Download(const BackendTensor& t, float* host) {
+  auto exclusive = Exclusive();
+  backend_->CopyToHost(host, t.data(), static_cast<size_t>(t.size()));
 }
 
 std::unique_lock<std::mutex> PerceiverGraph::Exclusive() {
@@ -66,16 +91,20 @@ EncodeResult PerceiverGraph::Encode(const EncodeRequest& r) {
   CopyIntoColumns(be, enc.latents, 0, batch, n, d, latents.data(), d, 0);
   RunPerceiverLayer(be, enc.cross_attention, eps, latents, &inputs.sequence, r.key_mask.empty() ? nullptr : r.key_mask.data(),
                     r.output_attentions ? &cross_attn : nullptr);
+  const bool on_backend = r.outputs_on_backend;
   for (int64_t block = 0; block < enc.num_blocks; ++block) {
     for (const PerceiverLayerSpec& layer : enc.self_attends) {
-      if (r.output_hidden_states) result.hidden_states.push_back(ToHost(latents));
+      // The layers update the latents in place: a hidden state kept on the backend is a copy.
+      if (r.output_hidden_states) result.hidden_states.push_back(Output(latents, on_backend, /*snapshot=*/true));
       RunPerceiverLayer(be, layer, eps, latents, nullptr, nullptr, r.output_attentions ? &self_attn : nullptr);
     }
-    if (r.output_hidden_states) result.hidden_states.push_back(ToHost(latents));
+    if (r.output_hidden_states) result.hidden_states.push_back(Output(latents, on_backend, /*snapshot=*/true));
   }
-  result.last_hidden_state = ToHost(latents);
-  result.attentions = ToHost(self_attn);
-  result.cross_attentions = ToHost(cross_attn);
+  // The final latents are only read from here on (decode cross-attends to them), so a
+  // DeviceTensor shares them with the encoding.
+  result.last_hidden_state = Output(latents, on_backend);
+  result.attentions = Outputs(self_attn, on_backend);
+  result.cross_attentions = Outputs(cross_attn, on_backend);
 
   result.encoding = std::make_shared<Encoding>();
   result.encoding->batch = batch;
@@ -94,24 +123,20 @@ DecodeResult PerceiverGraph::Decode(const Encoding& encoding, const DecodeReques
                     r.output_attentions ? &cross_attn : nullptr};
   Decoded decoded = parts_.decoder->Run(ctx, encoding.latents);
 
+  // Every logits buffer is made by this call and written by nothing after it.
+  const bool on_backend = r.outputs_on_backend;
   DecodeResult result;
   if (!parts_.modality_postprocessors.empty()) {
     for (NamedOutput& out : RunMultimodalPostprocessor(be, parts_.modality_postprocessors, decoded)) {
-      HostTensor h = ToHost(out.values, out.name);
-      h.shape = out.shape;
-      result.logits.push_back(std::move(h));
+      result.logits.push_back(Output(out.values, on_backend, false, out.name, &out.shape));
     }
   } else if (parts_.postprocessor) {
     NamedOutput out = parts_.postprocessor->Run(be, "", decoded.values);
-    HostTensor h = ToHost(out.values);
-    h.shape = out.shape;
-    result.logits.push_back(std::move(h));
+    result.logits.push_back(Output(out.values, on_backend, false, "", &out.shape));
   } else {
-    HostTensor h = ToHost(decoded.values);
-    h.shape = decoded.output_shape;
-    result.logits.push_back(std::move(h));
+    result.logits.push_back(Output(decoded.values, on_backend, false, "", &decoded.output_shape));
   }
-  result.cross_attentions = ToHost(cross_attn);
+  result.cross_attentions = Outputs(cross_attn, on_backend);
   be.Synchronize();
   return result;
 }

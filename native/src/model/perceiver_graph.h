@@ -41,10 +41,13 @@ struct ModelParts {
 // the GPU benchmarks got no faster, so the plain vector stays.)
 using HostFloats = std::vector<float>;
 
-struct HostTensor {
+// One output: copied to the host (data), or left in backend memory (resident) when the request
+// asks for outputs on the backend, for a DeviceTensor.
+struct OutputTensor {
   std::string name;
   std::vector<int64_t> shape;
   HostFloats data;
+  BackendTensor resident;  // buffer set when the output stays in backend memory
 };
 
 // What decode needs from encode, kept in backend memory.
@@ -56,15 +59,15 @@ struct Encoding {
 
 struct EncodeResult {
   std::shared_ptr<Encoding> encoding;
-  HostTensor last_hidden_state;
-  std::vector<HostTensor> hidden_states;     // as transformers' hidden_states
-  std::vector<HostTensor> attentions;        // latent self-attention weights, in order of application
-  std::vector<HostTensor> cross_attentions;  // the encoder's cross-attention
+  OutputTensor last_hidden_state;
+  std::vector<OutputTensor> hidden_states;     // as transformers' hidden_states
+  std::vector<OutputTensor> attentions;        // latent self-attention weights, in order of application
+  std::vector<OutputTensor> cross_attentions;  // the encoder's cross-attention
 };
 
 struct DecodeResult {
-  std::vector<HostTensor> logits;            // one unnamed tensor, or one per modality
-  std::vector<HostTensor> cross_attentions;  // the decoder's cross-attention
+  std::vector<OutputTensor> logits;            // one unnamed tensor, or one per modality
+  std::vector<OutputTensor> cross_attentions;  // the decoder's cross-attention
 };
 
 class PerceiverGraph {
@@ -76,9 +79,18 @@ class PerceiverGraph {
   EncodeResult Encode(const EncodeRequest& request);
   DecodeResult Decode(const Encoding& encoding, const DecodeRequest& request);
 
+  // A DeviceTensor's transfers, in turn with the model's calls where the backend serialises them.
+  BackendTensor Upload(const std::vector<float>& host, std::vector<int64_t> shape);
+  void Download(const BackendTensor& t, float* host);
+  // Where the backend's memory lives: "cpu" or "cuda:N".
+  std::string device_name() const { return backend_->name(); }
+
  private:
-  HostTensor ToHost(const BackendTensor& t, std::string name = "");
-  std::vector<HostTensor> ToHost(const std::vector<BackendTensor>& list);
+  // The output `t` with `shape`: copied to the host, or kept in backend memory when on_backend
+  // (copied there first when snapshot: the graph goes on writing into `t`).
+  OutputTensor Output(const BackendTensor& t, bool on_backend, bool snapshot = false, std::string name = "",
+                      const std::vector<int64_t>* shape = nullptr);
+  std::vector<OutputTensor> Outputs(const std::vector<BackendTensor>& list, bool on_backend);
 
   // Held for a whole call when the backend runs one call at a time (a GPU model's single stream).
   std::unique_lock<std::mutex> Exclusive();

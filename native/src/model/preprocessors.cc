@@ -28,6 +28,21 @@ const InputArray& FloatInput(const InputArray& input, const std::string& name) {
   return input;
 }
 
+// A float input in backend memory. A host input is uploaded; a DeviceTensor input is read where
+// it lies when the preprocessor only reads it, and copied within the backend when the
+// preprocessor writes into it (the caller's tensor must not change).
+BackendTensor InputOnBackend(Backend& be, const InputArray& input, bool writable) {
+  if (input.on_backend() && !writable) {
+    BackendTensor t = input.resident;
+    t.shape = input.shape;
+    return t;
+  }
+  BackendTensor t = AllocateTensor(be, input.shape);
+  if (input.on_backend()) be.Copy(t.data(), input.resident.data(), static_cast<size_t>(input.size()));
+  else be.CopyFromHost(t.data(), input.values.data(), input.values.size());
+  return t;
+}
+
 void CheckBatch(const InputArray& input, const std::string& name, int64_t batch) {
   if (input.shape.empty() || input.shape[0] != batch) {
     ThrowInvalidArgument(Arg(name) + ": expected a leading batch dimension of " + std::to_string(batch) + ", got shape " +
@@ -108,8 +123,7 @@ class ImagePreprocessor final : public Preprocessor {
     for (int64_t d : input.shape) {
       if (d < 1) ThrowInvalidArgument(Arg(name) + ": every dimension must be at least 1, got shape " + ShapeString(input.shape));
     }
-    BackendTensor x = AllocateTensor(be, input.shape);
-    be.CopyFromHost(x.data(), input.values.data(), input.values.size());
+    const BackendTensor x = InputOnBackend(be, input, /*writable=*/false);  // the image ops only read it
 
     BackendTensor features;  // [batch, rows, f]
     std::vector<int64_t> index_dims;
@@ -251,8 +265,9 @@ class AudioPreprocessor final : public Preprocessor {
                            std::to_string(spec_.samples_per_patch));
     }
     const int64_t patches = per_item / spec_.samples_per_patch;
-    BackendTensor features = AllocateTensor(be, {batch, patches, spec_.samples_per_patch});
-    be.CopyFromHost(features.data(), input.values.data(), input.values.size());
+    // Adding the positions (rather than concatenating them) writes into the features.
+    BackendTensor features = InputOnBackend(be, input, /*writable=*/!spec_.concat_pos);
+    features.shape = {batch, patches, spec_.samples_per_patch};
     const BackendTensor pos = position_.ForGrid(ctx, {patches}, false, Arg(name));
     EncoderInputs out;
     out.sequence = JoinPositions(be, features, pos, spec_.concat_pos);
@@ -278,8 +293,8 @@ class OneHotPreprocessor final : public Preprocessor {
     }
     CheckBatch(input, name, ctx.request.batch);
     EncoderInputs out;
-    out.sequence = AllocateTensor(ctx.backend, {input.shape[0], 1, num_labels_});
-    ctx.backend.CopyFromHost(out.sequence.data(), input.values.data(), input.values.size());
+    out.sequence = InputOnBackend(ctx.backend, input, /*writable=*/false);  // the encoder only reads it
+    out.sequence.shape = {input.shape[0], 1, num_labels_};
     out.modality_sizes = {{name, 1}};
     out.index_dims = {1};
     return out;
@@ -302,8 +317,7 @@ class IdentityPreprocessor final : public Preprocessor {
     }
     CheckBatch(input, name, ctx.request.batch);
     EncoderInputs out;
-    out.sequence = AllocateTensor(ctx.backend, input.shape);
-    ctx.backend.CopyFromHost(out.sequence.data(), input.values.data(), input.values.size());
+    out.sequence = InputOnBackend(ctx.backend, input, /*writable=*/false);  // the encoder only reads it
     out.modality_sizes = {{name, input.shape[1]}};
     out.index_dims = {input.shape[1]};
     return out;

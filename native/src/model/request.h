@@ -6,14 +6,20 @@
 #include <string>
 #include <vector>
 
+#include "model/layers.h"
+
 namespace perceiver {
 
-// One input tensor on the host: token ids (text) or float values (everything else).
+// One input tensor: token ids (text) or float values (everything else) on the host, or float
+// values already in the model's backend memory (a DeviceTensor), which the preprocessors read in
+// place: no host round trip.
 struct InputArray {
   std::vector<int64_t> shape;
   std::vector<float> values;
   std::vector<int32_t> ids;
+  BackendTensor resident;  // buffer set: the values live in backend memory (values stays empty)
   bool integer = false;
+  bool on_backend() const { return resident.buffer != nullptr; }
   int64_t size() const {
     int64_t n = 1;
     for (int64_t d : shape) n *= d;
@@ -29,6 +35,7 @@ struct EncodeRequest {
   uint64_t seed = 0;  // for multimodal mask probabilities strictly between 0 and 1
   bool output_hidden_states = false;
   bool output_attentions = false;
+  bool outputs_on_backend = false;  // leave every output in backend memory (DeviceTensors)
 };
 
 struct DecodeRequest {
@@ -36,6 +43,7 @@ struct DecodeRequest {
   // a modality not listed is decoded at every point.
   std::map<std::string, std::vector<int64_t>> points;
   bool output_attentions = false;
+  bool outputs_on_backend = false;  // leave every output in backend memory (DeviceTensors)
 };
 
 }  // namespace perceiver

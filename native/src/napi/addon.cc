@@ -1,5 +1,6 @@
-// Module entry: exports NativeModel and capabilities(). Safe to load in several environments
-// (worker threads): all per-environment data hangs off the environment itself.
+// Module entry: exports NativeModel, NativeDeviceTensor, capabilities() and the diagnostics. Safe
+// to load in several environments (worker threads): all per-environment data hangs off the
+// environment itself.
 #include <cblas.h>
 #include <napi.h>
 
@@ -9,6 +10,7 @@
 #include "core/thread_pool.h"
 #include "napi/addon_state.h"
 #include "napi/blas_benchmark.h"
+#include "napi/device_tensor.h"
 #include "napi/kernel_check.h"
 #include "napi/native_model.h"
 
@@ -77,7 +79,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData<AddonState>(state);
   napi_add_env_cleanup_hook(env, WaitForRunningForwards, state);
   state->encoding_class = Napi::Persistent(NativeEncoding::Define(env));
+  state->device_tensor_class = Napi::Persistent(NativeDeviceTensor::Define(env));
   exports.Set("NativeModel", NativeModel::Define(env));
+  exports.Set("NativeDeviceTensor", state->device_tensor_class.Value());
+  exports.Set("deviceTensorStats", Napi::Function::New(env, DeviceTensorStats, "deviceTensorStats"));
   exports.Set("capabilities", Napi::Function::New(env, Capabilities, "capabilities"));
   exports.Set("blasBenchmark", Napi::Function::New(env, BlasBenchmark, "blasBenchmark"));
   exports.Set("kernelCheck", Napi::Function::New(env, KernelCheck, "kernelCheck"));

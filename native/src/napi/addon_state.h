@@ -11,10 +11,11 @@
 namespace perceiver {
 
 struct AddonState {
-  Napi::FunctionReference encoding_class;  // NativeEncoding, one class per environment
+  Napi::FunctionReference encoding_class;       // NativeEncoding, one class per environment
+  Napi::FunctionReference device_tensor_class;  // NativeDeviceTensor
   std::mutex mutex;
   std::condition_variable idle;
-  int running = 0;  // forwards between Queue() and the end of Execute()
+  int running = 0;  // calls (forwards, uploads, toHost copies) between Queue() and the end of Execute()
 
   void Begin() {
     std::lock_guard<std::mutex> lock(mutex);

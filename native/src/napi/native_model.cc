@@ -8,6 +8,7 @@
 
 #include "core/engine_error.h"
 #include "napi/addon_state.h"
+#include "napi/device_tensor.h"
 #include "napi/js_errors.h"
 #include "napi/spec_reader.h"
 
@@ -15,40 +16,29 @@ namespace perceiver {
 
 namespace {
 
-// The output's bytes move into the JavaScript array without a copy (an external ArrayBuffer that
-// owns the vector): outputs can be hundreds of MB (the language model's logits at batch 64 are
-// 137 MB), and a copy on the main thread would block the event loop for tens of milliseconds.
-// Where external buffers are refused (a runtime with the V8 sandbox), the bytes are copied.
-Napi::Float32Array FloatsToJs(Napi::Env env, HostFloats&& values) {
-  if (!values.empty()) {
-    auto* owned = new HostFloats(std::move(values));
-    try {
-      Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(
-          env, owned->data(), owned->size() * sizeof(float), [](Napi::Env, void*, HostFloats* v) { delete v; }, owned);
-      return Napi::Float32Array::New(env, owned->size(), buffer, 0);
-    } catch (const Napi::Error&) {
-      values = std::move(*owned);
-      delete owned;
-    }
-  }
-  Napi::Float32Array data = Napi::Float32Array::New(env, values.size());
-  if (!values.empty()) std::memcpy(data.Data(), values.data(), values.size() * sizeof(float));
-  return data;
-}
+// Who owns the outputs a call leaves in backend memory: each becomes a NativeDeviceTensor that
+// keeps the graph (and so its backend) alive.
+struct OutputOwner {
+  AddonState* state;
+  std::shared_ptr<PerceiverGraph> graph;
+};
 
-Napi::Object TensorToJs(Napi::Env env, HostTensor& t) {
+// { name, shape, data } for an output on the host; { name, shape, device } for one left in
+// backend memory.
+Napi::Object TensorToJs(Napi::Env env, OutputTensor& t, const OutputOwner& owner) {
   Napi::Object out = Napi::Object::New(env);
   Napi::Array shape = Napi::Array::New(env, t.shape.size());
   for (size_t i = 0; i < t.shape.size(); ++i) shape.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(t.shape[i])));
   out.Set("name", t.name);
   out.Set("shape", shape);
-  out.Set("data", FloatsToJs(env, std::move(t.data)));
+  if (t.resident.buffer) out.Set("device", NativeDeviceTensor::Make(owner.state, owner.graph, std::move(t.resident)));
+  else out.Set("data", FloatsToJs(env, std::move(t.data)));
   return out;
 }
 
-Napi::Array TensorListToJs(Napi::Env env, std::vector<HostTensor>& list) {
+Napi::Array TensorListToJs(Napi::Env env, std::vector<OutputTensor>& list, const OutputOwner& owner) {
   Napi::Array out = Napi::Array::New(env, list.size());
-  for (size_t i = 0; i < list.size(); ++i) out.Set(static_cast<uint32_t>(i), TensorToJs(env, list[i]));
+  for (size_t i = 0; i < list.size(); ++i) out.Set(static_cast<uint32_t>(i), TensorToJs(env, list[i], owner));
   return out;
 }
 
@@ -77,8 +67,33 @@ std::vector<int64_t> ReadIntegers(const Napi::Value& v, const std::string& what)
   return out;
 }
 
+// The model a request is read for: device-tensor inputs must live in its backend memory.
+struct RequestContext {
+  AddonState* state;
+  const std::shared_ptr<PerceiverGraph>* graph;
+};
+
+// A {name, shape, device} input: a NativeDeviceTensor of this model, read in place by the
+// preprocessor (its shape is the tensor's own).
+InputArray ReadDeviceInput(const Napi::Value& device, const std::string& what, const RequestContext& ctx) {
+  if (!device.IsObject() || !device.As<Napi::Object>().InstanceOf(ctx.state->device_tensor_class.Value())) {
+    ThrowInvalidArgument(what + ": expected a DeviceTensor");
+  }
+  const std::shared_ptr<DeviceTensorStorage>& storage = NativeDeviceTensor::Unwrap(device.As<Napi::Object>())->storage();
+  if (!storage) throw EngineError(ErrorCode::kDisposed, "the DeviceTensor passed as " + what + " has been disposed");
+  if (storage->graph() != *ctx.graph) {
+    ThrowInvalidArgument(what + ": this DeviceTensor belongs to another model (" + storage->graph()->device_name() +
+                         "); pass a host Tensor, or a DeviceTensor from this model's upload() or outputs");
+  }
+  InputArray in;
+  in.resident = storage->tensor();
+  in.shape = in.resident.shape;
+  return in;
+}
+
 // Copies one {name, shape, data} input out of JavaScript memory.
-InputArray ReadInput(const Napi::Object& js, const std::string& what) {
+InputArray ReadInput(const Napi::Object& js, const std::string& what, const RequestContext* ctx) {
+  if (ctx != nullptr && js.Has("device")) return ReadDeviceInput(js.Get("device"), what, *ctx);
   InputArray in;
   Napi::Value shape = js.Get("shape");
   if (!shape.IsArray()) ThrowInvalidArgument(what + ".shape: expected an array");
@@ -117,7 +132,16 @@ InputArray ReadInput(const Napi::Object& js, const std::string& what) {
   return in;
 }
 
-EncodeRequest ReadEncodeRequest(const Napi::Object& js) {
+// outputs: 'host' (default) copies every output to host memory; 'device' leaves them in backend memory.
+bool ReadOutputsOnBackend(const Napi::Object& js) {
+  Napi::Value outputs = js.Get("outputs");
+  if (outputs.IsUndefined() || outputs.IsNull()) return false;
+  const std::string placement = outputs.IsString() ? outputs.As<Napi::String>().Utf8Value() : "";
+  if (placement != "host" && placement != "device") ThrowInvalidArgument("outputs: expected 'host' or 'device'");
+  return placement == "device";
+}
+
+EncodeRequest ReadEncodeRequest(const Napi::Object& js, const RequestContext& ctx) {
   EncodeRequest r;
   r.batch = ReadDim(js.Get("batch"), "request.batch", 1);
   Napi::Value inputs = js.Get("inputs");
@@ -130,7 +154,7 @@ EncodeRequest ReadEncodeRequest(const Napi::Object& js) {
     Napi::Value name = o.Get("name");
     const std::string key = name.IsString() ? name.As<Napi::String>().Utf8Value() : "";
     if (r.inputs.count(key)) ThrowInvalidArgument("inputs: \"" + key + "\" given twice");
-    r.inputs[key] = ReadInput(o, key.empty() ? "inputs" : "inputs." + key);
+    r.inputs[key] = ReadInput(o, key.empty() ? "inputs" : "inputs." + key, &ctx);
   }
   Napi::Value mask = js.Get("attentionMask");
   if (!mask.IsUndefined() && !mask.IsNull()) {
@@ -145,6 +169,7 @@ EncodeRequest ReadEncodeRequest(const Napi::Object& js) {
   if (seed.IsNumber()) r.seed = static_cast<uint64_t>(seed.As<Napi::Number>().Int64Value());
   r.output_hidden_states = js.Get("outputHiddenStates").ToBoolean().Value();
   r.output_attentions = js.Get("outputAttentions").ToBoolean().Value();
+  r.outputs_on_backend = ReadOutputsOnBackend(js);
   return r;
 }
 
@@ -164,6 +189,7 @@ DecodeRequest ReadDecodeRequest(const Napi::Object& js) {
     }
   }
   r.output_attentions = js.Get("outputAttentions").ToBoolean().Value();
+  r.outputs_on_backend = ReadOutputsOnBackend(js);
   return r;
 }
 
@@ -233,10 +259,10 @@ class GraphWorker final : public Napi::AsyncWorker {
   std::string message_;
 };
 
-void SetEncodeOutputs(Napi::Env env, Napi::Object out, EncodeResult& e, const EncodeRequest& r) {
-  out.Set("lastHiddenState", TensorToJs(env, e.last_hidden_state));
-  if (r.output_hidden_states) out.Set("hiddenStates", TensorListToJs(env, e.hidden_states));
-  if (r.output_attentions) out.Set("attentions", TensorListToJs(env, e.attentions));
+void SetEncodeOutputs(Napi::Env env, Napi::Object out, EncodeResult& e, const EncodeRequest& r, const OutputOwner& owner) {
+  out.Set("lastHiddenState", TensorToJs(env, e.last_hidden_state, owner));
+  if (r.output_hidden_states) out.Set("hiddenStates", TensorListToJs(env, e.hidden_states, owner));
+  if (r.output_attentions) out.Set("attentions", TensorListToJs(env, e.attentions, owner));
 }
 
 struct ForwardResult {
@@ -280,6 +306,7 @@ Napi::Function NativeModel::Define(Napi::Env env) {
                          InstanceMethod<&NativeModel::Forward>("forward"),
                          InstanceMethod<&NativeModel::Encode>("encode"),
                          InstanceMethod<&NativeModel::Decode>("decode"),
+                         InstanceMethod<&NativeModel::Upload>("upload"),
                          InstanceMethod<&NativeModel::Dispose>("dispose"),
                          InstanceAccessor<&NativeModel::InFlight>("inFlight"),
                          InstanceAccessor<&NativeModel::Disposed>("disposed"),
@@ -335,9 +362,10 @@ Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
   return GuardJs(env, [&]() -> Napi::Value {
     std::shared_ptr<PerceiverGraph> graph = Usable();
     if (info.Length() < 1 || !info[0].IsObject()) ThrowInvalidArgument("forward(request): expected an object");
-    auto encode = std::make_shared<EncodeRequest>(ReadEncodeRequest(info[0].As<Napi::Object>()));
+    auto encode = std::make_shared<EncodeRequest>(ReadEncodeRequest(info[0].As<Napi::Object>(), RequestContext{state_, &graph}));
     auto decode = std::make_shared<DecodeRequest>(ReadDecodeRequest(info[0].As<Napi::Object>()));
     decode->output_attentions = encode->output_attentions;
+    const OutputOwner owner{state_, graph};
     auto* worker = new GraphWorker<ForwardResult>(
         env, this, Value(), state_,
         [graph, encode, decode]() {
@@ -347,14 +375,14 @@ Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
           r.encoded.encoding.reset();
           return r;
         },
-        [encode](Napi::Env env, ForwardResult& r) -> Napi::Value {
+        [encode, owner](Napi::Env env, ForwardResult& r) -> Napi::Value {
           Napi::Object out = Napi::Object::New(env);
-          out.Set("logits", TensorListToJs(env, r.decoded.logits));
-          SetEncodeOutputs(env, out, r.encoded, *encode);
+          out.Set("logits", TensorListToJs(env, r.decoded.logits, owner));
+          SetEncodeOutputs(env, out, r.encoded, *encode, owner);
           if (encode->output_attentions) {
-            std::vector<HostTensor> cross = std::move(r.encoded.cross_attentions);
+            std::vector<OutputTensor> cross = std::move(r.encoded.cross_attentions);
             for (auto& t : r.decoded.cross_attentions) cross.push_back(std::move(t));
-            out.Set("crossAttentions", TensorListToJs(env, cross));
+            out.Set("crossAttentions", TensorListToJs(env, cross, owner));
           }
           return out;
         });
@@ -369,18 +397,19 @@ Napi::Value NativeModel::Encode(const Napi::CallbackInfo& info) {
   return GuardJs(env, [&]() -> Napi::Value {
     std::shared_ptr<PerceiverGraph> graph = Usable();
     if (info.Length() < 1 || !info[0].IsObject()) ThrowInvalidArgument("encode(request): expected an object");
-    auto request = std::make_shared<EncodeRequest>(ReadEncodeRequest(info[0].As<Napi::Object>()));
+    auto request = std::make_shared<EncodeRequest>(ReadEncodeRequest(info[0].As<Napi::Object>(), RequestContext{state_, &graph}));
     Napi::FunctionReference* encoding_class = &state_->encoding_class;
     Napi::ObjectReference* weights = &weights_;
+    const OutputOwner owner{state_, graph};
     auto* worker = new GraphWorker<EncodeResult>(
         env, this, Value(), state_, [graph, request]() { return graph->Encode(*request); },
-        [graph, request, encoding_class, weights](Napi::Env env, EncodeResult& r) -> Napi::Value {
+        [graph, request, encoding_class, weights, owner](Napi::Env env, EncodeResult& r) -> Napi::Value {
           Napi::Object handle = encoding_class->New({});
           NativeEncoding::Unwrap(handle)->Attach(graph, r.encoding, weights->Value());
           Napi::Object out = Napi::Object::New(env);
           out.Set("encoding", handle);
-          SetEncodeOutputs(env, out, r, *request);
-          if (request->output_attentions) out.Set("crossAttentions", TensorListToJs(env, r.cross_attentions));
+          SetEncodeOutputs(env, out, r, *request, owner);
+          if (request->output_attentions) out.Set("crossAttentions", TensorListToJs(env, r.cross_attentions, owner));
           return out;
         });
     ++in_flight_;
@@ -402,14 +431,34 @@ Napi::Value NativeModel::Decode(const Napi::CallbackInfo& info) {
     if (!graph->has_decoder()) ThrowInvalidArgument("decode: this model has no decoder");
     auto request = std::make_shared<DecodeRequest>(ReadDecodeRequest(info[1].As<Napi::Object>()));
     std::shared_ptr<Encoding> encoding = native->encoding();
+    const OutputOwner owner{state_, graph};
     auto* worker = new GraphWorker<DecodeResult>(
         env, this, Value(), state_, [graph, encoding, request]() { return graph->Decode(*encoding, *request); },
-        [request](Napi::Env env, DecodeResult& r) -> Napi::Value {
+        [request, owner](Napi::Env env, DecodeResult& r) -> Napi::Value {
           Napi::Object out = Napi::Object::New(env);
-          out.Set("logits", TensorListToJs(env, r.logits));
-          if (request->output_attentions) out.Set("crossAttentions", TensorListToJs(env, r.cross_attentions));
+          out.Set("logits", TensorListToJs(env, r.logits, owner));
+          if (request->output_attentions) out.Set("crossAttentions", TensorListToJs(env, r.cross_attentions, owner));
           return out;
         });
+    ++in_flight_;
+    return worker->Start();
+  });
+}
+
+// upload({ shape, data: Float32Array }) -> Promise<NativeDeviceTensor>: the host values copied into
+// this model's backend memory. The values are copied out of JavaScript memory here (and checked
+// finite, as every input is), the transfer runs on libuv's pool.
+Napi::Value NativeModel::Upload(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return GuardJs(env, [&]() -> Napi::Value {
+    std::shared_ptr<PerceiverGraph> graph = Usable();
+    if (info.Length() < 1 || !info[0].IsObject()) ThrowInvalidArgument("upload(tensor): expected an object");
+    auto input = std::make_shared<InputArray>(ReadInput(info[0].As<Napi::Object>(), "tensor", nullptr));
+    if (input->integer) ThrowInvalidArgument("tensor: expected float32 values; token ids stay on the host");
+    AddonState* state = state_;
+    auto* worker = new GraphWorker<BackendTensor>(
+        env, this, Value(), state_, [graph, input]() { return graph->Upload(input->values, input->shape); },
+        [graph, state](Napi::Env, BackendTensor& t) -> Napi::Value { return NativeDeviceTensor::Make(state, graph, std::move(t)); });
     ++in_flight_;
     return worker->Start();
   });

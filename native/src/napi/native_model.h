@@ -1,5 +1,6 @@
 // NativeModel: the JavaScript handle of one loaded model (a PerceiverGraph on one backend), and
 // NativeEncoding: the latents of one encode() call, kept in backend memory for decode().
+// (NativeDeviceTensor, a tensor in backend memory, is in device_tensor.h.)
 //
 // Every call validates and copies its request on the main thread, runs on libuv's thread pool
 // (one native call per forward, never blocking the event loop) and settles a promise. The
@@ -29,6 +30,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   Napi::Value Forward(const Napi::CallbackInfo& info);
   Napi::Value Encode(const Napi::CallbackInfo& info);
   Napi::Value Decode(const Napi::CallbackInfo& info);
+  Napi::Value Upload(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   Napi::Value InFlight(const Napi::CallbackInfo& info);
   Napi::Value Disposed(const Napi::CallbackInfo& info);
