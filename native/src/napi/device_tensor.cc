@@ -7,6 +7,7 @@
 #include "core/engine_error.h"
 #include "napi/addon_state.h"
 #include "napi/js_errors.h"
+#include "napi/promise_worker.h"
 
 namespace perceiver {
 
@@ -15,65 +16,6 @@ namespace {
 // Process-wide (every environment's tensors together): what deviceTensorStats() reports.
 std::atomic<int64_t> live_tensors{0};
 std::atomic<int64_t> live_bytes{0};
-
-// toHost(): the backend-to-host copy on libuv's pool. The worker holds the handle object and its
-// own share of the storage, so neither the buffer nor its backend can go away during the copy.
-class ReadWorker final : public Napi::AsyncWorker {
- public:
-  ReadWorker(Napi::Env env, Napi::Object handle, std::shared_ptr<DeviceTensorStorage> storage, AddonState* state)
-      : Napi::AsyncWorker(env, "perceiver-io:toHost"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        storage_(std::move(storage)),
-        state_(state) {
-    handle_ = Napi::Persistent(handle);
-  }
-
-  Napi::Promise Start() {
-    state_->Begin();
-    Queue();
-    return deferred_.Promise();
-  }
-
- protected:
-  void Execute() override {
-    try {
-      values_.resize(static_cast<size_t>(storage_->tensor().size()));
-      storage_->graph()->Download(storage_->tensor(), values_.data());
-    } catch (...) {
-      failed_ = true;
-      ClassifyException(std::current_exception(), &code_, &message_);
-    }
-    state_->End();
-  }
-
-  void OnOK() override {
-    storage_.reset();  // a tensor disposed during the copy is freed now
-    if (failed_) {
-      deferred_.Reject(MakeJsError(Env(), code_, message_).Value());
-      return;
-    }
-    try {
-      deferred_.Resolve(FloatsToJs(Env(), std::move(values_)));
-    } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
-    }
-  }
-
-  void OnError(const Napi::Error& error) override {
-    storage_.reset();
-    deferred_.Reject(error.Value());
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  Napi::ObjectReference handle_;
-  std::shared_ptr<DeviceTensorStorage> storage_;
-  AddonState* state_;
-  HostFloats values_;
-  bool failed_ = false;
-  ErrorCode code_ = ErrorCode::kInternal;
-  std::string message_;
-};
 
 }  // namespace
 
@@ -138,7 +80,17 @@ Napi::Value NativeDeviceTensor::ToHost(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return GuardJs(env, [&]() -> Napi::Value {
     if (!storage_) throw EngineError(ErrorCode::kDisposed, "the DeviceTensor has been disposed");
-    auto* worker = new ReadWorker(env, Value(), storage_, state_);
+    // The copy runs on libuv's pool. The work holds its own share of the storage, so neither the
+    // buffer nor its backend can go away during the copy (a dispose() meanwhile frees it after).
+    std::shared_ptr<DeviceTensorStorage> storage = storage_;
+    auto* worker = new PromiseWorker<HostFloats>(
+        env, "perceiver-io:toHost", Value(), state_,
+        [storage]() {
+          HostFloats values(static_cast<size_t>(storage->tensor().size()));
+          storage->graph()->Download(storage->tensor(), values.data());
+          return values;
+        },
+        [](Napi::Env env, HostFloats& values) -> Napi::Value { return FloatsToJs(env, std::move(values)); });
     return worker->Start();
   });
 }

@@ -10,6 +10,7 @@
 #include "napi/addon_state.h"
 #include "napi/device_tensor.h"
 #include "napi/js_errors.h"
+#include "napi/promise_worker.h"
 #include "napi/spec_reader.h"
 
 namespace perceiver {
@@ -193,71 +194,15 @@ DecodeRequest ReadDecodeRequest(const Napi::Object& js) {
   return r;
 }
 
-// One call of the engine on libuv's pool: `work` runs there, `settle` turns its result into
-// JavaScript on the main thread. The worker holds the model object, so neither the model nor
-// its weights can go away underneath it.
+// One call of the engine on libuv's pool (see promise_worker.h). The worker holds the model object,
+// so neither the model nor its weights can go away underneath it, and tells the model when the
+// call is over (a disposed model releases its graph once no call is in flight).
 template <typename Result>
-class GraphWorker final : public Napi::AsyncWorker {
- public:
-  GraphWorker(Napi::Env env, NativeModel* model, Napi::Object model_object, AddonState* state, std::function<Result()> work,
-              std::function<Napi::Value(Napi::Env, Result&)> settle)
-      : Napi::AsyncWorker(env, "perceiver-io:call"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        model_(model),
-        state_(state),
-        work_(std::move(work)),
-        settle_(std::move(settle)) {
-    model_ref_ = Napi::Persistent(model_object);
-  }
-
-  Napi::Promise Start() {
-    state_->Begin();
-    Queue();
-    return deferred_.Promise();
-  }
-
- protected:
-  void Execute() override {
-    try {
-      result_ = work_();
-    } catch (...) {
-      failed_ = true;
-      ClassifyException(std::current_exception(), &code_, &message_);
-    }
-    state_->End();
-  }
-
-  void OnOK() override {
-    Napi::Env env = Env();
-    model_->CallFinished();
-    if (failed_) {
-      deferred_.Reject(MakeJsError(env, code_, message_).Value());
-      return;
-    }
-    try {
-      deferred_.Resolve(settle_(env, result_));
-    } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
-    }
-  }
-
-  void OnError(const Napi::Error& error) override {
-    model_->CallFinished();
-    deferred_.Reject(error.Value());
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  NativeModel* model_;
-  Napi::ObjectReference model_ref_;
-  AddonState* state_;
-  std::function<Result()> work_;
-  std::function<Napi::Value(Napi::Env, Result&)> settle_;
-  Result result_;
-  bool failed_ = false;
-  ErrorCode code_ = ErrorCode::kInternal;
-  std::string message_;
-};
+PromiseWorker<Result>* NewCall(Napi::Env env, NativeModel* model, Napi::Object model_object, AddonState* state,
+                               std::function<Result()> work, std::function<Napi::Value(Napi::Env, Result&)> settle) {
+  return new PromiseWorker<Result>(env, "perceiver-io:call", model_object, state, std::move(work), std::move(settle),
+                                   [model] { model->CallFinished(); });
+}
 
 void SetEncodeOutputs(Napi::Env env, Napi::Object out, EncodeResult& e, const EncodeRequest& r, const OutputOwner& owner) {
   out.Set("lastHiddenState", TensorToJs(env, e.last_hidden_state, owner));
@@ -366,7 +311,7 @@ Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
     auto decode = std::make_shared<DecodeRequest>(ReadDecodeRequest(info[0].As<Napi::Object>()));
     decode->output_attentions = encode->output_attentions;
     const OutputOwner owner{state_, graph};
-    auto* worker = new GraphWorker<ForwardResult>(
+    auto* worker = NewCall<ForwardResult>(
         env, this, Value(), state_,
         [graph, encode, decode]() {
           ForwardResult r;
@@ -401,7 +346,7 @@ Napi::Value NativeModel::Encode(const Napi::CallbackInfo& info) {
     Napi::FunctionReference* encoding_class = &state_->encoding_class;
     Napi::ObjectReference* weights = &weights_;
     const OutputOwner owner{state_, graph};
-    auto* worker = new GraphWorker<EncodeResult>(
+    auto* worker = NewCall<EncodeResult>(
         env, this, Value(), state_, [graph, request]() { return graph->Encode(*request); },
         [graph, request, encoding_class, weights, owner](Napi::Env env, EncodeResult& r) -> Napi::Value {
           Napi::Object handle = encoding_class->New({});
@@ -432,7 +377,7 @@ Napi::Value NativeModel::Decode(const Napi::CallbackInfo& info) {
     auto request = std::make_shared<DecodeRequest>(ReadDecodeRequest(info[1].As<Napi::Object>()));
     std::shared_ptr<Encoding> encoding = native->encoding();
     const OutputOwner owner{state_, graph};
-    auto* worker = new GraphWorker<DecodeResult>(
+    auto* worker = NewCall<DecodeResult>(
         env, this, Value(), state_, [graph, encoding, request]() { return graph->Decode(*encoding, *request); },
         [request, owner](Napi::Env env, DecodeResult& r) -> Napi::Value {
           Napi::Object out = Napi::Object::New(env);
@@ -456,7 +401,7 @@ Napi::Value NativeModel::Upload(const Napi::CallbackInfo& info) {
     auto input = std::make_shared<InputArray>(ReadInput(info[0].As<Napi::Object>(), "tensor", nullptr));
     if (input->integer) ThrowInvalidArgument("tensor: expected float32 values; token ids stay on the host");
     AddonState* state = state_;
-    auto* worker = new GraphWorker<BackendTensor>(
+    auto* worker = NewCall<BackendTensor>(
         env, this, Value(), state_, [graph, input]() { return graph->Upload(input->values, input->shape); },
         [graph, state](Napi::Env, BackendTensor& t) -> Napi::Value { return NativeDeviceTensor::Make(state, graph, std::move(t)); });
     ++in_flight_;
