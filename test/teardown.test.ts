@@ -1,8 +1,9 @@
 /**
  * Environments going away with native calls in flight: a worker thread that ends (terminate() from
- * the main thread, process.exit() or an uncaught exception inside it) while its loads, forwards,
- * encodes, decodes, uploads or toHost copies run ends alone, and the main thread carries on; the
- * main thread's own process.exit() with calls in flight (its own and its workers') exits cleanly.
+ * the main thread, process.exit() inside it, also from a settling call's callback, or an uncaught
+ * exception) while its loads, forwards, encodes, decodes, uploads or toHost copies run ends alone,
+ * and the main thread carries on; the main thread's own process.exit() with calls in flight (its
+ * own and its workers') exits cleanly.
  *
  * Each scenario runs in a child process, so an abort shows as the child's signal or exit code
  * instead of killing tap; children and their workers load the compiled package (npm test builds
@@ -91,11 +92,14 @@ import(entry).then(async (lib) => {
       start = () => model.forward({ inputs: input, outputs: 'device' });
     }
   }
+  const running = [];
   for (let i = 0; i < calls; i++) {
-    start().then(() => Atomics.add(settled, 0, 1), () => Atomics.add(settled, 1, 1));
+    running.push(start().then(() => Atomics.add(settled, 0, 1), () => Atomics.add(settled, 1, 1)));
   }
   if (disposeRace) for (const thing of owned) thing.dispose();
   if (ending === 'exit') process.exit(7);
+  // From a settlement's own callback, with the other calls still running.
+  if (ending === 'exit-on-settle') running[0].then(() => process.exit(7));
   if (ending === 'throw') {
     // Uncaught (outside this promise chain), before any call can settle.
     queueMicrotask(() => { throw new Error('thrown on purpose with calls in flight'); });
@@ -117,7 +121,7 @@ function workerScenarioScript(kind: string): string {
 import { Worker } from 'node:worker_threads';
 import { AutoModel, Tensor } from ${JSON.stringify(DIST_ENTRY)};
 import { loadAddon } from ${JSON.stringify(pathToFileURL(join(REPO, 'dist', 'lib', 'native', 'binding.js')).href)};
-const plan = [['terminate', false], ['terminate', true], ['terminate', false], ['exit', false], ['exit', true], ['exit', false], ['throw', false]];
+const plan = [['terminate', false], ['terminate', true], ['terminate', false], ['exit', false], ['exit', true], ['exit', false], ['throw', false], ['exit-on-settle', false]];
 for (const [ending, disposeRace] of plan) {
   const counters = new SharedArrayBuffer(8);
   const worker = new Worker(${JSON.stringify(WORKER_CODE)}, {
@@ -126,16 +130,17 @@ for (const [ending, disposeRace] of plan) {
     workerData: { entry: ${JSON.stringify(DIST_ENTRY)}, mlm: ${JSON.stringify(MLM)}, image: ${JSON.stringify(IMAGE)},
                   kind: ${JSON.stringify(kind)}, ending, disposeRace, calls: ${CALLS}, counters },
   });
+  let uncaught = null;
   const exitCode = await new Promise((resolve, reject) => {
     worker.on('message', (message) => {
-      if (message === 'started') worker.terminate();
-      else reject(new Error(String(message)));
+      if (message !== 'started') reject(new Error(String(message)));
+      else if (ending === 'terminate') worker.terminate();
     });
-    worker.on('error', (error) => { if (ending !== 'throw') reject(error); });
+    worker.on('error', (error) => { if (ending === 'throw') uncaught = error.message; else reject(error); });
     worker.on('exit', resolve);
   });
   const [resolved, rejected] = new Int32Array(counters);
-  console.log(JSON.stringify({ ending, disposeRace, exitCode, unsettled: ${CALLS} - resolved - rejected }));
+  console.log(JSON.stringify({ ending, disposeRace, exitCode, uncaught, unsettled: ${CALLS} - resolved - rejected }));
 }
 const model = await AutoModel.fromPretrained(${JSON.stringify(MLM)});
 const out = await model.forward({ inputs: new Tensor('int64', [2, 48], new BigInt64Array(96).fill(9n)) });
@@ -145,9 +150,11 @@ console.log('MAIN-OK ' + JSON.stringify(out.logits.shape) + ' ' + JSON.stringify
 }
 
 interface WorkerLine {
-  ending: 'terminate' | 'exit' | 'throw';
+  ending: 'terminate' | 'exit' | 'throw' | 'exit-on-settle';
   disposeRace: boolean;
   exitCode: number;
+  /** The worker's uncaught exception, for the 'throw' ending. */
+  uncaught: string | null;
   unsettled: number;
 }
 
@@ -163,12 +170,13 @@ for (const kind of KINDS) {
       .split('\n')
       .filter((line) => line.startsWith('{'))
       .map((line) => JSON.parse(line) as WorkerLine);
-    t.equal(lines.length, 7, 'every worker of the plan ran and ended');
+    t.equal(lines.length, 8, 'every worker of the plan ran and ended');
     for (const line of lines) {
-      const expectedCode = { terminate: 1, exit: 7, throw: 1 }[line.ending];
+      const expectedCode = { terminate: 1, exit: 7, throw: 1, 'exit-on-settle': 7 }[line.ending];
       t.equal(line.exitCode, expectedCode, `${line.ending}${line.disposeRace ? ' (disposed mid-call)' : ''}: the worker ended through ${line.ending} (exit code ${expectedCode})`);
+      if (line.ending === 'throw') t.equal(line.uncaught, 'thrown on purpose with calls in flight', 'throw: the worker ended on its uncaught exception');
       // process.exit() and the throw come in the same turn as the calls, so none can have settled.
-      if (line.ending !== 'terminate') t.equal(line.unsettled, CALLS, `${line.ending}: all ${CALLS} calls were in flight when the worker ended`);
+      if (line.ending === 'exit' || line.ending === 'throw') t.equal(line.unsettled, CALLS, `${line.ending}: all ${CALLS} calls were in flight when the worker ended`);
     }
     t.comment(`calls unsettled when each worker ended: ${lines.map((line) => `${line.ending} ${line.unsettled}`).join(', ')}`);
     const terminated = lines.filter((line) => line.ending === 'terminate');
@@ -199,7 +207,7 @@ const worker = new Worker(${JSON.stringify(WORKER_CODE)}, {
   workerData: { entry: ${JSON.stringify(DIST_ENTRY)}, mlm: ${JSON.stringify(MLM)}, image: ${JSON.stringify(IMAGE)},
                 kind: 'forward', ending: 'keep', disposeRace: false, calls: ${CALLS}, counters: new SharedArrayBuffer(8) },
 });
-await new Promise((resolve) => worker.once('message', resolve));
+console.log('worker: ' + await new Promise((resolve) => worker.once('message', resolve)));
 const pending = [];
 for (let i = 0; i < 4; i++) {
   pending.push(AutoModel.fromPretrained(${JSON.stringify(MLM)}), text.forward({ inputs: ids }), text.encode({ inputs: ids }),
@@ -212,6 +220,7 @@ process.exit(0);
     const result = await runChild(script);
     t.equal(result.signal, null, `round ${round}: not killed (stderr: ${result.stderr.trim().slice(-400)})`);
     t.equal(result.code, 0, `round ${round}: exit code 0 (stderr: ${result.stderr.trim().slice(-400)})`);
+    t.match(result.stdout, /worker: started/, `round ${round}: the worker's calls were running`);
     t.match(result.stdout, /EXITING/, `round ${round}: the script reached process.exit()`);
   }
 });
