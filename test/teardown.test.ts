@@ -13,11 +13,13 @@ import t from 'tap';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { fixtureDir, REPO } from './helpers/fixtures.js';
+import { fixtureDir, LOAD_OPTIONS, REPO } from './helpers/fixtures.js';
 
 const DIST_ENTRY = pathToFileURL(join(REPO, 'dist', 'lib', 'index.js')).href;
 const MLM = fixtureDir('text-mlm');
 const IMAGE = fixtureDir('image-learned');
+/** The device the models load on: the CPU, or what bench/gpu-check.sh sets (PERCEIVER_TEST_DEVICE). */
+const LOAD = JSON.stringify(LOAD_OPTIONS);
 /** Calls each worker starts at once; enough queued work (tens of ms) that some are still running when it ends. */
 const CALLS = 8;
 const CHILD_TIMEOUT_MS = 30_000;
@@ -56,7 +58,7 @@ function runChild(script: string): Promise<ChildResult> {
  */
 const WORKER_CODE = `
 const { parentPort, workerData } = require('node:worker_threads');
-const { entry, mlm, image, kind, ending, disposeRace, calls } = workerData;
+const { entry, mlm, image, load, kind, ending, disposeRace, calls } = workerData;
 const settled = new Int32Array(workerData.counters);
 import(entry).then(async (lib) => {
   const ids = new lib.Tensor('int64', [64, 48], new BigInt64Array(64 * 48).fill(9n));
@@ -65,9 +67,9 @@ import(entry).then(async (lib) => {
   const owned = [];
   let start;
   if (kind === 'load') {
-    start = () => lib.AutoModel.fromPretrained(mlm);
+    start = () => lib.AutoModel.fromPretrained(mlm, load);
   } else if (kind === 'forward' || kind === 'encode' || kind === 'decode') {
-    const model = await lib.AutoModel.fromPretrained(mlm);
+    const model = await lib.AutoModel.fromPretrained(mlm, load);
     owned.push(model);
     if (kind === 'forward') start = () => model.forward({ inputs: ids });
     if (kind === 'encode') start = () => model.encode({ inputs: ids });
@@ -77,7 +79,7 @@ import(entry).then(async (lib) => {
       start = () => model.decode(encoding);
     }
   } else {
-    const model = await lib.AutoModel.fromPretrained(image);
+    const model = await lib.AutoModel.fromPretrained(image, load);
     owned.push(model);
     if (kind === 'upload') start = () => model.upload(big);
     if (kind === 'toHost') {
@@ -127,7 +129,7 @@ for (const [ending, disposeRace] of plan) {
   const worker = new Worker(${JSON.stringify(WORKER_CODE)}, {
     eval: true,
     execArgv: [], // not the parent's --input-type=module: the worker code is CommonJS
-    workerData: { entry: ${JSON.stringify(DIST_ENTRY)}, mlm: ${JSON.stringify(MLM)}, image: ${JSON.stringify(IMAGE)},
+    workerData: { entry: ${JSON.stringify(DIST_ENTRY)}, mlm: ${JSON.stringify(MLM)}, image: ${JSON.stringify(IMAGE)}, load: ${LOAD},
                   kind: ${JSON.stringify(kind)}, ending, disposeRace, calls: ${CALLS}, counters },
   });
   let uncaught = null;
@@ -142,7 +144,7 @@ for (const [ending, disposeRace] of plan) {
   const [resolved, rejected] = new Int32Array(counters);
   console.log(JSON.stringify({ ending, disposeRace, exitCode, uncaught, unsettled: ${CALLS} - resolved - rejected }));
 }
-const model = await AutoModel.fromPretrained(${JSON.stringify(MLM)});
+const model = await AutoModel.fromPretrained(${JSON.stringify(MLM)}, ${LOAD});
 const out = await model.forward({ inputs: new Tensor('int64', [2, 48], new BigInt64Array(96).fill(9n)) });
 await model.dispose();
 console.log('MAIN-OK ' + JSON.stringify(out.logits.shape) + ' ' + JSON.stringify(loadAddon().deviceTensorStats()));
@@ -197,20 +199,20 @@ import { Worker } from 'node:worker_threads';
 import { AutoModel, Tensor } from ${JSON.stringify(DIST_ENTRY)};
 const ids = new Tensor('int64', [64, 48], new BigInt64Array(64 * 48).fill(9n));
 const big = new Tensor('float32', [1 << 21], new Float32Array(1 << 21).fill(0.5));
-const text = await AutoModel.fromPretrained(${JSON.stringify(MLM)});
-const image = await AutoModel.fromPretrained(${JSON.stringify(IMAGE)});
+const text = await AutoModel.fromPretrained(${JSON.stringify(MLM)}, ${LOAD});
+const image = await AutoModel.fromPretrained(${JSON.stringify(IMAGE)}, ${LOAD});
 const encoding = await text.encode({ inputs: ids });
 const tensor = await image.upload(big);
 const worker = new Worker(${JSON.stringify(WORKER_CODE)}, {
   eval: true,
   execArgv: [],
-  workerData: { entry: ${JSON.stringify(DIST_ENTRY)}, mlm: ${JSON.stringify(MLM)}, image: ${JSON.stringify(IMAGE)},
+  workerData: { entry: ${JSON.stringify(DIST_ENTRY)}, mlm: ${JSON.stringify(MLM)}, image: ${JSON.stringify(IMAGE)}, load: ${LOAD},
                 kind: 'forward', ending: 'keep', disposeRace: false, calls: ${CALLS}, counters: new SharedArrayBuffer(8) },
 });
 console.log('worker: ' + await new Promise((resolve) => worker.once('message', resolve)));
 const pending = [];
 for (let i = 0; i < 4; i++) {
-  pending.push(AutoModel.fromPretrained(${JSON.stringify(MLM)}), text.forward({ inputs: ids }), text.encode({ inputs: ids }),
+  pending.push(AutoModel.fromPretrained(${JSON.stringify(MLM)}, ${LOAD}), text.forward({ inputs: ids }), text.encode({ inputs: ids }),
                text.decode(encoding), image.upload(big), tensor.toHost());
 }
 console.log('EXITING with ' + pending.length + ' calls in flight');

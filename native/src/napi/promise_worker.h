@@ -8,8 +8,9 @@
 // Environment teardown: when a worker thread ends (worker.terminate(), or process.exit() inside
 // it) with calls in flight, Node waits for them and then runs their completion callbacks while
 // JavaScript can no longer run. The promise can then never be observed, so the completion only
-// runs `finished` and frees the result; nothing that touches JavaScript may throw out of it,
-// since a C++ exception escaping a Node callback aborts the whole process.
+// runs `finished` and frees the result (the promise's small handle stays unreleased, as Node-API
+// can only release it by settling); nothing that touches JavaScript may throw out of it, since a
+// C++ exception escaping a Node callback aborts the whole process.
 #pragma once
 
 #include <napi.h>
