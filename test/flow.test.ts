@@ -157,3 +157,23 @@ t.test('tiles cover the image with at least the overlap, the last flush with the
   one.add({ top: 0, left: 0 }, piece);
   t.same([...one.result()], [...piece], 'a single tile is returned exactly');
 });
+
+t.test('docs/flow-rotation.png is the library\'s rendering of the rotation field it documents', async (t) => {
+  const sharp = (await import('sharp')).default;
+  const { REPO } = await import('./helpers/fixtures.js');
+  const { data, info } = await sharp(join(REPO, 'docs', 'flow-rotation.png')).raw().toBuffer({ resolveWithObject: true });
+  const size = 160;
+  t.same([info.width, info.height, info.channels], [size, size, 3]);
+  const c = (size - 1) / 2;
+  const flow = new Float32Array(size * size * 2);
+  for (let y = 0; y < size; y++)
+    for (let x = 0; x < size; x++) {
+      flow[(y * size + x) * 2] = -(y - c);
+      flow[(y * size + x) * 2 + 1] = x - c;
+    }
+  t.ok(Buffer.from(flowToColor({ flow, width: size, height: size })).equals(data), 'every pixel as flowToColor renders the field');
+  // Above the centre the flow points right (red), below it left (cyan).
+  const px = (x: number, y: number) => [...data.subarray((y * size + x) * 3, (y * size + x) * 3 + 3)];
+  t.ok(px(80, 2)[0]! > 200 && px(80, 2)[2]! < 80, 'top: red');
+  t.ok(px(80, 157)[0]! < 80 && px(80, 157)[2]! > 200, 'bottom: cyan');
+});

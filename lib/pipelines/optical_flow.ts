@@ -32,6 +32,8 @@ export interface OpticalFlowOptions extends CallOptions, MediaToolOptions {
   maxFrames?: number;
   /** Video: largest decoded RGB total in bytes (default 256 MiB). */
   maxBytes?: number;
+  /** Largest image accepted, width x height (default 50 million pixels, above 8K video). */
+  maxPixels?: number;
 }
 
 export type OpticalFlowInput = [ImageInput, ImageInput] | { video: string };
@@ -45,6 +47,8 @@ export interface VideoFlow {
 
 export const OPTICAL_FLOW_HEADS = ['PerceiverForOpticalFlow'] as const;
 export const FLOW_SCALE_FACTOR = 20;
+
+const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 function positive(value: unknown, argument: string, fallback: number): number {
   if (value === undefined) return fallback;
@@ -85,6 +89,10 @@ export function opticalFlowRunner(model: PerceiverModel<Logits>) {
       throw new InvalidArgumentError('input[1]', `an image of the first image's size (${first.width}x${first.height})`, `${second.width}x${second.height}`);
     }
     const batchSize = positive(options.batchSize, 'options.batchSize', 4);
+    const maxPixels = positive(options.maxPixels, 'options.maxPixels', 50_000_000);
+    if (first.width * first.height > maxPixels) {
+      throw new InvalidArgumentError('input', `images of at most ${maxPixels} pixels (options.maxPixels)`, `${first.width}x${first.height}`);
+    }
     const minOverlap = options.minOverlap ?? defaultMinOverlap(tile);
     const scale = options.flowScaleFactor ?? FLOW_SCALE_FACTOR;
     if (typeof scale !== 'number' || !Number.isFinite(scale)) throw new InvalidArgumentError('options.flowScaleFactor', 'a finite number', scale);
@@ -97,10 +105,12 @@ export function opticalFlowRunner(model: PerceiverModel<Logits>) {
       check();
       const batch = tiles.slice(i, i + batchSize);
       const input = new Float32Array(batch.length * 2 * frameSize);
-      batch.forEach((t, k) => {
-        writeFramePatches(a, t.top, t.left, tileHeight, tileWidth, input, (2 * k) * frameSize);
+      for (const [k, t] of batch.entries()) {
+        // One tile's patches at a time, letting other work run in between (a 368x496 pair is 10M values).
+        if (k > 0) await yieldToEventLoop();
+        writeFramePatches(a, t.top, t.left, tileHeight, tileWidth, input, 2 * k * frameSize);
         writeFramePatches(b, t.top, t.left, tileHeight, tileWidth, input, (2 * k + 1) * frameSize);
-      });
+      }
       const out = await model.forward({ inputs: new Tensor('float32', [batch.length, 2, FLOW_PATCH_CHANNELS, tileHeight, tileWidth], input) });
       const logits = out.logits as Tensor<'float32'>;
       const per = tileHeight * tileWidth * 2;
