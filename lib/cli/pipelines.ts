@@ -150,6 +150,7 @@ export async function runPipelineCommand(command: string, args: string[]): Promi
     if (video === undefined ? positionals.length !== 2 : positionals.length !== 0) throw new UsageError('flow takes two images A B, or --video V (not both)');
     if (video !== undefined && values.flo !== undefined) throw new UsageError('--flo is for two images; a video gives one field per frame pair');
     const { writeFlowPicture, writeFlowVideo } = await import('../pipelines/write.js');
+    if (video === undefined && !values.out.toLowerCase().endsWith('.png')) throw new UsageError('flow of two images writes a PNG: --out must end in .png');
     await using pipe = await pipeline('optical-flow', model('deepmind/optical-flow-perceiver'), { ...load, ...progress });
     const runOptions = { batchSize: integer(values, 'batch-size'), maxFrames: integer(values, 'max-frames') };
     if (video !== undefined) {
