@@ -181,6 +181,7 @@ export {
   readFlo,
   writeFlo,
   flowToColor,
+  flowToColorAsync,
   maxFlowRadius,
   COLOR_WHEEL,
   FLOW_PATCH_CHANNELS,

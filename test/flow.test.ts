@@ -9,6 +9,7 @@ import {
   FlowBlender,
   flowPatchInput,
   flowToColor,
+  flowToColorAsync,
   InvalidArgumentError,
   MediaDecodeError,
   readFlo,
@@ -38,6 +39,9 @@ t.test('the colour coding gives the Middlebury reference colours for the eight c
   const rgb = flowToColor({ flow, width: cases.length, height: 1 });
   cases.forEach(([name, , , expected], i) => t.same([...rgb.subarray(i * 3, i * 3 + 3)], expected, name));
   t.equal(COLOR_WHEEL.length, 55, 'the wheel has 55 colours');
+  // The sliced version gives the same bytes (a field larger than one slice).
+  const big = Float32Array.from({ length: 300 * 200 * 2 }, (_, i) => Math.sin(i * 0.01) * (i % 7));
+  t.ok(Buffer.from(await flowToColorAsync({ flow: big, width: 300, height: 200 })).equals(Buffer.from(flowToColor({ flow: big, width: 300, height: 200 }))), 'flowToColorAsync = flowToColor');
   // All-zero flow is all white (the normalising epsilon keeps it finite).
   t.ok(flowToColor({ flow: new Float32Array(8), width: 2, height: 2 }).every((v) => v === 255), 'zero field is white');
   // Scale does not change colours: only direction and relative magnitude do.
@@ -152,6 +156,7 @@ t.test('tiles cover the image with at least the overlap, the last flush with the
   const blender = new FlowBlender(H, W, small);
   for (const at of grid) blender.add(at, new Float32Array(12 * 16 * 2).fill(0.3), 20);
   t.ok(blender.result().every((v) => v === Math.fround(6)), 'constant flow blends to itself (scaled)');
+  t.same([...(await blender.resultAsync())], [...blender.result()], 'resultAsync = result');
   const one = new FlowBlender(12, 16, small);
   const piece = Float32Array.from({ length: 12 * 16 * 2 }, (_, i) => Math.sin(i) * 3.3);
   one.add({ top: 0, left: 0 }, piece);

@@ -110,11 +110,26 @@ export class FlowBlender {
   /** The blended flow, [height, width, 2] float32. */
   result(): Float32Array {
     const out = new Float32Array(this.height * this.width * 2);
-    for (let p = 0; p < this.#weight.length; p++) {
+    this.#divide(out, 0, this.#weight.length);
+    return out;
+  }
+
+  /** result(), in slices separated by turns of the event loop. */
+  async resultAsync(): Promise<Float32Array> {
+    const out = new Float32Array(this.height * this.width * 2);
+    const slice = 65_536;
+    for (let p = 0; p < this.#weight.length; p += slice) {
+      if (p > 0) await new Promise<void>((resolve) => setImmediate(resolve));
+      this.#divide(out, p, Math.min(this.#weight.length, p + slice));
+    }
+    return out;
+  }
+
+  #divide(out: Float32Array, from: number, to: number): void {
+    for (let p = from; p < to; p++) {
       const w = this.#weight[p]!;
       out[p * 2] = this.#sum[p * 2]! / w;
       out[p * 2 + 1] = this.#sum[p * 2 + 1]! / w;
     }
-    return out;
   }
 }

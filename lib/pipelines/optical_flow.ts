@@ -106,18 +106,22 @@ export function opticalFlowRunner(model: PerceiverModel<Logits>) {
       const batch = tiles.slice(i, i + batchSize);
       const input = new Float32Array(batch.length * 2 * frameSize);
       for (const [k, t] of batch.entries()) {
-        // One tile's patches at a time, letting other work run in between (a 368x496 pair is 10M values).
-        if (k > 0) await yieldToEventLoop();
+        // One frame of one tile at a time (5M values at 368x496), letting other work run in between.
+        await yieldToEventLoop();
         writeFramePatches(a, t.top, t.left, tileHeight, tileWidth, input, 2 * k * frameSize);
+        await yieldToEventLoop();
         writeFramePatches(b, t.top, t.left, tileHeight, tileWidth, input, (2 * k + 1) * frameSize);
       }
       const out = await model.forward({ inputs: new Tensor('float32', [batch.length, 2, FLOW_PATCH_CHANNELS, tileHeight, tileWidth], input) });
       const logits = out.logits as Tensor<'float32'>;
       const per = tileHeight * tileWidth * 2;
-      batch.forEach((t, k) => blender.add(t, logits.data.subarray(k * per, (k + 1) * per), scale));
+      for (const [k, t] of batch.entries()) {
+        await yieldToEventLoop();
+        blender.add(t, logits.data.subarray(k * per, (k + 1) * per), scale);
+      }
     }
     check();
-    return { flow: cropFlow(blender.result(), a.width, first.width, first.height), width: first.width, height: first.height };
+    return { flow: cropFlow(await blender.resultAsync(), a.width, first.width, first.height), width: first.width, height: first.height };
   };
 
   return async (input: OpticalFlowInput, options: OpticalFlowOptions, check: StepCheck): Promise<FlowField | VideoFlow> => {

@@ -1,7 +1,7 @@
 /** Files from pipeline results: flow pictures and videos, and the autoencoder's reconstructions. */
 import { join } from 'node:path';
 import { InvalidArgumentError } from '../errors.js';
-import { flowToColor, maxFlowRadius } from '../flow/color.js';
+import { flowToColorAsync, maxFlowRadius } from '../flow/color.js';
 import { checkFlowField, writeFlo, type FlowField } from '../flow/flo.js';
 import type { RgbFrame } from '../flow/patches.js';
 import { ensureDir, enlarge, joinColumns, stackRows, VIDEO_OUTPUT_EXTENSIONS, writePng, writeVideo, writeWav, type WriteVideoOptions } from './outputs.js';
@@ -11,7 +11,7 @@ import { extname } from 'node:path';
 /** A flow field as a PNG in the Middlebury colour coding, and optionally as a .flo file. */
 export async function writeFlowPicture(path: string, field: FlowField, flo?: string): Promise<void> {
   checkFlowField(field, 'field');
-  await writePng(path, { data: flowToColor(field), width: field.width, height: field.height });
+  await writePng(path, { data: await flowToColorAsync(field), width: field.width, height: field.height });
   if (flo !== undefined) await writeFlo(flo, field);
 }
 
@@ -24,7 +24,8 @@ export async function writeFlowVideo(out: string, fields: FlowField[], options: 
   if (!Array.isArray(fields) || fields.length === 0) throw new InvalidArgumentError('fields', 'a non-empty array of flow fields', fields);
   fields.forEach((f, i) => checkFlowField(f, `fields[${i}]`));
   const maxRadius = Math.max(...fields.map(maxFlowRadius));
-  const frames: RgbFrame[] = fields.map((f) => ({ data: flowToColor(f, { maxRadius }), width: f.width, height: f.height }));
+  const frames: RgbFrame[] = [];
+  for (const f of fields) frames.push({ data: await flowToColorAsync(f, { maxRadius }), width: f.width, height: f.height });
   if (VIDEO_OUTPUT_EXTENSIONS.includes(extname(out).toLowerCase())) {
     await writeVideo(out, frames, options);
     return [out];
