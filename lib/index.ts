@@ -152,6 +152,8 @@ export {
   type PipelineTask,
   type PipelineTypes,
   type Pipeline,
+  type PipelineHandle,
+  type OpticalFlowPipeline,
   type PipelineOptions,
   type CallOptions as PipelineCallOptions,
   type LabelScore,

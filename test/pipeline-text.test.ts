@@ -2,6 +2,8 @@
 import t from 'tap';
 import { AutoModel, DisposedError, InvalidArgumentError, PerceiverTokenizer, pipeline, Tensor, type FillMaskCandidate } from '../lib/index.js';
 import { fixtureDir, tempDir } from './helpers/fixtures.js';
+import { HubServer } from './helpers/hub-server.js';
+import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -149,4 +151,22 @@ t.test('abort and dispose in the middle of a call are clean', async (t) => {
   loadController.abort();
   await t.rejects(fill('a [MASK]'), { name: 'AbortError' });
   await t.rejects(pipeline('no-such-task' as never, MLM), InvalidArgumentError);
+});
+
+t.test('a Hub id loads through the standard cache, reporting download progress', async (t) => {
+  const server = new HubServer();
+  await server.start();
+  t.teardown(() => server.close());
+  server.addRepo('deepmind/tiny-mlm', {
+    files: { 'config.json': readFileSync(join(MLM, 'config.json')), 'model.safetensors': readFileSync(join(MLM, 'model.safetensors')) },
+    lfs: ['model.safetensors'],
+  });
+  const cacheDir = await tempDir(t);
+  const events: { file: string; received: number; total: number }[] = [];
+  await using fill = await pipeline('fill-mask', 'deepmind/tiny-mlm', { hub: { endpoint: server.url, cacheDir }, progressCallback: (e) => events.push(e) });
+  t.ok(fill.folder.startsWith(cacheDir), 'downloaded into the cache folder');
+  const last = events.filter((e) => e.file === 'model.safetensors').pop();
+  t.ok(last && last.received === last.total && last.total === readFileSync(join(MLM, 'model.safetensors')).length, 'progress reached the whole weights file');
+  await using local = await pipeline('fill-mask', MLM);
+  t.same(await fill('a [MASK] b'), await local('a [MASK] b'), 'the same results as the local folder');
 });

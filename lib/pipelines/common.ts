@@ -32,9 +32,8 @@ export interface CallOptions {
   signal?: AbortSignal;
 }
 
-/** A loaded pipeline: call it with an input; dispose it when done (or `await using`). */
-export interface Pipeline<In, Options extends CallOptions, Out> {
-  (input: In, options?: Options): Promise<Out>;
+/** What every loaded pipeline has besides its call signature. */
+export interface PipelineHandle {
   readonly task: string;
   readonly model: PerceiverModel<Logits>;
   /** The checkpoint folder the model came from. */
@@ -42,6 +41,11 @@ export interface Pipeline<In, Options extends CallOptions, Out> {
   readonly disposed: boolean;
   dispose(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
+}
+
+/** A loaded pipeline: call it with an input; dispose it when done (or `await using`). */
+export interface Pipeline<In, Options extends CallOptions, Out> extends PipelineHandle {
+  (input: In, options?: Options): Promise<Out>;
 }
 
 export function checkSignal(signal: unknown, argument: string): AbortSignal | undefined {

@@ -7,7 +7,7 @@ import { InvalidArgumentError } from '../errors.js';
 import type { FlowField } from '../flow/flo.js';
 import type { ImageInput } from '../image_processor.js';
 import type { Tensor } from '../tensor.js';
-import { loadForTask, makePipeline, type LabelScore, type Pipeline, type PipelineOptions } from './common.js';
+import { loadForTask, makePipeline, type LabelScore, type Pipeline, type PipelineHandle, type PipelineOptions } from './common.js';
 import { featureExtractionRunner, FEATURE_EXTRACTION_HEADS, type FeatureExtractionOptions, type FeatureInput } from './feature_extraction.js';
 import { fillMaskRunner, FILL_MASK_HEADS, type FillMaskOptions, type FillMaskOutput } from './fill_mask.js';
 import { imageClassificationRunner, imageProcessorFor, IMAGE_CLASSIFICATION_HEADS } from './image_classification.js';
@@ -20,8 +20,15 @@ export interface PipelineTypes {
   'text-classification': Pipeline<string | string[], ClassificationOptions, LabelScore[] | LabelScore[][]>;
   'image-classification': Pipeline<ImageInput | ImageInput[], ClassificationOptions, LabelScore[] | LabelScore[][]>;
   'feature-extraction': Pipeline<FeatureInput | FeatureInput[], FeatureExtractionOptions, Tensor<'float32'>>;
-  'optical-flow': Pipeline<OpticalFlowInput, OpticalFlowOptions, FlowField | VideoFlow>;
+  'optical-flow': OpticalFlowPipeline;
   'video-autoencoding': Pipeline<string, VideoAutoencodingOptions, VideoAutoencodingOutput>;
+}
+
+/** Two images give one field; a video gives one per frame pair. */
+export interface OpticalFlowPipeline extends PipelineHandle {
+  (input: [ImageInput, ImageInput], options?: OpticalFlowOptions): Promise<FlowField>;
+  (input: { video: string }, options?: OpticalFlowOptions): Promise<VideoFlow>;
+  (input: OpticalFlowInput, options?: OpticalFlowOptions): Promise<FlowField | VideoFlow>;
 }
 
 export type PipelineTask = keyof PipelineTypes;
@@ -76,7 +83,7 @@ export async function pipeline<T extends PipelineTask>(task: T, model: string, o
   }
 }
 
-export type { Pipeline, PipelineOptions, CallOptions, LabelScore } from './common.js';
+export type { Pipeline, PipelineHandle, PipelineOptions, CallOptions, LabelScore } from './common.js';
 export type { FillMaskOptions, FillMaskOutput, FillMaskCandidate, FillMaskSpan } from './fill_mask.js';
 export type { ClassificationOptions } from './text_classification.js';
 export type { FeatureExtractionOptions, FeatureInput } from './feature_extraction.js';
