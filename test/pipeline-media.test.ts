@@ -45,6 +45,32 @@ t.test('image-classification from a path, bytes or raw pixels equals the process
   await t.rejects(classify([]), InvalidArgumentError);
 });
 
+t.test('image-classification follows the checkpoint\'s preprocessor_config.json', async (t) => {
+  const dir = await tempDir(t);
+  const folder = join(dir, 'ckpt');
+  const { mkdir, symlink, writeFile } = await import('node:fs/promises');
+  await mkdir(folder);
+  for (const f of ['config.json', 'model.safetensors']) await symlink(join(fixtureDir('image-learned'), f), join(folder, f));
+  await writeFile(join(folder, 'preprocessor_config.json'), JSON.stringify({ do_center_crop: false, size: 8, do_resize: true, resample: 2, image_mean: [0.5, 0.5, 0.5], image_std: [0.5, 0.5, 0.5] }));
+  const file = join(dir, 'g.png');
+  await writeGradientImage(file, 30, 20);
+  await using classify = await pipeline('image-classification', folder);
+  const model = await AutoModel.fromPretrained(folder);
+  t.teardown(() => model.dispose());
+  const own = await PerceiverImageProcessor.fromPretrained(folder);
+  const logits = (await model.forward({ inputs: await own.preprocess(file) })).logits as Tensor<'float32'>;
+  const best = logits.data.indexOf(Math.max(...logits.data));
+  const got = (await classify(file, { top_k: 6 })) as { label: string; score: number }[];
+  t.equal(got[0]!.label, `LABEL_${best}`, 'top label from the checkpoint\'s own preprocessing');
+  const max = Math.max(...logits.data);
+  const sum = Array.from(logits.data, (v) => Math.exp(v - max)).reduce((a, b) => a + b, 0);
+  t.ok(Math.abs(got[0]!.score - Math.exp(logits.data[best]! - max) / sum) < 1e-12, 'its score');
+  // The default processor (crop, bicubic, ImageNet statistics) gives other scores for the same file.
+  await using withDefaults = await pipeline('image-classification', fixtureDir('image-learned'));
+  const defaults = (await withDefaults(file, { top_k: 6 })) as { label: string; score: number }[];
+  t.not(defaults.find((r) => r.label === got[0]!.label)!.score, got[0]!.score, 'preprocessing differs from the default');
+});
+
 t.test('feature-extraction of image and video files as the batch job reads them', async (t) => {
   const dir = await tempDir(t);
   const folder = fixtureDir('image-fourier');
@@ -76,7 +102,14 @@ t.test('video-autoencoding: encode once, decode in chunks, equal to the manual c
   const model = await AutoModel.fromPretrained(folder);
   t.teardown(() => model.dispose());
   const c = model.config; // 2 frames of 8x8, 32 audio samples per frame, 4 per patch, 9 labels
+  // Count the model's calls: one encode, one decode per chunk.
+  const calls = { encode: 0, decode: 0 };
+  const m = autoencode.model;
+  const [encode, decode] = [m.encode.bind(m), m.decode.bind(m)];
+  (m as { encode: unknown }).encode = (...args: Parameters<typeof m.encode>) => (calls.encode++, encode(...args));
+  (m as { decode: unknown }).decode = (...args: Parameters<typeof m.decode>) => (calls.decode++, decode(...args));
   const result = await autoencode(video, { chunks: 3, top_k: 9 });
+  t.same(calls, { encode: 1, decode: 3 }, 'encoded once, decoded per chunk');
   t.equal(result.frames.length, 2);
   t.ok(result.frames.every((f) => f.width === 8 && f.height === 8 && f.data.length === 8 * 8 * 3), 'frames at output_shape');
   t.equal(result.audio.samples.length, c.num_frames * c.audio_samples_per_frame);
