@@ -206,6 +206,11 @@ async function decode(bytes: Uint8Array, name: string, source: string): Promise<
   return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height };
 }
 
+/** Any ImageInput as 8-bit RGB (HWC), decoded as preprocess() decodes it (EXIF orientation, alpha dropped). */
+export async function readRgbImage(image: ImageInput, name = 'image'): Promise<{ data: Uint8Array; width: number; height: number }> {
+  return toRgb(image, name);
+}
+
 async function toRgb(image: unknown, name: string): Promise<Rgb> {
   if (typeof image === 'string') {
     if (image.length === 0) throw new InvalidArgumentError(name, 'a non-empty file path', image);
