@@ -72,8 +72,8 @@ t.test('a corrupt part is a typed error naming it; stale temporary files are rem
   // A temporary file of a process that is gone, one of this (live) process, and unrelated names.
   const gone = spawn(process.execPath, ['-e', '0']);
   await new Promise((resolve) => gone.on('exit', resolve));
-  const dead = `.part-1.parquet.${hostname()}.${gone.pid}.0123abcd.tmp`;
-  const live = `.part-2.parquet.${hostname()}.${process.pid}.0123abcd.tmp`;
+  const dead = `.part-1.parquet.${hostname()}.${gone.pid}.0123456789abcdef0123456789abcdef.tmp`;
+  const live = `.part-2.parquet.${hostname()}.${process.pid}.0123456789abcdef0123456789abcdef.tmp`;
   for (const name of [dead, live, 'notes.tmp']) await writeFile(join(dir, name), 'x');
   t.equal(await removeStaleTempFiles(dir), 1, 'one removed');
   t.same((await readdir(dir)).sort(), [live, 'bad.parquet', 'notes.tmp'].sort());

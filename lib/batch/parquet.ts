@@ -8,16 +8,17 @@
  * folder written by another task or model width.
  *
  * A part is written to a hidden temporary name in the same folder and renamed into place: a reader
- * (or a resumed run) sees either the whole part or none of it. Temporary names carry the host and
- * the process id, so a starting run removes only those left by processes that are gone.
+ * (or a resumed run) sees either the whole part or none of it. The temporary file is created
+ * exclusively under a random name (lib/io/temp_file.ts); its name also carries the host and the
+ * process id, so a starting run removes only those left by processes that are gone.
  *
  * apache-arrow and parquet-wasm are imported on first use, so the library loads without them.
  */
-import { randomBytes } from 'node:crypto';
-import { open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { InvalidArgumentError } from '../errors.js';
+import { writeFileAtomic } from '../io/temp_file.js';
 
 export type PartTask = 'embed' | 'classify';
 
@@ -52,7 +53,6 @@ export interface EmbeddingRow {
 const META_TASK = 'perceiver_io.task';
 const META_MODEL = 'perceiver_io.model';
 const META_WIDTH = 'perceiver_io.width';
-const TEMP_SUFFIX = '.tmp';
 
 type Arrow = typeof import('apache-arrow');
 type ParquetWasm = typeof import('parquet-wasm');
@@ -92,9 +92,9 @@ export async function listParts(outDir: string): Promise<string[]> {
     .map((name) => join(outDir, name));
 }
 
-function tempName(file: string): string {
-  const slash = file.lastIndexOf('/');
-  return `${file.slice(0, slash + 1)}.${file.slice(slash + 1)}.${hostname()}.${process.pid}.${randomBytes(4).toString('hex')}${TEMP_SUFFIX}`;
+/** Put into temporary part names, so a starting run can tell which were left by processes that are gone. */
+function tempTag(): string {
+  return `${hostname()}.${process.pid}`;
 }
 
 function processIsAlive(pid: number): boolean {
@@ -117,7 +117,7 @@ export async function removeStaleTempFiles(outDir: string): Promise<number> {
   } catch {
     return 0;
   }
-  const pattern = /^\..+\.parquet\.(.+)\.(\d+)\.[0-9a-f]{8}\.tmp$/;
+  const pattern = /^\..+\.parquet\.(.+)\.(\d+)\.[0-9a-f]{32}\.tmp$/;
   let removed = 0;
   for (const name of names) {
     const m = pattern.exec(name);
@@ -164,20 +164,7 @@ export async function writeEmbeddingPart(file: string, columns: EmbeddingColumns
   const properties = new parquet.WriterPropertiesBuilder().setCompression(parquet.Compression.ZSTD).build();
   const bytes = parquet.writeParquet(wasmTable, properties);
 
-  const temp = tempName(file);
-  try {
-    const handle = await open(temp, 'w');
-    try {
-      await handle.writeFile(bytes);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(temp, file);
-  } catch (error) {
-    await rm(temp, { force: true });
-    throw error;
-  }
+  await writeFileAtomic(file, bytes, { tag: tempTag() });
 }
 
 async function readPart(file: string): Promise<import('apache-arrow').Table> {
