@@ -58,7 +58,8 @@ Commands:
             command waits until every shard is done: --shard-size 256 items per shard,
             --attempts 3 tries per shard; --batch-size goes to the workers
   worker    Take queued shards and write their parts (model and --out come with each shard)
-            --queue redis://HOST:PORT, --device cpu|cuda:N, --dtype float32, --concurrency 1,
+            --queue redis://HOST:PORT, --allow-root DIR (repeatable, required: the folders jobs
+            may read and write), --device cpu|cuda:N, --dtype float32, --concurrency 1,
             --lock-duration-ms 60000 (a dead worker's shard is retried after about this long)
 
 Options:
