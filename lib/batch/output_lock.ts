@@ -131,9 +131,17 @@ async function recoverStale(file: string, holder: LockContent, markers: string[]
   await fsp.rm(file, { force: true });
 }
 
-/** Removes takeover markers old enough that no process can still act on the lock they were for. */
+/** A lock's content before it is linked into place: `..perceiver-io-lock.<scope>.<host>.<pid>.<random>.tmp`. */
+const LOCK_TEMP = /^\.\.perceiver-io-lock\.[^.]+\.(.+)\.(\d+)\.[0-9a-f]{32}\.tmp$/;
+
+/**
+ * Removes takeover markers old enough that no process can still act on the lock they were for, and
+ * the lock contents a run killed while taking its lock left unlinked (its pid gone on this host).
+ */
 async function removeOldMarkers(outDir: string, names: string[]): Promise<void> {
   for (const name of names) {
+    const temp = LOCK_TEMP.exec(name);
+    if (temp && temp[1] === hostname() && !processAlive(Number(temp[2]))) await fsp.rm(join(outDir, name), { force: true });
     if (!name.startsWith(PREFIX) || !name.includes(TAKEOVER)) continue;
     const file = join(outDir, name);
     const stat = await fsp.lstat(file).catch(() => undefined);
@@ -167,7 +175,7 @@ export async function lockOutputFolder(outDir: string, scope: LockScope): Promis
   const markers: string[] = [];
 
   // The content first, in a file of its own; link() then publishes it whole under the lock's name.
-  const temp = await createTempFile(file);
+  const temp = await createTempFile(file, { tag: `${hostname()}.${process.pid}` });
   try {
     await temp.handle.writeFile(JSON.stringify(content) + '\n');
     await temp.handle.close();
