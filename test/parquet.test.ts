@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { tableFromIPC } from 'apache-arrow';
 import { readParquet } from 'parquet-wasm';
-import { AutoModel, discoverItems, embedItemsToPart, inShard, InvalidArgumentError, itemId, readDoneIds, readEmbeddings, PerceiverTokenizer } from '../lib/index.js';
+import { AutoModel, discoverItems, embedItemsToPart, inShard, InvalidArgumentError, itemId, ModelMismatchError, modelIdentity, readDoneIds, readEmbeddings, PerceiverTokenizer } from '../lib/index.js';
 import { readPartIds, removeStaleTempFiles, writeEmbeddingPart } from '../lib/batch/parquet.js';
 import { createProgressReporter } from '../lib/batch/progress.js';
 import { fixtureDir, relativeErrorOf, tempDir } from './helpers/fixtures.js';
@@ -162,6 +162,45 @@ t.test('embedItemsToPart: one part, failures listed, rewriting replaces', async 
   await t.rejects(embedItemsToPart({ model, task: 'classify', items, outDir: out, partName: 'x' }), { name: 'InvalidArgumentError', message: /classification checkpoint/ });
   await t.rejects(embedItemsToPart({ model, task: 'embed', items, outDir: out, partName: '../x' }), { name: 'InvalidArgumentError', message: /partName/ });
   await t.rejects(embedItemsToPart({ model, task: 'embed', items, outDir: out, partName: 'x', batchSize: 0 }), { name: 'InvalidArgumentError', message: /batchSize/ });
+});
+
+t.test('embedItemsToPart leaves out items other parts hold, records the model identity and refuses another model', async (t) => {
+  const dir = await tempDir(t);
+  const model = await AutoModel.fromPretrained(fixtureDir('text-mlm'));
+  t.teardown(() => model.dispose());
+  const paths: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    paths.push(join(dir, `t${i}.txt`));
+    await writeFile(paths[i]!, `text number ${i}`);
+  }
+  const items = paths.map((path) => ({ id: itemId(path), path }));
+  const out = join(dir, 'out');
+  const identity = await modelIdentity(fixtureDir('text-mlm'), 'text-mlm');
+  t.match(identity.id, /^sha256:[0-9a-f]{64}$/);
+  t.same(await modelIdentity(fixtureDir('text-mlm')), { id: identity.id, source: fixtureDir('text-mlm') }, 'the same files give the same identity');
+  t.not((await modelIdentity(fixtureDir('text-classification'))).id, identity.id, 'another checkpoint another');
+
+  // A shard of items 0-1, then an overlapping shard of items 1-3 (queued with other neighbours).
+  const first = await embedItemsToPart({ model, modelIdentity: identity, task: 'embed', items: items.slice(0, 2), outDir: out, partName: 'shard-a' });
+  t.same([first.written, first.skippedDone], [2, 0]);
+  const second = await embedItemsToPart({ model, modelIdentity: identity, task: 'embed', items: items.slice(1), outDir: out, partName: 'shard-b' });
+  t.same([second.written, second.skippedDone], [2, 1], 'the item shard-a holds is left out');
+  const rows = await readEmbeddings(out);
+  t.same(rows.map((r) => r.id).sort(), items.map((i) => i.id).sort(), 'every item once');
+  t.same((await readPartIds(join(out, 'shard-b.parquet'))).metadata, { task: 'embed', model: 'PerceiverForMaskedLM', width: 64, modelId: identity.id, modelSource: 'text-mlm' }, 'the identity is in the part');
+
+  // Rerunning shard-b replaces it (its own earlier rows do not count as done).
+  const rerun = await embedItemsToPart({ model, modelIdentity: identity, task: 'embed', items: items.slice(1), outDir: out, partName: 'shard-b' });
+  t.same([rerun.written, rerun.skippedDone], [2, 1]);
+  t.equal((await readEmbeddings(out)).length, 4, 'still every item once');
+
+  const other = { id: `sha256:${'0'.repeat(64)}`, source: 'some/other-checkpoint' };
+  const mismatch = await embedItemsToPart({ model, modelIdentity: other, task: 'embed', items, outDir: out, partName: 'shard-c' }).catch((e: unknown) => e);
+  t.type(mismatch, ModelMismatchError);
+  t.match((mismatch as Error).message, /already holds output of the model text-mlm \(sha256:[0-9a-f]{16}, in .*shard-a\.parquet\), not of some\/other-checkpoint \(sha256:0{16}\)/);
+  t.same((mismatch as ModelMismatchError).existing.id, identity.id);
+  t.notOk((await readdir(out)).includes('shard-c.parquet'), 'nothing written');
+  await t.rejects(embedItemsToPart({ model, modelIdentity: { id: 5 } as never, task: 'embed', items, outDir: out, partName: 'x' }), { name: 'InvalidArgumentError', message: /modelIdentity/ });
 });
 
 t.test('progress: plain lines off a terminal, a bar with rate and ETA on one', async (t) => {
