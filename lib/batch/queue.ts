@@ -7,7 +7,14 @@
  * machine that sees the same paths) take a shard, load its model once (cached per model, device
  * and dtype) and write the shard as one Parquet part.
  *
- * Exactly once, without coordination beyond BullMQ:
+ * Exactly once, with no coordination beyond Redis:
+ * - Enqueuers of one output folder decide what to queue one at a time (a Redis lock per folder)
+ *   and from one consistent view: the shards pending in the queue are listed first, the parts on
+ *   disk read after. A worker writes its part before its shard leaves the queue, so a shard that
+ *   finishes between the two reads is in the done set; read the other way round it would be in
+ *   neither, and its items would be queued again in new shards under other part names.
+ * - Before writing, a worker leaves out the items other parts of the folder already hold (and
+ *   checks that they were written by the same model).
  * - A shard's part name is a hash of its item ids and is written atomically (temporary file, then
  *   rename), so a shard that runs twice (a retry after a failure, a stalled job taken over after its
  *   worker died, or a worker that lost its lock but still finished) replaces its own part instead
@@ -19,6 +26,11 @@
  * - Failed attempts are retried with exponential backoff; a worker that dies mid-shard stops
  *   renewing the shard's lock, and BullMQ's stalled-job check gives the shard to another worker
  *   once the lock expires.
+ *
+ * Trust: whoever can write to the Redis database can queue jobs, and a job names the paths the
+ * worker reads and writes. A worker therefore takes allowed roots (`--allow-root`) and fails, for
+ * good and with PathNotAllowedError as the reason, any shard whose model, output folder or inputs
+ * resolve (real paths) outside them, before touching any of them.
  *
  * bullmq and ioredis are imported on first use (the library loads without them). BullMQ would load
  * ioredis itself with `require`, which does not exist in an ES module, so ready-made ioredis
