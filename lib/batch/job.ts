@@ -373,7 +373,7 @@ export async function embedItemsToPart(options: EmbedPartOptions): Promise<Embed
     done += batch.length;
     onProgress?.(done, failed.length);
   });
-  await mkdir(outDir, { recursive: true });
+  await makeOutputFolder(outDir);
   if (columns.length === 0) {
     await rm(file, { force: true });
     return { written: 0, failed, skippedDone };
@@ -381,6 +381,16 @@ export async function embedItemsToPart(options: EmbedPartOptions): Promise<Embed
   const all = concatColumns(columns, columns[0]!.width, task);
   await writeEmbeddingPart(file, all, metadata);
   return { written: all.ids.length, failed, skippedDone };
+}
+
+/** Creates the output folder (and its parents); a path that cannot be a folder is an InvalidArgumentError naming `argument`. */
+export async function makeOutputFolder(outDir: string, argument = 'outDir'): Promise<void> {
+  try {
+    await mkdir(outDir, { recursive: true });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+    throw new InvalidArgumentError(argument, 'a folder that exists or can be created', outDir, `cannot create the output folder ${outDir} (${code})`);
+  }
 }
 
 /** The ids already written to a folder's parts. */
@@ -412,7 +422,7 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
 
   // The first part write should not wait for the WebAssembly to compile.
   preloadParquet();
-  await mkdir(outDir, { recursive: true });
+  await makeOutputFolder(outDir);
   // One writer per folder (or per shard of it): two runs would both see the same items as not done.
   const lock = await lockOutputFolder(outDir, shard ? { kind: 'shard', index: shard.index, count: shard.count } : { kind: 'all' });
   try {

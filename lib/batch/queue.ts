@@ -38,7 +38,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, realpath, stat } from 'node:fs/promises';
+import { lstat, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import type { Job, Queue, Worker } from 'bullmq';
 import type { Redis, RedisOptions } from 'ioredis';
@@ -343,13 +343,13 @@ export async function enqueueAndWait(options: EnqueueOptions): Promise<EnqueueRe
     const { model, width, modelId } = await modelForWorkers(options.model);
     const { discoverItems } = await import('./discover.js');
     const items = await discoverItems(options.inputs, { manifest: options.manifest });
-    await mkdir(outDir, { recursive: true });
+    const { makeOutputFolder, readDoneChecked } = await import('./job.js');
+    await makeOutputFolder(outDir, '--out');
     // Enqueuers of one folder may run together (they agree through Redis, below); a local run may not.
     const { lockOutputFolder } = await import('./output_lock.js');
     folderLock = await lockOutputFolder(outDir, { kind: 'queue' });
     const { removeStaleTempFiles } = await import('./parquet.js');
     await removeStaleTempFiles(outDir); // left by workers killed while writing a part
-    const { readDoneChecked } = await import('./job.js');
 
     talkingToRedis = true;
     // Deciding what to queue is one critical section per output folder across enqueuers (a Redis
@@ -611,6 +611,9 @@ async function realpathOrAncestor(path: string): Promise<string> {
       const code = (error as NodeJS.ErrnoException).code;
       const parent = dirname(current);
       if ((code !== 'ENOENT' && code !== 'ENOTDIR') || parent === current) throw error;
+      // A dangling link exists but has no real path: where a write through it lands is the
+      // link's business, so it is not judged by its parent.
+      if (await lstat(current).then(() => true, () => false)) throw error;
       rest.push(basename(current));
       current = parent;
     }
