@@ -6,7 +6,7 @@
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -194,10 +194,30 @@ t.test('embedItemsToPart leaves out items other parts hold, records the model id
   t.same([rerun.written, rerun.skippedDone], [2, 1]);
   t.equal((await readEmbeddings(out)).length, 4, 'still every item once');
 
+  // Another writer adds a part holding item 3 while this shard computes: the check just before
+  // writing leaves that row out.
+  await rm(join(out, 'shard-a.parquet'));
+  await rm(join(out, 'shard-b.parquet'));
+  let raced: Promise<void> | undefined;
+  const racing = Object.create(model) as typeof model;
+  racing.embed = (async (...args: Parameters<typeof model.embed>) => {
+    raced ??= writeEmbeddingPart(join(out, 'other-writer.parquet'), { ids: [items[3]!.id], paths: [items[3]!.path], width: 64, embeddings: new Float32Array(64) }, { task: 'embed', model: 'PerceiverForMaskedLM', width: 64, modelId: identity.id, modelSource: 'text-mlm' });
+    await raced;
+    return model.embed(...args);
+  }) as typeof model.embed;
+  const overlapped = await embedItemsToPart({ model: racing, modelIdentity: identity, task: 'embed', items, outDir: out, partName: 'shard-d', batchSize: 1 });
+  t.same([overlapped.written, overlapped.skippedDone], [3, 1], 'the row the other writer added meanwhile is left out');
+  t.same((await readPartIds(join(out, 'shard-d.parquet'))).ids, items.slice(0, 3).map((i) => i.id));
+  const byId = new Map((await readEmbeddings(out)).map((r) => [r.id, r]));
+  t.equal(byId.size, 4, 'every item once');
+  const direct = await embedItemsToPart({ model, modelIdentity: identity, task: 'embed', items: items.slice(1, 2), outDir: join(dir, 'direct'), partName: 'one' });
+  t.equal(direct.written, 1);
+  t.same(Array.from(byId.get(items[1]!.id)!.embedding), Array.from((await readEmbeddings(join(dir, 'direct')))[0]!.embedding), 'the kept rows are the right rows');
+
   const other = { id: `sha256:${'0'.repeat(64)}`, source: 'some/other-checkpoint' };
   const mismatch = await embedItemsToPart({ model, modelIdentity: other, task: 'embed', items, outDir: out, partName: 'shard-c' }).catch((e: unknown) => e);
   t.type(mismatch, ModelMismatchError);
-  t.match((mismatch as Error).message, /already holds output of the model text-mlm \(sha256:[0-9a-f]{16}, in .*shard-a\.parquet\), not of some\/other-checkpoint \(sha256:0{16}\)/);
+  t.match((mismatch as Error).message, /already holds output of the model text-mlm \(sha256:[0-9a-f]{16}, in .*\.parquet\), not of some\/other-checkpoint \(sha256:0{16}\)/);
   t.same((mismatch as ModelMismatchError).existing.id, identity.id);
   t.notOk((await readdir(out)).includes('shard-c.parquet'), 'nothing written');
   await t.rejects(embedItemsToPart({ model, modelIdentity: { id: 5 } as never, task: 'embed', items, outDir: out, partName: 'x' }), { name: 'InvalidArgumentError', message: /modelIdentity/ });

@@ -361,7 +361,7 @@ export async function embedItemsToPart(options: EmbedPartOptions): Promise<Embed
   // earlier version does not count: it is replaced whole.
   const alreadyDone = await readDoneChecked(outDir, metadata, 'outDir', file);
   const items = options.items.filter((item) => !alreadyDone.has(item.id));
-  const skippedDone = options.items.length - items.length;
+  let skippedDone = options.items.length - items.length;
   const columns: EmbeddingColumns[] = [];
   const failed: EmbedFailure[] = [];
   let done = 0;
@@ -374,13 +374,36 @@ export async function embedItemsToPart(options: EmbedPartOptions): Promise<Embed
     onProgress?.(done, failed.length);
   });
   await makeOutputFolder(outDir);
-  if (columns.length === 0) {
+  let all = columns.length === 0 ? undefined : concatColumns(columns, columns[0]!.width, task);
+  if (all) {
+    // Checked again just before writing (a stat per part: the parts read above are cached), so
+    // rows another writer added while this shard computed are not written a second time.
+    const doneNow = await readDoneChecked(outDir, metadata, 'outDir', file);
+    const kept = all.ids.flatMap((id, row) => (doneNow.has(id) ? [] : [row]));
+    skippedDone += all.ids.length - kept.length;
+    all = kept.length === 0 ? undefined : kept.length === all.ids.length ? all : selectRows(all, kept);
+  }
+  if (!all) {
     await rm(file, { force: true });
     return { written: 0, failed, skippedDone };
   }
-  const all = concatColumns(columns, columns[0]!.width, task);
   await writeEmbeddingPart(file, all, metadata);
   return { written: all.ids.length, failed, skippedDone };
+}
+
+/** The given rows of `columns`, in that order. */
+function selectRows(columns: EmbeddingColumns, rows: number[]): EmbeddingColumns {
+  const { width } = columns;
+  const embeddings = new Float32Array(rows.length * width);
+  rows.forEach((row, i) => embeddings.set(columns.embeddings.subarray(row * width, (row + 1) * width), i * width));
+  return {
+    ids: rows.map((row) => columns.ids[row]!),
+    paths: rows.map((row) => columns.paths[row]!),
+    width,
+    embeddings,
+    labels: columns.labels && rows.map((row) => columns.labels![row]!),
+    scores: columns.scores && Float32Array.from(rows, (row) => columns.scores![row]!),
+  };
 }
 
 /** Creates the output folder (and its parents); a path that cannot be a folder is an InvalidArgumentError naming `argument`. */

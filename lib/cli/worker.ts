@@ -104,7 +104,7 @@ export async function runWorkerCommand(args: string[]): Promise<number> {
   const { startShardWorker, displayUrl, parseQueueUrl } = await import('../batch/queue.js');
   const label = 'perceiver-io worker';
   const log = (line: string) => process.stderr.write(`${label}: ${line}\n`);
-  let worker;
+  let worker: Awaited<ReturnType<typeof startShardWorker>>;
   try {
     worker = await startShardWorker({ queue, device, dtype: dtype as ComputeDType, concurrency, lockDurationMs, allowedRoots, log });
   } catch (error) {
