@@ -83,6 +83,12 @@ t.test('a stale lock is recovered by exactly one of ten contenders; another host
   await all.release();
   t.same(await readdir(dir), [], 'the stale shard lock, its marker (made by this run) and the old marker are removed');
 
+  // A killed enqueuer's lock goes too, though enqueuers may share the folder.
+  await writeFile(join(dir, '.perceiver-io-lock.queue-0123'), JSON.stringify({ pid: await deadPid(), host: hostname(), started: 'then', scope: 'queue', nonce: 'beef' }));
+  const queue = await lockOutputFolder(dir, { kind: 'queue' });
+  await queue.release();
+  t.same(await readdir(dir), [], 'a stale enqueuer lock is removed by the next enqueuer');
+
   await writeFile(stale, JSON.stringify({ pid: await deadPid(), host: 'elsewhere.example', started: 'then', scope: 'all', nonce: 'far' }));
   const remote = await lockOutputFolder(dir, ALL).catch((e: unknown) => e);
   t.type(remote, OutputLockedError, 'a lock of another host is not judged by its pid');

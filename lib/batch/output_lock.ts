@@ -212,12 +212,10 @@ export async function lockOutputFolder(outDir: string, scope: LockScope): Promis
       if (!name.startsWith(PREFIX) || name.includes(TAKEOVER) || join(outDir, name) === file) continue;
       const other = join(outDir, name);
       const holder = await readLock(other);
-      if (holder === undefined || compatible(mine, holder.scope)) continue;
-      if (isStale(holder)) {
-        await recoverStale(other, holder, markers);
-        continue;
-      }
-      throw lockedError(outDir, other, holder, mine);
+      if (holder === undefined) continue;
+      // Stale locks go, compatible or not (an enqueuer killed with SIGKILL leaves one).
+      if (isStale(holder)) await recoverStale(other, holder, markers);
+      else if (!compatible(mine, holder.scope)) throw lockedError(outDir, other, holder, mine);
     }
     await removeOldMarkers(outDir, names);
   } catch (error) {
