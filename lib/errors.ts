@@ -130,6 +130,61 @@ export class ShardsFailedError extends PerceiverError {
   }
 }
 
+/**
+ * Another run holds the output folder (a lock file in it names its process, host and start time),
+ * or holds a part of it that overlaps this run's (an unsharded run against a shard, shards of
+ * different counts). Two writers of one folder would write every item twice.
+ */
+export class OutputLockedError extends PerceiverError {
+  readonly outDir: string;
+  /** The lock file of the run that holds the folder. */
+  readonly lockFile: string;
+  /** What the lock file says about its holder: pid, host, start time, scope. */
+  readonly holder: { pid: number; host: string; started: string; scope: string };
+  constructor(outDir: string, lockFile: string, holder: OutputLockedError['holder'], message: string) {
+    super('ERR_PERCEIVER_OUTPUT_LOCKED', message);
+    this.outDir = outDir;
+    this.lockFile = lockFile;
+    this.holder = holder;
+  }
+}
+
+/**
+ * An output folder holds rows of another model (another checkpoint, even of the same width) than
+ * the run that would add to it: resuming would silently mix the two models' embeddings.
+ */
+export class ModelMismatchError extends PerceiverError {
+  readonly outDir: string;
+  /** The identity and source of the model already in the folder, and the part that says so. */
+  readonly existing: { id: string; source: string; file: string };
+  /** The identity and source of this run's model. */
+  readonly requested: { id: string; source: string };
+  constructor(outDir: string, existing: ModelMismatchError['existing'], requested: ModelMismatchError['requested']) {
+    super(
+      'ERR_PERCEIVER_MODEL_MISMATCH',
+      `${outDir} already holds output of the model ${existing.source} (${existing.id.slice(0, 23)}, in ${existing.file}), not of ${requested.source} (${requested.id.slice(0, 23)}): ` +
+        'use another output folder, or the same model to resume',
+    );
+    this.outDir = outDir;
+    this.existing = existing;
+    this.requested = requested;
+  }
+}
+
+/** A queued job names a path outside the roots its worker was allowed (`perceiver-io worker --allow-root DIR`). */
+export class PathNotAllowedError extends PerceiverError {
+  /** Which path of the job: 'model', 'outDir' or 'items[i].path'. */
+  readonly field: string;
+  readonly path: string;
+  readonly allowedRoots: string[];
+  constructor(field: string, path: string, allowedRoots: string[]) {
+    super('ERR_PERCEIVER_PATH_NOT_ALLOWED', `the job's ${field} ${JSON.stringify(path)} is outside this worker's allowed roots (${allowedRoots.join(', ')}); start the worker with --allow-root covering it if it is trusted`);
+    this.field = field;
+    this.path = path;
+    this.allowedRoots = allowedRoots;
+  }
+}
+
 /** Something failed inside the native engine that is not the caller's fault. */
 export class NativeError extends PerceiverError {
   constructor(message: string, options?: { cause?: unknown }) {

@@ -108,6 +108,8 @@ export {
   embedItemsToPart,
   runEmbedJob,
   readEmbeddings,
+  modelIdentity,
+  type ModelIdentity,
   itemId,
   inShard,
   type EmbedJobItem,

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { tableFromIPC } from 'apache-arrow';
 import { readParquet } from 'parquet-wasm';
 import sharp from 'sharp';
-import { AutoModel, inShard, itemId, PerceiverTokenizer, readEmbeddings, type EmbeddingRow, type Tensor } from '../lib/index.js';
+import { AutoModel, inShard, itemId, PerceiverTokenizer, readEmbeddings, readSafetensors, Tensor, writeSafetensors, type EmbeddingRow } from '../lib/index.js';
 import { createMediaInputBuilder } from '../lib/media/model_inputs.js';
 import { fixtureDir, relativeErrorOf, REPO, tempDir } from './helpers/fixtures.js';
 
@@ -299,4 +299,83 @@ t.test('errors: one line, exit 2 for usage, exit 1 for what cannot run', async (
   const mixed = await cli(['classify', '--model', fixtureDir('text-classification'), '--out', out, paths[0]!]);
   t.equal(mixed.code, 1);
   t.match(mixed.stderr, /already holds embed output of width 64 .*not classify/);
+});
+
+t.test('two runs on one --out: the second is refused while the first writes; every item once; a stale lock is recovered', async (t) => {
+  const dir = await tempDir(t);
+  const paths = await textFolder(join(dir, 'in'), 300);
+  const out = join(dir, 'out');
+  const args = ['embed', '--model', fixtureDir('text-mlm'), '--out', out, '--batch-size', '1', join(dir, 'in')];
+  const first = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let firstErr = '';
+  first.stderr.on('data', (chunk: Buffer) => (firstErr += chunk.toString()));
+  const firstDone = new Promise<number | null>((resolve) => first.on('close', (code) => resolve(code)));
+  t.teardown(() => void first.kill('SIGKILL'));
+  for (let waited = 0; waited < 30_000; waited += 10) {
+    if ((await readdir(out).catch(() => [] as string[])).some((f) => f.endsWith('.parquet'))) break;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  const [second, shardRun] = await Promise.all([cli(args), cli([...args, '--shard', '0/2'])]);
+  t.equal(first.exitCode, null, 'the first run was still writing meanwhile');
+  t.equal(second.code, 1, 'the second run exits 1');
+  const lines = second.stderr.trim().split('\n');
+  t.equal(lines.length, 1, `one line (${second.stderr.trim()})`);
+  t.match(lines[0], new RegExp(`^perceiver-io: .*out is being written by another run: pid ${first.pid} on .*, started .*\\.perceiver-io-lock\\.all\\); wait for it to finish, or use another --out$`));
+  t.equal(shardRun.code, 1, 'a shard run is refused too');
+  t.match(shardRun.stderr, /is being written by another run \(all\)/);
+  t.equal(await firstDone, 0, `the first run completes (${firstErr.trim().split('\n').at(-1)})`);
+  assertEachOnce(t, await readEmbeddings(out), paths, 'one writer');
+  t.same((await readdir(out)).filter((f) => !f.endsWith('.parquet')), [], 'the lock is gone after the run');
+
+  // A run killed with SIGKILL leaves its lock; the next run recovers it (its pid is gone).
+  await writeFile(join(dir, 'in', 'late.txt'), 'added after the kill');
+  const killed = spawn(process.execPath, [BIN, ...args], { stdio: 'ignore' });
+  const killedExit = new Promise((resolve) => killed.on('exit', resolve));
+  for (let waited = 0; waited < 30_000; waited += 10) {
+    if ((await readdir(out)).includes('.perceiver-io-lock.all')) break;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  killed.kill('SIGKILL');
+  await killedExit;
+  t.ok((await readdir(out)).includes('.perceiver-io-lock.all'), 'the killed run left its lock');
+  const after = await cli(args);
+  t.equal(after.code, 0, `the next run recovers the stale lock (${after.stderr.trim().split('\n').at(-1)})`);
+  assertEachOnce(t, await readEmbeddings(out), [...paths, join(dir, 'in', 'late.txt')], 'after the recovery');
+  t.same((await readdir(out)).filter((f) => !f.endsWith('.parquet')), [], 'no lock or marker left');
+});
+
+t.test('resuming with another checkpoint of the same width is refused, naming both; a byte-identical copy resumes', async (t) => {
+  const dir = await tempDir(t);
+  const paths = await textFolder(join(dir, 'in'), 4);
+  const out = join(dir, 'out');
+  const source = fixtureDir('text-mlm');
+  // Another checkpoint: same config, one weight changed.
+  const other = join(dir, 'other-mlm');
+  await mkdir(other);
+  await writeFile(join(other, 'config.json'), await readFile(join(source, 'config.json')));
+  const { tensors } = await readSafetensors(join(source, 'model.safetensors'));
+  const changed = new Map(tensors);
+  const [name, tensor] = [...tensors].find(([, v]) => v.dtype === 'float32')!;
+  const data = Float32Array.from(tensor.data as Float32Array);
+  data[0] = data[0]! + 0.5;
+  changed.set(name, new Tensor('float32', tensor.shape, data));
+  await writeSafetensors(join(other, 'model.safetensors'), changed);
+  // A copy of the same checkpoint in another folder: the same identity.
+  const copy = join(dir, 'copy-mlm');
+  await mkdir(copy);
+  for (const file of ['config.json', 'model.safetensors']) await writeFile(join(copy, file), await readFile(join(source, file)));
+
+  const first = await cli(['embed', '--model', source, '--out', out, ...paths.slice(0, 2)]);
+  t.equal(first.code, 0, `first run (${first.stderr.trim().split('\n').at(-1)})`);
+  const mixed = await cli(['embed', '--model', other, '--out', out, ...paths]);
+  t.equal(mixed.code, 1, 'another checkpoint: exit 1');
+  const lines = mixed.stderr.trim().split('\n');
+  t.equal(lines.length, 1, `one line (${mixed.stderr.trim()})`);
+  t.match(lines[0], new RegExp(`already holds output of the model ${source.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(sha256:[0-9a-f]{16}, in .*\\.parquet\\), not of ${other.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(sha256:[0-9a-f]{16}\\)`));
+  t.equal((await readEmbeddings(out)).length, 2, 'nothing added by the refused run');
+
+  const resumed = await cli(['embed', '--model', copy, '--out', out, ...paths]);
+  t.equal(resumed.code, 0, `a byte-identical copy resumes (${resumed.stderr.trim()})`);
+  t.match(resumed.stderr, /4 items: 2 written in 1 part, 2 already done/);
+  assertEachOnce(t, await readEmbeddings(out), paths, 'resumed with the copy');
 });

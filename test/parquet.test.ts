@@ -6,13 +6,13 @@
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { tableFromIPC } from 'apache-arrow';
 import { readParquet } from 'parquet-wasm';
-import { AutoModel, discoverItems, embedItemsToPart, inShard, InvalidArgumentError, itemId, readDoneIds, readEmbeddings, PerceiverTokenizer } from '../lib/index.js';
+import { AutoModel, discoverItems, embedItemsToPart, inShard, InvalidArgumentError, itemId, ModelMismatchError, modelIdentity, readDoneIds, readEmbeddings, PerceiverTokenizer } from '../lib/index.js';
 import { readPartIds, removeStaleTempFiles, writeEmbeddingPart } from '../lib/batch/parquet.js';
 import { createProgressReporter } from '../lib/batch/progress.js';
 import { fixtureDir, relativeErrorOf, tempDir } from './helpers/fixtures.js';
@@ -72,8 +72,8 @@ t.test('a corrupt part is a typed error naming it; stale temporary files are rem
   // A temporary file of a process that is gone, one of this (live) process, and unrelated names.
   const gone = spawn(process.execPath, ['-e', '0']);
   await new Promise((resolve) => gone.on('exit', resolve));
-  const dead = `.part-1.parquet.${hostname()}.${gone.pid}.0123abcd.tmp`;
-  const live = `.part-2.parquet.${hostname()}.${process.pid}.0123abcd.tmp`;
+  const dead = `.part-1.parquet.${hostname()}.${gone.pid}.0123456789abcdef0123456789abcdef.tmp`;
+  const live = `.part-2.parquet.${hostname()}.${process.pid}.0123456789abcdef0123456789abcdef.tmp`;
   for (const name of [dead, live, 'notes.tmp']) await writeFile(join(dir, name), 'x');
   t.equal(await removeStaleTempFiles(dir), 1, 'one removed');
   t.same((await readdir(dir)).sort(), [live, 'bad.parquet', 'notes.tmp'].sort());
@@ -162,6 +162,65 @@ t.test('embedItemsToPart: one part, failures listed, rewriting replaces', async 
   await t.rejects(embedItemsToPart({ model, task: 'classify', items, outDir: out, partName: 'x' }), { name: 'InvalidArgumentError', message: /classification checkpoint/ });
   await t.rejects(embedItemsToPart({ model, task: 'embed', items, outDir: out, partName: '../x' }), { name: 'InvalidArgumentError', message: /partName/ });
   await t.rejects(embedItemsToPart({ model, task: 'embed', items, outDir: out, partName: 'x', batchSize: 0 }), { name: 'InvalidArgumentError', message: /batchSize/ });
+});
+
+t.test('embedItemsToPart leaves out items other parts hold, records the model identity and refuses another model', async (t) => {
+  const dir = await tempDir(t);
+  const model = await AutoModel.fromPretrained(fixtureDir('text-mlm'));
+  t.teardown(() => model.dispose());
+  const paths: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    paths.push(join(dir, `t${i}.txt`));
+    await writeFile(paths[i]!, `text number ${i}`);
+  }
+  const items = paths.map((path) => ({ id: itemId(path), path }));
+  const out = join(dir, 'out');
+  const identity = await modelIdentity(fixtureDir('text-mlm'), 'text-mlm');
+  t.match(identity.id, /^sha256:[0-9a-f]{64}$/);
+  t.same(await modelIdentity(fixtureDir('text-mlm')), { id: identity.id, source: fixtureDir('text-mlm') }, 'the same files give the same identity');
+  t.not((await modelIdentity(fixtureDir('text-classification'))).id, identity.id, 'another checkpoint another');
+
+  // A shard of items 0-1, then an overlapping shard of items 1-3 (queued with other neighbours).
+  const first = await embedItemsToPart({ model, modelIdentity: identity, task: 'embed', items: items.slice(0, 2), outDir: out, partName: 'shard-a' });
+  t.same([first.written, first.skippedDone], [2, 0]);
+  const second = await embedItemsToPart({ model, modelIdentity: identity, task: 'embed', items: items.slice(1), outDir: out, partName: 'shard-b' });
+  t.same([second.written, second.skippedDone], [2, 1], 'the item shard-a holds is left out');
+  const rows = await readEmbeddings(out);
+  t.same(rows.map((r) => r.id).sort(), items.map((i) => i.id).sort(), 'every item once');
+  t.same((await readPartIds(join(out, 'shard-b.parquet'))).metadata, { task: 'embed', model: 'PerceiverForMaskedLM', width: 64, modelId: identity.id, modelSource: 'text-mlm' }, 'the identity is in the part');
+
+  // Rerunning shard-b replaces it (its own earlier rows do not count as done).
+  const rerun = await embedItemsToPart({ model, modelIdentity: identity, task: 'embed', items: items.slice(1), outDir: out, partName: 'shard-b' });
+  t.same([rerun.written, rerun.skippedDone], [2, 1]);
+  t.equal((await readEmbeddings(out)).length, 4, 'still every item once');
+
+  // Another writer adds a part holding item 3 while this shard computes: the check just before
+  // writing leaves that row out.
+  await rm(join(out, 'shard-a.parquet'));
+  await rm(join(out, 'shard-b.parquet'));
+  let raced: Promise<void> | undefined;
+  const racing = Object.create(model) as typeof model;
+  racing.embed = (async (...args: Parameters<typeof model.embed>) => {
+    raced ??= writeEmbeddingPart(join(out, 'other-writer.parquet'), { ids: [items[3]!.id], paths: [items[3]!.path], width: 64, embeddings: new Float32Array(64) }, { task: 'embed', model: 'PerceiverForMaskedLM', width: 64, modelId: identity.id, modelSource: 'text-mlm' });
+    await raced;
+    return model.embed(...args);
+  }) as typeof model.embed;
+  const overlapped = await embedItemsToPart({ model: racing, modelIdentity: identity, task: 'embed', items, outDir: out, partName: 'shard-d', batchSize: 1 });
+  t.same([overlapped.written, overlapped.skippedDone], [3, 1], 'the row the other writer added meanwhile is left out');
+  t.same((await readPartIds(join(out, 'shard-d.parquet'))).ids, items.slice(0, 3).map((i) => i.id));
+  const byId = new Map((await readEmbeddings(out)).map((r) => [r.id, r]));
+  t.equal(byId.size, 4, 'every item once');
+  const direct = await embedItemsToPart({ model, modelIdentity: identity, task: 'embed', items: items.slice(1, 2), outDir: join(dir, 'direct'), partName: 'one' });
+  t.equal(direct.written, 1);
+  t.same(Array.from(byId.get(items[1]!.id)!.embedding), Array.from((await readEmbeddings(join(dir, 'direct')))[0]!.embedding), 'the kept rows are the right rows');
+
+  const other = { id: `sha256:${'0'.repeat(64)}`, source: 'some/other-checkpoint' };
+  const mismatch = await embedItemsToPart({ model, modelIdentity: other, task: 'embed', items, outDir: out, partName: 'shard-c' }).catch((e: unknown) => e);
+  t.type(mismatch, ModelMismatchError);
+  t.match((mismatch as Error).message, /already holds output of the model text-mlm \(sha256:[0-9a-f]{16}, in .*\.parquet\), not of some\/other-checkpoint \(sha256:0{16}\)/);
+  t.same((mismatch as ModelMismatchError).existing.id, identity.id);
+  t.notOk((await readdir(out)).includes('shard-c.parquet'), 'nothing written');
+  await t.rejects(embedItemsToPart({ model, modelIdentity: { id: 5 } as never, task: 'embed', items, outDir: out, partName: 'x' }), { name: 'InvalidArgumentError', message: /modelIdentity/ });
 });
 
 t.test('progress: plain lines off a terminal, a bar with rate and ETA on one', async (t) => {

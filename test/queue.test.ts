@@ -4,118 +4,23 @@
  * Parquet parts read back. Every item must land exactly once, also when a worker is SIGKILLed in
  * the middle of a shard.
  */
-import t, { type Test } from 'tap';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { readdir, stat, writeFile, mkdir } from 'node:fs/promises';
+import t from 'tap';
+import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AutoModel } from '../lib/auto.js';
-import { discoverItems, readEmbeddings, type EmbeddingRow } from '../lib/batch/job.js';
+import { readEmbeddings } from '../lib/batch/job.js';
 import { createMediaInputBuilder } from '../lib/media/model_inputs.js';
 import { Tensor } from '../lib/tensor.js';
-import { fixtureDir, REPO, relativeError, tempDir } from './helpers/fixtures.js';
+import { fixtureDir, relativeError, tempDir } from './helpers/fixtures.js';
+import { assertExactlyOnce, MODEL, ROOTS, runCli, startCli, textFiles } from './helpers/queue-cli.js';
 import { freePort, startRedis } from './helpers/redis.js';
 
-const CLI = join(REPO, 'dist', 'lib', 'cli', 'main.js');
-
-interface CliProcess {
-  child: ChildProcess;
-  stderr(): string;
-  /** Resolves with the exit code (or the signal) once the process has ended. */
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  /** Resolves with the first match of `pattern` in stderr, or rejects after `timeoutMs`. */
-  waitFor(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
-}
-
-/** Starts `perceiver-io ARGS...`; the process is killed on teardown if still running. */
-function startCli(t: Test, args: string[]): CliProcess {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  const listeners = new Set<() => void>();
-  child.stderr!.on('data', (chunk: Buffer) => {
-    stderr += chunk.toString();
-    for (const listener of listeners) listener();
-  });
-  child.stdout!.resume();
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-  t.teardown(async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGKILL');
-      await exited;
-    }
-  });
-  const waitFor = (pattern: RegExp, timeoutMs = 30_000) =>
-    new Promise<RegExpMatchArray>((resolve, reject) => {
-      const check = () => {
-        const m = stderr.match(pattern);
-        if (!m) return false;
-        listeners.delete(check);
-        clearTimeout(timer);
-        resolve(m);
-        return true;
-      };
-      const timer = setTimeout(() => {
-        listeners.delete(check);
-        reject(new Error(`no ${pattern} on stderr within ${timeoutMs} ms; stderr so far:\n${stderr}`));
-      }, timeoutMs);
-      listeners.add(check);
-      check();
-    });
-  return { child, stderr: () => stderr, exited, waitFor };
-}
-
-/** Runs `perceiver-io ARGS...` to its end. */
-async function runCli(t: Test, args: string[], timeoutMs = 60_000) {
-  const started = performance.now();
-  const cli = startCli(t, args);
-  const timer = setTimeout(() => cli.child.kill('SIGKILL'), timeoutMs);
-  const { code, signal } = await cli.exited;
-  clearTimeout(timer);
-  return { code, signal, stderr: cli.stderr(), seconds: (performance.now() - started) / 1000 };
-}
-
-/** `count` small text files in a new folder. */
-async function textFiles(t: Test, count: number): Promise<string> {
-  const dir = join(await tempDir(t, 'perceiver-queue-in-'), 'texts');
-  await mkdir(dir);
-  const words = ['river', 'stone', 'light', 'orbit', 'maple', 'signal', 'copper', 'harbor'];
-  for (let i = 0; i < count; i += 200) {
-    await Promise.all(
-      Array.from({ length: Math.min(200, count - i) }, (_, k) => {
-        const n = i + k;
-        return writeFile(join(dir, `doc-${String(n).padStart(5, '0')}.txt`), `document ${n}: ${words[n % 8]} ${words[(n * 3) % 8]} ${words[(n * 5 + 1) % 8]}`);
-      }),
-    );
-  }
-  return dir;
-}
-
-/** Asserts that the rows hold every item of `inputDir` exactly once, and nothing else. */
-async function assertExactlyOnce(t: Test, rows: EmbeddingRow[], inputDir: string): Promise<void> {
-  const items = await discoverItems([inputDir]);
-  const counts = new Map<string, number>();
-  for (const row of rows) counts.set(row.id, (counts.get(row.id) ?? 0) + 1);
-  const duplicated = [...counts].filter(([, n]) => n > 1).length;
-  const missing = items.filter((item) => !counts.has(item.id)).length;
-  const itemIds = new Set(items.map((item) => item.id));
-  const extra = rows.filter((row) => !itemIds.has(row.id)).length;
-  t.equal(rows.length, items.length, `${items.length} rows for ${items.length} items`);
-  t.equal(duplicated, 0, 'no item written twice');
-  t.equal(missing, 0, 'no item missing');
-  t.equal(extra, 0, 'no row for anything else');
-  const pathOf = new Map(items.map((item) => [item.id, item.path]));
-  t.ok(
-    rows.every((row) => row.path === pathOf.get(row.id)),
-    'every row carries the path of its id',
-  );
-}
-
 const redis = await startRedis(t);
-const MODEL = fixtureDir('text-classification');
 
 t.test('two workers: every item once, embeddings equal to a local model.embed; a rerun does nothing', async (t) => {
   const inputDir = await textFiles(t, 60);
   const out = join(await tempDir(t, 'perceiver-queue-out-'), 'embeddings');
-  const workers = [0, 1].map(() => startCli(t, ['worker', '--queue', redis.url]));
+  const workers = [0, 1].map(() => startCli(t, ['worker', '--queue', redis.url, ...ROOTS]));
   await Promise.all(workers.map((w) => w.waitFor(/taking shards from/)));
 
   const run = await runCli(t, ['embed', '--queue', redis.url, '--model', MODEL, '--out', out, '--shard-size', '7', '--batch-size', '4', inputDir]);
@@ -171,7 +76,7 @@ t.test('a worker SIGKILLed mid-shard: the other finishes it, every item once', a
   const inputDir = await textFiles(t, 4000);
   const out = join(await tempDir(t, 'perceiver-queue-out-'), 'labels');
   // A short lock, so the dead worker's shard is taken over within a few seconds.
-  const workerArgs = ['worker', '--queue', redis.url, '--lock-duration-ms', '2000'];
+  const workerArgs = ['worker', '--queue', redis.url, '--lock-duration-ms', '2000', ...ROOTS];
   const victim = startCli(t, workerArgs);
   const survivor = startCli(t, workerArgs);
   await Promise.all([victim, survivor].map((w) => w.waitFor(/taking shards from/)));
@@ -204,8 +109,8 @@ t.test('a worker SIGKILLed mid-shard: the other finishes it, every item once', a
 t.test('SIGTERM finishes the shard in progress; a second SIGTERM hands it back; a restarted worker does the rest', async (t) => {
   const inputDir = await textFiles(t, 3000);
   const out = join(await tempDir(t, 'perceiver-queue-out-'), 'embeddings');
-  const finisher = startCli(t, ['worker', '--queue', redis.url]);
-  const releaser = startCli(t, ['worker', '--queue', redis.url]);
+  const finisher = startCli(t, ['worker', '--queue', redis.url, ...ROOTS]);
+  const releaser = startCli(t, ['worker', '--queue', redis.url, ...ROOTS]);
   await Promise.all([finisher, releaser].map((w) => w.waitFor(/taking shards from/)));
   const enqueuer = startCli(t, ['embed', '--queue', redis.url, '--model', MODEL, '--out', out, '--shard-size', '1000', '--batch-size', '1', inputDir]);
 
@@ -224,7 +129,7 @@ t.test('SIGTERM finishes the shard in progress; a second SIGTERM hands it back; 
 
   // Nobody is left: the enqueuer waits. A restarted worker does the released shard and the rest.
   t.equal(enqueuer.child.exitCode, null, 'the enqueuer is still waiting');
-  const restarted = startCli(t, ['worker', '--queue', redis.url]);
+  const restarted = startCli(t, ['worker', '--queue', redis.url, ...ROOTS]);
   const { code } = await enqueuer.exited;
   t.equal(code, 0, `enqueuer exits 0 (stderr: ${enqueuer.stderr().trim()})`);
   t.match(restarted.stderr(), new RegExp(`${released}: 1000 written`), 'the restarted worker did the released shard');
@@ -240,9 +145,9 @@ t.test('unreachable Redis or a bad URL: one typed line, exit 1, no hang', async 
   const nobody = `redis://127.0.0.1:${await freePort()}`;
   const cases: [string, string[], RegExp][] = [
     ['enqueue, nothing listening', ['embed', '--queue', nobody, '--model', MODEL, '--out', out, inputDir], /^perceiver-io: cannot connect to Redis at redis:\/\/127\.0\.0\.1:\d+: .*ECONNREFUSED/],
-    ['worker, nothing listening', ['worker', '--queue', nobody], /^perceiver-io: cannot connect to Redis at redis:\/\/127\.0\.0\.1:\d+: .*ECONNREFUSED/],
+    ['worker, nothing listening', ['worker', '--queue', nobody, ...ROOTS], /^perceiver-io: cannot connect to Redis at redis:\/\/127\.0\.0\.1:\d+: .*ECONNREFUSED/],
     ['enqueue, not a Redis URL', ['embed', '--queue', 'http://127.0.0.1:6379', '--model', MODEL, '--out', out, inputDir], /^perceiver-io: --queue wants a Redis URL such as redis:\/\/HOST:PORT, got "http:\/\/127\.0\.0\.1:6379"$/],
-    ['worker, not a URL', ['worker', '--queue', 'localhost'], /^perceiver-io: --queue wants a Redis URL/],
+    ['worker, not a URL', ['worker', '--queue', 'localhost', ...ROOTS], /^perceiver-io: --queue wants a Redis URL/],
   ];
   for (const [what, args, message] of cases) {
     const r = await runCli(t, args, 30_000);

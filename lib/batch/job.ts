@@ -2,10 +2,15 @@
  * Batch embedding and classification of files into Parquet parts.
  *
  * - embedItemsToPart: one list of items, one loaded model, one part (what a queue worker runs).
- * - runEmbedJob: a whole job (what `perceiver-io embed` / `classify` runs): skips items already in
- *   the output folder (their ids), takes its shard, feeds batches to one model per device
+ * - runEmbedJob: a whole job (what `perceiver-io embed` / `classify` runs): locks the output folder
+ *   (or its shard of it) against other runs (lib/batch/output_lock.ts), skips items already in the
+ *   output folder (their ids), takes its shard, feeds batches to one model per device
  *   concurrently, and writes each completed batch as its own part, atomically, so a crash loses at
  *   most the batches in flight and a rerun on the same folder adds no duplicate rows.
+ *
+ * Every part records the checkpoint's identity (lib/batch/model_identity.ts); a folder holding parts
+ * of another model is refused (ModelMismatchError), so resuming never mixes two models' rows. Both
+ * runEmbedJob and embedItemsToPart leave out items other parts already hold.
  *
  * Per model the work is a two-stage pipeline: while batch k runs on the model, batch k+1 is read
  * and decoded (file reads, sharp, audio-decode and ffmpeg all run off the main thread), so
@@ -20,17 +25,20 @@
  */
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
-import { InvalidArgumentError, MediaDecodeError } from '../errors.js';
+import { createHash, randomBytes } from 'node:crypto';
+import { InvalidArgumentError, MediaDecodeError, ModelMismatchError } from '../errors.js';
 import { PerceiverClassificationDecoder } from '../modeling/decoders.js';
 import { meanPoolLatents, type PerceiverModel } from '../modeling/perceiver_model.js';
 import type { MediaInputBuilder, PreparedItem } from '../media/model_inputs.js';
 import type { Tensor } from '../tensor.js';
 import { inShard } from './discover.js';
+import type { ModelIdentity } from './model_identity.js';
+import { lockOutputFolder } from './output_lock.js';
 import { listParts, preloadParquet, readPartIds, removeStaleTempFiles, writeEmbeddingPart, type EmbeddingColumns, type PartMetadata } from './parquet.js';
 
 export { discoverItems, itemId, inShard } from './discover.js';
 export { readEmbeddings, listParts, type EmbeddingRow, type PartMetadata } from './parquet.js';
+export { modelIdentity, type ModelIdentity } from './model_identity.js';
 
 export interface EmbedJobItem {
   id: string;
@@ -58,12 +66,16 @@ export interface EmbedPartOptions {
   partName: string;
   /** Items per forward (default 16). */
   batchSize?: number;
+  /** The checkpoint's identity (modelIdentity(folder)), recorded in the part and checked against the folder's other parts. */
+  modelIdentity?: ModelIdentity;
   onProgress?: (done: number, failed: number) => void;
 }
 
 export interface EmbedPartResult {
   written: number;
   failed: EmbedFailure[];
+  /** Items left out because other parts of the folder already hold them. */
+  skippedDone: number;
 }
 
 export interface EmbedJobOptions {
@@ -75,6 +87,12 @@ export interface EmbedJobOptions {
   outDir: string;
   /** Items per forward and per part (default 16). */
   batchSize?: number;
+  /**
+   * The checkpoint's identity (modelIdentity(folder)): recorded in every part, and a folder holding
+   * parts of another identity is refused (ModelMismatchError). Without it, the identity is a hash of
+   * the loaded config, which does not tell apart two checkpoints of one architecture.
+   */
+  modelIdentity?: ModelIdentity;
   /** Only the items of shard `index` of `count` (by id). */
   shard?: { index: number; count: number };
   /** Stop at the first item that fails, and throw its error (after writing the batches done). */
@@ -275,16 +293,61 @@ async function builderFor(model: PerceiverModel<any>): Promise<MediaInputBuilder
   return createMediaInputBuilder(model);
 }
 
-function metadataFor(model: PerceiverModel<any>, task: EmbedTask): PartMetadata {
-  return { task, model: model.constructor.name, width: model.config.d_latents };
+/** What every part of a run records: its task, model class and width, and the checkpoint's identity. */
+function metadataFor(model: PerceiverModel<any>, task: EmbedTask, identity: ModelIdentity | undefined): PartMetadata {
+  if (identity !== undefined && (typeof identity !== 'object' || identity === null || typeof identity.id !== 'string' || identity.id === '' || typeof identity.source !== 'string')) {
+    throw new InvalidArgumentError('modelIdentity', 'an object { id, source } from modelIdentity(folder)', identity);
+  }
+  const { id, source } = identity ?? { id: `config-sha256:${createHash('sha256').update(JSON.stringify(model.config)).digest('hex')}`, source: model.constructor.name };
+  return { task, model: model.constructor.name, width: model.config.d_latents, modelId: id, modelSource: source };
+}
+
+/** What a run expects of the parts already in its folder: its task, and its width and model identity when known. */
+export interface ExpectedOutput {
+  task: EmbedTask;
+  width?: number;
+  modelId?: string;
+  modelSource?: string;
+}
+
+/**
+ * The ids already written to `outDir` (its parts but `exceptFile`), after checking that every part
+ * was written by the same task, width and model: InvalidArgumentError (naming `argument`) for
+ * another task or width, ModelMismatchError for another checkpoint.
+ */
+export async function readDoneChecked(outDir: string, expected: ExpectedOutput, argument = 'outDir', exceptFile?: string): Promise<Set<string>> {
+  const ids = new Set<string>();
+  const widthText = expected.width === undefined ? '' : ` of width ${expected.width}`;
+  for (const file of await listParts(outDir)) {
+    if (file === exceptFile) continue;
+    const part = await readPartIds(file);
+    const other = part.metadata;
+    if (other && (other.task !== expected.task || (expected.width !== undefined && other.width !== expected.width))) {
+      throw new InvalidArgumentError(
+        argument,
+        `a folder of ${expected.task} parts${widthText}`,
+        file,
+        `${outDir} already holds ${other.task} output of width ${other.width} (${file}), not ${expected.task}${widthText}: use another output folder`,
+      );
+    }
+    if (other && expected.modelId !== undefined && other.modelId !== expected.modelId) {
+      throw new ModelMismatchError(
+        outDir,
+        { id: other.modelId ?? 'none recorded', source: other.modelSource ?? `${other.model} (written without a model identity)`, file },
+        { id: expected.modelId, source: expected.modelSource ?? expected.modelId },
+      );
+    }
+    for (const id of part.ids) ids.add(id);
+  }
+  return ids;
 }
 
 /** Embeds (or classifies) items with one model and writes them as one part. */
 export async function embedItemsToPart(options: EmbedPartOptions): Promise<EmbedPartResult> {
   if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options', 'an object { model, task, items, outDir, partName }', options);
-  const { model, task, items, outDir, partName, onProgress } = options;
+  const { model, task, outDir, partName, onProgress } = options;
   checkTask(model, task);
-  checkItems(items);
+  checkItems(options.items);
   const batchSize = checkBatchSize(options.batchSize);
   if (typeof outDir !== 'string' || outDir === '') throw new InvalidArgumentError('outDir', 'a folder path', outDir);
   if (typeof partName !== 'string' || !/^[A-Za-z0-9_-][A-Za-z0-9._-]*$/.test(partName)) {
@@ -292,6 +355,13 @@ export async function embedItemsToPart(options: EmbedPartOptions): Promise<Embed
   }
   const builder = await builderFor(model);
   const file = join(outDir, `${partName}.parquet`);
+  const metadata = metadataFor(model, task, options.modelIdentity);
+  // Items another part already holds are left out, so that a shard queued twice with other
+  // neighbours (or one whose items a local run wrote meanwhile) adds no second row. This part's own
+  // earlier version does not count: it is replaced whole.
+  const alreadyDone = await readDoneChecked(outDir, metadata, 'outDir', file);
+  const items = options.items.filter((item) => !alreadyDone.has(item.id));
+  let skippedDone = options.items.length - items.length;
   const columns: EmbeddingColumns[] = [];
   const failed: EmbedFailure[] = [];
   let done = 0;
@@ -303,32 +373,55 @@ export async function embedItemsToPart(options: EmbedPartOptions): Promise<Embed
     done += batch.length;
     onProgress?.(done, failed.length);
   });
-  await mkdir(outDir, { recursive: true });
-  if (columns.length === 0) {
-    await rm(file, { force: true });
-    return { written: 0, failed };
+  await makeOutputFolder(outDir);
+  let all = columns.length === 0 ? undefined : concatColumns(columns, columns[0]!.width, task);
+  if (all) {
+    // Checked again just before writing (a stat per part: the parts read above are cached), so
+    // rows another writer added while this shard computed are not written a second time.
+    const doneNow = await readDoneChecked(outDir, metadata, 'outDir', file);
+    const kept = all.ids.flatMap((id, row) => (doneNow.has(id) ? [] : [row]));
+    skippedDone += all.ids.length - kept.length;
+    all = kept.length === 0 ? undefined : kept.length === all.ids.length ? all : selectRows(all, kept);
   }
-  const all = concatColumns(columns, columns[0]!.width, task);
-  await writeEmbeddingPart(file, all, metadataFor(model, task));
-  return { written: all.ids.length, failed };
+  if (!all) {
+    await rm(file, { force: true });
+    return { written: 0, failed, skippedDone };
+  }
+  await writeEmbeddingPart(file, all, metadata);
+  return { written: all.ids.length, failed, skippedDone };
 }
 
-/** Ids and writers of every part in a folder (empty for a folder that does not exist). */
-async function readDone(outDir: string): Promise<{ ids: Set<string>; writers: { file: string; metadata: PartMetadata }[] }> {
-  const ids = new Set<string>();
-  const writers: { file: string; metadata: PartMetadata }[] = [];
-  for (const file of await listParts(outDir)) {
-    const part = await readPartIds(file);
-    for (const id of part.ids) ids.add(id);
-    if (part.metadata) writers.push({ file, metadata: part.metadata });
+/** The given rows of `columns`, in that order. */
+function selectRows(columns: EmbeddingColumns, rows: number[]): EmbeddingColumns {
+  const { width } = columns;
+  const embeddings = new Float32Array(rows.length * width);
+  rows.forEach((row, i) => embeddings.set(columns.embeddings.subarray(row * width, (row + 1) * width), i * width));
+  return {
+    ids: rows.map((row) => columns.ids[row]!),
+    paths: rows.map((row) => columns.paths[row]!),
+    width,
+    embeddings,
+    labels: columns.labels && rows.map((row) => columns.labels![row]!),
+    scores: columns.scores && Float32Array.from(rows, (row) => columns.scores![row]!),
+  };
+}
+
+/** Creates the output folder (and its parents); a path that cannot be a folder is an InvalidArgumentError naming `argument`. */
+export async function makeOutputFolder(outDir: string, argument = 'outDir'): Promise<void> {
+  try {
+    await mkdir(outDir, { recursive: true });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+    throw new InvalidArgumentError(argument, 'a folder that exists or can be created', outDir, `cannot create the output folder ${outDir} (${code})`);
   }
-  return { ids, writers };
 }
 
 /** The ids already written to a folder's parts. */
 export async function readDoneIds(outDir: string): Promise<Set<string>> {
   if (typeof outDir !== 'string' || outDir === '') throw new InvalidArgumentError('outDir', 'a folder path', outDir);
-  return (await readDone(outDir)).ids;
+  const ids = new Set<string>();
+  for (const file of await listParts(outDir)) for (const id of (await readPartIds(file)).ids) ids.add(id);
+  return ids;
 }
 
 /** A whole job: shard, resume, one pipeline per model, one part per batch. */
@@ -352,75 +445,71 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
 
   // The first part write should not wait for the WebAssembly to compile.
   preloadParquet();
-  await mkdir(outDir, { recursive: true });
-  await removeStaleTempFiles(outDir);
-  const done = await readDone(outDir);
-  const metadata = metadataFor(models[0]!, task);
-  for (const { file, metadata: other } of done.writers) {
-    if (other.task !== metadata.task || other.width !== metadata.width) {
-      throw new InvalidArgumentError(
-        'outDir',
-        `a folder of ${metadata.task} parts of width ${metadata.width}`,
-        file,
-        `${outDir} already holds ${other.task} output of width ${other.width} (${file}), not ${metadata.task} of width ${metadata.width}: use another output folder`,
-      );
-    }
+  await makeOutputFolder(outDir);
+  // One writer per folder (or per shard of it): two runs would both see the same items as not done.
+  const lock = await lockOutputFolder(outDir, shard ? { kind: 'shard', index: shard.index, count: shard.count } : { kind: 'all' });
+  try {
+    await removeStaleTempFiles(outDir);
+    const metadata = metadataFor(models[0]!, task, options.modelIdentity);
+    const done = await readDoneChecked(outDir, metadata);
+
+    const mine = shard ? items.filter((item) => inShard(item.id, shard.index, shard.count)) : items;
+    const todo = mine.filter((item) => !done.has(item.id));
+    const result: EmbedJobResult = {
+      total: items.length,
+      otherShards: items.length - mine.length,
+      skippedDone: mine.length - todo.length,
+      todo: todo.length,
+      written: 0,
+      failed: [],
+      parts: 0,
+      interrupted: false,
+      seconds: 0,
+    };
+
+    // Unique per run, so parts of earlier runs and of other shards writing to the same folder never collide.
+    const runTag = `part-${Date.now().toString(36)}-${process.pid}-${randomBytes(3).toString('hex')}${shard ? `-shard${shard.index}of${shard.count}` : ''}`;
+    let sequence = 0;
+    let offset = 0;
+    let processed = 0;
+    let strictError: unknown;
+    let fatal = false;
+    const stopped = () => fatal || strictError !== undefined || signal?.aborted === true;
+    const next = () => (!stopped() && offset < todo.length ? todo.slice(offset, (offset += batchSize)) : undefined);
+    const builders = await Promise.all(models.map((model) => builderFor(model)));
+    onProgress?.(0, 0, todo.length);
+
+    const onBatch = async (batch: EmbedJobItem[], computed: ComputedBatch) => {
+      if (computed.columns) {
+        const file = join(outDir, `${runTag}-${String(sequence++).padStart(6, '0')}.parquet`);
+        await writeEmbeddingPart(file, computed.columns, metadata);
+        result.written += computed.columns.ids.length;
+        result.parts++;
+      }
+      for (const failure of computed.failed) {
+        result.failed.push(failure);
+        if (strict) strictError ??= failure.error ?? new InvalidArgumentError('INPUT', 'a readable media file', failure.path, `${failure.path}: ${failure.reason}`);
+        else onItemFailed?.(failure);
+      }
+      processed += batch.length;
+      onProgress?.(processed, result.failed.length, todo.length);
+    };
+
+    const settled = await Promise.allSettled(
+      models.map((model, i) =>
+        runPipeline(model, builders[i]!, task, next, stopped, onBatch).catch((error: unknown) => {
+          fatal = true; // the other models finish their batch in flight and stop
+          throw error;
+        }),
+      ),
+    );
+    const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failure) throw failure.reason;
+    if (strictError !== undefined) throw strictError;
+    result.interrupted = processed < todo.length;
+    result.seconds = (performance.now() - started) / 1000;
+    return result;
+  } finally {
+    await lock.release();
   }
-
-  const mine = shard ? items.filter((item) => inShard(item.id, shard.index, shard.count)) : items;
-  const todo = mine.filter((item) => !done.ids.has(item.id));
-  const result: EmbedJobResult = {
-    total: items.length,
-    otherShards: items.length - mine.length,
-    skippedDone: mine.length - todo.length,
-    todo: todo.length,
-    written: 0,
-    failed: [],
-    parts: 0,
-    interrupted: false,
-    seconds: 0,
-  };
-
-  // Unique per run, so parts of earlier runs and of other shards writing to the same folder never collide.
-  const runTag = `part-${Date.now().toString(36)}-${process.pid}-${randomBytes(3).toString('hex')}${shard ? `-shard${shard.index}of${shard.count}` : ''}`;
-  let sequence = 0;
-  let offset = 0;
-  let processed = 0;
-  let strictError: unknown;
-  let fatal = false;
-  const stopped = () => fatal || strictError !== undefined || signal?.aborted === true;
-  const next = () => (!stopped() && offset < todo.length ? todo.slice(offset, (offset += batchSize)) : undefined);
-  const builders = await Promise.all(models.map((model) => builderFor(model)));
-  onProgress?.(0, 0, todo.length);
-
-  const onBatch = async (batch: EmbedJobItem[], computed: ComputedBatch) => {
-    if (computed.columns) {
-      const file = join(outDir, `${runTag}-${String(sequence++).padStart(6, '0')}.parquet`);
-      await writeEmbeddingPart(file, computed.columns, metadata);
-      result.written += computed.columns.ids.length;
-      result.parts++;
-    }
-    for (const failure of computed.failed) {
-      result.failed.push(failure);
-      if (strict) strictError ??= failure.error ?? new InvalidArgumentError('INPUT', 'a readable media file', failure.path, `${failure.path}: ${failure.reason}`);
-      else onItemFailed?.(failure);
-    }
-    processed += batch.length;
-    onProgress?.(processed, result.failed.length, todo.length);
-  };
-
-  const settled = await Promise.allSettled(
-    models.map((model, i) =>
-      runPipeline(model, builders[i]!, task, next, stopped, onBatch).catch((error: unknown) => {
-        fatal = true; // the other models finish their batch in flight and stop
-        throw error;
-      }),
-    ),
-  );
-  const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
-  if (failure) throw failure.reason;
-  if (strictError !== undefined) throw strictError;
-  result.interrupted = processed < todo.length;
-  result.seconds = (performance.now() - started) / 1000;
-  return result;
 }

@@ -4,20 +4,23 @@
  *
  * Schema: `id` (utf8), `path` (utf8), `embedding` (fixed_size_list<float32>[width]), and for
  * classify also `label` (utf8) and `score` (float32). The Arrow schema metadata carries
- * `perceiver_io.task`, `perceiver_io.model` and `perceiver_io.width`, so a resumed run can refuse a
- * folder written by another task or model width.
+ * `perceiver_io.task`, `perceiver_io.model` (the class), `perceiver_io.width`,
+ * `perceiver_io.model_id` (the checkpoint's identity: config and weights) and
+ * `perceiver_io.model_source`, so a resumed run can refuse a folder written by another task or
+ * another model.
  *
  * A part is written to a hidden temporary name in the same folder and renamed into place: a reader
- * (or a resumed run) sees either the whole part or none of it. Temporary names carry the host and
- * the process id, so a starting run removes only those left by processes that are gone.
+ * (or a resumed run) sees either the whole part or none of it. The temporary file is created
+ * exclusively under a random name (lib/io/temp_file.ts); its name also carries the host and the
+ * process id, so a starting run removes only those left by processes that are gone.
  *
  * apache-arrow and parquet-wasm are imported on first use, so the library loads without them.
  */
-import { randomBytes } from 'node:crypto';
-import { open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { InvalidArgumentError } from '../errors.js';
+import { writeFileAtomic } from '../io/temp_file.js';
 
 export type PartTask = 'embed' | 'classify';
 
@@ -38,6 +41,10 @@ export interface PartMetadata {
   /** The model class, e.g. PerceiverForSequenceClassification. */
   model: string;
   width: number;
+  /** The checkpoint's identity (see lib/batch/model_identity.ts); absent in parts of older versions. */
+  modelId?: string;
+  /** The checkpoint as the run named it (a folder or a Hub id), for messages. */
+  modelSource?: string;
 }
 
 /** One row read back. */
@@ -52,7 +59,8 @@ export interface EmbeddingRow {
 const META_TASK = 'perceiver_io.task';
 const META_MODEL = 'perceiver_io.model';
 const META_WIDTH = 'perceiver_io.width';
-const TEMP_SUFFIX = '.tmp';
+const META_MODEL_ID = 'perceiver_io.model_id';
+const META_MODEL_SOURCE = 'perceiver_io.model_source';
 
 type Arrow = typeof import('apache-arrow');
 type ParquetWasm = typeof import('parquet-wasm');
@@ -92,9 +100,9 @@ export async function listParts(outDir: string): Promise<string[]> {
     .map((name) => join(outDir, name));
 }
 
-function tempName(file: string): string {
-  const slash = file.lastIndexOf('/');
-  return `${file.slice(0, slash + 1)}.${file.slice(slash + 1)}.${hostname()}.${process.pid}.${randomBytes(4).toString('hex')}${TEMP_SUFFIX}`;
+/** Put into temporary part names, so a starting run can tell which were left by processes that are gone. */
+function tempTag(): string {
+  return `${hostname()}.${process.pid}`;
 }
 
 function processIsAlive(pid: number): boolean {
@@ -117,7 +125,7 @@ export async function removeStaleTempFiles(outDir: string): Promise<number> {
   } catch {
     return 0;
   }
-  const pattern = /^\..+\.parquet\.(.+)\.(\d+)\.[0-9a-f]{8}\.tmp$/;
+  const pattern = /^\..+\.parquet\.(.+)\.(\d+)\.[0-9a-f]{32}\.tmp$/;
   let removed = 0;
   for (const name of names) {
     const m = pattern.exec(name);
@@ -159,25 +167,14 @@ export async function writeEmbeddingPart(file: string, columns: EmbeddingColumns
     [META_MODEL, metadata.model],
     [META_WIDTH, String(metadata.width)],
   ]);
+  if (metadata.modelId !== undefined) schemaMetadata.set(META_MODEL_ID, metadata.modelId);
+  if (metadata.modelSource !== undefined) schemaMetadata.set(META_MODEL_SOURCE, metadata.modelSource);
   const table = new arrow.Table(new arrow.Schema(plain.schema.fields, schemaMetadata), plain.batches);
   const wasmTable = parquet.Table.fromIPCStream(arrow.tableToIPC(table, 'stream'));
   const properties = new parquet.WriterPropertiesBuilder().setCompression(parquet.Compression.ZSTD).build();
   const bytes = parquet.writeParquet(wasmTable, properties);
 
-  const temp = tempName(file);
-  try {
-    const handle = await open(temp, 'w');
-    try {
-      await handle.writeFile(bytes);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(temp, file);
-  } catch (error) {
-    await rm(temp, { force: true });
-    throw error;
-  }
+  await writeFileAtomic(file, bytes, { tag: tempTag() });
 }
 
 async function readPart(file: string): Promise<import('apache-arrow').Table> {
@@ -198,7 +195,12 @@ function metadataOf(table: import('apache-arrow').Table, file: string): PartMeta
   const task = meta.get(META_TASK);
   if (task === undefined) return undefined;
   if (task !== 'embed' && task !== 'classify') throw new InvalidArgumentError('outDir', 'parts written by embed or classify', `${file}: task ${task}`);
-  return { task, model: meta.get(META_MODEL) ?? '', width: Number(meta.get(META_WIDTH)) };
+  const metadata: PartMetadata = { task, model: meta.get(META_MODEL) ?? '', width: Number(meta.get(META_WIDTH)) };
+  const modelId = meta.get(META_MODEL_ID);
+  const modelSource = meta.get(META_MODEL_SOURCE);
+  if (modelId !== undefined) metadata.modelId = modelId;
+  if (modelSource !== undefined) metadata.modelSource = modelSource;
+  return metadata;
 }
 
 function idColumn(table: import('apache-arrow').Table, file: string): string[] {
@@ -207,10 +209,23 @@ function idColumn(table: import('apache-arrow').Table, file: string): string[] {
   return ids.toArray() as string[];
 }
 
+/**
+ * Parts read by readPartIds, by path, with the inode, size and mtime they had: parts are written
+ * whole and renamed into place (a rewrite is a new inode), so a part whose stat matches is the same
+ * part. A queue worker checks the whole folder before each shard; this keeps that to a stat per part.
+ */
+const partIdsCache = new Map<string, { key: string; ids: string[]; metadata?: PartMetadata }>();
+
 /** The ids of one part and what wrote it (undefined for a part without perceiver-io metadata). */
 export async function readPartIds(file: string): Promise<{ ids: string[]; metadata?: PartMetadata }> {
+  const info = await stat(file).catch(() => undefined);
+  const key = info ? `${info.dev}:${info.ino}:${info.size}:${info.mtimeMs}` : '';
+  const known = partIdsCache.get(file);
+  if (known && key !== '' && known.key === key) return { ids: known.ids, metadata: known.metadata };
   const table = await readPart(file);
-  return { ids: idColumn(table, file), metadata: metadataOf(table, file) };
+  const part = { ids: idColumn(table, file), metadata: metadataOf(table, file) };
+  if (key !== '') partIdsCache.set(file, { key, ...part });
+  return part;
 }
 
 /** Every row of every part of a folder, part by part in name order. */

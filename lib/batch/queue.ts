@@ -7,7 +7,14 @@
  * machine that sees the same paths) take a shard, load its model once (cached per model, device
  * and dtype) and write the shard as one Parquet part.
  *
- * Exactly once, without coordination beyond BullMQ:
+ * Exactly once, with no coordination beyond Redis:
+ * - Enqueuers of one output folder decide what to queue one at a time (a Redis lock per folder)
+ *   and from one consistent view: the shards pending in the queue are listed first, the parts on
+ *   disk read after. A worker writes its part before its shard leaves the queue, so a shard that
+ *   finishes between the two reads is in the done set; read the other way round it would be in
+ *   neither, and its items would be queued again in new shards under other part names.
+ * - Before writing, a worker leaves out the items other parts of the folder already hold (and
+ *   checks that they were written by the same model).
  * - A shard's part name is a hash of its item ids and is written atomically (temporary file, then
  *   rename), so a shard that runs twice (a retry after a failure, a stalled job taken over after its
  *   worker died, or a worker that lost its lock but still finished) replaces its own part instead
@@ -20,21 +27,27 @@
  *   renewing the shard's lock, and BullMQ's stalled-job check gives the shard to another worker
  *   once the lock expires.
  *
+ * Trust: whoever can write to the Redis database can queue jobs, and a job names the paths the
+ * worker reads and writes. A worker therefore takes allowed roots (`--allow-root`) and fails, for
+ * good and with PathNotAllowedError as the reason, any shard whose model, output folder or inputs
+ * resolve (real paths) outside them, before touching any of them.
+ *
  * bullmq and ioredis are imported on first use (the library loads without them). BullMQ would load
  * ioredis itself with `require`, which does not exist in an ES module, so ready-made ioredis
  * clients are passed as its `connection`.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { lstat, realpath, stat } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import type { Job, Queue, Worker } from 'bullmq';
 import type { Redis, RedisOptions } from 'ioredis';
-import { InvalidArgumentError, PerceiverError, QueueUnavailableError, ShardsFailedError } from '../errors.js';
+import { ConfigError, InvalidArgumentError, ModelMismatchError, PathNotAllowedError, PerceiverError, QueueUnavailableError, ShardsFailedError } from '../errors.js';
 
 export { QueueUnavailableError, ShardsFailedError };
 import type { ComputeDType, PerceiverModel } from '../modeling/perceiver_model.js';
 import type { EmbedFailure, EmbedJobItem, EmbedTask } from './job.js';
+import type { ModelIdentity } from './model_identity.js';
 
 /** One queue per Redis database: jobs carry their model and output folder, so any worker can take any job. */
 export const QUEUE_NAME = 'perceiver-io-embed';
@@ -49,11 +62,15 @@ export interface ShardJobData {
   partName: string;
   items: EmbedJobItem[];
   batchSize?: number;
+  /** The checkpoint's identity as the enqueuer saw it (a local folder); a worker that sees another checkpoint there fails the shard. */
+  modelId?: string;
 }
 
 /** What a worker returns for a shard (kept in Redis with the completed job). */
 export interface ShardJobResult {
   written: number;
+  /** Items left out because other parts of the folder already held them. */
+  skippedDone?: number;
   /** Items that could not be read or decoded (reported, not written). */
   failed: Omit<EmbedFailure, 'error'>[];
 }
@@ -186,7 +203,8 @@ function isShardJobData(data: unknown): data is ShardJobData {
     typeof d.outDir === 'string' &&
     typeof d.partName === 'string' &&
     Array.isArray(d.items) &&
-    (d.batchSize === undefined || (Number.isSafeInteger(d.batchSize) && d.batchSize > 0))
+    (d.batchSize === undefined || (Number.isSafeInteger(d.batchSize) && d.batchSize > 0)) &&
+    (d.modelId === undefined || typeof d.modelId === 'string')
   );
 }
 
@@ -261,37 +279,22 @@ function positiveInteger(value: unknown, name: string, fallback: number, min = 1
   return value;
 }
 
-/** A local checkpoint folder as an absolute path (workers run elsewhere); a Hub id as it is. */
-async function modelForWorkers(model: string): Promise<{ model: string; width?: number }> {
+/**
+ * A local checkpoint folder as an absolute path (workers run elsewhere), with its width and
+ * identity; a Hub id as it is (the workers download it and check its identity against the parts).
+ */
+async function modelForWorkers(model: string): Promise<{ model: string; width?: number; modelId?: string }> {
   if (typeof model !== 'string' || model === '') throw new InvalidArgumentError('--model', 'a checkpoint folder or a Hugging Face Hub id', model);
   if (existsSync(model)) {
     const folder = resolve(model);
     const { PerceiverConfig } = await import('../config.js');
-    return { model: folder, width: (await PerceiverConfig.fromPretrained(folder)).d_latents };
+    const width = (await PerceiverConfig.fromPretrained(folder)).d_latents;
+    const { modelIdentity } = await import('./model_identity.js');
+    return { model: folder, width, modelId: (await modelIdentity(folder)).id };
   }
   const { isHubId } = await import('../hub/download.js');
   if (!isHubId(model)) throw new InvalidArgumentError('--model', 'a checkpoint folder or a Hugging Face Hub id', model, `--model ${JSON.stringify(model)} is neither a folder nor a Hugging Face Hub id`);
   return { model };
-}
-
-/** The ids already written to `outDir`, after checking its parts were written by the same task and width. */
-async function doneIdsChecked(outDir: string, task: EmbedTask, width: number | undefined): Promise<Set<string>> {
-  const { listParts, readPartIds } = await import('./parquet.js');
-  const ids = new Set<string>();
-  for (const file of await listParts(outDir)) {
-    const part = await readPartIds(file);
-    const other = part.metadata;
-    if (other && (other.task !== task || (width !== undefined && other.width !== width))) {
-      throw new InvalidArgumentError(
-        '--out',
-        `a folder of ${task} parts${width === undefined ? '' : ` of width ${width}`}`,
-        file,
-        `${outDir} already holds ${other.task} output of width ${other.width} (${file}), not ${task}${width === undefined ? '' : ` of width ${width}`}: use another output folder`,
-      );
-    }
-    for (const id of part.ids) ids.add(id);
-  }
-  return ids;
 }
 
 function abortError(): PerceiverError {
@@ -334,16 +337,27 @@ export async function enqueueAndWait(options: EnqueueOptions): Promise<EnqueueRe
   const client = await connectRedis(url);
   const queue = await openQueue(client);
   let talkingToRedis = false; // which errors are Redis's (the rest are thrown as they are)
+  let folderLock: { release(): Promise<void> } | undefined;
+  let enqueueLock: { release(): Promise<void> } | undefined;
   try {
-    const { model, width } = await modelForWorkers(options.model);
+    const { model, width, modelId } = await modelForWorkers(options.model);
     const { discoverItems } = await import('./discover.js');
     const items = await discoverItems(options.inputs, { manifest: options.manifest });
-    await mkdir(outDir, { recursive: true });
+    const { makeOutputFolder, readDoneChecked } = await import('./job.js');
+    await makeOutputFolder(outDir, '--out');
+    // Enqueuers of one folder may run together (they agree through Redis, below); a local run may not.
+    const { lockOutputFolder } = await import('./output_lock.js');
+    folderLock = await lockOutputFolder(outDir, { kind: 'queue' });
     const { removeStaleTempFiles } = await import('./parquet.js');
     await removeStaleTempFiles(outDir); // left by workers killed while writing a part
-    const done = await doneIdsChecked(outDir, task, width);
 
     talkingToRedis = true;
+    // Deciding what to queue is one critical section per output folder across enqueuers (a Redis
+    // lock), and reads one consistent view: the shards pending in the queue first, then the parts
+    // on disk. A worker writes its part before its shard leaves the queue, so a shard that finishes
+    // between the two reads is in the done set; read the other way round it would be in neither,
+    // and its items would be queued again in new shards (with other neighbours, other part names).
+    enqueueLock = await acquireEnqueueLock(client, outDir, options.signal);
     // Shards still pending for this output (an earlier run, perhaps over other inputs) keep their
     // items: they are waited for rather than sharded again.
     const pendingIds = new Set<string>();
@@ -353,10 +367,14 @@ export async function enqueueAndWait(options: EnqueueOptions): Promise<EnqueueRe
       pendingIds.add(job.id);
       for (const item of job.data.items) claimed.add(item.id);
     }
+    talkingToRedis = false;
+    const done = await readDoneChecked(outDir, { task, width, modelId, modelSource: model }, '--out');
+    talkingToRedis = true;
     const todo = items.filter((item) => !done.has(item.id) && !claimed.has(item.id));
     const shards = shardItems(todo, shardSize).map((shardItemsOf): ShardJobData => {
       const data: ShardJobData = { model, task, outDir, partName: shardPartName(shardItemsOf), items: shardItemsOf };
       if (batchSize !== undefined) data.batchSize = batchSize;
+      if (modelId !== undefined) data.modelId = modelId;
       return data;
     });
     const jobIds = shards.map((data) => shardJobId(data));
@@ -383,6 +401,7 @@ export async function enqueueAndWait(options: EnqueueOptions): Promise<EnqueueRe
         },
       })),
     );
+    await enqueueLock.release();
 
     const waitFor = [...new Set([...pendingIds, ...jobIds])];
     const progress: EnqueueProgress = { shardsDone: 0, shardsFailed: 0, shardsTotal: waitFor.length, written: 0, failedItems: 0 };
@@ -438,9 +457,46 @@ export async function enqueueAndWait(options: EnqueueOptions): Promise<EnqueueRe
   } catch (error) {
     throw talkingToRedis ? asQueueError(error, url, client) : error;
   } finally {
+    await enqueueLock?.release().catch(() => {});
+    await folderLock?.release();
     await queue.close().catch(() => {});
     await closeClient(client);
   }
+}
+
+/** An enqueuer's Redis lock expires this long after its last renewal, so a killed enqueuer's lock frees itself soon. */
+const ENQUEUE_LOCK_MS = 30_000;
+/** How long an enqueuer waits for the others' decisions. */
+const ENQUEUE_WAIT_MS = 5 * 60_000;
+
+/**
+ * The enqueue lock of one output folder: a Redis key set with NX and an expiry, holding a random
+ * token, renewed while held; renewed and released only by its holder (compare and act, in one script).
+ */
+async function acquireEnqueueLock(client: Redis, outDir: string, signal?: AbortSignal): Promise<{ release(): Promise<void> }> {
+  const key = `perceiver-io:enqueue-lock:${sha256(outDir)}`;
+  const token = randomBytes(16).toString('hex');
+  const deadline = performance.now() + ENQUEUE_WAIT_MS;
+  while ((await client.set(key, token, 'PX', ENQUEUE_LOCK_MS, 'NX')) !== 'OK') {
+    if (signal?.aborted) throw abortError();
+    if (performance.now() > deadline) {
+      throw new QueueUnavailableError(`other enqueuers of ${outDir} kept the queue's enqueue lock (Redis key ${key}) for over ${ENQUEUE_WAIT_MS / 60_000} minutes`);
+    }
+    await sleep(100, signal);
+  }
+  const renew = setInterval(() => {
+    client.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end", 1, key, token, ENQUEUE_LOCK_MS).catch(() => {});
+  }, ENQUEUE_LOCK_MS / 3);
+  renew.unref();
+  let released = false;
+  return {
+    release: async () => {
+      if (released) return;
+      released = true;
+      clearInterval(renew);
+      await client.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end", 1, key, token);
+    },
+  };
 }
 
 /** Errors of a lost connection as QueueUnavailableError; our own typed errors as they are. */
@@ -468,6 +524,15 @@ export interface ShardWorkerOptions {
    * shard goes to another worker once the lock has expired.
    */
   lockDurationMs?: number;
+  /**
+   * The folders jobs may name (the model folder, the output folder, every item): a shard naming a
+   * path outside them fails for good with PathNotAllowedError in its job's failure. Real paths are
+   * compared (symlinks and `..` resolved). Required: whoever can write to the Redis database can
+   * queue jobs, and without roots could make the worker read and write any path it can; `['/']`
+   * allows everything explicitly. A Hugging Face Hub id as the model is allowed (it is downloaded
+   * into this worker's own cache).
+   */
+  allowedRoots: string[];
   /** One line per event (shard started, done, failed; connection lost). */
   log?: (line: string) => void;
 }
@@ -485,15 +550,25 @@ export interface ShardWorker {
   readonly closed: Promise<void>;
 }
 
-/** Models loaded by a worker, one per (model, device, dtype), disposed when it closes. */
+/** Models loaded by a worker, one per (model, device, dtype), with their identity; disposed when it closes. */
 class ModelCache {
-  readonly #models = new Map<string, Promise<PerceiverModel<any>>>();
+  readonly #models = new Map<string, Promise<{ model: PerceiverModel<any>; identity: ModelIdentity }>>();
 
-  get(model: string, device: string, dtype: ComputeDType): Promise<PerceiverModel<any>> {
+  get(model: string, device: string, dtype: ComputeDType): Promise<{ model: PerceiverModel<any>; identity: ModelIdentity }> {
     const key = JSON.stringify([model, device, dtype]);
     let loading = this.#models.get(key);
     if (!loading) {
-      loading = import('../auto.js').then(({ AutoModel }) => AutoModel.fromPretrained(model, { device, dtype }));
+      loading = (async () => {
+        const [{ AutoModel }, { checkpointFolder }, { modelIdentity }] = await Promise.all([import('../auto.js'), import('../modeling/perceiver_model.js'), import('./model_identity.js')]);
+        const folder = await checkpointFolder(model);
+        const loaded = await AutoModel.fromPretrained(folder, { device, dtype });
+        try {
+          return { model: loaded, identity: await modelIdentity(folder, model) };
+        } catch (error) {
+          await loaded.dispose();
+          throw error;
+        }
+      })();
       this.#models.set(key, loading);
       // A failed load is not kept: the next shard (or the retry) tries again.
       loading.catch(() => this.#models.delete(key));
@@ -504,8 +579,62 @@ class ModelCache {
   async disposeAll(): Promise<void> {
     const loads = [...this.#models.values()];
     this.#models.clear();
-    await Promise.allSettled(loads.map(async (loading) => (await loading).dispose()));
+    await Promise.allSettled(loads.map(async (loading) => (await loading).model.dispose()));
   }
+}
+
+/** The real paths of the allowed roots (each must be an existing folder). */
+async function resolveRoots(roots: unknown): Promise<string[]> {
+  const expected = 'a non-empty array of existing folders (--allow-root DIR)';
+  if (!Array.isArray(roots) || roots.length === 0) throw new InvalidArgumentError('allowedRoots', expected, roots);
+  const resolved: string[] = [];
+  for (const root of roots) {
+    if (typeof root !== 'string' || root === '') throw new InvalidArgumentError('allowedRoots', expected, roots);
+    const real = await realpath(root).catch(() => undefined);
+    if (!real || !(await stat(real)).isDirectory()) throw new InvalidArgumentError('--allow-root', 'an existing folder', root, `--allow-root ${JSON.stringify(root)} is not an existing folder`);
+    resolved.push(real);
+  }
+  return resolved;
+}
+
+/**
+ * The real path of `path`, or for a path that does not exist yet (an output folder), the real path
+ * of its nearest existing ancestor joined with the rest.
+ */
+async function realpathOrAncestor(path: string): Promise<string> {
+  const rest: string[] = [];
+  let current = resolve(path);
+  for (;;) {
+    try {
+      return join(await realpath(current), ...rest.reverse());
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      const parent = dirname(current);
+      if ((code !== 'ENOENT' && code !== 'ENOTDIR') || parent === current) throw error;
+      // A dangling link exists but has no real path: where a write through it lands is the
+      // link's business, so it is not judged by its parent.
+      if (await lstat(current).then(() => true, () => false)) throw error;
+      rest.push(basename(current));
+      current = parent;
+    }
+  }
+}
+
+function isInside(path: string, root: string): boolean {
+  const rel = relative(root, path);
+  return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
+}
+
+/** Throws PathNotAllowedError for the first path of the job outside every allowed root. */
+async function checkJobPaths(data: ShardJobData, roots: string[]): Promise<void> {
+  const check = async (field: string, path: string) => {
+    const real = await realpathOrAncestor(path).catch(() => undefined);
+    if (real === undefined || !roots.some((root) => isInside(real, root))) throw new PathNotAllowedError(field, path, roots);
+  };
+  const { isHubId } = await import('../hub/download.js');
+  if (!isHubId(data.model)) await check('model', data.model);
+  await check('outDir', data.outDir);
+  for (let i = 0; i < data.items.length; i++) await check(`items[${i}].path`, data.items[i]!.path);
 }
 
 /** Starts a worker that takes shards from the queue at `options.queue` until closed. */
@@ -517,6 +646,7 @@ export async function startShardWorker(options: ShardWorkerOptions): Promise<Sha
   const concurrency = positiveInteger(options.concurrency, '--concurrency', 1);
   const lockDuration = positiveInteger(options.lockDurationMs, '--lock-duration-ms', 60_000, 1000);
   const log = options.log ?? (() => {});
+  const roots = await resolveRoots(options.allowedRoots);
 
   const { Worker, WaitingError, UnrecoverableError } = await import('bullmq');
   const { embedItemsToPart } = await import('./job.js');
@@ -530,10 +660,25 @@ export async function startShardWorker(options: ShardWorkerOptions): Promise<Sha
     const started = performance.now();
     const stalled = job.stalledCounter > 0 ? `, taken over after ${job.stalledCounter} stalled run${job.stalledCounter === 1 ? '' : 's'}` : '';
     log(`shard ${job.id} (${data.items.length} items, attempt ${job.attemptsMade + 1}${stalled}): started`);
-    const model = await models.get(data.model, device, dtype);
+    let loaded: { model: PerceiverModel<any>; identity: ModelIdentity };
+    try {
+      // Nothing of the job is touched (no model loaded, no file read) before its paths are checked.
+      await checkJobPaths(data, roots);
+      loaded = await models.get(data.model, device, dtype);
+    } catch (error) {
+      // The same on every worker with these roots and this checkpoint: no point in retrying.
+      if (error instanceof PathNotAllowedError || error instanceof ConfigError) throw new UnrecoverableError(error.message.split('\n')[0]);
+      throw error;
+    }
+    if (data.modelId !== undefined && loaded.identity.id !== data.modelId) {
+      throw new UnrecoverableError(
+        `the checkpoint at ${data.model} on this worker (${loaded.identity.id.slice(0, 23)}) is not the one the shard was queued with (${data.modelId.slice(0, 23)})`,
+      );
+    }
     let lastReport = 0;
     const work = embedItemsToPart({
-      model,
+      model: loaded.model,
+      modelIdentity: loaded.identity,
       task: data.task,
       items: data.items,
       outDir: data.outDir,
@@ -556,9 +701,9 @@ export async function startShardWorker(options: ShardWorkerOptions): Promise<Sha
     try {
       result = await Promise.race([work, released]);
     } catch (error) {
-      // An invalid job (a model without labels for classify, a bad part name) fails the same way on
-      // every worker: no point in retrying it.
-      if (error instanceof InvalidArgumentError) throw new UnrecoverableError(error.message.split('\n')[0]);
+      // An invalid job (a model without labels for classify, a bad part name, an output folder of
+      // another model) fails the same way on every worker: no point in retrying it.
+      if (error instanceof InvalidArgumentError || error instanceof ModelMismatchError) throw new UnrecoverableError(error.message.split('\n')[0]);
       throw error;
     }
     if (result === 'released') {
@@ -568,8 +713,9 @@ export async function startShardWorker(options: ShardWorkerOptions): Promise<Sha
       throw new WaitingError();
     }
     const seconds = (performance.now() - started) / 1000;
-    log(`shard ${job.id}: ${result.written} written, ${result.failed.length} failed in ${seconds.toFixed(1)} s`);
-    return { written: result.written, failed: result.failed.map(({ id, path, reason }) => ({ id, path, reason })) };
+    const skipped = result.skippedDone > 0 ? `, ${result.skippedDone} already in other parts` : '';
+    log(`shard ${job.id}: ${result.written} written, ${result.failed.length} failed${skipped} in ${seconds.toFixed(1)} s`);
+    return { written: result.written, skippedDone: result.skippedDone, failed: result.failed.map(({ id, path, reason }) => ({ id, path, reason })) };
   };
 
   const worker: Worker<ShardJobData, ShardJobResult> = new Worker<ShardJobData, ShardJobResult>(QUEUE_NAME, processShard, {

@@ -8,6 +8,7 @@ import { PerceiverConfig } from '../config.js';
 import { InvalidArgumentError } from '../errors.js';
 import { loadCheckpointWeights } from '../io/checkpoint.js';
 import { writeSafetensors } from '../io/safetensors.js';
+import { writeFileAtomic } from '../io/temp_file.js';
 import { checkpointFolder } from '../modeling/perceiver_model.js';
 
 export interface ConvertOptions {
@@ -32,9 +33,12 @@ export async function runConvert(options: ConvertOptions): Promise<string> {
   await writeSafetensors(target, tensors, { format: 'pt', converted_by: 'perceiver-io' });
   if (resolve(out) !== resolve(source)) {
     for (const name of COMPANIONS) {
-      await fsp.copyFile(join(source, name), join(out, name)).catch((error: NodeJS.ErrnoException) => {
+      // Read and rewritten through an exclusive temporary file: copyFile would follow a link
+      // planted at the target's name.
+      const text = await fsp.readFile(join(source, name)).catch((error: NodeJS.ErrnoException) => {
         if (error.code !== 'ENOENT') throw error;
       });
+      if (text !== undefined) await writeFileAtomic(join(out, name), text);
     }
   }
   return `perceiver-io: converted ${tensors.size} tensors from ${files.join(', ')} to ${target}`;

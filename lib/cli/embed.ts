@@ -6,13 +6,15 @@
  *   summary counts them. `--strict` stops at the first one and exits 1.
  * - SIGINT / SIGTERM stop taking new batches; the batches in flight are written, then the run
  *   exits 130 (a rerun carries on). A second signal exits at once.
+ * - A second run on the same --out (other than another shard of the same count) exits 1 at once
+ *   with OutputLockedError; one with another model than the folder holds, with ModelMismatchError.
  */
 import { AutoModel } from '../auto.js';
-import { runEmbedJob, discoverItems, type EmbedTask } from '../batch/job.js';
+import { runEmbedJob, discoverItems, modelIdentity, type EmbedTask } from '../batch/job.js';
 import { createProgressReporter } from '../batch/progress.js';
 import { capabilities } from '../capabilities.js';
 import { InvalidArgumentError } from '../errors.js';
-import { DEVICE_DTYPES, type ComputeDType, type PerceiverModel } from '../modeling/perceiver_model.js';
+import { checkpointFolder, DEVICE_DTYPES, type ComputeDType, type PerceiverModel } from '../modeling/perceiver_model.js';
 import { UsageError } from './usage.js';
 
 export interface EmbedCommandOptions {
@@ -94,14 +96,18 @@ export async function runEmbedCommand(options: EmbedCommandOptions): Promise<num
   process.on('SIGTERM', onSignal);
   const progress = await createProgressReporter({ label });
   try {
+    // The folder once (a Hub id is downloaded once); after loading, its identity for the parts and the resume check.
+    const folder = await checkpointFolder(options.model, { progress: true });
     for (const device of devices) {
-      models.push(await AutoModel.fromPretrained(options.model, { device, dtype: options.dtype as ComputeDType, hub: { progress: true } }));
+      models.push(await AutoModel.fromPretrained(folder, { device, dtype: options.dtype as ComputeDType }));
     }
+    const identity = await modelIdentity(folder, options.model);
     const result = await runEmbedJob({
       models,
       task,
       items,
       outDir: options.out,
+      modelIdentity: identity,
       batchSize: options.batchSize,
       shard,
       strict: options.strict,

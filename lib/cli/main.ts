@@ -61,7 +61,8 @@ Commands:
             Task pipelines on single inputs (each has its own --help): fill [MASK]s in a text,
             classify a text or image, optical flow of two images or a video, autoencode a video
   worker    Take queued shards and write their parts (model and --out come with each shard)
-            --queue redis://HOST:PORT, --device cpu|cuda:N, --dtype float32, --concurrency 1,
+            --queue redis://HOST:PORT, --allow-root DIR (repeatable, required: the folders jobs
+            may read and write), --device cpu|cuda:N, --dtype float32, --concurrency 1,
             --lock-duration-ms 60000 (a dead worker's shard is retried after about this long)
 
 Options:

@@ -1,7 +1,7 @@
 /**
  * The queue side of the CLI (see lib/batch/queue.ts):
  *
- *   perceiver-io worker --queue redis://HOST:PORT [--device cpu] [--dtype float32] [--concurrency 1] [--lock-duration-ms 60000]
+ *   perceiver-io worker --queue redis://HOST:PORT --allow-root DIR... [--device cpu] [--dtype float32] [--concurrency 1] [--lock-duration-ms 60000]
  *   perceiver-io embed|classify --queue redis://HOST:PORT --model DIR|ID --out DIR [--shard-size 256] [--batch-size N] [--attempts 3] [--manifest FILE] INPUT...
  *
  * The worker runs until SIGINT / SIGTERM: the first finishes the shard in progress and exits 0, a
@@ -15,22 +15,25 @@ import { DEVICE_DTYPES, type ComputeDType } from '../modeling/perceiver_model.js
 import type { EnqueueProgress } from '../batch/queue.js';
 import { UsageError } from './usage.js';
 
-const WORKER_USAGE = `Usage: perceiver-io worker --queue redis://HOST:PORT [options]
+const WORKER_USAGE = `Usage: perceiver-io worker --queue redis://HOST:PORT --allow-root DIR [options]
 
 Takes shards queued by "perceiver-io embed|classify --queue ..." and writes their Parquet parts
 (the model and output folder come with each shard). Run one per GPU, on any machine that sees the
 same paths. SIGINT/SIGTERM: finish the shard in progress, then exit; twice: hand it back now.
+Whoever can write to the Redis database can queue jobs: the worker reads and writes only under
+its --allow-root folders and fails any shard naming a path outside them.
 
   --queue URL             redis://HOST:PORT (or rediss://, with user:password@ and /DB if needed)
+  --allow-root DIR        a folder jobs may read and write (repeatable; required; / allows all)
   --device cpu            where to run: cpu, cuda or cuda:N
   --dtype float32         compute precision (float32, tfloat32, float16, bfloat16 on CUDA)
   --concurrency 1         shards at once
   --lock-duration-ms N    how long a shard's lock lasts without renewal (default 60000): a dead
                           worker's shard goes to another worker after about this long`;
 
-type Values = Record<string, string | boolean | undefined>;
+type Values = Record<string, string | boolean | string[] | undefined>;
 
-function parse(args: string[], options: Record<string, { type: 'string' | 'boolean'; default?: string }>, positionals: boolean) {
+function parse(args: string[], options: Record<string, { type: 'string' | 'boolean'; default?: string; multiple?: boolean }>, positionals: boolean) {
   try {
     const parsed = parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: positionals });
     return { values: parsed.values as Values, positionals: parsed.positionals };
@@ -79,6 +82,7 @@ export async function runWorkerCommand(args: string[]): Promise<number> {
       dtype: { type: 'string', default: 'float32' },
       concurrency: { type: 'string' },
       'lock-duration-ms': { type: 'string' },
+      'allow-root': { type: 'string', multiple: true },
     },
     false,
   );
@@ -87,6 +91,10 @@ export async function runWorkerCommand(args: string[]): Promise<number> {
     return 0;
   }
   const queue = requiredString(values, 'worker', 'queue');
+  const allowedRoots = (values['allow-root'] as string[] | undefined) ?? [];
+  if (allowedRoots.length === 0) {
+    throw new UsageError('worker needs --allow-root DIR (repeatable): the folders queued jobs may read and write (models, inputs, outputs); --allow-root / allows any path');
+  }
   const device = values.device as string;
   const dtype = values.dtype as string;
   await checkDevice(device, dtype);
@@ -96,7 +104,14 @@ export async function runWorkerCommand(args: string[]): Promise<number> {
   const { startShardWorker, displayUrl, parseQueueUrl } = await import('../batch/queue.js');
   const label = 'perceiver-io worker';
   const log = (line: string) => process.stderr.write(`${label}: ${line}\n`);
-  const worker = await startShardWorker({ queue, device, dtype: dtype as ComputeDType, concurrency, lockDurationMs, log });
+  let worker: Awaited<ReturnType<typeof startShardWorker>>;
+  try {
+    worker = await startShardWorker({ queue, device, dtype: dtype as ComputeDType, concurrency, lockDurationMs, allowedRoots, log });
+  } catch (error) {
+    // A root that is not a folder is a mistake on the command line.
+    if (error instanceof InvalidArgumentError && error.argument === '--allow-root') throw new UsageError(error.message);
+    throw error;
+  }
 
   let signals = 0;
   const onSignal = () => {
@@ -115,7 +130,7 @@ export async function runWorkerCommand(args: string[]): Promise<number> {
   process.on('SIGTERM', onSignal);
   try {
     await worker.ready;
-    log(`taking shards from ${displayUrl(parseQueueUrl(queue))} on ${device} (${dtype}, concurrency ${concurrency ?? 1})`);
+    log(`taking shards from ${displayUrl(parseQueueUrl(queue))} on ${device} (${dtype}, concurrency ${concurrency ?? 1}), paths allowed under ${allowedRoots.join(', ')}`);
     await worker.closed;
     log('stopped');
     return 0;

@@ -39,12 +39,13 @@
  * snapshot, which is returned when it holds a whole checkpoint. Online, when the Hub cannot be
  * reached at all (not when it answers with an error), a whole cached snapshot is used likewise.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, existsSync, readFileSync, promises as fsp } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { constants, createReadStream, existsSync, readFileSync, promises as fsp } from 'node:fs';
 import { homedir, hostname } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { InvalidArgumentError, PerceiverError, describeValue } from '../errors.js';
 import { MAX_JSON_FILE_BYTES } from '../io/read_json.js';
+import { tempPathFor, writeFileAtomic } from '../io/temp_file.js';
 
 /** A download from the Hugging Face Hub failed: not found, not authorised, unreachable, corrupt or offline. */
 export class HubError extends PerceiverError {
@@ -594,34 +595,41 @@ async function fileSize(path: string): Promise<number | undefined> {
   }
 }
 
-function tempName(path: string): string {
-  return `${path}.${process.pid}-${randomBytes(4).toString('hex')}.tmp`;
-}
-
-/** Writes a small file atomically (temporary file, then rename). */
+/** Writes a small file atomically (an exclusive temporary file under a random name, then rename). */
 async function writeAtomic(path: string, text: string): Promise<void> {
   await fsp.mkdir(dirname(path), { recursive: true });
-  const tmp = tempName(path);
-  try {
-    await fsp.writeFile(tmp, text);
-    await fsp.rename(tmp, path);
-  } catch (err) {
-    await fsp.rm(tmp, { force: true });
-    throw err;
-  }
+  await writeFileAtomic(path, text);
+}
+
+/**
+ * The partial download `blob.incomplete` (a fixed name, so a later run resumes it), never opened
+ * through a link: appended to when resuming, else created exclusively after removing any leftover.
+ */
+async function openIncomplete(path: string, append: boolean): Promise<fsp.FileHandle> {
+  const nofollow = constants.O_NOFOLLOW ?? 0;
+  if (append) return fsp.open(path, constants.O_WRONLY | constants.O_APPEND | nofollow);
+  await fsp.rm(path, { force: true });
+  return fsp.open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | nofollow, 0o666);
+}
+
+/** Removes `path` unless it is a regular file (a link planted there is removed, not followed). */
+async function removeUnlessRegularFile(path: string): Promise<void> {
+  const stat = await fsp.lstat(path).catch(() => undefined);
+  if (stat && !stat.isFile()) await fsp.rm(path, { force: true, recursive: stat.isDirectory() });
 }
 
 /** Points snapshots/{commit}/{file} at the blob: a relative symlink, or a copy where symlinks are not allowed. */
 async function linkIntoSnapshot(blob: string, pointer: string): Promise<void> {
   await fsp.mkdir(dirname(pointer), { recursive: true });
-  const tmp = tempName(pointer);
+  // A random name; symlink() and copyFile(COPYFILE_EXCL) both refuse an existing entry.
+  const tmp = tempPathFor(pointer);
   try {
     try {
       await fsp.symlink(relative(dirname(pointer), blob), tmp);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code !== 'EPERM' && code !== 'EACCES' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS') throw err;
-      await fsp.copyFile(blob, tmp);
+      await fsp.copyFile(blob, tmp, constants.COPYFILE_EXCL);
     }
     await fsp.rename(tmp, pointer);
   } catch (err) {
@@ -773,6 +781,7 @@ async function fetchBlob(s: Settings, file: string, meta: FileMeta, blob: string
   };
 
   for (let attempt = 0; ; attempt++) {
+    await removeUnlessRegularFile(incomplete);
     let start = (await fileSize(incomplete)) ?? 0;
     if (start > meta.size) {
       await fsp.rm(incomplete, { force: true });
@@ -803,7 +812,7 @@ async function fetchBlob(s: Settings, file: string, meta: FileMeta, blob: string
     if (!response.body) return discard('the Hub sent no content');
 
     await fsp.mkdir(dirname(blob), { recursive: true });
-    const out = await fsp.open(incomplete, start > 0 ? 'a' : 'w');
+    const out = await openIncomplete(incomplete, start > 0);
     const progress = makeProgress(s.progress, file, meta.size, start);
     let received = start;
     const reader = response.body.getReader();

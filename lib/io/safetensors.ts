@@ -14,8 +14,8 @@
  * Tensor data is read in host byte order through typed arrays; safetensors is little-endian, so
  * big-endian hosts are not supported (Node.js runs on none of its tier-1 platforms big-endian).
  */
-import { promises as fsp } from 'node:fs';
 import { readWeightsFile } from './read_file.js';
+import { writeFileAtomic } from './temp_file.js';
 import { InvalidArgumentError, WeightsFormatError, describeValue } from '../errors.js';
 import { DTYPE_INFO, Tensor, type AnyTypedArray, type DType, type TypedArrayFor } from '../tensor.js';
 
@@ -256,26 +256,19 @@ export function serializeSafetensors(tensors: Record<string, Tensor> | Map<strin
   return out;
 }
 
-/** Writes a safetensors file atomically: to a temporary file next to `path`, then renamed over it. */
+/**
+ * Writes a safetensors file atomically: to a temporary file next to `path`, created exclusively
+ * under a random name (lib/io/temp_file.ts), then renamed over it.
+ */
 export async function writeSafetensors(
   path: string,
   tensors: Record<string, Tensor> | Map<string, Tensor>,
   metadata?: Record<string, string>,
 ): Promise<void> {
   const bytes = serializeSafetensors(tensors, metadata);
-  const tmp = `${path}.tmp-${process.pid}`;
   try {
-    const handle = await fsp.open(tmp, 'w');
-    try {
-      await handle.writeFile(bytes);
-      // Flush before the rename so a crash cannot leave a complete-looking but empty file.
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await fsp.rename(tmp, path);
+    await writeFileAtomic(path, bytes);
   } catch (err) {
-    await fsp.rm(tmp, { force: true }).catch(() => undefined);
     const code = (err as NodeJS.ErrnoException).code;
     throw new WeightsFormatError(path, `cannot write the file${code ? ` (${code})` : ''}: ${(err as Error).message}`, { cause: err });
   }
