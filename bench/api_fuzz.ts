@@ -167,8 +167,8 @@ class Gen {
   fill<T extends ArrayBufferView>(a: T): T {
     const values = a as unknown as { length: number; [i: number]: number | bigint };
     const big = a instanceof BigInt64Array || a instanceof BigUint64Array;
-    const v = this.pick([0, 1, 3, 7, 100, 261, 262, -1, 0.5]);
-    for (let i = 0; i < values.length; i++) values[i] = big ? BigInt(Math.trunc(Math.abs(v))) : v;
+    const v = this.pick([0, 1, 3, 7, 100, 261, 262, -1, 0.5, NaN, Infinity, -Infinity, 1e30, 0x7e00]);
+    for (let i = 0; i < values.length; i++) values[i] = big ? BigInt(Number.isFinite(v) ? Math.trunc(Math.abs(v)) : 0) : v;
     return a;
   }
 
@@ -340,7 +340,9 @@ function backed(g: Gen, t: api.Tensor): api.Tensor {
 }
 
 function pixels(g: Gen): unknown {
-  return g.maybe(backed(g, api.Tensor.zeros(g.pick(['float32', 'float64', 'float16'] as const), [g.pick([1, 2]), 3, 8, 8])));
+  const t = api.Tensor.zeros(g.pick(['float32', 'float64', 'float16'] as const), [g.pick([1, 2]), 3, 8, 8]);
+  if (g.chance(0.1)) g.fill(t.data); // NaN, infinities, huge values, a float16 NaN word
+  return g.maybe(backed(g, t));
 }
 
 function multimodalInputs(g: Gen): unknown {
@@ -426,6 +428,8 @@ function entries(ctx: Context): Entry[] {
         }
       },
     },
+    { name: 'new PerceiverEncoding', call: (g) => new api.PerceiverEncoding(g.pick([g.value(), g.encoding().handle]) as never, g.pick([g.value(), g.mutate({ lastHiddenState: { shape: [1], data: new Float32Array(1) } })]) as never) },
+    { name: 'DeviceTensor.toString / size', call: (g) => { const t = g.deviceTensor(); return [t.toString(), t.size, t.rank, t.byteLength, t.disposed]; } },
     { name: 'new DeviceTensor', call: (g) => new api.DeviceTensor(g.value() as never) },
     { name: 'deviceTensor.toHost', call: (g) => g.deviceTensor().toHost() },
     { name: 'deviceTensor.dispose', call: (g) => g.deviceTensor().dispose() },

@@ -143,6 +143,15 @@ export class PerceiverEncoding<T extends OutputTensor = Tensor<'float32'>> {
 
   /** @internal */
   constructor(handle: NativeEncodingHandle, outputs: NativeEncodeOutputs) {
+    // Made by encode(); a hand-made one is refused here, and a forged handle by the engine's decode.
+    const expected = "the engine's encoding (PerceiverEncodings come from model.encode())";
+    if (typeof handle !== 'object' || handle === null || typeof handle.dispose !== 'function') throw new InvalidArgumentError('handle', expected, handle);
+    if (typeof outputs !== 'object' || outputs === null || typeof outputs.lastHiddenState !== 'object' || outputs.lastHiddenState === null) {
+      throw new InvalidArgumentError('outputs', expected, outputs);
+    }
+    for (const key of ['hiddenStates', 'attentions', 'crossAttentions'] as const) {
+      if (outputs[key] !== undefined && !Array.isArray(outputs[key])) throw new InvalidArgumentError(`outputs.${key}`, expected, outputs[key]);
+    }
     this.handle = handle;
     this.lastHiddenState = toOutput(outputs.lastHiddenState) as T;
     if (outputs.hiddenStates) this.hiddenStates = outputs.hiddenStates.map(toOutput) as T[];
