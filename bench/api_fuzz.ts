@@ -18,6 +18,7 @@
  * port, and every file written goes to a temporary folder removed at the end.
  */
 import { mkdtemp, rm, writeFile, mkdir, copyFile } from 'node:fs/promises';
+import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -54,6 +55,7 @@ function detach(buffer: ArrayBufferLike): void {
 export const KNOWN_ELSEWHERE: readonly { entry: string; from: RegExp; what: string }[] = [
   { entry: 'itemId', from: /lib\/batch\/discover\.[jt]s/, what: 'itemId(path) passes a non-string path to path.resolve (TypeError ERR_INVALID_ARG_TYPE)' },
   { entry: 'inShard', from: /lib\/batch\/discover\.[jt]s/, what: 'inShard(id, index, count) calls id.slice on a non-string id (TypeError)' },
+  { entry: 'discoverItems', from: /lib\/batch\/discover\.[jt]s/, what: 'discoverItems(inputs) with a non-string element: it reaches tinyglobby/picomatch (TypeError)' },
   { entry: 'readEmbeddings', from: /lib\/batch\/parquet\.[jt]s/, what: 'readEmbeddings(outDir) with a non-string outDir: listParts builds a message from it (TypeError)' },
   { entry: 'readDoneIds', from: /lib\/batch\/parquet\.[jt]s/, what: 'readDoneIds(outDir) with a non-string outDir: listParts builds a message from it (TypeError)' },
   { entry: 'runEmbedJob', from: /lib\/batch\/job\.[jt]s/, what: 'runEmbedJob with outDir naming an existing file: the mkdir EEXIST error comes out as a plain Error' },
@@ -629,7 +631,7 @@ function describe(error: unknown): string {
 }
 
 /** Runs `iterations` random cases (each picks an entry point) against a set-up context. */
-export async function apiFuzz(ctx: Context, iterations: number, seed = 1, only?: RegExp): Promise<ApiFuzzReport> {
+export async function apiFuzz(ctx: Context, iterations: number, seed = 1, only?: RegExp, breadcrumb?: string): Promise<ApiFuzzReport> {
   const rng = new Random(seed);
   const all = entries(ctx).filter((e) => !only || only.test(e.name));
   const report: ApiFuzzReport = { runs: 0, returned: 0, rejected: 0, userThrown: 0, byEntry: {}, findings: [], known: {}, slowestMs: 0, slowestEntry: '' };
@@ -644,6 +646,8 @@ export async function apiFuzz(ctx: Context, iterations: number, seed = 1, only?:
       const g = new Gen(rng, ctx);
       current = `${entry.name} (case ${i}, seed ${seed})`;
       report.byEntry[entry.name] = (report.byEntry[entry.name] ?? 0) + 1;
+      // Should a case kill the process (a native abort, a fatal out-of-memory), this names it.
+      if (breadcrumb) writeFileSync(breadcrumb, `${current}\n`);
       // Some dependencies lower the limit; the known-elsewhere match reads the frames.
       Error.stackTraceLimit = Math.max(Error.stackTraceLimit, 20);
       const start = performance.now();
@@ -688,9 +692,11 @@ export async function apiFuzz(ctx: Context, iterations: number, seed = 1, only?:
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const { parseArgs } = await import('node:util');
   const { values } = parseArgs({ options: { iterations: { type: 'string', default: '10000' }, seed: { type: 'string', default: '1' }, only: { type: 'string' } } });
+  const breadcrumb = join(tmpdir(), 'perceiver-api-fuzz.last-case');
+  console.log(`the case running is written to ${breadcrumb} (read it if the process dies)`);
   const ctx = await setup();
   const start = performance.now();
-  const r = await apiFuzz(ctx, Number(values.iterations), Number(values.seed), values.only ? new RegExp(values.only) : undefined);
+  const r = await apiFuzz(ctx, Number(values.iterations), Number(values.seed), values.only ? new RegExp(values.only) : undefined, breadcrumb);
   const seconds = (performance.now() - start) / 1000;
   await teardown(ctx);
   console.log(
@@ -698,13 +704,14 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
       `${r.userThrown} caller's own getter errors passed through, ${r.findings.length} findings, slowest ${r.slowestMs.toFixed(0)} ms (${r.slowestEntry}), ${seconds.toFixed(1)} s`,
   );
   for (const [what, count] of Object.entries(r.known)) console.log(`  known, owned elsewhere (${count}x): ${what}`);
-  const seen = new Set<string>();
+  // One report per place (the entry point and the frame that threw), with how often it came.
+  const places = new Map<string, { first: (typeof r.findings)[number]; count: number }>();
   for (const f of r.findings) {
-    // One line per place: the entry point and the frame that threw.
     const key = `${f.entry.replace(/ \(case.*/, '')}: ${f.error.split('\n')[1] ?? f.error}`;
-    if (seen.has(key)) continue;
-    seen.add(key);
-    console.log(`  finding in ${f.entry} ${f.args}\n    ${f.error.split('\n').join('\n    ')}`);
+    const place = places.get(key);
+    if (place) place.count++;
+    else places.set(key, { first: f, count: 1 });
   }
+  for (const { first: f, count } of places.values()) console.log(`  finding (${count}x), first in ${f.entry} ${f.args}\n    ${f.error.split('\n').join('\n    ')}`);
   process.exitCode = r.findings.length > 0 ? 1 : 0;
 }
