@@ -11,7 +11,10 @@
         "native/src",
         "<!(node native/scripts/build-config.cjs openblas-include)"
       ],
-      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      # NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS: a JavaScript exception that cannot be thrown because
+      # the environment is being torn down (a worker thread ending mid-call) is dropped instead of
+      # escaping as a C++ exception, which would abort the process.
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],
       "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"],
       "cflags_cc": ["-std=c++17", "-O3", "-fvisibility=hidden", "-Wall", "-Wextra", "-Wno-unused-parameter"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++14", "-std=gnu++17"],
@@ -19,7 +22,10 @@
         "<!(node native/scripts/build-config.cjs openblas-lib)",
         "-lpthread",
         "-lm",
-        "-Wl,--exclude-libs,ALL"
+        "-Wl,--exclude-libs,ALL",
+        # Never unloaded: the engine's thread pool and OpenBLAS's threads outlive the worker thread
+        # that first loaded the addon, and Node unloads a worker's addons when it ends.
+        "-Wl,-z,nodelete"
       ],
       "conditions": [
         ["perceiver_cuda==1", {

@@ -20,6 +20,8 @@ export interface ZipFile {
   /** Forged uncompressed / compressed sizes, written through a ZIP64 extra field. */
   forgedSize?: bigint;
   forgedCompressedSize?: bigint;
+  /** With method 8: these bytes as the entry's DEFLATE data instead of `data` compressed (`data` still gives the CRC and size). */
+  deflated?: Uint8Array;
 }
 
 export function makeZip(files: ZipFile[]): Buffer {
@@ -28,7 +30,7 @@ export function makeZip(files: ZipFile[]): Buffer {
   let offset = 0;
   for (const f of files) {
     const method = f.method ?? 0;
-    const stored = method === 8 ? zlib.deflateRawSync(f.data) : Buffer.from(f.data);
+    const stored = method === 8 ? Buffer.from(f.deflated ?? zlib.deflateRawSync(f.data)) : Buffer.from(f.data);
     const crc = f.crc ?? zlib.crc32(f.data);
     const name = Buffer.from(f.name, 'utf8');
     const flags = f.flags ?? 0x800;

@@ -29,8 +29,8 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BackendUnavailableError, ConfigError, InvalidArgumentError, describeValue } from './errors.js';
-import { readJsonObject } from './io/read_json.js';
+import { BackendUnavailableError, InvalidArgumentError, describeValue } from './errors.js';
+import { readPreprocessorConfig } from './preprocessor_config.js';
 import { Tensor } from './tensor.js';
 
 /** Raw 8-bit pixels, rows top to bottom, channels interleaved (HWC): grey, RGB or RGBA. */
@@ -204,6 +204,11 @@ async function decode(bytes: Uint8Array, name: string, source: string): Promise<
     throw new InvalidArgumentError(name, 'an image that decodes to 8-bit RGB', `${source}: ${info.width}x${info.height}, ${info.channels} channels, ${data.length} bytes`);
   }
   return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height };
+}
+
+/** Any ImageInput as 8-bit RGB (HWC), decoded as preprocess() decodes it (EXIF orientation, alpha dropped). */
+export async function readRgbImage(image: ImageInput, name = 'image'): Promise<{ data: Uint8Array; width: number; height: number }> {
+  return toRgb(image, name);
 }
 
 async function toRgb(image: unknown, name: string): Promise<Rgb> {
@@ -421,35 +426,15 @@ export class PerceiverImageProcessor {
    * Reads `dir/preprocessor_config.json` as transformers writes it (`do_center_crop`, `crop_size`,
    * `do_resize`, `size`, `resample`, `do_rescale`, `rescale_factor`, `do_normalize`, `image_mean`,
    * `image_std`; sizes as a number or {height, width}); defaults when the folder has no such file.
+   * Every field is validated and bounded first (lib/preprocessor_config.ts): a bad one is a
+   * ConfigError naming the file and the field.
    */
   static async fromPretrained(dir: string): Promise<PerceiverImageProcessor> {
     if (typeof dir !== 'string' || dir.length === 0) throw new InvalidArgumentError('dir', 'a directory path', dir);
     const info = await stat(dir).catch(() => undefined);
     if (!info?.isDirectory()) throw new InvalidArgumentError('dir', 'an existing directory', dir);
-    const file = join(dir, 'preprocessor_config.json');
-    const c = await readJsonObject(file, true);
-    if (c === undefined) return new PerceiverImageProcessor();
-    const pick = <T>(key: string): T | undefined => (c[key] === undefined || c[key] === null ? undefined : (c[key] as T));
-    try {
-      return new PerceiverImageProcessor({
-        doCenterCrop: pick('do_center_crop'),
-        cropSize: pick('crop_size'),
-        doResize: pick('do_resize'),
-        size: pick('size'),
-        resample: pick('resample'),
-        doRescale: pick('do_rescale'),
-        rescaleFactor: pick('rescale_factor'),
-        doNormalize: pick('do_normalize'),
-        imageMean: pick('image_mean'),
-        imageStd: pick('image_std'),
-      });
-    } catch (error) {
-      if (error instanceof InvalidArgumentError) {
-        const key = error.argument.replace(/^options\./, '').replace(/[A-Z]/g, (ch) => `_${ch.toLowerCase()}`);
-        throw new ConfigError(`${file}: ${key} must be ${error.expected}, got ${error.actual}`, { cause: error });
-      }
-      throw error;
-    }
+    const options = await readPreprocessorConfig(join(dir, 'preprocessor_config.json'));
+    return new PerceiverImageProcessor(options);
   }
 
   /** The size of the centre crop of an image of this size. */

@@ -2,6 +2,7 @@ import { makeZip } from '../bench/zip.js';
 import t, { type Test } from 'tap';
 import { sameTensor } from './helpers/fixtures.js';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
+import * as zlib from 'node:zlib';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { parsePytorchCheckpoint, readPytorchCheckpoint } from '../lib/io/pytorch.js';
@@ -488,6 +489,32 @@ t.test('hostile zip archives', async (t) => {
   const misdirected = Buffer.from(good);
   misdirected.writeUInt32LE(0, misdirected.indexOf(Buffer.from([0x50, 0x4b, 0x01, 0x02]), first + 4) + 42);
   expectRefused(t, 'central entry pointing at another local header', misdirected, WeightsFormatError, /"archive\/byteorder": local header names another file/);
+});
+
+t.test('DEFLATE bombs: an entry is inflated only to the size the pickle declares for its storage', async (t) => {
+  // A real bomb: 16 MiB of zeros deflated with a sync flush (so copies can follow one another),
+  // 64 copies and a final empty block: 1 GiB from about 1 MiB, within DEFLATE's 1032:1 ratio.
+  const segment = zlib.deflateRawSync(Buffer.alloc(16 << 20), { finishFlush: zlib.constants.Z_SYNC_FLUSH });
+  const bombData = Buffer.concat([...Array<Buffer>(64).fill(segment), zlib.deflateRawSync(Buffer.alloc(0))]);
+  const GiB = 2n ** 30n;
+  t.ok(bombData.length < 1.2 * 2 ** 20, `the bomb is ${bombData.length} bytes`);
+  const sd = statePickle([{ name: 'w', key: '0', numel: 2, size: [2] }]);
+  const pickleEntry = { name: 'archive/data.pkl', data: sd };
+  // The pickle declares 2 float32 (8 bytes); the zip entry declares 1 GiB and its data holds it.
+  const storageBomb = makeZip([pickleEntry, { name: 'archive/data/0', data: floats(1, 2), method: 8, deflated: bombData, forgedSize: GiB }]);
+  expectRefused(t, 'storage entry declaring 1 GiB for an 8-byte storage', storageBomb, WeightsFormatError, /storage "0" holds 1073741824 bytes but 2 float32 elements need 8/);
+  // Checked for every storage before the first is inflated: a bomb behind a good storage is refused as fast.
+  const two = statePickle([{ name: 'a', key: '0', numel: 2, size: [2] }, { name: 'b', key: '1', numel: 2, size: [2] }]);
+  const second = makeZip([{ name: 'archive/data.pkl', data: two }, { name: 'archive/data/0', data: floats(1, 2), method: 8 }, { name: 'archive/data/1', data: floats(1, 2), method: 8, deflated: bombData, forgedSize: GiB }]);
+  expectRefused(t, 'a bomb as the second storage', second, WeightsFormatError, /storage "1" holds 1073741824 bytes but 2 float32 elements need 8/);
+  // data.pkl and byteorder have their own caps.
+  const pickleBomb = makeZip([{ name: 'archive/data.pkl', data: sd, method: 8, deflated: bombData, forgedSize: GiB }]);
+  expectRefused(t, 'data.pkl declaring 1 GiB', pickleBomb, WeightsFormatError, /archive\/data\.pkl declares 1073741824 bytes, more than the 67108864/);
+  const orderBomb = makeZip([pickleEntry, { name: 'archive/byteorder', data: Buffer.from('little'), method: 8, deflated: bombData, forgedSize: GiB }]);
+  expectRefused(t, 'byteorder declaring 1 GiB', orderBomb, WeightsFormatError, /archive\/byteorder declares 1073741824 bytes/);
+  // A storage whose declared size agrees with the pickle still reads, DEFLATE or not.
+  const honest = makeZip([pickleEntry, { name: 'archive/data/0', data: floats(3, 4), method: 8 }]);
+  t.same([...parsePytorchCheckpoint(honest, 'honest.bin').get('w')!.data], [3, 4]);
 });
 
 t.test('hostile legacy files', async (t) => {

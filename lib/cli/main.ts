@@ -57,6 +57,9 @@ Commands:
             With --queue redis://HOST:PORT the work is queued in shards for workers (below) and the
             command waits until every shard is done: --shard-size 256 items per shard,
             --attempts 3 tries per shard; --batch-size goes to the workers
+  fill-mask, predict, flow, autoencode
+            Task pipelines on single inputs (each has its own --help): fill [MASK]s in a text,
+            classify a text or image, optical flow of two images or a video, autoencode a video
   worker    Take queued shards and write their parts (model and --out come with each shard)
             --queue redis://HOST:PORT, --device cpu|cuda:N, --dtype float32, --concurrency 1,
             --lock-duration-ms 60000 (a dead worker's shard is retried after about this long)
@@ -88,6 +91,7 @@ async function main(argv: string[]): Promise<number> {
     return (await import('./worker.js')).runQueuedEmbedCommand(command, rest, USAGE);
   }
   if (command === 'embed' || command === 'classify') return embedCommand(command, rest);
+  if (['fill-mask', 'predict', 'flow', 'autoencode'].includes(command)) return (await import('./pipelines.js')).runPipelineCommand(command, rest);
   throw new UsageError(`unknown command "${command}" (try --help)`);
 }
 

@@ -28,6 +28,13 @@
  * lock file per blob keeps concurrent processes from writing the same blob. Everything the server
  * says that becomes a path (commit sha, ETag, shard names) is validated first.
  *
+ * Every request has a deadline: the revision lookup and each HEAD must be answered in whole within
+ * `timeoutMs` ($HF_HUB_ETAG_TIMEOUT), a download is stopped when nothing arrives for
+ * `downloadIdleTimeoutMs` ($HF_HUB_DOWNLOAD_TIMEOUT) or when it runs past `downloadTimeoutMs` (what
+ * arrived is kept for the next call to resume). An answer parsed in memory (the lookup's JSON) is
+ * read with a cap of MAX_HUB_JSON_BYTES, and a JSON file (config, preprocessor config, index)
+ * announced larger than its cap is refused before it is downloaded.
+ *
  * Offline ($HF_HUB_OFFLINE=1 or `offline: true`) nothing is requested: `refs/{revision}` names the
  * snapshot, which is returned when it holds a whole checkpoint. Online, when the Hub cannot be
  * reached at all (not when it answers with an error), a whole cached snapshot is used likewise.
@@ -37,6 +44,7 @@ import { createReadStream, existsSync, readFileSync, promises as fsp } from 'nod
 import { homedir, hostname } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { InvalidArgumentError, PerceiverError, describeValue } from '../errors.js';
+import { MAX_JSON_FILE_BYTES } from '../io/read_json.js';
 
 /** A download from the Hugging Face Hub failed: not found, not authorised, unreachable, corrupt or offline. */
 export class HubError extends PerceiverError {
@@ -70,6 +78,18 @@ export interface HubOptions {
   offline?: boolean;
   /** true: one updating line per file on stderr, only when stderr is a TTY. A function receives every update instead. */
   progress?: boolean | ((event: HubProgressEvent) => void);
+  /**
+   * Milliseconds a metadata request (the revision lookup, each file's HEAD) may take, its answer
+   * included; default $HF_HUB_ETAG_TIMEOUT seconds (as huggingface_hub), else 10 s.
+   */
+  timeoutMs?: number;
+  /**
+   * Milliseconds a file download may wait for the server to answer or to send more bytes; default
+   * $HF_HUB_DOWNLOAD_TIMEOUT seconds (as huggingface_hub), else 10 s.
+   */
+  downloadIdleTimeoutMs?: number;
+  /** Milliseconds one file download may take in all; default 1 hour. What arrived is kept, and a later call resumes it. */
+  downloadTimeoutMs?: number;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -167,6 +187,30 @@ function defaultToken(): string | undefined {
   }
 }
 
+/** Default of timeoutMs and downloadIdleTimeoutMs: huggingface_hub's default for both (HF_HUB_ETAG_TIMEOUT, HF_HUB_DOWNLOAD_TIMEOUT). */
+const DEFAULT_TIMEOUT_MS = 10_000;
+const DEFAULT_DOWNLOAD_TIMEOUT_MS = 60 * 60_000;
+/** setTimeout's largest delay. */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+/**
+ * Largest answer parsed in memory (the revision lookup's JSON, index files): the Hub's answer for
+ * a repository of ten thousand files is about 1 MB.
+ */
+export const MAX_HUB_JSON_BYTES = 16 * 1024 * 1024;
+
+/** A timeout in ms from the option, else from the environment variable (in seconds), else the default. */
+function timeout(option: unknown, optionName: string, envName: string | undefined, fallback: number): number {
+  if (option !== undefined) {
+    if (typeof option !== 'number' || !(option > 0 && option <= MAX_TIMEOUT_MS)) throw new InvalidArgumentError(optionName, `a number of milliseconds in (0, ${MAX_TIMEOUT_MS}]`, option);
+    return option;
+  }
+  const raw = envName === undefined ? undefined : env(envName);
+  if (raw === undefined) return fallback;
+  const seconds = Number(raw);
+  if (!(seconds > 0 && seconds * 1000 <= MAX_TIMEOUT_MS)) throw new InvalidArgumentError(envName!, `a number of seconds in (0, ${Math.floor(MAX_TIMEOUT_MS / 1000)}]`, raw);
+  return seconds * 1000;
+}
+
 interface Settings {
   repoId: string;
   revision: string;
@@ -176,6 +220,9 @@ interface Settings {
   offline: boolean;
   repoDir: string;
   progress?: boolean | ((event: HubProgressEvent) => void);
+  timeoutMs: number;
+  downloadIdleTimeoutMs: number;
+  downloadTimeoutMs: number;
 }
 
 function settings(repoIdArg: unknown, options: HubOptions): Settings {
@@ -229,6 +276,9 @@ function settings(repoIdArg: unknown, options: HubOptions): Settings {
     offline: options.offline ?? envFlag('HF_HUB_OFFLINE'),
     repoDir: join(cacheDir, `models--${parsed.repoId.split('/').join('--')}`),
     progress: options.progress,
+    timeoutMs: timeout(options.timeoutMs, 'options.timeoutMs', 'HF_HUB_ETAG_TIMEOUT', DEFAULT_TIMEOUT_MS),
+    downloadIdleTimeoutMs: timeout(options.downloadIdleTimeoutMs, 'options.downloadIdleTimeoutMs', 'HF_HUB_DOWNLOAD_TIMEOUT', DEFAULT_TIMEOUT_MS),
+    downloadTimeoutMs: timeout(options.downloadTimeoutMs, 'options.downloadTimeoutMs', undefined, DEFAULT_DOWNLOAD_TIMEOUT_MS),
   };
 }
 
@@ -252,6 +302,99 @@ function hubHint(s: Settings): string {
   return s.endpoint === 'https://huggingface.co' ? '' : ` (endpoint ${s.endpoint})`;
 }
 
+/** What stops a request: its signal, and the error to raise once that signal has fired. */
+interface Deadline {
+  signal: AbortSignal;
+  expired(): HubError;
+}
+
+/** A timeout counts as no answer at all: a whole cached snapshot is then used, as for a refused connection. */
+function noAnswer(error: HubError): HubError {
+  unreachable.add(error);
+  return error;
+}
+
+/** The deadline of one metadata request (the revision lookup, a HEAD), redirects and answer included. */
+function metadataDeadline(s: Settings, what: string): Deadline {
+  const signal = AbortSignal.timeout(s.timeoutMs);
+  return {
+    signal,
+    expired: () => noAnswer(new HubError(`${what}: no complete answer from the Hub${hubHint(s)} within ${s.timeoutMs} ms (options.timeoutMs, HF_HUB_ETAG_TIMEOUT)`)),
+  };
+}
+
+/**
+ * The deadline of one file download: stopped when the Hub sends nothing for downloadIdleTimeoutMs
+ * (call alive() whenever bytes arrive) or when it runs past downloadTimeoutMs. dispose() clears it.
+ */
+function downloadDeadline(s: Settings, what: string, incomplete: string): Deadline & { alive(): void; dispose(): void } {
+  const controller = new AbortController();
+  let reason = '';
+  const stop = (why: string) => {
+    if (controller.signal.aborted) return;
+    reason = why;
+    controller.abort();
+  };
+  const total = setTimeout(() => stop(`it took more than ${s.downloadTimeoutMs} ms in all (options.downloadTimeoutMs)`), s.downloadTimeoutMs);
+  total.unref();
+  let idle: NodeJS.Timeout | undefined;
+  const alive = () => {
+    clearTimeout(idle);
+    idle = setTimeout(() => stop(`the Hub sent nothing for ${s.downloadIdleTimeoutMs} ms (options.downloadIdleTimeoutMs, HF_HUB_DOWNLOAD_TIMEOUT)`), s.downloadIdleTimeoutMs);
+    idle.unref();
+  };
+  alive();
+  return {
+    signal: controller.signal,
+    expired: () => new HubError(`${what}: the download was stopped because ${reason}; what arrived is kept in ${incomplete}, run again to resume`),
+    alive,
+    dispose: () => {
+      clearTimeout(total);
+      clearTimeout(idle);
+    },
+  };
+}
+
+/**
+ * The whole body of an answer that is parsed in memory, refused past `cap` bytes: by its
+ * content-length before reading, else as soon as more arrives (an endless body ends there).
+ */
+async function readCappedBody(response: Response, cap: number, what: string, deadline: Deadline): Promise<Buffer> {
+  const tooLarge = (size: string) => new HubError(`${what}: the Hub's answer is ${size} bytes, more than the ${cap} allowed for it`, { status: response.status });
+  const declared = parseSize(response.headers.get('content-length') ?? undefined);
+  if (declared !== undefined && declared > cap) {
+    await response.body?.cancel().catch(() => {});
+    throw tooLarge(String(declared));
+  }
+  if (!response.body) return Buffer.alloc(0);
+  const reader = response.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let received = 0;
+  let finished = false;
+  try {
+    for (;;) {
+      let chunk: Awaited<ReturnType<typeof reader.read>>;
+      try {
+        chunk = await reader.read();
+      } catch (err) {
+        if (deadline.signal.aborted) throw deadline.expired();
+        throw noAnswer(new HubError(`${what}: the Hub's answer was cut off after ${received} bytes (${causeText(err)})`, { status: response.status, cause: err }));
+      }
+      if (chunk.done) {
+        finished = true;
+        break;
+      }
+      received += chunk.value.byteLength;
+      if (received > cap) throw tooLarge(`more than ${cap}`);
+      chunks.push(chunk.value);
+    }
+  } finally {
+    if (!finished) await reader.cancel().catch(() => {});
+    reader.releaseLock();
+  }
+  return Buffer.concat(chunks, received);
+}
+
 interface Fetched {
   response: Response;
   /** The URL that answered, after redirects. */
@@ -269,6 +412,7 @@ async function request(
   url: string,
   method: 'GET' | 'HEAD',
   what: string,
+  deadline: Deadline,
   extra: Record<string, string> = {},
   stopAt?: (redirect: Response) => boolean,
 ): Promise<Fetched> {
@@ -279,8 +423,9 @@ async function request(
     if (s.token && new URL(current).origin === s.origin) headers.authorization = `Bearer ${s.token}`;
     let response: Response;
     try {
-      response = await fetch(current, { method, headers, redirect: 'manual' });
+      response = await fetch(current, { method, headers, redirect: 'manual', signal: deadline.signal });
     } catch (err) {
+      if (deadline.signal.aborted) throw deadline.expired();
       const error = new HubError(`cannot reach the Hugging Face Hub at ${new URL(current).origin} for ${what}: ${causeText(err)}`, { cause: err });
       unreachable.add(error);
       throw error;
@@ -349,11 +494,13 @@ interface RepoInfo {
 
 async function fetchRepoInfo(s: Settings): Promise<RepoInfo> {
   const what = `looking up ${s.repoId}@${s.revision}`;
-  const { response } = await request(s, repoUrl(s), 'GET', what, { accept: 'application/json' });
+  const deadline = metadataDeadline(s, what);
+  const { response } = await request(s, repoUrl(s), 'GET', what, deadline, { accept: 'application/json' });
   if (!response.ok) throw await failure(s, response, what, 'revision');
+  const bytes = await readCappedBody(response, MAX_HUB_JSON_BYTES, what, deadline);
   let body: unknown;
   try {
-    body = await response.json();
+    body = JSON.parse(bytes.toString('utf8'));
   } catch (err) {
     throw new HubError(`${what}: the Hub's answer is not JSON: ${causeText(err)}`, { status: response.status, cause: err });
   }
@@ -405,7 +552,7 @@ function parseSize(raw: string | undefined): number | undefined {
 async function fetchFileMeta(s: Settings, commit: string, file: string): Promise<FileMeta> {
   const what = `${s.repoId}/${file}`;
   const linked = (r: Response) => r.headers.has('x-linked-etag') && r.headers.has('x-linked-size');
-  const fetched = await request(s, fileUrl(s, commit, file), 'HEAD', what, {}, linked);
+  const fetched = await request(s, fileUrl(s, commit, file), 'HEAD', what, metadataDeadline(s, what), {}, linked);
   const { response, hops } = fetched;
   let url = fetched.url;
   if (response.status >= 300 && response.status < 400) {
@@ -611,6 +758,15 @@ function makeProgress(option: Settings['progress'], file: string, total: number,
 async function downloadBlob(s: Settings, file: string, meta: FileMeta, blob: string): Promise<void> {
   const what = `${s.repoId}/${file}`;
   const incomplete = `${blob}.incomplete`;
+  const deadline = downloadDeadline(s, what, incomplete);
+  try {
+    await fetchBlob(s, file, meta, blob, what, incomplete, deadline);
+  } finally {
+    deadline.dispose();
+  }
+}
+
+async function fetchBlob(s: Settings, file: string, meta: FileMeta, blob: string, what: string, incomplete: string, deadline: ReturnType<typeof downloadDeadline>): Promise<void> {
   const discard = async (message: string, status?: number): Promise<never> => {
     await fsp.rm(incomplete, { force: true });
     throw new HubError(`${what}: ${message}; the download was removed, run again to download it afresh`, { status });
@@ -623,7 +779,7 @@ async function downloadBlob(s: Settings, file: string, meta: FileMeta, blob: str
       start = 0;
     }
     if (start === meta.size && start > 0) break; // an earlier run got everything but did not rename
-    const { response } = await request(s, meta.url, 'GET', what, start > 0 ? { range: `bytes=${start}-` } : {});
+    const { response } = await request(s, meta.url, 'GET', what, deadline, start > 0 ? { range: `bytes=${start}-` } : {});
     if (response.status === 416 && start > 0 && attempt === 0) {
       await response.body?.cancel().catch(() => {});
       await fsp.rm(incomplete, { force: true });
@@ -659,6 +815,7 @@ async function downloadBlob(s: Settings, file: string, meta: FileMeta, blob: str
         try {
           chunk = await reader.read();
         } catch (err) {
+          if (deadline.signal.aborted) throw deadline.expired();
           throw new HubError(
             `${what}: the download was interrupted after ${received} of ${meta.size} bytes (${causeText(err)}); ` +
               `run again to resume from ${incomplete}`,
@@ -673,6 +830,7 @@ async function downloadBlob(s: Settings, file: string, meta: FileMeta, blob: str
           await out.close();
           return discard(`size mismatch: the Hub sends more than the ${meta.size} bytes it announced`);
         }
+        deadline.alive();
         await out.write(chunk.value);
         received += chunk.value.byteLength;
         progress?.update(received);
@@ -696,11 +854,17 @@ async function downloadBlob(s: Settings, file: string, meta: FileMeta, blob: str
   await fsp.rename(incomplete, blob);
 }
 
-/** Makes snapshots/{commit}/{file} exist, downloading the blob unless the cache has it. */
-async function ensureFile(s: Settings, commit: string, file: string): Promise<string> {
+/**
+ * Makes snapshots/{commit}/{file} exist, downloading the blob unless the cache has it. `maxSize`:
+ * a file read into memory later (JSON) is refused when the Hub announces more, before downloading.
+ */
+async function ensureFile(s: Settings, commit: string, file: string, maxSize?: number): Promise<string> {
   const pointer = join(s.repoDir, 'snapshots', commit, file);
   if (await isFile(pointer)) return pointer;
   const meta = await fetchFileMeta(s, commit, file);
+  if (maxSize !== undefined && meta.size > maxSize) {
+    throw new HubError(`${s.repoId}/${file}: the Hub announces ${meta.size} bytes, more than the ${maxSize} a settings or index file may have`);
+  }
   const blob = join(s.repoDir, 'blobs', meta.etag);
   if (!(await isFile(blob))) {
     await withLock(`${blob}.lock`, async () => {
@@ -742,16 +906,21 @@ function shardsOf(text: string, fail: (message: string) => Error): string[] {
   return [...shards];
 }
 
+/** A small text file (an index) read whole; undefined when it is absent, too large for what it is, or unreadable. */
+async function readSmallText(path: string): Promise<string | undefined> {
+  try {
+    if ((await fsp.stat(path)).size > MAX_HUB_JSON_BYTES) return undefined;
+    return await fsp.readFile(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
 /** True when `dir` holds config.json and a whole set of weights. */
 async function isCompleteSnapshot(dir: string): Promise<boolean> {
   if (!(await isFile(join(dir, CONFIG)))) return false;
   for (const layout of WEIGHT_LAYOUTS) {
-    let text: string | undefined;
-    try {
-      text = await fsp.readFile(join(dir, layout.index), 'utf8');
-    } catch {
-      text = undefined;
-    }
+    const text = await readSmallText(join(dir, layout.index));
     if (text !== undefined) {
       let shards: string[];
       try {
@@ -813,14 +982,15 @@ export async function snapshotDownload(repoId: string, options: HubOptions = {})
   if (!has(CONFIG)) throw new HubError(`repository "${s.repoId}" at revision "${s.revision}" has no ${CONFIG}: it is not a transformers checkpoint`);
   const snapshot = join(s.repoDir, 'snapshots', info.sha);
 
-  await ensureFile(s, info.sha, CONFIG);
-  if (has(PREPROCESSOR_CONFIG)) await ensureFile(s, info.sha, PREPROCESSOR_CONFIG);
+  await ensureFile(s, info.sha, CONFIG, MAX_JSON_FILE_BYTES);
+  if (has(PREPROCESSOR_CONFIG)) await ensureFile(s, info.sha, PREPROCESSOR_CONFIG, MAX_JSON_FILE_BYTES);
 
   let weights = false;
   for (const layout of WEIGHT_LAYOUTS) {
     if (has(layout.index)) {
-      const indexPath = await ensureFile(s, info.sha, layout.index);
-      const text = await fsp.readFile(indexPath, 'utf8');
+      const indexPath = await ensureFile(s, info.sha, layout.index, MAX_HUB_JSON_BYTES);
+      const text = await readSmallText(indexPath);
+      if (text === undefined) throw new HubError(`${s.repoId}/${layout.index}: cannot read ${indexPath}, or it is larger than ${MAX_HUB_JSON_BYTES} bytes`);
       const shards = shardsOf(text, (m) => new HubError(`${s.repoId}/${layout.index}: ${m}`));
       for (const shard of shards) {
         if (!has(shard)) throw new HubError(`${s.repoId}/${layout.index} names shard "${shard}", which the repository does not hold`);

@@ -18,8 +18,10 @@
  * As in lib/io/safetensors.ts every byte is treated as hostile: each length, offset, index and
  * size is checked before anything depends on it, and every failure is a WeightsFormatError naming
  * the file (never a RangeError, TypeError, hang or out-of-memory). Allocations are bounded by the
- * input: stack and memo have fixed limits, STORED zip storages are views on the input, DEFLATE
- * output is capped at the declared size (itself capped by DEFLATE's maximum ratio), and copies
+ * input: stack and memo have fixed limits, STORED zip storages are views on the input, a DEFLATE
+ * storage is inflated only when its zip entry declares exactly the size the pickle gives the
+ * storage (checked for every storage before the first is inflated), into one allocation of that
+ * size that zlib may not exceed, data.pkl is capped at MAX_PICKLE_BYTES, and copies
  * made for non-contiguous tensors share a budget (COPY_BUDGET_FLOOR_BYTES or the storages' total).
  *
  * Choices: trailing bytes after the data.pkl STOP, after the last legacy storage or after the zip's
@@ -52,6 +54,13 @@ const MAX_RANK = 64;
 const MAX_ZIP_ENTRIES = 1_000_000;
 /** DEFLATE cannot expand data more than 1032:1; larger declared sizes are lies (or bombs). */
 const MAX_DEFLATE_RATIO = 1032;
+/**
+ * A data.pkl larger than this is refused before it is read (or inflated): torch writes a few
+ * hundred bytes per tensor, and MAX_MEMO_ENTRIES already stops a pickle of more than ~25k tensors.
+ */
+const MAX_PICKLE_BYTES = 64 * 1024 * 1024;
+/** The byteorder record holds "little" or "big". */
+const MAX_BYTEORDER_BYTES = 16;
 /** Non-contiguous tensors are copied; together they may take this much or the storages' total size. */
 const COPY_BUDGET_FLOOR_BYTES = 64 * 1024 * 1024;
 
@@ -323,14 +332,20 @@ function readZipDirectory(bytes: Uint8Array, source: string): Map<string, ZipEnt
   return entries;
 }
 
-/** An entry's uncompressed bytes (a view on `bytes` when STORED), CRC-checked. */
+/**
+ * An entry's uncompressed bytes (a view on `bytes` when STORED), CRC-checked. Callers check
+ * `entry.size` against what they expect before calling, so nothing is allocated for a size the
+ * caller did not agree to.
+ */
 function readZipEntry(bytes: Uint8Array, source: string, entry: ZipEntry): Uint8Array {
   const raw = bytes.subarray(entry.dataStart, entry.dataStart + entry.compressedSize);
   let data: Uint8Array = raw;
   if (entry.method === METHOD_DEFLATE) {
     try {
-      // maxOutputLength makes zlib stop (with an error) rather than inflate past the declared size.
-      data = zlib.inflateRawSync(raw, { maxOutputLength: Math.max(1, entry.size) });
+      // maxOutputLength makes zlib stop (with an error) rather than inflate past the declared size;
+      // one output chunk one byte larger than that size makes the declared size the only
+      // allocation (zlib's default 16 KiB chunks would be joined into a second copy at the end).
+      data = zlib.inflateRawSync(raw, { maxOutputLength: Math.max(1, entry.size), chunkSize: Math.max(zlib.constants.Z_MIN_CHUNK, entry.size + 1) });
     } catch (err) {
       throw new WeightsFormatError(source, `zip entry ${JSON.stringify(entry.name)} does not inflate to its declared ${entry.size} bytes: ${(err as Error).message}`, { cause: err });
     }
@@ -927,12 +942,16 @@ class StorageTable {
     return new TensorRef(storage, offset, size, stride, numel);
   };
 
+  /** Refuses a storage whose data holds `byteLength` bytes when the pickle's element count needs another size. */
+  checkSize(root: RootStorage, byteLength: number): void {
+    const needed = root.numel * DTYPE_INFO[root.dtype].bytes;
+    if (byteLength !== needed) this.fail(`storage ${JSON.stringify(root.key)} holds ${byteLength} bytes but ${root.numel} ${root.dtype} elements need ${needed}`);
+  }
+
   /** Gives a root its bytes: a view on `data` when aligned for its dtype, otherwise a copy. */
   attach(root: RootStorage, data: Uint8Array): void {
     const { bytes: width, array: Ctor } = DTYPE_INFO[root.dtype];
-    if (data.byteLength !== root.numel * width) {
-      this.fail(`storage ${JSON.stringify(root.key)} holds ${data.byteLength} bytes but ${root.numel} ${root.dtype} elements need ${root.numel * width}`);
-    }
+    this.checkSize(root, data.byteLength);
     if (data.byteOffset % width === 0) {
       root.data = new Ctor(data.buffer, data.byteOffset, root.numel);
     } else {
@@ -1037,21 +1056,32 @@ function parseZipCheckpoint(bytes: Uint8Array, source: string): Map<string, Tens
 
   const byteorder = entries.get(`${prefix}byteorder`);
   if (byteorder) {
+    if (byteorder.size > MAX_BYTEORDER_BYTES) throw new WeightsFormatError(source, `${prefix}byteorder declares ${byteorder.size} bytes; it holds "little" or "big"`);
     const order = Buffer.from(readZipEntry(bytes, source, byteorder)).toString('latin1');
     if (order !== 'little') throw new WeightsFormatError(source, `byteorder is ${JSON.stringify(order)}: only little-endian checkpoints are supported`);
   }
 
   const table = new StorageTable(source, false);
-  const pickle = readZipEntry(bytes, source, entries.get(pickles[0]!)!);
+  const pickleEntry = entries.get(pickles[0]!)!;
+  if (pickleEntry.size > MAX_PICKLE_BYTES) {
+    throw new WeightsFormatError(source, `${pickles[0]} declares ${pickleEntry.size} bytes, more than the ${MAX_PICKLE_BYTES} a state dict's pickle can need`);
+  }
+  const pickle = readZipEntry(bytes, source, pickleEntry);
   const { value, end } = unpickle(pickle, 0, source, { label: pickles[0]!, persistentLoad: table.persistentLoad, rebuildTensor: table.rebuildTensor });
   if (end !== pickle.byteLength) throw new WeightsFormatError(source, `${pickles[0]}: ${pickle.byteLength - end} bytes after STOP`);
   const refs = stateDictOf(value, source);
 
+  // Every storage entry must declare exactly the size the pickle gives its storage, checked for
+  // all of them before any is read: so no inflate allocates more than the pickle declared for its
+  // storage, and all of them together no more than the sum of those sizes.
+  const storageEntries: [RootStorage, ZipEntry][] = [];
   for (const root of table.roots.values()) {
     const entry = entries.get(`${prefix}data/${root.key}`);
     if (!entry) throw new WeightsFormatError(source, `storage ${JSON.stringify(root.key)} is referenced but ${prefix}data/${root.key} is not in the archive`);
-    table.attach(root, readZipEntry(bytes, source, entry));
+    table.checkSize(root, entry.size);
+    storageEntries.push([root, entry]);
   }
+  for (const [root, entry] of storageEntries) table.attach(root, readZipEntry(bytes, source, entry));
   return materialize(refs, table.roots.values(), source);
 }
 

@@ -3,10 +3,21 @@
  * MP3, Ogg Vorbis, Opus, M4A/AAC, AIFF, CAF, ...; no system tools), downmixed to the channels and
  * resampled to the rate a model needs.
  *
- * `audio-decode` is imported lazily, on the first decode, so that loading the library does not
- * need it.
+ * `maxSamples` is enforced before and while decoding, never only after (a 72 KB FLAC of silence
+ * decodes to 288 million samples): the length a WAV, FLAC or MP3 header declares is checked first
+ * (lib/media/audio_length.ts), WAV and native FLAC, whose headers bound what decoding can produce,
+ * are then decoded whole, and every other file is fed to the format's streaming decoder in chunks
+ * sized to the samples still allowed, stopping as soon as the count passes the limit and yielding
+ * to the event loop between chunks. A decoder that must buffer up to an index before it produces
+ * anything (an MP4 whose index is at its end) gets ever larger chunks, so such a file is in effect
+ * decoded whole before the first count.
+ *
+ * `audio-decode` (and `audio-type`, its format sniffer) are imported lazily, on the first decode,
+ * so that loading the library does not need them.
  */
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { BackendUnavailableError, InvalidArgumentError, MediaDecodeError } from '../errors.js';
+import { CorruptAudioHeader, declaredAudioLength } from './audio_length.js';
 import { checkPath, positiveInteger, readMediaFile } from './files.js';
 
 export interface DecodeAudioOptions {
@@ -43,11 +54,30 @@ interface AudioData {
   channelData: Float32Array[];
   sampleRate: number;
 }
-type AudioDecoder = (bytes: Uint8Array) => Promise<AudioData>;
+/** audio-decode's streaming decoder: `dec(chunk)` decodes a chunk, `dec()` flushes and frees. */
+interface StreamDecoder {
+  (chunk?: Uint8Array): Promise<AudioData>;
+  free(): void;
+}
+/** audio-decode's default export: a whole-file decoder, with a streaming decoder factory per format as properties. */
+type AudioDecoder = ((bytes: Uint8Array) => Promise<AudioData>) & Record<string, unknown>;
+interface AudioDecoding {
+  decode: AudioDecoder;
+  /** The format name audio-decode uses for these bytes (audio-type), when that package could be loaded. */
+  formatOf?: (bytes: Uint8Array) => string | undefined;
+}
 
-let decoderPromise: Promise<AudioDecoder> | undefined;
+/** Streaming: a chunk's bytes are at most the samples still allowed over this (FLAC and Opus reach ~5000 samples a byte). */
+const MAX_SAMPLES_PER_BYTE = 8192;
+const MIN_CHUNK_BYTES = 4096;
+const MAX_CHUNK_BYTES = 1 << 20;
 
-async function loadAudioDecode(): Promise<AudioDecoder> {
+/** A specifier in a variable: audio-type ships no type declarations, and only its default export is used. */
+const AUDIO_TYPE = 'audio-type';
+
+let decoderPromise: Promise<AudioDecoding> | undefined;
+
+async function loadAudioDecode(): Promise<AudioDecoding> {
   decoderPromise ??= (async () => {
     let mod: { default?: unknown };
     try {
@@ -60,9 +90,84 @@ async function loadAudioDecode(): Promise<AudioDecoder> {
       decoderPromise = undefined;
       throw new BackendUnavailableError('Decoding audio files needs the "audio-decode" package, but the module loaded under that name is not it. Run `npm install audio-decode`.');
     }
-    return mod.default as AudioDecoder;
+    // audio-type is audio-decode's own format sniffer (a dependency of it); without it every file is decoded whole.
+    const sniffer = (await import(AUDIO_TYPE).catch(() => undefined)) as { default?: unknown } | undefined;
+    const formatOf = typeof sniffer?.default === 'function' ? (sniffer.default as (bytes: Uint8Array) => string | undefined) : undefined;
+    return { decode: mod.default as AudioDecoder, formatOf };
   })();
   return decoderPromise;
+}
+
+/** Why a decoder failed, from its message. */
+function decodeFailure(name: string, error: unknown): MediaDecodeError {
+  if (error instanceof MediaDecodeError) return error;
+  const message = (error as Error)?.message ?? String(error);
+  const reason = /unknown audio format/i.test(message)
+    ? 'not a recognised audio format (WAV, FLAC, MP3, Ogg, Opus, M4A/AAC, AIFF, CAF, ...)'
+    : /no decoder for/i.test(message)
+      ? `its format is not supported (${message})`
+      : `the audio data is corrupt (${message})`;
+  return new MediaDecodeError(name, reason, { cause: error });
+}
+
+/** Planes of equal length from decoded data (none when it holds no samples). */
+function planesOf(data: AudioData): Float32Array[] {
+  const planes = (data.channelData ?? []).filter((c) => c instanceof Float32Array);
+  const frames = planes.length ? Math.min(...planes.map((c) => c.length)) : 0;
+  return frames === 0 ? [] : planes.map((p) => (p.length === frames ? p : p.subarray(0, frames)));
+}
+
+/**
+ * Decodes with `format`'s streaming decoder in chunks, refusing as soon as the samples decoded
+ * pass `maxSamples`: a chunk is at most the samples still allowed / MAX_SAMPLES_PER_BYTE bytes,
+ * doubling while the decoder only buffers.
+ */
+async function decodeStreaming(decoding: AudioDecoding, format: string, bytes: Uint8Array, name: string, maxSamples: number): Promise<AudioData> {
+  const open = decoding.decode[format];
+  if (typeof open !== 'function') throw new Error(`No decoder for ${format}`);
+  const decoder = (await (open as () => Promise<StreamDecoder>)()) as StreamDecoder;
+  const parts: Float32Array[][] = [];
+  let frames = 0;
+  let channels = 0;
+  let sampleRate = 0;
+  const take = (data: AudioData): boolean => {
+    const planes = planesOf(data);
+    if (planes.length === 0) return false;
+    if (!sampleRate) sampleRate = data.sampleRate;
+    frames += planes[0]!.length;
+    channels = Math.max(channels, planes.length);
+    if (frames * channels > maxSamples) {
+      throw new MediaDecodeError(name, `it decodes to more than ${maxSamples} samples, the limit (options.maxSamples): decoding stopped at ${frames * channels}`);
+    }
+    parts.push(planes);
+    return true;
+  };
+  try {
+    let chunkBytes = MIN_CHUNK_BYTES;
+    for (let offset = 0; offset < bytes.length; ) {
+      const chunk = bytes.subarray(offset, offset + chunkBytes);
+      offset += chunk.length;
+      const allowed = Math.floor((maxSamples - frames * Math.max(channels, 1)) / MAX_SAMPLES_PER_BYTE);
+      chunkBytes = take(await decoder(chunk)) ? Math.min(MAX_CHUNK_BYTES, Math.max(MIN_CHUNK_BYTES, allowed)) : chunkBytes * 2;
+      await nextTurn(); // a turn of the event loop between chunks
+    }
+    take(await decoder());
+  } catch (error) {
+    decoder.free();
+    throw error;
+  }
+  // The channels of every part, concatenated (a part with fewer channels repeats its own, as audio-decode's merge does).
+  const channelData = Array.from({ length: channels }, (_, c) => {
+    const out = new Float32Array(frames);
+    let at = 0;
+    for (const part of parts) {
+      const plane = part[c % part.length]!;
+      out.set(plane, at);
+      at += plane.length;
+    }
+    return out;
+  });
+  return { channelData, sampleRate };
 }
 
 export function checkSampleRate(value: unknown, argument: string): number {
@@ -104,22 +209,42 @@ export async function decodeAudio(source: string | Uint8Array, options: DecodeAu
     throw new InvalidArgumentError('source', 'an audio file path or the bytes of an audio file (Uint8Array)', source);
   }
 
-  const decode = await loadAudioDecode();
+  // What the header declares, checked before any decoding.
+  let declared;
+  try {
+    declared = declaredAudioLength(bytes);
+  } catch (error) {
+    if (error instanceof CorruptAudioHeader) throw new MediaDecodeError(name, `the audio data is corrupt (${error.message})`);
+    throw error;
+  }
+  if (declared) {
+    const seconds = declared.sampleRate > 0 ? ` (${+(declared.frames / declared.sampleRate).toFixed(1)} s at ${declared.sampleRate} Hz)` : '';
+    const samples = declared.frames * declared.channels;
+    if (samples > maxSamples) {
+      throw new MediaDecodeError(name, `its ${declared.format} header declares ${samples} samples${seconds}, more than the limit of ${maxSamples} (options.maxSamples)`);
+    }
+    if (declared.bound !== undefined && declared.bound > maxSamples) {
+      throw new MediaDecodeError(name, `its ${declared.format} frames hold up to ${declared.bound} samples, more than the limit of ${maxSamples} (options.maxSamples)`);
+    }
+    if (targetRate !== undefined && declared.sampleRate > 0 && resampledLength(declared.frames, declared.sampleRate, targetRate) * channels > maxSamples) {
+      throw new MediaDecodeError(name, `it resamples to ${resampledLength(declared.frames, declared.sampleRate, targetRate) * channels} samples by its header, more than the limit of ${maxSamples} (options.maxSamples)`);
+    }
+  }
+
+  const decoding = await loadAudioDecode();
   let data: AudioData;
   try {
-    data = await decode(bytes);
+    // audio-type reads `bytes.buffer` from its start: a view into a larger buffer (Node's pool) must be copied first.
+    const format = decoding.formatOf?.(bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : new Uint8Array(bytes));
+    if (format === undefined && decoding.formatOf) throw new Error('Unknown audio format');
+    // A header that bounds decoding (WAV, native FLAC) makes the whole-file decoder safe; anything else streams.
+    data = declared?.bound !== undefined || format === undefined ? await decoding.decode(bytes) : await decodeStreaming(decoding, format, bytes, name, maxSamples);
   } catch (error) {
-    const message = (error as Error)?.message ?? String(error);
-    const reason = /unknown audio format/i.test(message)
-      ? 'not a recognised audio format (WAV, FLAC, MP3, Ogg, Opus, M4A/AAC, AIFF, CAF, ...)'
-      : /no decoder for/i.test(message)
-        ? `its format is not supported (${message})`
-        : `the audio data is corrupt (${message})`;
-    throw new MediaDecodeError(name, reason, { cause: error });
+    throw decodeFailure(name, error);
   }
-  const planes = data.channelData.filter((c) => c instanceof Float32Array);
-  const frames = planes.length ? Math.min(...planes.map((c) => c.length)) : 0;
-  if (planes.length === 0 || frames === 0 || !(data.sampleRate > 0)) throw new MediaDecodeError(name, 'it holds no audio samples (empty or truncated)');
+  const planes = planesOf(data);
+  const frames = planes.length ? planes[0]!.length : 0;
+  if (planes.length === 0 || !(data.sampleRate > 0)) throw new MediaDecodeError(name, 'it holds no audio samples (empty or truncated)');
   if (frames * planes.length > maxSamples) {
     throw new MediaDecodeError(name, `it decodes to ${frames * planes.length} samples, more than the limit of ${maxSamples} (options.maxSamples)`);
   }
@@ -130,7 +255,7 @@ export async function decodeAudio(source: string | Uint8Array, options: DecodeAu
     throw new MediaDecodeError(name, `it resamples to ${outFrames * channels} samples, more than the limit of ${maxSamples} (options.maxSamples)`);
   }
 
-  const mixed = mixChannels(planes.map((p) => (p.length === frames ? p : p.subarray(0, frames))), channels);
+  const mixed = mixChannels(planes, channels);
   const resampled = mixed.map((plane) => resampleAudio(plane, sourceRate, sampleRate));
   return { samples: interleave(resampled), sampleRate, channels, durationSeconds: outFrames / sampleRate };
 }

@@ -219,7 +219,7 @@ function collateText(items: PreparedItem[]): { inputs: Tensor; attentionMask: Te
 // Images
 
 /** transformers' defaults (crop 256, size 224) scaled to the model's image size, keeping the 224/256 ratio. */
-function defaultImageProcessor(imageSize: number): PerceiverImageProcessor {
+export function defaultImageProcessor(imageSize: number): PerceiverImageProcessor {
   return new PerceiverImageProcessor({ size: imageSize, cropSize: Math.max(imageSize, Math.round((imageSize * 256) / 224)) });
 }
 

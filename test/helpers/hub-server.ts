@@ -56,6 +56,8 @@ export class HubServer {
   readonly renamed = new Map<string, string>();
   /** When set, the API answers this sha instead of the repo's. */
   shaOverride?: string;
+  /** Sees every request first (`cdn`: on the CDN's port); returning true means it answered (or chose never to). */
+  intercept?: (req: IncomingMessage, res: ServerResponse, cdn: boolean) => boolean;
   url = '';
   cdnUrl = '';
   private main?: Server;
@@ -100,6 +102,7 @@ export class HubServer {
       authorization: req.headers.authorization,
       range: req.headers.range,
     });
+    if (this.intercept?.(req, res, cdn)) return;
     const deny = (status: number, code?: string) => {
       res.writeHead(status, code ? { 'x-error-code': code, 'content-type': 'application/json' } : {});
       res.end(req.method === 'HEAD' ? undefined : JSON.stringify({ error: code ?? String(status) }));

@@ -18,9 +18,13 @@ namespace perceiver {
 
 namespace {
 
-// Runs at environment teardown, before Node-API deletes the instance data (hooks run in reverse
-// order of registration, and Node-API registered its own when the environment was created).
-void WaitForRunningForwards(void* arg) { static_cast<AddonState*>(arg)->WaitIdle(); }
+// Runs at environment teardown, before Node-API deletes the instance data and finalizes the
+// models (hooks run in reverse order of registration, and Node-API registered its own when the
+// environment was created). Node itself drains the environment's pending pool work before it
+// runs cleanup hooks, so this is a safety net that normally finds nothing running. It cannot
+// deadlock: the count drops on the pool thread at the end of each call's work, which needs
+// nothing from this thread, and a call that fails to queue takes its count back (PromiseWorker).
+void WaitForRunningCalls(void* arg) { static_cast<AddonState*>(arg)->WaitIdle(); }
 
 Napi::Value Capabilities(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -77,7 +81,7 @@ AddonState* GetAddonState(Napi::Env env) { return env.GetInstanceData<AddonState
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* state = new AddonState();
   env.SetInstanceData<AddonState>(state);
-  napi_add_env_cleanup_hook(env, WaitForRunningForwards, state);
+  napi_add_env_cleanup_hook(env, WaitForRunningCalls, state);
   state->encoding_class = Napi::Persistent(NativeEncoding::Define(env));
   state->device_tensor_class = Napi::Persistent(NativeDeviceTensor::Define(env));
   exports.Set("NativeModel", NativeModel::Define(env));

@@ -1,6 +1,6 @@
 // Per-environment state (the main thread and each worker thread that loads the addon get their
-// own). Its environment cleanup hook waits for forwards still running on libuv's pool before the
-// environment, and the weight buffers those forwards read, are torn down.
+// own). Its environment cleanup hook waits for calls still running on libuv's pool before the
+// environment, and the weight buffers those calls read, are torn down.
 #pragma once
 
 #include <napi.h>
@@ -15,7 +15,7 @@ struct AddonState {
   Napi::FunctionReference device_tensor_class;  // NativeDeviceTensor
   std::mutex mutex;
   std::condition_variable idle;
-  int running = 0;  // calls (forwards, uploads, toHost copies) between Queue() and the end of Execute()
+  int running = 0;  // PromiseWorker calls between Queue() and the end of their work on the pool
 
   void Begin() {
     std::lock_guard<std::mutex> lock(mutex);

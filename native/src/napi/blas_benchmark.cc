@@ -14,54 +14,37 @@
 
 #include "napi/blas_benchmark.h"
 #include "napi/js_errors.h"
+#include "napi/promise_worker.h"
 
 namespace perceiver {
 
 namespace {
 
-class BlasBenchmarkWorker final : public Napi::AsyncWorker {
- public:
-  BlasBenchmarkWorker(Napi::Env env, int m, int n, int k, int repeats)
-      : Napi::AsyncWorker(env, "perceiver-io:blas-benchmark"), deferred_(Napi::Promise::Deferred::New(env)),
-        m_(m), n_(n), k_(k), repeats_(repeats) {}
-  Napi::Promise Promise() { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    static std::mutex one_at_a_time;
-    std::lock_guard<std::mutex> lock(one_at_a_time);
-    const int engine_threads = openblas_get_num_threads();
-    openblas_set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-    try {
-      std::vector<float> a(static_cast<size_t>(m_) * k_, 0.5f), b(static_cast<size_t>(k_) * n_, 0.25f),
-          c(static_cast<size_t>(m_) * n_);
-      best_ = 1e30;
-      for (int r = 0; r < repeats_ + 1; ++r) {  // the first run warms caches and threads up
-        const auto t0 = std::chrono::steady_clock::now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m_, n_, k_, 1.0f, a.data(), k_, b.data(), k_, 0.0f,
-                    c.data(), n_);
-        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        if (r > 0) best_ = std::min(best_, s);
-      }
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    }
-    openblas_set_num_threads(engine_threads);
-  }
-  void OnOK() override {
-    Napi::Env env = Env();
-    Napi::Object out = Napi::Object::New(env);
-    out.Set("seconds", best_);
-    out.Set("gflops", 2.0 * m_ * n_ * static_cast<double>(k_) / best_ / 1e9);
-    deferred_.Resolve(out);
-  }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  int m_, n_, k_, repeats_;
-  double best_ = 0;
+struct BlasTiming {
+  double best_seconds = 0;
 };
+
+// The best of `repeats` timed products (after one warm-up), with OpenBLAS on every core.
+BlasTiming TimeSgemm(int m, int n, int k, int repeats) {
+  static std::mutex one_at_a_time;
+  std::lock_guard<std::mutex> lock(one_at_a_time);
+  const int engine_threads = openblas_get_num_threads();
+  openblas_set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  struct RestoreThreads {
+    int threads;
+    ~RestoreThreads() { openblas_set_num_threads(threads); }
+  } restore{engine_threads};
+  std::vector<float> a(static_cast<size_t>(m) * k, 0.5f), b(static_cast<size_t>(k) * n, 0.25f), c(static_cast<size_t>(m) * n);
+  BlasTiming timing;
+  timing.best_seconds = 1e30;
+  for (int r = 0; r < repeats + 1; ++r) {  // the first run warms caches and threads up
+    const auto t0 = std::chrono::steady_clock::now();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a.data(), k, b.data(), k, 0.0f, c.data(), n);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (r > 0) timing.best_seconds = std::min(timing.best_seconds, s);
+  }
+  return timing;
+}
 
 }  // namespace
 
@@ -75,10 +58,16 @@ Napi::Value BlasBenchmark(const Napi::CallbackInfo& info) {
       if (!(v >= 1 && v <= 16384)) ThrowInvalidArgument("blasBenchmark: every argument must be in [1, 16384]");
       dims[i] = static_cast<int>(v);
     }
-    auto* worker = new BlasBenchmarkWorker(env, dims[0], dims[1], dims[2], dims[3]);
-    Napi::Promise promise = worker->Promise();
-    worker->Queue();
-    return promise;
+    const int m = dims[0], n = dims[1], k = dims[2], repeats = dims[3];
+    auto* worker = new PromiseWorker<BlasTiming>(
+        env, "perceiver-io:blas-benchmark", Napi::Object(), GetAddonState(env), [=] { return TimeSgemm(m, n, k, repeats); },
+        [=](Napi::Env env, BlasTiming& timing) -> Napi::Value {
+          Napi::Object out = Napi::Object::New(env);
+          out.Set("seconds", timing.best_seconds);
+          out.Set("gflops", 2.0 * m * n * static_cast<double>(k) / timing.best_seconds / 1e9);
+          return out;
+        });
+    return worker->Start();
   });
 }
 

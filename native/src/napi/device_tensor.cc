@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <string>
 #include <utility>
 
 #include "core/engine_error.h"
@@ -23,17 +24,28 @@ std::atomic<int64_t> live_bytes{0};
 // owns the vector): outputs can be hundreds of MB (the language model's logits at batch 64 are
 // 137 MB), and a copy on the main thread would block the event loop for tens of milliseconds.
 // Where external buffers are refused (a runtime with the V8 sandbox), the bytes are copied.
+//
+// Raw Node-API here, for the ownership of the bytes: once the external buffer exists it owns them
+// (its finalizer frees them), so a later failure (making the Float32Array) must not free them
+// again; a refusal before it was made (the sandbox, or an environment being torn down) leaves them
+// ours. Any other failure leaves unknown whether Node registered the finalizer, so the bytes are
+// left to it rather than risk a double free.
 Napi::Float32Array FloatsToJs(Napi::Env env, HostFloats&& values) {
   if (!values.empty()) {
     auto* owned = new HostFloats(std::move(values));
-    try {
-      Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(
-          env, owned->data(), owned->size() * sizeof(float), [](Napi::Env, void*, HostFloats* v) { delete v; }, owned);
-      return Napi::Float32Array::New(env, owned->size(), buffer, 0);
-    } catch (const Napi::Error&) {
-      values = std::move(*owned);
-      delete owned;
+    napi_value buffer = nullptr;
+    const napi_status status = napi_create_external_arraybuffer(
+        env, owned->data(), owned->size() * sizeof(float), [](napi_env, void*, void* hint) { delete static_cast<HostFloats*>(hint); },
+        owned, &buffer);
+    if (status == napi_ok) return Napi::Float32Array::New(env, owned->size(), Napi::ArrayBuffer(env, buffer), 0);
+    if (status != napi_no_external_buffers_allowed) {
+      bool pending = false;
+      const bool cannot_run_js = status == napi_pending_exception && napi_is_exception_pending(env, &pending) == napi_ok && !pending;
+      if (cannot_run_js) delete owned;
+      throw Napi::Error::New(env, "cannot make an output array (Node-API status " + std::to_string(status) + ")");
     }
+    values = std::move(*owned);
+    delete owned;
   }
   Napi::Float32Array data = Napi::Float32Array::New(env, values.size());
   if (!values.empty()) std::memcpy(data.Data(), values.data(), values.size() * sizeof(float));

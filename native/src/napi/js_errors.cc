@@ -28,16 +28,25 @@ void ClassifyException(std::exception_ptr error, ErrorCode* code, std::string* m
   }
 }
 
+// Making or throwing the error can itself fail once the environment is being torn down (a worker
+// thread terminated during the call): nothing can catch it then, and a C++ exception escaping
+// here would abort the process, so that failure is dropped.
 Napi::Value GuardJs(Napi::Env env, const std::function<Napi::Value()>& body) {
   try {
     return body();
   } catch (const Napi::Error& e) {
-    e.ThrowAsJavaScriptException();
+    try {
+      e.ThrowAsJavaScriptException();
+    } catch (...) {
+    }
   } catch (...) {
     ErrorCode code;
     std::string message;
     ClassifyException(std::current_exception(), &code, &message);
-    MakeJsError(env, code, message).ThrowAsJavaScriptException();
+    try {
+      MakeJsError(env, code, message).ThrowAsJavaScriptException();
+    } catch (...) {
+    }
   }
   return env.Undefined();
 }

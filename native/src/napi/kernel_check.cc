@@ -15,6 +15,7 @@
 #include "core/engine_error.h"
 #include "napi/js_errors.h"
 #include "napi/kernel_check.h"
+#include "napi/promise_worker.h"
 
 namespace perceiver {
 
@@ -147,57 +148,24 @@ std::vector<float> RunOp(Backend& be, const CheckSpec& s, unsigned seed, int ite
   return host;
 }
 
-class KernelCheckWorker final : public Napi::AsyncWorker {
- public:
-  KernelCheckWorker(Napi::Env env, CheckSpec spec)
-      : Napi::AsyncWorker(env, "perceiver-io:kernel-check"), deferred_(Napi::Promise::Deferred::New(env)), spec_(std::move(spec)) {}
-  Napi::Promise Promise() { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    try {
-      std::unique_ptr<Backend> gpu = CreateCudaBackend(0, spec_.precision);
-      std::unique_ptr<Backend> cpu = CreateCpuBackend();
-      const std::vector<float> want = RunOp(*cpu, spec_, 7, spec_.iterations, &result_.cpu_ms);
-      const std::vector<float> got = RunOp(*gpu, spec_, 7, spec_.iterations, &result_.gpu_ms);
-      double num = 0, den = 0;
-      for (size_t i = 0; i < want.size(); ++i) {
-        const double d = static_cast<double>(got[i]) - want[i];
-        result_.max_abs_error = std::max(result_.max_abs_error, std::abs(d));
-        num += d * d;
-        den += static_cast<double>(want[i]) * want[i];
-      }
-      result_.relative_error = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-      result_.outputs = static_cast<int64_t>(want.size());
-    } catch (...) {
-      failed_ = true;
-      ClassifyException(std::current_exception(), &code_, &message_);
-    }
+// Both backends on the same random inputs: the error between them and each one's time.
+CheckResult RunCheck(const CheckSpec& spec) {
+  CheckResult result;
+  std::unique_ptr<Backend> gpu = CreateCudaBackend(0, spec.precision);
+  std::unique_ptr<Backend> cpu = CreateCpuBackend();
+  const std::vector<float> want = RunOp(*cpu, spec, 7, spec.iterations, &result.cpu_ms);
+  const std::vector<float> got = RunOp(*gpu, spec, 7, spec.iterations, &result.gpu_ms);
+  double num = 0, den = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double d = static_cast<double>(got[i]) - want[i];
+    result.max_abs_error = std::max(result.max_abs_error, std::abs(d));
+    num += d * d;
+    den += static_cast<double>(want[i]) * want[i];
   }
-  void OnOK() override {
-    Napi::Env env = Env();
-    if (failed_) {
-      deferred_.Reject(MakeJsError(env, code_, message_).Value());
-      return;
-    }
-    Napi::Object out = Napi::Object::New(env);
-    out.Set("op", spec_.op);
-    out.Set("outputs", static_cast<double>(result_.outputs));
-    out.Set("maxAbsError", result_.max_abs_error);
-    out.Set("relativeError", result_.relative_error);
-    out.Set("cpuMs", result_.cpu_ms);
-    out.Set("gpuMs", result_.gpu_ms);
-    deferred_.Resolve(out);
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  CheckSpec spec_;
-  CheckResult result_;
-  bool failed_ = false;
-  ErrorCode code_ = ErrorCode::kInternal;
-  std::string message_;
-};
+  result.relative_error = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+  result.outputs = static_cast<int64_t>(want.size());
+  return result;
+}
 
 }  // namespace
 
@@ -231,10 +199,20 @@ Napi::Value KernelCheck(const Napi::CallbackInfo& info) {
     }
     Napi::Value iterations = o.Get("iterations");
     if (iterations.IsNumber()) s.iterations = std::max(0, std::min(1000, iterations.As<Napi::Number>().Int32Value()));
-    auto* worker = new KernelCheckWorker(env, std::move(s));
-    Napi::Promise promise = worker->Promise();
-    worker->Queue();
-    return promise;
+    auto spec = std::make_shared<CheckSpec>(std::move(s));
+    auto* worker = new PromiseWorker<CheckResult>(
+        env, "perceiver-io:kernel-check", Napi::Object(), GetAddonState(env), [spec] { return RunCheck(*spec); },
+        [spec](Napi::Env env, CheckResult& result) -> Napi::Value {
+          Napi::Object out = Napi::Object::New(env);
+          out.Set("op", spec->op);
+          out.Set("outputs", static_cast<double>(result.outputs));
+          out.Set("maxAbsError", result.max_abs_error);
+          out.Set("relativeError", result.relative_error);
+          out.Set("cpuMs", result.cpu_ms);
+          out.Set("gpuMs", result.gpu_ms);
+          return out;
+        });
+    return worker->Start();
   });
 }
 
