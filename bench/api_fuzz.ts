@@ -63,6 +63,16 @@ export const KNOWN_ELSEWHERE: readonly { entry: string; from: RegExp; what: stri
   { entry: 'videoDuration', from: /lib\/media\/video\.[jt]s/, what: 'videoDuration(probe) reads probe.video of a non-object (TypeError)' },
   { entry: 'serializeSafetensors', from: /lib\/io\/safetensors\.[jt]s/, what: 'serializeSafetensors(tensors, metadata) with metadata null: Object.entries(null) (TypeError)' },
   { entry: 'writeSafetensors', from: /lib\/io\/safetensors\.[jt]s/, what: 'writeSafetensors(path, tensors, metadata) with metadata null: Object.entries(null) (TypeError)' },
+  { entry: 'maxFlowRadius', from: /lib\/flow\/color\.[jt]s/, what: 'maxFlowRadius(field) does not check the field (TypeError on null or a field without flow)' },
+  { entry: 'FlowBlender', from: /lib\/flow\/tiling\.[jt]s/, what: 'new FlowBlender(height, width, tile) with huge or non-integer sizes: RangeError allocating, TypeError on a bad tile' },
+  { entry: 'tileWeights / defaultMinOverlap', from: /lib\/flow\/tiling\.[jt]s/, what: 'tileWeights(tile) does not check the tile (RangeError allocating, TypeError on null)' },
+  { entry: 'writeFlo / readFlo', from: /lib\/flow\/flo\.[jt]s/, what: 'writeFlo(path) on a directory or bad path: a plain fs Error' },
+  { entry: 'writeAutoencoding', from: /lib\/pipelines\/(write|outputs)\.[jt]s/, what: 'writeAutoencoding(dir, result) does not check result (TypeError); a dir that is a file or has a NUL: plain fs Errors' },
+  { entry: 'writeWav / encodeWav', from: /lib\/pipelines\/outputs\.[jt]s/, what: 'writeWav: a path that is a directory or has a NUL (plain fs Error / TypeError), a sampleRate of 2^32 (RangeError from Buffer.writeUInt32LE)' },
+  { entry: 'writePng', from: /lib\/pipelines\/outputs\.[jt]s/, what: "writePng(path) on a directory or a too-long name: sharp's plain Error" },
+  { entry: 'writeFlowPicture', from: /lib\/pipelines\/(write|outputs)\.[jt]s/, what: "writeFlowPicture(path) on a directory: sharp's plain Error" },
+  { entry: 'writeVideo', from: /lib\/pipelines\/outputs\.[jt]s/, what: 'writeVideo(path) on a bad path: a plain fs Error' },
+  { entry: 'writeFlowVideo', from: /lib\/pipelines\/(write|outputs)\.[jt]s/, what: 'writeFlowVideo(out) on a bad path: a plain fs Error' },
   { entry: 'readSafetensors', from: /lib\/io\/read_file\.[jt]s/, what: 'readSafetensors(path) with a non-string path: readWeightsFile builds a WeightsFormatError message from it (TypeError on an object without toString)' },
 ];
 
@@ -96,6 +106,8 @@ interface Context {
   tokenizer: api.PerceiverTokenizer;
   imageProcessor: api.PerceiverImageProcessor;
   files: { png: string; wav: string; txt: string; safetensors: string; checkpoint: string; out: string };
+  /** Pipelines on the fixtures: text-classification, fill-mask, feature-extraction (text), image-classification. */
+  pipelines: api.PipelineHandle[];
   /** DeviceTensors and encodings of the three models, a third of them disposed. */
   deviceTensors: api.DeviceTensor[];
   encodings: api.PerceiverEncoding[];
@@ -328,8 +340,23 @@ const OPTION_KEYS = [
   'start', 'duration', 'ffmpegPath', 'ffprobePath', 'timeoutMs', 'imageProcessor', 'maxFileBytes', 'image', 'audio', 'label', 'manifest', 'model',
   'models', 'task', 'items', 'outDir', 'partName', 'batchSize', 'shard', 'strict', 'queue', 'shardSize', 'attempts', 'backoffMs', 'pollMs',
   'concurrency', 'lockDurationMs', 'revision', 'cacheDir', 'endpoint', 'token', 'offline', 'progress', 'index', 'count', 'id', 'path', 'name',
+  'topK', 'top_k', 'pooling', 'normalize', 'fps', 'video', 'flo', 'scale', 'maxRadius', 'chunkSize', 'tile', 'minOverlap',
   'num_latents', 'd_latents', 'd_model', 'architectures', 'id2label', 'hidden_act', 'vocab_size', 'max_position_embeddings', 'image_size', '__proto__',
 ] as const;
+
+/** A small optical-flow field (sometimes on an odd backing), or one with a wrong size. */
+function flowField(g: Gen): unknown {
+  const [width, height] = g.pick([[4, 3], [1, 1], [4, 3], [0, 3], [2 ** 20, 2 ** 20], [4.5, 3]]);
+  const flow = g.pick([() => new Float32Array(2 * 12).fill(g.pick([0, 1.5, -3, NaN, Infinity])), () => g.backed(Float32Array as never, 24) as Float32Array, () => new Float32Array(5)])();
+  return g.mutate({ flow, width, height });
+}
+
+/** A small RGB frame, or one with a wrong size. */
+function rgbFrame(g: Gen): unknown {
+  const [width, height] = g.pick([[4, 3], [4, 3], [1, 1], [0, 0], [2 ** 16, 2 ** 16]]);
+  const data = g.pick([() => new Uint8Array(36).fill(200), () => g.backed(Uint8Array as never, 36) as Uint8Array, () => new Uint8Array(7)])();
+  return g.mutate({ data, width, height });
+}
 
 /** Ids [1, n] for the text models (vocabulary 262, 48 positions). */
 function ids(n: number, fill = 10): api.Tensor<'int64'> {
@@ -484,6 +511,45 @@ function entries(ctx: Context): Entry[] {
     { name: 'new <position encoding>', call: (g) => new (g.pick([api.PerceiverTrainablePositionEncoding, api.PerceiverFourierPositionEncoding]) as new (...a: unknown[]) => unknown)(g.value(), g.value()) },
     { name: 'new PerceiverLayer / PerceiverEncoder', call: (g) => new (g.pick([api.PerceiverLayer, api.PerceiverEncoder]) as new (...a: unknown[]) => unknown)(g.pick([g.value(), ctx.text.config]), g.value(), g.value()) },
 
+    // Pipelines and optical-flow helpers.
+    {
+      name: 'pipeline',
+      call: async (g) => {
+        const load = api.pipeline as (task: unknown, model: unknown, options: unknown) => Promise<api.PipelineHandle>;
+        await (await load(g.pick([...api.PIPELINE_TASKS, g.value()]), g.pick([g.value(), f.checkpoint, f.png]), g.mutate({ device: 'cpu', hub: { offline: true } }))).dispose();
+      },
+    },
+    {
+      name: 'pipeline call',
+      call: (g) => {
+        const p = g.pick(ctx.pipelines) as unknown as (input: unknown, options?: unknown) => Promise<unknown>;
+        const input = g.pick([g.value(), g.string(), 'hello [MASK] world', ['a', 'b'], f.png, [f.png, f.png], { data: new Uint8Array(48), width: 4, height: 4 }]);
+        return p(input, g.mutate({ topK: g.pick([1, 3]), pooling: g.pick(['mean', 'none']) }));
+      },
+    },
+    { name: 'flowToColor', call: (g) => api.flowToColor(g.pick([flowField(g), g.value()]) as never, g.mutate({}) as never) },
+    { name: 'flowToColorAsync', call: (g) => api.flowToColorAsync(g.pick([flowField(g), g.value()]) as never, g.mutate({}) as never) },
+    { name: 'maxFlowRadius', call: (g) => api.maxFlowRadius(g.pick([flowField(g), g.value()]) as never) },
+    { name: 'encodeFlo / decodeFlo', call: (g) => api.decodeFlo(g.pick([api.encodeFlo(g.pick([flowField(g), g.value()]) as never), g.typedArray(), g.value()]) as never) },
+    { name: 'writeFlo / readFlo', call: async (g) => { const path = g.pick([join(ctx.dir, 'out', 'f.flo'), g.string()]); await api.writeFlo(path, g.pick([flowField(g), g.value()]) as never); return api.readFlo(g.pick([path, g.value()]) as never); } },
+    { name: 'flowPatchInput', call: (g) => api.flowPatchInput(g.pick([rgbFrame(g), g.value()]) as never, g.pick([rgbFrame(g), g.value()]) as never) },
+    { name: 'tileGrid', call: (g) => api.tileGrid(g.pick([g.number(), 12]) as never, g.pick([g.number(), 16]) as never, g.pick([{ height: 8, width: 8 }, g.value()]) as never, g.pick([g.number(), 2]) as never) },
+    { name: 'tileWeights / defaultMinOverlap', call: (g) => { const tile = g.pick([{ height: g.number(), width: 8 }, { height: 8, width: 8 }, g.value()]) as never; return [api.tileWeights(tile), api.defaultMinOverlap(tile)]; } },
+    {
+      name: 'FlowBlender',
+      call: (g) => {
+        const b = new api.FlowBlender(g.pick([g.number(), 12]) as never, g.pick([g.number(), 16]) as never, g.pick([{ height: 8, width: 8 }, g.value()]) as never);
+        b.add(g.pick([{ top: 0, left: 0 }, { top: 4, left: 8 }, g.value()]) as never, g.pick([new Float32Array(128), g.typedArray(), g.value()]) as never, g.pick([1, g.number()]) as never);
+        return b.result();
+      },
+    },
+    { name: 'writePng', call: (g) => api.writePng(g.pick([join(ctx.dir, 'out', 'x.png'), g.string()]) as never, g.pick([rgbFrame(g), g.value()]) as never) },
+    { name: 'writeVideo', call: (g) => api.writeVideo(g.pick([join(ctx.dir, 'out', 'x.mp4'), g.string()]) as never, g.pick([[rgbFrame(g), rgbFrame(g)], g.value(), [g.value()]]) as never, g.mutate({ fps: 2 }) as never) },
+    { name: 'writeWav / encodeWav', call: (g) => api.writeWav(g.pick([join(ctx.dir, 'out', 'x.wav'), g.string()]) as never, g.pick([new Float32Array(16), g.typedArray(), g.value()]) as never, g.pick([16000, g.number(), g.value()]) as never, g.pick([1, 2, g.value()]) as never) },
+    { name: 'writeFlowPicture', call: (g) => api.writeFlowPicture(g.pick([join(ctx.dir, 'out', 'f.png'), g.string()]) as never, g.pick([flowField(g), g.value()]) as never, g.pick([undefined, join(ctx.dir, 'out', 'f.flo'), g.value()]) as never) },
+    { name: 'writeFlowVideo', call: (g) => api.writeFlowVideo(g.pick([join(ctx.dir, 'out', 'flow'), g.string()]) as never, g.pick([[flowField(g)], g.value()]) as never, g.mutate({}) as never) },
+    { name: 'writeAutoencoding', call: (g) => api.writeAutoencoding(g.pick([join(ctx.dir, 'out', 'ae'), g.string()]) as never, g.value() as never, g.mutate({ video: false }) as never) },
+
     // Serving, media, batch jobs.
     {
       name: 'createBatcher + submit',
@@ -588,10 +654,17 @@ export async function setup(): Promise<Context> {
     deviceTensors[3 * i]!.dispose();
     encodings[3 * i]!.dispose();
   }
-  return { dir, cwd, text, image, multimodal, tokenizer: new api.PerceiverTokenizer({ modelMaxLength: 48 }), imageProcessor: new api.PerceiverImageProcessor({ size: 8, cropSize: 8 }), files, deviceTensors, encodings };
+  const pipelines = [
+    await api.pipeline('text-classification', checkpoint),
+    await api.pipeline('fill-mask', join(fixtures, 'text-mlm')),
+    await api.pipeline('feature-extraction', checkpoint),
+    await api.pipeline('image-classification', join(fixtures, 'image-learned')),
+  ] as api.PipelineHandle[];
+  return { dir, cwd, pipelines, text, image, multimodal, tokenizer: new api.PerceiverTokenizer({ modelMaxLength: 48 }), imageProcessor: new api.PerceiverImageProcessor({ size: 8, cropSize: 8 }), files, deviceTensors, encodings };
 }
 
 export async function teardown(ctx: Context): Promise<void> {
+  for (const p of ctx.pipelines) await p.dispose();
   for (const t of ctx.deviceTensors) t.dispose();
   for (const e of ctx.encodings) e.dispose();
   await Promise.all([ctx.text.dispose(), ctx.image.dispose(), ctx.multimodal.dispose()]);
@@ -626,7 +699,10 @@ function knownElsewhere(entry: string, error: unknown): string | undefined {
 }
 
 function describe(error: unknown): string {
-  if (error instanceof Error) return `${error.name}: ${error.message}\n${(error.stack ?? '').split('\n').slice(1, 6).join('\n')}`;
+  if (error instanceof Error) {
+    const frames = (error.stack ?? '').split('\n').filter((line) => /^\s+at /.test(line)).slice(0, 5).join('\n');
+    return `${error.name}: ${error.message.split('\n')[0]!.slice(0, 300)}\n${frames}`;
+  }
   return `non-Error thrown: ${String(error)}`;
 }
 
