@@ -73,6 +73,9 @@ export const KNOWN_ELSEWHERE: readonly { entry: string; from: RegExp; what: stri
   { entry: 'writeFlowPicture', from: /lib\/pipelines\/(write|outputs)\.[jt]s/, what: "writeFlowPicture(path) on a directory: sharp's plain Error" },
   { entry: 'writeVideo', from: /lib\/pipelines\/outputs\.[jt]s/, what: 'writeVideo(path) on a bad path: a plain fs Error' },
   { entry: 'writeFlowVideo', from: /lib\/pipelines\/(write|outputs)\.[jt]s/, what: 'writeFlowVideo(out) on a bad path: a plain fs Error' },
+  { entry: 'encodeFlo / decodeFlo', from: /lib\/flow\/flo\.[jt]s/, what: 'decodeFlo(bytes) does not check bytes (TypeError from Buffer.from); checkFlowField builds its message with String(width), a TypeError for odd objects' },
+  { entry: 'flowToColor', from: /lib\/flow\/(flo|color)\.[jt]s/, what: 'checkFlowField builds its message with String(width): a TypeError for a detached typed array or an object without toString' },
+  { entry: 'flowToColorAsync', from: /lib\/flow\/(flo|color)\.[jt]s/, what: 'checkFlowField builds its message with String(width): a TypeError for a detached typed array or an object without toString' },
   { entry: 'readSafetensors', from: /lib\/io\/read_file\.[jt]s/, what: 'readSafetensors(path) with a non-string path: readWeightsFile builds a WeightsFormatError message from it (TypeError on an object without toString)' },
 ];
 
@@ -297,7 +300,8 @@ class Gen {
   object(depth: number): Record<string, unknown> {
     const out: Record<string, unknown> = {};
     const n = this.int(4);
-    for (let i = 0; i < n; i++) out[this.pick(OPTION_KEYS)] = this.value(depth + 1);
+    // Own data properties, "__proto__" included (as JSON.parse makes them), not assignments.
+    for (let i = 0; i < n; i++) Object.defineProperty(out, this.pick(OPTION_KEYS), { value: this.value(depth + 1), enumerable: true, writable: true, configurable: true });
     return out;
   }
 

@@ -60,4 +60,6 @@ t.test('what the fuzz found, one call each: typed errors now', async (t) => {
   t.same((await model.forward({ inputs: new api.Tensor('float32', [1, 3, 8, 8], shared) })).lastHiddenState.shape, [1, 16, 64], 'SharedArrayBuffer-backed inputs are read');
   // This one aborted the whole process (a fatal out-of-memory filling a 1e9-slot histogram).
   t.throws(() => api.createBatcher(model, { maxBatchSize: 1e9 }), invalid('options.maxBatchSize'));
+  // And this one (V8's fatal "invalid size" growing the list of tile starts).
+  t.throws(() => api.tileGrid(2 ** 53, 16, { height: 8, width: 8 }, 2), invalid('height'));
 });
