@@ -2,6 +2,10 @@
  * Typed errors. Every failure a caller can cause (bad arguments, bad files, a missing backend,
  * use after dispose) surfaces as one of these classes, never as a crash of the process. Each has
  * a stable `code` so callers can branch without parsing messages.
+ *
+ * One exception, by design: a value the caller's own code throws while an argument is read (a
+ * getter, a proxy trap) passes through unchanged, as in Node's own APIs, rather than being wrapped.
+ * bench/api_fuzz.ts checks both rules on every public entry point.
  */
 
 export class PerceiverError extends Error {

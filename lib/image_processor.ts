@@ -439,6 +439,9 @@ export class PerceiverImageProcessor {
 
   /** The size of the centre crop of an image of this size. */
   cropBox(height: number, width: number): Size2 {
+    for (const [name, v] of [['height', height], ['width', width]] as const) {
+      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) throw new InvalidArgumentError(name, 'a positive integer', v);
+    }
     const minDim = Math.min(height, width);
     return {
       height: Math.trunc((this.size.height / this.cropSize.height) * minDim),

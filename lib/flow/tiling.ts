@@ -24,6 +24,9 @@ export interface Tile {
 /** The overlap DeepMind's colab uses between tiles at the 368x496 training size. */
 export const DEFAULT_MIN_OVERLAP = 20;
 
+/** The largest image side tileGrid takes. */
+const MAX_IMAGE_SIDE = 1 << 16;
+
 /**
  * The overlap used for a tile size: `DEFAULT_MIN_OVERLAP`, or less for tiles too small to hold it
  * (a third of the smaller side), so that small test models can be tiled too.
@@ -46,8 +49,10 @@ function starts(size: number, tile: number, step: number): number[] {
  * padded first, see padFrame), in row-major order.
  */
 export function tileGrid(height: number, width: number, tile: TileShape, minOverlap: number): Tile[] {
+  // Bounded: the list of tile starts grows with the image side, and a side of 2^53 made V8 abort
+  // the process (a fatal "invalid size" growing the array), found by bench/api_fuzz.ts.
   for (const [name, v] of [['height', height], ['width', width]] as const) {
-    if (!Number.isSafeInteger(v) || v < 1) throw new InvalidArgumentError(name, 'a positive integer', v);
+    if (!Number.isSafeInteger(v) || v < 1 || v > MAX_IMAGE_SIDE) throw new InvalidArgumentError(name, `a positive integer up to ${MAX_IMAGE_SIDE}`, v);
   }
   if (!Number.isSafeInteger(minOverlap) || minOverlap < 0 || minOverlap >= tile.height || minOverlap >= tile.width) {
     throw new InvalidArgumentError('minOverlap', `an integer from 0 to less than the tile size (${tile.height}x${tile.width})`, minOverlap);

@@ -3,8 +3,8 @@
  * name transformers gives them and the shape it expects; a missing or misshapen weight is a
  * WeightMismatchError naming it. What the engine receives is name -> Float32Array.
  */
-import { WeightMismatchError } from '../errors.js';
-import { Tensor } from '../tensor.js';
+import { InvalidArgumentError, WeightMismatchError } from '../errors.js';
+import { allocate, Tensor } from '../tensor.js';
 
 export class WeightStore {
   protected readonly tensors: Map<string, Tensor>;
@@ -12,6 +12,11 @@ export class WeightStore {
   private readonly ignored = new Set<string>();
 
   constructor(tensors: Map<string, Tensor>) {
+    if (!(tensors instanceof Map)) throw new InvalidArgumentError('tensors', 'a Map of checkpoint names to Tensors', tensors);
+    for (const [name, tensor] of tensors) {
+      if (typeof name !== 'string') throw new InvalidArgumentError('tensors', 'a Map keyed by checkpoint names (strings)', `a key ${typeof name}`);
+      if (!(tensor instanceof Tensor)) throw new InvalidArgumentError(`tensors.get(${JSON.stringify(name)})`, 'a Tensor', tensor);
+    }
     this.tensors = tensors;
   }
 
@@ -21,6 +26,7 @@ export class WeightStore {
 
   /** Claims `name`, checking it has exactly `shape`; returns the name for the engine's spec. */
   take(name: string, shape: readonly number[]): string {
+    checkTake(name, shape);
     const tensor = this.tensors.get(name);
     if (!tensor) throw new WeightMismatchError(name, `missing from the checkpoint (expected shape [${shape.join(', ')}])`);
     if (tensor.shape.length !== shape.length || tensor.shape.some((d, i) => d !== shape[i])) {
@@ -28,6 +34,9 @@ export class WeightStore {
     }
     if (!['float32', 'float16', 'bfloat16', 'float64'].includes(tensor.dtype)) {
       throw new WeightMismatchError(name, `has dtype ${tensor.dtype}, expected a floating-point dtype`);
+    }
+    if (tensor.data.length !== tensor.shape.reduce((a, b) => a * b, 1)) {
+      throw new WeightMismatchError(name, 'its data was detached or shrunk after it was read (it no longer holds every element of its shape)');
     }
     // float32 weights go to the engine as the very views the file was read into; other float
     // dtypes are widened once here.
@@ -51,6 +60,14 @@ export class WeightStore {
   }
 }
 
+/** The arguments of take(): a name and a shape of non-negative integers. */
+function checkTake(name: unknown, shape: unknown): void {
+  if (typeof name !== 'string') throw new InvalidArgumentError('name', 'a checkpoint tensor name', name);
+  if (!Array.isArray(shape) || shape.length > 32 || !shape.every((d) => Number.isSafeInteger(d) && d >= 0) || !Number.isSafeInteger(shape.reduce((a: number, b: number) => a * b, 1))) {
+    throw new InvalidArgumentError('shape', 'an array of non-negative integers', shape);
+  }
+}
+
 /**
  * Deterministic random weights for any module tree, made on demand as modules claim them: for
  * benchmarks at published shapes and for tests that need a model of a given size. Matrices get
@@ -60,6 +77,7 @@ export class RandomWeightStore extends WeightStore {
   #state: number;
 
   constructor(seed = 1) {
+    if (typeof seed !== 'number' || !Number.isSafeInteger(seed)) throw new InvalidArgumentError('seed', 'an integer', seed);
     super(new Map());
     this.#state = seed >>> 0 || 1;
   }
@@ -69,9 +87,10 @@ export class RandomWeightStore extends WeightStore {
   }
 
   override take(name: string, shape: readonly number[]): string {
+    checkTake(name, shape);
     if (!this.tensors.has(name)) {
       const size = shape.reduce((a, b) => a * b, 1);
-      const data = new Float32Array(size);
+      const data = allocate('float32', size, 'shape');
       const isNormScale = /layernorm\d?\.weight$/.test(name);
       const isNormShift = /layernorm\d?\.bias$/.test(name);
       if (isNormScale) data.fill(1);
