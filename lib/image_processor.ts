@@ -32,6 +32,7 @@ import { join } from 'node:path';
 import { BackendUnavailableError, ConfigError, InvalidArgumentError, describeValue } from './errors.js';
 import { readJsonObject } from './io/read_json.js';
 import { Tensor } from './tensor.js';
+import { WorkerPool, siblingModule } from './worker_pool.js';
 
 /** Raw 8-bit pixels, rows top to bottom, channels interleaved (HWC): grey, RGB or RGBA. */
 export interface RawImage {
@@ -186,27 +187,82 @@ function rawToRgb(raw: Record<string, unknown>, name: string): Rgb {
   return { data: out, width: w, height: h };
 }
 
-async function decode(bytes: Uint8Array, name: string, source: string): Promise<Rgb> {
+/** Where the centre crop of an `n`-pixel axis to `c` pixels reads the image, and the zeros it adds around. */
+interface AxisCrop {
+  /** First image pixel read and how many (the part of the box inside the image). */
+  offset: number;
+  length: number;
+  /** Zero pixels before and after, where the box is larger than the image. */
+  before: number;
+  after: number;
+}
+
+function axisCrop(n: number, c: number): AxisCrop {
+  // Centred with trunc((n - c) / 2) when the box fits; otherwise the image is padded by
+  // floor((c - n) / 2) before and the rest after (transformers pads before cropping).
+  if (c <= n) return { offset: Math.trunc((n - c) / 2), length: c, before: 0, after: 0 };
+  const before = Math.floor((c - n) / 2);
+  return { offset: 0, length: n, before, after: c - n - before };
+}
+
+/** Orientations 5 to 8 of EXIF swap width and height when applied. */
+function orientedSize(meta: { width: number; height: number; orientation?: number }): Size2 {
+  const swap = meta.orientation !== undefined && meta.orientation >= 5 && meta.orientation <= 8;
+  return swap ? { height: meta.width, width: meta.height } : { height: meta.height, width: meta.width };
+}
+
+/**
+ * Decodes an encoded image to 8-bit RGB, cropped to `cropOf(height, width)` when given. The header's
+ * dimensions are checked against `maxPixels` before anything is decoded; decoding and cropping run in
+ * sharp (libvips, off the main thread), so only the crop is ever held in JavaScript memory.
+ */
+async function decode(bytes: Uint8Array, name: string, source: string, maxPixels: number, cropOf: ((size: Size2) => Size2) | undefined): Promise<Rgb> {
   if (bytes.byteLength === 0) throw new InvalidArgumentError(name, EXPECTED_DECODABLE, `${source}: 0 bytes`);
   const sharp = await loadSharp();
+  const undecodable = (error: unknown): InvalidArgumentError =>
+    new InvalidArgumentError(name, EXPECTED_DECODABLE, source, `Expected ${EXPECTED_DECODABLE} for ${name} but ${source} could not be decoded: ${(error as Error).message}`);
+  // sharp's own limit too (it reads the same header), in case a format reports no size to metadata().
+  const input = { autoOrient: true, ignoreIcc: true, failOn: 'truncated', pages: 1, limitInputPixels: maxPixels } as const;
+  let meta: { width?: number; height?: number; orientation?: number };
+  try {
+    meta = await sharp(bytes, { pages: 1, limitInputPixels: false }).metadata();
+  } catch (error) {
+    throw undecodable(error);
+  }
+  if (!Number.isSafeInteger(meta.width) || !Number.isSafeInteger(meta.height) || meta.width! < 1 || meta.height! < 1) {
+    throw undecodable(new Error(`its header gives no size (${meta.width}x${meta.height})`));
+  }
+  if (meta.width! * meta.height! > maxPixels) throw new ImageTooLargeError(name, `${source}: ${meta.width}x${meta.height}`, meta.width! * meta.height!, maxPixels);
+  const size = orientedSize(meta as { width: number; height: number; orientation?: number });
+
+  let pipeline = sharp(bytes, input).removeAlpha().toColourspace('srgb');
+  let expected = size;
+  if (cropOf) {
+    const box = cropOf(size);
+    const y = axisCrop(size.height, box.height);
+    const x = axisCrop(size.width, box.width);
+    // One extract (before any resize, so sharp applies it after the EXIF rotation), then zeros around.
+    pipeline = pipeline.extract({ left: x.offset, top: y.offset, width: x.length, height: y.length });
+    if (x.before + x.after + y.before + y.after > 0) {
+      pipeline = pipeline.extend({ top: y.before, bottom: y.after, left: x.before, right: x.after, background: { r: 0, g: 0, b: 0, alpha: 1 } });
+    }
+    expected = box;
+  }
   let result: { data: Buffer; info: { width: number; height: number; channels: number } };
   try {
-    result = await sharp(bytes, { autoOrient: true, ignoreIcc: true, failOn: 'truncated', pages: 1 })
-      .removeAlpha()
-      .toColourspace('srgb')
-      .raw({ depth: 'uchar' })
-      .toBuffer({ resolveWithObject: true });
+    result = await pipeline.raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
   } catch (error) {
-    throw new InvalidArgumentError(name, EXPECTED_DECODABLE, source, `Expected ${EXPECTED_DECODABLE} for ${name} but ${source} could not be decoded: ${(error as Error).message}`);
+    throw undecodable(error);
   }
   const { data, info } = result;
-  if (info.channels !== 3 || data.length !== info.width * info.height * 3) {
-    throw new InvalidArgumentError(name, 'an image that decodes to 8-bit RGB', `${source}: ${info.width}x${info.height}, ${info.channels} channels, ${data.length} bytes`);
+  if (info.channels !== 3 || info.width !== expected.width || info.height !== expected.height || data.length !== info.width * info.height * 3) {
+    throw new InvalidArgumentError(name, `an image that decodes to 8-bit RGB, ${expected.width}x${expected.height}`, `${source}: ${info.width}x${info.height}, ${info.channels} channels, ${data.length} bytes`);
   }
   return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height };
 }
 
-async function toRgb(image: unknown, name: string): Promise<Rgb> {
+/** Reads a file path or takes encoded bytes; raw pixels are checked and returned uncropped (`decoded` false). */
+async function toRgb(image: unknown, name: string, maxPixels: number, cropOf: ((size: Size2) => Size2) | undefined): Promise<{ img: Rgb; cropped: boolean }> {
   if (typeof image === 'string') {
     if (image.length === 0) throw new InvalidArgumentError(name, 'a non-empty file path', image);
     let bytes: Buffer;
@@ -216,10 +272,10 @@ async function toRgb(image: unknown, name: string): Promise<Rgb> {
       const code = (error as NodeJS.ErrnoException).code;
       throw new InvalidArgumentError(name, 'a readable image file', image, `Expected a readable image file for ${name} but cannot read ${JSON.stringify(image)}${code ? ` (${code})` : ''}: ${(error as Error).message}`);
     }
-    return decode(bytes, name, `file ${JSON.stringify(image)}`);
+    return { img: await decode(bytes, name, `file ${JSON.stringify(image)}`, maxPixels, cropOf), cropped: cropOf !== undefined };
   }
-  if (image instanceof Uint8Array) return decode(image, name, `${describeValue(image)}`);
-  if (isRawImage(image)) return rawToRgb(image, name);
+  if (image instanceof Uint8Array) return { img: await decode(image, name, `${describeValue(image)}`, maxPixels, cropOf), cropped: cropOf !== undefined };
+  if (isRawImage(image)) return { img: rawToRgb(image, name), cropped: false };
   throw new InvalidArgumentError(name, EXPECTED_INPUT, image);
 }
 
@@ -228,9 +284,11 @@ async function toRgb(image: unknown, name: string): Promise<Rgb> {
 
 /** The output box, a copy; pixels outside the image are zero (transformers pads before cropping). */
 function centerCrop(img: Rgb, crop: Size2): Rgb {
-  // Offset of the box in image coordinates: centred with trunc((n - c) / 2) when it fits;
-  // otherwise the image is padded by floor((c - n) / 2) before (the rest after).
-  const offset = (n: number, c: number): number => (c <= n ? Math.trunc((n - c) / 2) : -Math.floor((c - n) / 2));
+  // Offset of the box in image coordinates (negative where zeros come before the image).
+  const offset = (n: number, c: number): number => {
+    const axis = axisCrop(n, c);
+    return axis.offset - axis.before;
+  };
   const top = offset(img.height, crop.height);
   const left = offset(img.width, crop.width);
   const out = new Uint8Array(crop.height * crop.width * 3);
@@ -317,11 +375,20 @@ function axisWeights(inSize: number, outSize: number, filter: (x: number) => num
   return { start, count, weights, taps, precision };
 }
 
+/** A resize as the worker thread receives it. @internal */
+export interface ResizeTask {
+  data: Uint8Array;
+  width: number;
+  height: number;
+  size: Size2;
+  resample: Resample;
+}
+
 /**
- * Resizes 8-bit RGB. Sums stay within int32 (at most 255 times the absolute weight sum, under 2^31
+ * Resizes 8-bit RGB (exported for the worker thread; not part of the package's API). Sums stay within int32 (at most 255 times the absolute weight sum, under 2^31
  * at every precision), so `>>` rounds them down exactly as the C++ does.
  */
-function resizeRgb(img: Rgb, out: Size2, resample: Resample): Rgb {
+export function resizeRgb(img: Rgb, out: Size2, resample: Resample): Rgb {
   const [filter, interp] = resample === 2 ? [bilinearFilter, 2] : [bicubicFilter, 4];
   let { data, width, height } = img;
   if (out.width !== width) {
@@ -380,8 +447,43 @@ function clampByte(v: number): number {
   return v < 0 ? 0 : v > 255 ? 255 : v;
 }
 
+/** Crops of up to this many pixels are resized on the calling thread (about 2 ms); larger ones in a worker. */
+const INLINE_RESIZE_PIXELS = 256 * 256;
+
+let resizePool: WorkerPool<ResizeTask, Rgb> | undefined;
+
+async function resize(img: Rgb, size: Size2, resample: Resample): Promise<Rgb> {
+  if (img.width === size.width && img.height === size.height) return img;
+  if (img.width * img.height <= INLINE_RESIZE_PIXELS) return resizeRgb(img, size, resample);
+  resizePool ??= new WorkerPool<ResizeTask, Rgb>(siblingModule(import.meta.url, 'image_resize_worker'));
+  // The pixels move to the worker (no copy on this thread); sharp's and our buffers are transferable.
+  const data = img.data.byteOffset === 0 && img.data.byteLength === img.data.buffer.byteLength ? img.data : img.data.slice();
+  return resizePool.run({ data, width: img.width, height: img.height, size, resample }, [data.buffer as ArrayBuffer]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The processor
+
+/** Default `maxInputPixels`: 50 megapixels (a 48 MP phone photo fits; decoded, 150 MB of RGB). */
+export const DEFAULT_MAX_INPUT_PIXELS = 50_000_000;
+
+export interface PreprocessOptions {
+  /** Refuse encoded images whose header declares more pixels than this (default 50 000 000). */
+  maxInputPixels?: number;
+}
+
+/** An encoded image declares more pixels than the limit; refused before decoding. */
+export class ImageTooLargeError extends InvalidArgumentError {
+  /** Width x height from the file's header, and the limit. */
+  readonly pixels: number;
+  readonly maxPixels: number;
+  constructor(argument: string, actual: string, pixels: number, maxPixels: number) {
+    super(argument, `an image of at most ${maxPixels} pixels`, actual, `Expected an image of at most ${maxPixels} pixels for ${argument} but ${actual} declares ${pixels} (not decoded)`);
+    (this as { code: string }).code = 'ERR_PERCEIVER_IMAGE_TOO_LARGE';
+    this.pixels = pixels;
+    this.maxPixels = maxPixels;
+  }
+}
 
 export class PerceiverImageProcessor {
   readonly doCenterCrop: boolean;
@@ -461,8 +563,17 @@ export class PerceiverImageProcessor {
     };
   }
 
-  /** Images to float32 `pixel_values` of shape [N, 3, height, width] (channels first). */
-  async preprocess(images: ImageInput | ImageInput[]): Promise<Tensor<'float32'>> {
+  /**
+   * Images to float32 `pixel_values` of shape [N, 3, height, width] (channels first).
+   *
+   * Encoded images larger than `options.maxInputPixels` (width x height from the file's header,
+   * read before anything is decoded) are refused with ImageTooLargeError. Decoding and the centre
+   * crop run in sharp; the resize of a crop larger than 256x256 pixels runs in a worker thread.
+   */
+  async preprocess(images: ImageInput | ImageInput[], options: PreprocessOptions = {}): Promise<Tensor<'float32'>> {
+    if (typeof options !== 'object' || options === null || Array.isArray(options)) throw new InvalidArgumentError('options', 'an object such as { maxInputPixels }', options);
+    const maxPixels = options.maxInputPixels ?? DEFAULT_MAX_INPUT_PIXELS;
+    if (!Number.isSafeInteger(maxPixels) || maxPixels < 1) throw new InvalidArgumentError('options.maxInputPixels', 'a positive integer', maxPixels);
     const list: unknown[] = Array.isArray(images) ? images : [images];
     if (list.length === 0) throw new InvalidArgumentError('images', 'at least one image', 'an empty array');
     const names = list.map((_, i) => (Array.isArray(images) ? `images[${i}]` : 'images'));
@@ -470,15 +581,16 @@ export class PerceiverImageProcessor {
     const planes: Rgb[] = [];
     for (let i = 0; i < list.length; i++) {
       const name = names[i]!;
-      let img = await toRgb(list[i], name);
-      if (this.doCenterCrop) {
-        const box = this.cropBox(img.height, img.width);
+      const cropOf = (size: Size2): Size2 => {
+        const box = this.cropBox(size.height, size.width);
         if (box.height < 1 || box.width < 1) {
-          throw new InvalidArgumentError(name, 'an image large enough for a non-empty centre crop', `a ${img.width}x${img.height} image (crop ${box.width}x${box.height})`);
+          throw new InvalidArgumentError(name, 'an image large enough for a non-empty centre crop', `a ${size.width}x${size.height} image (crop ${box.width}x${box.height})`);
         }
-        img = centerCrop(img, box);
-      }
-      if (this.doResize) img = resizeRgb(img, this.size, this.resample);
+        return box;
+      };
+      let { img, cropped } = await toRgb(list[i], name, maxPixels, this.doCenterCrop ? cropOf : undefined);
+      if (this.doCenterCrop && !cropped) img = centerCrop(img, cropOf(img));
+      if (this.doResize) img = await resize(img, this.size, this.resample);
       planes.push(img);
     }
 
