@@ -211,34 +211,42 @@ function orientedSize(meta: { width: number; height: number; orientation?: numbe
   return swap ? { height: meta.width, width: meta.height } : { height: meta.height, width: meta.width };
 }
 
+function undecodable(name: string, source: string, error: unknown): InvalidArgumentError {
+  return new InvalidArgumentError(name, EXPECTED_DECODABLE, source, `Expected ${EXPECTED_DECODABLE} for ${name} but ${source} could not be decoded: ${(error as Error).message}`);
+}
+
 /**
- * Decodes an encoded image to 8-bit RGB, cropped to `cropOf(height, width)` when given. The header's
- * dimensions are checked against `maxPixels` before anything is decoded; decoding and cropping run in
- * sharp (libvips, off the main thread), so only the crop is ever held in JavaScript memory.
+ * The displayed size of an encoded image (EXIF orientation applied), from its header alone:
+ * nothing is decoded. An image declaring more than `maxPixels` pixels is refused here.
  */
-async function decode(bytes: Uint8Array, name: string, source: string, maxPixels: number, cropOf: ((size: Size2) => Size2) | undefined): Promise<Rgb> {
+async function readHeader(bytes: Uint8Array, name: string, source: string, maxPixels: number): Promise<Size2> {
   if (bytes.byteLength === 0) throw new InvalidArgumentError(name, EXPECTED_DECODABLE, `${source}: 0 bytes`);
   const sharp = await loadSharp();
-  const undecodable = (error: unknown): InvalidArgumentError =>
-    new InvalidArgumentError(name, EXPECTED_DECODABLE, source, `Expected ${EXPECTED_DECODABLE} for ${name} but ${source} could not be decoded: ${(error as Error).message}`);
-  // sharp's own limit too (it reads the same header), in case a format reports no size to metadata().
-  const input = { autoOrient: true, ignoreIcc: true, failOn: 'truncated', pages: 1, limitInputPixels: maxPixels } as const;
   let meta: { width?: number; height?: number; orientation?: number };
   try {
     meta = await sharp(bytes, { pages: 1, limitInputPixels: false }).metadata();
   } catch (error) {
-    throw undecodable(error);
+    throw undecodable(name, source, error);
   }
-  if (!Number.isSafeInteger(meta.width) || !Number.isSafeInteger(meta.height) || meta.width! < 1 || meta.height! < 1) {
-    throw undecodable(new Error(`its header gives no size (${meta.width}x${meta.height})`));
+  const { width, height } = meta;
+  if (!Number.isSafeInteger(width) || !Number.isSafeInteger(height) || width! < 1 || height! < 1) {
+    throw undecodable(name, source, new Error(`its header gives no size (${width}x${height})`));
   }
-  if (meta.width! * meta.height! > maxPixels) throw new ImageTooLargeError(name, `${source}: ${meta.width}x${meta.height}`, meta.width! * meta.height!, maxPixels);
-  const size = orientedSize(meta as { width: number; height: number; orientation?: number });
+  if (width! * height! > maxPixels) throw new ImageTooLargeError(name, `${source}: ${width}x${height}`, width! * height!, maxPixels);
+  return orientedSize(meta as { width: number; height: number; orientation?: number });
+}
 
-  let pipeline = sharp(bytes, input).removeAlpha().toColourspace('srgb');
+/**
+ * Decodes an encoded image of displayed size `size` (readHeader) to 8-bit RGB, cropped to `box`
+ * when given. Decoding and cropping run in sharp (libvips, off the JavaScript thread), so only the
+ * crop is ever held in JavaScript memory. Runs on the main thread and in the image worker.
+ */
+export async function decodeCrop(bytes: Uint8Array, name: string, source: string, maxPixels: number, size: Size2, box: Size2 | undefined): Promise<Rgb> {
+  const sharp = await loadSharp();
+  // sharp's own limit too: it reads the same header.
+  let pipeline = sharp(bytes, { autoOrient: true, ignoreIcc: true, failOn: 'truncated', pages: 1, limitInputPixels: maxPixels }).removeAlpha().toColourspace('srgb');
   let expected = size;
-  if (cropOf) {
-    const box = cropOf(size);
+  if (box) {
     const y = axisCrop(size.height, box.height);
     const x = axisCrop(size.width, box.width);
     // One extract (before any resize, so sharp applies it after the EXIF rotation), then zeros around.
@@ -252,7 +260,7 @@ async function decode(bytes: Uint8Array, name: string, source: string, maxPixels
   try {
     result = await pipeline.raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
   } catch (error) {
-    throw undecodable(error);
+    throw undecodable(name, source, error);
   }
   const { data, info } = result;
   if (info.channels !== 3 || info.width !== expected.width || info.height !== expected.height || data.length !== info.width * info.height * 3) {
@@ -261,21 +269,19 @@ async function decode(bytes: Uint8Array, name: string, source: string, maxPixels
   return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height };
 }
 
-/** Reads a file path or takes encoded bytes; raw pixels are checked and returned uncropped (`decoded` false). */
-async function toRgb(image: unknown, name: string, maxPixels: number, cropOf: ((size: Size2) => Size2) | undefined): Promise<{ img: Rgb; cropped: boolean }> {
+/** A file's bytes, the bytes given, or undefined for raw pixels; `source` names it in errors. */
+async function encodedBytes(image: unknown, name: string): Promise<{ bytes: Uint8Array; source: string } | undefined> {
   if (typeof image === 'string') {
     if (image.length === 0) throw new InvalidArgumentError(name, 'a non-empty file path', image);
-    let bytes: Buffer;
     try {
-      bytes = await readFile(image);
+      return { bytes: await readFile(image), source: `file ${JSON.stringify(image)}` };
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       throw new InvalidArgumentError(name, 'a readable image file', image, `Expected a readable image file for ${name} but cannot read ${JSON.stringify(image)}${code ? ` (${code})` : ''}: ${(error as Error).message}`);
     }
-    return { img: await decode(bytes, name, `file ${JSON.stringify(image)}`, maxPixels, cropOf), cropped: cropOf !== undefined };
   }
-  if (image instanceof Uint8Array) return { img: await decode(image, name, `${describeValue(image)}`, maxPixels, cropOf), cropped: cropOf !== undefined };
-  if (isRawImage(image)) return { img: rawToRgb(image, name), cropped: false };
+  if (image instanceof Uint8Array) return { bytes: image, source: describeValue(image) };
+  if (isRawImage(image)) return undefined;
   throw new InvalidArgumentError(name, EXPECTED_INPUT, image);
 }
 
@@ -375,15 +381,6 @@ function axisWeights(inSize: number, outSize: number, filter: (x: number) => num
   return { start, count, weights, taps, precision };
 }
 
-/** A resize as the worker thread receives it. @internal */
-export interface ResizeTask {
-  data: Uint8Array;
-  width: number;
-  height: number;
-  size: Size2;
-  resample: Resample;
-}
-
 /**
  * Resizes 8-bit RGB (exported for the worker thread; not part of the package's API). Sums stay within int32 (at most 255 times the absolute weight sum, under 2^31
  * at every precision), so `>>` rounds them down exactly as the C++ does.
@@ -447,18 +444,54 @@ function clampByte(v: number): number {
   return v < 0 ? 0 : v > 255 ? 255 : v;
 }
 
-/** Crops of up to this many pixels are resized on the calling thread (about 2 ms); larger ones in a worker. */
-const INLINE_RESIZE_PIXELS = 256 * 256;
+/**
+ * Work on up to this many pixels runs on the calling thread (the resize of a 256x256 crop takes
+ * about 2 ms); larger images are decoded, cropped and resized in a worker thread, so that no large
+ * pixel buffer ever crosses to the main thread (posting one costs about 1.5 ms per MB there).
+ */
+const INLINE_PIXELS = 256 * 256;
 
-let resizePool: WorkerPool<ResizeTask, Rgb> | undefined;
+/** What the image worker does: decode and crop encoded bytes (`bytes`), or take raw RGB (`rgb`), then resize. @internal */
+export type ImageTask = {
+  size: Size2;
+  resample: Resample;
+} & (
+  | { bytes: Uint8Array; name: string; source: string; maxPixels: number; displayed: Size2; box: Size2 | undefined }
+  | { rgb: Rgb }
+);
 
-async function resize(img: Rgb, size: Size2, resample: Resample): Promise<Rgb> {
-  if (img.width === size.width && img.height === size.height) return img;
-  if (img.width * img.height <= INLINE_RESIZE_PIXELS) return resizeRgb(img, size, resample);
-  resizePool ??= new WorkerPool<ResizeTask, Rgb>(siblingModule(import.meta.url, 'image_resize_worker'));
-  // The pixels move to the worker (no copy on this thread); sharp's and our buffers are transferable.
-  const data = img.data.byteOffset === 0 && img.data.byteLength === img.data.buffer.byteLength ? img.data : img.data.slice();
-  return resizePool.run({ data, width: img.width, height: img.height, size, resample }, [data.buffer as ArrayBuffer]);
+/** The worker's answer: pixels, or the InvalidArgumentError to rethrow here. @internal */
+export type ImageTaskResult = { rgb: Rgb } | { invalid: { argument: string; expected: string; actual: string; message: string } };
+
+let imagePool: WorkerPool<ImageTask, ImageTaskResult> | undefined;
+
+function pool(): WorkerPool<ImageTask, ImageTaskResult> {
+  imagePool ??= new WorkerPool<ImageTask, ImageTaskResult>(siblingModule(import.meta.url, 'image_resize_worker'));
+  return imagePool;
+}
+
+/**
+ * Loads sharp and starts the image worker threads now rather than on the first large image (a
+ * server calls this before listening: loading sharp's native library takes tens of milliseconds
+ * of the calling thread).
+ */
+export async function prepareImageDecoding(): Promise<void> {
+  await loadSharp();
+  pool().start();
+}
+
+async function inWorker(task: ImageTask, transfer: ArrayBuffer[]): Promise<Rgb> {
+  const answer = await pool().run(task, transfer);
+  if ('invalid' in answer) {
+    const e = answer.invalid;
+    throw new InvalidArgumentError(e.argument, e.expected, e.actual, e.message);
+  }
+  return answer.rgb;
+}
+
+/** A copy of `bytes` in an ArrayBuffer of its own, to move to a worker (the caller's memory is never detached). */
+function ownCopy(bytes: Uint8Array): Uint8Array {
+  return new Uint8Array(bytes);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -568,7 +601,8 @@ export class PerceiverImageProcessor {
    *
    * Encoded images larger than `options.maxInputPixels` (width x height from the file's header,
    * read before anything is decoded) are refused with ImageTooLargeError. Decoding and the centre
-   * crop run in sharp; the resize of a crop larger than 256x256 pixels runs in a worker thread.
+   * crop run in sharp; images whose crop is larger than 256x256 pixels are decoded, cropped and
+   * resized in a worker thread.
    */
   async preprocess(images: ImageInput | ImageInput[], options: PreprocessOptions = {}): Promise<Tensor<'float32'>> {
     if (typeof options !== 'object' || options === null || Array.isArray(options)) throw new InvalidArgumentError('options', 'an object such as { maxInputPixels }', options);
@@ -588,9 +622,31 @@ export class PerceiverImageProcessor {
         }
         return box;
       };
-      let { img, cropped } = await toRgb(list[i], name, maxPixels, this.doCenterCrop ? cropOf : undefined);
-      if (this.doCenterCrop && !cropped) img = centerCrop(img, cropOf(img));
-      if (this.doResize) img = await resize(img, this.size, this.resample);
+      const encoded = await encodedBytes(list[i], name);
+      let img: Rgb;
+      if (encoded) {
+        const displayed = await readHeader(encoded.bytes, name, encoded.source, maxPixels);
+        const box = this.doCenterCrop ? cropOf(displayed) : undefined;
+        const region = box ?? displayed;
+        if (this.doResize && region.width * region.height > INLINE_PIXELS) {
+          const bytes = ownCopy(encoded.bytes);
+          const task: ImageTask = { bytes, name, source: encoded.source, maxPixels, displayed, box, size: this.size, resample: this.resample };
+          img = await inWorker(task, [bytes.buffer as ArrayBuffer]);
+        } else {
+          img = await decodeCrop(encoded.bytes, name, encoded.source, maxPixels, displayed, box);
+          if (this.doResize) img = resizeRgb(img, this.size, this.resample);
+        }
+      } else {
+        const raw = list[i] as Record<string, unknown>;
+        img = rawToRgb(raw, name);
+        if (this.doCenterCrop) img = centerCrop(img, cropOf(img));
+        if (this.doResize && img.width * img.height > INLINE_PIXELS) {
+          const rgb = { ...img, data: img.data === raw.data ? ownCopy(img.data) : img.data };
+          img = await inWorker({ rgb, size: this.size, resample: this.resample }, [rgb.data.buffer as ArrayBuffer]);
+        } else if (this.doResize) {
+          img = resizeRgb(img, this.size, this.resample);
+        }
+      }
       planes.push(img);
     }
 

@@ -1,8 +1,20 @@
-/** Worker thread of PerceiverImageProcessor: the exact (torch-identical) resize of large images, off the main thread. */
-import { resizeRgb, type ResizeTask } from './image_processor.js';
+/**
+ * Worker thread of PerceiverImageProcessor: large images are decoded and cropped (sharp) and
+ * resized (the exact, torch-identical kernel) here, off the main thread; only the small result
+ * goes back.
+ */
+import { InvalidArgumentError } from './errors.js';
+import { decodeCrop, resizeRgb, type ImageTask, type ImageTaskResult } from './image_processor.js';
 import { serveTasks } from './worker_pool.js';
 
-serveTasks((task: ResizeTask) => {
-  const out = resizeRgb({ data: task.data, width: task.width, height: task.height }, task.size, task.resample);
-  return { result: out, transfer: [out.data.buffer as ArrayBuffer] };
+serveTasks<ImageTask, ImageTaskResult>(async (task) => {
+  let rgb;
+  try {
+    rgb = 'rgb' in task ? task.rgb : await decodeCrop(task.bytes, task.name, task.source, task.maxPixels, task.displayed, task.box);
+  } catch (error) {
+    if (!(error instanceof InvalidArgumentError)) throw error;
+    return { result: { invalid: { argument: error.argument, expected: error.expected, actual: error.actual, message: error.message } } };
+  }
+  const out = resizeRgb(rgb, task.size, task.resample);
+  return { result: { rgb: out }, transfer: [out.data.buffer as ArrayBuffer] };
 });

@@ -50,6 +50,11 @@ export class WorkerPool<In, Out> {
     });
   }
 
+  /** Starts the workers now (they idle without holding the process open) instead of on first use. */
+  start(): void {
+    while (!this.closed && this.slots.length < this.size) this.spawn();
+  }
+
   /** Stops every worker; queued tasks are rejected. */
   async close(): Promise<void> {
     this.closed = true;
@@ -72,7 +77,6 @@ export class WorkerPool<In, Out> {
   private spawn(): Slot {
     const worker = new Worker(this.url);
     const slot: Slot = { worker, task: undefined };
-    worker.unref();
     const finish = (settle: (task: Task) => void): void => {
       const task = slot.task;
       slot.task = undefined;
@@ -94,20 +98,22 @@ export class WorkerPool<In, Out> {
     };
     worker.on('error', died);
     worker.on('exit', (code) => died(new Error(`exited with code ${code}`)));
+    // After the listeners: adding a 'message' listener refs the worker again.
+    worker.unref();
     this.slots.push(slot);
     return slot;
   }
 }
 
 /** The worker side: answers each posted payload with `handler`'s result (and the buffers to transfer back). */
-export function serveTasks<In, Out>(handler: (payload: In) => { result: Out; transfer?: Transferable[] }): void {
+export function serveTasks<In, Out>(handler: (payload: In) => { result: Out; transfer?: Transferable[] } | Promise<{ result: Out; transfer?: Transferable[] }>): void {
   const port = parentPort;
   if (!port) throw new Error('serveTasks() runs in a worker thread');
-  port.on('message', (payload: In) => {
+  port.on('message', async (payload: In) => {
     let reply: Reply;
     let transfer: Transferable[] = [];
     try {
-      const out = handler(payload);
+      const out = await handler(payload);
       reply = { ok: true, result: out.result };
       transfer = out.transfer ?? [];
     } catch (error) {

@@ -30,7 +30,7 @@ import { availableParallelism } from 'node:os';
 import Fastify, { type FastifyError, type FastifyReply, type FastifyRequest } from 'fastify';
 import { Counter, Histogram, Registry } from 'prom-client';
 import { DisposedError, InvalidArgumentError, PerceiverError } from '../errors.js';
-import { DEFAULT_MAX_INPUT_PIXELS, ImageTooLargeError, PerceiverImageProcessor } from '../image_processor.js';
+import { DEFAULT_MAX_INPUT_PIXELS, ImageTooLargeError, PerceiverImageProcessor, prepareImageDecoding } from '../image_processor.js';
 import { PerceiverClassificationDecoder } from '../modeling/decoders.js';
 import type { PerceiverModel } from '../modeling/perceiver_model.js';
 import { PerceiverImagePreprocessor, PerceiverTextPreprocessor } from '../modeling/preprocessors.js';
@@ -171,8 +171,13 @@ class Semaphore {
   }
 }
 
-/** Body parsing in worker threads, shared by every server of the process (started on first use). */
+/** Body parsing in worker threads, shared by every server of the process. */
 let bodyPool: WorkerPool<BodyTask, ParsedBody> | undefined;
+
+function bodyWorkers(): WorkerPool<BodyTask, ParsedBody> {
+  bodyPool ??= new WorkerPool<BodyTask, ParsedBody>(siblingModule(import.meta.url, 'body_worker'));
+  return bodyPool;
+}
 
 /** Serves a loaded model over HTTP until close(). */
 export async function serve(model: PerceiverModel<any>, options: ServeOptions = {}): Promise<RunningServer> {
@@ -295,10 +300,9 @@ export async function serve(model: PerceiverModel<any>, options: ServeOptions = 
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, async (_request: FastifyRequest, bytes: Buffer) => {
     if (bytes.length <= INLINE_BODY_BYTES) return readBody(bytes, textCodeUnits);
-    bodyPool ??= new WorkerPool<BodyTask, ParsedBody>(siblingModule(import.meta.url, 'body_worker'));
     // Move the bytes to the worker without a copy on this thread when they own their memory.
     const own = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : Buffer.from(bytes);
-    return bodyPool.run({ bytes: own, textCodeUnits }, [own.buffer as ArrayBuffer]);
+    return bodyWorkers().run({ bytes: own, textCodeUnits }, [own.buffer as ArrayBuffer]);
   });
 
   /**
@@ -393,6 +397,9 @@ export async function serve(model: PerceiverModel<any>, options: ServeOptions = 
   );
 
   try {
+    // Threads and native libraries start now, not inside the first requests.
+    bodyWorkers().start();
+    if (modality === 'image') await prepareImageDecoding();
     await app.listen({ host, port });
   } catch (error) {
     await Promise.allSettled([app.close(), classifyBatcher.close(), embedBatcher.close()]);
