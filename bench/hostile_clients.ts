@@ -1,6 +1,6 @@
 /** Hostile HTTP clients for the tests and benchmarks (test/serve-hostile.test.ts, bench/hostile_load.ts): raw sockets for trickled bodies and partial headers, and image bombs. */
 import { connect, type Socket } from 'node:net';
-import { deflateSync } from 'node:zlib';
+import { createDeflate, deflateSync } from 'node:zlib';
 
 export interface RawConnection {
   socket: Socket;
@@ -77,6 +77,38 @@ export function declaredPng(width: number, height: number, rows = 1): Buffer {
     Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
     chunk('IHDR', ihdr),
     chunk('IDAT', deflateSync(raw, { level: 9 })),
+    chunk('IEND', Buffer.alloc(0)),
+  ]);
+}
+
+/**
+ * A complete PNG of `width` x `height` black RGB pixels: every row is in its compressed data
+ * (zlib level 9), so a decoder that trusts it decodes width x height x 3 bytes. 16383 x 16383 is
+ * 805 MB of pixels in about 0.8 MB of file.
+ */
+export async function bombPng(width: number, height: number): Promise<Buffer> {
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr[8] = 8;
+  ihdr[9] = 2;
+  const deflate = createDeflate({ level: 9 });
+  const parts: Buffer[] = [];
+  deflate.on('data', (part: Buffer) => parts.push(part));
+  const ended = new Promise<void>((resolve, reject) => {
+    deflate.once('end', resolve);
+    deflate.once('error', reject);
+  });
+  const row = Buffer.alloc(width * 3 + 1);
+  for (let y = 0; y < height; y++) {
+    if (!deflate.write(row)) await new Promise((r) => deflate.once('drain', r));
+  }
+  deflate.end();
+  await ended;
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', ihdr),
+    chunk('IDAT', Buffer.concat(parts)),
     chunk('IEND', Buffer.alloc(0)),
   ]);
 }
