@@ -348,6 +348,8 @@ export async function serve(model: PerceiverModel<any>, options: ServeOptions = 
   app.setErrorHandler((error, _request, reply) => {
     const { status, body } = errorResponse(error);
     if (status === 429) void reply.header('retry-after', String(RETRY_AFTER_S));
+    // A body refused for its size is not read to its end: the connection closes after the answer.
+    if (status === 413) void reply.header('connection', 'close');
     void reply.status(status).type('application/json').send(body);
   });
   app.setNotFoundHandler((request, reply) => {
