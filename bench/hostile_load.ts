@@ -1,14 +1,20 @@
 /**
  * Hostile-load benchmark of the HTTP service (`npm run bench:hostile`):
  *
- *   node dist/bench/hostile_load.js [--seconds 20] [--json FILE]
+ *   node dist/bench/hostile_load.js [--seconds 10] [--rounds 3] [--hostile-nice 0] [--json FILE]
+ *
+ * The windows alternate, unloaded then hostile, --rounds times, each --seconds long, so that both
+ * phases see the same background load on a shared machine. The hostile clients run in a process of
+ * their own; --hostile-nice N runs it at that nice level, which on a machine with few cores stands
+ * for hostile clients elsewhere (their own sending then takes no CPU from the server and the normal
+ * clients), while the server's work on the hostile requests stays at normal priority.
  *
  * Two servers run as child processes (`perceiver-io serve` with its default limits): a text
  * classifier (test/fixtures/text-classification) and an image classifier
  * (test/fixtures/image-conv, 224x224 input). On 127.0.0.1:
  *
- * 1. unloaded: normal clients only (4 text clients, 1 image client, back to back), --seconds;
- * 2. hostile: the same normal clients beside hostile ones, --seconds:
+ * - unloaded windows: normal clients only (4 text clients, 1 image client, back to back);
+ * - hostile windows: the same normal clients beside hostile ones:
  *    - image bombs: 2 clients sending a complete 16383x16383 PNG (805 MB of pixels in 0.8 MB);
  *    - huge texts: 2 clients sending 1 MiB - 64 bytes of text (the body limit), 1 sending 19 MB;
  *    - malformed JSON: 2 clients;
@@ -25,7 +31,6 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import sharp from 'sharp';
 import { packageRoot } from '../lib/native/binding.js';
 import { machineInfo } from './common.js';
@@ -91,15 +96,16 @@ function machineBusySeconds(): number {
   }
 }
 
-/** Cores used over a phase: each server, this generator (both of its threads) and the whole machine. */
-function cpuMeter(servers: Server[]): () => { servers: number[]; generator: number; machine: number } {
-  const start = { at: performance.now(), servers: servers.map((s) => processCpuSeconds(s.child.pid!)), self: process.cpuUsage(), machine: machineBusySeconds() };
+/** Cores used over a phase: each server, the normal clients (this process), the hostile clients' process and the whole machine. */
+function cpuMeter(servers: Server[], hostilePid: number): () => { servers: number[]; generator: number; hostileClients: number; machine: number } {
+  const start = { at: performance.now(), servers: servers.map((s) => processCpuSeconds(s.child.pid!)), self: process.cpuUsage(), hostile: processCpuSeconds(hostilePid), machine: machineBusySeconds() };
   return () => {
     const wall = (performance.now() - start.at) / 1000;
     const self = process.cpuUsage(start.self);
     return {
       servers: servers.map((s, i) => (processCpuSeconds(s.child.pid!) - start.servers[i]!) / wall),
       generator: (self.user + self.system) / 1e6 / wall,
+      hostileClients: (processCpuSeconds(hostilePid) - start.hostile) / wall,
       machine: (machineBusySeconds() - start.machine) / wall,
     };
   };
@@ -138,17 +144,27 @@ interface NormalResult {
 }
 
 async function main(): Promise<number> {
-  let seconds = 20;
+  let seconds = 10;
+  let rounds = 3;
+  let nice = 0;
   let jsonFile: string | undefined;
   try {
-    const { values } = parseArgs({ options: { seconds: { type: 'string' }, json: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true });
+    const { values } = parseArgs({ options: { seconds: { type: 'string' }, rounds: { type: 'string' }, 'hostile-nice': { type: 'string' }, json: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true });
     if (values.help) {
-      console.log('usage: node dist/bench/hostile_load.js [--seconds 20] [--json FILE]');
+      console.log('usage: node dist/bench/hostile_load.js [--seconds 10] [--rounds 3] [--hostile-nice 0] [--json FILE]');
       return 0;
     }
     if (values.seconds !== undefined) {
       seconds = Number(values.seconds);
       if (!(seconds > 0 && seconds <= 600)) throw new Error(`--seconds wants a number from 0 to 600, got '${values.seconds}'`);
+    }
+    if (values.rounds !== undefined) {
+      rounds = Number(values.rounds);
+      if (!(Number.isSafeInteger(rounds) && rounds >= 1 && rounds <= 20)) throw new Error(`--rounds wants an integer from 1 to 20, got '${values.rounds}'`);
+    }
+    if (values['hostile-nice'] !== undefined) {
+      nice = Number(values['hostile-nice']);
+      if (!(Number.isSafeInteger(nice) && nice >= 0 && nice <= 19)) throw new Error(`--hostile-nice wants an integer from 0 to 19, got '${values['hostile-nice']}'`);
     }
     jsonFile = values.json;
   } catch (error) {
@@ -160,7 +176,7 @@ async function main(): Promise<number> {
   const log = (line: string): void => void process.stderr.write(`  [${new Date().toISOString().slice(11, 19)}] ${line}\n`);
   const servers: Server[] = [];
   let sampler: NodeJS.Timeout | undefined;
-  let hostileWorker: Worker | undefined;
+  let hostileChild: ChildProcess | undefined;
   try {
     const smallPng = await sharp(Buffer.from(Array.from({ length: 64 * 48 * 3 }, (_, i) => (i * 37) & 255)), { raw: { width: 64, height: 48, channels: 3 } }).png().toBuffer();
     const normalImage = Buffer.from(JSON.stringify({ image: smallPng.toString('base64') }));
@@ -171,12 +187,14 @@ async function main(): Promise<number> {
     sampler = setInterval(() => servers.forEach((s) => s.rss.push(rssMiB(s.child.pid!))), 200);
     // The hostile clients run in a worker thread of their own, so that building and sending their
     // large bodies never delays the normal clients' event loop (and so their latencies).
-    const worker = new Worker(new URL(import.meta.url), { workerData: { text: text.url, image: image.url } });
-    hostileWorker = worker;
-    log('hostile clients: building their bodies');
+    const self = fileURLToPath(import.meta.url);
+    const childArgs = [self, '--hostile-clients', text.url, image.url];
+    const worker = spawn(nice > 0 ? 'nice' : process.execPath, nice > 0 ? ['-n', String(nice), process.execPath, ...childArgs] : childArgs, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    hostileChild = worker;
+    log(`hostile clients: process ${worker.pid}${nice > 0 ? ` at nice ${nice}` : ''}, building their bodies`);
     await new Promise<void>((resolveReady, reject) => {
-      worker.once('message', (m: string) => (m === 'ready' ? resolveReady() : reject(new Error(String(m)))));
-      worker.once('error', reject);
+      worker.once('message', (m: unknown) => (m === 'ready' ? resolveReady() : reject(new Error(String(m)))));
+      worker.once('exit', (code) => reject(new Error(`the hostile clients' process exited (${code})`)));
     });
 
     // Reference answers, unloaded: the top label of each normal request.
@@ -220,30 +238,54 @@ async function main(): Promise<number> {
       return worst;
     }
 
-    // Phase 1: unloaded.
-    log(`unloaded: 4 text + 1 image normal clients, ${seconds} s`);
-    let rssFrom = servers.map((s) => s.rss.length);
-    let stopAt = performance.now() + seconds * 1000;
-    let meter = cpuMeter(servers);
-    const [unloaded, unloadedHealth] = await Promise.all([normalClients(stopAt), healthProbe(stopAt)]);
-    const unloadedCpu = meter();
-    const unloadedPeak = servers.map((s, i) => Math.max(...s.rss.slice(rssFrom[i])));
-
-    // Phase 2: hostile.
-    log(`hostile: the same normal clients beside image bombs, huge texts, malformed JSON, slow bodies and headers, ${seconds} s`);
-    rssFrom = servers.map((s) => s.rss.length);
-    stopAt = performance.now() + seconds * 1000;
-    worker.postMessage({ seconds });
-    const hostile = new Promise<Record<string, Record<string, number>>>((resolveOutcomes, reject) => {
-      worker.once('message', resolveOutcomes);
-      worker.once('error', reject);
-    });
-    meter = cpuMeter(servers);
-    const [loaded, loadedHealth] = await Promise.all([normalClients(stopAt), healthProbe(stopAt)]);
-    const hostileCpu = meter();
-    const hostileOutcomes = await hostile;
-    const hostilePeak = servers.map((s, i) => Math.max(...s.rss.slice(rssFrom[i])));
+    // Unloaded and hostile windows alternate, `rounds` times, so that both phases see the same
+    // background load on a shared machine; each phase's figures are over all of its windows.
+    const merge = (into: NormalResult, from: NormalResult): void => {
+      into.latencies.push(...from.latencies);
+      into.failures += from.failures;
+      into.examples.push(...from.examples.slice(0, 5 - into.examples.length));
+    };
+    const phases = {
+      unloaded: { text: { latencies: [], failures: 0, examples: [] } as NormalResult, image: { latencies: [], failures: 0, examples: [] } as NormalResult, health: 0, peak: [0, 0], cpu: [] as ReturnType<ReturnType<typeof cpuMeter>>[] },
+      hostile: { text: { latencies: [], failures: 0, examples: [] } as NormalResult, image: { latencies: [], failures: 0, examples: [] } as NormalResult, health: 0, peak: [0, 0], cpu: [] as ReturnType<ReturnType<typeof cpuMeter>>[] },
+    };
+    let hostileOutcomes: Record<string, Record<string, number>> = {};
+    for (let round = 1; round <= rounds; round++) {
+      for (const phase of ['unloaded', 'hostile'] as const) {
+        log(`round ${round}/${rounds}, ${phase}: 4 text + 1 image normal clients${phase === 'hostile' ? ' beside image bombs, huge texts, malformed JSON, slow bodies and headers' : ''}, ${seconds} s`);
+        const rssFrom = servers.map((s) => s.rss.length);
+        const stopAt = performance.now() + seconds * 1000;
+        let hostile: Promise<Record<string, Record<string, number>>> | undefined;
+        if (phase === 'hostile') {
+          worker.send({ seconds });
+          hostile = new Promise((resolveOutcomes) => worker.once('message', (m) => resolveOutcomes(m as Record<string, Record<string, number>>)));
+        }
+        const meter = cpuMeter(servers, worker.pid!);
+        const [normal, health] = await Promise.all([normalClients(stopAt), healthProbe(stopAt)]);
+        const into = phases[phase];
+        into.cpu.push(meter());
+        if (hostile) hostileOutcomes = await hostile;
+        merge(into.text, normal.text);
+        merge(into.image, normal.image);
+        into.health = Math.max(into.health, health);
+        servers.forEach((s, i) => (into.peak[i] = Math.max(into.peak[i]!, ...s.rss.slice(rssFrom[i]))));
+      }
+    }
     clearInterval(sampler);
+    const meanCpu = (list: ReturnType<ReturnType<typeof cpuMeter>>[]) => ({
+      servers: servers.map((_, i) => list.reduce((a, c) => a + c.servers[i]!, 0) / list.length),
+      generator: list.reduce((a, c) => a + c.generator, 0) / list.length,
+      hostileClients: list.reduce((a, c) => a + c.hostileClients, 0) / list.length,
+      machine: list.reduce((a, c) => a + c.machine, 0) / list.length,
+    });
+    const unloaded = phases.unloaded;
+    const loaded = phases.hostile;
+    const unloadedHealth = unloaded.health;
+    const loadedHealth = loaded.health;
+    const unloadedPeak = unloaded.peak;
+    const hostilePeak = loaded.peak;
+    const unloadedCpu = meanCpu(unloaded.cpu);
+    const hostileCpu = meanCpu(loaded.cpu);
     for (const server of servers) if (server.child.exitCode !== null) throw new Error(`${server.name} server died: ${server.stderr.slice(-5).join(' ')}`);
 
     const stats = (r: NormalResult) => ({ requests: r.latencies.length, failures: r.failures, p50: percentile(r.latencies, 50), p99: percentile(r.latencies, 99), max: Math.max(...r.latencies), examples: r.examples });
@@ -252,7 +294,7 @@ async function main(): Promise<number> {
       hostile: { text: stats(loaded.text), image: stats(loaded.image), worstHealthMs: loadedHealth, peakRssMiB: hostilePeak, coresUsed: hostileCpu, outcomes: hostileOutcomes },
     };
     const f = (x: number): string => (Number.isFinite(x) ? x.toFixed(1) : String(x));
-    console.log(`perceiver-io hostile load, ${machine.date}; ${machine.cpuModel}, ${machine.cores} cores, load ${machine.loadAverage.map((x) => x.toFixed(2)).join(' ')} at start; ${seconds} s per phase`);
+    console.log(`perceiver-io hostile load, ${machine.date}; ${machine.cpuModel}, ${machine.cores} cores, load ${machine.loadAverage.map((x) => x.toFixed(2)).join(' ')} at start; ${rounds} rounds of ${seconds} s unloaded + ${seconds} s hostile; hostile clients at nice ${nice}`);
     console.log('| phase | normal clients | requests | failures | p50 ms | p99 ms | max ms |');
     console.log('|---|---|---|---|---|---|---|');
     for (const phase of ['unloaded', 'hostile'] as const) {
@@ -264,7 +306,7 @@ async function main(): Promise<number> {
     console.log(`- p99 hostile / unloaded: text ${f(result.hostile.text.p99 / result.unloaded.text.p99)}x, image ${f(result.hostile.image.p99 / result.unloaded.image.p99)}x (goal within 2x)`);
     console.log(`- worst /health latency: unloaded ${f(unloadedHealth)} ms, hostile ${f(loadedHealth)} ms`);
     console.log(`- peak RSS (MiB): text server ${f(unloadedPeak[0]!)} unloaded, ${f(hostilePeak[0]!)} hostile; image server ${f(unloadedPeak[1]!)} unloaded, ${f(hostilePeak[1]!)} hostile`);
-    const cores = (c: typeof unloadedCpu): string => `text server ${c.servers[0]!.toFixed(2)}, image server ${c.servers[1]!.toFixed(2)}, generator ${c.generator.toFixed(2)}, whole machine ${c.machine.toFixed(2)} of ${machine.cores}`;
+    const cores = (c: typeof unloadedCpu): string => `text server ${c.servers[0]!.toFixed(2)}, image server ${c.servers[1]!.toFixed(2)}, normal clients ${c.generator.toFixed(2)}, hostile clients ${c.hostileClients.toFixed(2)}, whole machine ${c.machine.toFixed(2)} of ${machine.cores}`;
     console.log(`- cores used: unloaded: ${cores(unloadedCpu)}; hostile: ${cores(hostileCpu)}`);
     for (const [kind, outcomes] of Object.entries(hostileOutcomes)) console.log(`- hostile ${kind}: ${JSON.stringify(outcomes)}`);
     for (const e of [...loaded.text.examples, ...loaded.image.examples]) console.log(`  normal failure: ${e}`);
@@ -275,7 +317,7 @@ async function main(): Promise<number> {
       if (!(result.hostile[kind].p99 <= 2 * result.unloaded[kind].p99)) problems.push(`${kind} p99 ${f(result.hostile[kind].p99)} ms is more than 2x the unloaded ${f(result.unloaded[kind].p99)} ms`);
     }
     console.log(problems.length === 0 ? '\nPASS' : `\nMISSED: ${problems.join('; ')}`);
-    const json = JSON.stringify({ bench: 'hostile-load', machine, seconds, result, pass: problems.length === 0, problems });
+    const json = JSON.stringify({ bench: 'hostile-load', machine, seconds, rounds, hostileNice: nice, result, pass: problems.length === 0, problems });
     console.log(json);
     if (jsonFile) writeFileSync(jsonFile, json + '\n');
     return problems.length === 0 ? 0 : 1;
@@ -284,7 +326,7 @@ async function main(): Promise<number> {
     return 1;
   } finally {
     clearInterval(sampler);
-    await hostileWorker?.terminate();
+    if (hostileChild && hostileChild.exitCode === null) hostileChild.kill('SIGKILL');
     for (const server of servers) {
       if (server.child.exitCode === null) {
         const exited = new Promise((r) => server.child.once('exit', r));
@@ -297,9 +339,14 @@ async function main(): Promise<number> {
   }
 }
 
-/** The hostile clients (a worker thread): builds its bodies, says 'ready', runs when told, answers with the outcomes. */
+/**
+ * The hostile clients, in a process of their own (so that building and sending their large bodies
+ * never delays the normal clients' event loop): builds its bodies, says 'ready', runs a window each
+ * time it is told, answers with the outcomes so far.
+ */
 async function hostileClients(urls: { text: string; image: string }): Promise<void> {
-  const port = parentPort!;
+  const port = { postMessage: (m: unknown) => process.send!(m), once: (event: 'message', listener: (m: any) => void) => process.once(event, listener) };
+  process.once('disconnect', () => process.exit(0));
   const connections = new Set<RawConnection>();
   const text = { url: urls.text };
   const image = { url: urls.image };
@@ -309,8 +356,6 @@ async function hostileClients(urls: { text: string; image: string }): Promise<vo
   const tooLarge = Buffer.alloc(19 * 1024 * 1024, 0x61);
   const malformed = ['{"text": ', '{"text": 42}', '[1,2,3', 'null', '{"image": "***"}', '\u0000\u0001', '{"text": "a", "image": "b"}'].map((m) => Buffer.from(m));
   port.postMessage('ready');
-  const { seconds } = await new Promise<{ seconds: number }>((r) => port.once('message', r));
-  const stopAt = performance.now() + seconds * 1000;
     const hostileOutcomes: Record<string, Record<string, number>> = {};
     const count = (kind: string, outcome: string | number): void => {
       hostileOutcomes[kind] ??= {};
@@ -349,7 +394,11 @@ async function hostileClients(urls: { text: string; image: string }): Promise<vo
       }
     }
 
-    let m = 0;
+  let m = 0;
+  // One window per message from the main thread; the outcomes add up over the windows.
+  for (;;) {
+    const { seconds } = await new Promise<{ seconds: number }>((r) => port.once('message', r));
+    const stopAt = performance.now() + seconds * 1000;
     await Promise.all([
       hostileLoop('image bomb 16383x16383', `${image.url}/embed`, () => bomb, stopAt),
       hostileLoop('image bomb 16383x16383', `${image.url}/classify`, () => bomb, stopAt),
@@ -363,9 +412,10 @@ async function hostileClients(urls: { text: string; image: string }): Promise<vo
       ...Array.from({ length: 2 }, () => slowHeaders(text, stopAt)),
       ...Array.from({ length: 2 }, () => slowHeaders(image, stopAt)),
     ]);
-  for (const conn of connections) conn.destroy();
-  port.postMessage(hostileOutcomes);
+    for (const conn of connections) conn.destroy();
+    port.postMessage(hostileOutcomes);
+  }
 }
 
-if (isMainThread) process.exitCode = await main();
-else await hostileClients(workerData as { text: string; image: string });
+if (process.argv[2] === '--hostile-clients') await hostileClients({ text: process.argv[3]!, image: process.argv[4]! });
+else process.exitCode = await main();
