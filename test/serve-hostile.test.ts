@@ -3,9 +3,9 @@
  * shutdown with a slow client. Every server listens on 127.0.0.1, port 0, and is closed here;
  * the event loop's delay is measured with perf_hooks.monitorEventLoopDelay while they run.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import sharp from 'sharp';
@@ -20,14 +20,28 @@ type Json = Record<string, any>;
 
 /** Loose bounds: this runs on shared, loaded machines; the work refused here took seconds before. */
 const FAST_MS = 1500;
-/** Longest the event loop may stall while hostile requests are handled (a 1 ms tick measures it). */
-const EVENT_LOOP_BOUND_MS = 100;
+/**
+ * Longest the event loop may stall while hostile requests are handled (a 1 ms tick measures it).
+ * Generous because a loaded shared machine alone delays a tick by tens of milliseconds (the idle
+ * figure in each message); the work this guards against took seconds.
+ */
+const EVENT_LOOP_BOUND_MS = 150;
 
+/** POSTs `body` as JSON; a string or Buffer is sent as it is (`raw`). */
 async function post(url: string, body: unknown, raw = false): Promise<{ status: number; json: Json; headers: Headers; ms: number }> {
   const started = performance.now();
-  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: raw ? (body as string) : JSON.stringify(body), signal: AbortSignal.timeout(60_000) });
+  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: raw ? (body as string | Buffer) : JSON.stringify(body), signal: AbortSignal.timeout(60_000) });
   const json = (await res.json()) as Json;
   return { status: res.status, json, headers: res.headers, ms: performance.now() - started };
+}
+
+/** The worst event-loop delay of this process over 500 ms of doing nothing: the machine's own scheduling noise. */
+async function idleLoopDelayMs(): Promise<number> {
+  const histogram = monitorEventLoopDelay({ resolution: 1 });
+  histogram.enable();
+  await new Promise((r) => setTimeout(r, 500));
+  histogram.disable();
+  return histogram.max / 1e6;
 }
 
 /** Runs `work` while sampling the event loop's delay; returns its result and the worst delay in ms. */
@@ -64,6 +78,25 @@ async function healthDuring<T>(url: string, work: Promise<T>): Promise<{ result:
     done = true;
     await prober;
   }
+}
+
+/** `perceiver-io serve ARGS --port 0` as a child process, killed at teardown if still running. */
+async function startCli(t: Test, args: string[]): Promise<{ url: string; child: ChildProcess; stderr: () => string }> {
+  const cli = join(REPO, JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')).bin['perceiver-io']);
+  const child = spawn(process.execPath, [cli, 'serve', ...args, '--port', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  let stderr = '';
+  const url = await new Promise<string>((resolve, reject) => {
+    child.stderr!.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+      const m = /serving \w+ on (http:\/\/\S+)/.exec(stderr);
+      if (m) resolve(m[1]!);
+    });
+    child.once('exit', (code) => reject(new Error(`serve exited early (${code}): ${stderr}`)));
+  });
+  return { url, child, stderr: () => stderr };
 }
 
 t.test('image processor: the pixel limit is checked from the header, before decoding', async (t) => {
@@ -129,7 +162,7 @@ t.test('image processor: a 12 MP image never stalls the event loop', async (t) =
   const processor = new PerceiverImageProcessor();
   const { result, maxDelayMs } = await watchLoop(() => Promise.all([processor.preprocess(jpeg), processor.preprocess(jpeg)]));
   t.same(result[0].shape, [1, 3, 224, 224]);
-  t.ok(maxDelayMs < EVENT_LOOP_BOUND_MS, `worst event-loop delay ${maxDelayMs.toFixed(1)} ms while decoding two 12 MP images`);
+  t.ok(maxDelayMs < EVENT_LOOP_BOUND_MS, `worst event-loop delay ${maxDelayMs.toFixed(1)} ms while decoding two 12 MP images (idle: ${(await idleLoopDelayMs()).toFixed(1)} ms)`);
 });
 
 t.test('cutText keeps whole characters', async (t) => {
@@ -149,8 +182,8 @@ t.test('text model under hostile bodies', async (t) => {
   t.test('a huge text answers like the whole text tokenized, without stalling /health', async (t) => {
     // Special-token literals use 6 code units per token: the cut must keep enough of them.
     const texts = [
-      'x'.repeat(900_000),
-      '[MASK]'.repeat(150_000),
+      'x'.repeat(300_000),
+      '[MASK]'.repeat(50_000),
       `${'é'.repeat(20)}${'[CLS]'.repeat(40)}${'😀'.repeat(100_000)}`,
       `${'a'.repeat(length * 6 - 3)}[SEP]${'b'.repeat(100)}`,
     ];
@@ -163,7 +196,7 @@ t.test('text model under hostile bodies', async (t) => {
       t.ok(diff < 1e-5, `text ${i} (${texts[i]!.length} code units) = the whole text's tokens (max difference ${diff})`);
     }
     t.ok(probes >= 1, `${probes} /health probes`);
-    t.ok(worstHealthMs < 500, `worst /health latency ${worstHealthMs.toFixed(1)} ms during four ~1 MB texts`);
+    t.ok(worstHealthMs < 500, `worst /health latency ${worstHealthMs.toFixed(1)} ms during four texts of 0.3 to 0.4 MB`);
   });
 
   t.test('a body over the limit is answered 413 before it is read', async (t) => {
@@ -218,17 +251,19 @@ t.test('timeouts: slow bodies, slow headers and idle connections are closed', as
   t.teardown(() => trickle.destroy());
   const headers = await openRaw(server.url);
   t.teardown(() => headers.destroy());
+  const silent = await openRaw(server.url);
+  t.teardown(() => silent.destroy());
   const started = performance.now();
   await trickle.write(postHead('/embed', 1000) + '{"text": "');
   await headers.write('POST /embed HTTP/1.1\r\nHost: 127.0.0.1\r\n');
   // Keep the body trickling: one byte every 100 ms never idles the socket, so only the request timeout can end it.
   const dripping = setInterval(() => void trickle.write('a'), 100);
   t.teardown(() => clearInterval(dripping));
-  await Promise.all([trickle.closed, headers.closed]);
+  await Promise.all([trickle.closed, headers.closed, silent.closed]);
   clearInterval(dripping);
   const ms = performance.now() - started;
   t.match(trickle.received(), /^HTTP\/1\.1 408/, 'the trickled body gets 408');
-  t.ok(ms < 3_000, `both closed within ${ms.toFixed(0)} ms (request timeout 400, headers 300, checked every 100 ms)`);
+  t.ok(ms < 3_000, `trickled body, partial headers and a connection that sends nothing all closed within ${ms.toFixed(0)} ms (request timeout 400, headers 300, checked every 100 ms)`);
 
   // Keep-alive: an idle connection after an answer is closed after keepAliveTimeoutMs.
   const idle = await openRaw(server.url);
@@ -262,63 +297,49 @@ t.test('close() drains for at most shutdownTimeoutMs, then closes a slow client'
   t.same(await quick.close(), { drained: true }, 'nothing in flight: drained');
 });
 
-t.test('image model: a bomb is refused in milliseconds while others are served', async (t) => {
-  const model = await AutoModel.fromPretrained(fixtureDir('image-fourier'));
-  t.teardown(() => model.dispose());
-  const imageProcessor = new PerceiverImageProcessor({ size: { height: 8, width: 10 }, doCenterCrop: false });
-  const server = await serve(model, { imageProcessor, maxImagePixels: 20_000_000 });
-  t.teardown(() => server.close());
+t.test('image model in a perceiver-io serve process: bombs refused in milliseconds, others served, its event loop never stalls', async (t) => {
+  const server = await startCli(t, ['--model', fixtureDir('image-conv'), '--max-image-pixels', '20000000']);
   const bomb = declaredPng(16383, 16383).toString('base64');
   const normal = await sharp(Buffer.alloc(20 * 16 * 3, 77), { raw: { width: 20, height: 16, channels: 3 } }).png().toBuffer();
-  // A 1500 x 1000 noisy PNG: a body of a few MB, parsed in the body worker, resized in the image worker.
+  // A 1500 x 1000 noisy PNG: a body of a few MB, parsed in the body worker, decoded, cropped and resized in the image worker.
   const noise = Buffer.alloc(1500 * 1000 * 3);
   for (let i = 0; i < noise.length; i += 4) noise.writeUInt32LE(Math.imul(i, 2654435761) >>> 0, i);
   const large = await sharp(noise, { raw: { width: 1500, height: 1000, channels: 3 } }).png({ compressionLevel: 1 }).toBuffer();
   t.ok(large.length > INLINE_BYTES_FOR_TEST, `the large PNG is ${(large.length / 1e6).toFixed(1)} MB`);
+  const bodies = [...Array.from({ length: 6 }, () => bomb), large.toString('base64'), normal.toString('base64')].map((image) => Buffer.from(JSON.stringify({ image })));
 
-  const { result, maxDelayMs } = await watchLoop(async () =>
-    healthDuring(
-      server.url,
-      Promise.all([
-        ...Array.from({ length: 6 }, () => post(`${server.url}/embed`, { image: bomb })),
-        post(`${server.url}/embed`, { image: large.toString('base64') }),
-        post(`${server.url}/embed`, { image: normal.toString('base64') }),
-      ]),
-    ),
-  );
+  const loopDelayMs = async (): Promise<number> => {
+    const text = await (await fetch(`${server.url}/metrics`)).text();
+    const match = /^perceiver_event_loop_delay_max_seconds (\S+)$/m.exec(text);
+    if (!match) throw new Error('no perceiver_event_loop_delay_max_seconds in /metrics');
+    return Number(match[1]) * 1000;
+  };
+  await loopDelayMs(); // the maximum restarts at each scrape
+  const result = await healthDuring(server.url, Promise.all(bodies.map((body) => post(`${server.url}/embed`, body, true))));
+  const serverDelayMs = await loopDelayMs();
   const answers = result.result;
   for (const bombAnswer of answers.slice(0, 6)) {
     t.equal(bombAnswer.status, 413, 'bomb: 413');
     t.equal(bombAnswer.json.code, 'ERR_PERCEIVER_IMAGE_TOO_LARGE');
   }
-  t.ok(Math.max(...answers.slice(0, 6).map((a) => a.ms)) < 5_000, `bombs answered within ${Math.max(...answers.slice(0, 6).map((a) => a.ms)).toFixed(0)} ms`);
+  const slowestBomb = Math.max(...answers.slice(0, 6).map((a) => a.ms));
+  t.ok(slowestBomb < 5_000, `bombs answered within ${slowestBomb.toFixed(0)} ms`);
   t.equal(answers[6]!.status, 200, 'the large image: 200');
-  const expected = await model.embed(await imageProcessor.preprocess(large), { pooling: 'mean' });
+  const model = await AutoModel.fromPretrained(fixtureDir('image-conv'));
+  t.teardown(() => model.dispose());
+  const expected = await model.embed(await new PerceiverImageProcessor().preprocess(large), { pooling: 'mean' });
   const diff = Math.max(...answers[6]!.json.embedding.map((v: number, j: number) => Math.abs(v - expected.data[j]!)));
-  t.ok(diff < 1e-5, `the large image's embedding = model.embed of its pixels (max difference ${diff})`);
+  t.ok(diff < 1e-4, `the large image's embedding = model.embed of its pixels here (max difference ${diff})`);
   t.equal(answers[7]!.status, 200, 'the normal image: 200');
   t.ok(result.worstHealthMs < 500, `worst /health latency ${result.worstHealthMs.toFixed(1)} ms`);
-  t.ok(maxDelayMs < EVENT_LOOP_BOUND_MS, `worst event-loop delay ${maxDelayMs.toFixed(1)} ms (server and clients share this loop)`);
+  t.ok(serverDelayMs < EVENT_LOOP_BOUND_MS, `the server's worst event-loop delay ${serverDelayMs.toFixed(1)} ms (its /metrics)`);
 });
 
 /** Bodies above this are parsed in the body worker (lib/serving/body.ts INLINE_BODY_BYTES). */
 const INLINE_BYTES_FOR_TEST = 256 * 1024;
 
 t.test('perceiver-io serve: SIGTERM with a slow client drains for --shutdown-timeout-ms, then exits 0', async (t) => {
-  const cli = join(REPO, JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')).bin['perceiver-io']);
-  const child = spawn(process.execPath, [cli, 'serve', '--model', fixtureDir('text-classification'), '--port', '0', '--shutdown-timeout-ms', '500'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  t.teardown(() => {
-    if (child.exitCode === null) child.kill('SIGKILL');
-  });
-  let stderr = '';
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString();
-      const m = /serving \w+ on (http:\/\/\S+)/.exec(stderr);
-      if (m) resolve(m[1]!);
-    });
-    child.once('exit', (code) => reject(new Error(`serve exited early (${code}): ${stderr}`)));
-  });
+  const { url, child, stderr } = await startCli(t, ['--model', fixtureDir('text-classification'), '--shutdown-timeout-ms', '500']);
   const slow = await openRaw(url);
   t.teardown(() => slow.destroy());
   await slow.write(postHead('/embed', 100) + '{"te');
@@ -329,5 +350,5 @@ t.test('perceiver-io serve: SIGTERM with a slow client drains for --shutdown-tim
   t.equal(await exit, 0, 'exits 0');
   const ms = performance.now() - started;
   t.ok(ms < 5_000, `exited ${ms.toFixed(0)} ms after SIGTERM`);
-  t.match(stderr, /shutdown timeout, connections closed/, 'says it forced the slow connection');
+  t.match(stderr(), /shutdown timeout, connections closed/, 'says it forced the slow connection');
 });

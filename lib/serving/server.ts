@@ -24,11 +24,13 @@
  * - Errors answer `{ "error": message, "code": "ERR_..." }`: InvalidArgumentError 400,
  *   QueueFullError 429 (with Retry-After), too large 413, a disposed model or closing server 503,
  *   anything else 500. A failing request never takes the process down.
- * - /metrics: Prometheus text from a registry of this server's own (not prom-client's global one).
+ * - /metrics: Prometheus text from a registry of this server's own (not prom-client's global one),
+ *   with `perceiver_event_loop_delay_max_seconds`, the worst event-loop delay since the last scrape.
  */
 import { availableParallelism } from 'node:os';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import Fastify, { type FastifyError, type FastifyReply, type FastifyRequest } from 'fastify';
-import { Counter, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { DisposedError, InvalidArgumentError, PerceiverError } from '../errors.js';
 import { DEFAULT_MAX_INPUT_PIXELS, ImageTooLargeError, PerceiverImageProcessor, prepareImageDecoding } from '../image_processor.js';
 import { PerceiverClassificationDecoder } from '../modeling/decoders.js';
@@ -233,6 +235,19 @@ export async function serve(model: PerceiverModel<any>, options: ServeOptions = 
     registers: [registry],
   });
 
+  // The event loop's worst delay since the last scrape: the figure every guard above exists to keep small.
+  const loopDelay = monitorEventLoopDelay({ resolution: 5 });
+  loopDelay.enable();
+  new Gauge({
+    name: 'perceiver_event_loop_delay_max_seconds',
+    help: 'Longest event-loop delay since the previous scrape (sampled every 5 ms), in seconds',
+    registers: [registry],
+    collect() {
+      this.set(loopDelay.max / 1e9);
+      loopDelay.reset();
+    },
+  });
+
   const firstDim = (inputs: BatchRequest['inputs']): number => (inputs instanceof Tensor ? inputs : Object.values(inputs)[0]!).shape[0] ?? 1;
   const classifyModel: BatchableModel = {
     forward: (call) => {
@@ -404,6 +419,7 @@ export async function serve(model: PerceiverModel<any>, options: ServeOptions = 
     if (modality === 'image') await prepareImageDecoding();
     await app.listen({ host, port });
   } catch (error) {
+    loopDelay.disable();
     await Promise.allSettled([app.close(), classifyBatcher.close(), embedBatcher.close()]);
     throw error;
   }
@@ -433,6 +449,7 @@ export async function serve(model: PerceiverModel<any>, options: ServeOptions = 
           return { drained };
         } finally {
           clearTimeout(timer);
+          loopDelay.disable();
           await Promise.allSettled([classifyBatcher.close(), embedBatcher.close()]);
         }
       })();
