@@ -75,7 +75,12 @@ export class WorkerPool<In, Out> {
   }
 
   private spawn(): Slot {
-    const worker = new Worker(this.url);
+    // A worker inherits this process's Node options (loaders included). With --input-type (a
+    // process running code given with -e) a worker started from a file fails, so there it starts
+    // from a one-line script that imports the module (which --import loaders would not see).
+    const worker = process.execArgv.some((arg) => arg.startsWith('--input-type'))
+      ? new Worker(`import(${JSON.stringify(this.url.href)});`, { eval: true })
+      : new Worker(this.url);
     const slot: Slot = { worker, task: undefined };
     const finish = (settle: (task: Task) => void): void => {
       const task = slot.task;
