@@ -41,7 +41,14 @@ Commands:
             --model DIR|ID          checkpoint folder or Hugging Face Hub id
             --host 127.0.0.1        address to listen on
             --port N                port (0 picks a free one)
-            --device cpu, --dtype float32, --max-batch-size 16, --max-delay-ms 5, --max-queue 1024
+            --device cpu, --dtype float32, --max-batch-size 16, --max-delay-ms 5
+            --max-queue 1024        requests per route queued or in flight; beyond, 429 + Retry-After
+            --max-body-bytes N      larger bodies get 413 (default 1048576 text, 16777216 image models)
+            --max-image-pixels N    images declaring more pixels get 413, undecoded (default 50000000)
+            --max-concurrent-decodes N  images decoded at once (default: cores, 1 to 4)
+            --headers-timeout-ms 10000, --request-timeout-ms 30000 (whole request received),
+            --connection-timeout-ms 60000 (idle socket), --keep-alive-timeout-ms 5000
+            --shutdown-timeout-ms 10000  on SIGTERM/SIGINT: drain this long, then close connections
   embed     Embed files (mean of the latents) into Parquet parts: columns id, path, embedding
             perceiver-io embed --model DIR|ID --out DIR [options] INPUT...
             INPUT                   files, folders (recursive, known media extensions) or globs
@@ -171,6 +178,14 @@ async function serveCommand(args: string[]): Promise<number> {
     'max-batch-size': { type: 'string' },
     'max-delay-ms': { type: 'string' },
     'max-queue': { type: 'string' },
+    'max-body-bytes': { type: 'string' },
+    'max-image-pixels': { type: 'string' },
+    'max-concurrent-decodes': { type: 'string' },
+    'headers-timeout-ms': { type: 'string' },
+    'request-timeout-ms': { type: 'string' },
+    'connection-timeout-ms': { type: 'string' },
+    'keep-alive-timeout-ms': { type: 'string' },
+    'shutdown-timeout-ms': { type: 'string' },
   });
   if (values.help) {
     process.stdout.write(USAGE + '\n');
@@ -191,15 +206,29 @@ async function serveCommand(args: string[]): Promise<number> {
     maxBatchSize: positiveInt(values, 'max-batch-size'),
     maxDelayMs: positiveInt(values, 'max-delay-ms'),
     maxQueue: positiveInt(values, 'max-queue'),
+    maxBodyBytes: positiveInt(values, 'max-body-bytes'),
+    maxImagePixels: positiveInt(values, 'max-image-pixels'),
+    maxConcurrentDecodes: positiveInt(values, 'max-concurrent-decodes'),
+    headersTimeoutMs: positiveInt(values, 'headers-timeout-ms'),
+    requestTimeoutMs: positiveInt(values, 'request-timeout-ms'),
+    connectionTimeoutMs: positiveInt(values, 'connection-timeout-ms'),
+    keepAliveTimeoutMs: positiveInt(values, 'keep-alive-timeout-ms'),
+    shutdownTimeoutMs: positiveInt(values, 'shutdown-timeout-ms', 0),
   });
   process.stderr.write(`perceiver-io: serving ${model.constructor.name} on ${server.url}\n`);
-  // Runs until a signal; then closes the server (in-flight requests finish) and the model.
+  // Runs until a signal; then drains (requests in flight get --shutdown-timeout-ms to finish, then
+  // their connections are closed) and disposes of the model. A second signal exits at once.
   await new Promise<void>((resolve) => {
     const stop = () => resolve();
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
   });
-  await server.close();
+  const again = () => process.exit(1);
+  process.once('SIGINT', again);
+  process.once('SIGTERM', again);
+  process.stderr.write('perceiver-io: draining\n');
+  const { drained } = await server.close();
+  process.stderr.write(drained ? 'perceiver-io: drained, exiting\n' : 'perceiver-io: shutdown timeout, connections closed, exiting\n');
   await model.dispose();
   return 0;
 }
