@@ -30,7 +30,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BackendUnavailableError, InvalidArgumentError, describeValue } from './errors.js';
-import { readPreprocessorConfig } from './preprocessor_config.js';
+import { MAX_CROP_ZOOM, MAX_IMAGE_SIDE, readPreprocessorConfig } from './preprocessor_config.js';
 import { Tensor } from './tensor.js';
 import { WorkerPool, siblingModule } from './worker_pool.js';
 
@@ -125,14 +125,16 @@ async function loadSharp(): Promise<SharpFactory> {
 // ---------------------------------------------------------------------------------------------
 // Option checking
 
+// Sides are bounded as preprocessor_config.json's are: an unbounded size or crop would let one
+// image allocate gigabytes (a size of 30000 is 10.8 GB of float32 per image).
 function checkSize(value: unknown, argument: string): Size2 {
-  const ok = (n: unknown): n is number => Number.isSafeInteger(n) && (n as number) > 0;
+  const ok = (n: unknown): n is number => Number.isSafeInteger(n) && (n as number) > 0 && (n as number) <= MAX_IMAGE_SIDE;
   if (ok(value)) return { height: value, width: value };
   if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
     const { height, width } = value as Record<string, unknown>;
     if (ok(height) && ok(width)) return { height, width };
   }
-  throw new InvalidArgumentError(argument, 'a positive integer or {height, width} of positive integers', value);
+  throw new InvalidArgumentError(argument, `a positive integer up to ${MAX_IMAGE_SIDE} or {height, width} of such integers`, value);
 }
 
 function checkTriple(value: unknown, argument: string, nonZero: boolean): [number, number, number] {
@@ -552,6 +554,13 @@ export class PerceiverImageProcessor {
     this.cropSize = Object.freeze(checkSize(o.cropSize ?? 256, 'options.cropSize'));
     this.doResize = o.doResize === undefined ? true : checkBool(o.doResize, 'options.doResize');
     this.size = Object.freeze(checkSize(o.size ?? 224, 'options.size'));
+    if (this.doCenterCrop && this.doResize) {
+      for (const axis of ['height', 'width'] as const) {
+        if (this.size[axis] > this.cropSize[axis] * MAX_CROP_ZOOM) {
+          throw new InvalidArgumentError(`options.size.${axis}`, `at most options.cropSize.${axis} x ${MAX_CROP_ZOOM} (${this.cropSize[axis] * MAX_CROP_ZOOM})`, this.size[axis]);
+        }
+      }
+    }
     this.resample = o.resample === undefined ? 3 : checkResample(o.resample, 'options.resample');
     this.doRescale = o.doRescale === undefined ? true : checkBool(o.doRescale, 'options.doRescale');
     const factor = o.rescaleFactor ?? 1 / 255;
