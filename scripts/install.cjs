@@ -1,0 +1,110 @@
+#!/usr/bin/env node
+// The package's install step. node-gyp-build finds a binary for this machine (a prebuilt one in
+// prebuilds/<platform>-<arch>/, or an earlier build in build/Release) and checks that it loads;
+// only when none does is the addon compiled with node-gyp. That build's output goes to a log
+// file, and a failure prints one paragraph (what is missing, what to install, where the log is)
+// instead of node-gyp's stack. node-gyp-build's own bin does the same steps but streams the
+// build, which npm then prints whole on failure; so this wrapper, which has no library to lean on.
+//
+//   npm_config_build_from_source=true (npm install --build-from-source) skips the prebuilt binary.
+//   PERCEIVER_BUILD_VERBOSE=1, or npm's --foreground-scripts, streams the build as it runs.
+'use strict';
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { spawnSync } = require('node:child_process');
+
+const root = path.resolve(__dirname, '..');
+const platform = `${process.platform}-${process.arch}`;
+
+/** Whether node-gyp-build finds a binary here that loads (run in a child: a bad binary cannot take this process down). */
+function binaryLoads() {
+  const probe = `process.stdout.write(require('node-gyp-build').path(${JSON.stringify(root)})); require('node-gyp-build')(${JSON.stringify(root)});`;
+  const r = spawnSync(process.execPath, ['-e', probe], { cwd: root, encoding: 'utf8' });
+  return { ok: r.status === 0, path: r.stdout, error: (r.stderr || '').trim().split('\n').find((l) => /Error/.test(l)) || '' };
+}
+
+/** The first of `names` on PATH, or undefined. */
+function onPath(names) {
+  for (const dir of (process.env.PATH || '').split(path.delimiter).filter(Boolean)) {
+    for (const name of names) {
+      try {
+        fs.accessSync(path.join(dir, name), fs.constants.X_OK);
+        return path.join(dir, name);
+      } catch {
+        // not here
+      }
+    }
+  }
+  return undefined;
+}
+
+/** What node-gyp needs that this machine lacks, as short phrases. */
+function missingTools() {
+  const missing = [];
+  const cxx = process.env.CXX ? onPath([process.env.CXX]) || (fs.existsSync(process.env.CXX) ? process.env.CXX : undefined) : onPath(['c++', 'g++', 'clang++']);
+  if (!cxx) missing.push(process.env.CXX ? `the C++ compiler CXX names (${process.env.CXX})` : 'a C++17 compiler (g++ or clang++)');
+  if (!onPath(['make'])) missing.push('make');
+  const python = process.env.npm_config_python || process.env.PYTHON;
+  if (python ? !(onPath([python]) || fs.existsSync(python)) : !onPath(['python3'])) missing.push(python ? `the python that PYTHON / npm_config_python names (${python})` : 'python3');
+  return missing;
+}
+
+function prebuiltPlatforms() {
+  try {
+    return fs.readdirSync(path.join(root, 'prebuilds')).filter((d) => fs.readdirSync(path.join(root, 'prebuilds', d)).some((f) => f.endsWith('.node')));
+  } catch {
+    return [];
+  }
+}
+
+function fail(reason, log) {
+  const prebuilt = prebuiltPlatforms();
+  const lines = [
+    `perceiver-io: could not install its native addon for ${platform} (Node ${process.version}).`,
+    prebuilt.length
+      ? `This package carries prebuilt binaries for ${prebuilt.join(', ')} only, or the one for this platform did not load${reason.loadError ? ` (${reason.loadError})` : ''}; so it was built from source, which failed.`
+      : 'This package carries no prebuilt binary, so it was built from source, which failed.',
+    ...reason.details,
+    'To build from source, install a C++17 compiler, make and python3 (Debian/Ubuntu: apt-get install g++ make python3), then run `npm rebuild perceiver-io`.',
+    'The CUDA backend is built too when nvcc is found (PERCEIVER_NO_CUDA=1 leaves it out); PERCEIVER_IO_PREBUILD=/path/to/perceiver_io.node uses a binary built elsewhere.',
+  ];
+  if (log) lines.push(`The build's full output: ${log}`);
+  process.stderr.write(lines.join('\n  ') + '\n');
+  process.exit(1);
+}
+
+function main() {
+  const fromSource = process.env.npm_config_build_from_source === 'true';
+  const loaded = fromSource ? { ok: false, error: '' } : binaryLoads();
+  if (loaded.ok) return;
+
+  const missing = missingTools();
+  if (missing.length) fail({ loadError: loaded.error, details: [`Missing here: ${missing.join(', ')}.`] });
+
+  const log = path.join(os.tmpdir(), `perceiver-io-build-${process.pid}.log`);
+  const verbose = process.env.PERCEIVER_BUILD_VERBOSE === '1' || process.env.npm_config_foreground_scripts === 'true';
+  const nodeGyp = require.resolve('node-gyp/bin/node-gyp.js');
+  const out = fs.openSync(log, 'w');
+  const build = spawnSync(process.execPath, [nodeGyp, 'rebuild'], { cwd: root, stdio: ['ignore', verbose ? 'inherit' : out, verbose ? 'inherit' : out] });
+  fs.closeSync(out);
+  if (build.status === 0) {
+    fs.rmSync(log, { force: true });
+    return;
+  }
+  // The build's own explanations (build-config.cjs prints "perceiver-io: ..." with indented
+  // lines after it, e.g. a missing library) say more than the compiler's last error.
+  const text = verbose ? '' : fs.readFileSync(log, 'utf8');
+  const explained = [];
+  let inside = false;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('perceiver-io: ')) inside = true;
+    else if (!/^\s+\S/.test(line)) inside = false;
+    if (inside) explained.push(line.trim());
+  }
+  const firstError = text.split('\n').find((l) => /\berror\b/i.test(l) && !/^gyp (ERR|info)/.test(l));
+  const details = explained.length ? explained : firstError ? [`The first error: ${firstError.trim()}`] : [];
+  fail({ loadError: loaded.error, details }, verbose ? undefined : log);
+}
+
+main();
