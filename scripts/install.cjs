@@ -42,11 +42,13 @@ function onPath(names) {
 /** What node-gyp needs that this machine lacks, as short phrases. */
 function missingTools() {
   const missing = [];
-  const cxx = process.env.CXX ? onPath([process.env.CXX]) || (fs.existsSync(process.env.CXX) ? process.env.CXX : undefined) : onPath(['c++', 'g++', 'clang++']);
-  if (!cxx) missing.push(process.env.CXX ? `the C++ compiler CXX names (${process.env.CXX})` : 'a C++17 compiler (g++ or clang++)');
+  // CXX may carry a wrapper or flags ("ccache g++"): its first word is the program to find.
+  const cxxProgram = (process.env.CXX || '').trim().split(/\s+/)[0];
+  const cxx = cxxProgram ? onPath([cxxProgram]) || (path.isAbsolute(cxxProgram) && fs.existsSync(cxxProgram) ? cxxProgram : undefined) : onPath(['c++', 'g++', 'clang++']);
+  if (!cxx) missing.push(cxxProgram ? `the C++ compiler CXX names (${process.env.CXX})` : 'a C++17 compiler (g++ or clang++)');
   if (!onPath(['make'])) missing.push('make');
   const python = process.env.npm_config_python || process.env.PYTHON;
-  if (python ? !(onPath([python]) || fs.existsSync(python)) : !onPath(['python3'])) missing.push(python ? `the python that PYTHON / npm_config_python names (${python})` : 'python3');
+  if (python ? !(onPath([python]) || (path.isAbsolute(python) && fs.existsSync(python))) : !onPath(['python3'])) missing.push(python ? `the python that PYTHON / npm_config_python names (${python})` : 'python3');
   return missing;
 }
 
@@ -72,6 +74,27 @@ function fail(reason, log) {
   if (log) lines.push(`The build's full output: ${log}`);
   process.stderr.write(lines.join('\n  ') + '\n');
   process.exit(1);
+}
+
+/**
+ * The line of a failed build that says why: a compiler's or make's error, else node-gyp's own
+ * (its "gyp ERR! stack Error: ..." lines up to the stack frames, e.g. no network for the headers).
+ */
+function firstError(text) {
+  const lines = text.split('\n');
+  const compiler = lines.find((l) => !l.startsWith('gyp ') && /(\berror:|\*\*\* .*Error \d+|fatal error)/i.test(l));
+  if (compiler) return compiler.trim();
+  const start = lines.findIndex((l) => /^gyp ERR! stack Error: /.test(l));
+  if (start >= 0) {
+    const message = [];
+    for (const l of lines.slice(start)) {
+      const body = l.replace(/^gyp ERR! stack /, '');
+      if (!l.startsWith('gyp ERR! stack ') || /^at /.test(body)) break;
+      message.push(body.replace(/^Error: /, ''));
+    }
+    return message.join(' ');
+  }
+  return lines.find((l) => /^gyp ERR! /.test(l) && !/not ok/.test(l))?.replace(/^gyp ERR! /, '').trim();
 }
 
 function main() {
@@ -102,8 +125,7 @@ function main() {
     else if (!/^\s+\S/.test(line)) inside = false;
     if (inside) explained.push(line.trim());
   }
-  const firstError = text.split('\n').find((l) => /\berror\b/i.test(l) && !/^gyp (ERR|info)/.test(l));
-  const details = explained.length ? explained : firstError ? [`The first error: ${firstError.trim()}`] : [];
+  const details = explained.length ? explained : firstError(text) ? [`The first error: ${firstError(text)}`] : [];
   fail({ loadError: loaded.error, details }, verbose ? undefined : log);
 }
 
