@@ -107,7 +107,15 @@ function main() {
 
   const log = path.join(os.tmpdir(), `perceiver-io-build-${process.pid}.log`);
   const verbose = process.env.PERCEIVER_BUILD_VERBOSE === '1' || process.env.npm_config_foreground_scripts === 'true';
-  const nodeGyp = require.resolve('node-gyp/bin/node-gyp.js');
+  // npm names its own node-gyp to install scripts; node-gyp is no dependency of this package.
+  let nodeGyp = process.env.npm_config_node_gyp;
+  if (!nodeGyp || !fs.existsSync(nodeGyp)) {
+    try {
+      nodeGyp = require.resolve('node-gyp/bin/node-gyp.js');
+    } catch {
+      fail({ loadError: loaded.error, details: ['node-gyp was not found: run the install through npm (npm rebuild perceiver-io), which brings its own.'] });
+    }
+  }
   const out = fs.openSync(log, 'w');
   const build = spawnSync(process.execPath, [nodeGyp, 'rebuild'], { cwd: root, stdio: ['ignore', verbose ? 'inherit' : out, verbose ? 'inherit' : out] });
   fs.closeSync(out);

@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { REPO, tempDir } from './helpers/fixtures.js';
-import { checkPackedFiles, type PackedFile } from './helpers/package-files.js';
+import { checkPackedFiles, programOnPath, type PackedFile } from './helpers/package-files.js';
 
 const manifest = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8'));
 
@@ -97,7 +97,10 @@ t.test('a source build that fails: one paragraph with its first error and the lo
   // Node's own headers, where this Node has them, so that node-gyp does not download them.
   const nodeDir = resolve(dirname(process.execPath), '..');
   const headers = existsSync(join(nodeDir, 'include', 'node', 'node_api.h')) ? { npm_config_nodedir: nodeDir } : {};
-  const r = install(pkg, { PATH: process.env.PATH, HOME: process.env.HOME, CC: '/bin/false', CXX: '/bin/false', PERCEIVER_NO_CUDA: '1', ...headers });
+  // npm hands install scripts its own node-gyp (npm_config_node_gyp), as here.
+  const npmGyp = join(dirname(programOnPath('npm')), '..', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
+  const gyp = existsSync(npmGyp) ? { npm_config_node_gyp: npmGyp } : {};
+  const r = install(pkg, { PATH: process.env.PATH, HOME: process.env.HOME, CC: '/bin/false', CXX: '/bin/false', PERCEIVER_NO_CUDA: '1', ...headers, ...gyp });
   t.equal(r.status, 1);
   const lines = r.stderr.trimEnd().split('\n');
   t.match(lines[0], /^perceiver-io: could not install its native addon/);

@@ -9,11 +9,11 @@
 import t, { type Test } from 'tap';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { delimiter, join, relative } from 'node:path';
+import { join, relative } from 'node:path';
 import { fixtureDir, REPO } from './helpers/fixtures.js';
-import { checkPackedFiles, type PackedFile } from './helpers/package-files.js';
+import { checkPackedFiles, programOnPath, type PackedFile } from './helpers/package-files.js';
 
 const work = mkdtempSync(join(tmpdir(), 'perceiver-prebuild-'));
 t.teardown(() => rmSync(work, { recursive: true, force: true }));
@@ -23,8 +23,9 @@ const state: { built: boolean; binary?: string; tarball?: string; consumer?: str
 
 t.before(() => {
   // What `npm pack` needs: the sources, the compiled TypeScript (with tsc's incremental state, so
-  // that pack's prepare step has nothing to redo) and the repository's node_modules.
-  for (const entry of ['package.json', 'package-lock.json', 'README.md', 'LICENSE', 'binding.gyp', 'CMakeLists.txt', 'native', 'scripts', 'lib', 'tsconfig.json', 'tsconfig.build.json']) {
+  // that pack's prepare step has nothing to redo), the repository's node_modules, and .gitignore
+  // (which names prebuilds/ and dist/: "files" must still pack them).
+  for (const entry of ['package.json', 'package-lock.json', '.gitignore', 'README.md', 'LICENSE', 'binding.gyp', 'CMakeLists.txt', 'native', 'scripts', 'lib', 'tsconfig.json', 'tsconfig.build.json']) {
     cpSync(join(REPO, entry), join(pkg, entry), { recursive: true });
   }
   cpSync(join(REPO, 'dist'), join(pkg, 'dist'), { recursive: true, filter: (src) => !/[/\\]dist[/\\](bench|demo|test)([/\\]|$)/.test(src) });
@@ -112,14 +113,6 @@ function consumerProject(tarball: string): string {
   writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'consumer', version: '1.0.0', private: true, dependencies: { 'perceiver-io': dependency } }));
   writeFileSync(join(dir, 'package-lock.json'), JSON.stringify({ name: 'consumer', version: '1.0.0', lockfileVersion: 3, requires: true, packages }));
   return dir;
-}
-
-/** The real file of a program on PATH (npm is a link to its npm-cli.js). */
-function programOnPath(name: string): string {
-  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
-    if (dir && existsSync(join(dir, name))) return realpathSync(join(dir, name));
-  }
-  throw new Error(`${name} is not on PATH`);
 }
 
 /** A machine without build tools: PATH holds node and npm only; the compilers, python and OpenBLAS point at nothing. */

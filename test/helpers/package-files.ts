@@ -6,7 +6,8 @@
  * prebuilt binaries. Nothing else: no tests, fixtures, benchmarks, demo, CI or build output.
  */
 import type { Test } from 'tap';
-import { posix } from 'node:path';
+import { existsSync, realpathSync } from 'node:fs';
+import { delimiter, join, posix } from 'node:path';
 
 const ALLOWED = [
   /^package\.json$/,
@@ -47,4 +48,12 @@ export function checkPackedFiles(t: Test, files: PackedFile[], read: (path: stri
   }
   t.ok(maps.length > 0, `${maps.length} source maps`);
   t.same(missing.slice(0, 5), [], 'each source map\'s sources are packed');
+}
+
+/** The real file of a program on PATH (npm is a link to its npm-cli.js). */
+export function programOnPath(name: string): string {
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    if (dir && existsSync(join(dir, name))) return realpathSync(join(dir, name));
+  }
+  throw new Error(`${name} is not on PATH`);
 }
