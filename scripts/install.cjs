@@ -8,6 +8,7 @@
 //
 //   npm_config_build_from_source=true (npm install --build-from-source) skips the prebuilt binary.
 //   PERCEIVER_BUILD_VERBOSE=1, or npm's --foreground-scripts, streams the build as it runs.
+//   PERCEIVER_IO_PREBUILD=/path/to/perceiver_io.node: that binary is used, and nothing is built if it loads.
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
@@ -19,7 +20,11 @@ const platform = `${process.platform}-${process.arch}`;
 
 /** Whether node-gyp-build finds a binary here that loads (run in a child: a bad binary cannot take this process down). */
 function binaryLoads() {
-  const probe = `process.stdout.write(require('node-gyp-build').path(${JSON.stringify(root)})); require('node-gyp-build')(${JSON.stringify(root)});`;
+  // PERCEIVER_IO_PREBUILD names a binary built elsewhere, which the loader takes first (lib/native/binding.ts).
+  const override = process.env.PERCEIVER_IO_PREBUILD;
+  const probe = override
+    ? `require(${JSON.stringify(override)})`
+    : `process.stdout.write(require('node-gyp-build').path(${JSON.stringify(root)})); require('node-gyp-build')(${JSON.stringify(root)});`;
   const r = spawnSync(process.execPath, ['-e', probe], { cwd: root, encoding: 'utf8' });
   return { ok: r.status === 0, path: r.stdout, error: (r.stderr || '').trim().split('\n').find((l) => /Error/.test(l)) || '' };
 }
@@ -60,14 +65,25 @@ function prebuiltPlatforms() {
   }
 }
 
-function fail(reason, log) {
+/** Why no binary was used: one sentence. */
+function noBinaryReason(loadError) {
+  const because = loadError ? ` (${loadError})` : '';
+  if (process.env.npm_config_build_from_source === 'true') return 'A build from source was asked for (--build-from-source).';
+  if (process.env.PERCEIVER_IO_PREBUILD) return `The binary PERCEIVER_IO_PREBUILD names did not load${because}.`;
   const prebuilt = prebuiltPlatforms();
+  if (prebuilt.includes(platform)) return `Its prebuilt binary for ${platform} did not load${because}.`;
+  return prebuilt.length ? `It carries prebuilt binaries for ${prebuilt.join(', ')} only.` : 'It carries no prebuilt binary.';
+}
+
+/**
+ * Prints the one paragraph and exits 1. `built` says whether a source build ran (and failed) or
+ * could not start; `details` are the sentences of what went wrong.
+ */
+function fail({ loadError, built, details }, log) {
   const lines = [
     `perceiver-io: could not install its native addon for ${platform} (Node ${process.version}).`,
-    prebuilt.length
-      ? `This package carries prebuilt binaries for ${prebuilt.join(', ')} only, or the one for this platform did not load${reason.loadError ? ` (${reason.loadError})` : ''}; so it was built from source, which failed.`
-      : 'This package carries no prebuilt binary, so it was built from source, which failed.',
-    ...reason.details,
+    noBinaryReason(loadError),
+    (built ? 'Building it from source failed. ' : 'It cannot be built from source here. ') + details.join(' '),
     'To build from source, install a C++17 compiler, make and python3 (Debian/Ubuntu: apt-get install g++ make python3), then run `npm rebuild perceiver-io`.',
     'The CUDA backend is built too when nvcc is found (PERCEIVER_NO_CUDA=1 leaves it out); PERCEIVER_IO_PREBUILD=/path/to/perceiver_io.node uses a binary built elsewhere.',
   ];
@@ -103,7 +119,7 @@ function main() {
   if (loaded.ok) return;
 
   const missing = missingTools();
-  if (missing.length) fail({ loadError: loaded.error, details: [`Missing here: ${missing.join(', ')}.`] });
+  if (missing.length) fail({ loadError: loaded.error, built: false, details: [`Missing: ${missing.join(', ')}.`] });
 
   const log = path.join(os.tmpdir(), `perceiver-io-build-${process.pid}.log`);
   const verbose = process.env.PERCEIVER_BUILD_VERBOSE === '1' || process.env.npm_config_foreground_scripts === 'true';
@@ -113,7 +129,7 @@ function main() {
     try {
       nodeGyp = require.resolve('node-gyp/bin/node-gyp.js');
     } catch {
-      fail({ loadError: loaded.error, details: ['node-gyp was not found: run the install through npm (npm rebuild perceiver-io), which brings its own.'] });
+      fail({ loadError: loaded.error, built: false, details: ['node-gyp was not found: run the install through npm (npm rebuild perceiver-io), which brings its own.'] });
     }
   }
   const out = fs.openSync(log, 'w');
@@ -134,7 +150,7 @@ function main() {
     if (inside) explained.push(line.trim());
   }
   const details = explained.length ? explained : firstError(text) ? [`The first error: ${firstError(text)}`] : [];
-  fail({ loadError: loaded.error, details }, verbose ? undefined : log);
+  fail({ loadError: loaded.error, built: true, details }, verbose ? undefined : log);
 }
 
 main();

@@ -7,7 +7,7 @@
  */
 import t, { type Test } from 'tap';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { REPO, tempDir } from './helpers/fixtures.js';
 import { checkPackedFiles, programOnPath, type PackedFile } from './helpers/package-files.js';
@@ -70,9 +70,17 @@ t.test('a binary that loads: the install step does nothing else', async (t) => {
   t.equal(r.status, 0, `exit 0 without any build tool (${r.stderr.trim()})`);
   t.equal(r.stderr, '', 'silent');
 
+  // A binary named by PERCEIVER_IO_PREBUILD counts too (the loader takes it first).
+  const elsewhere = await scratchPackage(t);
+  const named = install(elsewhere, { ...BARE(await nodeOnlyPath(t)), PERCEIVER_IO_PREBUILD: built });
+  t.equal(named.status, 0, `PERCEIVER_IO_PREBUILD: exit 0 without any build tool (${named.stderr.trim()})`);
+  const wrong = install(elsewhere, { ...BARE(await nodeOnlyPath(t)), PERCEIVER_IO_PREBUILD: '/nonexistent/perceiver_io.node' });
+  t.equal(wrong.status, 1, 'a PERCEIVER_IO_PREBUILD that does not load is no binary');
+  t.match(wrong.stderr, /The binary PERCEIVER_IO_PREBUILD names did not load \(Error: Cannot find module '\/nonexistent\/perceiver_io\.node'\)/, 'and the paragraph says why');
+
   const forced = install(pkg, { ...BARE(await nodeOnlyPath(t)), npm_config_build_from_source: 'true' });
   t.equal(forced.status, 1, '--build-from-source builds even so (and here cannot)');
-  t.match(forced.stderr, /Missing here: /);
+  t.match(forced.stderr, /A build from source was asked for \(--build-from-source\)\.\n  It cannot be built from source here\. Missing: /);
 });
 
 t.test('no binary and no build tools: one paragraph, exit 1, node-gyp never started', async (t) => {
@@ -83,12 +91,22 @@ t.test('no binary and no build tools: one paragraph, exit 1, node-gyp never star
   t.match(lines[0], /^perceiver-io: could not install its native addon for linux-x64 \(Node v\d+/, 'starts by saying what failed');
   t.ok(lines.slice(1).every((l) => l.startsWith('  ')), 'one paragraph: every further line indented');
   t.ok(lines.length <= 8, `${lines.length} lines`);
-  t.match(r.stderr, /no prebuilt binary/);
-  t.match(r.stderr, /Missing here: the C\+\+ compiler CXX names \(\/nonexistent\/c\+\+\), make, the python that PYTHON \/ npm_config_python names \(\/nonexistent\/python3\)\./);
+  t.match(lines[1], /^  It carries no prebuilt binary\.$/);
+  t.match(r.stderr, /It cannot be built from source here\. Missing: the C\+\+ compiler CXX names \(\/nonexistent\/c\+\+\), make, the python that PYTHON \/ npm_config_python names \(\/nonexistent\/python3\)\./);
   t.match(r.stderr, /apt-get install g\+\+ make python3/, 'says what to install');
   t.match(r.stderr, /npm rebuild perceiver-io/, 'and how to retry');
   t.notMatch(r.stderr, /gyp (ERR|info)|\n\s+at /, 'no gyp output, no stack');
   t.notOk(existsSync(join(pkg, 'build')), 'nothing was built');
+});
+
+t.test('a prebuilt binary that does not load (another glibc, a damaged file): the paragraph says so', async (t) => {
+  const pkg = await scratchPackage(t);
+  mkdirSync(join(pkg, 'prebuilds', 'linux-x64'), { recursive: true });
+  writeFileSync(join(pkg, 'prebuilds', 'linux-x64', 'perceiver-io.glibc.node'), 'not an ELF file');
+  const r = install(pkg, BARE(await nodeOnlyPath(t)));
+  t.equal(r.status, 1);
+  t.match(r.stderr, /\n  Its prebuilt binary for linux-x64 did not load \(Error: .*perceiver-io\.glibc\.node: (file too short|invalid ELF header)\)\.\n/);
+  t.match(r.stderr, /It cannot be built from source here\. Missing: /);
 });
 
 t.test('a source build that fails: one paragraph with its first error and the log', async (t) => {

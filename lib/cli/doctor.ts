@@ -123,7 +123,7 @@ async function folderBytes(dir: string): Promise<number> {
   for (const entry of entries) {
     const path = join(dir, entry.name);
     if (entry.isDirectory()) total += await folderBytes(path);
-    else if (entry.isFile()) total += (await lstat(path)).size;
+    else if (entry.isFile()) total += (await lstat(path).catch(() => ({ size: 0 }))).size; // gone meanwhile: nothing to count
   }
   return total;
 }
