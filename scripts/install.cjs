@@ -147,7 +147,7 @@ function main() {
   for (const line of text.split('\n')) {
     if (line.startsWith('perceiver-io: ')) inside = true;
     else if (!/^\s+\S/.test(line)) inside = false;
-    if (inside) explained.push(line.trim());
+    if (inside) explained.push(line.trim().replace(/^perceiver-io: /, '').replace(/([^.:;!?])$/, '$1.'));
   }
   const details = explained.length ? explained : firstError(text) ? [`The first error: ${firstError(text)}`] : [];
   fail({ loadError: loaded.error, built: true, details }, verbose ? undefined : log);

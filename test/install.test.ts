@@ -60,6 +60,10 @@ const BARE = (path: string) => ({
   PERCEIVER_OPENBLAS_DIR: '/nonexistent/openblas',
 });
 
+// Node's own headers, where this Node has them, so that node-gyp does not download them.
+const NODE_DIR = resolve(dirname(process.execPath), '..');
+const NODE_HEADERS: { npm_config_nodedir?: string } = existsSync(join(NODE_DIR, 'include', 'node', 'node_api.h')) ? { npm_config_nodedir: NODE_DIR } : {};
+
 t.test('a binary that loads: the install step does nothing else', async (t) => {
   const pkg = await scratchPackage(t);
   const built = join(REPO, 'build', 'Release', 'perceiver_io.node');
@@ -112,13 +116,10 @@ t.test('a prebuilt binary that does not load (another glibc, a damaged file): th
 t.test('a source build that fails: one paragraph with its first error and the log', async (t) => {
   const pkg = await scratchPackage(t);
   // The tools are there, but the compiler fails at once (without CUDA, so no nvcc runs first).
-  // Node's own headers, where this Node has them, so that node-gyp does not download them.
-  const nodeDir = resolve(dirname(process.execPath), '..');
-  const headers = existsSync(join(nodeDir, 'include', 'node', 'node_api.h')) ? { npm_config_nodedir: nodeDir } : {};
   // npm hands install scripts its own node-gyp (npm_config_node_gyp), as here.
   const npmGyp = join(dirname(programOnPath('npm')), '..', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
   const gyp = existsSync(npmGyp) ? { npm_config_node_gyp: npmGyp } : {};
-  const r = install(pkg, { PATH: process.env.PATH, HOME: process.env.HOME, CC: '/bin/false', CXX: '/bin/false', PERCEIVER_NO_CUDA: '1', ...headers, ...gyp });
+  const r = install(pkg, { PATH: process.env.PATH, HOME: process.env.HOME, CC: '/bin/false', CXX: '/bin/false', PERCEIVER_NO_CUDA: '1', ...NODE_HEADERS, ...gyp });
   t.equal(r.status, 1);
   const lines = r.stderr.trimEnd().split('\n');
   t.match(lines[0], /^perceiver-io: could not install its native addon/);
@@ -131,5 +132,20 @@ t.test('a source build that fails: one paragraph with its first error and the lo
     t.match(readFileSync(log, 'utf8'), /gyp/, 'which holds node-gyp\'s output');
     rmSync(log, { force: true });
   }
-  t.match(r.stderr, headers.npm_config_nodedir ? /The first error: make: \*\*\* .* Error 1\n/ : /The first error: \S/, 'and the first error');
+  t.match(r.stderr, NODE_HEADERS.npm_config_nodedir ? /The first error: make: \*\*\* .* Error 1\n/ : /The first error: \S/, 'and the first error');
+});
+
+t.test("a build that explains itself (native/scripts/build-config.cjs's own message): that message is the paragraph's", async (t) => {
+  const pkg = await scratchPackage(t);
+  // A build-config that cannot find something, as it says when a library is missing.
+  writeFileSync(
+    join(pkg, 'native', 'scripts', 'build-config.cjs'),
+    "process.stderr.write('perceiver-io: cannot find libexample to build the native addon\\n  On Debian/Ubuntu: apt-get install libexample-dev\\n'); process.exit(1);\n",
+  );
+  const r = install(pkg, { PATH: process.env.PATH, HOME: process.env.HOME, ...NODE_HEADERS });
+  t.equal(r.status, 1);
+  t.match(r.stderr, /\n  Building it from source failed\. cannot find libexample to build the native addon\. On Debian\/Ubuntu: apt-get install libexample-dev\.\n/);
+  t.notMatch(r.stderr, /gyp (ERR|info)/);
+  const log = /The build's full output: (\S+)/.exec(r.stderr)?.[1];
+  if (log) rmSync(log, { force: true });
 });
