@@ -3,8 +3,8 @@
 // prebuilds/<platform>-<arch>/, or an earlier build in build/Release) and checks that it loads;
 // only when none does is the addon compiled with node-gyp. That build's output goes to a log
 // file, and a failure prints one paragraph (what is missing, what to install, where the log is)
-// instead of node-gyp's stack. node-gyp-build's own bin does the same steps but streams the
-// build, which npm then prints whole on failure; so this wrapper, which has no library to lean on.
+// instead of node-gyp's stack. Written by hand: node-gyp-build's own bin does the same steps but
+// streams the build, which npm then prints whole on failure, and no library wraps it.
 //
 //   npm_config_build_from_source=true (npm install --build-from-source) skips the prebuilt binary.
 //   PERCEIVER_BUILD_VERBOSE=1, or npm's --foreground-scripts, streams the build as it runs.
@@ -24,9 +24,9 @@ function binaryLoads() {
   const override = process.env.PERCEIVER_IO_PREBUILD;
   const probe = override
     ? `require(${JSON.stringify(override)})`
-    : `process.stdout.write(require('node-gyp-build').path(${JSON.stringify(root)})); require('node-gyp-build')(${JSON.stringify(root)});`;
+    : `require('node-gyp-build')(${JSON.stringify(root)})`;
   const r = spawnSync(process.execPath, ['-e', probe], { cwd: root, encoding: 'utf8' });
-  return { ok: r.status === 0, path: r.stdout, error: (r.stderr || '').trim().split('\n').find((l) => /Error/.test(l)) || '' };
+  return { ok: r.status === 0, error: (r.stderr || '').trim().split('\n').find((l) => /Error/.test(l)) || '' };
 }
 
 /** The first of `names` on PATH, or undefined. */
@@ -132,11 +132,11 @@ function main() {
       fail({ loadError: loaded.error, built: false, details: ['node-gyp was not found: run the install through npm (npm rebuild perceiver-io), which brings its own.'] });
     }
   }
-  const out = fs.openSync(log, 'w');
-  const build = spawnSync(process.execPath, [nodeGyp, 'rebuild'], { cwd: root, stdio: ['ignore', verbose ? 'inherit' : out, verbose ? 'inherit' : out] });
-  fs.closeSync(out);
+  const out = verbose ? 'inherit' : fs.openSync(log, 'w');
+  const build = spawnSync(process.execPath, [nodeGyp, 'rebuild'], { cwd: root, stdio: ['ignore', out, out] });
+  if (!verbose) fs.closeSync(out);
   if (build.status === 0) {
-    fs.rmSync(log, { force: true });
+    if (!verbose) fs.rmSync(log, { force: true });
     return;
   }
   // The build's own explanations (build-config.cjs prints "perceiver-io: ..." with indented

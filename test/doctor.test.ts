@@ -45,6 +45,9 @@ t.test('--json agrees with capabilities() and sizes the Hub cache', async (t) =>
   t.equal(report.cuda.compiled, caps.cuda.compiled);
   t.equal(report.cuda.available, caps.cuda.available);
   t.equal(report.cuda.gpus.length, caps.cuda.deviceCount, 'one entry per GPU');
+  t.equal(report.cuda.runtime, caps.cuda.runtimeVersion, 'the CUDA runtime linked in');
+  t.equal(report.cuda.driverCuda, caps.cuda.driverVersion, 'the CUDA version the driver supports');
+  if (caps.cuda.compiled) t.match(report.cuda.runtime, /^\d+\.\d+$/, `a CUDA build says its runtime: ${report.cuda.runtime}`);
   if (caps.cuda.available) {
     t.notOk(report.cuda.advice, 'no advice when the GPU is usable');
     for (const gpu of report.cuda.gpus) t.ok(gpu.totalBytes > 0 && gpu.freeBytes <= gpu.totalBytes, `cuda:${gpu.index} memory`);

@@ -4,8 +4,8 @@
  * features and the matrix-product library the engine uses, CUDA (driver, cuBLAS / cuBLASLt, every
  * GPU and its memory), and the Hugging Face cache. `--json` prints the same as one JSON object.
  *
- * Reads `capabilities()` defensively: fields the engine may add (`cpu.gemm`, `cuda.driverVersion`,
- * `cuda.runtimeVersion`) are shown when present.
+ * Reads `capabilities()` defensively: fields that only some builds report (`cpu.gemm`,
+ * `cuda.driverVersion`, `cuda.runtimeVersion`) are shown when present.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
@@ -50,7 +50,11 @@ export interface DoctorReport {
     compiled: boolean;
     available: boolean;
     reason?: string;
+    /** The NVIDIA kernel driver's version (/proc/driver/nvidia/version), e.g. "550.54.15". */
     driver?: string;
+    /** The newest CUDA version that driver supports (capabilities().cuda.driverVersion), e.g. "12.4". */
+    driverCuda?: string;
+    /** The CUDA runtime linked into the binary (capabilities().cuda.runtimeVersion), e.g. "13.0". */
     runtime?: string;
     cublas: { found: boolean; detail?: string };
     cublasLt: { found: boolean; path?: string };
@@ -74,7 +78,7 @@ function cpuInfo(): { model?: string; features: DoctorReport['cpu']['features'] 
   return { model, features: { avx512f: flags.has('avx512f'), avx2: flags.has('avx2'), fma: flags.has('fma') } };
 }
 
-/** The NVIDIA kernel driver's version, from /proc (Linux), when the engine does not report it. */
+/** The NVIDIA kernel driver's version, from /proc (Linux); the engine reports the CUDA version it supports. */
 function kernelDriverVersion(): string | undefined {
   try {
     return /Kernel Module\s+([\d.]+)/.exec(readFileSync('/proc/driver/nvidia/version', 'utf8'))?.[1];
@@ -182,12 +186,13 @@ export async function doctorReport(): Promise<DoctorReport> {
   const cuda = caps?.cuda as (NativeCapabilities['cuda'] & { driverVersion?: unknown; runtimeVersion?: unknown }) | undefined;
   const cublasLt = findSharedLibrary('libcublasLt');
   report.cuda.cublasLt = cublasLt ? { found: true, path: cublasLt } : { found: false };
-  report.cuda.driver = text(cuda?.driverVersion) ?? kernelDriverVersion();
+  report.cuda.driver = kernelDriverVersion();
   if (cuda) {
     report.cuda.compiled = cuda.compiled === true;
     report.cuda.available = cuda.available === true;
     if (text(cuda.reason)) report.cuda.reason = text(cuda.reason);
     report.cuda.runtime = text(cuda.runtimeVersion);
+    report.cuda.driverCuda = text(cuda.driverVersion);
     report.cuda.cublas = text(cuda.cublas) ? { found: true, detail: text(cuda.cublas) } : { found: false };
     const names = Array.isArray(cuda.devices) ? cuda.devices : [];
     report.cuda.gpus = names.map((name, index) => {
@@ -209,7 +214,7 @@ function cudaAdvice(report: DoctorReport): string | undefined {
   if (!report.cuda.compiled) {
     return 'this binary was built without CUDA: rebuild where the CUDA toolkit (nvcc) is installed (npm rebuild perceiver-io --build-from-source), or use the prebuilt binary';
   }
-  if (!report.cuda.driver) return 'install the NVIDIA driver (a GPU and its driver are needed for device "cuda")';
+  if (!report.cuda.driver && !report.cuda.driverCuda) return 'install the NVIDIA driver (a GPU and its driver are needed for device "cuda")';
   if (!report.cuda.cublas.found || !report.cuda.cublasLt.found) {
     return "install CUDA's cuBLAS (libcublas.so.13 or .12 and libcublasLt, e.g. the libcublas-13-0 package from NVIDIA's repository, or pip's nvidia-cublas-cu12), and make it findable through LD_LIBRARY_PATH or set PERCEIVER_CUBLAS to libcublas.so";
   }
@@ -245,7 +250,8 @@ export function formatDoctorReport(r: DoctorReport): string {
       ? `cuda       compiled in: ${yes(r.cuda.compiled)}, usable: ${yes(r.cuda.available)}${r.cuda.reason ? ` (${r.cuda.reason})` : ''}`
       : 'cuda       unknown: the addon did not load',
   );
-  lines.push(`           driver: ${r.cuda.driver ?? 'not found'}${r.cuda.runtime ? `, runtime ${r.cuda.runtime}` : ''}`);
+  const driver = r.cuda.driver || r.cuda.driverCuda ? `${r.cuda.driver ?? 'found'}${r.cuda.driverCuda ? ` (supports CUDA ${r.cuda.driverCuda})` : ''}` : 'not found';
+  lines.push(`           driver: ${driver}; runtime linked in: ${r.cuda.runtime ? `CUDA ${r.cuda.runtime}` : 'unknown'}`);
   lines.push(`           cuBLAS: ${r.cuda.cublas.found ? r.cuda.cublas.detail : 'not loaded'}; cuBLASLt: ${r.cuda.cublasLt.found ? r.cuda.cublasLt.path : 'not found'}`);
   for (const gpu of r.cuda.gpus) {
     const memory = gpu.totalBytes ? `: ${gib(gpu.freeBytes ?? 0)} free of ${gib(gpu.totalBytes)}` : '';

@@ -102,7 +102,16 @@ export interface BackendCapability {
 
 export interface NativeCapabilities {
   cpu: BackendCapability & { blas: string; blasThreads: number; threads: number; dtypes: string[] };
-  cuda: BackendCapability & { deviceCount: number; devices: string[]; dtypes: string[]; cublas?: string };
+  cuda: BackendCapability & {
+    deviceCount: number;
+    devices: string[];
+    dtypes: string[];
+    cublas?: string;
+    /** The CUDA runtime linked in, e.g. "13.0" (CUDA builds). */
+    runtimeVersion?: string;
+    /** The newest CUDA version the installed driver supports, e.g. "12.4" (when a driver is found). */
+    driverVersion?: string;
+  };
 }
 
 interface NativeAddon {
