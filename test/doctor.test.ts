@@ -57,6 +57,15 @@ t.test('--json agrees with capabilities() and sizes the Hub cache', async (t) =>
   t.same(report.hubCache, { path: cache, exists: true, bytes: 1024, models: 1 }, 'the cache: blob bytes, links not counted, models only');
 });
 
+t.test('cuBLASLt is looked for where the loader would look (LD_LIBRARY_PATH)', async (t) => {
+  const dir = await tempDir(t, 'perceiver-doctor-lib-');
+  // Only its name matters: doctor looks for the file, it does not load it.
+  writeFileSync(join(dir, 'libcublasLt.so.13'), '');
+  const r = doctor(['--json'], { LD_LIBRARY_PATH: dir });
+  t.equal(r.status, 0, r.stderr);
+  t.same(JSON.parse(r.stdout).cuda.cublasLt, { found: true, path: join(dir, 'libcublasLt.so.13') });
+});
+
 t.test('the human report names each part', async (t) => {
   const r = doctor([], { HF_HUB_CACHE: '/nonexistent/hub-cache' });
   t.equal(r.status, 0, r.stderr);

@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { lstat, readdir } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { delimiter, join, relative, sep } from 'node:path';
+import { delimiter, dirname, isAbsolute, join, relative, sep } from 'node:path';
 import { parseArgs } from 'node:util';
 import { defaultHubCacheDir } from '../hub/download.js';
 import { loadAddon, packageRoot, type NativeCapabilities } from '../native/binding.js';
@@ -92,8 +92,10 @@ function kernelDriverVersion(): string | undefined {
  * engine loads cuBLAS itself (and reports it); cuBLAS in turn loads cuBLASLt, which the engine
  * never names, so this looks for it the way the loader would.
  */
-function findSharedLibrary(prefix: string): string | undefined {
-  for (const dir of (process.env.LD_LIBRARY_PATH ?? '').split(delimiter).filter(Boolean)) {
+function findSharedLibrary(prefix: string, besides?: string): string | undefined {
+  // cuBLAS finds cuBLASLt beside itself first (its RPATH), e.g. in a pip wheel's folder.
+  const dirs = [...(besides && isAbsolute(besides) ? [dirname(besides)] : []), ...(process.env.LD_LIBRARY_PATH ?? '').split(delimiter).filter(Boolean)];
+  for (const dir of dirs) {
     try {
       const hit = readdirSync(dir).find((f) => f.startsWith(prefix + '.so'));
       if (hit) return join(dir, hit);
@@ -184,7 +186,7 @@ export async function doctorReport(): Promise<DoctorReport> {
   }
 
   const cuda = caps?.cuda as (NativeCapabilities['cuda'] & { driverVersion?: unknown; runtimeVersion?: unknown }) | undefined;
-  const cublasLt = findSharedLibrary('libcublasLt');
+  const cublasLt = findSharedLibrary('libcublasLt', text(cuda?.cublas));
   report.cuda.cublasLt = cublasLt ? { found: true, path: cublasLt } : { found: false };
   report.cuda.driver = kernelDriverVersion();
   if (cuda) {
