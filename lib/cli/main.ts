@@ -67,6 +67,7 @@ Commands:
   fill-mask, predict, flow, autoencode
             Task pipelines on single inputs (each has its own --help): fill [MASK]s in a text,
             classify a text or image, optical flow of two images or a video, autoencode a video
+  doctor    What this installation runs on (addon, CPU features, CUDA, GPUs, Hub cache); --json
   worker    Take queued shards and write their parts (model and --out come with each shard)
             --queue redis://HOST:PORT, --allow-root DIR (repeatable, required: the folders jobs
             may read and write), --device cpu|cuda:N, --dtype float32, --concurrency 1,
@@ -91,6 +92,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (command === 'infer') return infer(rest);
+  if (command === 'doctor') return (await import('./doctor.js')).runDoctorCommand(rest);
   if (command === 'convert') return convert(rest);
   if (command === 'serve') return serveCommand(rest);
   // The BullMQ scale-out (lib/cli/worker.ts): loaded only when used.

@@ -102,7 +102,16 @@ export interface BackendCapability {
 
 export interface NativeCapabilities {
   cpu: BackendCapability & { blas: string; blasThreads: number; threads: number; dtypes: string[] };
-  cuda: BackendCapability & { deviceCount: number; devices: string[]; dtypes: string[]; cublas?: string };
+  cuda: BackendCapability & {
+    deviceCount: number;
+    devices: string[];
+    dtypes: string[];
+    cublas?: string;
+    /** The CUDA runtime linked in, e.g. "13.0" (CUDA builds). */
+    runtimeVersion?: string;
+    /** The newest CUDA version the installed driver supports, e.g. "12.4" (when a driver is found). */
+    driverVersion?: string;
+  };
 }
 
 interface NativeAddon {
@@ -168,8 +177,9 @@ export function loadAddon(): NativeAddon {
       `perceiver-io could not load its native addon for ${process.platform}-${process.arch} (Node ${process.version}, N-API ${process.versions.napi}).\n` +
         `  Looked in: ${tried.join(', ')}\n` +
         `  Reason: ${reason}\n` +
-        `  To build it from source: install a C++17 compiler, python3 and libopenblas-pthread-dev, then run \`npm rebuild perceiver-io\`.\n` +
-        `  To use a specific binary: set PERCEIVER_IO_PREBUILD=/path/to/perceiver_io.node`,
+        `  Prebuilt binaries ship for the platforms the README lists under "Platforms"; elsewhere the addon is built on install.\n` +
+        `  To build it from source: install a C++17 compiler, make and python3, then run \`npm rebuild perceiver-io\` (it says what else is missing).\n` +
+        `  To use a specific binary: set PERCEIVER_IO_PREBUILD=/path/to/perceiver_io.node. \`npx perceiver-io doctor\` reports what this machine has.`,
       { cause: error },
     );
   }

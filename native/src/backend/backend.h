@@ -125,6 +125,8 @@ struct CudaStatus {
   int device_count = 0;
   std::vector<std::string> devices;  // "NVIDIA H200 (sm_90, 139 GiB)"
   std::string cublas;                // the cuBLAS library loaded, when available
+  int runtime_version = 0;           // the CUDA runtime linked in (cudaRuntimeGetVersion: 1000*major + 10*minor), 0 without CUDA
+  int driver_version = 0;            // the CUDA version the driver supports (cudaDriverGetVersion), 0 without a driver
 };
 CudaStatus ProbeCuda();
 // Free and total memory of a CUDA device in bytes (both 0 when CUDA cannot run).
