@@ -298,8 +298,8 @@ export class PerceiverModel<L extends Logits = Tensor<'float32'>> {
       if (!cuda.available) throw new BackendUnavailableError(`device '${options.device}' is not available: ${cuda.reason ?? 'unknown reason'}`);
       const count = cuda.deviceCount;
       if (device.index >= count) throw new InvalidArgumentError('device', `one of cuda:0 to cuda:${count - 1} (this machine has ${count} CUDA device(s))`, options.device);
-    } else if (dtype !== 'float32') {
-      throw new BackendUnavailableError(`dtype '${dtype}' is not supported on the cpu backend (it computes in float32); use dtype 'float32' or a CUDA device`);
+    } else if (dtype !== 'float32' && dtype !== 'bfloat16') {
+      throw new BackendUnavailableError(`dtype '${dtype}' is not supported on the cpu backend (it computes in float32 or bfloat16); use dtype 'float32', 'bfloat16' or a CUDA device`);
     }
     if (this.config.hidden_act !== 'gelu') {
       throw new ConfigError(`hidden_act "${this.config.hidden_act}" is not supported (supported: "gelu", the exact erf GELU)`);

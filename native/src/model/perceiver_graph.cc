@@ -7,8 +7,11 @@
 
 namespace perceiver {
 
+// Weight uploads were queued on the backend's stream while the spec was read: wait for them once.
 PerceiverGraph::PerceiverGraph(std::unique_ptr<Backend> backend, ModelParts parts)
-    : backend_(std::move(backend)), parts_(std::move(parts)) {}
+    : backend_(std::move(backend)), parts_(std::move(parts)) {
+  backend_->Synchronize();
+}
 
 OutputTensor PerceiverGraph::Output(const BackendTensor& t, bool on_backend, bool snapshot, std::string name,
                                     const std::vector<int64_t>* shape) {
@@ -18,7 +21,7 @@ OutputTensor PerceiverGraph::Output(const BackendTensor& t, bool on_backend, boo
   if (on_backend) {
     if (snapshot) {
       out.resident = AllocateTensor(*backend_, out.shape);
-      backend_->Copy(out.resident.data(), t.data(), static_cast<size_t>(t.size()));
+      RunContiguousCopy(*backend_, out.resident.data(), t.data(), t.size());
     } else {
       out.resident = t;  // a buffer of its own: nothing writes into it after this call
       out.resident.shape = out.shape;
@@ -69,16 +72,29 @@ EncodeResult PerceiverGraph::Encode(const EncodeRequest& r) {
   PreprocessContext pre{be, cache_, r};
   EncoderInputs inputs = parts_.preprocessor->Run(pre, "", r.inputs.begin()->second);
   const int64_t batch = r.batch, rows = inputs.sequence.shape[1];
+  KeyPadding padding;
+  std::vector<int64_t> lengths;
   if (!r.key_mask.empty()) {
     if (static_cast<int64_t>(r.key_mask.size()) != batch * rows) {
       ThrowInvalidArgument("attentionMask: expected " + std::to_string(batch * rows) + " values ([" + std::to_string(batch) +
                            ", " + std::to_string(rows) + "]), got " + std::to_string(r.key_mask.size()));
     }
+    // A padded batch's mask (ones, then zeros) becomes per-item lengths: attention then skips
+    // the padded keys instead of masking them.
+    bool prefix = true;
     for (int64_t b = 0; b < batch; ++b) {
-      bool any = false;
-      for (int64_t j = 0; j < rows && !any; ++j) any = r.key_mask[b * rows + j] != 0;
+      const uint8_t* row = r.key_mask.data() + b * rows;
+      int64_t n = 0;
+      while (n < rows && row[n] != 0) ++n;
+      bool any = n > 0;
+      for (int64_t j = n; j < rows; ++j) {
+        if (row[j] != 0) prefix = false, any = true;
+      }
       if (!any) ThrowInvalidArgument("attentionMask: row " + std::to_string(b) + " masks every position");
+      lengths.push_back(n);
     }
+    if (prefix) padding.lengths = lengths.data();
+    else padding.mask = r.key_mask.data();
   }
 
   // Encoder.
@@ -87,18 +103,25 @@ EncodeResult PerceiverGraph::Encode(const EncodeRequest& r) {
   const int64_t n = enc.num_latents, d = enc.d_latents;
   EncodeResult result;
   std::vector<BackendTensor> self_attn, cross_attn;
-  BackendTensor latents = AllocateTensor(be, {batch, n, d});
-  CopyIntoColumns(be, enc.latents, 0, batch, n, d, latents.data(), d, 0);
-  RunPerceiverLayer(be, enc.cross_attention, eps, latents, &inputs.sequence, r.key_mask.empty() ? nullptr : r.key_mask.data(),
-                    r.output_attentions ? &cross_attn : nullptr);
+  // The latents are the same for every item: their LayerNorm and query projection are done once
+  // (layers.cc), and they join the batch only through the layer's residual.
+  LayerQueries initial;
+  initial.shared = enc.latents->values();
+  initial.shared_rows = n;
+  initial.cache_key = "encoder.latents";
+  (void)d;
+  BackendTensor latents = RunPerceiverLayer(be, enc.cross_attention, eps, batch, initial, &inputs.sequence, padding,
+                                            r.output_attentions ? &cross_attn : nullptr);
   const bool on_backend = r.outputs_on_backend;
   for (int64_t block = 0; block < enc.num_blocks; ++block) {
     for (const PerceiverLayerSpec& layer : enc.self_attends) {
-      // The layers update the latents in place: a hidden state kept on the backend is a copy.
-      if (r.output_hidden_states) result.hidden_states.push_back(Output(latents, on_backend, /*snapshot=*/true));
-      RunPerceiverLayer(be, layer, eps, latents, nullptr, nullptr, r.output_attentions ? &self_attn : nullptr);
+      // Each layer writes a new latents tensor, so a hidden state needs no copy.
+      if (r.output_hidden_states) result.hidden_states.push_back(Output(latents, on_backend));
+      LayerQueries hidden;
+      hidden.per_item = &latents;
+      latents = RunPerceiverLayer(be, layer, eps, batch, hidden, nullptr, KeyPadding{}, r.output_attentions ? &self_attn : nullptr);
     }
-    if (r.output_hidden_states) result.hidden_states.push_back(Output(latents, on_backend, /*snapshot=*/true));
+    if (r.output_hidden_states) result.hidden_states.push_back(Output(latents, on_backend));
   }
   // The final latents are only read from here on (decode cross-attends to them), so a
   // DeviceTensor shares them with the encoding.

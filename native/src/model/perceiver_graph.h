@@ -20,7 +20,7 @@
 namespace perceiver {
 
 struct EncoderSpec {
-  const float* latents = nullptr;  // [num_latents, d_latents]
+  WeightRef latents;  // kValues [num_latents, d_latents]
   int64_t num_latents = 0, d_latents = 0, num_blocks = 1;
   PerceiverLayerSpec cross_attention;
   std::vector<PerceiverLayerSpec> self_attends;  // shared by every block

@@ -32,8 +32,9 @@ Napi::Value Capabilities(const Napi::CallbackInfo& info) {
   cpu.Set("blasThreads", openblas_get_num_threads());
   cpu.Set("threads", ThreadPool::Global().size());
   cpu.Set("dtypes", [&] {
-    Napi::Array a = Napi::Array::New(env, 1);
+    Napi::Array a = Napi::Array::New(env, 2);
     a.Set(0u, "float32");
+    a.Set(1u, "bfloat16");
     return a;
   }());
 

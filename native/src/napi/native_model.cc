@@ -270,17 +270,19 @@ NativeModel::NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Nati
     const std::string device_name = device.IsString() ? device.As<Napi::String>().Utf8Value() : "";
     Napi::Value dtype = options.Get("dtype");
     const std::string dtype_name = dtype.IsString() ? dtype.As<Napi::String>().Utf8Value() : "float32";
+    Precision precision;
+    if (dtype_name == "float32") precision = Precision::kFloat32;
+    else if (dtype_name == "tfloat32") precision = Precision::kTfloat32;
+    else if (dtype_name == "float16") precision = Precision::kFloat16;
+    else if (dtype_name == "bfloat16") precision = Precision::kBfloat16;
+    else ThrowInvalidArgument("dtype: expected float32, tfloat32, float16 or bfloat16");
     std::unique_ptr<Backend> backend;
     if (device_name == "cpu") {
-      if (dtype_name != "float32") throw EngineError(ErrorCode::kBackendUnavailable, "dtype: the cpu backend computes in float32 only");
-      backend = WithProfilingIfRequested(CreateCpuBackend());
+      if (precision != Precision::kFloat32 && precision != Precision::kBfloat16) {
+        throw EngineError(ErrorCode::kBackendUnavailable, "dtype: the cpu backend computes in float32 or bfloat16");
+      }
+      backend = WithProfilingIfRequested(CreateCpuBackend(precision));
     } else if (device_name == "cuda") {
-      Precision precision;
-      if (dtype_name == "float32") precision = Precision::kFloat32;
-      else if (dtype_name == "tfloat32") precision = Precision::kTfloat32;
-      else if (dtype_name == "float16") precision = Precision::kFloat16;
-      else if (dtype_name == "bfloat16") precision = Precision::kBfloat16;
-      else ThrowInvalidArgument("dtype: expected float32, tfloat32, float16 or bfloat16");
       Napi::Value index = options.Get("deviceIndex");
       const int device_index = index.IsNumber() ? index.As<Napi::Number>().Int32Value() : 0;
       backend = WithProfilingIfRequested(CreateCudaBackend(device_index, precision));

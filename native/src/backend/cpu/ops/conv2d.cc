@@ -13,9 +13,15 @@
 
 namespace perceiver::cpu {
 
-void Conv2d(const float* x, int64_t batch, int64_t in_c, int64_t h, int64_t w, const float* weight, const float* bias,
-            int64_t out_c, int64_t kh, int64_t kw, int64_t stride, int64_t pad_top, int64_t pad_left, int64_t out_h,
-            int64_t out_w, float* y) {
+void Conv2d(const Conv2dOp& op, Precision precision) {
+  const float* x = op.x;
+  const int64_t batch = op.batch, in_c = op.in_c, h = op.h, w = op.w, kh = op.kh, kw = op.kw, stride = op.stride;
+  const int64_t pad_top = op.pad_top, pad_left = op.pad_left, out_h = op.out_h, out_w = op.out_w;
+  const int64_t out_c = op.weight->rows();
+  const float* weight = Cpu(op.weight).matrix();
+  const float* bias = op.bias ? op.bias->values() : nullptr;
+  const bool round_bf16 = RoundsProductInputs(precision);  // as every product's input (linear.cc)
+  float* y = op.y;
   const int64_t patch = in_c * kh * kw;  // one im2col row, in weight order (c, ky, kx)
   const int64_t pixels = batch * out_h * out_w;
   constexpr int64_t kBlock = 256;
@@ -33,7 +39,8 @@ void Conv2d(const float* x, int64_t batch, int64_t in_c, int64_t h, int64_t w, c
             const int64_t iy = oy * stride + ky - pad_top;
             for (int64_t kx = 0; kx < kw; ++kx) {
               const int64_t ix = ox * stride + kx - pad_left;
-              *row++ = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? plane[iy * w + ix] : 0.0f;
+              const float v = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? plane[iy * w + ix] : 0.0f;
+              *row++ = round_bf16 ? RoundToBfloat16(v) : v;
             }
           }
         }
@@ -51,8 +58,13 @@ void Conv2d(const float* x, int64_t batch, int64_t in_c, int64_t h, int64_t w, c
   });
 }
 
-void ChannelAffine(float* y, int64_t rows, int64_t cols, const float* scale, const float* shift, bool relu) {
-  ThreadPool::Global().ParallelFor(rows, 64, [&](int64_t r0, int64_t r1) {
+void ChannelAffine(const ChannelAffineOp& op) {
+  float* y = op.y;
+  const int64_t cols = op.cols;
+  const float* scale = op.scale->values();
+  const float* shift = op.shift->values();
+  const bool relu = op.relu;
+  ThreadPool::Global().ParallelFor(op.rows, 64, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       float* yr = y + r * cols;
       for (int64_t c = 0; c < cols; ++c) {
@@ -63,8 +75,11 @@ void ChannelAffine(float* y, int64_t rows, int64_t cols, const float* scale, con
   });
 }
 
-void MaxPool2d(const float* x, int64_t batch, int64_t h, int64_t w, int64_t c, int64_t kernel, int64_t stride,
-               int64_t out_h, int64_t out_w, float* y) {
+void MaxPool(const MaxPoolOp& op) {
+  const float* x = op.x;
+  float* y = op.y;
+  const int64_t batch = op.batch, h = op.h, w = op.w, c = op.c, kernel = op.kernel, stride = op.stride;
+  const int64_t out_h = op.out_h, out_w = op.out_w;
   ThreadPool::Global().ParallelFor(batch * out_h, 4, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t b = r / out_h, oy = r % out_h;

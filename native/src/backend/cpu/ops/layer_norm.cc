@@ -2,6 +2,7 @@
 // squaring, so rows with a large mean stay exact), accumulated in float over several lanes, as
 // PyTorch's CPU kernel does.
 #include <cmath>
+#include <vector>
 
 #include "backend/cpu/ops/cpu_ops.h"
 #include "core/simd_math.h"
@@ -46,14 +47,23 @@ float RowSquaredDeviation(const float* x, int64_t n, float mean) {
 
 }  // namespace
 
-void LayerNorm(const float* x, int64_t rows, int64_t dim, const float* gamma, const float* beta, float eps, float* y) {
-  ThreadPool::Global().ParallelFor(rows, 16, [&](int64_t r0, int64_t r1) {
+void LayerNorm(const LayerNormOp& op) {
+  const float* gamma = op.gamma->values();
+  const float* beta = op.beta->values();
+  const int64_t dim = op.dim;
+  ThreadPool::Global().ParallelFor(op.rows, 16, [&](int64_t r0, int64_t r1) {
+    std::vector<float> summed(op.residual ? static_cast<size_t>(dim) : 0);
     for (int64_t r = r0; r < r1; ++r) {
-      const float* xr = x + r * dim;
-      float* yr = y + r * dim;
+      const float* xr = op.x + r * op.ldx;
+      if (op.residual != nullptr) {  // LayerNorm(x + residual), the sum never stored
+        const float* rr = op.residual + r * op.ld_residual;
+        for (int64_t i = 0; i < dim; ++i) summed[i] = xr[i] + rr[i];
+        xr = summed.data();
+      }
+      float* yr = op.y + r * op.ldy;
       const float mean = RowSum(xr, dim) / static_cast<float>(dim);
       const float var = RowSquaredDeviation(xr, dim, mean) / static_cast<float>(dim);
-      const float inv_std = 1.0f / std::sqrt(var + eps);
+      const float inv_std = 1.0f / std::sqrt(var + op.eps);
       for (int64_t i = 0; i < dim; ++i) yr[i] = (xr[i] - mean) * inv_std * gamma[i] + beta[i];
     }
   });
