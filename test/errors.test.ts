@@ -77,6 +77,9 @@ t.test('the native engine re-checks what reaches it', async (t) => {
   t.throws(() => new NativeModel(spec, missing, { device: 'cpu' }), { code: 'ERR_PERCEIVER_WEIGHT_MISMATCH' }, 'a missing weight');
   const native = new NativeModel(spec, weights, { device: 'cpu' });
   t.teardown(() => native.dispose());
+  await t.rejects(async () => native.forward({ batch: 1, inputs: [] } as never), { code: 'ERR_PERCEIVER_INVALID_ARGUMENT' }, 'not loaded yet');
+  await native.load();
+  await t.rejects(async () => native.load(), { code: 'ERR_PERCEIVER_INVALID_ARGUMENT' }, 'loaded once');
   const ids = (n: number, v: bigint) => new BigInt64Array(n).fill(v);
   const text = (shape: number[], data: unknown) => [{ name: '', shape, data }];
   const bad: [string, object][] = [

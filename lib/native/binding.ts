@@ -83,6 +83,8 @@ export interface NativeEncodingHandle {
 }
 
 export interface NativeModelHandle {
+  /** Builds the backend and copies (CPU: packs) every weight into engine-owned memory, off the main thread; once. */
+  load(): Promise<void>;
   forward(request: NativeEncodeRequest & NativeDecodeRequest): Promise<NativeEncodeOutputs & NativeDecodeOutputs>;
   encode(request: NativeEncodeRequest): Promise<NativeEncodeOutputs & { encoding: NativeEncodingHandle }>;
   decode(encoding: NativeEncodingHandle, request: NativeDecodeRequest): Promise<NativeDecodeOutputs>;
@@ -105,6 +107,57 @@ export interface NativeCapabilities {
   cuda: BackendCapability & { deviceCount: number; devices: string[]; dtypes: string[]; cublas?: string };
 }
 
+export type CpuIsa = 'scalar' | 'avx2' | 'avx512' | 'avx512-bf16';
+
+export interface CpuKernelRequest {
+  op: 'gemm_packed' | 'gemm' | 'layer_norm' | 'gelu' | 'exp' | 'softmax' | 'add' | 'openblas' | 'fma_peak';
+  /** Kernel set (default: the one this CPU runs); one the CPU lacks is rejected. */
+  isa?: CpuIsa;
+  m?: number;
+  n?: number;
+  k?: number;
+  /** Row strides (0 or absent: tight). */
+  lda?: number;
+  ldb?: number;
+  ldc?: number;
+  /** gemm_packed: epilogue and weight type. */
+  bias?: boolean;
+  gelu?: boolean;
+  residual?: 'none' | 'separate' | 'alias';
+  dtype?: 'float32' | 'bfloat16' | 'bfloat16-bits';
+  /** gemm: B is [n, k] (true, the default) or [k, n]; C = alpha A op(B) + beta C. */
+  transposed?: boolean;
+  alpha?: number;
+  beta?: 0 | 1;
+  /** layer_norm: also write x + residual. */
+  sumOut?: boolean;
+  threads?: 1 | 2;
+  seed?: number;
+  /** Timed runs after the check (0: none). */
+  iterations?: number;
+}
+
+export interface CpuKernelResult {
+  op: string;
+  isa: CpuIsa;
+  outputs: number;
+  /** Outputs compared with the reference (products of many rows check a sample of rows). */
+  checked: number;
+  maxAbsError: number;
+  /** Normwise: ||got - want|| / ||want||. */
+  relativeError: number;
+  /** Largest |got - want| / |want| over the compared outputs. */
+  maxRelativeError: number;
+  referenceMax: number;
+  /** Writes outside C's window (products), exp overflows that did not saturate, inexact softmax maxima. */
+  outsideWrites: number;
+  /** Products: 1 and 2 threads gave bitwise identical results. */
+  threadsAgree: boolean;
+  bestMs: number;
+  medianMs: number;
+  gflops: number;
+}
+
 interface NativeAddon {
   NativeModel: new (spec: object, weights: Record<string, Float32Array>, options: { device: string; deviceIndex?: number; dtype?: string }) => NativeModelHandle;
   NativeDeviceTensor: abstract new () => NativeDeviceTensorHandle;
@@ -113,6 +166,12 @@ interface NativeAddon {
   capabilities(): NativeCapabilities;
   /** Best-of-`repeats` time of one m x n x k sgemm through the engine's own BLAS. */
   blasBenchmark(m: number, n: number, k: number, repeats: number): Promise<{ seconds: number; gflops: number }>;
+  /**
+   * Checks (and optionally times) one CPU kernel of native/src/backend/cpu/kernels on a chosen
+   * instruction set against a double-precision reference, with random inputs from `seed`. For
+   * tests and bench/cpu_gemm.ts; op "openblas" and "fma_peak" only time.
+   */
+  cpuKernelCheck(request: CpuKernelRequest): Promise<CpuKernelResult>;
   /** Free and total bytes of a CUDA device (zeros without CUDA). */
   cudaMemoryInfo(device: number): { free: number; total: number };
   /** Runs one op on the CPU (reference) and CUDA backends with the same random inputs (needs a GPU). */

@@ -65,6 +65,8 @@ class Weight {
   virtual WeightUse use() const = 0;
   // kValues weights: float32 values in backend memory. kMatrix weights: null (products only).
   virtual const float* values() const = 0;
+  // The backend's own weight object (a weight loaded later, on a worker thread, forwards to it).
+  virtual const Weight& resolved() const { return *this; }
 };
 using WeightRef = std::shared_ptr<const Weight>;
 

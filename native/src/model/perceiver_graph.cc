@@ -3,11 +3,22 @@
 #include <string>
 #include <utility>
 
+#include <cmath>
+
 #include "core/engine_error.h"
 
 namespace perceiver {
 
 // Weight uploads were queued on the backend's stream while the spec was read: wait for them once.
+void InputArray::CheckFinite() const {
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (!std::isfinite(values[i])) {
+      ThrowInvalidArgument(argument + ": non-finite value " + (std::isnan(values[i]) ? "NaN" : "Inf") + " at flat index " +
+                           std::to_string(i) + "; inputs must be finite");
+    }
+  }
+}
+
 PerceiverGraph::PerceiverGraph(std::unique_ptr<Backend> backend, ModelParts parts)
     : backend_(std::move(backend)), parts_(std::move(parts)) {
   backend_->Synchronize();
@@ -62,6 +73,7 @@ EncodeResult PerceiverGraph::Encode(const EncodeRequest& r) {
   Backend& be = *backend_;
   if (r.batch < 1) ThrowInvalidArgument("inputs: the batch must hold at least one item");
   if (r.inputs.empty()) ThrowInvalidArgument("inputs: missing");
+  for (const auto& [name, input] : r.inputs) input.CheckFinite();
   if (!parts_.multimodal_inputs) {
     if (r.inputs.size() != 1 || r.inputs.begin()->first != "") {
       ThrowInvalidArgument("inputs: this model takes a single input tensor, not named modalities");

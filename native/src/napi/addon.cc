@@ -10,6 +10,7 @@
 #include "core/thread_pool.h"
 #include "napi/addon_state.h"
 #include "napi/blas_benchmark.h"
+#include "napi/cpu_kernel_check.h"
 #include "napi/device_tensor.h"
 #include "napi/kernel_check.h"
 #include "napi/native_model.h"
@@ -87,6 +88,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("capabilities", Napi::Function::New(env, Capabilities, "capabilities"));
   exports.Set("blasBenchmark", Napi::Function::New(env, BlasBenchmark, "blasBenchmark"));
   exports.Set("kernelCheck", Napi::Function::New(env, KernelCheck, "kernelCheck"));
+  exports.Set("cpuKernelCheck", Napi::Function::New(env, CpuKernelCheck, "cpuKernelCheck"));
   exports.Set("cudaMemoryInfo", Napi::Function::New(env, CudaMemory, "cudaMemoryInfo"));
   return exports;
 }

@@ -18,7 +18,7 @@ std::string Join(const std::string& path, const std::string& key) { return path 
 
 class SpecReader {
  public:
-  SpecReader(const Napi::Object& weights, Backend& backend) : weights_(weights), backend_(backend) {}
+  SpecReader(const Napi::Object& weights, WeightLoadList& list) : weights_(weights), list_(list) {}
 
   bool Present(const Napi::Object& o, const char* key) {
     Napi::Value v = o.Get(key);
@@ -98,6 +98,9 @@ class SpecReader {
       throw EngineError(ErrorCode::kWeightMismatch, "weight \"" + name + "\" (" + Join(path, key) + ") is missing or is not a Float32Array");
     }
     Napi::Float32Array array = v.As<Napi::Float32Array>();
+    bool detached = false;
+    napi_is_detached_arraybuffer(array.Env(), array.ArrayBuffer(), &detached);
+    if (detached) throw EngineError(ErrorCode::kWeightMismatch, "weight \"" + name + "\": its ArrayBuffer has been detached");
     if (static_cast<int64_t>(array.ElementLength()) != rows * cols) {
       throw EngineError(ErrorCode::kWeightMismatch, "weight \"" + name + "\" holds " + std::to_string(array.ElementLength()) +
                                                         " values, expected " + std::to_string(rows * cols));
@@ -112,7 +115,8 @@ class SpecReader {
 
   // A weight read element-wise (biases, LayerNorm, tables), loaded into backend memory.
   WeightRef Values(const Napi::Object& o, const char* key, const std::string& path, int64_t rows, int64_t cols) {
-    return backend_.LoadWeight(Host(o, key, path, rows, cols), WeightUse::kValues);
+    HostWeight h = Host(o, key, path, rows, cols);
+    return list_.Add({h}, h.name, WeightUse::kValues);
   }
   WeightRef Values(const Napi::Object& o, const char* key, const std::string& path, int64_t count) {
     return Values(o, key, path, 1, count);
@@ -146,37 +150,30 @@ class SpecReader {
     if (!h.present) return w;
     w.in = h.in;
     w.out = h.out;
-    w.weight = backend_.LoadWeight(h.weight, WeightUse::kMatrix);
-    if (h.bias.data != nullptr) w.bias = backend_.LoadWeight(h.bias, WeightUse::kValues);
+    w.weight = list_.Add({h.weight}, h.weight.name, WeightUse::kMatrix);
+    if (h.bias.data != nullptr) w.bias = list_.Add({h.bias}, h.bias.name, WeightUse::kValues);
     return w;
   }
 
   // Projections that read the same input, fused into one product: weights stacked by rows (and
   // biases likewise; a missing bias is zeros when another part has one).
   LinearWeights LoadFused(const std::vector<const HostLinear*>& parts) {
-    const int64_t in = parts[0]->in;
-    int64_t out = 0;
+    LinearWeights w;
+    w.in = parts[0]->in;
+    std::vector<HostWeight> weights, biases;
     bool any_bias = false;
     std::string name;
     for (const HostLinear* p : parts) {
-      out += p->out;
+      w.out += p->out;
+      weights.push_back(p->weight);
+      // Biases stack as [out, 1] columns (null data: zeros); loaded as one [1, total] row.
+      biases.push_back(HostWeight{p->bias.data, p->out, 1, p->bias.name});
       any_bias = any_bias || p->bias.data != nullptr;
       name += (name.empty() ? "" : "+") + p->weight.name;
     }
-    std::vector<float> weight(static_cast<size_t>(out * in)), bias(any_bias ? static_cast<size_t>(out) : 0, 0.0f);
-    int64_t row0 = 0;
-    for (const HostLinear* p : parts) {
-      std::copy(p->weight.data, p->weight.data + p->out * in, weight.begin() + row0 * in);
-      if (p->bias.data != nullptr) std::copy(p->bias.data, p->bias.data + p->out, bias.begin() + row0);
-      row0 += p->out;
-    }
-    HostLinear fused;
-    fused.present = true;
-    fused.in = in;
-    fused.out = out;
-    fused.weight = HostWeight{weight.data(), out, in, name};
-    if (any_bias) fused.bias = HostWeight{bias.data(), 1, out, name + " (bias)"};
-    return Load(fused);
+    w.weight = list_.Add(std::move(weights), name, WeightUse::kMatrix);
+    if (any_bias) w.bias = list_.Add(std::move(biases), name + " (bias)", WeightUse::kValues);
+    return w;
   }
 
   LinearWeights Linear(const Napi::Object& parent, const char* key, const std::string& parent_path, int64_t in, int64_t out) {
@@ -366,8 +363,10 @@ class SpecReader {
           shift[c] = static_cast<float>(beta.data[c] - mean.data[c] * k);
         }
         // A non-finite running statistic makes a non-finite scale or shift: refused by name.
-        s.bn_scale = backend_.LoadWeight(HostWeight{scale.data(), 1, s.out_channels, gamma.name + " / " + var.name}, WeightUse::kValues);
-        s.bn_shift = backend_.LoadWeight(HostWeight{shift.data(), 1, s.out_channels, beta.name + " / " + mean.name}, WeightUse::kValues);
+        const std::string scale_name = gamma.name + " / " + var.name, shift_name = beta.name + " / " + mean.name;
+        const HostWeight scale_host{scale.data(), 1, s.out_channels, scale_name}, shift_host{shift.data(), 1, s.out_channels, shift_name};
+        s.bn_scale = list_.Add({scale_host}, scale_name, WeightUse::kValues, std::move(scale));
+        s.bn_shift = list_.Add({shift_host}, shift_name, WeightUse::kValues, std::move(shift));
       }
       features = s.out_channels;
     } else if (prep == "pixels") {
@@ -505,14 +504,14 @@ class SpecReader {
 
  private:
   Napi::Object weights_;
-  Backend& backend_;
+  WeightLoadList& list_;
   int next_key_ = 0;
 };
 
 }  // namespace
 
-ModelParts ReadModelSpec(const Napi::Object& js, const Napi::Object& weights, Backend& backend) {
-  SpecReader r(weights, backend);
+ModelParts ReadModelSpec(const Napi::Object& js, const Napi::Object& weights, WeightLoadList& weights_to_load) {
+  SpecReader r(weights, weights_to_load);
   ModelParts parts;
   const std::string root = "spec";
   parts.layer_norm_eps = static_cast<float>(r.Number(js, "layerNormEps", root, 1e-30, 1.0));

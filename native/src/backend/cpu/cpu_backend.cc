@@ -1,7 +1,5 @@
-// The CPU backend: host memory the engine owns, products on packed weights with fused epilogues,
-// the thread pool for the rest.
-#include <cblas.h>
-
+// The CPU backend: host memory the engine owns, products on weights packed at load with fused
+// epilogues (kernels/gemm.h), the thread pool for the rest.
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
@@ -32,34 +30,18 @@ AlignedFloats AllocateFloats(size_t floats) {
   return AlignedFloats(static_cast<float*>(p));
 }
 
-float RoundToBfloat16(float v) {
-  uint32_t bits;
-  std::memcpy(&bits, &v, sizeof bits);
-  bits += 0x7FFFu + ((bits >> 16) & 1u);  // round to nearest, ties to even (finite inputs)
-  bits &= 0xFFFF0000u;
-  std::memcpy(&v, &bits, sizeof v);
-  return v;
-}
+namespace {
 
-// The copy into engine-owned memory is also where non-finite values are caught: one pass, off
-// the main thread (the model loads on libuv's pool), naming the weight.
-CpuWeight::CpuWeight(const HostWeight& host, WeightUse use, Precision precision)
-    : dtype_(use == WeightUse::kMatrix && precision == Precision::kBfloat16 ? DType::kBfloat16 : DType::kFloat32),
-      rows_(host.rows),
-      cols_(host.cols),
-      use_(use) {
-  const int64_t n = rows_ * cols_;
-  values_ = AllocateFloats(static_cast<size_t>(n));
-  float* dst = values_.get();
-  const float* src = host.data;
+// Copies (dst non-null) and checks n values in one pass, threaded; returns the lowest index of a
+// non-finite value, or -1.
+int64_t CopyChecked(const float* src, float* dst, int64_t n) {
   std::atomic<int64_t> bad{-1};
-  const bool bf16 = dtype_ == DType::kBfloat16;
   ThreadPool::Global().ParallelFor(n, 1 << 16, [&](int64_t i0, int64_t i1) {
     float acc = 0.0f;  // x * 0 is NaN exactly when x is not finite
     for (int64_t i = i0; i < i1; ++i) {
       const float v = src[i];
       acc += v * 0.0f;
-      dst[i] = v;
+      if (dst != nullptr) dst[i] = v;
     }
     if (acc != 0.0f) {  // also true for NaN
       for (int64_t i = i0; i < i1; ++i) {
@@ -71,11 +53,26 @@ CpuWeight::CpuWeight(const HostWeight& host, WeightUse use, Precision precision)
         }
       }
     }
-    if (bf16) {
-      for (int64_t i = i0; i < i1; ++i) dst[i] = RoundToBfloat16(dst[i]);
-    }
   });
-  if (bad.load() >= 0) ThrowInvalidArgument(NonFiniteWeightMessage(host, bad.load()));
+  return bad.load();
+}
+
+}  // namespace
+
+// The copy (or packing) into engine-owned memory is also where non-finite values are caught,
+// naming the weight. After this the caller's memory is never read again.
+CpuWeight::CpuWeight(const HostWeight& host, WeightUse use, Precision precision)
+    : dtype_(use == WeightUse::kMatrix && precision == Precision::kBfloat16 ? DType::kBfloat16 : DType::kFloat32),
+      rows_(host.rows),
+      cols_(host.cols),
+      use_(use) {
+  const int64_t n = rows_ * cols_;
+  if (use == WeightUse::kValues) values_ = AllocateFloats(static_cast<size_t>(n));
+  const int64_t bad = CopyChecked(host.data, values_.get(), n);
+  if (bad >= 0) ThrowInvalidArgument(NonFiniteWeightMessage(host, bad));
+  if (use == WeightUse::kMatrix) {
+    packed_ = PackWeights(host.data, rows_, cols_, cols_, dtype_ == DType::kBfloat16 ? PackedType::kBfloat16 : PackedType::kFloat32);
+  }
 }
 
 }  // namespace cpu
@@ -146,14 +143,14 @@ class CpuBackend final : public Backend {
     std::visit(
         [&](const auto& o) {
           using T = std::decay_t<decltype(o)>;
-          if constexpr (std::is_same_v<T, LinearOp>) cpu::Linear(o, precision_);
+          if constexpr (std::is_same_v<T, LinearOp>) cpu::Linear(o);
           else if constexpr (std::is_same_v<T, LayerNormOp>) cpu::LayerNorm(o);
           else if constexpr (std::is_same_v<T, AttentionOp>) cpu::Attention(o);
           else if constexpr (std::is_same_v<T, EmbeddingOp>) cpu::Embedding(o);
           else if constexpr (std::is_same_v<T, CopyOp>) cpu::Copy(o);
           else if constexpr (std::is_same_v<T, AddRowsOp>) cpu::AddRows(o);
           else if constexpr (std::is_same_v<T, GatherRowsOp>) cpu::GatherRows(o);
-          else if constexpr (std::is_same_v<T, Conv2dOp>) cpu::Conv2d(o, precision_);
+          else if constexpr (std::is_same_v<T, Conv2dOp>) cpu::Conv2d(o);
           else if constexpr (std::is_same_v<T, ChannelAffineOp>) cpu::ChannelAffine(o);
           else if constexpr (std::is_same_v<T, MaxPoolOp>) cpu::MaxPool(o);
           else if constexpr (std::is_same_v<T, MeanRowsOp>) cpu::MeanRows(o);
@@ -170,18 +167,10 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 
-void ConfigureCpuBlas() {
-  // The engine threads every op itself; OpenBLAS's own threads would only oversubscribe the
-  // cores and spin between calls.
-  static std::once_flag once;
-  std::call_once(once, [] { openblas_set_num_threads(1); });
-}
-
 std::unique_ptr<Backend> CreateCpuBackend(Precision precision) {
   if (precision != Precision::kFloat32 && precision != Precision::kBfloat16) {
     throw EngineError(ErrorCode::kBackendUnavailable, "dtype: the cpu backend computes in float32 or bfloat16");
   }
-  ConfigureCpuBlas();
   return std::make_unique<CpuBackend>(precision);
 }
 

@@ -111,7 +111,7 @@ class CudaWeight final : public Weight {
   WeightUse use_;
 };
 
-const CudaWeight& Dev(const Weight* w) { return *static_cast<const CudaWeight*>(w); }
+const CudaWeight& Dev(const Weight* w) { return static_cast<const CudaWeight&>(w->resolved()); }
 
 class CudaBackend final : public Backend {
  public:

@@ -4,13 +4,13 @@
 // width] blocks, possibly columns of one fused QKV buffer), so heads need no transpose copy. Key
 // padding given as per-item lengths shortens each item's key range (no masked work at all). Without requested weights the softmax is computed online over
 // blocks of keys (flash-attention style), so memory stays bounded for any number of keys.
-#include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
+#include "backend/cpu/kernels/gemm.h"
 #include "backend/cpu/ops/cpu_ops.h"
 #include "core/simd_math.h"
 #include "core/thread_pool.h"
@@ -86,13 +86,9 @@ void AttentionWithWeights(const AttentionOp& a, const uint8_t* key_mask) {
       const float* k = a.k.data + b * a.k.batch_stride + h * a.dqk;
       const float* v = a.v.data + b * a.v.batch_stride + h * a.dv;
       float* out = a.out + (b * a.nq + q0) * v_row + h * a.dv;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(a.nk),
-                  static_cast<int>(a.dqk), 1.0f, q, static_cast<int>(a.q.ld), k, static_cast<int>(a.k.ld), 0.0f, scores,
-                  static_cast<int>(a.nk));
+      Gemm(true, rows, a.nk, a.dqk, 1.0f, q, a.q.ld, k, a.k.ld, 0.0f, scores, a.nk);
       for (int64_t r = 0; r < rows; ++r) SoftmaxRow(scores + r * a.nk, a.nk, a.scale, mask);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(a.dv),
-                  static_cast<int>(a.nk), 1.0f, scores, static_cast<int>(a.nk), v, static_cast<int>(a.v.ld), 0.0f, out,
-                  static_cast<int>(v_row));
+      Gemm(false, rows, a.dv, a.nk, 1.0f, scores, a.nk, v, a.v.ld, 0.0f, out, v_row);
     }
   });
 }
@@ -103,7 +99,7 @@ constexpr int64_t kKeyBlock = 2048;
 // One block of queries against every key, a block of keys at a time, with the online softmax:
 // the running row maximum m and sum l rescale what was accumulated when a later block raises the
 // maximum. Scores never exist beyond [queries x kKeyBlock], whatever the number of keys, and the
-// products keep shapes OpenBLAS runs near its peak (a few hundred rows).
+// products keep shapes the kernels run near their peak (a few hundred rows).
 void AttentionBlock(const AttentionOp& a, int64_t b, int64_t h, int64_t q0, int64_t rows, std::vector<float>& scores,
                     std::vector<float>& acc, std::vector<float>& m, std::vector<float>& l) {
   const int64_t v_row = a.heads * a.dv;
@@ -119,9 +115,7 @@ void AttentionBlock(const AttentionOp& a, int64_t b, int64_t h, int64_t q0, int6
     if (kmask && std::none_of(kmask, kmask + keys, [](uint8_t x) { return x != 0; })) continue;
     const float* k = a.k.data + b * a.k.batch_stride + k0 * a.k.ld + h * a.dqk;
     const float* v = a.v.data + b * a.v.batch_stride + k0 * a.v.ld + h * a.dv;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(keys),
-                static_cast<int>(a.dqk), a.scale, q, static_cast<int>(a.q.ld), k, static_cast<int>(a.k.ld), 0.0f,
-                scores.data(), static_cast<int>(keys));
+    Gemm(true, rows, keys, a.dqk, a.scale, q, a.q.ld, k, a.k.ld, 0.0f, scores.data(), keys);
     for (int64_t r = 0; r < rows; ++r) {
       float* s = scores.data() + r * keys;
       float block_max = -std::numeric_limits<float>::infinity();
@@ -155,9 +149,7 @@ void AttentionBlock(const AttentionOp& a, int64_t b, int64_t h, int64_t q0, int6
         for (int64_t c = 0; c < a.dv; ++c) o[c] *= correction;
       }
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(a.dv),
-                static_cast<int>(keys), 1.0f, scores.data(), static_cast<int>(keys), v, static_cast<int>(a.v.ld), 1.0f,
-                acc.data(), static_cast<int>(a.dv));
+    Gemm(false, rows, a.dv, keys, 1.0f, scores.data(), keys, v, a.v.ld, 1.0f, acc.data(), a.dv);
   }
   float* out = a.out + (b * a.nq + q0) * v_row + h * a.dv;
   for (int64_t r = 0; r < rows; ++r) {

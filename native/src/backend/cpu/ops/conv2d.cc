@@ -1,9 +1,7 @@
-// 2-D convolution as im2col + sgemm, producing channels-last output (what the Perceiver flattens
+// 2-D convolution as im2col + the packed-weight product, producing channels-last output (what the Perceiver flattens
 // into its input sequence), plus the inference BatchNorm/ReLU and max-pool that follow it in
 // PerceiverImagePreprocessor's "conv" stem. Rows of output pixels are processed in blocks so
 // the im2col buffer stays small whatever the image size.
-#include <cblas.h>
-
 #include <algorithm>
 #include <limits>
 #include <vector>
@@ -13,14 +11,14 @@
 
 namespace perceiver::cpu {
 
-void Conv2d(const Conv2dOp& op, Precision precision) {
+void Conv2d(const Conv2dOp& op) {
   const float* x = op.x;
   const int64_t batch = op.batch, in_c = op.in_c, h = op.h, w = op.w, kh = op.kh, kw = op.kw, stride = op.stride;
   const int64_t pad_top = op.pad_top, pad_left = op.pad_left, out_h = op.out_h, out_w = op.out_w;
   const int64_t out_c = op.weight->rows();
-  const float* weight = Cpu(op.weight).matrix();
-  const float* bias = op.bias ? op.bias->values() : nullptr;
-  const bool round_bf16 = RoundsProductInputs(precision);  // as every product's input (linear.cc)
+  const PackedMatrix& weight = Cpu(op.weight).packed();
+  GemmEpilogue epilogue;
+  epilogue.bias = op.bias ? op.bias->values() : nullptr;
   float* y = op.y;
   const int64_t patch = in_c * kh * kw;  // one im2col row, in weight order (c, ky, kx)
   const int64_t pixels = batch * out_h * out_w;
@@ -39,21 +37,13 @@ void Conv2d(const Conv2dOp& op, Precision precision) {
             const int64_t iy = oy * stride + ky - pad_top;
             for (int64_t kx = 0; kx < kw; ++kx) {
               const int64_t ix = ox * stride + kx - pad_left;
-              const float v = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? plane[iy * w + ix] : 0.0f;
-              *row++ = round_bf16 ? RoundToBfloat16(v) : v;
+              *row++ = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? plane[iy * w + ix] : 0.0f;
             }
           }
         }
       }
-      float* out = y + p0 * out_c;
-      float beta = 0.0f;
-      if (bias != nullptr) {
-        for (int64_t p = p0; p < p1; ++p) std::copy(bias, bias + out_c, y + p * out_c);
-        beta = 1.0f;
-      }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(p1 - p0), static_cast<int>(out_c),
-                  static_cast<int>(patch), 1.0f, cols.data(), static_cast<int>(patch), weight, static_cast<int>(patch),
-                  beta, out, static_cast<int>(out_c));
+      // This block's product on the calling thread: the blocks are what the pool splits.
+      GemmPacked(p1 - p0, cols.data(), patch, weight, y + p0 * out_c, out_c, epilogue, nullptr);
     }
   });
 }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cpu/kernels/gemm.h"
 
 namespace perceiver::cpu {
 
@@ -18,8 +19,9 @@ using AlignedFloats = std::unique_ptr<float[], AlignedDelete>;
 // Throws an out-of-memory EngineError when the allocation fails.
 AlignedFloats AllocateFloats(size_t floats);
 
-// A weight the CPU backend owns: float32 values (kValues, and kMatrix in float32), or bf16 values
-// for a kMatrix in a bfloat16 model (products then round their inputs to bf16 as well).
+// A weight the CPU backend owns: float32 values (kValues), or a matrix packed once into the
+// product kernels' panel layout (kMatrix), in float32 or, in a bfloat16 model, in bf16 (the
+// products then round their activation input to bf16 too: backend.h's RoundsProductInputs).
 class CpuWeight final : public Weight {
  public:
   CpuWeight(const HostWeight& host, WeightUse use, Precision precision);
@@ -28,35 +30,29 @@ class CpuWeight final : public Weight {
   int64_t cols() const override { return cols_; }
   WeightUse use() const override { return use_; }
   const float* values() const override { return use_ == WeightUse::kValues ? values_.get() : nullptr; }
-  // The matrix in float32, [rows, cols] row-major (bf16-rounded values in a bfloat16 model).
-  const float* matrix() const { return values_.get(); }
+  const PackedMatrix& packed() const { return *packed_; }
 
  private:
   DType dtype_;
   int64_t rows_, cols_;
   WeightUse use_;
   AlignedFloats values_;
+  std::unique_ptr<PackedMatrix> packed_;
 };
 
-inline const CpuWeight& Cpu(const Weight* w) { return *static_cast<const CpuWeight*>(w); }
+inline const CpuWeight& Cpu(const Weight* w) { return static_cast<const CpuWeight&>(w->resolved()); }
 
-// Rounds float32 to the nearest bfloat16 (ties to even), kept in a float32.
-float RoundToBfloat16(float v);
-
-void Linear(const LinearOp& op, Precision precision);
+void Linear(const LinearOp& op);
 void LayerNorm(const LayerNormOp& op);
 void Attention(const AttentionOp& op);
 void Embedding(const EmbeddingOp& op);
 void Copy(const CopyOp& op);
 void AddRows(const AddRowsOp& op);
 void GatherRows(const GatherRowsOp& op);
-void Conv2d(const Conv2dOp& op, Precision precision);
+void Conv2d(const Conv2dOp& op);
 void ChannelAffine(const ChannelAffineOp& op);
 void MaxPool(const MaxPoolOp& op);
 void MeanRows(const MeanRowsOp& op);
 void Scale(const ScaleOp& op);
-
-// In-place exact GELU of n contiguous values (single-threaded: callers thread).
-void GeluRange(float* x, int64_t n);
 
 }  // namespace perceiver::cpu
