@@ -153,6 +153,8 @@ export interface CpuKernelResult {
   outsideWrites: number;
   /** Products: 1 and 2 threads gave bitwise identical results. */
   threadsAgree: boolean;
+  /** Products: a hash of the output's bits (FNV-1a, hex), to compare kernel sets. */
+  outputHash: string;
   bestMs: number;
   medianMs: number;
   gflops: number;

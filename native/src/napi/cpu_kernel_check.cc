@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <random>
@@ -48,6 +49,7 @@ struct Result {
   double max_abs = 0, relative = 0, max_relative = 0, reference_max = 0;
   int64_t outputs = 0, checked = 0, outside_writes = 0;
   bool threads_agree = true;
+  uint64_t hash = 0;  // FNV-1a of the output's bits (products), to compare kernel sets
   double best_ms = 0, median_ms = 0, gflops = 0;
 };
 
@@ -62,6 +64,13 @@ std::vector<float> Normal(size_t n, std::mt19937& rng, float scale) {
   std::vector<float> v(n);
   for (float& x : v) x = dist(rng);
   return v;
+}
+
+uint64_t Fnv1a(const std::vector<float>& v) {
+  uint64_t h = 1469598103934665603ull;
+  const auto* bytes = reinterpret_cast<const unsigned char*>(v.data());
+  for (size_t i = 0; i < v.size() * sizeof(float); ++i) h = (h ^ bytes[i]) * 1099511628211ull;
+  return h;
 }
 
 double RoundedBf16(float x) { return cpu::kernels::Bf16ToFloat(cpu::kernels::RoundToBf16(x)); }
@@ -153,6 +162,7 @@ void CheckGemmPacked(const Request& q, Result* res) {
   run(c, q.threads);
   run(other, q.threads == 1 ? 2 : 1);
   res->threads_agree = std::memcmp(c.data(), other.data(), c.size() * sizeof(float)) == 0;
+  res->hash = Fnv1a(c);
   for (int64_t i = 0; i < m; ++i) {
     for (int64_t j = n; j < ldc; ++j) res->outside_writes += c[i * ldc + j] != kSentinel;
   }
@@ -370,6 +380,9 @@ class CpuKernelCheckWorker final : public Napi::AsyncWorker {
     out.Set("referenceMax", r_.reference_max);
     out.Set("outsideWrites", static_cast<double>(r_.outside_writes));
     out.Set("threadsAgree", r_.threads_agree);
+    char hash[17];
+    std::snprintf(hash, sizeof(hash), "%016llx", static_cast<unsigned long long>(r_.hash));
+    out.Set("outputHash", hash);
     out.Set("bestMs", r_.best_ms);
     out.Set("medianMs", r_.median_ms);
     out.Set("gflops", r_.gflops);

@@ -28,6 +28,11 @@ using kernels::kNr;
 namespace kernels {
 
 Isa DetectIsa() {
+  static const Isa isa = CpuIsa() == Isa::kAvx512Bf16 && !Bf16DotIsFaster() ? Isa::kAvx512 : CpuIsa();
+  return isa;
+}
+
+Isa CpuIsa() {
   static const Isa isa = [] {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
@@ -43,7 +48,7 @@ Isa DetectIsa() {
   return isa;
 }
 
-bool IsaSupported(Isa isa) { return static_cast<int>(isa) <= static_cast<int>(DetectIsa()); }
+bool IsaSupported(Isa isa) { return static_cast<int>(isa) <= static_cast<int>(CpuIsa()); }
 
 const char* IsaName(Isa isa) {
   switch (isa) {
@@ -99,14 +104,14 @@ AlignedBuffer AllocateAligned(size_t bytes) {
   return AlignedBuffer(p);
 }
 
-// A per-thread scratch area (A rows rounded to bf16, a padded row tile, a packed B panel), grown
-// on demand and kept for the thread's life.
+// A per-thread scratch area, grown on demand and kept for the thread's life. Slots: 0 A's rows
+// (rounded to bf16, or a padded partial tile), 1 a packed B panel (Gemm), 2 partial sums.
 void* Scratch(int slot, size_t bytes) {
   struct Slot {
     AlignedBuffer buffer;
     size_t size = 0;
   };
-  thread_local Slot slots[2];
+  thread_local Slot slots[3];
   Slot& s = slots[slot];
   if (s.size < bytes) {
     s.buffer = AllocateAligned(bytes);
@@ -114,6 +119,10 @@ void* Scratch(int slot, size_t bytes) {
   }
   return s.buffer.get();
 }
+
+// Cache budgets of the blocking (bytes): W's k-block slice of one panel (L1) and W's column block (L2).
+constexpr int64_t kKBlockBytes = 32 << 10;
+constexpr int64_t kWBlockBytes = 1 << 20;
 
 int64_t Panels(int64_t n) { return (n + kNr - 1) / kNr; }
 int64_t PairSteps(int64_t k) { return (k + 1) / 2; }
@@ -175,23 +184,6 @@ void CheckProduct(const char* where, int64_t m, const void* a, int64_t lda, int6
   if (ldc < n) ThrowInvalidArgument(fn + ": expected ldc >= n (" + std::to_string(n) + "), got " + std::to_string(ldc));
 }
 
-// Rounds rows [r0, r0 + mr) of A to bf16 into a kMr-row scratch tile with row stride lda_out
-// (k rounded up to even), zero padded; returns it.
-const void* RoundTileBf16(const KernelSet& ks, const float* a, int64_t lda, int64_t r0, int mr, int64_t k, int64_t lda_out) {
-  const size_t esize = ks.bf16_a_is_bits ? 2 : 4;
-  char* tile = static_cast<char*>(Scratch(0, kMr * lda_out * esize));
-  for (int r = 0; r < kMr; ++r) {
-    char* row = tile + r * lda_out * esize;
-    if (r < mr) {
-      ks.round_bf16(a + (r0 + r) * lda, k, row);
-      if (lda_out > k) std::memset(row + k * esize, 0, (lda_out - k) * esize);
-    } else {
-      std::memset(row, 0, lda_out * esize);
-    }
-  }
-  return tile;
-}
-
 // A partial row tile copied into a zero-padded kMr-row scratch tile (the kernels read kMr rows).
 const float* PadTile(const float* a, int64_t lda, int mr, int64_t k) {
   float* tile = static_cast<float*>(Scratch(0, kMr * k * sizeof(float)));
@@ -232,9 +224,15 @@ void GemmPackedOn(const KernelSet& ks, int64_t m, const float* a, int64_t lda, c
   }
   if (m == 0) return;
   const bool bf16 = w.type() == PackedType::kBfloat16;
+  const int64_t esize = bf16 ? 2 : 4;
+  // k block: one panel's slice of W (kc x kNr, 32 KiB) stays in a 48 KiB L1 while every row tile
+  // of the task passes it; A's tiles come from L2. Even, for bf16 pairs.
+  const int64_t kc = k <= kKBlockBytes / (kNr * esize) * 5 / 4 ? k : kKBlockBytes / (kNr * esize);
+  const int64_t k_blocks = (k + kc - 1) / kc;
   const int64_t panels = Panels(n);
-  const int64_t panel_bytes = w.panel_stride() * (bf16 ? 2 : 4);
-  const int64_t block_panels = std::clamp<int64_t>((int64_t{1} << 20) / panel_bytes, 1, panels);
+  // Column block: its W (~1 MiB) stays in L2 while consecutive tasks (row blocks) reuse it.
+  const int64_t panel_bytes = w.panel_stride() * esize;
+  const int64_t block_panels = std::clamp<int64_t>(kWBlockBytes / panel_bytes, 1, panels);
   const int64_t col_blocks = (panels + block_panels - 1) / block_panels;
   const int64_t row_tiles = (m + kMr - 1) / kMr;
   const int threads = pool ? pool->size() : 1;
@@ -243,44 +241,72 @@ void GemmPackedOn(const KernelSet& ks, int64_t m, const float* a, int64_t lda, c
   while (block_tiles > 1 && ((row_tiles + block_tiles - 1) / block_tiles) * col_blocks < 4 * threads) block_tiles /= 2;
   const int64_t row_blocks = (row_tiles + block_tiles - 1) / block_tiles;
   const int64_t a_ld_bf16 = 2 * PairSteps(k);
+  const size_t a_esize = ks.bf16_a_is_bits ? 2 : 4;
 
   auto run = [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t cb = t / row_blocks, rb = t % row_blocks;  // consecutive tasks share W's block
       const int64_t p0 = cb * block_panels, p1 = std::min(panels, p0 + block_panels);
-      const int64_t tile1 = std::min(row_tiles, (rb + 1) * block_tiles);
-      for (int64_t tile = rb * block_tiles; tile < tile1; ++tile) {
-        const int64_t r0 = tile * kMr;
-        const int mr = static_cast<int>(std::min<int64_t>(kMr, m - r0));
-        TileArgs args{};
-        args.k = k;
-        if (bf16) {
-          args.a = RoundTileBf16(ks, a, lda, r0, mr, k, a_ld_bf16);
-          args.lda = a_ld_bf16;
-        } else if (mr < kMr) {
-          args.a = PadTile(a + r0 * lda, lda, mr, k);
-          args.lda = k;
-        } else {
-          args.a = a + r0 * lda;
-          args.lda = lda;
+      const int64_t tile0 = rb * block_tiles, tile1 = std::min(row_tiles, tile0 + block_tiles);
+      const int64_t r_begin = tile0 * kMr, rows = std::min(m, tile1 * kMr) - r_begin;
+      // A's rows for this task: in place for float32 (a partial last tile padded in scratch),
+      // rounded to bf16 in scratch for bf16 weights.
+      const void* a_block;
+      int64_t a_ld;
+      const void* a_last = nullptr;  // the padded partial tile, if any
+      if (bf16) {
+        char* dst = static_cast<char*>(Scratch(0, (tile1 - tile0) * kMr * a_ld_bf16 * a_esize));
+        for (int64_t r = 0; r < (tile1 - tile0) * kMr; ++r) {
+          char* row = dst + r * a_ld_bf16 * a_esize;
+          if (r < rows) {
+            ks.round_bf16(a + (r_begin + r) * lda, k, row);
+            if (a_ld_bf16 > k) std::memset(row + k * a_esize, 0, (a_ld_bf16 - k) * a_esize);
+          } else {
+            std::memset(row, 0, a_ld_bf16 * a_esize);
+          }
         }
-        args.ldc = ldc;
-        args.mr = mr;
-        args.alpha = 1.0f;
-        args.gelu = epilogue.gelu;
-        args.ld_residual = epilogue.ld_residual;
+        a_block = dst;
+        a_ld = a_ld_bf16;
+      } else {
+        a_block = a + r_begin * lda;
+        a_ld = lda;
+        if (rows % kMr != 0) a_last = PadTile(a + (tile1 - 1) * kMr * lda, lda, static_cast<int>(rows % kMr), k);
+      }
+      float* acc = k_blocks > 1 ? static_cast<float*>(Scratch(2, (tile1 - tile0) * (p1 - p0) * kMr * kNr * sizeof(float))) : nullptr;
+      TileArgs args{};
+      args.ldc = ldc;
+      args.alpha = 1.0f;
+      args.gelu = epilogue.gelu;
+      args.ld_residual = epilogue.ld_residual;
+      for (int64_t kb = 0; kb < k_blocks; ++kb) {
+        const int64_t k0 = kb * kc;
+        args.k = std::min(kc, k - k0);
+        args.acc_in = kb > 0;
+        args.acc_out = kb + 1 < k_blocks;
         for (int64_t p = p0; p < p1; ++p) {
           const int64_t j0 = p * kNr;
           args.nr = static_cast<int>(std::min<int64_t>(kNr, n - j0));
-          args.c = c + r0 * ldc + j0;
           args.bias = epilogue.bias ? epilogue.bias + j0 : nullptr;
-          args.residual = epilogue.residual ? epilogue.residual + r0 * epilogue.ld_residual + j0 : nullptr;
-          if (bf16) {
-            args.b = w.bf16() + p * w.panel_stride();
-            ks.tile_bf16(args);
-          } else {
-            args.b = w.f32() + p * w.panel_stride();
-            ks.tile_f32(args);
+          args.b = bf16 ? static_cast<const void*>(w.bf16() + p * w.panel_stride() + k0 * kNr)
+                        : static_cast<const void*>(w.f32() + p * w.panel_stride() + k0 * kNr);
+          for (int64_t tile = tile0; tile < tile1; ++tile) {
+            const int64_t r0 = tile * kMr;
+            args.mr = static_cast<int>(std::min<int64_t>(kMr, m - r0));
+            if (bf16) {
+              args.a = static_cast<const char*>(a_block) + ((tile - tile0) * kMr * a_ld + k0) * a_esize;
+              args.lda = a_ld;
+            } else if (a_last && tile == tile1 - 1) {
+              args.a = static_cast<const float*>(a_last) + k0;
+              args.lda = k;
+            } else {
+              args.a = static_cast<const float*>(a_block) + (tile - tile0) * kMr * a_ld + k0;
+              args.lda = a_ld;
+            }
+            args.c = c + r0 * ldc + j0;
+            args.residual = epilogue.residual ? epilogue.residual + r0 * epilogue.ld_residual + j0 : nullptr;
+            args.acc = acc ? acc + ((tile - tile0) * (p1 - p0) + (p - p0)) * kMr * kNr : nullptr;
+            if (bf16) ks.tile_bf16(args);
+            else ks.tile_f32(args);
           }
         }
       }

@@ -39,6 +39,11 @@ struct TileArgs {
   bool gelu;
   const float* residual;    // at the tile's first element, or null; may alias c
   int64_t ld_residual;
+  // k blocking: the sums start from acc (kMr x kNr, 64-byte aligned) when acc_in, and when
+  // acc_out they are written back there instead of (epilogue and) C. A float32 kept in memory is
+  // the register's value, so blocking k does not change any result.
+  float* acc;
+  bool acc_in, acc_out;
 };
 
 struct KernelSet {
@@ -69,8 +74,12 @@ const KernelSet* Avx2Kernels();
 const KernelSet* Avx512Kernels();
 const KernelSet* Avx512Bf16Kernels();
 
-// What this CPU runs: the best set its CPUID allows, decided once.
+// The best set this CPU's CPUID allows (CpuIsa) and the one products run on (DetectIsa): the
+// same, except that a CPU with AVX512_BF16 runs the avx512 set when vdpbf16ps is slower there
+// than widening bf16 to float32 (Bf16DotIsFaster, measured once: the results are the same).
+Isa CpuIsa();
 Isa DetectIsa();
+bool Bf16DotIsFaster();
 bool IsaSupported(Isa isa);
 const char* IsaName(Isa isa);
 bool ParseIsa(const char* name, Isa* isa);
