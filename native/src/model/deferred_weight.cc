@@ -5,15 +5,24 @@
 
 namespace perceiver {
 
-DeferredWeight::DeferredWeight(std::vector<HostWeight> parts, std::string name, WeightUse use, std::vector<float> owned)
-    : parts_(std::move(parts)), name_(std::move(name)), use_(use), owned_(std::move(owned)) {
+DeferredWeight::DeferredWeight(std::vector<HostWeight> parts, std::string name, WeightUse use, std::vector<float> owned,
+                               bool transpose)
+    : parts_(std::move(parts)), name_(std::move(name)), use_(use), owned_(std::move(owned)), transpose_(transpose) {
   cols_ = parts_.empty() ? 0 : parts_[0].cols;
   for (const HostWeight& p : parts_) rows_ += p.rows;
+  if (transpose_) std::swap(rows_, cols_);
   if (use_ == WeightUse::kValues && cols_ == 1 && parts_.size() > 1) std::swap(rows_, cols_);  // a stacked bias: [1, n]
 }
 
 void DeferredWeight::Load(Backend& backend) {
-  if (parts_.size() == 1 && parts_[0].data != nullptr) {
+  if (transpose_) {
+    const HostWeight& p = parts_.at(0);
+    std::vector<float> t(static_cast<size_t>(p.rows * p.cols));
+    for (int64_t r = 0; r < p.rows; ++r) {
+      for (int64_t c = 0; c < p.cols; ++c) t[c * p.rows + r] = p.data[r * p.cols + c];
+    }
+    inner_ = backend.LoadWeight(HostWeight{t.data(), rows_, cols_, name_}, use_);
+  } else if (parts_.size() == 1 && parts_[0].data != nullptr) {
     HostWeight host = parts_[0];
     host.name = name_;
     inner_ = backend.LoadWeight(host, use_);
@@ -33,8 +42,9 @@ void DeferredWeight::Load(Backend& backend) {
   owned_.shrink_to_fit();
 }
 
-WeightRef WeightLoadList::Add(std::vector<HostWeight> parts, std::string name, WeightUse use, std::vector<float> owned) {
-  auto w = std::make_shared<DeferredWeight>(std::move(parts), std::move(name), use, std::move(owned));
+WeightRef WeightLoadList::Add(std::vector<HostWeight> parts, std::string name, WeightUse use, std::vector<float> owned,
+                              bool transpose) {
+  auto w = std::make_shared<DeferredWeight>(std::move(parts), std::move(name), use, std::move(owned), transpose);
   pending_.push_back(w);
   return w;
 }

@@ -16,7 +16,9 @@ class DeferredWeight final : public Weight {
  public:
   // parts are stacked by rows (fused projections); a part with null data is zeros. owned, when
   // given, is host memory the parts point into (values computed while reading the spec).
-  DeferredWeight(std::vector<HostWeight> parts, std::string name, WeightUse use, std::vector<float> owned = {});
+  // transpose: load the (single) part transposed, [cols, rows].
+  DeferredWeight(std::vector<HostWeight> parts, std::string name, WeightUse use, std::vector<float> owned = {},
+                 bool transpose = false);
 
   DType dtype() const override { return inner_ ? inner_->dtype() : DType::kFloat32; }
   int64_t rows() const override { return rows_; }
@@ -33,6 +35,7 @@ class DeferredWeight final : public Weight {
   std::string name_;
   WeightUse use_;
   std::vector<float> owned_;
+  bool transpose_ = false;
   int64_t rows_ = 0, cols_ = 0;
   WeightRef inner_;
 };
@@ -40,7 +43,8 @@ class DeferredWeight final : public Weight {
 // The weights a spec names, in reading order.
 class WeightLoadList {
  public:
-  WeightRef Add(std::vector<HostWeight> parts, std::string name, WeightUse use, std::vector<float> owned = {});
+  WeightRef Add(std::vector<HostWeight> parts, std::string name, WeightUse use, std::vector<float> owned = {},
+                bool transpose = false);
   // Loads every weight (the first failure throws, naming its weight) and drops the host pointers.
   void LoadAll(Backend& backend);
   bool empty() const { return pending_.empty(); }

@@ -107,6 +107,37 @@ std::shared_ptr<BackendBuffer> ProjectSharedQueries(Backend& be, const Perceiver
   return L.shared_queries->Insert(q.cache_key, projected);
 }
 
+// Single-head cross-attention from batch-independent queries, folded (exact algebra):
+//   softmax(s q (LN(x) W_k^T + b_k)^T) (LN(x) W_v^T + b_v)
+//     = softmax((s q W_k) LN(x)^T) LN(x) W_v^T + b_v
+// since q . b_k is the same for every key of a row (softmax ignores it) and each row of the
+// probabilities sums to 1. The keys and values are then LN(x) itself: no projection of the
+// (many) inputs at all, and one [nq, kv_dim] projection of the (few) queries, done once.
+bool FoldCheaper(const PerceiverLayerSpec& L, int64_t nq, int64_t nk) {
+  if (!L.key_transposed.present()) return false;
+  const double qk = static_cast<double>(L.qk_channels), vc = static_cast<double>(L.v_channels), kv = static_cast<double>(L.kv_dim);
+  const double plain = nk * kv * (qk + vc) + static_cast<double>(nq) * nk * (qk + vc);
+  const double folded = static_cast<double>(nq) * nk * 2 * kv + nq * kv * vc;
+  return folded < plain;
+}
+
+std::shared_ptr<BackendBuffer> FoldedQueries(Backend& be, const PerceiverLayerSpec& L, float eps, const LayerQueries& q, float scale) {
+  const std::string key = q.cache_key.empty() ? "" : q.cache_key + "|folded";
+  if (!key.empty()) {
+    if (auto hit = L.shared_queries->Find(key)) return hit;
+  }
+  std::shared_ptr<BackendBuffer> projected = ProjectSharedQueries(be, L, eps, q);
+  std::shared_ptr<BackendBuffer> folded = be.Allocate(static_cast<size_t>(q.shared_rows * L.kv_dim));
+  RunLinear(be, L.key_transposed, projected->data(), q.shared_rows, folded->data());
+  ScaleOp scaled;
+  scaled.x = folded->data();
+  scaled.n = q.shared_rows * L.kv_dim;
+  scaled.alpha = scale;
+  be.Run(scaled);
+  if (key.empty()) return folded;
+  return L.shared_queries->Insert(key, folded);
+}
+
 }  // namespace
 
 BackendTensor RunPerceiverLayer(Backend& be, const PerceiverLayerSpec& L, float eps, int64_t batch, const LayerQueries& queries,
@@ -129,7 +160,16 @@ BackendTensor RunPerceiverLayer(Backend& be, const PerceiverLayerSpec& L, float 
   // Projections, fused where they read the same input; q, k and v are views of their columns.
   std::shared_ptr<BackendBuffer> q_shared;
   BackendTensor q_proj, kv_proj;
-  if (L.is_cross_attention) {
+  const bool folded = L.is_cross_attention && shared && L.num_heads == 1 && FoldCheaper(L, nq, nk);
+  if (folded) {
+    kv_proj = AllocateTensor(be, {batch, nk, L.kv_dim});  // LN(x): the keys and the values
+    RunLayerNorm(be, L.layernorm2, eps, inputs->data(), rows_k, kv_proj.data());
+    q_shared = FoldedQueries(be, L, eps, queries, att.scale);
+    att.dqk = att.dv = L.kv_dim;
+    att.scale = 1.0f;
+    att.q = RowsView{q_shared->data(), L.kv_dim, 0};
+    att.k = att.v = RowsView{kv_proj.data(), L.kv_dim, nk * L.kv_dim};
+  } else if (L.is_cross_attention) {
     BackendTensor normed_kv = AllocateTensor(be, {batch, nk, L.kv_dim});
     RunLayerNorm(be, L.layernorm2, eps, inputs->data(), rows_k, normed_kv.data());
     kv_proj = AllocateTensor(be, {batch, nk, qk + vc});
@@ -160,7 +200,7 @@ BackendTensor RunPerceiverLayer(Backend& be, const PerceiverLayerSpec& L, float 
     att.key_mask = padding.mask;
     att.key_lengths = padding.lengths;
   }
-  BackendTensor context = AllocateTensor(be, {batch, nq, vc});
+  BackendTensor context = AllocateTensor(be, {batch, nq, folded ? L.kv_dim : vc});
   att.out = context.data();
   BackendTensor probs;
   if (attentions != nullptr) {
@@ -172,6 +212,7 @@ BackendTensor RunPerceiverLayer(Backend& be, const PerceiverLayerSpec& L, float 
   q_shared.reset();
   q_proj = {};
   kv_proj = {};
+  if (folded) context = ApplyLinear(be, L.value, context);  // (P LN(x)) W_v^T + b_v
 
   // Output projection (back to the query width) with the query residual fused.
   BackendTensor attended = AllocateTensor(be, {batch, nq, L.q_dim});

@@ -52,6 +52,9 @@ struct PerceiverLayerSpec {
   LinearWeights query;          // cross-attention only
   LinearWeights kv;             // cross-attention: [key; value]
   LinearWeights qkv;            // self-attention: [query; key; value]
+  // Single-head cross-attention only, for the folded form (see RunPerceiverLayer): W_k^T
+  // [kv_dim, qk] (no bias) and the value projection on its own.
+  LinearWeights key_transposed, value;
   LinearWeights output;
   LayerNormWeights layernorm;  // before the MLP
   LinearWeights mlp_dense1, mlp_dense2;

@@ -224,6 +224,13 @@ class SpecReader {
     if (L.is_cross_attention) {
       L.query = Load(query);
       L.kv = LoadFused({&key, &value});
+      if (L.num_heads == 1) {
+        // For the folded form of single-head cross-attention (layers.cc): W_k^T and W_v apart.
+        L.key_transposed.in = L.qk_channels;
+        L.key_transposed.out = L.kv_dim;
+        L.key_transposed.weight = list_.Add({key.weight}, key.weight.name + " (transposed)", WeightUse::kMatrix, {}, true);
+        L.value = Load(value);
+      }
     } else {
       L.qkv = LoadFused({&query, &key, &value});
     }

@@ -1,6 +1,6 @@
 // The CPU backend: host memory the engine owns, products on weights packed at load with fused
 // epilogues (kernels/gemm.h), the thread pool for the rest.
-#include <atomic>
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -32,11 +32,13 @@ AlignedFloats AllocateFloats(size_t floats) {
 
 namespace {
 
-// Copies (dst non-null) and checks n values in one pass, threaded; returns the lowest index of a
-// non-finite value, or -1.
+// Copies (dst non-null) and checks n values in one pass; returns the lowest index of a
+// non-finite value, or -1. On the calling thread only: loading runs on one of libuv's threads and
+// leaves the other cores to the event loop and to running models (the pass is memory-bound).
 int64_t CopyChecked(const float* src, float* dst, int64_t n) {
-  std::atomic<int64_t> bad{-1};
-  ThreadPool::Global().ParallelFor(n, 1 << 16, [&](int64_t i0, int64_t i1) {
+  constexpr int64_t kBlock = 1 << 14;
+  for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
+    const int64_t i1 = std::min(n, i0 + kBlock);
     float acc = 0.0f;  // x * 0 is NaN exactly when x is not finite
     for (int64_t i = i0; i < i1; ++i) {
       const float v = src[i];
@@ -45,16 +47,11 @@ int64_t CopyChecked(const float* src, float* dst, int64_t n) {
     }
     if (acc != 0.0f) {  // also true for NaN
       for (int64_t i = i0; i < i1; ++i) {
-        if (!std::isfinite(src[i])) {
-          int64_t seen = bad.load();  // keep the lowest index found by any chunk
-          while ((seen < 0 || i < seen) && !bad.compare_exchange_weak(seen, i)) {
-          }
-          break;
-        }
+        if (!std::isfinite(src[i])) return i;
       }
     }
-  });
-  return bad.load();
+  }
+  return -1;
 }
 
 }  // namespace
