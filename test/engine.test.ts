@@ -5,6 +5,7 @@
  * thread, and the profiling decorator changing nothing about what is computed in any dtype.
  */
 import t from 'tap';
+import { readFileSync } from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { join } from 'node:path';
 import {
@@ -131,24 +132,43 @@ t.test('loading a language-perceiver-sized checkpoint keeps the event loop respo
   for (const tensor of tensors.values()) parameters += tensor.data.length;
   t.ok(parameters > 180e6, `${(parameters / 1e6).toFixed(0)} M parameters`);
 
-  // The machine running the tests may be shared: the idle loop's own worst delay over a second
-  // is measured first, and the load may add nothing beyond that scheduling noise.
+  // Two measures. The main thread's own CPU time during the load (Linux's per-thread counters,
+  // in 10 ms ticks) must stay within 20 ms: the copy, packing and checks run elsewhere. The
+  // event-loop delay must stay under 20 ms too, measured when the machine lets an idle loop run
+  // on time (a shared, overloaded machine delays even an idle loop; that is then reported).
+  // The idle second also measures what the delay monitor itself costs the main thread per second.
   const idle = monitorEventLoopDelay({ resolution: 5 });
+  const idleCpuBefore = mainThreadCpuMs();
+  const idleStarted = performance.now();
   idle.enable();
-  await new Promise((resolve) => setTimeout(resolve, 1000));
+  await new Promise((resolve) => setTimeout(resolve, 2000));
   idle.disable();
+  const monitorCpuPerMs = (mainThreadCpuMs() - idleCpuBefore) / (performance.now() - idleStarted);
   const noiseMs = idle.max / 1e6;
   const delay = monitorEventLoopDelay({ resolution: 5 });
+  const cpuBefore = mainThreadCpuMs();
   const started = performance.now();
   delay.enable();
   const model = await new PerceiverForMaskedLM(config).loadWeights(new WeightStore(tensors));
   delay.disable();
   const loadMs = performance.now() - started;
+  const mainCpuMs = mainThreadCpuMs() - cpuBefore;
   t.teardown(() => model.dispose());
+  const monitorMs = monitorCpuPerMs * loadMs;
+  t.ok(mainCpuMs - monitorMs <= 20,
+    `the main thread used ${mainCpuMs} ms of CPU while loading for ${loadMs.toFixed(0)} ms (the delay monitor's share: ${monitorMs.toFixed(0)} ms)`);
   const maxMs = delay.max / 1e6;
-  const bound = Math.max(20, 2 * noiseMs);
-  t.ok(maxMs < bound, `event-loop delay at most ${maxMs.toFixed(1)} ms (bound ${bound.toFixed(1)} ms; idle noise ${noiseMs.toFixed(1)} ms) while loading for ${loadMs.toFixed(0)} ms`);
+  if (noiseMs < 10) t.ok(maxMs < 20, `event-loop delay at most ${maxMs.toFixed(1)} ms while loading (idle noise ${noiseMs.toFixed(1)} ms)`);
+  else t.comment(`the machine delays an idle event loop by ${noiseMs.toFixed(1)} ms; the delay while loading was ${maxMs.toFixed(1)} ms`);
 });
+
+/** CPU time (user + system) of the process's main thread, from /proc (Linux), in milliseconds. */
+function mainThreadCpuMs(): number {
+  const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of stat)
+  return ticks * 10; // USER_HZ is 100 on Linux
+}
 
 t.test('a bfloat16 CPU model agrees with float32 on the masked-LM fixture', async (t) => {
   const model = await AutoModel.fromPretrained(MLM, { dtype: 'bfloat16' });
