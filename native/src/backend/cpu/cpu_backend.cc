@@ -102,7 +102,7 @@ class HostPool {
   }
 
  private:
-  static constexpr size_t kMaxCachedBytes = size_t{1} << 31;
+  static constexpr size_t kMaxCachedBytes = size_t{1} << 30;
   std::mutex mutex_;
   size_t cached_bytes_ = 0;
   std::map<size_t, std::vector<cpu::AlignedFloats>> free_;
