@@ -167,6 +167,23 @@ interface NativeAddon {
   deviceTensorStats(): { live: number; bytes: number };
   capabilities(): NativeCapabilities;
   /** Best-of-`repeats` time of one m x n x k sgemm through the engine's own BLAS. */
+  /**
+   * One fused op of the CPU backend (linear: sizes [rows, in, out, period]; layer_norm: [rows, dim];
+   * attention: [batch, heads, nq, nk, dqk, dv]) on random inputs in the graph's layouts, against a
+   * double-precision reference. For test/engine-ops.test.ts.
+   */
+  engineOpCheck(request: {
+    op: 'linear' | 'layer_norm' | 'attention';
+    sizes: number[];
+    gelu?: boolean;
+    residual?: boolean;
+    shared?: boolean;
+    fused?: boolean;
+    probs?: boolean;
+    padding?: 'none' | 'lengths' | 'mask';
+    seed?: number;
+    dtype?: 'float32' | 'bfloat16';
+  }): Promise<{ relativeError: number; maxAbsError: number; outputs: number }>;
   blasBenchmark(m: number, n: number, k: number, repeats: number): Promise<{ seconds: number; gflops: number }>;
   /**
    * Checks (and optionally times) one CPU kernel of native/src/backend/cpu/kernels on a chosen

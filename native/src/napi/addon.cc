@@ -12,6 +12,7 @@
 #include "napi/blas_benchmark.h"
 #include "napi/cpu_kernel_check.h"
 #include "napi/device_tensor.h"
+#include "napi/engine_op_check.h"
 #include "napi/kernel_check.h"
 #include "napi/native_model.h"
 
@@ -89,6 +90,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("blasBenchmark", Napi::Function::New(env, BlasBenchmark, "blasBenchmark"));
   exports.Set("kernelCheck", Napi::Function::New(env, KernelCheck, "kernelCheck"));
   exports.Set("cpuKernelCheck", Napi::Function::New(env, CpuKernelCheck, "cpuKernelCheck"));
+  exports.Set("engineOpCheck", Napi::Function::New(env, EngineOpCheck, "engineOpCheck"));
   exports.Set("cudaMemoryInfo", Napi::Function::New(env, CudaMemory, "cudaMemoryInfo"));
   return exports;
 }
