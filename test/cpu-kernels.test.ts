@@ -140,6 +140,16 @@ t.test('row kernels: LayerNorm (fused residual), GELU, exp, softmax, add', async
   }
 });
 
+t.test("rows.h's threaded functions split rows and elements over 2 threads", async (t) => {
+  // Without an isa the check runs the process's kernel set through rows.h's public functions.
+  for (const n of [3, 261, 1280]) {
+    await check(t, { op: 'layer_norm', m: 67, n, residual: 'separate', sumOut: true, threads: 2, seed: n }, 1e-5);
+    await check(t, { op: 'softmax', m: 67, n, threads: 2, seed: n }, 1e-5);
+  }
+  await check(t, { op: 'gelu', m: 1, n: 100003, threads: 2 }, 1e-6);
+  await check(t, { op: 'add', m: 1, n: 100003, threads: 2 }, 0);
+});
+
 t.test('malformed requests are typed errors', async (t) => {
   const bad: [string, unknown][] = [
     ['lda narrower than k', { op: 'gemm_packed', m: 2, n: 2, k: 8, lda: 4 }],
