@@ -158,7 +158,8 @@ t.test('malformed requests are typed errors', async (t) => {
     ['unknown isa', { op: 'add', isa: 'sse9' }],
     ['zero rows', { op: 'gemm_packed', m: 0, n: 2, k: 2 }],
     ['fractional size', { op: 'gemm', m: 2.5 }],
-    ['operands over 1 GiB', { op: 'gemm_packed', m: 1 << 20, n: 1 << 20, k: 1 << 20 }],
+    ['operands over 2^26 elements', { op: 'gemm_packed', m: 1 << 20, n: 1 << 20, k: 1 << 20 }],
+    ['hours of work', { op: 'gemm_packed', m: 1 << 13, n: 1 << 13, k: 1 << 13, iterations: 1000 }],
     ['beta other than 0 or 1', { op: 'gemm', beta: 2 }],
     ['non-finite alpha', { op: 'gemm', alpha: Number.NaN }],
   ];

@@ -486,9 +486,10 @@ Napi::Value CpuKernelCheck(const Napi::CallbackInfo& info) {
     if ((q.lda && q.lda < q.k) || (q.ldc && q.ldc < q.n) || (q.ldb && q.ldb < (o.Get("transposed").IsBoolean() && !o.Get("transposed").As<Napi::Boolean>().Value() ? q.n : q.k))) {
       ThrowInvalidArgument("lda, ldb, ldc: expected 0 (tight) or at least the row they hold");
     }
-    // Every buffer the check allocates stays under 2^28 floats (1 GiB).
+    // Every buffer the check allocates stays under 2^26 floats (256 MiB; a product holds up to
+    // five), and the work under 2^40 multiply-adds (seconds, not hours).
     const int64_t largest = std::max({q.m * std::max({q.lda, q.ldc, q.k, q.n}), q.n * std::max(q.k, q.ldb), q.k * std::max(q.n, q.ldb)});
-    if (largest > (int64_t{1} << 28)) ThrowInvalidArgument("m, n, k: the operands would exceed 2^28 elements");
+    if (largest > (int64_t{1} << 26)) ThrowInvalidArgument("m, n, k: an operand would exceed 2^26 elements");
     q.bias = BoolField(o, "bias");
     q.gelu = BoolField(o, "gelu");
     q.sum_out = BoolField(o, "sumOut");
@@ -506,6 +507,9 @@ Napi::Value CpuKernelCheck(const Napi::CallbackInfo& info) {
     q.seed = static_cast<unsigned>(IntField(o, "seed", 1, 0, 1 << 30));
     q.iterations = static_cast<int>(IntField(o, "iterations", 0, 0, 1000));
     if (!o.Get("compareThreads").IsUndefined()) q.compare_threads = BoolField(o, "compareThreads");
+    if (static_cast<double>(q.m) * q.n * q.k * (q.iterations + 2) > static_cast<double>(int64_t{1} << 40)) {
+      ThrowInvalidArgument("m, n, k, iterations: m n k (iterations + 2) must stay under 2^40 multiply-adds");
+    }
     auto* worker = new CpuKernelCheckWorker(env, std::move(q));
     Napi::Promise promise = worker->Promise();
     worker->Queue();
