@@ -129,6 +129,8 @@ export interface CpuKernelRequest {
   beta?: 0 | 1;
   /** layer_norm: also write x + residual. */
   sumOut?: boolean;
+  /** layer_norm: the output overwrites x, and x + residual (sumOut) overwrites the residual. */
+  inPlace?: boolean;
   threads?: 1 | 2;
   /** Products: also run on the other thread count and compare bits (default true; false saves a copy of C). */
   compareThreads?: boolean;

@@ -38,7 +38,7 @@ struct Request {
   Isa isa = Isa::kScalar;
   int64_t m = 1, n = 1, k = 1;
   int64_t lda = 0, ldb = 0, ldc = 0;  // 0: tight
-  bool bias = false, gelu = false, transposed = true, sum_out = false;
+  bool bias = false, gelu = false, transposed = true, sum_out = false, in_place = false;
   std::string residual = "none";  // none | separate | alias
   std::string dtype = "float32";  // float32 | bfloat16 (packed from float) | bfloat16-bits (packed from bf16)
   float alpha = 1.0f, beta = 0.0f;
@@ -256,15 +256,21 @@ void CheckRows(const Request& q, Result* res) {
     const std::vector<float> gamma = Normal(n, rng, 1.0f), beta = Normal(n, rng, 1.0f);
     const bool fused = q.residual != "none";
     std::vector<float> y(m * n), sum(m * n, NAN);
+    // In place (the residual stream): y overwrites x and x + r overwrites r.
+    std::vector<float> xw = x, rw = r;
+    float* y_out = q.in_place ? xw.data() : y.data();
+    float* sum_at = q.sum_out ? (q.in_place && fused ? rw.data() : sum.data()) : nullptr;
     if (public_api) {
-      cpu::LayerNormRows(m, n, x.data(), n, fused ? r.data() : nullptr, n, q.sum_out ? sum.data() : nullptr, n, gamma.data(),
-                         beta.data(), 1e-5f, y.data(), n, PoolFor(q.threads));
+      cpu::LayerNormRows(m, n, xw.data(), n, fused ? rw.data() : nullptr, n, sum_at, n, gamma.data(), beta.data(), 1e-5f,
+                         y_out, n, PoolFor(q.threads));
     } else {
       for (int64_t i = 0; i < m; ++i) {
-        ks.layer_norm(x.data() + i * n, fused ? r.data() + i * n : nullptr, q.sum_out ? sum.data() + i * n : nullptr, n,
-                      gamma.data(), beta.data(), 1e-5f, y.data() + i * n);
+        ks.layer_norm(xw.data() + i * n, fused ? rw.data() + i * n : nullptr, sum_at ? sum_at + i * n : nullptr, n,
+                      gamma.data(), beta.data(), 1e-5f, y_out + i * n);
       }
     }
+    if (q.in_place) y.assign(xw.begin(), xw.end());
+    if (sum_at == rw.data()) sum.assign(rw.begin(), rw.end());
     for (int64_t i = 0; i < m; ++i) {
       double mean = 0, var = 0;
       for (int64_t j = 0; j < n; ++j) mean += static_cast<double>(x[i * n + j]) + (fused ? r[i * n + j] : 0.0);
@@ -493,6 +499,7 @@ Napi::Value CpuKernelCheck(const Napi::CallbackInfo& info) {
     q.bias = BoolField(o, "bias");
     q.gelu = BoolField(o, "gelu");
     q.sum_out = BoolField(o, "sumOut");
+    q.in_place = BoolField(o, "inPlace");
     if (!o.Get("transposed").IsUndefined()) q.transposed = BoolField(o, "transposed");
     q.residual = StringField(o, "residual", "none", {"none", "separate", "alias"});
     q.dtype = StringField(o, "dtype", "float32", {"float32", "bfloat16", "bfloat16-bits"});
