@@ -123,8 +123,10 @@ t.test('row kernels: LayerNorm (fused residual), GELU, exp, softmax, add', async
     for (const n of [1, 3, 17, 261, 322, 1280]) {
       for (const residual of ['none', 'separate'] as const) {
         for (const sumOut of residual === 'none' ? [false] : [false, true]) {
-          const r = await check(t, { op: 'layer_norm', isa, m: 5, n, residual, sumOut, seed: n }, 1e-5);
-          t.ok(r.maxAbsError <= 2e-5 * Math.max(1, r.referenceMax), `layer_norm ${isa} n=${n}: max error ${r.maxAbsError.toExponential(2)}`);
+          for (const inPlace of [false, true]) {
+            const r = await check(t, { op: 'layer_norm', isa, m: 5, n, residual, sumOut, inPlace, seed: n }, 1e-5);
+            t.ok(r.maxAbsError <= 2e-5 * Math.max(1, r.referenceMax), `layer_norm ${isa} n=${n}: max error ${r.maxAbsError.toExponential(2)}`);
+          }
         }
       }
       const softmax = await check(t, { op: 'softmax', isa, m: 4, n, seed: n }, 1e-5);
@@ -140,6 +142,16 @@ t.test('row kernels: LayerNorm (fused residual), GELU, exp, softmax, add', async
   }
 });
 
+t.test("rows.h's threaded functions split rows and elements over 2 threads", async (t) => {
+  // Without an isa the check runs the process's kernel set through rows.h's public functions.
+  for (const n of [3, 261, 1280]) {
+    await check(t, { op: 'layer_norm', m: 67, n, residual: 'separate', sumOut: true, inPlace: true, threads: 2, seed: n }, 1e-5);
+    await check(t, { op: 'softmax', m: 67, n, threads: 2, seed: n }, 1e-5);
+  }
+  await check(t, { op: 'gelu', m: 1, n: 100003, threads: 2 }, 1e-6);
+  await check(t, { op: 'add', m: 1, n: 100003, threads: 2 }, 0);
+});
+
 t.test('malformed requests are typed errors', async (t) => {
   const bad: [string, unknown][] = [
     ['lda narrower than k', { op: 'gemm_packed', m: 2, n: 2, k: 8, lda: 4 }],
@@ -148,7 +160,8 @@ t.test('malformed requests are typed errors', async (t) => {
     ['unknown isa', { op: 'add', isa: 'sse9' }],
     ['zero rows', { op: 'gemm_packed', m: 0, n: 2, k: 2 }],
     ['fractional size', { op: 'gemm', m: 2.5 }],
-    ['operands over 1 GiB', { op: 'gemm_packed', m: 1 << 20, n: 1 << 20, k: 1 << 20 }],
+    ['operands over 2^26 elements', { op: 'gemm_packed', m: 1 << 20, n: 1 << 20, k: 1 << 20 }],
+    ['hours of work', { op: 'gemm_packed', m: 1 << 13, n: 1 << 13, k: 1 << 13, iterations: 1000 }],
     ['beta other than 0 or 1', { op: 'gemm', beta: 2 }],
     ['non-finite alpha', { op: 'gemm', alpha: Number.NaN }],
   ];

@@ -131,7 +131,11 @@ export interface CpuKernelRequest {
   beta?: 0 | 1;
   /** layer_norm: also write x + residual. */
   sumOut?: boolean;
+  /** layer_norm: the output overwrites x, and x + residual (sumOut) overwrites the residual. */
+  inPlace?: boolean;
   threads?: 1 | 2;
+  /** Products: also run on the other thread count and compare bits (default true; false saves a copy of C). */
+  compareThreads?: boolean;
   seed?: number;
   /** Timed runs after the check (0: none). */
   iterations?: number;
@@ -155,9 +159,16 @@ export interface CpuKernelResult {
   threadsAgree: boolean;
   /** Products: a hash of the output's bits (FNV-1a, hex), to compare kernel sets. */
   outputHash: string;
+  /** Timing (iterations > 0), wall clock: best and median run, and the rate of the best. */
   bestMs: number;
   medianMs: number;
   gflops: number;
+  /**
+   * The best run in CPU time of the calling thread, and its rate: on a shared machine this leaves
+   * out waiting for a core, but it counts only the calling thread (right for threads: 1).
+   */
+  bestThreadCpuMs: number;
+  gflopsThreadCpu: number;
 }
 
 interface NativeAddon {

@@ -156,6 +156,9 @@ void CheckShape(int64_t n, int64_t k, int64_t ldw, const void* w) {
   if (n < 1 || k < 1) ThrowInvalidArgument("PackWeights: expected n >= 1 and k >= 1, got n=" + std::to_string(n) + " k=" + std::to_string(k));
   if (ldw < k) ThrowInvalidArgument("PackWeights: expected ldw >= k (" + std::to_string(k) + "), got " + std::to_string(ldw));
   if (!w) ThrowInvalidArgument("PackWeights: the weight pointer is null");
+  if (n > (int64_t{1} << 31) || k > (int64_t{1} << 31) || n * k > (int64_t{1} << 40)) {
+    ThrowInvalidArgument("PackWeights: " + std::to_string(n) + " x " + std::to_string(k) + " is too large to pack");
+  }
 }
 
 // W[row, kk] goes to panel row / kNr, column row % kNr: float32 at kk * kNr + col; bf16 at

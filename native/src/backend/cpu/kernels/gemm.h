@@ -16,6 +16,9 @@ namespace perceiver::cpu {
 
 // Which micro-kernels this process runs: "avx512", "avx512-bf16" (products of bf16 weights with
 // vdpbf16ps), "avx2" or "scalar". Decided once from CPUID.
+// (gemm helper: on a CPU with AVX512_BF16 where vdpbf16ps measures slower than widening bf16 to
+// float32 and using FMAs, as on the Xeon this was developed on, the answer is "avx512"; the two
+// give bitwise the same products, see kernels_avx512.cc.)
 const char* GemmIsa();
 
 // What a packed matrix holds.
