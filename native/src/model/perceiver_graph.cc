@@ -24,19 +24,15 @@ PerceiverGraph::PerceiverGraph(std::unique_ptr<Backend> backend, ModelParts part
   backend_->Synchronize();
 }
 
-OutputTensor PerceiverGraph::Output(const BackendTensor& t, bool on_backend, bool snapshot, std::string name,
-                                    const std::vector<int64_t>* shape) {
+OutputTensor PerceiverGraph::Output(const BackendTensor& t, bool on_backend, std::string name, const std::vector<int64_t>* shape) {
   OutputTensor out;
   out.name = std::move(name);
   out.shape = shape != nullptr ? *shape : t.shape;
   if (on_backend) {
-    if (snapshot) {
-      out.resident = AllocateTensor(*backend_, out.shape);
-      RunContiguousCopy(*backend_, out.resident.data(), t.data(), t.size());
-    } else {
-      out.resident = t;  // a buffer of its own: nothing writes into it after this call
-      out.resident.shape = out.shape;
-    }
+    // Every tensor the graph outputs is written once and only read afterwards (each layer writes
+    // a new hidden state), so the output shares its buffer.
+    out.resident = t;
+    out.resident.shape = out.shape;
     return out;
   }
   out.data.resize(static_cast<size_t>(t.size()));
@@ -163,13 +159,13 @@ DecodeResult PerceiverGraph::Decode(const Encoding& encoding, const DecodeReques
   DecodeResult result;
   if (!parts_.modality_postprocessors.empty()) {
     for (NamedOutput& out : RunMultimodalPostprocessor(be, parts_.modality_postprocessors, decoded)) {
-      result.logits.push_back(Output(out.values, on_backend, false, out.name, &out.shape));
+      result.logits.push_back(Output(out.values, on_backend, out.name, &out.shape));
     }
   } else if (parts_.postprocessor) {
     NamedOutput out = parts_.postprocessor->Run(be, "", decoded.values);
-    result.logits.push_back(Output(out.values, on_backend, false, "", &out.shape));
+    result.logits.push_back(Output(out.values, on_backend, "", &out.shape));
   } else {
-    result.logits.push_back(Output(decoded.values, on_backend, false, "", &decoded.output_shape));
+    result.logits.push_back(Output(decoded.values, on_backend, "", &decoded.output_shape));
   }
   result.cross_attentions = Outputs(cross_attn, on_backend);
   be.Synchronize();
