@@ -56,7 +56,7 @@ Commands:
             --out DIR               folder of Parquet parts; a rerun skips the ids already there
             --batch-size 16         items per forward and per part
             --devices cpu           comma list (cpu, cuda:0,cuda:1, cpu,cpu) or all: one model each
-            --dtype float32         compute precision (float32, tfloat32, float16, bfloat16 on CUDA)
+            --dtype float32         compute precision (float32 or bfloat16 on the CPU; also tfloat32, float16 on CUDA)
             --shard i/N             only the items of shard i of N (by id)
             --strict                stop with exit 1 at the first unreadable file (default: skip it)
   classify  The same for a classification checkpoint, with columns label (top-1) and score

@@ -24,7 +24,7 @@ import type { PerceiverDecoder } from './decoders.js';
 import type { PerceiverPostprocessor } from './postprocessors.js';
 import { keyMask, PerceiverIdentityPreprocessor, PerceiverTextPreprocessor, type PerceiverPreprocessor } from './preprocessors.js';
 import type { ModelSpec } from './spec.js';
-import { WeightStore } from './weights.js';
+import { checkEngineBuffer, checkWeightBuffers, WeightStore } from './weights.js';
 
 export const DEVICE_DTYPES = ['float32', 'tfloat32', 'float16', 'bfloat16'] as const;
 export type ComputeDType = (typeof DEVICE_DTYPES)[number];
@@ -328,19 +328,37 @@ export class PerceiverModel<L extends Logits = Tensor<'float32'>> {
       if (!cuda.available) throw new BackendUnavailableError(`device '${deviceOption}' is not available: ${cuda.reason ?? 'unknown reason'}`);
       const count = cuda.deviceCount;
       if (device.index >= count) throw new InvalidArgumentError('device', `one of cuda:0 to cuda:${count - 1} (this machine has ${count} CUDA device(s))`, deviceOption);
-    } else if (dtype !== 'float32') {
-      throw new BackendUnavailableError(`dtype '${dtype}' is not supported on the cpu backend (it computes in float32); use dtype 'float32' or a CUDA device`);
+    } else if (dtype !== 'float32' && dtype !== 'bfloat16') {
+      throw new BackendUnavailableError(`dtype '${dtype}' is not supported on the cpu backend (it computes in float32 or bfloat16); use dtype 'float32', 'bfloat16' or a CUDA device`);
     }
     if (this.config.hidden_act !== 'gelu') {
       throw new ConfigError(`hidden_act "${this.config.hidden_act}" is not supported (supported: "gelu", the exact erf GELU)`);
     }
     const store = tensors instanceof WeightStore ? tensors : new WeightStore(tensors);
     const spec = this.buildSpec(store);
+    checkWeightBuffers(store.claimed());
+    let native: NativeModelHandle;
     try {
-      this.#native = new addon.NativeModel(spec, store.claimed(), { device: device.kind, deviceIndex: device.index, dtype });
+      // The spec is read here; the weights are copied, packed and checked off the main thread.
+      native = new addon.NativeModel(spec, store.claimed(), { device: device.kind, deviceIndex: device.index, dtype });
     } catch (error) {
       throw fromNativeError(error);
     }
+    try {
+      await native.load();
+    } catch (error) {
+      native.dispose();
+      throw fromNativeError(error);
+    }
+    if (this.#disposed) {
+      native.dispose();
+      throw new DisposedError(this.constructor.name);
+    }
+    if (this.#native) {
+      native.dispose();
+      throw new InvalidArgumentError('this', 'a model whose weights are not loaded yet', 'a loaded model');
+    }
+    this.#native = native;
     this.unusedWeights = store.unused();
     this.device = device.kind === 'cpu' ? 'cpu' : `cuda:${device.index}`;
     this.dtype = dtype;
@@ -481,12 +499,16 @@ export class PerceiverModel<L extends Logits = Tensor<'float32'>> {
   #encodeRequest(call: EncodeCall & OutputOptions): NativeEncodeRequest {
     if (typeof call !== 'object' || call === null) throw new InvalidArgumentError('call', 'an object such as { inputs, attentionMask }', call);
     const { batch, inputs } = this.inputPreprocessor.prepare(call.inputs, 'inputs');
+    for (const input of inputs) {
+      if ('data' in input) checkEngineBuffer(input.name ? `inputs.${input.name}` : 'inputs', input.data);
+    }
     let attentionMask: Uint8Array | undefined;
     if (call.attentionMask !== undefined && call.attentionMask !== null) {
       // Text masks must match the ids; other models' masks are checked natively against the
       // preprocessed sequence's length.
       const seq = this.inputPreprocessor instanceof PerceiverTextPreprocessor ? inputs[0]!.shape[1]! : (call.attentionMask as Tensor).shape?.[1] ?? -1;
       attentionMask = keyMask(call.attentionMask, batch, seq);
+      if (attentionMask) checkEngineBuffer('attentionMask', attentionMask);
     }
     if (call.seed !== undefined && !Number.isSafeInteger(call.seed)) throw new InvalidArgumentError('seed', 'an integer', call.seed);
     return {

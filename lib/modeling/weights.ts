@@ -113,3 +113,25 @@ export class RandomWeightStore extends WeightStore {
     return this.#state / 4294967296;
   }
 }
+
+/**
+ * Rejects memory the engine must not read from: a SharedArrayBuffer (another thread may write it
+ * while the engine copies it), a resizable ArrayBuffer (it may shrink under the copy) or a
+ * detached one. Weights are copied into engine-owned memory off the main thread and inputs at
+ * each call, so anything else may be detached or reused by the caller afterwards.
+ */
+export function checkEngineBuffer(argument: string, view: ArrayBufferView): void {
+  const buffer = view.buffer as ArrayBufferLike & { resizable?: boolean; growable?: boolean; detached?: boolean };
+  if (typeof SharedArrayBuffer !== 'undefined' && buffer instanceof SharedArrayBuffer) {
+    throw new InvalidArgumentError(argument, 'values in an ArrayBuffer (not a SharedArrayBuffer)', 'a SharedArrayBuffer');
+  }
+  if (buffer.resizable === true || buffer.growable === true) {
+    throw new InvalidArgumentError(argument, 'values in a fixed-length ArrayBuffer', 'a resizable ArrayBuffer');
+  }
+  if (buffer.detached === true) throw new InvalidArgumentError(argument, 'values in an attached ArrayBuffer', 'a detached ArrayBuffer');
+}
+
+/** checkEngineBuffer over every weight the engine is about to read. */
+export function checkWeightBuffers(weights: Record<string, Float32Array>): void {
+  for (const [name, values] of Object.entries(weights)) checkEngineBuffer(`weights.${name}`, values);
+}

@@ -10,7 +10,9 @@
 #include "core/thread_pool.h"
 #include "napi/addon_state.h"
 #include "napi/blas_benchmark.h"
+#include "napi/cpu_kernel_check.h"
 #include "napi/device_tensor.h"
+#include "napi/engine_op_check.h"
 #include "napi/kernel_check.h"
 #include "napi/native_model.h"
 
@@ -36,8 +38,9 @@ Napi::Value Capabilities(const Napi::CallbackInfo& info) {
   cpu.Set("blasThreads", openblas_get_num_threads());
   cpu.Set("threads", ThreadPool::Global().size());
   cpu.Set("dtypes", [&] {
-    Napi::Array a = Napi::Array::New(env, 1);
+    Napi::Array a = Napi::Array::New(env, 2);
     a.Set(0u, "float32");
+    a.Set(1u, "bfloat16");
     return a;
   }());
 
@@ -94,6 +97,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("capabilities", Napi::Function::New(env, Capabilities, "capabilities"));
   exports.Set("blasBenchmark", Napi::Function::New(env, BlasBenchmark, "blasBenchmark"));
   exports.Set("kernelCheck", Napi::Function::New(env, KernelCheck, "kernelCheck"));
+  exports.Set("cpuKernelCheck", Napi::Function::New(env, CpuKernelCheck, "cpuKernelCheck"));
+  exports.Set("engineOpCheck", Napi::Function::New(env, EngineOpCheck, "engineOpCheck"));
   exports.Set("cudaMemoryInfo", Napi::Function::New(env, CudaMemory, "cudaMemoryInfo"));
   return exports;
 }
