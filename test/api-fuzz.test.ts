@@ -88,6 +88,14 @@ t.test('what the fuzz found in the batch, flow, pipeline-output, safetensors and
   await t.rejects(api.readEmbeddings(noToString), invalid('outDir'));
   await t.rejects(api.readDoneIds(noToString), invalid('outDir'));
   await t.rejects(api.readEmbeddings(aFile), invalid('outDir'), 'an outDir that is a file');
+  // An outDir that is a file: was a plain fs Error (mkdir EEXIST, readdir ENOTDIR).
+  const { fixtureDir } = await import('./helpers/fixtures.js');
+  const textModel = await api.AutoModel.fromPretrained(fixtureDir('text-classification'));
+  t.teardown(() => textModel.dispose());
+  const items = [{ id: 'a', path: aFile }];
+  await t.rejects(api.embedItemsToPart({ model: textModel, task: 'embed', items, outDir: aFile, partName: 'p0' }), invalid('outDir'));
+  await t.rejects(api.runEmbedJob({ models: [textModel], task: 'embed', items, outDir: aFile }), invalid('outDir'));
+  await t.rejects(api.runEmbedJob({ models: [textModel], task: 'embed', items, outDir: join(aFile, 'below') }), invalid('outDir'), 'a file as the parent');
 
   // lib/media: videoDuration on a non-object (was a TypeError reading probe.video), and odd durations.
   t.throws(() => api.videoDuration(null as never), invalid('probe'));
