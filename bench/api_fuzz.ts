@@ -47,38 +47,6 @@ function detach(buffer: ArrayBufferLike): void {
   structuredClone(buffer, { transfer: [buffer as ArrayBuffer] });
 }
 
-/**
- * Untyped errors the fuzz finds in modules other helpers own (lib/batch, lib/io, lib/media), reported
- * to them rather than fixed here: counted and listed as `known`, not as findings. Each is matched by
- * its entry point and the module the error came from, so any other untyped error there still fails.
- */
-export const KNOWN_ELSEWHERE: readonly { entry: string; from: RegExp; what: string }[] = [
-  { entry: 'itemId', from: /lib\/batch\/discover\.[jt]s/, what: 'itemId(path) passes a non-string path to path.resolve (TypeError ERR_INVALID_ARG_TYPE)' },
-  { entry: 'inShard', from: /lib\/batch\/discover\.[jt]s/, what: 'inShard(id, index, count) calls id.slice on a non-string id (TypeError)' },
-  { entry: 'discoverItems', from: /lib\/batch\/discover\.[jt]s/, what: 'discoverItems(inputs) with a non-string element: it reaches tinyglobby/picomatch (TypeError)' },
-  { entry: 'readEmbeddings', from: /lib\/batch\/parquet\.[jt]s/, what: 'readEmbeddings(outDir) with a non-string outDir: listParts builds a message from it (TypeError)' },
-  { entry: 'readDoneIds', from: /lib\/batch\/parquet\.[jt]s/, what: 'readDoneIds(outDir) with a non-string outDir: listParts builds a message from it (TypeError)' },
-  { entry: 'runEmbedJob', from: /lib\/batch\/job\.[jt]s/, what: 'runEmbedJob with outDir naming an existing file: the mkdir EEXIST error comes out as a plain Error' },
-  { entry: 'embedItemsToPart', from: /lib\/batch\/(job|parquet)\.[jt]s/, what: 'embedItemsToPart with outDir naming an existing file: a plain fs Error' },
-  { entry: 'videoDuration', from: /lib\/media\/video\.[jt]s/, what: 'videoDuration(probe) reads probe.video of a non-object (TypeError)' },
-  { entry: 'serializeSafetensors', from: /lib\/io\/safetensors\.[jt]s/, what: 'serializeSafetensors(tensors, metadata) with metadata null: Object.entries(null) (TypeError)' },
-  { entry: 'writeSafetensors', from: /lib\/io\/safetensors\.[jt]s/, what: 'writeSafetensors(path, tensors, metadata) with metadata null: Object.entries(null) (TypeError)' },
-  { entry: 'maxFlowRadius', from: /lib\/flow\/color\.[jt]s/, what: 'maxFlowRadius(field) does not check the field (TypeError on null or a field without flow)' },
-  { entry: 'FlowBlender', from: /lib\/flow\/tiling\.[jt]s/, what: 'new FlowBlender(height, width, tile) with huge or non-integer sizes: RangeError allocating, TypeError on a bad tile' },
-  { entry: 'tileWeights / defaultMinOverlap', from: /lib\/flow\/tiling\.[jt]s/, what: 'tileWeights(tile) does not check the tile (RangeError allocating, TypeError on null)' },
-  { entry: 'writeFlo / readFlo', from: /lib\/flow\/flo\.[jt]s/, what: 'writeFlo(path) on a directory or bad path: a plain fs Error' },
-  { entry: 'writeAutoencoding', from: /lib\/pipelines\/(write|outputs)\.[jt]s/, what: 'writeAutoencoding(dir, result) does not check result (TypeError); a dir that is a file or has a NUL: plain fs Errors' },
-  { entry: 'writeWav / encodeWav', from: /lib\/pipelines\/outputs\.[jt]s/, what: 'writeWav: a path that is a directory or has a NUL (plain fs Error / TypeError), a sampleRate of 2^32 (RangeError from Buffer.writeUInt32LE)' },
-  { entry: 'writePng', from: /lib\/pipelines\/outputs\.[jt]s/, what: "writePng(path) on a directory or a too-long name: sharp's plain Error" },
-  { entry: 'writeFlowPicture', from: /lib\/pipelines\/(write|outputs)\.[jt]s/, what: "writeFlowPicture(path) on a directory: sharp's plain Error" },
-  { entry: 'writeVideo', from: /lib\/pipelines\/outputs\.[jt]s/, what: 'writeVideo(path) on a bad path: a plain fs Error' },
-  { entry: 'writeFlowVideo', from: /lib\/pipelines\/(write|outputs)\.[jt]s/, what: 'writeFlowVideo(out) on a bad path: a plain fs Error' },
-  { entry: 'encodeFlo / decodeFlo', from: /lib\/flow\/flo\.[jt]s/, what: 'decodeFlo(bytes) does not check bytes (TypeError from Buffer.from); checkFlowField builds its message with String(width), a TypeError for odd objects' },
-  { entry: 'flowToColor', from: /lib\/flow\/(flo|color)\.[jt]s/, what: 'checkFlowField builds its message with String(width): a TypeError for a detached typed array or an object without toString' },
-  { entry: 'flowToColorAsync', from: /lib\/flow\/(flo|color)\.[jt]s/, what: 'checkFlowField builds its message with String(width): a TypeError for a detached typed array or an object without toString' },
-  { entry: 'readSafetensors', from: /lib\/io\/read_file\.[jt]s/, what: 'readSafetensors(path) with a non-string path: readWeightsFile builds a WeightsFormatError message from it (TypeError on an object without toString)' },
-];
-
 export interface ApiFuzzReport {
   runs: number;
   /** Calls that returned (or resolved). */
@@ -90,8 +58,6 @@ export interface ApiFuzzReport {
   /** Calls per entry point. */
   byEntry: Record<string, number>;
   findings: { entry: string; args: string; error: string }[];
-  /** Untyped errors matched by KNOWN_ELSEWHERE: count per `what`. */
-  known: Record<string, number>;
   slowestMs: number;
   slowestEntry: string;
 }
@@ -695,13 +661,6 @@ function wav16(samples: Int16Array, rate: number): Buffer {
   return Buffer.concat([header, data]);
 }
 
-function knownElsewhere(entry: string, error: unknown): string | undefined {
-  const stack = error instanceof Error ? (error.stack ?? '') : '';
-  // The frames below the message, up to the harness's own frame.
-  const frames = stack.split('\n').slice(1).join('\n').split('bench/api_fuzz')[0]!;
-  return KNOWN_ELSEWHERE.find((k) => k.entry === entry && k.from.test(frames))?.what;
-}
-
 function describe(error: unknown): string {
   if (error instanceof Error) {
     const frames = (error.stack ?? '').split('\n').filter((line) => /^\s+at /.test(line)).slice(0, 5).join('\n');
@@ -714,7 +673,7 @@ function describe(error: unknown): string {
 export async function apiFuzz(ctx: Context, iterations: number, seed = 1, only?: RegExp, breadcrumb?: string): Promise<ApiFuzzReport> {
   const rng = new Random(seed);
   const all = entries(ctx).filter((e) => !only || only.test(e.name));
-  const report: ApiFuzzReport = { runs: 0, returned: 0, rejected: 0, userThrown: 0, byEntry: {}, findings: [], known: {}, slowestMs: 0, slowestEntry: '' };
+  const report: ApiFuzzReport = { runs: 0, returned: 0, rejected: 0, userThrown: 0, byEntry: {}, findings: [], slowestMs: 0, slowestEntry: '' };
   // Errors that escape every call (a timer's, a stream's) are findings of the case running then.
   let current = '';
   const escaped = (error: unknown) => report.findings.push({ entry: current, args: 'escaped the call (unhandled)', error: describe(error) });
@@ -728,7 +687,7 @@ export async function apiFuzz(ctx: Context, iterations: number, seed = 1, only?:
       report.byEntry[entry.name] = (report.byEntry[entry.name] ?? 0) + 1;
       // Should a case kill the process (a native abort, a fatal out-of-memory), this names it.
       if (breadcrumb) writeFileSync(breadcrumb, `${current}\n`);
-      // Some dependencies lower the limit; the known-elsewhere match reads the frames.
+      // Some dependencies lower the limit; a finding's report shows the frames.
       Error.stackTraceLimit = Math.max(Error.stackTraceLimit, 20);
       const start = performance.now();
       let timer: NodeJS.Timeout | undefined;
@@ -746,10 +705,7 @@ export async function apiFuzz(ctx: Context, iterations: number, seed = 1, only?:
       } catch (error) {
         if (error instanceof api.PerceiverError) report.rejected++;
         else if (error === USER_THROWN && g.throwing) report.userThrown++;
-        else if (knownElsewhere(entry.name, error)) {
-          const what = knownElsewhere(entry.name, error)!;
-          report.known[what] = (report.known[what] ?? 0) + 1;
-        } else report.findings.push({ entry: current, args: g.throwing ? 'with a throwing getter' : '', error: describe(error) });
+        else report.findings.push({ entry: current, args: g.throwing ? 'with a throwing getter' : '', error: describe(error) });
       } finally {
         clearTimeout(timer);
       }
@@ -783,7 +739,6 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
     `api fuzz: ${r.runs} cases over ${Object.keys(r.byEntry).length} entry points, seed ${values.seed}: ${r.returned} returned, ${r.rejected} typed errors, ` +
       `${r.userThrown} caller's own getter errors passed through, ${r.findings.length} findings, slowest ${r.slowestMs.toFixed(0)} ms (${r.slowestEntry}), ${seconds.toFixed(1)} s`,
   );
-  for (const [what, count] of Object.entries(r.known)) console.log(`  known, owned elsewhere (${count}x): ${what}`);
   // One report per place (the entry point and the frame that threw), with how often it came.
   const places = new Map<string, { first: (typeof r.findings)[number]; count: number }>();
   for (const f of r.findings) {

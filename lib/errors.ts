@@ -189,6 +189,29 @@ export class PathNotAllowedError extends PerceiverError {
   }
 }
 
+/**
+ * A file or folder the library was asked to write could not be written: the path is a folder (or
+ * a file where a folder is needed), its parent is missing, permission is denied, the disk is full.
+ * Names the path; the file-system error is the cause.
+ */
+export class FileWriteError extends PerceiverError {
+  readonly path: string;
+  /** The file-system error code (EISDIR, ENOENT, EACCES...), when there is one. */
+  readonly reason: string;
+  constructor(path: string, cause: unknown) {
+    const code = errorCode(cause);
+    const detail = cause instanceof Error ? cause.message : describeValue(cause);
+    super('ERR_PERCEIVER_FILE_WRITE', `cannot write ${path}${code ? ` (${code})` : ''}: ${detail}`, { cause });
+    this.path = path;
+    this.reason = code ?? detail;
+  }
+}
+
+function errorCode(error: unknown): string | undefined {
+  const code = error instanceof Error ? (error as NodeJS.ErrnoException).code : undefined;
+  return typeof code === 'string' ? code : undefined;
+}
+
 /** Something failed inside the native engine that is not the caller's fault. */
 export class NativeError extends PerceiverError {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -203,8 +226,20 @@ export function describeValue(value: unknown): string {
   if (typeof value === 'string') return value.length > 40 ? `string of length ${value.length}` : JSON.stringify(value);
   if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return `${typeof value} ${String(value)}`;
   if (Array.isArray(value)) return `array of length ${value.length}`;
-  if (ArrayBuffer.isView(value)) return `${value.constructor.name} of length ${(value as unknown as { length?: number }).length ?? value.byteLength}`;
+  if (ArrayBuffer.isView(value)) {
+    // The built-in tag, not an own `constructor`; a detached DataView's byteLength getter throws.
+    const kind = Object.prototype.toString.call(value).slice(8, -1);
+    if (value instanceof DataView) {
+      try {
+        return `DataView of ${value.byteLength} bytes`;
+      } catch {
+        return 'detached DataView';
+      }
+    }
+    return `${kind} of length ${(value as unknown as { length: number }).length}`;
+  }
   if (typeof value === 'function') return 'function';
-  const ctor = (value as object).constructor?.name;
-  return ctor && ctor !== 'Object' ? `${ctor} instance` : 'object';
+  // Any value: an own `constructor` property of the caller's may be anything (a symbol, an object).
+  const ctor: unknown = (value as { constructor?: { name?: unknown } }).constructor?.name;
+  return typeof ctor === 'string' && ctor !== '' && ctor !== 'Object' ? `${ctor} instance` : 'object';
 }

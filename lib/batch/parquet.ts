@@ -230,6 +230,7 @@ export async function readPartIds(file: string): Promise<{ ids: string[]; metada
 
 /** Every row of every part of a folder, part by part in name order. */
 export async function readEmbeddings(outDir: string): Promise<EmbeddingRow[]> {
+  if (typeof outDir !== 'string' || outDir === '') throw new InvalidArgumentError('outDir', 'a folder path', outDir);
   const rows: EmbeddingRow[] = [];
   for (const file of await listParts(outDir)) {
     const table = await readPart(file);

@@ -16,6 +16,7 @@
  */
 import { readWeightsFile } from './read_file.js';
 import { writeFileAtomic } from './temp_file.js';
+import { checkPath } from './write_file.js';
 import { InvalidArgumentError, WeightsFormatError, describeValue } from '../errors.js';
 import { DTYPE_INFO, Tensor, type AnyTypedArray, type DType, type TypedArrayFor } from '../tensor.js';
 
@@ -207,6 +208,7 @@ export function parseSafetensors(bytes: Uint8Array, source: string): Safetensors
 
 /** Reads and parses a safetensors file (one read of the whole file). */
 export async function readSafetensors(path: string): Promise<SafetensorsContents> {
+  checkPath(path);
   return parseSafetensors(await readWeightsFile(path), path);
 }
 
@@ -217,7 +219,12 @@ export async function readSafetensors(path: string): Promise<SafetensorsContents
  * region starts at an 8-byte aligned offset.
  */
 export function serializeSafetensors(tensors: Record<string, Tensor> | Map<string, Tensor>, metadata?: Record<string, string>): Buffer {
+  if (!(tensors instanceof Map) && !isPlainObject(tensors)) throw new InvalidArgumentError('tensors', 'a Map or an object of name -> Tensor', tensors);
+  if (metadata !== undefined && (!isPlainObject(metadata) || !Object.values(metadata).every((v) => typeof v === 'string'))) {
+    throw new InvalidArgumentError('metadata', 'an object of string values (or undefined)', metadata);
+  }
   const list = [...(tensors instanceof Map ? tensors.entries() : Object.entries(tensors))];
+  for (const [name] of list) if (typeof name !== 'string') throw new InvalidArgumentError('tensors', 'tensor names that are strings', name);
   list.sort(([a, ta], [b, tb]) => {
     const bySize = (tb instanceof Tensor ? DTYPE_INFO[tb.dtype].bytes : 0) - (ta instanceof Tensor ? DTYPE_INFO[ta.dtype].bytes : 0);
     return bySize !== 0 ? bySize : a < b ? -1 : a > b ? 1 : 0;
@@ -227,9 +234,6 @@ export function serializeSafetensors(tensors: Record<string, Tensor> | Map<strin
   // order is exactly the sorted order (objects put integer-like keys first).
   const parts: string[] = [];
   if (metadata !== undefined) {
-    if (!isPlainObject(metadata) || !Object.values(metadata).every((v) => typeof v === 'string')) {
-      throw new InvalidArgumentError('metadata', 'an object of string values', metadata);
-    }
     parts.push(`${JSON.stringify(METADATA_KEY)}:${JSON.stringify(metadata)}`);
   }
   let offset = 0;
@@ -265,6 +269,7 @@ export async function writeSafetensors(
   tensors: Record<string, Tensor> | Map<string, Tensor>,
   metadata?: Record<string, string>,
 ): Promise<void> {
+  checkPath(path);
   const bytes = serializeSafetensors(tensors, metadata);
   try {
     await writeFileAtomic(path, bytes);
