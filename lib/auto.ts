@@ -1,7 +1,7 @@
 /** AutoModel: picks the head class named by config.architectures, as transformers' Auto classes do. */
 import { PerceiverConfig } from './config.js';
 import { ConfigError, InvalidArgumentError } from './errors.js';
-import { loadCheckpointWeights } from './io/checkpoint.js';
+import { openCheckpointWeights } from './io/checkpoint.js';
 import {
   PerceiverForImageClassificationConvProcessing,
   PerceiverForImageClassificationFourier,
@@ -12,6 +12,7 @@ import {
   PerceiverForSequenceClassification,
 } from './modeling/heads.js';
 import { checkLoadOptions, checkpointFolder, type LoadOptions, type Logits, type PerceiverModel } from './modeling/perceiver_model.js';
+import { WeightStore } from './modeling/weights.js';
 
 type AnyHead = new (config: PerceiverConfig) => PerceiverModel<Logits>;
 
@@ -35,8 +36,13 @@ export class AutoModel {
     const folder = await checkpointFolder(dir, options.hub);
     const config = await PerceiverConfig.fromPretrained(folder);
     const Head = AutoModel.headFor(config);
-    const { tensors } = await loadCheckpointWeights(folder);
-    return new Head(config).loadWeights(tensors, options);
+    // The engine reads each weight from the open files while it loads (no second copy in memory).
+    const checkpoint = await openCheckpointWeights(folder);
+    try {
+      return await new Head(config).loadWeights(new WeightStore(checkpoint.tensors), options);
+    } finally {
+      await checkpoint.close();
+    }
   }
 
   /** The head class for a config, or a ConfigError saying which architectures are supported. */

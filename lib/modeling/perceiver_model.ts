@@ -6,7 +6,7 @@ import { PerceiverConfig } from '../config.js';
 import { DeviceTensor } from '../device_tensor.js';
 import { BackendUnavailableError, ConfigError, DisposedError, InvalidArgumentError } from '../errors.js';
 import { isHubId, snapshotDownload, type HubOptions } from '../hub/download.js';
-import { loadCheckpointWeights } from '../io/checkpoint.js';
+import { openCheckpointWeights } from '../io/checkpoint.js';
 import {
   fromNativeError,
   loadAddon,
@@ -303,8 +303,13 @@ export class PerceiverModel<L extends Logits = Tensor<'float32'>> {
     const folder = await checkpointFolder(dir, options.hub);
     const config = await PerceiverConfig.fromPretrained(folder);
     const model = new this(config);
-    const { tensors } = await loadCheckpointWeights(folder);
-    return model.loadWeights(tensors, options);
+    // The engine reads each weight from the open files while it loads (no second copy in memory).
+    const checkpoint = await openCheckpointWeights(folder);
+    try {
+      return await model.loadWeights(new WeightStore(checkpoint.tensors), options);
+    } finally {
+      await checkpoint.close();
+    }
   }
 
   /**

@@ -4,18 +4,38 @@
  * WeightMismatchError naming it. What the engine receives is name -> Float32Array.
  */
 import { InvalidArgumentError, WeightMismatchError } from '../errors.js';
+import { SafetensorsRange } from '../io/safetensors.js';
 import { allocate, Tensor } from '../tensor.js';
 
+/** A weight the engine reads from an open checkpoint file itself (native/src/napi/spec_reader.cc reads this shape). */
+export interface EngineFileRange {
+  fd: number;
+  /** Byte offset of the first value in the file. */
+  offset: number;
+  dtype: 'float32' | 'float16' | 'bfloat16' | 'float64';
+  /** Number of values. */
+  length: number;
+}
+
+/** What the engine receives for one weight: float32 values in memory, or where to read them. */
+export type EngineWeight = Float32Array | EngineFileRange;
+
 export class WeightStore {
-  protected readonly tensors: Map<string, Tensor>;
-  private readonly used = new Map<string, Float32Array>();
+  protected readonly tensors: Map<string, Tensor | SafetensorsRange>;
+  private readonly used = new Map<string, EngineWeight>();
   private readonly ignored = new Set<string>();
 
-  constructor(tensors: Map<string, Tensor>) {
+  /**
+   * Tensors in memory, or SafetensorsRanges of an open file (openCheckpointWeights): those are
+   * read by the engine while it loads, one at a time, so the file must stay open until the load settles.
+   */
+  constructor(tensors: Map<string, Tensor | SafetensorsRange>) {
     if (!(tensors instanceof Map)) throw new InvalidArgumentError('tensors', 'a Map of checkpoint names to Tensors', tensors);
     for (const [name, tensor] of tensors) {
       if (typeof name !== 'string') throw new InvalidArgumentError('tensors', 'a Map keyed by checkpoint names (strings)', `a key ${typeof name}`);
-      if (!(tensor instanceof Tensor)) throw new InvalidArgumentError(`tensors.get(${JSON.stringify(name)})`, 'a Tensor', tensor);
+      if (!(tensor instanceof Tensor) && !(tensor instanceof SafetensorsRange)) {
+        throw new InvalidArgumentError(`tensors.get(${JSON.stringify(name)})`, 'a Tensor', tensor);
+      }
     }
     this.tensors = tensors;
   }
@@ -35,12 +55,18 @@ export class WeightStore {
     if (!['float32', 'float16', 'bfloat16', 'float64'].includes(tensor.dtype)) {
       throw new WeightMismatchError(name, `has dtype ${tensor.dtype}, expected a floating-point dtype`);
     }
+    if (this.used.has(name)) return name;
+    if (tensor instanceof SafetensorsRange) {
+      // Read, widened to float32 and packed by the engine, one weight at a time.
+      this.used.set(name, { fd: tensor.fd, offset: tensor.offset, dtype: tensor.dtype as EngineFileRange['dtype'], length: tensor.length });
+      return name;
+    }
     if (tensor.data.length !== tensor.shape.reduce((a, b) => a * b, 1)) {
       throw new WeightMismatchError(name, 'its data was detached or shrunk after it was read (it no longer holds every element of its shape)');
     }
     // float32 weights go to the engine as the very views the file was read into; other float
     // dtypes are widened once here.
-    if (!this.used.has(name)) this.used.set(name, tensor.toFloat32());
+    this.used.set(name, tensor.toFloat32());
     return name;
   }
 
@@ -50,7 +76,7 @@ export class WeightStore {
   }
 
   /** The claimed weights, for the native engine. */
-  claimed(): Record<string, Float32Array> {
+  claimed(): Record<string, EngineWeight> {
     return Object.fromEntries(this.used);
   }
 
@@ -132,6 +158,6 @@ export function checkEngineBuffer(argument: string, view: ArrayBufferView): void
 }
 
 /** checkEngineBuffer over every weight the engine is about to read. */
-export function checkWeightBuffers(weights: Record<string, Float32Array>): void {
-  for (const [name, values] of Object.entries(weights)) checkEngineBuffer(`weights.${name}`, values);
+export function checkWeightBuffers(weights: Record<string, EngineWeight>): void {
+  for (const [name, values] of Object.entries(weights)) if (ArrayBuffer.isView(values)) checkEngineBuffer(`weights.${name}`, values);
 }

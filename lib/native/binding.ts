@@ -7,6 +7,7 @@ import { createRequire } from 'node:module';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { EngineWeight } from '../modeling/weights.js';
 import {
   BackendUnavailableError,
   DisposedError,
@@ -181,7 +182,7 @@ export interface CpuKernelResult {
 }
 
 interface NativeAddon {
-  NativeModel: new (spec: object, weights: Record<string, Float32Array>, options: { device: string; deviceIndex?: number; dtype?: string }) => NativeModelHandle;
+  NativeModel: new (spec: object, weights: Record<string, EngineWeight>, options: { device: string; deviceIndex?: number; dtype?: string }) => NativeModelHandle;
   NativeDeviceTensor: abstract new () => NativeDeviceTensorHandle;
   /** Device-tensor buffers alive in this process (held by undisposed tensors or copies in flight). */
   deviceTensorStats(): { live: number; bytes: number };

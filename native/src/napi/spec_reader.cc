@@ -90,10 +90,21 @@ class SpecReader {
     return v.As<Napi::String>().Utf8Value();
   }
 
-  // The Float32Array named by o[key], which must hold exactly `count` values (host memory).
-  HostWeight Host(const Napi::Object& o, const char* key, const std::string& path, int64_t rows, int64_t cols) {
+  // The weight named by o[key], which must hold exactly rows x cols values: a Float32Array (host
+  // memory, read on the loading thread while the caller keeps it alive) or a checkpoint file range
+  // { fd, offset, dtype, length } (lib/io/safetensors.ts validated it against the file's header;
+  // the loading thread re-checks what it reads).
+  SourceWeight Host(const Napi::Object& o, const char* key, const std::string& path, int64_t rows, int64_t cols) {
     const std::string name = Str(o, key, path);
     Napi::Value v = weights_.Get(name);
+    SourceWeight h;
+    h.rows = rows;
+    h.cols = cols;
+    h.name = name;
+    if (v.IsObject() && !v.IsTypedArray() && v.As<Napi::Object>().Has("fd")) {
+      h.file = ReadFileRange(v.As<Napi::Object>(), name, rows * cols);
+      return h;
+    }
     if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
       throw EngineError(ErrorCode::kWeightMismatch, "weight \"" + name + "\" (" + Join(path, key) + ") is missing or is not a Float32Array");
     }
@@ -105,17 +116,38 @@ class SpecReader {
       throw EngineError(ErrorCode::kWeightMismatch, "weight \"" + name + "\" holds " + std::to_string(array.ElementLength()) +
                                                         " values, expected " + std::to_string(rows * cols));
     }
-    HostWeight h;
     h.data = array.Data();
-    h.rows = rows;
-    h.cols = cols;
-    h.name = name;
     return h;
+  }
+
+  static std::shared_ptr<const WeightFileRange> ReadFileRange(const Napi::Object& o, const std::string& name, int64_t count) {
+    const std::string what = "weight \"" + name + "\" (a checkpoint file range)";
+    auto integer = [&](const char* key, double max) {
+      Napi::Value v = o.Get(key);
+      const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1.0;
+      if (!(d >= 0.0 && d <= max && d == static_cast<double>(static_cast<int64_t>(d)))) ThrowInvalidArgument(what + "." + key + ": expected an integer");
+      return static_cast<int64_t>(d);
+    };
+    auto range = std::make_shared<WeightFileRange>();
+    range->fd = static_cast<int>(integer("fd", 2147483647.0));
+    range->offset = static_cast<uint64_t>(integer("offset", 9007199254740991.0));
+    range->count = integer("length", 9007199254740991.0);
+    Napi::Value dtype = o.Get("dtype");
+    const std::string d = dtype.IsString() ? dtype.As<Napi::String>().Utf8Value() : "";
+    if (d == "float32") range->dtype = FileDType::kFloat32;
+    else if (d == "float16") range->dtype = FileDType::kFloat16;
+    else if (d == "bfloat16") range->dtype = FileDType::kBfloat16;
+    else if (d == "float64") range->dtype = FileDType::kFloat64;
+    else ThrowInvalidArgument(what + ".dtype: expected float32, float16, bfloat16 or float64");
+    if (range->count != count) {
+      throw EngineError(ErrorCode::kWeightMismatch, "weight \"" + name + "\" holds " + std::to_string(range->count) + " values, expected " + std::to_string(count));
+    }
+    return range;
   }
 
   // A weight read element-wise (biases, LayerNorm, tables), loaded into backend memory.
   WeightRef Values(const Napi::Object& o, const char* key, const std::string& path, int64_t rows, int64_t cols) {
-    HostWeight h = Host(o, key, path, rows, cols);
+    SourceWeight h = Host(o, key, path, rows, cols);
     return list_.Add({h}, h.name, WeightUse::kValues);
   }
   WeightRef Values(const Napi::Object& o, const char* key, const std::string& path, int64_t count) {
@@ -124,7 +156,7 @@ class SpecReader {
 
   // An optional {weight, bias, in, out}; in/out may be fixed by the caller (0 = read them).
   struct HostLinear {
-    HostWeight weight, bias;  // bias.data null when absent
+    SourceWeight weight, bias;  // bias.present() false when absent
     int64_t in = 0, out = 0;
     bool present = false;
   };
@@ -151,7 +183,7 @@ class SpecReader {
     w.in = h.in;
     w.out = h.out;
     w.weight = list_.Add({h.weight}, h.weight.name, WeightUse::kMatrix);
-    if (h.bias.data != nullptr) w.bias = list_.Add({h.bias}, h.bias.name, WeightUse::kValues);
+    if (h.bias.present()) w.bias = list_.Add({h.bias}, h.bias.name, WeightUse::kValues);
     return w;
   }
 
@@ -160,15 +192,18 @@ class SpecReader {
   LinearWeights LoadFused(const std::vector<const HostLinear*>& parts) {
     LinearWeights w;
     w.in = parts[0]->in;
-    std::vector<HostWeight> weights, biases;
+    std::vector<SourceWeight> weights, biases;
     bool any_bias = false;
     std::string name;
     for (const HostLinear* p : parts) {
       w.out += p->out;
       weights.push_back(p->weight);
       // Biases stack as [out, 1] columns (null data: zeros); loaded as one [1, total] row.
-      biases.push_back(HostWeight{p->bias.data, p->out, 1, p->bias.name});
-      any_bias = any_bias || p->bias.data != nullptr;
+      SourceWeight bias = p->bias;
+      bias.rows = p->out;
+      bias.cols = 1;
+      biases.push_back(std::move(bias));
+      any_bias = any_bias || p->bias.present();
       name += (name.empty() ? "" : "+") + p->weight.name;
     }
     w.weight = list_.Add(std::move(weights), name, WeightUse::kMatrix);
@@ -228,7 +263,7 @@ class SpecReader {
         // For the folded form of single-head cross-attention (layers.cc): W_k^T and W_v apart.
         L.key_transposed.in = L.qk_channels;
         L.key_transposed.out = L.kv_dim;
-        L.key_transposed.weight = list_.Add({key.weight}, key.weight.name + " (transposed)", WeightUse::kMatrix, {}, true);
+        L.key_transposed.weight = list_.Add({key.weight}, key.weight.name + " (transposed)", WeightUse::kMatrix, true);
         L.value = Load(value);
       }
     } else {
@@ -358,22 +393,31 @@ class SpecReader {
         if (s.temporal_downsample != 1) ThrowInvalidArgument(path + ": the conv stem does not downsample in time");
         const std::string bpath = Join(path, "batchnorm");
         Napi::Object bn = Obj(o, "batchnorm", path);
-        const HostWeight gamma = Host(bn, "weight", bpath, 1, s.out_channels);
-        const HostWeight beta = Host(bn, "bias", bpath, 1, s.out_channels);
-        const HostWeight mean = Host(bn, "runningMean", bpath, 1, s.out_channels);
-        const HostWeight var = Host(bn, "runningVar", bpath, 1, s.out_channels);
+        const SourceWeight gamma = Host(bn, "weight", bpath, 1, s.out_channels);
+        const SourceWeight beta = Host(bn, "bias", bpath, 1, s.out_channels);
+        const SourceWeight mean = Host(bn, "runningMean", bpath, 1, s.out_channels);
+        const SourceWeight var = Host(bn, "runningVar", bpath, 1, s.out_channels);
         const double eps = Number(bn, "eps", bpath, 0.0, 1.0);
-        std::vector<float> scale(static_cast<size_t>(s.out_channels)), shift(static_cast<size_t>(s.out_channels));
-        for (int64_t c = 0; c < s.out_channels; ++c) {
-          const double k = gamma.data[c] / std::sqrt(static_cast<double>(var.data[c]) + eps);
-          scale[c] = static_cast<float>(k);
-          shift[c] = static_cast<float>(beta.data[c] - mean.data[c] * k);
-        }
-        // A non-finite running statistic makes a non-finite scale or shift: refused by name.
-        const std::string scale_name = gamma.name + " / " + var.name, shift_name = beta.name + " / " + mean.name;
-        const HostWeight scale_host{scale.data(), 1, s.out_channels, scale_name}, shift_host{shift.data(), 1, s.out_channels, shift_name};
-        s.bn_scale = list_.Add({scale_host}, scale_name, WeightUse::kValues, std::move(scale));
-        s.bn_shift = list_.Add({shift_host}, shift_name, WeightUse::kValues, std::move(shift));
+        // Folded on the loading thread, where the statistics are read. A non-finite running
+        // statistic makes a non-finite scale or shift: refused by name.
+        const int64_t channels = s.out_channels;
+        s.bn_scale = list_.AddComputed({gamma, var}, gamma.name + " / " + var.name, WeightUse::kValues, 1, channels,
+                                       [eps, channels](const std::vector<const float*>& v) {
+                                         std::vector<float> scale(static_cast<size_t>(channels));
+                                         for (int64_t c = 0; c < channels; ++c) {
+                                           scale[c] = static_cast<float>(v[0][c] / std::sqrt(static_cast<double>(v[1][c]) + eps));
+                                         }
+                                         return scale;
+                                       });
+        s.bn_shift = list_.AddComputed({gamma, beta, mean, var}, beta.name + " / " + mean.name, WeightUse::kValues, 1, channels,
+                                       [eps, channels](const std::vector<const float*>& v) {
+                                         std::vector<float> shift(static_cast<size_t>(channels));
+                                         for (int64_t c = 0; c < channels; ++c) {
+                                           const double k = v[0][c] / std::sqrt(static_cast<double>(v[3][c]) + eps);
+                                           shift[c] = static_cast<float>(v[1][c] - v[2][c] * k);
+                                         }
+                                         return shift;
+                                       });
       }
       features = s.out_channels;
     } else if (prep == "pixels") {
