@@ -5,7 +5,7 @@
  *
  * A child process writes a random checkpoint of about 100 MB (RandomWeightStore, as bench/ and the
  * ORT peer do); another loads it with AutoModel.fromPretrained and reports its peak resident set
- * (process.resourceUsage().maxRSS, the kernel's high-water mark) before and after the load. Reading
+ * (VmHWM, the kernel's high-water mark) before and after the load. Reading
  * the whole file into memory and then packing it (the previous loader) peaks at about twice the
  * file; the bound here is the file plus a fixed allowance. Children load the compiled package
  * (npm test builds it first), each in a fresh process so no earlier allocation hides the peak.
@@ -74,8 +74,17 @@ writeFileSync(join(dir, 'config.json'), JSON.stringify(config.toJSON()));
 /** Loads argv[1] and prints the peak resident set (bytes) before and after, and after a forward. */
 const LOAD = `
 const pio = await import(${JSON.stringify(DIST_ENTRY)});
+import { readFileSync } from 'node:fs';
 pio.capabilities(); // the addon loaded before the baseline
-const peak = () => process.resourceUsage().maxRSS * 1024;
+// VmHWM where there is /proc (Linux carries getrusage's maxRSS across fork + exec, so the parent's
+// peak would hide the child's); the kernel's maxRSS elsewhere.
+const peak = () => {
+  try {
+    return Number(/VmHWM:\\s+(\\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))[1]) * 1024;
+  } catch {
+    return process.resourceUsage().maxRSS * 1024;
+  }
+};
 const before = peak();
 const model = await pio.AutoModel.fromPretrained(process.argv[1]);
 const afterLoad = peak();

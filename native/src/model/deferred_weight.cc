@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 
 #ifdef _WIN32
 #include <io.h>
@@ -100,7 +101,12 @@ std::vector<float> ReadWeightFile(const SourceWeight& source) {
     if (file.dtype == FileDType::kFloat64) {
       double d;
       std::memcpy(&d, at, 8);
-      values[i] = static_cast<float>(d);
+      // Doubles that round beyond the largest float (from halfway to the next power up) become
+      // infinities (refused by the finite check), as JavaScript's Float32Array makes them; the
+      // cast alone is undefined for them.
+      constexpr double kOverflow = static_cast<double>(std::numeric_limits<float>::max()) + 0x1p103;
+      constexpr float kInf = std::numeric_limits<float>::infinity();
+      values[i] = d >= kOverflow ? kInf : d <= -kOverflow ? -kInf : static_cast<float>(d);
     } else {
       uint16_t h;
       std::memcpy(&h, at, 2);

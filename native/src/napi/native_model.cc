@@ -292,8 +292,10 @@ NativeModel::NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Nati
   });
 }
 
-// load() -> Promise<void>: builds the backend and loads every weight off the main thread. The
-// Float32Arrays stay referenced (alive) until it settles, then are never read again.
+// load() -> Promise<void>: builds the backend and loads every weight off the main thread, one at
+// a time (a file-range weight is read from the checkpoint file just before it is packed). The
+// Float32Arrays stay referenced (alive) until it settles, then are never read again; the caller
+// keeps the files open until then (lib/modeling/perceiver_model.ts).
 Napi::Value NativeModel::Load(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return GuardJs(env, [&]() -> Napi::Value {
