@@ -3,6 +3,7 @@
  * ../embed.ts; with --queue the work is queued for workers (../worker.ts).
  */
 import type { CommandSpec, OptionSpec } from '../spec.js';
+import { checkOptional } from '../../optional.js';
 import { integerOption, runCommand } from '../spec.js';
 import { UsageError } from '../usage.js';
 
@@ -52,12 +53,14 @@ export function embedCommand(task: 'embed' | 'classify', args: string[]): Promis
       for (const name of LOCAL_ONLY) {
         if (given.has(name)) throw new UsageError(`--${name} is for a local run; with --queue each worker chooses its own (perceiver-io worker --device ... --dtype ...)`);
       }
+      await checkOptional('bullmq', 'ioredis', 'apache-arrow', 'parquet-wasm');
       return (await import('../worker.js')).runQueuedEmbedCommand(task, values, positionals);
     }
     for (const name of QUEUE_ONLY) {
       if (given.has(name)) throw new UsageError(`--${name} is for a queued run (with --queue)`);
     }
     if (given.has('devices') && given.has('device')) throw new UsageError(`${task} takes --devices or --device, not both`);
+    await checkOptional('apache-arrow', 'parquet-wasm');
     const { runEmbedCommand } = await import('../embed.js');
     return runEmbedCommand({
       task,

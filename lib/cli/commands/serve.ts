@@ -1,6 +1,7 @@
 /** `perceiver-io serve`: its option table and entry. */
 import type { ComputeDType } from '../../modeling/perceiver_model.js';
 import type { CommandSpec } from '../spec.js';
+import { checkOptional } from '../../optional.js';
 import { integerOption, runCommand } from '../spec.js';
 
 export const SERVE: CommandSpec = {
@@ -32,6 +33,7 @@ GET /metrics (Prometheus); requests are batched. SIGTERM/SIGINT drain, then exit
 export function serveCommand(args: string[]): Promise<number> {
   return runCommand(SERVE, args, async ({ values }) => {
     const port = integerOption(values, 'port', 0)!;
+    await checkOptional('fastify', 'prom-client');
     const { AutoModel } = await import('../../auto.js');
     const { serve } = await import('../../serving/server.js');
     const model = await AutoModel.fromPretrained(values.model as string, {

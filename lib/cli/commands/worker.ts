@@ -1,5 +1,6 @@
 /** `perceiver-io worker`: its option table and entry (the work is in ../worker.ts). */
 import type { CommandSpec } from '../spec.js';
+import { checkOptional } from '../../optional.js';
 import { runCommand } from '../spec.js';
 
 export const WORKER: CommandSpec = {
@@ -22,5 +23,8 @@ its --allow-root folders and fails any shard naming a path outside them.`,
 };
 
 export function workerCommand(args: string[]): Promise<number> {
-  return runCommand(WORKER, args, async ({ values }) => (await import('../worker.js')).runWorkerCommand(values));
+  return runCommand(WORKER, args, async ({ values }) => {
+    await checkOptional('bullmq', 'ioredis', 'apache-arrow', 'parquet-wasm');
+    return (await import('../worker.js')).runWorkerCommand(values);
+  });
 }
