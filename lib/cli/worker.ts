@@ -12,6 +12,7 @@
 import { BackendUnavailableError, InvalidArgumentError, PerceiverError } from '../errors.js';
 import { DEVICE_DTYPES, type ComputeDType } from '../modeling/perceiver_model.js';
 import type { EnqueueProgress } from '../batch/queue.js';
+import { skippedLine } from './messages.js';
 import { UsageError } from './usage.js';
 
 type Values = Record<string, string | boolean | string[] | undefined>;
@@ -152,7 +153,7 @@ export async function runQueuedEmbedCommand(task: 'embed' | 'classify', values: 
     });
     flush();
     const shown = result.failed.slice(0, 20);
-    for (const failure of shown) process.stderr.write(`${label}: skipped ${failure.path}: ${failure.reason}\n`);
+    for (const failure of shown) process.stderr.write(skippedLine(label, failure) + '\n');
     if (result.failed.length > shown.length) process.stderr.write(`${label}: ... and ${result.failed.length - shown.length} more unreadable files\n`);
     process.stderr.write(
       `${label}: ${result.items} items: ${result.written} written by ${result.shards} shard${result.shards === 1 ? '' : 's'} (${result.added} queued now), ` +
