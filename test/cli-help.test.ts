@@ -33,6 +33,9 @@ t.test('the command list names every command, one line each', async (t) => {
   t.equal(none.status, 2, 'no arguments: exit 2');
   t.equal(none.stdout, '', 'no arguments: nothing on stdout');
   t.equal(none.stderr, help.stdout, 'no arguments: the command list on stderr');
+  const named = await cli(['help', 'embed']);
+  t.equal(named.status, 0, 'help embed: exit 0');
+  t.equal(named.stdout, (await cli(['embed', '--help'])).stdout, 'help embed is embed --help');
   const unknown = await cli(['explode']);
   t.equal(unknown.status, 2);
   t.match(unknown.stderr, /^perceiver-io: unknown command "explode" \(see perceiver-io --help\)\n$/);

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { packageRoot } from '../native/binding.js';
 import { PerceiverError } from '../errors.js';
 import { COMMANDS, globalHelp } from './commands/index.js';
+import { formatHelp } from './spec.js';
 import { UsageError } from './usage.js';
 
 function version(): string {
@@ -27,7 +28,9 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   if (command === '-h' || command === '--help' || command === 'help') {
-    process.stdout.write(globalHelp() + '\n');
+    // `perceiver-io help embed` is `perceiver-io embed --help`.
+    const named = command === 'help' && rest.length === 1 ? COMMANDS.find((c) => c.spec.name === rest[0]) : undefined;
+    process.stdout.write((named ? formatHelp(named.spec) : globalHelp()) + '\n');
     return 0;
   }
   if (command === '-v' || command === '--version') {
