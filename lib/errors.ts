@@ -84,6 +84,22 @@ export class BackendUnavailableError extends PerceiverError {
   }
 }
 
+/**
+ * A feature needs an optional package that is not installed (the library's core installs without
+ * the service and batch stacks). Names the package, the feature and the command that installs it.
+ */
+export class MissingDependencyError extends PerceiverError {
+  readonly packageName: string;
+  readonly feature: string;
+  readonly install: string;
+  constructor(packageName: string, feature: string, install: string, options?: { cause?: unknown }) {
+    super('ERR_PERCEIVER_MISSING_DEPENDENCY', `${feature} needs the "${packageName}" package, which is not installed. Run \`${install}\`.`, options);
+    this.packageName = packageName;
+    this.feature = feature;
+    this.install = install;
+  }
+}
+
 /** The device ran out of memory. The model stays usable; retry with a smaller batch. */
 export class OutOfMemoryError extends PerceiverError {
   constructor(message: string) {

@@ -133,7 +133,9 @@ function main() {
     }
   }
   const out = verbose ? 'inherit' : fs.openSync(log, 'w');
-  const build = spawnSync(process.execPath, [nodeGyp, 'rebuild'], { cwd: root, stdio: ['ignore', out, out] });
+  // Every core (or JOBS): each source, .cu files included (one make target each, see binding.gyp),
+  // is its own make job; without -j make would compile them one at a time.
+  const build = spawnSync(process.execPath, [nodeGyp, 'rebuild', '--jobs', process.env.JOBS || 'max'], { cwd: root, stdio: ['ignore', out, out] });
   if (!verbose) fs.closeSync(out);
   if (build.status === 0) {
     if (!verbose) fs.rmSync(log, { force: true });

@@ -100,6 +100,7 @@ function consumerProject(tarball: string): string {
       hasInstallScript: true,
       license: manifest.license,
       dependencies: manifest.dependencies,
+      optionalDependencies: manifest.optionalDependencies,
       bin: manifest.bin,
       engines: manifest.engines,
     },

@@ -83,9 +83,22 @@ async function filesOfManifest(manifest: string): Promise<string[]> {
 
 /**
  * The items of a job: every file the inputs and the manifest name, deduplicated by id and sorted
- * by path, so that the same inputs always give the same list in the same order.
+ * by path, so that the same inputs always give the same list in the same order. An input that
+ * names nothing (a missing path, a glob without matches) is an InvalidArgumentError.
  */
 export async function discoverItems(inputs: string[], options: { manifest?: string } = {}): Promise<EmbedJobItem[]> {
+  return (await discover(inputs, options, false)).items;
+}
+
+/**
+ * discoverItems, except that an input naming nothing is skipped and listed in `missing` (with the
+ * error that says why) rather than thrown: the CLI skips and counts such inputs.
+ */
+export async function discoverInputs(inputs: string[], options: { manifest?: string } = {}): Promise<{ items: EmbedJobItem[]; missing: InvalidArgumentError[] }> {
+  return discover(inputs, options, true);
+}
+
+async function discover(inputs: string[], options: { manifest?: string }, skipMissing: boolean): Promise<{ items: EmbedJobItem[]; missing: InvalidArgumentError[] }> {
   // Every index, holes included (some() skips the holes of a sparse array, for-of does not).
   if (!Array.isArray(inputs) || Array.from(inputs).some((input) => typeof input !== 'string' || input === '')) {
     throw new InvalidArgumentError('inputs', 'an array of non-empty paths, folders or globs', inputs);
@@ -95,12 +108,20 @@ export async function discoverItems(inputs: string[], options: { manifest?: stri
     throw new InvalidArgumentError('manifest', 'the path of a manifest file', options.manifest);
   }
   const paths: string[] = [];
-  for (const input of inputs) paths.push(...(await filesOfInput(input)));
+  const missing: InvalidArgumentError[] = [];
+  for (const input of inputs) {
+    try {
+      paths.push(...(await filesOfInput(input)));
+    } catch (error) {
+      if (!skipMissing || !(error instanceof InvalidArgumentError) || error.argument !== 'INPUT') throw error;
+      missing.push(error);
+    }
+  }
   if (options.manifest !== undefined) paths.push(...(await filesOfManifest(options.manifest)));
   const byId = new Map<string, EmbedJobItem>();
   for (const path of paths) {
     const id = itemId(path);
     if (!byId.has(id)) byId.set(id, { id, path });
   }
-  return [...byId.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  return { items: [...byId.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)), missing };
 }

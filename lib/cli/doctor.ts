@@ -12,21 +12,9 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { lstat, readdir } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { delimiter, dirname, isAbsolute, join, relative, sep } from 'node:path';
-import { parseArgs } from 'node:util';
 import { defaultHubCacheDir } from '../hub/download.js';
 import { loadAddon, packageRoot, type NativeCapabilities } from '../native/binding.js';
-import { UsageError } from './usage.js';
 
-export const DOCTOR_USAGE = `Usage: perceiver-io doctor [--json]
-
-Reports what this installation runs on: the native addon (prebuilt or built from source), the
-CPU's vector features and matrix-product library, CUDA (driver, cuBLAS / cuBLASLt, each GPU and
-its memory) and the Hugging Face cache, with what to install where something is missing.
-
-  --json      one JSON object on stdout, for scripts
-  -h, --help  show this help
-
-Exit status: 0 when the addon loads (whether or not a GPU is usable), 1 when it does not.`;
 
 export interface DoctorReport {
   node: { version: string; napi: string | undefined; platform: string; glibc?: string };
@@ -269,18 +257,9 @@ export function formatDoctorReport(r: DoctorReport): string {
   return lines.join('\n');
 }
 
-export async function runDoctorCommand(args: string[]): Promise<number> {
-  let values;
-  try {
-    values = parseArgs({ args, options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, strict: true }).values;
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
-  if (values.help) {
-    process.stdout.write(DOCTOR_USAGE + '\n');
-    return 0;
-  }
+/** `perceiver-io doctor` after its options are parsed (lib/cli/commands/doctor.ts). */
+export async function runDoctorCommand(options: { json: boolean }): Promise<number> {
   const report = await doctorReport();
-  process.stdout.write((values.json ? JSON.stringify(report, null, 2) : formatDoctorReport(report)) + '\n');
+  process.stdout.write((options.json ? JSON.stringify(report, null, 2) : formatDoctorReport(report)) + '\n');
   return report.addon.loaded ? 0 : 1;
 }

@@ -9,38 +9,13 @@
  * waits for every shard; SIGINT / SIGTERM stop the waiting only (exit 130; the shards stay queued and
  * the same command waits for them again).
  */
-import { parseArgs } from 'node:util';
 import { BackendUnavailableError, InvalidArgumentError, PerceiverError } from '../errors.js';
 import { DEVICE_DTYPES, type ComputeDType } from '../modeling/perceiver_model.js';
 import type { EnqueueProgress } from '../batch/queue.js';
+import { skippedLine } from './messages.js';
 import { UsageError } from './usage.js';
 
-const WORKER_USAGE = `Usage: perceiver-io worker --queue redis://HOST:PORT --allow-root DIR [options]
-
-Takes shards queued by "perceiver-io embed|classify --queue ..." and writes their Parquet parts
-(the model and output folder come with each shard). Run one per GPU, on any machine that sees the
-same paths. SIGINT/SIGTERM: finish the shard in progress, then exit; twice: hand it back now.
-Whoever can write to the Redis database can queue jobs: the worker reads and writes only under
-its --allow-root folders and fails any shard naming a path outside them.
-
-  --queue URL             redis://HOST:PORT (or rediss://, with user:password@ and /DB if needed)
-  --allow-root DIR        a folder jobs may read and write (repeatable; required; / allows all)
-  --device cpu            where to run: cpu, cuda or cuda:N
-  --dtype float32         compute precision (float32, tfloat32, float16, bfloat16 on CUDA)
-  --concurrency 1         shards at once
-  --lock-duration-ms N    how long a shard's lock lasts without renewal (default 60000): a dead
-                          worker's shard goes to another worker after about this long`;
-
 type Values = Record<string, string | boolean | string[] | undefined>;
-
-function parse(args: string[], options: Record<string, { type: 'string' | 'boolean'; default?: string; multiple?: boolean }>, positionals: boolean) {
-  try {
-    const parsed = parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: positionals });
-    return { values: parsed.values as Values, positionals: parsed.positionals };
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
-}
 
 function integerOption(values: Values, name: string, min: number): number | undefined {
   const raw = values[name];
@@ -73,23 +48,8 @@ async function checkDevice(device: string, dtype: string): Promise<void> {
 }
 
 /** `perceiver-io worker`: resolves the exit code; errors are thrown for main to print on one line. */
-export async function runWorkerCommand(args: string[]): Promise<number> {
-  const { values } = parse(
-    args,
-    {
-      queue: { type: 'string' },
-      device: { type: 'string', default: 'cpu' },
-      dtype: { type: 'string', default: 'float32' },
-      concurrency: { type: 'string' },
-      'lock-duration-ms': { type: 'string' },
-      'allow-root': { type: 'string', multiple: true },
-    },
-    false,
-  );
-  if (values.help) {
-    process.stdout.write(WORKER_USAGE + '\n');
-    return 0;
-  }
+/** `perceiver-io worker` after its options are parsed (lib/cli/commands/worker.ts): resolves the exit code; errors are thrown for main to print on one line. */
+export async function runWorkerCommand(values: Values): Promise<number> {
   const queue = requiredString(values, 'worker', 'queue');
   const allowedRoots = (values['allow-root'] as string[] | undefined) ?? [];
   if (allowedRoots.length === 0) {
@@ -141,37 +101,9 @@ export async function runWorkerCommand(args: string[]): Promise<number> {
   }
 }
 
-/** Flags of a local run that a queued run leaves to the workers. */
-const LOCAL_ONLY = ['devices', 'device', 'dtype', 'shard', 'strict'] as const;
-
-/** `perceiver-io embed|classify --queue ...`: resolves the exit code. */
-export async function runQueuedEmbedCommand(task: 'embed' | 'classify', args: string[], usage: string): Promise<number> {
-  const { values, positionals } = parse(
-    args,
-    {
-      queue: { type: 'string' },
-      model: { type: 'string' },
-      out: { type: 'string' },
-      manifest: { type: 'string' },
-      'shard-size': { type: 'string' },
-      'batch-size': { type: 'string' },
-      attempts: { type: 'string' },
-      devices: { type: 'string' },
-      device: { type: 'string' },
-      dtype: { type: 'string' },
-      shard: { type: 'string' },
-      strict: { type: 'boolean' },
-    },
-    true,
-  );
-  if (values.help) {
-    process.stdout.write(usage + '\n');
-    return 0;
-  }
+/** `perceiver-io embed|classify --queue ...` after its options are parsed (lib/cli/commands/embed.ts): resolves the exit code. */
+export async function runQueuedEmbedCommand(task: 'embed' | 'classify', values: Values, positionals: string[]): Promise<number> {
   const label = `perceiver-io ${task}`;
-  for (const name of LOCAL_ONLY) {
-    if (values[name] !== undefined) throw new UsageError(`--${name} is for a local run; with --queue each worker chooses its own (perceiver-io worker --device ... --dtype ...)`);
-  }
   const queue = requiredString(values, task, 'queue');
   const model = requiredString(values, task, 'model');
   const out = requiredString(values, task, 'out');
@@ -221,7 +153,7 @@ export async function runQueuedEmbedCommand(task: 'embed' | 'classify', args: st
     });
     flush();
     const shown = result.failed.slice(0, 20);
-    for (const failure of shown) process.stderr.write(`${label}: skipped ${failure.path}: ${failure.reason}\n`);
+    for (const failure of shown) process.stderr.write(skippedLine(label, failure) + '\n');
     if (result.failed.length > shown.length) process.stderr.write(`${label}: ... and ${result.failed.length - shown.length} more unreadable files\n`);
     process.stderr.write(
       `${label}: ${result.items} items: ${result.written} written by ${result.shards} shard${result.shards === 1 ? '' : 's'} (${result.added} queued now), ` +

@@ -29,13 +29,13 @@
  */
 import { availableParallelism } from 'node:os';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import Fastify, { type FastifyError, type FastifyReply, type FastifyRequest } from 'fastify';
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { DisposedError, InvalidArgumentError, PerceiverError } from '../errors.js';
 import { DEFAULT_MAX_INPUT_PIXELS, ImageTooLargeError, PerceiverImageProcessor, prepareImageDecoding } from '../image_processor.js';
 import { PerceiverClassificationDecoder } from '../modeling/decoders.js';
 import type { PerceiverModel } from '../modeling/perceiver_model.js';
 import { PerceiverImagePreprocessor, PerceiverTextPreprocessor } from '../modeling/preprocessors.js';
+import { requireOptional } from '../optional.js';
 import { Tensor } from '../tensor.js';
 import { PerceiverTokenizer } from '../tokenizer.js';
 import { WorkerPool, siblingModule } from '../worker_pool.js';
@@ -187,6 +187,8 @@ export async function serve(model: PerceiverModel<any>, options: ServeOptions = 
     throw new InvalidArgumentError('model', 'a loaded PerceiverModel', model);
   }
   if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options', 'an object', options);
+  // Optional packages (lib/optional.ts): a MissingDependencyError before anything is started.
+  const [{ default: Fastify }, { Counter, Gauge, Histogram, Registry }] = await Promise.all([requireOptional<typeof import('fastify')>('fastify'), requireOptional<typeof import('prom-client')>('prom-client')]);
   const host = options.host ?? '127.0.0.1';
   if (typeof host !== 'string' || host === '') throw new InvalidArgumentError('options.host', 'a host name or address', host);
   const port = optionalInteger(options, 'port', 0) ?? 0;
