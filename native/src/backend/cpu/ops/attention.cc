@@ -1,6 +1,6 @@
 // Multi-head scaled dot-product attention on the CPU.
 //
-// Products go through sgemm strided straight out of the projection layout (views of [rows, heads *
+// Products go through cpu::Gemm strided straight out of the projection layout (views of [rows, heads *
 // width] blocks, possibly columns of one fused QKV buffer), so heads need no transpose copy. Key
 // padding given as per-item lengths shortens each item's key range (no masked work at all). Without requested weights the softmax is computed online over
 // blocks of keys (flash-attention style), so memory stays bounded for any number of keys.
