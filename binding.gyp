@@ -8,8 +8,7 @@
       "sources": ["<!@(node native/scripts/build-config.cjs sources)"],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
-        "native/src",
-        "<!(node native/scripts/build-config.cjs openblas-include)"
+        "native/src"
       ],
       # NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS: a JavaScript exception that cannot be thrown because
       # the environment is being torn down (a worker thread ending mid-call) is dropped instead of
@@ -19,11 +18,10 @@
       "cflags_cc": ["-std=c++17", "-O3", "-fvisibility=hidden", "-Wall", "-Wextra", "-Wno-unused-parameter"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++14", "-std=gnu++17"],
       "libraries": [
-        "<!(node native/scripts/build-config.cjs openblas-lib)",
         "-lpthread",
         "-lm",
         "-Wl,--exclude-libs,ALL",
-        # Never unloaded: the engine's thread pool and OpenBLAS's threads outlive the worker thread
+        # Never unloaded: the engine's thread pool outlives the worker thread
         # that first loaded the addon, and Node unloads a worker's addons when it ends.
         "-Wl,-z,nodelete"
       ],

@@ -1,6 +1,6 @@
 /**
  * Shared pieces of the benchmark suite: the case interface that `run.ts` drives, machine facts
- * for the report header, timing statistics, the sgemm reference rate and plain-text tables.
+ * for the report header, timing statistics, the FMA-peak reference rate and plain-text tables.
  */
 import { readFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, totalmem } from 'node:os';
@@ -56,8 +56,8 @@ export interface MachineInfo {
   memoryGiB: number;
   node: string;
   platform: string;
-  blas: string;
-  blasThreads: number;
+  /** The micro-kernels the engine's products run (capabilities().cpu.gemm, e.g. "avx512"). */
+  gemm: string;
   engineThreads: number;
   cuda: string;
   /** The .node file node-gyp-build picks (relative to the package root). */
@@ -99,8 +99,7 @@ export function machineInfo(): MachineInfo {
     memoryGiB: totalmem() / 2 ** 30,
     node: process.version,
     platform: `${process.platform}-${process.arch}`,
-    blas: caps.cpu.blas,
-    blasThreads: caps.cpu.blasThreads,
+    gemm: caps.cpu.gemm,
     engineThreads: caps.cpu.threads,
     cuda: caps.cuda.available ? 'available' : `unavailable (${caps.cuda.reason ?? 'no reason given'})`,
     addon: addonPath(),
@@ -131,34 +130,25 @@ export function peakRssMiB(): number {
   return process.resourceUsage().maxRSS / 1024;
 }
 
-export interface SgemmShape {
-  m: number;
-  n: number;
-  k: number;
-  /** What the shape stands for in the models. */
-  label: string;
-}
-
-export interface SgemmSample extends SgemmShape {
-  seconds: number;
+export interface FmaPeak {
+  /** Best-of-`repeats` rate of a register-only FMA loop, GFLOP/s (2 FLOPs per multiply-add). */
   gflops: number;
+  /** The engine's pool size, over which the loop ran (one copy per thread). */
+  threads: number;
+  /** The kernel set whose FMA loop ran (the one the products use). */
+  isa: string;
 }
 
-export interface SgemmSweep {
-  samples: SgemmSample[];
-  /** The best rate over the shapes. */
-  peak: number;
-}
-
-/** Best-of-`repeats` sgemm (C = A·Bᵀ, like a linear layer) through the engine's own OpenBLAS for each shape. */
-export async function measureSgemm(shapes: readonly SgemmShape[], repeats: number): Promise<SgemmSweep> {
-  const addon = loadAddon();
-  const samples: SgemmSample[] = [];
-  for (const shape of shapes) {
-    const { seconds, gflops } = await addon.blasBenchmark(shape.m, shape.n, shape.k, repeats);
-    samples.push({ ...shape, seconds, gflops });
-  }
-  return { samples, peak: Math.max(...samples.map((s) => s.gflops)) };
+/**
+ * The machine's float32 FMA peak on the engine's threads (cpuKernelCheck op "fma_peak"), the
+ * reference the benchmarks report the model's rate against. Until 2026-12-02 that reference was
+ * OpenBLAS's best sgemm rate; OpenBLAS is no longer linked, and the FMA peak is the ceiling any
+ * product (ours or a BLAS's) can reach, so "% of FMA peak" reads lower than "% of sgemm" did.
+ */
+export async function measureFmaPeak(repeats: number): Promise<FmaPeak> {
+  const threads = capabilities().cpu.threads;
+  const r = await loadAddon().cpuKernelCheck({ op: 'fma_peak', threads, iterations: repeats });
+  return { gflops: r.gflops, threads, isa: r.isa };
 }
 
 /** Fixed-point formatting with thousands separators. */

@@ -1,11 +1,13 @@
 /**
  * CPU product micro-benchmark: the engine's own packed-weight products (native/src/backend/cpu/
- * kernels) against the OpenBLAS it links (sgemm, as Debian ships it: the core OpenBLAS picks on
- * this CPU) and the same OpenBLAS told to use its AVX-512 kernels (OPENBLAS_CORETYPE=SkylakeX, set
- * only in a child process of this benchmark, for comparison), on 1 and 2 threads, at the matrix
- * shapes of language-perceiver and vision-perceiver-learned (batch 1 and 8), with the machine's
- * FMA peak from a register-only loop. Each of our products is validated against a float64
+ * kernels) against the machine's FMA peak from a register-only loop (the ceiling any product can
+ * reach), on 1 and 2 threads, at the matrix shapes of language-perceiver and
+ * vision-perceiver-learned (batch 1 and 8). Each of our products is validated against a float64
  * reference first (sampled rows; relative error must stay under 1e-5).
+ *
+ * OpenBLAS was removed from the project on 2026-12-02 (the addon no longer links any BLAS); its
+ * columns here (shipped and OPENBLAS_CORETYPE=SkylakeX) went with it. The last comparison with it
+ * is recorded in bench/RESULTS.md ("CPU products: own AVX-512 kernels against OpenBLAS").
  *
  * The machine may be shared: every configuration is timed in each of several interleaved rounds;
  * the table gives the best round (max GFLOP/s) and the median of rounds. On 1 thread the time is
@@ -14,10 +16,7 @@
  *
  *   npx tsc -p tsconfig.build.json && node dist/bench/cpu_gemm.js [--rounds 3] [--quick]
  */
-import { spawnSync } from 'node:child_process';
 import { cpus, loadavg } from 'node:os';
-import { fileURLToPath } from 'node:url';
-import { capabilities } from '../lib/index.js';
 import { loadAddon, type CpuKernelResult } from '../lib/native/binding.js';
 
 interface Shape {
@@ -49,7 +48,7 @@ const SHAPES: (Shape & { batch: number })[] = [
   ...BASE.filter((s) => s.m < 50176).map((s) => ({ ...s, m: s.m * 8, batch: 8 })),
 ];
 
-type Engine = 'ours' | 'openblas' | 'openblas-skylakex';
+type Engine = 'ours';
 const THREADS = [1, 2] as const;
 
 function key(s: Shape, threads: number, engine: Engine): string {
@@ -61,25 +60,12 @@ function iterationsFor(s: Shape): number {
   return Math.max(2, Math.min(10, Math.ceil(1.5 / gflop)));
 }
 
-async function timeOpenBlas(shapes: Shape[]): Promise<Record<string, number>> {
-  const addon = loadAddon();
-  const out: Record<string, number> = {};
-  for (const s of shapes) {
-    for (const threads of THREADS) {
-      const r = await addon.cpuKernelCheck({ op: 'openblas', m: s.m, k: s.k, n: s.n, threads, iterations: iterationsFor(s) });
-      out[key(s, threads, 'openblas')] = threads === 1 ? r.gflopsThreadCpu : r.gflops;
-    }
-  }
-  return out;
-}
-
-function parseArgs(): { rounds: number; quick: boolean; child: boolean } {
+function parseArgs(): { rounds: number; quick: boolean } {
   const args = process.argv.slice(2);
   const at = args.indexOf('--rounds');
   return {
     rounds: at >= 0 ? Math.max(1, Number(args[at + 1]) || 3) : 3,
     quick: args.includes('--quick'),
-    child: args.includes('--openblas-child'),
   };
 }
 
@@ -89,20 +75,13 @@ function median(values: number[]): number {
 }
 
 async function main(): Promise<void> {
-  const { rounds, quick, child } = parseArgs();
+  const { rounds, quick } = parseArgs();
   const shapes = quick ? SHAPES.filter((s) => s.batch === 1 && s.m < 50176) : SHAPES;
-  if (child) {
-    // The SkylakeX run: this process was started with OPENBLAS_CORETYPE set.
-    const result = await timeOpenBlas(shapes);
-    process.stdout.write(JSON.stringify({ core: capabilities().cpu.blas, result }));
-    return;
-  }
   const addon = loadAddon();
   const log = (line: string) => process.stderr.write(`${line}\n`);
   const samples = new Map<string, number[]>();
   const add = (k: string, v: number) => samples.set(k, [...(samples.get(k) ?? []), v]);
   const peaks: Record<number, number[]> = { 1: [], 2: [] };
-  let skylakeCore = '';
   const started = new Date();
   const loads: number[] = [];
 
@@ -123,18 +102,6 @@ async function main(): Promise<void> {
         add(key(s, threads, 'ours'), threads === 1 ? r.gflopsThreadCpu : r.gflops);
       }
     }
-    for (const [k, v] of Object.entries(await timeOpenBlas(shapes))) add(k, v);
-    const script = fileURLToPath(import.meta.url);
-    const sky = spawnSync(process.execPath, [script, '--openblas-child', ...(quick ? ['--quick'] : [])], {
-      env: { ...process.env, OPENBLAS_CORETYPE: 'SkylakeX' },
-      encoding: 'utf8',
-      maxBuffer: 1 << 24,
-      timeout: 30 * 60 * 1000,
-    });
-    if (sky.status !== 0) throw new Error(`the SkylakeX OpenBLAS child failed: ${sky.stderr}`);
-    const parsed = JSON.parse(sky.stdout) as { core: string; result: Record<string, number> };
-    skylakeCore = parsed.core;
-    for (const [k, v] of Object.entries(parsed.result)) add(k.replace(/\/openblas$/, '/openblas-skylakex'), v);
     log(`round ${round + 1} of ${rounds} done (load average ${loadavg()[0]!.toFixed(1)})`);
   }
 
@@ -144,24 +111,19 @@ async function main(): Promise<void> {
   const peak = { 1: Math.max(...peaks[1]!), 2: Math.max(...peaks[2]!) };
   const lines: string[] = [];
   lines.push(`CPU: ${cpus()[0]?.model ?? 'unknown'}, ${cpus().length} logical cores; kernels: ${(await addon.cpuKernelCheck({ op: 'add' })).isa}`);
-  lines.push(`OpenBLAS as shipped: ${capabilities().cpu.blas}`);
-  lines.push(`OpenBLAS with OPENBLAS_CORETYPE=SkylakeX: ${skylakeCore}`);
   lines.push(`FMA peak (register-only loop, best of ${rounds} rounds): ${fmt(peak[1])} GFLOP/s on 1 thread (thread CPU time), ${fmt(peak[2])} on 2 (wall clock)`);
   lines.push(`Started ${started.toISOString()}, ${rounds} interleaved rounds, load average at round starts: ${loads.map((l) => l.toFixed(1)).join(', ')}`);
   lines.push('');
   lines.push('GFLOP/s, best round (median of rounds in parentheses); 1 thread: thread CPU time, 2 threads: wall clock:');
   lines.push('');
-  lines.push('| model | product | batch | m x k x n | threads | ours | OpenBLAS (shipped) | OpenBLAS SkylakeX | ours / best OpenBLAS | ours / FMA peak |');
-  lines.push('| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |');
+  lines.push('| model | product | batch | m x k x n | threads | ours | ours / FMA peak |');
+  lines.push('| --- | --- | ---: | --- | ---: | ---: | ---: |');
   for (const s of shapes) {
     for (const threads of THREADS) {
       const ours = best(key(s, threads, 'ours'));
-      const blas = Math.max(best(key(s, threads, 'openblas')), best(key(s, threads, 'openblas-skylakex')));
       lines.push(
         `| ${s.model} | ${s.what} | ${s.batch} | ${s.m} x ${s.k} x ${s.n} | ${threads} | ${fmt(ours)} (${fmt(med(key(s, threads, 'ours')))}) | ` +
-          `${fmt(best(key(s, threads, 'openblas')))} (${fmt(med(key(s, threads, 'openblas')))}) | ` +
-          `${fmt(best(key(s, threads, 'openblas-skylakex')))} (${fmt(med(key(s, threads, 'openblas-skylakex')))}) | ` +
-          `${(ours / blas).toFixed(2)}x | ${((100 * ours) / peak[threads]).toFixed(0)} % |`,
+          `${((100 * ours) / peak[threads]).toFixed(0)} % |`,
       );
     }
   }

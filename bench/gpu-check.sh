@@ -3,7 +3,7 @@
 #
 # Here, first:  bash bench/gpu-check.sh --prepare
 #   packs what the GPU machine lacks into .device/ (ignored by git): Node, Node's headers,
-#   node-addon-api's headers, the compiled TypeScript (dist), a static OpenBLAS, the anchors.
+#   node-addon-api's headers, the compiled TypeScript (dist), the anchors.
 # There:        bash bench/gpu-check.sh      (device `run` with carry [".device"]; about 6-7 minutes)
 #   builds the addon with plain cmake (no node_modules, no network there), runs the kernel checks
 #   and every fixture's parity in each precision (dist/bench/gpu-check.js), then transformers'
@@ -21,9 +21,6 @@ if [ "${1:-}" = "--prepare" ]; then
   rm -rf .device/node-addon-api && cp -r node_modules/node-addon-api .device/node-addon-api
   npx tsc -p tsconfig.build.json && rm -rf .device/dist && cp -r dist .device/dist
   rm -rf .device/anchors && cp -r ../shared/anchors .device/anchors
-  mkdir -p .device/openblas/include .device/openblas/lib
-  cp "$(node native/scripts/build-config.cjs openblas-include)"/*.h .device/openblas/include/
-  xz -c "$(readlink -f "$(node native/scripts/build-config.cjs openblas-lib)")" > .device/openblas/lib/libopenblas.a.xz
   du -sh .device
   echo "working tree + .device (must stay under 64 MiB):"
   { git ls-files -z | xargs -0 du -cb | tail -1; du -sb .device; } | awk '{ s += $1 } END { printf "%.1f MiB\n", s / 1048576 }'
@@ -39,11 +36,10 @@ step "toolchain"
 mkdir -p /tmp/nb && xz -dc .device/node.xz > /tmp/nb/node && chmod +x /tmp/nb/node
 export PATH=/tmp/nb:/usr/local/cuda/bin:$PATH
 mkdir -p /tmp/nodeh && tar -xJf .device/node-headers.tar.xz -C /tmp/nodeh
-[ -f .device/openblas/lib/libopenblas.a ] || xz -dk .device/openblas/lib/libopenblas.a.xz
 node --version; nvcc --version | tail -1; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 
 step "build (plain cmake, CUDA sm_90 for this card)"
-export PERCEIVER_CUDA_ARCHS=90 PERCEIVER_OPENBLAS_DIR="$PWD/.device/openblas"
+export PERCEIVER_CUDA_ARCHS=90
 rm -rf build && mkdir -p build
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_JS_INC=/tmp/nodeh/include/node \
   -DNODE_ADDON_API_DIR="$PWD/.device/node-addon-api" > "$OUT_DIR/build.log" 2>&1 &&

@@ -67,7 +67,7 @@ function header(m: MachineInfo): string {
     `perceiver-io benchmark, ${m.date}`,
     `cpu:    ${m.cpuModel}, ${m.cores} cores, ${fmt(m.memoryGiB, 1)} GiB, ${m.platform}`,
     `node:   ${m.node}`,
-    `blas:   ${m.blas} (${m.blasThreads} threads; engine ${m.engineThreads} threads)`,
+    `gemm:   own ${m.gemm} kernels (engine ${m.engineThreads} threads)`,
     `cuda:   ${m.cuda}`,
     `addon:  ${m.addon}`,
     `load:   ${m.loadAverage.map((x) => x.toFixed(2)).join(' ')} (1/5/15-min load average at start)`,

@@ -621,7 +621,7 @@ function header(m: MachineInfo, cli: CliOptions, modelName: string, texts: strin
   return [
     `perceiver-io serve load benchmark, ${m.date}`,
     `cpu:     ${m.cpuModel}, ${m.cores} cores, ${fmt(m.memoryGiB, 1)} GiB, ${m.platform}`,
-    `node:    ${m.node}; blas ${m.blas} (engine ${m.engineThreads} threads); cuda ${m.cuda}`,
+    `node:    ${m.node}; gemm ${m.gemm} (engine ${m.engineThreads} threads); cuda ${m.cuda}`,
     `load:    ${m.loadAverage.map((x) => x.toFixed(2)).join(' ')} (1/5/15-min load average at start)`,
     `model:   ${modelName} from ${cli.model} (CPU, float32)`,
     `clients: ${cli.clients} clients, keep-alive, back to back; ${cli.warmup} s warm-up, then per route and server ${PHASE_SETTLE_S} s settling + ${cli.seconds} s measured`,

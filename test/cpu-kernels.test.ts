@@ -9,6 +9,7 @@
  */
 import t, { type Test } from 'tap';
 import { readFileSync } from 'node:fs';
+import { capabilities } from '../lib/index.js';
 import { loadAddon, type CpuIsa, type CpuKernelRequest, type CpuKernelResult } from '../lib/native/binding.js';
 
 const addon = loadAddon();
@@ -118,6 +119,26 @@ t.test('plain products (attention blocks): both layouts of B, alpha, beta', asyn
   }
 });
 
+// The attention blocks' products at the language model's shapes (8 heads of q/k width 32 and v
+// width 160 strided out of a fused [q k v] row of 1792; 256 latents; 2048-key blocks of the
+// encoder's cross-attention), and shapes that cross the packed B's k blocks and column chunks.
+t.test('plain products at the attention shapes: small k, long keys, k blocks and B chunks', async (t) => {
+  const shapes: [string, Omit<CpuKernelRequest, 'op' | 'isa'>][] = [
+    ['self-attention Q.K^T', { m: 256, n: 256, k: 32, transposed: true, alpha: 0.17677669, lda: 1792, ldb: 1792, ldc: 256 }],
+    ['self-attention P.V', { m: 256, n: 160, k: 256, transposed: false, beta: 1, lda: 256, ldb: 1792, ldc: 160 }],
+    ['cross-attention Q.K^T, 2048 keys', { m: 256, n: 2048, k: 32, transposed: true, alpha: 0.17677669, lda: 256, ldb: 256 }],
+    ['cross-attention P.V, 2048 keys', { m: 256, n: 160, k: 2048, transposed: false, beta: 1, ldb: 1280 }],
+    ['k blocks with a remainder, a partial row tile', { m: 30, n: 70, k: 700, transposed: true, alpha: -0.5, beta: 1, lda: 701, ldb: 703, ldc: 75 }],
+    ['one-panel chunks of B (long k), a partial panel', { m: 3, n: 45, k: 9000, transposed: false, ldb: 47 }],
+  ];
+  for (const isa of ISAS) {
+    for (const [what, shape] of shapes) {
+      t.comment(what);
+      await check(t, { op: 'gemm', isa, ...shape }, 1e-5);
+    }
+  }
+});
+
 t.test('row kernels: LayerNorm (fused residual), GELU, exp, softmax, add', async (t) => {
   for (const isa of ISAS) {
     for (const n of [1, 3, 17, 261, 322, 1280]) {
@@ -152,6 +173,17 @@ t.test("rows.h's threaded functions split rows and elements over 2 threads", asy
   await check(t, { op: 'add', m: 1, n: 100003, threads: 2 }, 0);
 });
 
+// The benchmarks' reference rate (bench/common.ts measureFmaPeak): on every thread of the engine's pool.
+t.test("fma_peak times a register-only FMA loop on 1 thread and on the engine's pool", async (t) => {
+  const threads = capabilities().cpu.threads;
+  const one = await addon.cpuKernelCheck({ op: 'fma_peak', threads: 1, iterations: 2 });
+  const all = await addon.cpuKernelCheck({ op: 'fma_peak', threads, iterations: 2 });
+  for (const [what, r] of [['1 thread', one], [`${threads} threads`, all]] as const) {
+    t.ok(r.gflops > 1 && Number.isFinite(r.gflops), `${what}: ${r.gflops.toFixed(1)} GFLOP/s`);
+    t.ok(r.bestMs > 0 && r.bestMs <= r.medianMs, `${what}: best ${r.bestMs.toFixed(2)} ms <= median ${r.medianMs.toFixed(2)} ms`);
+  }
+});
+
 t.test('malformed requests are typed errors', async (t) => {
   const bad: [string, unknown][] = [
     ['lda narrower than k', { op: 'gemm_packed', m: 2, n: 2, k: 8, lda: 4 }],
@@ -164,6 +196,8 @@ t.test('malformed requests are typed errors', async (t) => {
     ['hours of work', { op: 'gemm_packed', m: 1 << 13, n: 1 << 13, k: 1 << 13, iterations: 1000 }],
     ['beta other than 0 or 1', { op: 'gemm', beta: 2 }],
     ['non-finite alpha', { op: 'gemm', alpha: Number.NaN }],
+    ['products on more than 2 threads', { op: 'gemm', threads: 3 }],
+    ['fma_peak on more threads than the engine has', { op: 'fma_peak', threads: 1 << 20 }],
   ];
   for (const [what, request] of bad) {
     await t.rejects(async () => addon.cpuKernelCheck(request as CpuKernelRequest), { code: 'ERR_PERCEIVER_INVALID_ARGUMENT' }, what);

@@ -35,8 +35,7 @@ t.test('--json agrees with capabilities() and sizes the Hub cache', async (t) =>
   t.ok(existsSync(report.addon.path), `the binary it names exists: ${report.addon.path}`);
   t.match(report.addon.kind, /^(prebuilt|source build)$/);
   t.equal(report.addon.kind === 'prebuilt', report.addon.path.includes('/prebuilds/'), 'kind follows the folder the binary came from');
-  const gemm = (caps.cpu as { gemm?: unknown }).gemm;
-  t.equal(report.cpu.products, gemm === undefined ? caps.cpu.blas : typeof gemm === 'string' ? gemm : JSON.stringify(gemm), 'the matrix-product library the engine reports');
+  t.equal(report.cpu.products, caps.cpu.gemm, 'the micro-kernels the engine reports for its products');
   t.equal(report.cpu.threads, caps.cpu.threads);
   if (existsSync('/proc/cpuinfo')) {
     const flags = new Set(/^flags\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))![1]!.split(/\s+/));

@@ -58,7 +58,6 @@ const BARE = (path: string) => ({
   CXX: '/nonexistent/c++',
   PYTHON: '/nonexistent/python3',
   npm_config_python: '/nonexistent/python3',
-  PERCEIVER_OPENBLAS_DIR: '/nonexistent/openblas',
 });
 
 // Node's own headers, where this Node has them, so that node-gyp does not download them.

@@ -42,9 +42,13 @@ t.test('npm run prebuild: one self-contained binary for CPU and CUDA', async (t)
   t.same(binaries, ['perceiver-io.glibc.node'], `one binary in prebuilds/${process.platform}-${process.arch}, tagged glibc`);
   if (binaries.length !== 1) return;
   state.binary = join(platformDir, binaries[0]!);
-  // Nothing beyond the C/C++ runtime: no shared BLAS, Fortran or CUDA library.
+  // Nothing beyond the C/C++ runtime: no BLAS (the products are the engine's own kernels), no
+  // Fortran or CUDA library (cudart static, cuBLAS loaded at run time).
   const deps = execFileSync('ldd', [state.binary], { encoding: 'utf8' });
-  t.notMatch(deps, /openblas|gfortran|cudart|cublas|libcuda|not found/, 'no shared BLAS, Fortran or CUDA library needed (cudart static, cuBLAS loaded at run time)');
+  t.notMatch(deps, /blas|gfortran|cudart|cublas|libcuda|not found/, 'no shared BLAS, Fortran or CUDA library needed');
+  const needed = deps.split('\n').map((l) => /^\s*(\S+)/.exec(l)?.[1]).filter((l): l is string => !!l);
+  const runtime = /^(linux-vdso\.so|linux-gate\.so|\/?.*ld-linux[-\w.]*\.so|lib(c|m|dl|rt|pthread|stdc\+\+|gcc_s)\.so)/;
+  t.same(needed.filter((l) => !runtime.test(l)), [], `only libc, libm, libstdc++ and libgcc_s (and the loader): ${needed.join(', ')}`);
   const symbols = execFileSync('objdump', ['-T', state.binary], { encoding: 'utf8' });
   const newest = (prefix: string) => [...new Set(symbols.match(new RegExp(`${prefix}_[0-9.]+`, 'g')) ?? [])].sort((a, b) => a.localeCompare(b, undefined, { numeric: true })).pop();
   t.comment(`needs ${newest('GLIBC')}, ${newest('GLIBCXX')} (README: Platforms)`);
@@ -116,7 +120,7 @@ function consumerProject(tarball: string): string {
   return dir;
 }
 
-/** A machine without build tools: PATH holds node and npm only; the compilers, python and OpenBLAS point at nothing. */
+/** A machine without build tools: PATH holds node and npm only; the compilers, python and nvcc point at nothing. */
 function bareEnv(t: Test): NodeJS.ProcessEnv {
   const bin = join(work, 'bin');
   mkdirSync(bin, { recursive: true });
@@ -132,7 +136,6 @@ function bareEnv(t: Test): NodeJS.ProcessEnv {
     CXX: '/nonexistent/c++',
     PYTHON: '/nonexistent/python3',
     npm_config_python: '/nonexistent/python3',
-    PERCEIVER_OPENBLAS_DIR: '/nonexistent/openblas',
     PERCEIVER_NVCC: '/nonexistent/nvcc',
   };
 }

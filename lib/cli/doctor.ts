@@ -30,7 +30,7 @@ export interface DoctorReport {
     model?: string;
     /** What the processor offers (from /proc/cpuinfo on Linux). */
     features: { avx512f: boolean; avx2: boolean; fma: boolean } | null;
-    /** What the engine uses for matrix products (capabilities().cpu.gemm, else .blas). */
+    /** The micro-kernels the engine's matrix products run (capabilities().cpu.gemm, e.g. "avx512"). */
     products?: string;
     threads?: number;
   };
@@ -167,9 +167,9 @@ export async function doctorReport(): Promise<DoctorReport> {
     report.addon = { loaded: false, error: error instanceof Error ? error.message : String(error) };
   }
 
-  const cpu = caps?.cpu as (NativeCapabilities['cpu'] & { gemm?: unknown }) | undefined;
+  const cpu = caps?.cpu as NativeCapabilities['cpu'] | undefined;
   if (cpu) {
-    report.cpu.products = text(cpu.gemm) ?? text(cpu.blas);
+    report.cpu.products = text(cpu.gemm);
     report.cpu.threads = typeof cpu.threads === 'number' ? cpu.threads : undefined;
   }
 

@@ -104,7 +104,12 @@ export interface BackendCapability {
 }
 
 export interface NativeCapabilities {
-  cpu: BackendCapability & { blas: string; blasThreads: number; threads: number; dtypes: string[] };
+  cpu: BackendCapability & {
+    /** The micro-kernels the products run, chosen once from CPUID: "avx512", "avx512-bf16", "avx2" or "scalar". */
+    gemm: CpuIsa;
+    threads: number;
+    dtypes: string[];
+  };
   cuda: BackendCapability & {
     deviceCount: number;
     devices: string[];
@@ -120,7 +125,7 @@ export interface NativeCapabilities {
 export type CpuIsa = 'scalar' | 'avx2' | 'avx512' | 'avx512-bf16';
 
 export interface CpuKernelRequest {
-  op: 'gemm_packed' | 'gemm' | 'layer_norm' | 'gelu' | 'exp' | 'softmax' | 'add' | 'openblas' | 'fma_peak';
+  op: 'gemm_packed' | 'gemm' | 'layer_norm' | 'gelu' | 'exp' | 'softmax' | 'add' | 'fma_peak';
   /** Kernel set (default: the one this CPU runs); one the CPU lacks is rejected. */
   isa?: CpuIsa;
   m?: number;
@@ -143,7 +148,8 @@ export interface CpuKernelRequest {
   sumOut?: boolean;
   /** layer_norm: the output overwrites x, and x + residual (sumOut) overwrites the residual. */
   inPlace?: boolean;
-  threads?: 1 | 2;
+  /** 1 or 2; fma_peak also takes up to the engine's pool size (capabilities().cpu.threads). */
+  threads?: number;
   /** Products: also run on the other thread count and compare bits (default true; false saves a copy of C). */
   compareThreads?: boolean;
   seed?: number;
@@ -187,7 +193,6 @@ interface NativeAddon {
   /** Device-tensor buffers alive in this process (held by undisposed tensors or copies in flight). */
   deviceTensorStats(): { live: number; bytes: number };
   capabilities(): NativeCapabilities;
-  /** Best-of-`repeats` time of one m x n x k sgemm through the engine's own BLAS. */
   /**
    * One fused op of the CPU backend (linear: sizes [rows, in, out, period]; layer_norm: [rows, dim];
    * attention: [batch, heads, nq, nk, dqk, dv]) on random inputs in the graph's layouts, against a
@@ -205,11 +210,10 @@ interface NativeAddon {
     seed?: number;
     dtype?: 'float32' | 'bfloat16';
   }): Promise<{ relativeError: number; maxAbsError: number; outputs: number }>;
-  blasBenchmark(m: number, n: number, k: number, repeats: number): Promise<{ seconds: number; gflops: number }>;
   /**
    * Checks (and optionally times) one CPU kernel of native/src/backend/cpu/kernels on a chosen
    * instruction set against a double-precision reference, with random inputs from `seed`. For
-   * tests and bench/cpu_gemm.ts; op "openblas" and "fma_peak" only time.
+   * tests and bench/cpu_gemm.ts; op "fma_peak" only times (threads: 1 up to the engine's pool size).
    */
   cpuKernelCheck(request: CpuKernelRequest): Promise<CpuKernelResult>;
   /** Free and total bytes of a CUDA device (zeros without CUDA). */

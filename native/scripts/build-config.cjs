@@ -1,13 +1,12 @@
 // Build settings shared by binding.gyp (node-gyp, prebuildify) and CMakeLists.txt (cmake-js), so
-// the two builds compile one source list and link one BLAS.
+// the two builds compile one source list with one set of CUDA settings.
 //   node native/scripts/build-config.cjs sources           the C++ (and, with CUDA, .cu) files, relative to the repo root
-//   node native/scripts/build-config.cjs openblas-include | openblas-lib
 //   node native/scripts/build-config.cjs cuda-enabled      1 when nvcc and a static cudart were found, else 0
 //   node native/scripts/build-config.cjs nvcc | nvcc-flags | cuda-include | cuda-lib-dir | cuda-archs
 //
-// OpenBLAS is linked statically (its pthread build; the engine runs it single-threaded) so that a
-// prebuilt binary needs nothing installed. Set PERCEIVER_OPENBLAS_DIR to a folder holding
-// include/cblas.h and lib/libopenblas.a to use another build.
+// No BLAS: the CPU products are the engine's own kernels (native/src/backend/cpu/kernels/gemm.h
+// says why), so building needs only a C++17 compiler, python3 and make, and a prebuilt binary
+// needs nothing installed beyond the C/C++ runtime.
 //
 // CUDA: compiled wherever nvcc exists (this machine and CI compile and link every kernel even
 // without a GPU). cudart is linked statically and cuBLAS is loaded at run time, so one binary runs
@@ -27,25 +26,6 @@ function list(file) {
     .map((s) => s.trim())
     .filter((s) => s && !s.startsWith('#'))
     .map((s) => path.posix.join('native', 'src', s));
-}
-
-function openblas() {
-  const custom = process.env.PERCEIVER_OPENBLAS_DIR;
-  const candidates = custom
-    ? [{ include: path.join(custom, 'include'), lib: path.join(custom, 'lib', 'libopenblas.a') }]
-    : ['x86_64-linux-gnu', 'aarch64-linux-gnu']
-        .map((triple) => ({ include: `/usr/include/${triple}/openblas-pthread`, lib: `/usr/lib/${triple}/openblas-pthread/libopenblas.a` }))
-        .concat([{ include: '/usr/include/openblas', lib: '/usr/lib64/libopenblas.a' }]);
-  for (const c of candidates) {
-    if (fs.existsSync(path.join(c.include, 'cblas.h')) && fs.existsSync(c.lib)) return c;
-  }
-  process.stderr.write(
-    'perceiver-io: cannot find a static OpenBLAS (cblas.h and libopenblas.a) to build the native addon.\n' +
-      '  On Debian/Ubuntu: apt-get install libopenblas-pthread-dev\n' +
-      '  Or set PERCEIVER_OPENBLAS_DIR to a folder with include/cblas.h and lib/libopenblas.a.\n' +
-      `  Looked in: ${candidates.map((c) => c.lib).join(', ')}\n`,
-  );
-  process.exit(1);
 }
 
 function nvccCandidates() {
@@ -107,12 +87,6 @@ switch (what) {
   case 'sources':
     out(list('sources.txt').concat(c ? list('cuda-sources.txt') : ['native/src/backend/cuda/cuda_unavailable.cc']).join(' '));
     break;
-  case 'openblas-include':
-    out(openblas().include);
-    break;
-  case 'openblas-lib':
-    out(openblas().lib);
-    break;
   case 'cuda-enabled':
     out(c ? '1' : '0');
     break;
@@ -132,6 +106,6 @@ switch (what) {
     out(c ? c.archs.join(';') : '');
     break;
   default:
-    process.stderr.write('usage: build-config.cjs sources|openblas-include|openblas-lib|cuda-enabled|nvcc|nvcc-flags|cuda-include|cuda-lib-dir|cuda-archs\n');
+    process.stderr.write('usage: build-config.cjs sources|cuda-enabled|nvcc|nvcc-flags|cuda-include|cuda-lib-dir|cuda-archs\n');
     process.exit(2);
 }

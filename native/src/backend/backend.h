@@ -256,8 +256,6 @@ CopyOp ContiguousCopy(float* dst, const float* src, size_t floats);
 
 // The CPU backend (its own packed-weight products, a thread pool for the rest).
 std::unique_ptr<Backend> CreateCpuBackend(Precision precision = Precision::kFloat32);
-// Puts OpenBLAS in the mode the CPU backend runs it in (single-threaded); idempotent.
-void ConfigureCpuBlas();
 
 // Whether this build has the CUDA backend and whether it can run here; reason says why not.
 struct CudaStatus {

@@ -1,5 +1,5 @@
 // A small fixed-size thread pool for the element-wise and row-wise CPU kernels (LayerNorm, GELU,
-// softmax, residual adds). Matrix products are threaded by OpenBLAS itself.
+// softmax, residual adds) and the products (backend/cpu/kernels), which split their blocks over it.
 //
 // ParallelFor may be called from several threads at once (concurrent forwards on libuv's pool):
 // each call queues its own chunks, the calling thread works on them too, and it returns only when

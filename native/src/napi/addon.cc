@@ -1,15 +1,14 @@
 // Module entry: exports NativeModel, NativeDeviceTensor, capabilities() and the diagnostics. Safe
 // to load in several environments (worker threads): all per-environment data hangs off the
 // environment itself.
-#include <cblas.h>
 #include <napi.h>
 
 #include <thread>
 
 #include "backend/backend.h"
+#include "backend/cpu/kernels/gemm.h"
 #include "core/thread_pool.h"
 #include "napi/addon_state.h"
-#include "napi/blas_benchmark.h"
 #include "napi/cpu_kernel_check.h"
 #include "napi/device_tensor.h"
 #include "napi/engine_op_check.h"
@@ -30,12 +29,11 @@ void WaitForRunningCalls(void* arg) { static_cast<AddonState*>(arg)->WaitIdle();
 
 Napi::Value Capabilities(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  ConfigureCpuBlas();
   Napi::Object cpu = Napi::Object::New(env);
   cpu.Set("compiled", true);
   cpu.Set("available", true);
-  cpu.Set("blas", openblas_get_config());
-  cpu.Set("blasThreads", openblas_get_num_threads());
+  // The micro-kernels the products run ("avx512", "avx2", ...), chosen once from CPUID.
+  cpu.Set("gemm", perceiver::cpu::GemmIsa());
   cpu.Set("threads", ThreadPool::Global().size());
   cpu.Set("dtypes", [&] {
     Napi::Array a = Napi::Array::New(env, 2);
@@ -95,7 +93,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeDeviceTensor", state->device_tensor_class.Value());
   exports.Set("deviceTensorStats", Napi::Function::New(env, DeviceTensorStats, "deviceTensorStats"));
   exports.Set("capabilities", Napi::Function::New(env, Capabilities, "capabilities"));
-  exports.Set("blasBenchmark", Napi::Function::New(env, BlasBenchmark, "blasBenchmark"));
   exports.Set("kernelCheck", Napi::Function::New(env, KernelCheck, "kernelCheck"));
   exports.Set("cpuKernelCheck", Napi::Function::New(env, CpuKernelCheck, "cpuKernelCheck"));
   exports.Set("engineOpCheck", Napi::Function::New(env, EngineOpCheck, "engineOpCheck"));

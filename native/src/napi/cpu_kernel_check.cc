@@ -3,9 +3,8 @@
 // on an AVX-512 machine without any environment variable). Random inputs from a seed; the result
 // is compared with a double-precision reference; products also run on 1 and 2 threads and report
 // whether the two agree bit for bit, and whether anything outside C's [m, n] window was written.
-// Ops "openblas" (the linked OpenBLAS sgemm on 1 or 2 threads) and "fma_peak" (a register-only
-// FMA loop) only time, for bench/cpu_gemm.ts. Off the main thread.
-#include <cblas.h>
+// Op "fma_peak" (a register-only FMA loop, on 1 thread up to the engine's pool size) only times,
+// for bench/cpu_gemm.ts and the benchmarks' "% of FMA peak" anchor. Off the main thread.
 #include <time.h>
 
 #include <algorithm>
@@ -348,37 +347,22 @@ void CheckRows(const Request& q, Result* res) {
       got.push_back(y[i]);
     }
   } else {
-    ThrowInvalidArgument("op: expected gemm_packed, gemm, layer_norm, gelu, exp, softmax, add, openblas or fma_peak, got " + q.op);
+    ThrowInvalidArgument("op: expected gemm_packed, gemm, layer_norm, gelu, exp, softmax, add or fma_peak, got " + q.op);
   }
   Compare(want, got, res);
   res->outputs = m * n;
-}
-
-void TimeOpenBlas(const Request& q, Result* res) {
-  static std::mutex one_at_a_time;
-  std::lock_guard<std::mutex> lock(one_at_a_time);
-  std::mt19937 rng(q.seed);
-  const std::vector<float> a = Normal(q.m * q.k, rng, 1.0f), b = Normal(q.n * q.k, rng, 1.0f);
-  std::vector<float> c(q.m * q.n);
-  const int before = openblas_get_num_threads();
-  openblas_set_num_threads(q.threads);
-  auto once = [&] {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, q.m, q.n, q.k, 1.0f, a.data(), q.k, b.data(), q.k, 0.0f, c.data(), q.n);
-  };
-  once();  // warm up
-  Time(q, 2.0 * q.m * q.n * q.k, once, res);
-  openblas_set_num_threads(before);
-  res->outputs = q.m * q.n;
 }
 
 void TimeFmaPeak(const Request& q, Result* res) {
   const KernelSet& ks = cpu::kernels::KernelsFor(q.isa);
   if (!ks.fma_loop) ThrowInvalidArgument("fma_peak: the scalar kernels have no FMA loop");
   const int64_t loops = 1 << 22;
-  ThreadPool* pool = PoolFor(q.threads);
-  float sinks[2] = {0, 0};  // one per thread: no shared writes
+  // Two threads on the checks' own pool (what bench/cpu_gemm.ts compares with); more on the
+  // engine's pool, which is what the products of a forward run on.
+  ThreadPool* pool = q.threads <= 2 ? PoolFor(q.threads) : &ThreadPool::Global();
+  std::vector<float> sinks(q.threads, 0.0f);  // one per thread: no shared writes
   auto once = [&] {
-    if (pool) pool->ParallelFor(2, 1, [&](int64_t i0, int64_t i1) { for (int64_t i = i0; i < i1; ++i) ks.fma_loop(loops, &sinks[i]); });
+    if (pool) pool->ParallelFor(q.threads, 1, [&](int64_t i0, int64_t i1) { for (int64_t i = i0; i < i1; ++i) ks.fma_loop(loops, &sinks[i]); });
     else ks.fma_loop(loops, &sinks[0]);
   };
   once();
@@ -396,7 +380,6 @@ class CpuKernelCheckWorker final : public Napi::AsyncWorker {
     try {
       if (q_.op == "gemm_packed") CheckGemmPacked(q_, &r_);
       else if (q_.op == "gemm") CheckGemm(q_, &r_);
-      else if (q_.op == "openblas") TimeOpenBlas(q_, &r_);
       else if (q_.op == "fma_peak") TimeFmaPeak(q_, &r_);
       else CheckRows(q_, &r_);
     } catch (...) {
@@ -478,7 +461,7 @@ Napi::Value CpuKernelCheck(const Napi::CallbackInfo& info) {
     if (info.Length() < 1 || !info[0].IsObject()) ThrowInvalidArgument("cpuKernelCheck({ op, ... }): expected an object");
     Napi::Object o = info[0].As<Napi::Object>();
     Request q;
-    q.op = StringField(o, "op", "", {"gemm_packed", "gemm", "layer_norm", "gelu", "exp", "softmax", "add", "openblas", "fma_peak"});
+    q.op = StringField(o, "op", "", {"gemm_packed", "gemm", "layer_norm", "gelu", "exp", "softmax", "add", "fma_peak"});
     const std::string isa = StringField(o, "isa", cpu::kernels::IsaName(cpu::kernels::DetectIsa()), {"scalar", "avx2", "avx512", "avx512-bf16"});
     cpu::kernels::ParseIsa(isa.c_str(), &q.isa);
     if (!cpu::kernels::IsaSupported(q.isa)) ThrowInvalidArgument("isa: this CPU cannot run the " + isa + " kernels");
@@ -510,7 +493,7 @@ Napi::Value CpuKernelCheck(const Napi::CallbackInfo& info) {
       q.alpha = static_cast<float>(d);
     }
     q.beta = static_cast<float>(IntField(o, "beta", 0, 0, 1));
-    q.threads = static_cast<int>(IntField(o, "threads", 1, 1, 2));
+    q.threads = static_cast<int>(IntField(o, "threads", 1, 1, q.op == "fma_peak" ? std::max(2, ThreadPool::Global().size()) : 2));
     q.seed = static_cast<unsigned>(IntField(o, "seed", 1, 0, 1 << 30));
     q.iterations = static_cast<int>(IntField(o, "iterations", 0, 0, 1000));
     if (!o.Get("compareThreads").IsUndefined()) q.compare_threads = BoolField(o, "compareThreads");

@@ -14,6 +14,10 @@
 #include <new>
 #include <string>
 
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#endif
+
 #include "backend/cpu/kernels/kernel_set.h"
 #include "core/engine_error.h"
 #include "core/thread_pool.h"
@@ -187,6 +191,35 @@ void CheckProduct(const char* where, int64_t m, const void* a, int64_t lda, int6
   if (ldc < n) ThrowInvalidArgument(fn + ": expected ldc >= n (" + std::to_string(n) + "), got " + std::to_string(ldc));
 }
 
+// rows x k of B (row stride ldb) into a panel, transposed: B[j, kk] to panel[kk * kNr + j]. In 4 x 4
+// blocks through SSE registers where it can (a scalar copy of a 32-wide Q.K^T panel cost about a
+// tenth of the product at k = 32); a copy, so the result does not depend on how it is done.
+void TransposeInto(const float* b, int64_t ldb, int rows, int64_t k, float* panel) {
+  int j = 0;
+#if defined(__SSE2__)
+  for (; j + 4 <= rows; j += 4) {
+    const float* r0 = b + j * ldb;
+    int64_t kk = 0;
+    for (; kk + 4 <= k; kk += 4) {
+      __m128 x0 = _mm_loadu_ps(r0 + kk), x1 = _mm_loadu_ps(r0 + ldb + kk);
+      __m128 x2 = _mm_loadu_ps(r0 + 2 * ldb + kk), x3 = _mm_loadu_ps(r0 + 3 * ldb + kk);
+      _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
+      _mm_storeu_ps(panel + kk * kNr + j, x0);
+      _mm_storeu_ps(panel + (kk + 1) * kNr + j, x1);
+      _mm_storeu_ps(panel + (kk + 2) * kNr + j, x2);
+      _mm_storeu_ps(panel + (kk + 3) * kNr + j, x3);
+    }
+    for (; kk < k; ++kk) {
+      for (int i = 0; i < 4; ++i) panel[kk * kNr + j + i] = r0[i * ldb + kk];
+    }
+  }
+#endif
+  for (; j < rows; ++j) {
+    const float* src = b + j * ldb;
+    for (int64_t kk = 0; kk < k; ++kk) panel[kk * kNr + j] = src[kk];
+  }
+}
+
 // A partial row tile copied into a zero-padded kMr-row scratch tile (the kernels read kMr rows).
 const float* PadTile(const float* a, int64_t lda, int mr, int64_t k) {
   float* tile = static_cast<float*>(Scratch(0, kMr * k * sizeof(float)));
@@ -217,16 +250,23 @@ std::unique_ptr<PackedMatrix> PackWeightsBf16(const uint16_t* w, int64_t n, int6
 
 namespace kernels {
 
-void GemmPackedOn(const KernelSet& ks, int64_t m, const float* a, int64_t lda, const PackedMatrix& packed, float* c,
-                  int64_t ldc, const GemmEpilogue& epilogue, ThreadPool* pool) {
-  const auto& w = static_cast<const PackedMatrixImpl&>(packed);  // the only implementation
-  const int64_t n = w.n(), k = w.k();
-  CheckProduct("GemmPacked", m, a, lda, k, c, ldc, n);
-  if (epilogue.residual && epilogue.ld_residual < n) {
-    ThrowInvalidArgument("GemmPacked: expected ld_residual >= n (" + std::to_string(n) + "), got " + std::to_string(epilogue.ld_residual));
-  }
-  if (m == 0) return;
-  const bool bf16 = w.type() == PackedType::kBfloat16;
+namespace {
+
+// Panels in PackWeights' layout: a PackedMatrixImpl's, or B packed per call by GemmOn.
+struct PanelView {
+  const void* data;
+  int64_t n, k;
+  int64_t panel_stride;  // elements per panel
+  bool bf16;
+  const float* f32() const { return static_cast<const float*>(data); }
+  const uint16_t* bf16_bits() const { return static_cast<const uint16_t*>(data); }
+};
+
+// The blocked product over packed panels, shared by GemmPacked and Gemm: C = epilogue(alpha A W^T).
+void RunPanels(const KernelSet& ks, int64_t m, const float* a, int64_t lda, const PanelView& w, float alpha, float* c,
+               int64_t ldc, const GemmEpilogue& epilogue, ThreadPool* pool) {
+  const int64_t n = w.n, k = w.k;
+  const bool bf16 = w.bf16;
   const int64_t esize = bf16 ? 2 : 4;
   // k block: one panel's slice of W (kc x kNr, 32 KiB) stays in a 48 KiB L1 while every row tile
   // of the task passes it; A's tiles come from L2. Even, for bf16 pairs.
@@ -234,7 +274,7 @@ void GemmPackedOn(const KernelSet& ks, int64_t m, const float* a, int64_t lda, c
   const int64_t k_blocks = (k + kc - 1) / kc;
   const int64_t panels = Panels(n);
   // Column block: its W (~1 MiB) stays in L2 while consecutive tasks (row blocks) reuse it.
-  const int64_t panel_bytes = w.panel_stride() * esize;
+  const int64_t panel_bytes = w.panel_stride * esize;
   const int64_t block_panels = std::clamp<int64_t>(kWBlockBytes / panel_bytes, 1, panels);
   const int64_t col_blocks = (panels + block_panels - 1) / block_panels;
   const int64_t row_tiles = (m + kMr - 1) / kMr;
@@ -278,7 +318,7 @@ void GemmPackedOn(const KernelSet& ks, int64_t m, const float* a, int64_t lda, c
       float* acc = k_blocks > 1 ? static_cast<float*>(Scratch(2, (tile1 - tile0) * (p1 - p0) * kMr * kNr * sizeof(float))) : nullptr;
       TileArgs args{};
       args.ldc = ldc;
-      args.alpha = 1.0f;
+      args.alpha = alpha;
       args.gelu = epilogue.gelu;
       args.ld_residual = epilogue.ld_residual;
       for (int64_t kb = 0; kb < k_blocks; ++kb) {
@@ -290,8 +330,8 @@ void GemmPackedOn(const KernelSet& ks, int64_t m, const float* a, int64_t lda, c
           const int64_t j0 = p * kNr;
           args.nr = static_cast<int>(std::min<int64_t>(kNr, n - j0));
           args.bias = epilogue.bias ? epilogue.bias + j0 : nullptr;
-          args.b = bf16 ? static_cast<const void*>(w.bf16() + p * w.panel_stride() + k0 * kNr)
-                        : static_cast<const void*>(w.f32() + p * w.panel_stride() + k0 * kNr);
+          args.b = bf16 ? static_cast<const void*>(w.bf16_bits() + p * w.panel_stride + k0 * kNr)
+                        : static_cast<const void*>(w.f32() + p * w.panel_stride + k0 * kNr);
           for (int64_t tile = tile0; tile < tile1; ++tile) {
             const int64_t r0 = tile * kMr;
             args.mr = static_cast<int>(std::min<int64_t>(kMr, m - r0));
@@ -320,6 +360,22 @@ void GemmPackedOn(const KernelSet& ks, int64_t m, const float* a, int64_t lda, c
   else run(0, tasks);
 }
 
+}  // namespace
+
+void GemmPackedOn(const KernelSet& ks, int64_t m, const float* a, int64_t lda, const PackedMatrix& packed, float* c,
+                  int64_t ldc, const GemmEpilogue& epilogue, ThreadPool* pool) {
+  const auto& w = static_cast<const PackedMatrixImpl&>(packed);  // the only implementation
+  const int64_t n = w.n(), k = w.k();
+  CheckProduct("GemmPacked", m, a, lda, k, c, ldc, n);
+  if (epilogue.residual && epilogue.ld_residual < n) {
+    ThrowInvalidArgument("GemmPacked: expected ld_residual >= n (" + std::to_string(n) + "), got " + std::to_string(epilogue.ld_residual));
+  }
+  if (m == 0) return;
+  const bool bf16 = w.type() == PackedType::kBfloat16;
+  const PanelView view{bf16 ? static_cast<const void*>(w.bf16()) : static_cast<const void*>(w.f32()), n, k, w.panel_stride(), bf16};
+  RunPanels(ks, m, a, lda, view, 1.0f, c, ldc, epilogue, pool);
+}
+
 void GemmOn(const KernelSet& ks, bool b_transposed, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
             int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   if (n < 0 || k < 0) ThrowInvalidArgument("Gemm: expected n >= 0 and k >= 0");
@@ -334,42 +390,38 @@ void GemmOn(const KernelSet& ks, bool b_transposed, int64_t m, int64_t n, int64_
     }
     return;
   }
-  // B is packed one kNr-column panel at a time into the layout PackWeights produces.
-  float* panel = static_cast<float*>(Scratch(1, k * kNr * sizeof(float)));
-  for (int64_t j0 = 0; j0 < n; j0 += kNr) {
-    const int nr = static_cast<int>(std::min<int64_t>(kNr, n - j0));
-    if (b_transposed) {  // B [n, k]
-      for (int j = 0; j < kNr; ++j) {
-        float* dst = panel + j;
-        if (j < nr) {
-          const float* src = b + (j0 + j) * ldb;
-          for (int64_t kk = 0; kk < k; ++kk) dst[kk * kNr] = src[kk];
-        } else {
-          for (int64_t kk = 0; kk < k; ++kk) dst[kk * kNr] = 0.0f;
+  // B is packed into the layout PackWeights produces (in this thread's scratch), a chunk of panels
+  // (~1 MiB, like the packed product's column block) at a time, and each chunk runs through the
+  // packed-weights driver: its k blocking keeps a panel's slice in L1 while every row tile passes
+  // (the P.V product of a 2048-key block has k = 2048), and a transposed B (Q.K^T, k = the head
+  // width) is read row by row. Chunking bounds the scratch (a thread keeps it) for any n; every
+  // output element is still one k sum in one order, so the result is the same for any chunking.
+  const int64_t panels = Panels(n);
+  const int64_t chunk_panels = std::clamp<int64_t>(kWBlockBytes / (kNr * k * static_cast<int64_t>(sizeof(float))), 1, panels);
+  float* packed = static_cast<float*>(Scratch(1, static_cast<size_t>(chunk_panels) * kNr * k * sizeof(float)));
+  for (int64_t p0 = 0; p0 < panels; p0 += chunk_panels) {
+    const int64_t p1 = std::min(panels, p0 + chunk_panels);
+    for (int64_t p = p0; p < p1; ++p) {
+      float* panel = packed + (p - p0) * kNr * k;
+      const int64_t j0 = p * kNr;
+      const int nr = static_cast<int>(std::min<int64_t>(kNr, n - j0));
+      if (b_transposed) {  // B [n, k]: row j0 + j of B is column j of the panel
+        if (nr < kNr) std::memset(panel, 0, kNr * k * sizeof(float));
+        TransposeInto(b + j0 * ldb, ldb, nr, k, panel);
+      } else {  // B [k, n]: columns j0.. of row kk of B are row kk of the panel
+        for (int64_t kk = 0; kk < k; ++kk) {
+          std::memcpy(panel + kk * kNr, b + kk * ldb + j0, nr * sizeof(float));
+          if (nr < kNr) std::memset(panel + kk * kNr + nr, 0, (kNr - nr) * sizeof(float));
         }
       }
-    } else {  // B [k, n]
-      for (int64_t kk = 0; kk < k; ++kk) {
-        std::memcpy(panel + kk * kNr, b + kk * ldb + j0, nr * sizeof(float));
-        if (nr < kNr) std::memset(panel + kk * kNr + nr, 0, (kNr - nr) * sizeof(float));
-      }
     }
-    for (int64_t r0 = 0; r0 < m; r0 += kMr) {
-      const int mr = static_cast<int>(std::min<int64_t>(kMr, m - r0));
-      TileArgs args{};
-      args.k = k;
-      args.a = mr < kMr ? PadTile(a + r0 * lda, lda, mr, k) : a + r0 * lda;
-      args.lda = mr < kMr ? k : lda;
-      args.b = panel;
-      args.c = c + r0 * ldc + j0;
-      args.ldc = ldc;
-      args.mr = mr;
-      args.nr = nr;
-      args.alpha = alpha;
-      args.residual = beta != 0.0f ? args.c : nullptr;
-      args.ld_residual = ldc;
-      ks.tile_f32(args);
+    const int64_t j0 = p0 * kNr, cols = std::min(n, p1 * kNr) - j0;
+    GemmEpilogue epilogue;
+    if (beta != 0.0f) {  // + C: the epilogue's residual, read where it is written (it may alias)
+      epilogue.residual = c + j0;
+      epilogue.ld_residual = ldc;
     }
+    RunPanels(ks, m, a, lda, PanelView{packed, cols, k, kNr * k, false}, alpha, c + j0, ldc, epilogue, nullptr);
   }
 }
 

@@ -1,6 +1,6 @@
 // Multi-head scaled dot-product attention on the CPU.
 //
-// Products go through sgemm strided straight out of the projection layout (views of [rows, heads *
+// Products go through cpu::Gemm strided straight out of the projection layout (views of [rows, heads *
 // width] blocks, possibly columns of one fused QKV buffer), so heads need no transpose copy. Key
 // padding given as per-item lengths shortens each item's key range (no masked work at all). Without requested weights the softmax is computed online over
 // blocks of keys (flash-attention style), so memory stays bounded for any number of keys.
@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "backend/cpu/kernels/gemm.h"
+#include "backend/cpu/kernels/rows.h"
 #include "backend/cpu/ops/cpu_ops.h"
 #include "core/simd_math.h"
 #include "core/thread_pool.h"
@@ -118,36 +119,30 @@ void AttentionBlock(const AttentionOp& a, int64_t b, int64_t h, int64_t q0, int6
     Gemm(true, rows, keys, a.dqk, a.scale, q, a.q.ld, k, a.k.ld, 0.0f, scores.data(), keys);
     for (int64_t r = 0; r < rows; ++r) {
       float* s = scores.data() + r * keys;
+      // Without a mask the row kernels of rows.h (AVX-512 / AVX2, as the products) take the
+      // block's maximum and exponentials: 4-wide SSE here cost about as much as the products.
       float block_max = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < keys; ++j) {
-        if (!kmask || kmask[j]) block_max = std::max(block_max, s[j]);
+      if (kmask) {
+        for (int64_t j = 0; j < keys; ++j) {
+          if (kmask[j]) block_max = std::max(block_max, s[j]);
+        }
+      } else {
+        block_max = RowMax(s, keys);
       }
       const float new_max = std::max(m[r], block_max);
       const float correction = simd::Exp(m[r] - new_max);  // exp(-inf) = 0 on the first block
       float sum = 0.0f;
-      int64_t j = 0;
-#if defined(__SSE2__)
-      if (!kmask) {
-        const __m128 mv = _mm_set1_ps(new_max);
-        __m128 accum = _mm_setzero_ps();
-        for (; j + 4 <= keys; j += 4) {
-          const __m128 e = simd::Exp(_mm_sub_ps(_mm_loadu_ps(s + j), mv));
-          _mm_storeu_ps(s + j, e);
-          accum = _mm_add_ps(accum, e);
+      if (kmask) {
+        for (int64_t j = 0; j < keys; ++j) {
+          s[j] = kmask[j] ? simd::Exp(s[j] - new_max) : 0.0f;
+          sum += s[j];
         }
-        sum = simd::HorizontalSum(accum);
-      }
-#endif
-      for (; j < keys; ++j) {
-        s[j] = (!kmask || kmask[j]) ? simd::Exp(s[j] - new_max) : 0.0f;
-        sum += s[j];
+      } else {
+        sum = ExpShiftSum(s, s, keys, new_max);
       }
       l[r] = l[r] * correction + sum;
       m[r] = new_max;
-      if (correction != 1.0f) {
-        float* o = acc.data() + r * a.dv;
-        for (int64_t c = 0; c < a.dv; ++c) o[c] *= correction;
-      }
+      if (correction != 1.0f) ScaleRow(acc.data() + r * a.dv, a.dv, correction);
     }
     Gemm(false, rows, a.dv, keys, 1.0f, scores.data(), keys, v, a.v.ld, 1.0f, acc.data(), a.dv);
   }
