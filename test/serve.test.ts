@@ -47,7 +47,7 @@ t.test('text classification model', async (t) => {
   t.test('/health', async (t) => {
     const res = await fetch(`${server.url}/health`);
     t.equal(res.status, 200);
-    t.same(await res.json(), { status: 'ok', model: 'PerceiverForSequenceClassification' });
+    t.same(await res.json(), { status: 'ok', model: 'PerceiverForSequenceClassification', models: { PerceiverForSequenceClassification: 'ready' } });
   });
 
   t.test('/classify matches softmax of the model forward', async (t) => {
@@ -93,10 +93,10 @@ t.test('text classification model', async (t) => {
     const text = await res.text();
     const batches = metricSum(text, 'perceiver_batch_size_count', 'route="/embed"');
     const items = metricSum(text, 'perceiver_batch_size_sum', 'route="/embed"');
-    t.equal(items, 21, 'batch sizes add up to the /embed requests (1 + 20)');
-    t.ok(batches >= 2 && batches < 21, `fewer forwards (${batches}) than requests (21)`);
+    t.equal(items, 22, 'batch sizes add up to the /embed items (the warm-up, 1 + 20)');
+    t.ok(batches >= 3 && batches < 22, `fewer forwards (${batches}) than items (22)`);
     t.ok(metricSum(text, 'perceiver_requests_total', 'route="/embed",status="200"') >= 21, 'request counter');
-    t.match(text, /perceiver_request_duration_seconds_bucket\{le="[^"]+",route="\/embed"\}/);
+    t.match(text, /perceiver_request_duration_seconds_bucket\{le="[^"]+",route="\/embed",status="200"\}/);
   });
 
   t.test('bad bodies answer 400 with a code', async (t) => {
