@@ -4,7 +4,7 @@
  *
  *   perceiver-io infer --model DIR --inputs IN.safetensors --output OUT.safetensors [--device cpu] [--dtype float32]
  *   perceiver-io convert --model DIR [--out DIR] [--force]
- *   perceiver-io serve --model DIR|ID [--host 127.0.0.1] --port N [--device cpu] [--dtype float32]
+ *   perceiver-io serve --model [NAME=]DIR|ID... [--host 127.0.0.1] --port N [--device [NAME=]cpu] [--dtype [NAME=]float32] [--api-key KEY]
  *   perceiver-io embed|classify --model DIR|ID --out DIR [--batch-size N] [--devices LIST] [--shard i/N] [--manifest FILE] [--strict] INPUT...
  *
  * Any failure prints one line on stderr and exits non-zero (2 for a usage error, 1 otherwise):
@@ -36,13 +36,29 @@ Commands:
             --model DIR             checkpoint folder
             --out DIR               where to write (default: the same folder)
             --force                 replace an existing model.safetensors
-  serve     HTTP service: GET /health, POST /embed and /classify ({"text": ...} or
-            {"image": "<base64>"}), GET /metrics (Prometheus); requests are batched
-            --model DIR|ID          checkpoint folder or Hugging Face Hub id
+  serve     HTTP service: OpenAI POST /v1/embeddings and GET /v1/models; text-embeddings-inference
+            POST /embed ({"inputs"}), POST /predict, GET /info; POST /embed and /classify ({"text"} or
+            {"image": "<base64>"}); GET /health (503 until warm), GET /metrics (Prometheus)
+            --model DIR|ID          checkpoint folder or Hugging Face Hub id, named by itself;
+                                    NAME=DIR|ID names it; repeat for several models (the first is
+                                    the default; others by "model" or /models/NAME/...)
             --host 127.0.0.1        address to listen on
             --port N                port (0 picks a free one)
-            --device cpu, --dtype float32, --max-batch-size 16, --max-delay-ms 5
-            --max-queue 1024        requests per route queued or in flight; beyond, 429 + Retry-After
+            --device cpu            every model's device; NAME=cuda:0 for one model (repeatable)
+            --dtype float32         every model's precision; NAME=float16 for one model (repeatable)
+            --api-key KEY           require "Authorization: Bearer KEY" (repeatable; also
+                                    PERCEIVER_IO_API_KEY, comma-separated); default: no keys
+            --public-routes /health,/metrics  routes open without a key ('' for none)
+            --max-text-length N     longest text in tokens (default min(max_position_embeddings, 2048));
+                                    longer inputs get 413 unless "truncate": true
+            --padding dynamic       dynamic: pad each text to a power of two >= its length; fixed:
+                                    pad every text to --max-text-length
+            --max-batch-size 16     items per forward
+            --max-batch-tokens 16384  tokens (items x padded length) per text forward
+            --max-client-batch-size 32  inputs per request; more get 413
+            --max-delay-ms 5        longest an item waits for others to batch with
+            --max-queue 1024        requests admitted per route, and items queued or in flight per
+                                    route and model; beyond, 429 + Retry-After
             --max-body-bytes N      larger bodies get 413 (default 1048576 text, 16777216 image models)
             --max-image-pixels N    images declaring more pixels get 413, undecoded (default 50000000)
             --max-concurrent-decodes N  images decoded at once (default: cores, 1 to 4)
@@ -168,68 +184,147 @@ function positiveInt(values: Record<string, string | boolean | undefined>, name:
   return n;
 }
 
+/** `VALUE` for every model or `NAME=VALUE` for one: the value for `name`, else the general one. */
+function perModel(values: string[] | undefined, option: string, names: string[], fallback: string): Map<string, string> {
+  const general = values?.filter((v) => !/^[^=]+=/.test(v) || !names.includes(v.slice(0, v.indexOf('=')))) ?? [];
+  if (general.length > 1) throw new UsageError(`--${option} is given ${general.length} times for every model; give it once, or as NAME=VALUE per model`);
+  const out = new Map(names.map((name) => [name, general[0] ?? fallback]));
+  for (const value of values ?? []) {
+    const eq = value.indexOf('=');
+    if (eq > 0 && names.includes(value.slice(0, eq))) out.set(value.slice(0, eq), value.slice(eq + 1));
+  }
+  return out;
+}
+
 async function serveCommand(args: string[]): Promise<number> {
-  const values = parse(args, {
-    model: { type: 'string' },
-    host: { type: 'string', default: '127.0.0.1' },
-    port: { type: 'string' },
-    device: { type: 'string', default: 'cpu' },
-    dtype: { type: 'string', default: 'float32' },
-    'max-batch-size': { type: 'string' },
-    'max-delay-ms': { type: 'string' },
-    'max-queue': { type: 'string' },
-    'max-body-bytes': { type: 'string' },
-    'max-image-pixels': { type: 'string' },
-    'max-concurrent-decodes': { type: 'string' },
-    'headers-timeout-ms': { type: 'string' },
-    'request-timeout-ms': { type: 'string' },
-    'connection-timeout-ms': { type: 'string' },
-    'keep-alive-timeout-ms': { type: 'string' },
-    'shutdown-timeout-ms': { type: 'string' },
-  });
+  let values: Record<string, string | string[] | boolean | undefined>;
+  try {
+    values = parseArgs({
+      args,
+      options: {
+        help: { type: 'boolean', short: 'h' },
+        model: { type: 'string', multiple: true },
+        host: { type: 'string', default: '127.0.0.1' },
+        port: { type: 'string' },
+        device: { type: 'string', multiple: true },
+        dtype: { type: 'string', multiple: true },
+        'max-text-length': { type: 'string' },
+        padding: { type: 'string', default: 'dynamic' },
+        'max-batch-size': { type: 'string' },
+        'max-batch-tokens': { type: 'string' },
+        'max-client-batch-size': { type: 'string' },
+        'max-delay-ms': { type: 'string' },
+        'max-queue': { type: 'string' },
+        'max-body-bytes': { type: 'string' },
+        'max-image-pixels': { type: 'string' },
+        'max-concurrent-decodes': { type: 'string' },
+        'headers-timeout-ms': { type: 'string' },
+        'request-timeout-ms': { type: 'string' },
+        'connection-timeout-ms': { type: 'string' },
+        'keep-alive-timeout-ms': { type: 'string' },
+        'shutdown-timeout-ms': { type: 'string' },
+        'api-key': { type: 'string', multiple: true },
+        'public-routes': { type: 'string', default: '/health,/metrics' },
+      },
+      strict: true,
+    }).values;
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
   if (values.help) {
     process.stdout.write(USAGE + '\n');
     return 0;
   }
-  required(values, 'serve', ['model', 'port']);
-  const port = positiveInt(values, 'port', 0)!;
+  const flat = values as Record<string, string | boolean | undefined>;
+  const models = (values.model as string[] | undefined) ?? [];
+  if (models.length === 0) throw new UsageError('serve needs --model');
+  required(flat, 'serve', ['port']);
+  const port = positiveInt(flat, 'port', 0)!;
+  const padding = values.padding as string;
+  if (padding !== 'dynamic' && padding !== 'fixed') throw new UsageError(`--padding wants dynamic or fixed, got ${padding}`);
+  // --model NAME=DIR|ID names a model; a bare DIR|ID is named by itself.
+  const specs = models.map((arg) => {
+    const m = /^([A-Za-z0-9._-][A-Za-z0-9._\/-]{0,127})=(.+)$/.exec(arg);
+    return m ? { name: m[1]!, source: m[2]! } : { name: arg, source: arg };
+  });
+  const names = specs.map((s) => s.name);
+  const duplicate = names.find((name, i) => names.indexOf(name) !== i);
+  if (duplicate !== undefined) throw new UsageError(`two models are named ${duplicate}: name them --model NAME=DIR`);
+  const devices = perModel(values.device as string[] | undefined, 'device', names, 'cpu');
+  const dtypes = perModel(values.dtype as string[] | undefined, 'dtype', names, 'float32');
+  // Keys: --api-key (repeatable) and PERCEIVER_IO_API_KEY (comma-separated), which keeps them out of `ps`.
+  const apiKeys = [...((values['api-key'] as string[] | undefined) ?? []), ...(process.env.PERCEIVER_IO_API_KEY ?? '').split(',')].map((k) => k.trim()).filter((k) => k !== '');
+  const publicRoutes = (values['public-routes'] as string).split(',').map((r) => r.trim()).filter((r) => r !== '');
   const { AutoModel } = await import('../auto.js');
   const { serve } = await import('../serving/server.js');
-  const model = await AutoModel.fromPretrained(values.model as string, {
-    device: values.device as string,
-    dtype: values.dtype as ComputeDType,
-    hub: { progress: true },
-  });
-  const server = await serve(model, {
-    host: values.host as string,
-    port,
-    maxBatchSize: positiveInt(values, 'max-batch-size'),
-    maxDelayMs: positiveInt(values, 'max-delay-ms'),
-    maxQueue: positiveInt(values, 'max-queue'),
-    maxBodyBytes: positiveInt(values, 'max-body-bytes'),
-    maxImagePixels: positiveInt(values, 'max-image-pixels'),
-    maxConcurrentDecodes: positiveInt(values, 'max-concurrent-decodes'),
-    headersTimeoutMs: positiveInt(values, 'headers-timeout-ms'),
-    requestTimeoutMs: positiveInt(values, 'request-timeout-ms'),
-    connectionTimeoutMs: positiveInt(values, 'connection-timeout-ms'),
-    keepAliveTimeoutMs: positiveInt(values, 'keep-alive-timeout-ms'),
-    shutdownTimeoutMs: positiveInt(values, 'shutdown-timeout-ms', 0),
-  });
-  process.stderr.write(`perceiver-io: serving ${model.constructor.name} on ${server.url}\n`);
-  // Runs until a signal; then drains (requests in flight get --shutdown-timeout-ms to finish, then
-  // their connections are closed) and disposes of the model. A second signal exits at once.
-  await new Promise<void>((resolve) => {
+  const loaded: { name: string; model: Awaited<ReturnType<typeof AutoModel.fromPretrained>> }[] = [];
+  try {
+    for (const spec of specs) {
+      loaded.push({
+        name: spec.name,
+        model: await AutoModel.fromPretrained(spec.source, { device: devices.get(spec.name)!, dtype: dtypes.get(spec.name) as ComputeDType, hub: { progress: true } }),
+      });
+    }
+  } catch (error) {
+    await Promise.allSettled(loaded.map((l) => l.model.dispose()));
+    throw error;
+  }
+  const disposeAll = () => Promise.allSettled(loaded.map((l) => l.model.dispose()));
+  let server;
+  try {
+    server = await serve(loaded, {
+      host: flat.host as string,
+      port,
+      awaitReady: false,
+      maxTextLength: positiveInt(flat, 'max-text-length', 3),
+      padding,
+      maxBatchSize: positiveInt(flat, 'max-batch-size'),
+      maxBatchTokens: positiveInt(flat, 'max-batch-tokens'),
+      maxClientBatchSize: positiveInt(flat, 'max-client-batch-size'),
+      maxDelayMs: positiveInt(flat, 'max-delay-ms'),
+      maxQueue: positiveInt(flat, 'max-queue'),
+      maxBodyBytes: positiveInt(flat, 'max-body-bytes'),
+      maxImagePixels: positiveInt(flat, 'max-image-pixels'),
+      maxConcurrentDecodes: positiveInt(flat, 'max-concurrent-decodes'),
+      headersTimeoutMs: positiveInt(flat, 'headers-timeout-ms'),
+      requestTimeoutMs: positiveInt(flat, 'request-timeout-ms'),
+      connectionTimeoutMs: positiveInt(flat, 'connection-timeout-ms'),
+      keepAliveTimeoutMs: positiveInt(flat, 'keep-alive-timeout-ms'),
+      shutdownTimeoutMs: positiveInt(flat, 'shutdown-timeout-ms', 0),
+      apiKeys,
+      publicRoutes,
+    });
+  } catch (error) {
+    await disposeAll();
+    throw error;
+  }
+  const described = loaded.map((l) => `${l.model.constructor.name} as ${JSON.stringify(l.name)}`).join(', ');
+  process.stderr.write(`perceiver-io: listening on ${server.url}, warming up (/health answers 503 until ready)${apiKeys.length > 0 ? `; ${apiKeys.length} API key(s) required` : ''}\n`);
+  const stopped = new Promise<void>((resolve) => {
     const stop = () => resolve();
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
   });
+  const warm = await Promise.race([server.ready.then(() => true, (error: unknown) => error as Error), stopped.then(() => false)]);
+  if (warm instanceof Error) {
+    process.stderr.write(`perceiver-io: ${warm.message}\n`);
+    await server.close();
+    await disposeAll();
+    return 1;
+  }
+  if (warm) {
+    process.stderr.write(`perceiver-io: serving ${described} on ${server.url}\n`);
+    // Runs until a signal; then drains (requests in flight get --shutdown-timeout-ms to finish, then
+    // their connections are closed) and disposes of the models. A second signal exits at once.
+    await stopped;
+  }
   const again = () => process.exit(1);
   process.once('SIGINT', again);
   process.once('SIGTERM', again);
   process.stderr.write('perceiver-io: draining\n');
   const { drained } = await server.close();
   process.stderr.write(drained ? 'perceiver-io: drained, exiting\n' : 'perceiver-io: shutdown timeout, connections closed, exiting\n');
-  await model.dispose();
+  await disposeAll();
   return 0;
 }
 
