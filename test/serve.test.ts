@@ -203,7 +203,7 @@ t.test('perceiver-io serve: the CLI serves a checkpoint until SIGTERM, then exit
   const url = await new Promise<string>((resolve, reject) => {
     child.stderr.on('data', (chunk: Buffer) => {
       stderr += chunk.toString();
-      const m = /serving \w+ as "[^"]+" on (http:\/\/\S+)/.exec(stderr);
+      const m = /serving \w+ on (http:\/\/\S+)/.exec(stderr);
       if (m) resolve(m[1]!);
     });
     child.once('exit', (code) => reject(new Error(`serve exited early (${code}): ${stderr}`)));

@@ -298,7 +298,8 @@ async function serveCommand(args: string[]): Promise<number> {
     await disposeAll();
     throw error;
   }
-  const described = loaded.map((l) => `${l.model.constructor.name} as ${JSON.stringify(l.name)}`).join(', ');
+  // "serving CLASS[,CLASS...] on URL (...)": scripts read the URL from this line.
+  const described = `${loaded.map((l) => l.model.constructor.name).join(',')} on ${server.url} (${loaded.map((l) => `${JSON.stringify(l.name)} on ${devices.get(l.name)}, ${dtypes.get(l.name)}`).join('; ')})`;
   process.stderr.write(`perceiver-io: listening on ${server.url}, warming up (/health answers 503 until ready)${apiKeys.length > 0 ? `; ${apiKeys.length} API key(s) required` : ''}\n`);
   const stopped = new Promise<void>((resolve) => {
     const stop = () => resolve();
@@ -313,7 +314,7 @@ async function serveCommand(args: string[]): Promise<number> {
     return 1;
   }
   if (warm) {
-    process.stderr.write(`perceiver-io: serving ${described} on ${server.url}\n`);
+    process.stderr.write(`perceiver-io: serving ${described}\n`);
     // Runs until a signal; then drains (requests in flight get --shutdown-timeout-ms to finish, then
     // their connections are closed) and disposes of the models. A second signal exits at once.
     await stopped;
