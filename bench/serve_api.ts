@@ -14,6 +14,10 @@
  *   with --batch strings per request, and plain HTTP (fetch) to TEI's /embed with one string.
  *   Measured: requests/s, items/s, latency p50/p99, failed requests (any error or a wrong-sized
  *   answer), and this process's RSS at the start and end of each phase.
+ * Then the engine alone, without HTTP: the median of 3 model.embed calls on B texts padded to 2048
+ * (fixed) and to 32 (what dynamic padding gives these texts), B = 1 and --batch, to tell the
+ * padding's share of a forward from the machine's noise (at this shape the 26 self-attention layers
+ * over 256 latents do most of the work, whatever the input length).
  * The load generator shares the server's process (a forward takes tens to hundreds of ms here,
  * the client's share is small; bench/serve_load.ts runs servers as child processes for the small
  * fixture, where the generator's share is not). Exits 1 if any request failed or validation failed.
@@ -143,6 +147,22 @@ async function main(): Promise<number> {
       await server.close();
     }
   }
+  // The engine alone: the padding's share of a forward.
+  const forwards: { batch: number; paddedLength: number; medianMs: number }[] = [];
+  for (const b of [...new Set([1, batch])]) {
+    for (const paddedLength of [length, 32]) {
+      const enc = tokenizer.call(Array.from({ length: b }, (_, i) => text(i)), { padding: 'max_length', maxLength: paddedLength, truncation: true });
+      const times: number[] = [];
+      for (let r = 0; r < 3; r++) {
+        const t0 = performance.now();
+        await model.embed(enc.inputIds, { attentionMask: enc.attentionMask });
+        times.push(performance.now() - t0);
+      }
+      times.sort((x, y) => x - y);
+      forwards.push({ batch: b, paddedLength, medianMs: times[1]! });
+      console.error(`model.embed, ${b} text(s) padded to ${paddedLength}: median ${fmt(times[1]!, 0)} ms`);
+    }
+  }
   await model.dispose();
 
   console.log(`perceiver-io serve API bench, ${machine.date}; ${machine.cpuModel}, ${machine.cores} cores, load ${machine.loadAverage.map((l) => l.toFixed(2)).join(' ')}`);
@@ -153,7 +173,14 @@ async function main(): Promise<number> {
       rows: phases.map((p) => [p.padding, p.phase, fmt(p.requestsPerSecond, 2), fmt(p.itemsPerSecond, 2), fmt(p.p50Ms, 0), fmt(p.p99Ms, 0), String(p.failed), `${fmt(p.rssStartMiB, 0)} / ${fmt(p.rssEndMiB, 0)}`]),
     }),
   );
-  const report = { bench: 'serve-api', machine, seconds, clients, batch, phases, pass: ok };
+  console.log(
+    formatTable({
+      title: 'model.embed alone (median of 3)',
+      headers: ['texts', 'padded to', 'ms', 'ms per text'],
+      rows: forwards.map((f) => [String(f.batch), String(f.paddedLength), fmt(f.medianMs, 0), fmt(f.medianMs / f.batch, 0)]),
+    }),
+  );
+  const report = { bench: 'serve-api', machine, seconds, clients, batch, phases, forwards, pass: ok };
   console.log(JSON.stringify(report));
   if (values.json) writeFileSync(values.json, JSON.stringify(report, null, 2));
   return ok ? 0 : 1;

@@ -552,11 +552,16 @@ export async function serve(models: PerceiverModel<any> | ServedModel[], options
     return { results, promptTokens: prepared.reduce((sum, item) => sum + item.promptTokens, 0) };
   }
 
-  function embeddingValues(e: Endpoint, tensor: Tensor, options: BodyOptions, normalizeByDefault: boolean): Float32Array {
-    const values = tensor.toFloat32();
-    if (options.dimensions !== undefined && options.dimensions !== values.length) {
-      throw new HttpError(400, 'ERR_PERCEIVER_DIMENSIONS_UNSUPPORTED', `"dimensions": ${options.dimensions} is not supported: ${e.name}'s embeddings have ${values.length} dimensions and are not shortened (leave "dimensions" out, or send ${values.length})`);
+  /** Refuses `dimensions` other than the embeddings' size (mean-pooled latents: d_latents), before any work. */
+  function checkDimensions(e: Endpoint, options: BodyOptions): void {
+    const size = e.model.config.d_latents;
+    if (options.dimensions !== undefined && options.dimensions !== size) {
+      throw new HttpError(400, 'ERR_PERCEIVER_DIMENSIONS_UNSUPPORTED', `"dimensions": ${options.dimensions} is not supported: ${e.name}'s embeddings have ${size} dimensions and are not shortened (leave "dimensions" out, or send ${size})`);
     }
+  }
+
+  function embeddingValues(tensor: Tensor, options: BodyOptions, normalizeByDefault: boolean): Float32Array {
+    const values = tensor.toFloat32();
     if (options.normalize ?? normalizeByDefault) {
       let sum = 0;
       for (const v of values) sum += v * v;
@@ -765,8 +770,9 @@ export async function serve(models: PerceiverModel<any> | ServedModel[], options
         const body = parsedBody(request.body);
         const e = endpointOf(request, body);
         const tei = body.key === 'input' || body.key === 'inputs';
+        checkDimensions(e, body.options);
         const { results } = await runItems(e, body, 'embed', !tei, clientGone(reply));
-        const vectors = results.map((t) => Array.from(embeddingValues(e, t, body.options, tei)));
+        const vectors = results.map((t) => Array.from(embeddingValues(t, body.options, tei)));
         if (tei) return vectors;
         return body.batched ? { embeddings: vectors } : { embedding: vectors[0] };
       }),
@@ -777,12 +783,13 @@ export async function serve(models: PerceiverModel<any> | ServedModel[], options
         const body = parsedBody(request.body);
         if (body.key !== 'input') throw new HttpError(400, 'ERR_PERCEIVER_BAD_REQUEST', `OpenAI's embeddings take "input" (a string or an array of strings), not "${body.key}"`);
         const e = endpointOf(request, body);
+        checkDimensions(e, body.options);
         const { results, promptTokens } = await runItems(e, body, 'embed', false, clientGone(reply));
         const base64 = body.options.encodingFormat === 'base64';
         return {
           object: 'list',
           data: results.map((t, index) => {
-            const values = embeddingValues(e, t, body.options, true);
+            const values = embeddingValues(t, body.options, true);
             // base64: the float32 values' little-endian bytes, as OpenAI's clients decode them.
             return { object: 'embedding', index, embedding: base64 ? Buffer.from(values.buffer, values.byteOffset, values.byteLength).toString('base64') : Array.from(values) };
           }),
