@@ -253,7 +253,10 @@ async function serveCommand(args: string[]): Promise<number> {
   const devices = perModel(values.device as string[] | undefined, 'device', names, 'cpu');
   const dtypes = perModel(values.dtype as string[] | undefined, 'dtype', names, 'float32');
   // Keys: --api-key (repeatable) and PERCEIVER_IO_API_KEY (comma-separated), which keeps them out of `ps`.
-  const apiKeys = [...((values['api-key'] as string[] | undefined) ?? []), ...(process.env.PERCEIVER_IO_API_KEY ?? '').split(',')].map((k) => k.trim()).filter((k) => k !== '');
+  const flagKeys = ((values['api-key'] as string[] | undefined) ?? []).map((k) => k.trim());
+  // An empty --api-key would serve without authentication while the operator believes otherwise.
+  if (flagKeys.includes('')) throw new UsageError('--api-key wants a non-empty key');
+  const apiKeys = [...flagKeys, ...(process.env.PERCEIVER_IO_API_KEY ?? '').split(',').map((k) => k.trim()).filter((k) => k !== '')];
   const publicRoutes = (values['public-routes'] as string).split(',').map((r) => r.trim()).filter((r) => r !== '');
   const { AutoModel } = await import('../auto.js');
   const { serve } = await import('../serving/server.js');
