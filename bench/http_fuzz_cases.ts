@@ -37,7 +37,7 @@ export interface FuzzOptions {
 }
 
 const METHODS = ['POST', 'POST', 'POST', 'POST', 'GET', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'HEAD'];
-const PATHS = ['/embed', '/classify', '/embed', '/classify', '/health', '/metrics', '/', '/embed/', '/EMBED', '/embed?x=1&y', '/classify#frag', '/%00', '/..%2f..%2fetc%2fpasswd', '/embed%20', '//embed', '/metrics?name[]=1'];
+const PATHS = ['/embed', '/classify', '/embed', '/classify', '/health', '/metrics', '/', '/info', '/v1/models', '/v1/embeddings/', '/models/', '/models/%2e%2e/embed', '/models/x/embed', '/models//info', '/embed/', '/EMBED', '/embed?x=1&y', '/classify#frag', '/%00', '/..%2f..%2fetc%2fpasswd', '/embed%20', '//embed', '/metrics?name[]=1'];
 const CONTENT_TYPES = [
   'application/json',
   'application/json',
@@ -52,6 +52,8 @@ const CONTENT_TYPES = [
   ';;;',
   '',
 ];
+/** The routes that take bodies, where most cases go. */
+const BODY_ROUTES = ['/embed', '/classify', '/predict', '/v1/embeddings'];
 const SPECIALS = ['[MASK]', '[CLS]', '[SEP]', '[PAD]', '[BOS]', '[EOS]', '[MAS', 'K]'];
 
 export function generateCase(random: () => number, index: number, options: FuzzOptions): FuzzCase {
@@ -76,7 +78,9 @@ export function generateCase(random: () => number, index: number, options: FuzzO
     if (depth <= 0 || r < 0.3) return pick([null, true, false, 0, -1, 1e308, -0.5, int(1e9), '', randomString(20)]);
     if (r < 0.6) return Array.from({ length: int(5) }, () => randomJson(depth - 1));
     const o: Record<string, unknown> = {};
-    for (let i = int(5); i > 0; i--) o[pick(['text', 'image', 'inputs', '__proto__', 'constructor', randomString(8)])] = randomJson(depth - 1);
+    for (let i = int(5); i > 0; i--) {
+      o[pick(['text', 'image', 'inputs', 'input', 'model', 'normalize', 'truncate', 'truncation_direction', 'encoding_format', 'dimensions', 'top_k', 'raw_scores', '__proto__', 'constructor', randomString(8)])] = randomJson(depth - 1);
+    }
     return o;
   };
   const wrongType = (): unknown => pick([null, 42, true, [], ['a'], { text: 'x' }, 1.5, -0, '']);
@@ -87,6 +91,23 @@ export function generateCase(random: () => number, index: number, options: FuzzO
   if (r < 0.15) {
     kind = 'valid text';
     body = JSON.stringify({ text: randomString(200) });
+  } else if (r < 0.2) {
+    kind = 'batch and options';
+    const items = Array.from({ length: int(40) }, () => (random() < 0.9 ? randomString(int(2) ? 60 : 400) : wrongType()));
+    const fields: Record<string, unknown> = { [pick(['inputs', 'input', 'text', 'image'])]: random() < 0.8 ? items : pick([...items, 'x']) };
+    for (const [name, values] of [
+      ['normalize', [true, false, 'true', 1]],
+      ['truncate', [true, false, null, 'no']],
+      ['truncation_direction', ['left', 'Right', 'up', 3]],
+      ['encoding_format', ['float', 'base64', 'int8', null]],
+      ['dimensions', [64, 8, 0, -1, 1.5, '64']],
+      ['model', ['x', '', 7, 'PerceiverForSequenceClassification']],
+      ['top_k', [1, 0, 100, 'k']],
+      ['raw_scores', [true, 'x']],
+    ] as const) {
+      if (random() < 0.3) fields[name] = pick(values as readonly unknown[]);
+    }
+    body = JSON.stringify(fields);
   } else if (r < 0.25) {
     kind = 'wrong field type';
     body = JSON.stringify(pick([{ text: wrongType() }, { image: wrongType() }, { text: 'a', image: 'aGk=' }, {}]));
@@ -133,7 +154,7 @@ export function generateCase(random: () => number, index: number, options: FuzzO
   }
 
   const method = kind === 'odd path' ? pick(METHODS) : random() < 0.85 ? 'POST' : pick(METHODS);
-  let path = kind === 'odd path' ? pick([...PATHS, `/${[...Buffer.from(randomString(30), 'utf8')].map((b) => `%${b.toString(16).padStart(2, '0')}`).join('')}`, `/embed?${'q'.repeat(int(4000))}`]) : random() < 0.9 ? pick(['/embed', '/classify']) : pick(PATHS);
+  let path = kind === 'odd path' ? pick([...PATHS, `/${[...Buffer.from(randomString(30), 'utf8')].map((b) => `%${b.toString(16).padStart(2, '0')}`).join('')}`, `/embed?${'q'.repeat(int(4000))}`]) : random() < 0.9 ? pick(BODY_ROUTES) : pick(PATHS);
   if (path.includes('#')) path = path.slice(0, path.indexOf('#'));
   const headers: Record<string, string> = {};
   const contentType = random() < 0.7 ? 'application/json' : pick(CONTENT_TYPES);

@@ -176,7 +176,9 @@ function softmax(logits: Float32Array): Float64Array {
 
 /** What the service should answer for each text: this process's own batch-1 forward, tokenized as serve() does. */
 async function references(model: PerceiverModel<any>, texts: string[], routes: Route[]): Promise<Reference[]> {
-  // serve() pads to min(max_position_embeddings, 2048) with truncation (lib/serving/server.ts).
+  // The references: each text padded to min(max_position_embeddings, 2048) with truncation. serve()
+  // pads a text to a power of two at or above its length (dynamic padding, lib/serving/server.ts);
+  // the mask makes the answers equal within float rounding.
   const length = Math.min(model.config.max_position_embeddings, 2048);
   const tokenizer = new PerceiverTokenizer({ modelMaxLength: length });
   const out: Reference[] = [];
@@ -364,8 +366,13 @@ function parseMetrics(text: string): Map<string, number> {
   for (const line of text.split('\n')) {
     const match = /^([a-zA-Z_:][\w:]*)(?:\{([^}]*)\})?\s+(\S+)$/.exec(line);
     if (!match) continue;
-    const labels = [...(match[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((m) => `${m[1]}=${m[2]}`).sort();
-    out.set(`${match[1]}{${labels.join(',')}}`, Number(match[3]));
+    // The servers serve one model each: its `model` label is left out (samples differing only by it are summed).
+    const labels = [...(match[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)]
+      .filter((m) => m[1] !== 'model')
+      .map((m) => `${m[1]}=${m[2]}`)
+      .sort();
+    const key = `${match[1]}{${labels.join(',')}}`;
+    out.set(key, (out.get(key) ?? 0) + Number(match[3]));
   }
   return out;
 }
@@ -625,7 +632,7 @@ function header(m: MachineInfo, cli: CliOptions, modelName: string, texts: strin
     `load:    ${m.loadAverage.map((x) => x.toFixed(2)).join(' ')} (1/5/15-min load average at start)`,
     `model:   ${modelName} from ${cli.model} (CPU, float32)`,
     `clients: ${cli.clients} clients, keep-alive, back to back; ${cli.warmup} s warm-up, then per route and server ${PHASE_SETTLE_S} s settling + ${cli.seconds} s measured`,
-    `texts:   ${texts.length} texts of ${Math.min(...bytes)} to ${Math.max(...bytes)} UTF-8 bytes (padded by the service to one length)`,
+    `texts:   ${texts.length} texts of ${Math.min(...bytes)} to ${Math.max(...bytes)} UTF-8 bytes (padded by the service to a power of two at or above each text's length)`,
   ].join('\n');
 }
 

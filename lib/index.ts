@@ -77,7 +77,7 @@ export {
   type BatchResult,
   type BatcherStats,
 } from './serving/batcher.js';
-export type { ServeOptions, RunningServer } from './serving/server.js';
+export type { ServeOptions, RunningServer, ServedModel } from './serving/server.js';
 export {
   mediaKindOf,
   MEDIA_EXTENSIONS,

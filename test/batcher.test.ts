@@ -378,3 +378,23 @@ t.test('real model: 12 concurrent submits give what each item gets alone, in few
     t.ok(errHidden < 1e-5, `item ${i}: lastHiddenState relative error ${errHidden.toExponential(2)} < 1e-5`);
   }
 });
+
+t.test('maxBatchTokens: a group of items declaring tokens holds at most maxBatchTokens / tokens of them', async (t) => {
+  const model = fakeModel();
+  const batcher = createBatcher(model, { maxBatchSize: 16, maxDelayMs: 20, maxBatchTokens: 100 });
+  // 7 items of 32 tokens: 3 per forward (96 tokens), so 3 + 3 + 1; answered in order.
+  const results = await Promise.all(Array.from({ length: 7 }, (_, i) => batcher.submit({ inputs: item([i, i]), tokens: 32 })));
+  t.same([...model.sizes].sort((a, b) => b - a), [3, 3, 1], 'forwards of 3, 3 and 1 items');
+  t.same(results.map((r) => values(r.lastHiddenState)), Array.from({ length: 7 }, (_, i) => [i, i]), 'each caller gets its own item');
+  // An item over the budget on its own still runs, alone.
+  model.sizes.length = 0;
+  await Promise.all([0, 1].map((i) => batcher.submit({ inputs: item([i, i]), tokens: 500 })));
+  t.same(model.sizes, [1, 1], 'an item larger than the budget runs alone');
+  // Items of another token count never share a forward (the count is part of the key).
+  model.sizes.length = 0;
+  await Promise.all([batcher.submit({ inputs: item([1, 1]), tokens: 10 }), batcher.submit({ inputs: item([2, 2]), tokens: 20 })]);
+  t.same(model.sizes, [1, 1]);
+  await t.rejects(batcher.submit({ inputs: item([1, 1]), tokens: -1 }), InvalidArgumentError, 'tokens must be a non-negative integer');
+  t.throws(() => createBatcher(model, { maxBatchTokens: 0 }), InvalidArgumentError);
+  await batcher.close();
+});

@@ -1,5 +1,6 @@
 /**
- * A seeded fuzz of the HTTP surface (bench/http_fuzz_cases.ts): methods, paths, content types,
+ * A seeded fuzz of the HTTP surface (bench/http_fuzz_cases.ts): methods, paths (the OpenAI and TEI
+ * routes included), content types, batches and options,
  * random, malformed, huge and binary JSON bodies, wrong field types, images. No case may get a 5xx,
  * hang or take the server down. 300 cases here; bench/http_fuzz.ts runs 10,000.
  */

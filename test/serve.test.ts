@@ -47,7 +47,7 @@ t.test('text classification model', async (t) => {
   t.test('/health', async (t) => {
     const res = await fetch(`${server.url}/health`);
     t.equal(res.status, 200);
-    t.same(await res.json(), { status: 'ok', model: 'PerceiverForSequenceClassification' });
+    t.same(await res.json(), { status: 'ok', model: 'PerceiverForSequenceClassification', models: { PerceiverForSequenceClassification: 'ready' } });
   });
 
   t.test('/classify matches softmax of the model forward', async (t) => {
@@ -93,10 +93,10 @@ t.test('text classification model', async (t) => {
     const text = await res.text();
     const batches = metricSum(text, 'perceiver_batch_size_count', 'route="/embed"');
     const items = metricSum(text, 'perceiver_batch_size_sum', 'route="/embed"');
-    t.equal(items, 21, 'batch sizes add up to the /embed requests (1 + 20)');
-    t.ok(batches >= 2 && batches < 21, `fewer forwards (${batches}) than requests (21)`);
+    t.equal(items, 22, 'batch sizes add up to the /embed items (the warm-up, 1 + 20)');
+    t.ok(batches >= 3 && batches < 22, `fewer forwards (${batches}) than items (22)`);
     t.ok(metricSum(text, 'perceiver_requests_total', 'route="/embed",status="200"') >= 21, 'request counter');
-    t.match(text, /perceiver_request_duration_seconds_bucket\{le="[^"]+",route="\/embed"\}/);
+    t.match(text, /perceiver_request_duration_seconds_bucket\{le="[^"]+",route="\/embed",status="200"\}/);
   });
 
   t.test('bad bodies answer 400 with a code', async (t) => {
@@ -216,4 +216,49 @@ t.test('perceiver-io serve: the CLI serves a checkpoint until SIGTERM, then exit
   const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   child.kill('SIGTERM');
   t.equal(await exit, 0, 'exits 0 on SIGTERM');
+});
+
+t.test('perceiver-io serve: several named models, per-model flags, a key from the environment; an unservable checkpoint exits 1', async (t) => {
+  const { spawn } = await import('node:child_process');
+  const { join } = await import('node:path');
+  const { readFileSync } = await import('node:fs');
+  const repo = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..');
+  const cli = join(repo, JSON.parse(readFileSync(join(repo, 'package.json'), 'utf8')).bin['perceiver-io']);
+  const fixture = (name: string) => join(repo, 'test', 'fixtures', name);
+  const run = (args: string[]) => {
+    const child = spawn(process.execPath, [cli, 'serve', '--port', '0', ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, PERCEIVER_IO_API_KEY: 'env-key' } });
+    let stderr = '';
+    const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const url = new Promise<string>((resolve, reject) => {
+      child.stderr.on('data', (chunk: Buffer) => {
+        stderr += chunk.toString();
+        const m = /serving .* on (http:\/\/\S+)/.exec(stderr);
+        if (m) resolve(m[1]!);
+      });
+      void exit.then((code) => reject(new Error(`serve exited (${code}): ${stderr}`)));
+    });
+    return { child, url, exit, stderr: () => stderr };
+  };
+
+  const two = run(['--model', `clf=${fixture('text-classification')}`, '--model', `mlm=${fixture('text-mlm')}`, '--device', 'cpu', '--dtype', 'mlm=float32', '--max-client-batch-size', '4']);
+  const url = await two.url;
+  t.match(two.stderr(), /"clf".*"mlm"/, 'both models named');
+  const auth = { authorization: 'Bearer env-key', 'content-type': 'application/json' };
+  t.equal((await fetch(`${url}/v1/models`)).status, 401, 'a key is required');
+  const models = (await (await fetch(`${url}/v1/models`, { headers: auth })).json()) as Json;
+  t.same(models.data.map((m: Json) => m.id), ['clf', 'mlm']);
+  const embed = await fetch(`${url}/v1/embeddings`, { method: 'POST', headers: auth, body: JSON.stringify({ input: ['a', 'b'], model: 'mlm' }) });
+  t.equal(embed.status, 200);
+  t.equal(((await embed.json()) as Json).model, 'mlm');
+  const tooMany = await fetch(`${url}/embed`, { method: 'POST', headers: auth, body: JSON.stringify({ inputs: ['a', 'b', 'c', 'd', 'e'] }) });
+  t.equal(tooMany.status, 413, '--max-client-batch-size 4');
+  t.equal((await fetch(`${url}/health`)).status, 200, '/health is public and ready');
+  two.child.kill('SIGTERM');
+  t.equal(await two.exit, 0);
+
+  const multimodal = run(['--model', fixture('multimodal-autoencoding')]);
+  t.equal(await multimodal.exit, 1, 'an unservable checkpoint exits 1');
+  await multimodal.url.catch(() => undefined);
+  t.match(multimodal.stderr(), /takes text .* or images .*: only those can be served/);
+  t.notMatch(multimodal.stderr(), /\n\s+at /, 'one line, no stack');
 });

@@ -8,7 +8,10 @@
  *   modality names, the dtype and shape of every input tensor, and the dtype and shape of the mask
  *   (or its absence). Only requests with the same key are batched together.
  * - A group is dispatched as soon as it holds `maxBatchSize` items, or when its oldest request has
- *   waited `maxDelayMs`, whichever comes first. `close()` dispatches every queued group at once.
+ *   waited `maxDelayMs`, whichever comes first. With `maxBatchTokens`, a group of requests that
+ *   declare `tokens` (each item's padded length; one key, one length) holds at most
+ *   floor(maxBatchTokens / tokens) items (at least one), as text-embeddings-inference budgets batches.
+ *   `close()` dispatches every queued group at once.
  * - Batches run as soon as they are formed: there is no per-key limit on forwards in flight, the
  *   engine serialises where it must. Backpressure is on items: queued plus in-flight items never
  *   exceed `maxQueue`.
@@ -49,6 +52,8 @@ export interface BatcherOptions {
   maxDelayMs?: number;
   /** Most items queued plus in flight; beyond it submit rejects with QueueFullError (default 1024). */
   maxQueue?: number;
+  /** Most tokens (items x their `tokens`) in one forward (default: no limit beyond maxBatchSize). */
+  maxBatchTokens?: number;
 }
 
 /** One item: every tensor has batch dimension 1. */
@@ -56,6 +61,8 @@ export interface BatchRequest {
   inputs: Tensor | Record<string, Tensor>;
   attentionMask?: Tensor;
   signal?: AbortSignal;
+  /** The item's cost against maxBatchTokens (its padded sequence length); items of one shape key declare the same. */
+  tokens?: number;
 }
 
 /** This item's slice of the batch's outputs, batch dimension 1. */
@@ -110,11 +117,13 @@ interface Pending {
 
 interface Group {
   key: string;
+  /** Most items per forward for this group (maxBatchSize, or fewer under maxBatchTokens). */
+  limit: number;
   items: Pending[];
   timer?: NodeJS.Timeout;
 }
 
-const DEFAULTS = { maxBatchSize: 16, maxDelayMs: 5, maxQueue: 1024 } as const;
+const DEFAULTS = { maxBatchSize: 16, maxDelayMs: 5, maxQueue: 1024, maxBatchTokens: Number.MAX_SAFE_INTEGER } as const;
 
 /**
  * Upper bounds: maxBatchSize sizes the batch-size histogram (an array of maxBatchSize + 1), so a
@@ -218,6 +227,7 @@ export function createBatcher(model: BatchableModel, options: BatcherOptions = {
   const maxBatchSize = positiveInteger(options, 'maxBatchSize');
   const maxDelayMs = positiveInteger(options, 'maxDelayMs');
   const maxQueue = positiveInteger(options, 'maxQueue');
+  const maxBatchTokens = positiveInteger(options, 'maxBatchTokens');
 
   const groups = new Map<string, Group>();
   const running = new Set<Promise<void>>();
@@ -260,7 +270,7 @@ export function createBatcher(model: BatchableModel, options: BatcherOptions = {
   function flush(group: Group): void {
     if (group.timer) clearTimeout(group.timer);
     group.timer = undefined;
-    while (group.items.length > 0) dispatch(group.items.splice(0, maxBatchSize));
+    while (group.items.length > 0) dispatch(group.items.splice(0, group.limit));
     groups.delete(group.key);
   }
 
@@ -311,6 +321,11 @@ export function createBatcher(model: BatchableModel, options: BatcherOptions = {
       counters.rejected++;
       return Promise.reject(new DisposedError('the batcher (closed)'));
     }
+    const tokens = request.tokens ?? 0;
+    if (typeof tokens !== 'number' || !Number.isSafeInteger(tokens) || tokens < 0) {
+      return Promise.reject(new InvalidArgumentError('tokens', 'a non-negative integer', tokens));
+    }
+    key += `|N:${tokens}`;
     const signal = request.signal ?? undefined;
     if (signal?.aborted) {
       counters.cancelled++;
@@ -332,7 +347,7 @@ export function createBatcher(model: BatchableModel, options: BatcherOptions = {
       };
       let group = groups.get(key);
       if (!group) {
-        group = { key, items: [] };
+        group = { key, limit: tokens > 0 ? Math.max(1, Math.min(maxBatchSize, Math.floor(maxBatchTokens / tokens))) : maxBatchSize, items: [] };
         groups.set(key, group);
       }
       const home = group;
@@ -359,7 +374,7 @@ export function createBatcher(model: BatchableModel, options: BatcherOptions = {
       counters.requests++;
       counters.queued++;
       group.items.push(item);
-      if (group.items.length >= maxBatchSize) flush(group);
+      if (group.items.length >= group.limit) flush(group);
       else schedule(group);
     });
   }
