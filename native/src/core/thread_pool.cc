@@ -2,9 +2,47 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <exception>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 namespace perceiver {
+
+namespace {
+
+// A forward is hundreds of ops back to back, each split over the pool. Waking a sleeping thread
+// (a futex round trip, tens of microseconds on a VM) per op left a core idle about a tenth of the
+// time on the language model at batch 1; so workers, and a caller waiting for its chunks, spin
+// this long first (ONNX Runtime's pool spins too). Bounded, so an idle pool sleeps.
+constexpr auto kSpin = std::chrono::microseconds(200);
+
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+
+// Spins until ready() or kSpin has passed; true when ready.
+template <typename Ready>
+bool SpinUntil(Ready ready) {
+  const auto deadline = std::chrono::steady_clock::now() + kSpin;
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (ready()) return true;
+      CpuRelax();
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return ready();
+  }
+}
+
+// More chunks than threads, so a thread slowed by other work does not hold the whole op up.
+constexpr int64_t kChunksPerThread = 4;
+
+}  // namespace
 
 struct ThreadPool::Batch {
   const std::function<void(int64_t, int64_t)>* fn;
@@ -50,6 +88,7 @@ void ThreadPool::RunTask(const Task& task) {
 
 void ThreadPool::WorkerLoop() {
   for (;;) {
+    SpinUntil([this] { return queued_.load(std::memory_order_relaxed) > 0; });
     Task task;
     {
       std::unique_lock<std::mutex> lock(mutex_);
@@ -57,6 +96,7 @@ void ThreadPool::WorkerLoop() {
       if (stopping_ && queue_.empty()) return;
       task = queue_.front();
       queue_.pop_front();
+      queued_.fetch_sub(1, std::memory_order_relaxed);
     }
     RunTask(task);
   }
@@ -65,7 +105,7 @@ void ThreadPool::WorkerLoop() {
 void ThreadPool::ParallelFor(int64_t n, int64_t min_grain, const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
   const int64_t grain = std::max<int64_t>(1, min_grain);
-  const int64_t max_chunks = std::max<int64_t>(1, std::min<int64_t>(size(), (n + grain - 1) / grain));
+  const int64_t max_chunks = std::max<int64_t>(1, std::min<int64_t>(size() * kChunksPerThread, (n + grain - 1) / grain));
   if (max_chunks == 1) {
     fn(0, n);
     return;
@@ -79,6 +119,7 @@ void ThreadPool::ParallelFor(int64_t n, int64_t min_grain, const std::function<v
   {
     std::lock_guard<std::mutex> lock(mutex_);
     for (size_t i = 1; i < tasks.size(); ++i) queue_.push_back(tasks[i]);
+    queued_.fetch_add(static_cast<int64_t>(tasks.size()) - 1, std::memory_order_relaxed);
   }
   cv_.notify_all();
   RunTask(tasks[0]);
@@ -90,9 +131,11 @@ void ThreadPool::ParallelFor(int64_t n, int64_t min_grain, const std::function<v
       if (queue_.empty()) break;
       task = queue_.front();
       queue_.pop_front();
+      queued_.fetch_sub(1, std::memory_order_relaxed);
     }
     RunTask(task);
   }
+  SpinUntil([&] { return batch.remaining.load() == 0; });
   std::unique_lock<std::mutex> lock(batch.mutex);
   batch.done.wait(lock, [&] { return batch.remaining.load() == 0; });
   if (batch.error) std::rethrow_exception(batch.error);

@@ -6,6 +6,7 @@
 // all of its chunks are done. The calling thread helping is also what makes a nested call safe.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -44,6 +45,8 @@ class ThreadPool {
   std::mutex mutex_;
   std::condition_variable cv_;
   std::deque<Task> queue_;
+  // Tasks in queue_, readable without the lock: workers spin on it briefly before sleeping.
+  std::atomic<int64_t> queued_{0};
   bool stopping_ = false;
 };
 
