@@ -11,17 +11,80 @@
  * - The id of an item is the first 32 hex digits (128 bits) of the SHA-256 of its absolute path,
  *   so it is stable across runs, machines that mount the data at the same place, and shards.
  *   Moving the data to another path gives new ids.
+ * - With content ids (`id: 'content'`, `--id content`) the id is the SHA-256 of the file's bytes
+ *   (64 hex digits): moving the collection keeps every id (a rerun embeds nothing), an edited file
+ *   gets a new id (embedded again; the row of its old bytes stays), and files with the same bytes
+ *   are one item, embedded once, whose `paths` lists every one of them. The files are read once to
+ *   hash them (streamed, a few at a time) and again to decode them; a file that changes in between
+ *   is written under the id of the bytes hashed. A file that cannot be read keeps its path id and
+ *   fails in the run like any unreadable file.
  */
 import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { InvalidArgumentError } from '../errors.js';
 import { mediaKindOf } from '../media/kinds.js';
 import type { EmbedJobItem } from './job.js';
+import type { IdKind } from './parquet.js';
+
+/** Files hashed at once for content ids: enough to keep a disk or network mount busy. */
+const HASH_CONCURRENCY = 8;
 
 /** The stable id of a file: 32 hex digits of the SHA-256 of its absolute path. */
 export function itemId(path: string): string {
   return createHash('sha256').update(resolve(path)).digest('hex').slice(0, 32);
+}
+
+/** The content id of bytes: the SHA-256, 64 hex digits. */
+export function contentId(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+/** The content id of a file, streamed. */
+export async function fileContentId(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/** Runs `work` on every element, at most `limit` at once, results in order. */
+export async function mapLimit<T, R>(values: T[], limit: number, work: (value: T, index: number) => Promise<R>): Promise<R[]> {
+  const results = new Array<R>(values.length);
+  let next = 0;
+  const runners = Array.from({ length: Math.min(limit, values.length) }, async () => {
+    while (next < values.length) {
+      const index = next++;
+      results[index] = await work(values[index]!, index);
+    }
+  });
+  await Promise.all(runners);
+  return results;
+}
+
+/** Items of content ids: one per distinct content, listing every path that has it; unreadable files keep a path id. */
+export async function contentItems(paths: string[]): Promise<EmbedJobItem[]> {
+  const hashed = await mapLimit(paths, HASH_CONCURRENCY, async (path) => {
+    try {
+      return { path, id: await fileContentId(path) };
+    } catch (error) {
+      return { path, unreadable: `cannot read it (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})` };
+    }
+  });
+  const byId = new Map<string, EmbedJobItem>();
+  for (const entry of hashed) {
+    if (entry.id === undefined) {
+      byId.set(`path:${entry.path}`, { id: itemId(entry.path), path: entry.path, unreadable: entry.unreadable });
+      continue;
+    }
+    const known = byId.get(entry.id);
+    if (known) known.paths!.push(entry.path);
+    else byId.set(entry.id, { id: entry.id, path: entry.path, paths: [entry.path] });
+  }
+  const items = [...byId.values()];
+  for (const item of items) if (item.paths) item.paths.sort();
+  for (const item of items) if (item.paths) item.path = item.paths[0]!;
+  return items;
 }
 
 /** Whether an item belongs to shard `index` of `count`: a deterministic split by id. */
@@ -81,7 +144,7 @@ async function filesOfManifest(manifest: string): Promise<string[]> {
  * The items of a job: every file the inputs and the manifest name, deduplicated by id and sorted
  * by path, so that the same inputs always give the same list in the same order.
  */
-export async function discoverItems(inputs: string[], options: { manifest?: string } = {}): Promise<EmbedJobItem[]> {
+export async function discoverItems(inputs: string[], options: { manifest?: string; id?: IdKind } = {}): Promise<EmbedJobItem[]> {
   if (!Array.isArray(inputs) || inputs.some((input) => typeof input !== 'string' || input === '')) {
     throw new InvalidArgumentError('inputs', 'an array of non-empty paths, folders or globs', inputs);
   }
@@ -89,13 +152,19 @@ export async function discoverItems(inputs: string[], options: { manifest?: stri
   if (options.manifest !== undefined && (typeof options.manifest !== 'string' || options.manifest === '')) {
     throw new InvalidArgumentError('manifest', 'the path of a manifest file', options.manifest);
   }
+  if (options.id !== undefined && options.id !== 'path' && options.id !== 'content') throw new InvalidArgumentError('id', "'path' or 'content'", options.id);
   const paths: string[] = [];
   for (const input of inputs) paths.push(...(await filesOfInput(input)));
   if (options.manifest !== undefined) paths.push(...(await filesOfManifest(options.manifest)));
+  if (options.id === 'content') return sortByPath(await contentItems([...new Set(paths)]));
   const byId = new Map<string, EmbedJobItem>();
   for (const path of paths) {
     const id = itemId(path);
     if (!byId.has(id)) byId.set(id, { id, path });
   }
-  return [...byId.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  return sortByPath([...byId.values()]);
+}
+
+function sortByPath(items: EmbedJobItem[]): EmbedJobItem[] {
+  return items.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 }

@@ -34,15 +34,21 @@ import type { Tensor } from '../tensor.js';
 import { inShard } from './discover.js';
 import type { ModelIdentity } from './model_identity.js';
 import { lockOutputFolder } from './output_lock.js';
-import { listParts, preloadParquet, readPartIds, removeStaleTempFiles, writeEmbeddingPart, type EmbeddingColumns, type PartMetadata } from './parquet.js';
+import { checkPartSize, finishCompactions, compactFolder, RunCompactor, type CompactionHooks } from './compaction.js';
+import { listParts, preloadParquet, readPartIds, removeStaleTempFiles, withCommittedParts, writeEmbeddingPart, type EmbeddingColumns, type IdKind, type PartMetadata } from './parquet.js';
 
 export { discoverItems, itemId, inShard } from './discover.js';
-export { readEmbeddings, listParts, type EmbeddingRow, type PartMetadata } from './parquet.js';
+export { readEmbeddings, listParts, type EmbeddingRow, type PartMetadata, type IdKind } from './parquet.js';
+export { compactFolder, compactParts, DEFAULT_PART_SIZE, type CompactionStep } from './compaction.js';
 export { modelIdentity, type ModelIdentity } from './model_identity.js';
 
 export interface EmbedJobItem {
   id: string;
   path: string;
+  /** Content ids: every path with these bytes (`path` is the first); written as the `paths` column. */
+  paths?: string[];
+  /** Set by discovery when the item could not be read to compute its id: it fails with this reason. */
+  unreadable?: string;
 }
 
 export type EmbedTask = 'embed' | 'classify';
@@ -95,6 +101,16 @@ export interface EmbedJobOptions {
   modelIdentity?: ModelIdentity;
   /** Only the items of shard `index` of `count` (by id). */
   shard?: { index: number; count: number };
+  /** What the items' ids are (see discoverItems' `id`); recorded in the parts, and a folder of the other kind is refused. Default 'path'. */
+  idKind?: IdKind;
+  /**
+   * Target bytes of a part (default 128 MiB; 0: one part per batch, never merged). Batches are
+   * written as small parts and merged crash-safely (lib/batch/compaction.ts) as they reach it; an
+   * unsharded run also merges the folder's other small parts at the end.
+   */
+  partSize?: number;
+  /** Tests: stop a compaction at a given step. */
+  compactionHooks?: CompactionHooks;
   /** Stop at the first item that fails, and throw its error (after writing the batches done). */
   strict?: boolean;
   /** Stops taking new batches; those in flight are finished and written. */
@@ -117,8 +133,10 @@ export interface EmbedJobResult {
   /** Rows written by this run. */
   written: number;
   failed: EmbedFailure[];
-  /** Parts written by this run. */
+  /** Batch parts written by this run. */
   parts: number;
+  /** Compacted parts written by this run (each replaces two parts or more). */
+  compactedParts: number;
   /** True when the signal stopped the run before every item was done. */
   interrupted: boolean;
   seconds: number;
@@ -147,7 +165,10 @@ function failureOf(item: EmbedJobItem, error: unknown): EmbedFailure {
 }
 
 async function loadBatch(builder: MediaInputBuilder, items: EmbedJobItem[]): Promise<LoadedBatch> {
-  const settled = await Promise.allSettled(items.map((item) => builder.load(item.path)));
+  const settled = await Promise.allSettled(items.map(async (item) => {
+    if (item.unreadable !== undefined) throw new MediaDecodeError(item.path, item.unreadable);
+    return builder.load(item.path);
+  }));
   const batch: LoadedBatch = { ok: [], failed: [] };
   settled.forEach((result, i) => {
     if (result.status === 'fulfilled') batch.ok.push({ item: items[i]!, prepared: result.value });
@@ -209,6 +230,7 @@ function concatColumns(parts: EmbeddingColumns[], width: number, task: EmbedTask
     embeddings,
     labels: scores ? parts.flatMap((p) => p.labels!) : undefined,
     scores,
+    allPaths: parts[0]?.allPaths ? parts.flatMap((p) => p.allPaths!) : undefined,
   };
 }
 
@@ -217,13 +239,14 @@ async function computeBatch(model: PerceiverModel<any>, task: EmbedTask, builder
     const { inputs, attentionMask } = builder.collate(group.map((g) => g.prepared));
     const ids = group.map((g) => g.item.id);
     const paths = group.map((g) => g.item.path);
+    const allPaths = group.some((g) => g.item.paths) ? group.map((g) => g.item.paths ?? [g.item.path]) : undefined;
     if (task === 'embed') {
       const pooled = await model.embed(inputs, { attentionMask, pooling: 'mean' });
-      return { ids, paths, width: pooled.shape[1]!, embeddings: pooled.data };
+      return { ids, paths, width: pooled.shape[1]!, embeddings: pooled.data, allPaths };
     }
     const out = await model.forward({ inputs, attentionMask });
     const logits = out.logits as Tensor<'float32'>;
-    return { ids, paths, width: out.lastHiddenState.shape[2]!, embeddings: meanPoolLatents(out.lastHiddenState).data, ...topLabels(logits, labelsOf(model, logits.shape[1]!)) };
+    return { ids, paths, width: out.lastHiddenState.shape[2]!, embeddings: meanPoolLatents(out.lastHiddenState).data, ...topLabels(logits, labelsOf(model, logits.shape[1]!)), allPaths };
   };
   const failed = [...loaded.failed];
   if (loaded.ok.length === 0) return { failed };
@@ -276,8 +299,9 @@ async function runPipeline(
 function checkItems(items: unknown): asserts items is EmbedJobItem[] {
   if (!Array.isArray(items)) throw new InvalidArgumentError('items', 'an array of { id, path }', items);
   items.forEach((item, i) => {
-    const { id, path } = (item ?? {}) as Partial<EmbedJobItem>;
+    const { id, path, paths } = (item ?? {}) as Partial<EmbedJobItem>;
     if (typeof id !== 'string' || id === '' || typeof path !== 'string' || path === '') throw new InvalidArgumentError(`items[${i}]`, '{ id, path } with non-empty strings', item);
+    if (paths !== undefined && (!Array.isArray(paths) || paths.length === 0 || paths.some((p) => typeof p !== 'string' || p === ''))) throw new InvalidArgumentError(`items[${i}].paths`, 'a non-empty array of paths', paths);
   });
 }
 
@@ -294,12 +318,13 @@ async function builderFor(model: PerceiverModel<any>): Promise<MediaInputBuilder
 }
 
 /** What every part of a run records: its task, model class and width, and the checkpoint's identity. */
-function metadataFor(model: PerceiverModel<any>, task: EmbedTask, identity: ModelIdentity | undefined): PartMetadata {
+function metadataFor(model: PerceiverModel<any>, task: EmbedTask, identity: ModelIdentity | undefined, idKind: IdKind = 'path'): PartMetadata {
+  if (idKind !== 'path' && idKind !== 'content') throw new InvalidArgumentError('idKind', "'path' or 'content'", idKind);
   if (identity !== undefined && (typeof identity !== 'object' || identity === null || typeof identity.id !== 'string' || identity.id === '' || typeof identity.source !== 'string')) {
     throw new InvalidArgumentError('modelIdentity', 'an object { id, source } from modelIdentity(folder)', identity);
   }
   const { id, source } = identity ?? { id: `config-sha256:${createHash('sha256').update(JSON.stringify(model.config)).digest('hex')}`, source: model.constructor.name };
-  return { task, model: model.constructor.name, width: model.config.d_latents, modelId: id, modelSource: source };
+  return { task, model: model.constructor.name, width: model.config.d_latents, modelId: id, modelSource: source, idKind };
 }
 
 /** What a run expects of the parts already in its folder: its task, and its width and model identity when known. */
@@ -308,6 +333,8 @@ export interface ExpectedOutput {
   width?: number;
   modelId?: string;
   modelSource?: string;
+  /** Absent: not checked. */
+  idKind?: IdKind;
 }
 
 /**
@@ -316,9 +343,13 @@ export interface ExpectedOutput {
  * another task or width, ModelMismatchError for another checkpoint.
  */
 export async function readDoneChecked(outDir: string, expected: ExpectedOutput, argument = 'outDir', exceptFile?: string): Promise<Set<string>> {
+  return withCommittedParts(outDir, (files) => readDoneOf(outDir, files, expected, argument, exceptFile));
+}
+
+async function readDoneOf(outDir: string, files: string[], expected: ExpectedOutput, argument: string, exceptFile?: string): Promise<Set<string>> {
   const ids = new Set<string>();
   const widthText = expected.width === undefined ? '' : ` of width ${expected.width}`;
-  for (const file of await listParts(outDir)) {
+  for (const file of files) {
     if (file === exceptFile) continue;
     const part = await readPartIds(file);
     const other = part.metadata;
@@ -335,6 +366,14 @@ export async function readDoneChecked(outDir: string, expected: ExpectedOutput, 
         outDir,
         { id: other.modelId ?? 'none recorded', source: other.modelSource ?? `${other.model} (written without a model identity)`, file },
         { id: expected.modelId, source: expected.modelSource ?? expected.modelId },
+      );
+    }
+    if (other && expected.idKind !== undefined && (other.idKind ?? 'path') !== expected.idKind) {
+      throw new InvalidArgumentError(
+        argument,
+        `a folder of parts with ${expected.idKind} ids`,
+        file,
+        `${outDir} holds parts with ${other.idKind ?? 'path'} ids (${file}), not ${expected.idKind} ids: use --id ${other.idKind ?? 'path'} or another output folder`,
       );
     }
     for (const id of part.ids) ids.add(id);
@@ -403,6 +442,7 @@ function selectRows(columns: EmbeddingColumns, rows: number[]): EmbeddingColumns
     embeddings,
     labels: columns.labels && rows.map((row) => columns.labels![row]!),
     scores: columns.scores && Float32Array.from(rows, (row) => columns.scores![row]!),
+    allPaths: columns.allPaths && rows.map((row) => columns.allPaths![row]!),
   };
 }
 
@@ -419,9 +459,11 @@ export async function makeOutputFolder(outDir: string, argument = 'outDir'): Pro
 /** The ids already written to a folder's parts. */
 export async function readDoneIds(outDir: string): Promise<Set<string>> {
   if (typeof outDir !== 'string' || outDir === '') throw new InvalidArgumentError('outDir', 'a folder path', outDir);
-  const ids = new Set<string>();
-  for (const file of await listParts(outDir)) for (const id of (await readPartIds(file)).ids) ids.add(id);
-  return ids;
+  return withCommittedParts(outDir, async (files) => {
+    const ids = new Set<string>();
+    for (const file of files) for (const id of (await readPartIds(file)).ids) ids.add(id);
+    return ids;
+  });
 }
 
 /** A whole job: shard, resume, one pipeline per model, one part per batch. */
@@ -429,6 +471,7 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
   const started = performance.now();
   if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options', 'an object { models, task, items, outDir }', options);
   const { models, task, items, outDir, shard, strict = false, signal, onItemFailed, onProgress } = options;
+  const partSize = checkPartSize(options.partSize);
   if (!Array.isArray(models) || models.length === 0) throw new InvalidArgumentError('models', 'a non-empty array of loaded models', models);
   for (const model of models) checkTask(model, task);
   checkItems(items);
@@ -450,7 +493,8 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
   const lock = await lockOutputFolder(outDir, shard ? { kind: 'shard', index: shard.index, count: shard.count } : { kind: 'all' });
   try {
     await removeStaleTempFiles(outDir);
-    const metadata = metadataFor(models[0]!, task, options.modelIdentity);
+    await finishCompactions(outDir);
+    const metadata = metadataFor(models[0]!, task, options.modelIdentity, options.idKind);
     const done = await readDoneChecked(outDir, metadata);
 
     const mine = shard ? items.filter((item) => inShard(item.id, shard.index, shard.count)) : items;
@@ -463,6 +507,7 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
       written: 0,
       failed: [],
       parts: 0,
+      compactedParts: 0,
       interrupted: false,
       seconds: 0,
     };
@@ -477,6 +522,7 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
     const stopped = () => fatal || strictError !== undefined || signal?.aborted === true;
     const next = () => (!stopped() && offset < todo.length ? todo.slice(offset, (offset += batchSize)) : undefined);
     const builders = await Promise.all(models.map((model) => builderFor(model)));
+    const compactor = new RunCompactor(outDir, partSize, options.compactionHooks);
     onProgress?.(0, 0, todo.length);
 
     const onBatch = async (batch: EmbedJobItem[], computed: ComputedBatch) => {
@@ -485,6 +531,7 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
         await writeEmbeddingPart(file, computed.columns, metadata);
         result.written += computed.columns.ids.length;
         result.parts++;
+        await compactor.add(file);
       }
       for (const failure of computed.failed) {
         result.failed.push(failure);
@@ -503,6 +550,11 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
         }),
       ),
     );
+    // The parts written are merged even when a batch failed: they hold finished rows.
+    await compactor.finish();
+    result.compactedParts = compactor.compactions;
+    // The only writer of the whole folder merges the small parts of earlier runs too.
+    if (!shard && partSize > 0) result.compactedParts += (await compactFolder(outDir, partSize, options.compactionHooks)).length;
     const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (failure) throw failure.reason;
     if (strictError !== undefined) throw strictError;

@@ -10,7 +10,7 @@
  *   with OutputLockedError; one with another model than the folder holds, with ModelMismatchError.
  */
 import { AutoModel } from '../auto.js';
-import { runEmbedJob, discoverItems, modelIdentity, type EmbedTask } from '../batch/job.js';
+import { runEmbedJob, discoverItems, modelIdentity, type EmbedTask, type IdKind } from '../batch/job.js';
 import { createProgressReporter } from '../batch/progress.js';
 import { capabilities } from '../capabilities.js';
 import { InvalidArgumentError } from '../errors.js';
@@ -33,6 +33,28 @@ export interface EmbedCommandOptions {
   /** `i/N`. */
   shard?: string;
   strict: boolean;
+  /** `path` (default) or `content`. */
+  id?: string;
+  /** `128MB`, `64MiB`, `500kB`, bytes, or `0` (never compact). */
+  partSize?: string;
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, kb: 1e3, mb: 1e6, gb: 1e9, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3 };
+
+/** A size such as `128MB`, `64MiB`, `500kB` or `1048576` (bytes), in bytes. */
+export function parseSize(value: string, option: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(value.trim());
+  const unit = m ? SIZE_UNITS[m[2]!.toLowerCase()] : undefined;
+  const bytes = m && unit !== undefined ? Math.round(Number(m[1]) * unit) : NaN;
+  if (!Number.isSafeInteger(bytes) || bytes < 0) throw new UsageError(`${option} wants a size such as 128MB, 64MiB, 500kB or a byte count (0: never), got ${JSON.stringify(value)}`);
+  return bytes;
+}
+
+/** `path` or `content`. */
+export function parseIdKind(value: string | undefined): IdKind {
+  if (value === undefined || value === 'path') return 'path';
+  if (value === 'content') return 'content';
+  throw new UsageError(`--id wants path or content, got ${JSON.stringify(value)}`);
 }
 
 /**
@@ -72,11 +94,13 @@ export async function runEmbedCommand(options: EmbedCommandOptions): Promise<num
   if (!DEVICE_DTYPES.includes(options.dtype as ComputeDType)) throw new UsageError(`--dtype wants one of ${DEVICE_DTYPES.join(', ')}, got ${JSON.stringify(options.dtype)}`);
   const { devices, note } = parseDevices(options.devices);
   const shard = options.shard === undefined ? undefined : parseShard(options.shard);
+  const idKind = parseIdKind(options.id);
+  const partSize = options.partSize === undefined ? undefined : parseSize(options.partSize, '--part-size');
   if (options.inputs.length === 0 && options.manifest === undefined) throw new UsageError(`${task} needs at least one INPUT (a file, folder or glob) or --manifest FILE`);
 
   let items;
   try {
-    items = await discoverItems(options.inputs, { manifest: options.manifest });
+    items = await discoverItems(options.inputs, { manifest: options.manifest, id: idKind });
   } catch (error) {
     // A missing input or manifest is a mistake on the command line.
     if (error instanceof InvalidArgumentError) throw new UsageError(error.message);
@@ -110,6 +134,8 @@ export async function runEmbedCommand(options: EmbedCommandOptions): Promise<num
       modelIdentity: identity,
       batchSize: options.batchSize,
       shard,
+      idKind,
+      partSize,
       strict: options.strict,
       signal: controller.signal,
       // Decode errors name the file already; others get it in front.
@@ -125,7 +151,8 @@ export async function runEmbedCommand(options: EmbedCommandOptions): Promise<num
     process.stderr.write(
       `${label}: ${result.total} items${shardText}: ${result.written} written in ${result.parts} part${result.parts === 1 ? '' : 's'}, ` +
         `${result.skippedDone} already done, ${result.failed.length} unreadable, ` +
-        `${result.todo - result.written - result.failed.length} left -> ${options.out} ` +
+        `${result.todo - result.written - result.failed.length} left -> ${options.out}` +
+        `${result.compactedParts > 0 ? ` (${result.compactedParts} compacted part${result.compactedParts === 1 ? '' : 's'})` : ''} ` +
         `(${result.seconds.toFixed(1)} s, ${rate.toFixed(1)} items/s on ${devices.join(',')})\n`,
     );
     return result.interrupted ? 130 : 0;

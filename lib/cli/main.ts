@@ -52,6 +52,9 @@ Commands:
             --dtype float32         compute precision (float32, tfloat32, float16, bfloat16 on CUDA)
             --shard i/N             only the items of shard i of N (by id)
             --strict                stop with exit 1 at the first unreadable file (default: skip it)
+            --id path|content       ids: hash of the absolute path (default) or SHA-256 of the bytes
+                                    (moved files are not re-embedded; duplicates embedded once, column paths)
+            --part-size 128MB       merge batch parts into parts of about this size, crash-safely (0: never)
   classify  The same for a classification checkpoint, with columns label (top-1) and score
             (its softmax probability) beside id, path and embedding
             With --queue redis://HOST:PORT the work is queued in shards for workers (below) and the
@@ -217,6 +220,8 @@ async function embedCommand(task: 'embed' | 'classify', args: string[]): Promise
       dtype: { type: 'string', default: 'float32' },
       shard: { type: 'string' },
       strict: { type: 'boolean' },
+      id: { type: 'string' },
+      'part-size': { type: 'string' },
     },
     true,
   );
@@ -237,6 +242,8 @@ async function embedCommand(task: 'embed' | 'classify', args: string[]): Promise
     dtype: values.dtype as string,
     shard: values.shard as string | undefined,
     strict: values.strict === true,
+    id: values.id as string | undefined,
+    partSize: values['part-size'] as string | undefined,
   });
 }
 
