@@ -120,6 +120,10 @@ export {
   type EmbedJobOptions,
   type EmbedJobResult,
   type EmbeddingRow,
+  compactFolder,
+  DEFAULT_PART_SIZE,
+  type CompactionStep,
+  type IdKind,
 } from './batch/job.js';
 export {
   enqueueAndWait,

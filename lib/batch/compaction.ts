@@ -90,7 +90,16 @@ export async function compactParts(outDir: string, sources: string[], hooks: Com
   const name = `compact-${Date.now().toString(36)}-${randomBytes(6).toString('hex')}`;
   const target = join(outDir, `${name}.parquet`);
   const intentFile = join(outDir, `.${name}.json`);
-  const step = async (s: CompactionStep) => hooks.onStep?.(s, target);
+  // A hook's throw stands for a crash at that step: nothing is cleaned up after it.
+  let crashed = false;
+  const step = async (s: CompactionStep) => {
+    try {
+      await hooks.onStep?.(s, target);
+    } catch (error) {
+      crashed = true;
+      throw error;
+    }
+  };
 
   const temp = await createTempFile(target, { tag: tempTag() });
   try {
@@ -101,8 +110,10 @@ export async function compactParts(outDir: string, sources: string[], hooks: Com
     await step('intent');
     await commitTempFile(temp, target);
   } catch (error) {
-    await discardTempFile(temp);
-    await rm(intentFile, { force: true });
+    if (!crashed) {
+      await discardTempFile(temp);
+      await rm(intentFile, { force: true });
+    } else await temp.handle.close().catch(() => {});
     throw error;
   }
   await step('committed');
