@@ -24,6 +24,8 @@ import { createReadStream } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { InvalidArgumentError } from '../errors.js';
+import { posix } from 'node:path';
+import { isRemote, parseS3Url, RemoteReader } from '../io/remote.js';
 import { mediaKindOf } from '../media/kinds.js';
 import type { EmbedJobItem } from './job.js';
 import type { IdKind } from './parquet.js';
@@ -31,9 +33,9 @@ import type { IdKind } from './parquet.js';
 /** Files hashed at once for content ids: enough to keep a disk or network mount busy. */
 const HASH_CONCURRENCY = 8;
 
-/** The stable id of a file: 32 hex digits of the SHA-256 of its absolute path. */
+/** The stable id of a file: 32 hex digits of the SHA-256 of its absolute path (of a URL: the URL as given). */
 export function itemId(path: string): string {
-  return createHash('sha256').update(resolve(path)).digest('hex').slice(0, 32);
+  return createHash('sha256').update(isRemote(path) ? path : resolve(path)).digest('hex').slice(0, 32);
 }
 
 /** The content id of bytes: the SHA-256, 64 hex digits. */
@@ -63,12 +65,13 @@ export async function mapLimit<T, R>(values: T[], limit: number, work: (value: T
 }
 
 /** Items of content ids: one per distinct content, listing every path that has it; unreadable files keep a path id. */
-export async function contentItems(paths: string[]): Promise<EmbedJobItem[]> {
-  const hashed = await mapLimit(paths, HASH_CONCURRENCY, async (path) => {
+export async function contentItems(paths: string[], remote?: RemoteReader): Promise<EmbedJobItem[]> {
+  const hashed = await mapLimit(paths, remote?.concurrency ?? HASH_CONCURRENCY, async (path) => {
     try {
-      return { path, id: await fileContentId(path) };
+      // A remote object is read here to hash it and again to decode it (see the module comment).
+      return { path, id: isRemote(path) ? contentId(await remote!.read(path)) : await fileContentId(path) };
     } catch (error) {
-      return { path, unreadable: `cannot read it (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})` };
+      return { path, unreadable: (error as { reason?: string }).reason ?? `cannot read it (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})` };
     }
   });
   const byId = new Map<string, EmbedJobItem>();
@@ -107,7 +110,17 @@ async function expand(pattern: string, cwd: string): Promise<string[]> {
   return files.filter((file) => mediaKindOf(file) !== undefined);
 }
 
-async function filesOfInput(input: string): Promise<string[]> {
+/** The media keys under an s3:// prefix (every key when the prefix is one object's key). */
+async function filesOfS3Prefix(prefix: string, remote: RemoteReader): Promise<string[]> {
+  const urls: string[] = [];
+  for await (const url of remote.listS3(prefix)) if (url === prefix || mediaKindOf(url) !== undefined) urls.push(url);
+  if (urls.length === 0) throw new InvalidArgumentError('INPUT', 'an s3:// prefix with media objects under it', prefix, `no media objects under ${prefix}`);
+  return urls;
+}
+
+async function filesOfInput(input: string, remote: () => RemoteReader): Promise<string[]> {
+  if (/^s3:\/\//i.test(input)) return filesOfS3Prefix(input, remote());
+  if (/^https?:\/\//i.test(input)) return [input];
   const info = await statOrUndefined(input);
   if (info?.isDirectory()) return expand('**/*', resolve(input));
   if (info) return [resolve(input)];
@@ -120,19 +133,118 @@ async function filesOfInput(input: string): Promise<string[]> {
   throw new InvalidArgumentError('INPUT', 'an existing file or folder, or a glob', input, `${JSON.stringify(input)} is neither a file, a folder nor a glob that matches files`);
 }
 
-async function filesOfManifest(manifest: string): Promise<string[]> {
-  let text: string;
-  try {
-    text = await readFile(manifest, 'utf8');
-  } catch (error) {
-    throw new InvalidArgumentError('manifest', 'a readable text file with one path per line', manifest, `cannot read the manifest ${manifest}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+/** The column of a tabular manifest that names the items. */
+const MANIFEST_COLUMNS = ['path', 'url', 'uri', 'key'];
+
+/**
+ * RFC 4180 CSV (quoted fields with "" escapes, commas and newlines inside quotes), header first.
+ * Written by hand: no CSV package is a dependency, and a manifest needs only this.
+ */
+export function parseCsv(text: string): string[][] {
+  const rows: string[][] = [];
+  let row: string[] = [];
+  let field = '';
+  let quoted = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (quoted) {
+      if (c === '"' && text[i + 1] === '"') (field += '"'), i++;
+      else if (c === '"') quoted = false;
+      else field += c;
+    } else if (c === '"' && field === '') quoted = true;
+    else if (c === ',') row.push(field), (field = '');
+    else if (c === '\n' || c === '\r') {
+      if (c === '\r' && text[i + 1] === '\n') i++;
+      row.push(field);
+      if (row.length > 1 || row[0] !== '') rows.push(row);
+      row = [];
+      field = '';
+    } else field += c;
   }
+  row.push(field);
+  if (row.length > 1 || row[0] !== '') rows.push(row);
+  return rows;
+}
+
+function manifestColumn(columns: string[], manifest: string): number {
+  const lower = columns.map((c) => c.trim().toLowerCase());
+  const index = lower.findIndex((c) => MANIFEST_COLUMNS.includes(c));
+  if (index < 0) throw new InvalidArgumentError('manifest', `a table with a column named ${MANIFEST_COLUMNS.join(', ')}`, manifest, `the manifest ${manifest} has no ${MANIFEST_COLUMNS.join('/')} column (columns: ${columns.join(', ') || 'none'})`);
+  return index;
+}
+
+/** The entries (paths or URLs, as written) of a manifest's bytes, by its format (by extension). */
+async function manifestEntries(manifest: string, bytes: Buffer): Promise<string[]> {
+  const name = manifest.replace(/[?#].*$/, '').toLowerCase();
+  if (name.endsWith('.parquet')) {
+    const { parquetLibraries } = await import('./parquet.js');
+    const { arrow, parquet } = await parquetLibraries();
+    let table;
+    try {
+      table = arrow.tableFromIPC(parquet.readParquet(bytes).intoIPCStream());
+    } catch (error) {
+      throw new InvalidArgumentError('manifest', 'a readable Parquet file', manifest, `the manifest ${manifest} is not readable Parquet (${(error as Error).message.split('\n')[0]})`);
+    }
+    const column = table.schema.fields[manifestColumn(table.schema.fields.map((f) => f.name), manifest)]!.name;
+    return (table.getChild(column)!.toArray() as unknown[]).filter((v): v is string => typeof v === 'string' && v !== '');
+  }
+  const text = bytes.toString('utf8');
+  if (name.endsWith('.csv')) {
+    const [header, ...rows] = parseCsv(text);
+    const index = manifestColumn(header ?? [], manifest);
+    return rows.map((row) => (row[index] ?? '').trim()).filter((v) => v !== '');
+  }
+  if (name.endsWith('.jsonl') || name.endsWith('.ndjson')) {
+    const entries: string[] = [];
+    text.split('\n').forEach((line, i) => {
+      if (line.trim() === '') return;
+      let record: Record<string, unknown>;
+      try {
+        record = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        throw new InvalidArgumentError('manifest', 'one JSON object per line', manifest, `${manifest} line ${i + 1} is not JSON`);
+      }
+      const key = MANIFEST_COLUMNS.find((k) => typeof record?.[k] === 'string');
+      if (!key) throw new InvalidArgumentError('manifest', `objects with a ${MANIFEST_COLUMNS.join('/')} string`, manifest, `${manifest} line ${i + 1} has no ${MANIFEST_COLUMNS.join('/')} string`);
+      entries.push(record[key] as string);
+    });
+    return entries;
+  }
+  return text
+    .split('\n')
+    .map((raw) => raw.replace(/\r$/, '').trim())
+    .filter((line) => line !== '' && !line.startsWith('#'));
+}
+
+/** An entry of a remote manifest relative to it: resolved against the manifest's URL. */
+function resolveRemote(entry: string, manifest: string): string {
+  if (isRemote(entry)) return entry;
+  if (/^s3:\/\//i.test(manifest)) {
+    const { bucket, key } = parseS3Url(manifest, 'manifest');
+    const joined = posix.normalize(posix.join(posix.dirname(`/${key}`), entry));
+    return `s3://${bucket}${joined}`;
+  }
+  return new URL(entry, manifest).href;
+}
+
+async function filesOfManifest(manifest: string, remote: () => RemoteReader): Promise<string[]> {
+  let bytes: Buffer;
+  try {
+    bytes = isRemote(manifest) ? await remote().read(manifest) : await readFile(manifest);
+  } catch (error) {
+    const reason = (error as { reason?: string }).reason ?? (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+    throw new InvalidArgumentError('manifest', 'a readable manifest (lines, .csv, .jsonl or .parquet)', manifest, `cannot read the manifest ${manifest}: ${reason}`);
+  }
+  const entries = await manifestEntries(manifest, bytes);
+  if (isRemote(manifest)) return entries.map((entry) => resolveRemote(entry, manifest));
   const base = dirname(resolve(manifest));
   const files: string[] = [];
-  for (const raw of text.split('\n')) {
-    const line = raw.replace(/\r$/, '').trim();
-    if (line === '' || line.startsWith('#')) continue;
-    const path = resolve(base, line);
+  for (const entry of entries) {
+    if (isRemote(entry)) {
+      files.push(entry);
+      continue;
+    }
+    const path = resolve(base, entry);
     const info = await statOrUndefined(path);
     if (info?.isDirectory()) files.push(...(await expand('**/*', path)));
     else files.push(path);
@@ -144,7 +256,7 @@ async function filesOfManifest(manifest: string): Promise<string[]> {
  * The items of a job: every file the inputs and the manifest name, deduplicated by id and sorted
  * by path, so that the same inputs always give the same list in the same order.
  */
-export async function discoverItems(inputs: string[], options: { manifest?: string; id?: IdKind } = {}): Promise<EmbedJobItem[]> {
+export async function discoverItems(inputs: string[], options: { manifest?: string; id?: IdKind; remote?: RemoteReader } = {}): Promise<EmbedJobItem[]> {
   if (!Array.isArray(inputs) || inputs.some((input) => typeof input !== 'string' || input === '')) {
     throw new InvalidArgumentError('inputs', 'an array of non-empty paths, folders or globs', inputs);
   }
@@ -153,10 +265,22 @@ export async function discoverItems(inputs: string[], options: { manifest?: stri
     throw new InvalidArgumentError('manifest', 'the path of a manifest file', options.manifest);
   }
   if (options.id !== undefined && options.id !== 'path' && options.id !== 'content') throw new InvalidArgumentError('id', "'path' or 'content'", options.id);
-  const paths: string[] = [];
-  for (const input of inputs) paths.push(...(await filesOfInput(input)));
-  if (options.manifest !== undefined) paths.push(...(await filesOfManifest(options.manifest)));
-  if (options.id === 'content') return sortByPath(await contentItems([...new Set(paths)]));
+  if (options.remote !== undefined && !(options.remote instanceof RemoteReader)) throw new InvalidArgumentError('remote', 'a RemoteReader', options.remote);
+  // Remote inputs without a reader get one for the discovery, closed after it.
+  let own: RemoteReader | undefined;
+  const remote = () => options.remote ?? (own ??= new RemoteReader());
+  try {
+    const paths: string[] = [];
+    for (const input of inputs) paths.push(...(await filesOfInput(input, remote)));
+    if (options.manifest !== undefined) paths.push(...(await filesOfManifest(options.manifest, remote)));
+    if (options.id === 'content') return sortByPath(await contentItems([...new Set(paths)], paths.some(isRemote) ? remote() : undefined));
+    return itemsOfPaths(paths);
+  } finally {
+    await own?.close();
+  }
+}
+
+function itemsOfPaths(paths: string[]): EmbedJobItem[] {
   const byId = new Map<string, EmbedJobItem>();
   for (const path of paths) {
     const id = itemId(path);

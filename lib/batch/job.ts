@@ -23,14 +23,17 @@
  * A file that cannot be read or decoded, or whose kind the model does not take, is a failure of that
  * item alone: it is reported and skipped, and the rest of its batch is written.
  */
-import { mkdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { extname, join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { InvalidArgumentError, MediaDecodeError, ModelMismatchError } from '../errors.js';
 import { PerceiverClassificationDecoder } from '../modeling/decoders.js';
 import { meanPoolLatents, type PerceiverModel } from '../modeling/perceiver_model.js';
 import type { MediaInputBuilder, PreparedItem } from '../media/model_inputs.js';
 import type { Tensor } from '../tensor.js';
+import { isRemote, RemoteReader } from '../io/remote.js';
+import { mediaKindOf } from '../media/kinds.js';
 import { inShard } from './discover.js';
 import type { ModelIdentity } from './model_identity.js';
 import { lockOutputFolder } from './output_lock.js';
@@ -111,6 +114,8 @@ export interface EmbedJobOptions {
   partSize?: number;
   /** Tests: stop a compaction at a given step. */
   compactionHooks?: CompactionHooks;
+  /** Reads http(s):// and s3:// items (bounded, retried, timed); default: one with default settings. */
+  remote?: RemoteReader;
   /** Stop at the first item that fails, and throw its error (after writing the batches done). */
   strict?: boolean;
   /** Stops taking new batches; those in flight are finished and written. */
@@ -164,9 +169,49 @@ function failureOf(item: EmbedJobItem, error: unknown): EmbedFailure {
   return { id: item.id, path: item.path, reason: message.split('\n')[0]!, error };
 }
 
-async function loadBatch(builder: MediaInputBuilder, items: EmbedJobItem[]): Promise<LoadedBatch> {
+/**
+ * Where remote items are decoded from: each object is read (lib/io/remote.ts), written to a file
+ * of its own extension in a private folder (the decoders, ffmpeg included, take files), decoded
+ * and removed at once, so at most the batches being decoded are on disk.
+ */
+export class RemoteItemLoader {
+  private folder?: Promise<string>;
+  private sequence = 0;
+  constructor(readonly reader: RemoteReader) {}
+
+  async load(builder: MediaInputBuilder, url: string): Promise<PreparedItem> {
+    const name = new URL(url.replace(/^s3:/i, 'https:')).pathname;
+    if (mediaKindOf(name) === undefined) throw new MediaDecodeError(url, 'of no known media kind (by its extension)');
+    const bytes = await this.reader.read(url);
+    // mkdtemp: a new folder only this process knows, so the names inside need no exclusive open.
+    this.folder ??= mkdtemp(join(tmpdir(), 'perceiver-io-fetch-'));
+    const file = join(await this.folder, `${this.sequence++}${extname(name).toLowerCase()}`);
+    await writeFile(file, bytes, { flag: 'wx', mode: 0o600 });
+    try {
+      return { ...(await builder.load(file)), path: url };
+    } catch (error) {
+      // The decoders name the temporary file: name the object instead.
+      if (error instanceof MediaDecodeError) throw new MediaDecodeError(url, error.reason, { cause: error });
+      throw error;
+    } finally {
+      await rm(file, { force: true });
+    }
+  }
+
+  async close(): Promise<void> {
+    const folder = this.folder;
+    this.folder = undefined;
+    if (folder) await rm(await folder, { recursive: true, force: true }).catch(() => {});
+  }
+}
+
+async function loadBatch(builder: MediaInputBuilder, items: EmbedJobItem[], remote?: RemoteItemLoader): Promise<LoadedBatch> {
   const settled = await Promise.allSettled(items.map(async (item) => {
     if (item.unreadable !== undefined) throw new MediaDecodeError(item.path, item.unreadable);
+    if (isRemote(item.path)) {
+      if (!remote) throw new MediaDecodeError(item.path, 'a remote object, and the job was given no remote reader');
+      return remote.load(builder, item.path);
+    }
     return builder.load(item.path);
   }));
   const batch: LoadedBatch = { ok: [], failed: [] };
@@ -281,14 +326,15 @@ async function runPipeline(
   next: () => EmbedJobItem[] | undefined,
   stopped: () => boolean,
   onBatch: (items: EmbedJobItem[], computed: ComputedBatch) => Promise<void>,
+  remote?: RemoteItemLoader,
 ): Promise<void> {
   let items = next();
   // loadBatch never rejects (failures are per item), so a pending prefetch is never an unhandled rejection.
-  let loading = items && loadBatch(builder, items);
+  let loading = items && loadBatch(builder, items, remote);
   while (items && loading) {
     const loaded = await loading;
     const nextItems = stopped() ? undefined : next();
-    loading = nextItems && loadBatch(builder, nextItems);
+    loading = nextItems && loadBatch(builder, nextItems, remote);
     const computed = await computeBatch(model, task, builder, loaded);
     await onBatch(items, computed);
     if (stopped()) return;
@@ -491,6 +537,7 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
   await makeOutputFolder(outDir);
   // One writer per folder (or per shard of it): two runs would both see the same items as not done.
   const lock = await lockOutputFolder(outDir, shard ? { kind: 'shard', index: shard.index, count: shard.count } : { kind: 'all' });
+  const cleanups: (() => Promise<void>)[] = [];
   try {
     await removeStaleTempFiles(outDir);
     await finishCompactions(outDir);
@@ -523,6 +570,13 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
     const next = () => (!stopped() && offset < todo.length ? todo.slice(offset, (offset += batchSize)) : undefined);
     const builders = await Promise.all(models.map((model) => builderFor(model)));
     const compactor = new RunCompactor(outDir, partSize, options.compactionHooks);
+    const ownReader = todo.some((item) => isRemote(item.path)) && !options.remote ? new RemoteReader() : undefined;
+    const reader = options.remote ?? ownReader;
+    const remote = reader && new RemoteItemLoader(reader);
+    cleanups.push(async () => {
+      await remote?.close();
+      await ownReader?.close();
+    });
     onProgress?.(0, 0, todo.length);
 
     const onBatch = async (batch: EmbedJobItem[], computed: ComputedBatch) => {
@@ -544,7 +598,7 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
 
     const settled = await Promise.allSettled(
       models.map((model, i) =>
-        runPipeline(model, builders[i]!, task, next, stopped, onBatch).catch((error: unknown) => {
+        runPipeline(model, builders[i]!, task, next, stopped, onBatch, remote).catch((error: unknown) => {
           fatal = true; // the other models finish their batch in flight and stop
           throw error;
         }),
@@ -562,6 +616,7 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
     result.seconds = (performance.now() - started) / 1000;
     return result;
   } finally {
+    for (const cleanup of cleanups) await cleanup();
     await lock.release();
   }
 }

@@ -14,6 +14,7 @@ import { runEmbedJob, discoverItems, modelIdentity, type EmbedTask, type IdKind 
 import { createProgressReporter } from '../batch/progress.js';
 import { capabilities } from '../capabilities.js';
 import { InvalidArgumentError } from '../errors.js';
+import { RemoteReader } from '../io/remote.js';
 import { checkpointFolder, DEVICE_DTYPES, type ComputeDType, type PerceiverModel } from '../modeling/perceiver_model.js';
 import { UsageError } from './usage.js';
 
@@ -37,6 +38,11 @@ export interface EmbedCommandOptions {
   id?: string;
   /** `128MB`, `64MiB`, `500kB`, bytes, or `0` (never compact). */
   partSize?: string;
+  /** Remote inputs: an S3-compatible endpoint, requests at once, per-request timeout, tries. */
+  s3Endpoint?: string;
+  concurrency?: number;
+  requestTimeoutMs?: number;
+  attempts?: number;
 }
 
 const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, kb: 1e3, mb: 1e6, gb: 1e9, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3 };
@@ -98,9 +104,29 @@ export async function runEmbedCommand(options: EmbedCommandOptions): Promise<num
   const partSize = options.partSize === undefined ? undefined : parseSize(options.partSize, '--part-size');
   if (options.inputs.length === 0 && options.manifest === undefined) throw new UsageError(`${task} needs at least one INPUT (a file, folder or glob) or --manifest FILE`);
 
+  let remote: RemoteReader;
+  try {
+    remote = new RemoteReader({ s3Endpoint: options.s3Endpoint, concurrency: options.concurrency, timeoutMs: options.requestTimeoutMs, attempts: options.attempts });
+  } catch (error) {
+    if (error instanceof InvalidArgumentError) throw new UsageError(error.message);
+    throw error;
+  }
+  try {
+    return await runWithReader(options, remote, { label, devices, note, shard, idKind, partSize });
+  } finally {
+    await remote.close();
+  }
+}
+
+async function runWithReader(
+  options: EmbedCommandOptions,
+  remote: RemoteReader,
+  { label, devices, note, shard, idKind, partSize }: { label: string; devices: string[]; note?: string; shard?: { index: number; count: number }; idKind: IdKind; partSize?: number },
+): Promise<number> {
+  const { task } = options;
   let items;
   try {
-    items = await discoverItems(options.inputs, { manifest: options.manifest, id: idKind });
+    items = await discoverItems(options.inputs, { manifest: options.manifest, id: idKind, remote });
   } catch (error) {
     // A missing input or manifest is a mistake on the command line.
     if (error instanceof InvalidArgumentError) throw new UsageError(error.message);
@@ -136,6 +162,7 @@ export async function runEmbedCommand(options: EmbedCommandOptions): Promise<num
       shard,
       idKind,
       partSize,
+      remote,
       strict: options.strict,
       signal: controller.signal,
       // Decode errors name the file already; others get it in front.

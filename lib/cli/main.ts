@@ -44,8 +44,12 @@ Commands:
             --device cpu, --dtype float32, --max-batch-size 16, --max-delay-ms 5, --max-queue 1024
   embed     Embed files (mean of the latents) into Parquet parts: columns id, path, embedding
             perceiver-io embed --model DIR|ID --out DIR [options] INPUT...
-            INPUT                   files, folders (recursive, known media extensions) or globs
-            --manifest FILE         more inputs: one path per line (relative to the file; # comments)
+            INPUT                   files, folders (recursive, known media extensions), globs,
+                                    http(s):// URLs or s3://BUCKET/PREFIX (every media key under it)
+            --manifest FILE|URL     more inputs: one path or URL per line (relative to the file;
+                                    # comments), or .csv / .jsonl / .parquet with a path or url column
+            --s3-endpoint URL       an S3-compatible store (MinIO, R2, ...); credentials: the AWS chain
+            --concurrency 16, --request-timeout-ms 30000, --attempts 4   remote reads
             --out DIR               folder of Parquet parts; a rerun skips the ids already there
             --batch-size 16         items per forward and per part
             --devices cpu           comma list (cpu, cuda:0,cuda:1, cpu,cpu) or all: one model each
@@ -222,6 +226,10 @@ async function embedCommand(task: 'embed' | 'classify', args: string[]): Promise
       strict: { type: 'boolean' },
       id: { type: 'string' },
       'part-size': { type: 'string' },
+      's3-endpoint': { type: 'string' },
+      'request-timeout-ms': { type: 'string' },
+      attempts: { type: 'string' },
+      concurrency: { type: 'string' },
     },
     true,
   );
@@ -244,6 +252,10 @@ async function embedCommand(task: 'embed' | 'classify', args: string[]): Promise
     strict: values.strict === true,
     id: values.id as string | undefined,
     partSize: values['part-size'] as string | undefined,
+    s3Endpoint: values['s3-endpoint'] as string | undefined,
+    requestTimeoutMs: positiveInt(values, 'request-timeout-ms'),
+    attempts: positiveInt(values, 'attempts'),
+    concurrency: positiveInt(values, 'concurrency'),
   });
 }
 
