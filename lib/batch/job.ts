@@ -77,6 +77,8 @@ export interface EmbedPartOptions {
   batchSize?: number;
   /** The checkpoint's identity (modelIdentity(folder)), recorded in the part and checked against the folder's other parts. */
   modelIdentity?: ModelIdentity;
+  /** Reads http(s):// and s3:// items; default: one with default settings, closed after the part. */
+  remote?: RemoteReader;
   onProgress?: (done: number, failed: number) => void;
 }
 
@@ -452,12 +454,20 @@ export async function embedItemsToPart(options: EmbedPartOptions): Promise<Embed
   let done = 0;
   let offset = 0;
   const next = () => (offset < items.length ? items.slice(offset, (offset += batchSize)) : undefined);
-  await runPipeline(model, builder, task, next, () => false, async (batch, computed) => {
-    if (computed.columns) columns.push(computed.columns);
-    failed.push(...computed.failed);
-    done += batch.length;
-    onProgress?.(done, failed.length);
-  });
+  const ownReader = items.some((item) => isRemote(item.path)) && !options.remote ? new RemoteReader() : undefined;
+  const reader = options.remote ?? ownReader;
+  const remote = reader && new RemoteItemLoader(reader);
+  try {
+    await runPipeline(model, builder, task, next, () => false, async (batch, computed) => {
+      if (computed.columns) columns.push(computed.columns);
+      failed.push(...computed.failed);
+      done += batch.length;
+      onProgress?.(done, failed.length);
+    }, remote);
+  } finally {
+    await remote?.close();
+    await ownReader?.close();
+  }
   await makeOutputFolder(outDir);
   let all = columns.length === 0 ? undefined : concatColumns(columns, columns[0]!.width, task);
   if (all) {

@@ -25,6 +25,9 @@ its --allow-root folders and fails any shard naming a path outside them.
 
   --queue URL             redis://HOST:PORT (or rediss://, with user:password@ and /DB if needed)
   --allow-root DIR        a folder jobs may read and write (repeatable; required; / allows all)
+  --allow-url-prefix URL  remote items jobs may name, e.g. s3://bucket/media/ or https://host/
+                          (repeatable; default none: a shard with a URL item fails for good)
+  --s3-endpoint URL       an S3-compatible store for s3:// items (credentials: the AWS chain)
   --device cpu            where to run: cpu, cuda or cuda:N
   --dtype float32         compute precision (float32, tfloat32, float16, bfloat16 on CUDA)
   --concurrency 1         shards at once
@@ -83,6 +86,8 @@ export async function runWorkerCommand(args: string[]): Promise<number> {
       concurrency: { type: 'string' },
       'lock-duration-ms': { type: 'string' },
       'allow-root': { type: 'string', multiple: true },
+      'allow-url-prefix': { type: 'string', multiple: true },
+      's3-endpoint': { type: 'string' },
     },
     false,
   );
@@ -102,14 +107,27 @@ export async function runWorkerCommand(args: string[]): Promise<number> {
   const lockDurationMs = integerOption(values, 'lock-duration-ms', 1000);
 
   const { startShardWorker, displayUrl, parseQueueUrl } = await import('../batch/queue.js');
+  const { RemoteReader } = await import('../io/remote.js');
   const label = 'perceiver-io worker';
   const log = (line: string) => process.stderr.write(`${label}: ${line}\n`);
   let worker: Awaited<ReturnType<typeof startShardWorker>>;
+  let remote: InstanceType<typeof RemoteReader>;
   try {
-    worker = await startShardWorker({ queue, device, dtype: dtype as ComputeDType, concurrency, lockDurationMs, allowedRoots, log });
+    remote = new RemoteReader({ s3Endpoint: values['s3-endpoint'] as string | undefined });
+    worker = await startShardWorker({
+      queue,
+      device,
+      dtype: dtype as ComputeDType,
+      concurrency,
+      lockDurationMs,
+      allowedRoots,
+      allowedUrlPrefixes: values['allow-url-prefix'] as string[] | undefined,
+      remote,
+      log,
+    });
   } catch (error) {
-    // A root that is not a folder is a mistake on the command line.
-    if (error instanceof InvalidArgumentError && error.argument === '--allow-root') throw new UsageError(error.message);
+    // A root that is not a folder, a bad URL prefix or endpoint is a mistake on the command line.
+    if (error instanceof InvalidArgumentError && ['--allow-root', '--allow-url-prefix', '--s3-endpoint'].includes(error.argument)) throw new UsageError(error.message);
     throw error;
   }
 
@@ -138,6 +156,7 @@ export async function runWorkerCommand(args: string[]): Promise<number> {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await worker.close().catch(() => {});
+    await remote.close();
   }
 }
 
@@ -153,6 +172,7 @@ export async function runQueuedEmbedCommand(task: 'embed' | 'classify', args: st
       model: { type: 'string' },
       out: { type: 'string' },
       manifest: { type: 'string' },
+      's3-endpoint': { type: 'string' },
       'shard-size': { type: 'string' },
       'batch-size': { type: 'string' },
       attempts: { type: 'string' },
@@ -178,6 +198,14 @@ export async function runQueuedEmbedCommand(task: 'embed' | 'classify', args: st
   if (positionals.length === 0 && values.manifest === undefined) throw new UsageError(`${task} needs at least one INPUT (a file, folder or glob) or --manifest FILE`);
 
   const { enqueueAndWait } = await import('../batch/queue.js');
+  const { RemoteReader } = await import('../io/remote.js');
+  let remote: InstanceType<typeof RemoteReader>;
+  try {
+    remote = new RemoteReader({ s3Endpoint: values['s3-endpoint'] as string | undefined });
+  } catch (error) {
+    if (error instanceof InvalidArgumentError) throw new UsageError(error.message);
+    throw error;
+  }
   const controller = new AbortController();
   const onSignal = () => controller.abort();
   process.on('SIGINT', onSignal);
@@ -208,6 +236,7 @@ export async function runQueuedEmbedCommand(task: 'embed' | 'classify', args: st
       task,
       inputs: positionals,
       manifest: values.manifest as string | undefined,
+      remote,
       outDir: out,
       shardSize: integerOption(values, 'shard-size', 1),
       batchSize: integerOption(values, 'batch-size', 1),
@@ -238,6 +267,7 @@ export async function runQueuedEmbedCommand(task: 'embed' | 'classify', args: st
     if (error instanceof InvalidArgumentError && (error.argument === 'INPUT' || error.argument === 'manifest')) throw new UsageError(error.message);
     throw error;
   } finally {
+    await remote.close();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
