@@ -29,6 +29,10 @@ import { isRemote, parseS3Url, RemoteReader } from '../io/remote.js';
 import { mediaKindOf } from '../media/kinds.js';
 import type { EmbedJobItem } from './job.js';
 import type { IdKind } from './parquet.js';
+import { isTarShard, listShardMembers } from './webdataset.js';
+
+/** SHA-256 of tar members, computed while listing their shard (content ids need no second pass there). */
+type KnownHashes = Map<string, string>;
 
 /** Files hashed at once for content ids: enough to keep a disk or network mount busy. */
 const HASH_CONCURRENCY = 8;
@@ -65,8 +69,10 @@ export async function mapLimit<T, R>(values: T[], limit: number, work: (value: T
 }
 
 /** Items of content ids: one per distinct content, listing every path that has it; unreadable files keep a path id. */
-export async function contentItems(paths: string[], remote?: RemoteReader): Promise<EmbedJobItem[]> {
+export async function contentItems(paths: string[], remote?: RemoteReader, known: KnownHashes = new Map()): Promise<EmbedJobItem[]> {
   const hashed = await mapLimit(paths, remote?.concurrency ?? HASH_CONCURRENCY, async (path) => {
+    const sha256 = known.get(path);
+    if (sha256 !== undefined) return { path, id: sha256 };
     try {
       // A remote object is read here to hash it and again to decode it (see the module comment).
       return { path, id: isRemote(path) ? contentId(await remote!.read(path)) : await fileContentId(path) };
@@ -111,15 +117,22 @@ async function expand(pattern: string, cwd: string): Promise<string[]> {
 }
 
 /** The media keys under an s3:// prefix (every key when the prefix is one object's key). */
-async function filesOfS3Prefix(prefix: string, remote: RemoteReader): Promise<string[]> {
+async function filesOfS3Prefix(prefix: string, remote: RemoteReader, shards: ShardLister): Promise<string[]> {
   const urls: string[] = [];
-  for await (const url of remote.listS3(prefix)) if (url === prefix || mediaKindOf(url) !== undefined) urls.push(url);
+  for await (const url of remote.listS3(prefix)) {
+    if (isTarShard(url)) urls.push(...(await shards(url)));
+    else if (url === prefix || mediaKindOf(url) !== undefined) urls.push(url);
+  }
   if (urls.length === 0) throw new InvalidArgumentError('INPUT', 'an s3:// prefix with media objects under it', prefix, `no media objects under ${prefix}`);
   return urls;
 }
 
-async function filesOfInput(input: string, remote: () => RemoteReader): Promise<string[]> {
-  if (/^s3:\/\//i.test(input)) return filesOfS3Prefix(input, remote());
+/** The member paths of a tar shard (recording their hashes when content ids are wanted). */
+type ShardLister = (shard: string) => Promise<string[]>;
+
+async function filesOfInput(input: string, remote: () => RemoteReader, shards: ShardLister): Promise<string[]> {
+  if (isTarShard(input) && (isRemote(input) || (await statOrUndefined(input))?.isFile())) return shards(isRemote(input) ? input : resolve(input));
+  if (/^s3:\/\//i.test(input)) return filesOfS3Prefix(input, remote(), shards);
   if (/^https?:\/\//i.test(input)) return [input];
   const info = await statOrUndefined(input);
   if (info?.isDirectory()) return expand('**/*', resolve(input));
@@ -227,7 +240,7 @@ function resolveRemote(entry: string, manifest: string): string {
   return new URL(entry, manifest).href;
 }
 
-async function filesOfManifest(manifest: string, remote: () => RemoteReader): Promise<string[]> {
+async function filesOfManifest(manifest: string, remote: () => RemoteReader, shards: ShardLister): Promise<string[]> {
   let bytes: Buffer;
   try {
     bytes = isRemote(manifest) ? await remote().read(manifest) : await readFile(manifest);
@@ -236,15 +249,19 @@ async function filesOfManifest(manifest: string, remote: () => RemoteReader): Pr
     throw new InvalidArgumentError('manifest', 'a readable manifest (lines, .csv, .jsonl or .parquet)', manifest, `cannot read the manifest ${manifest}: ${reason}`);
   }
   const entries = await manifestEntries(manifest, bytes);
-  if (isRemote(manifest)) return entries.map((entry) => resolveRemote(entry, manifest));
   const base = dirname(resolve(manifest));
   const files: string[] = [];
   for (const entry of entries) {
-    if (isRemote(entry)) {
-      files.push(entry);
+    if (isRemote(manifest) || isRemote(entry)) {
+      const url = isRemote(manifest) ? resolveRemote(entry, manifest) : entry;
+      files.push(...(isTarShard(url) ? await shards(url) : [url]));
       continue;
     }
     const path = resolve(base, entry);
+    if (isTarShard(path) && (await statOrUndefined(path))?.isFile()) {
+      files.push(...(await shards(path)));
+      continue;
+    }
     const info = await statOrUndefined(path);
     if (info?.isDirectory()) files.push(...(await expand('**/*', path)));
     else files.push(path);
@@ -269,11 +286,19 @@ export async function discoverItems(inputs: string[], options: { manifest?: stri
   // Remote inputs without a reader get one for the discovery, closed after it.
   let own: RemoteReader | undefined;
   const remote = () => options.remote ?? (own ??= new RemoteReader());
+  const known: KnownHashes = new Map();
+  const shards: ShardLister = async (shard) => {
+    const members = await listShardMembers(shard, remote, options.id === 'content').catch((error: unknown) => {
+      throw new InvalidArgumentError('INPUT', 'a readable tar shard', shard, (error as Error).message);
+    });
+    for (const member of members) if (member.sha256) known.set(member.path, member.sha256);
+    return members.map((member) => member.path);
+  };
   try {
     const paths: string[] = [];
-    for (const input of inputs) paths.push(...(await filesOfInput(input, remote)));
-    if (options.manifest !== undefined) paths.push(...(await filesOfManifest(options.manifest, remote)));
-    if (options.id === 'content') return sortByPath(await contentItems([...new Set(paths)], paths.some(isRemote) ? remote() : undefined));
+    for (const input of inputs) paths.push(...(await filesOfInput(input, remote, shards)));
+    if (options.manifest !== undefined) paths.push(...(await filesOfManifest(options.manifest, remote, shards)));
+    if (options.id === 'content') return sortByPath(await contentItems([...new Set(paths)], paths.some(isRemote) ? remote() : undefined, known));
     return itemsOfPaths(paths);
   } finally {
     await own?.close();

@@ -35,6 +35,7 @@ import type { Tensor } from '../tensor.js';
 import { isRemote, RemoteReader } from '../io/remote.js';
 import { mediaKindOf } from '../media/kinds.js';
 import { inShard } from './discover.js';
+import { ShardMemberReader, splitMember } from './webdataset.js';
 import type { ModelIdentity } from './model_identity.js';
 import { lockOutputFolder } from './output_lock.js';
 import { checkPartSize, finishCompactions, compactFolder, RunCompactor, type CompactionHooks } from './compaction.js';
@@ -172,28 +173,46 @@ function failureOf(item: EmbedJobItem, error: unknown): EmbedFailure {
 }
 
 /**
- * Where remote items are decoded from: each object is read (lib/io/remote.ts), written to a file
- * of its own extension in a private folder (the decoders, ffmpeg included, take files), decoded
- * and removed at once, so at most the batches being decoded are on disk.
+ * Where remote items and tar shard members are decoded from: each object is read (lib/io/remote.ts,
+ * lib/batch/webdataset.ts), written to a file of its own extension in a private folder (the
+ * decoders, ffmpeg included, take files), decoded and removed at once, so at most the batches
+ * being decoded are on disk.
  */
 export class RemoteItemLoader {
   private folder?: Promise<string>;
   private sequence = 0;
-  constructor(readonly reader: RemoteReader) {}
+  private ownReader?: RemoteReader;
+  private members?: ShardMemberReader;
 
-  async load(builder: MediaInputBuilder, url: string): Promise<PreparedItem> {
-    const name = new URL(url.replace(/^s3:/i, 'https:')).pathname;
-    if (mediaKindOf(name) === undefined) throw new MediaDecodeError(url, 'of no known media kind (by its extension)');
-    const bytes = await this.reader.read(url);
+  /** `reader`: for remote objects (one with default settings is made when needed); `items`: those the run will load (tar members among them are streamed shard by shard). */
+  constructor(private readonly given: RemoteReader | undefined, items: EmbedJobItem[]) {
+    const wanted = new Set(items.filter((item) => splitMember(item.path)).map((item) => item.path));
+    if (wanted.size > 0) this.members = new ShardMemberReader(() => this.reader(), wanted);
+  }
+
+  /** Whether an item is read by this loader rather than from a local file. */
+  static handles(path: string): boolean {
+    return isRemote(path) || splitMember(path) !== undefined;
+  }
+
+  private reader(): RemoteReader {
+    return this.given ?? (this.ownReader ??= new RemoteReader());
+  }
+
+  async load(builder: MediaInputBuilder, path: string): Promise<PreparedItem> {
+    const member = splitMember(path);
+    const name = member ? member.member : new URL(path.replace(/^s3:/i, 'https:')).pathname;
+    if (mediaKindOf(name) === undefined) throw new MediaDecodeError(path, 'of no known media kind (by its extension)');
+    const bytes = member ? await this.members!.read(path) : await this.reader().read(path);
     // mkdtemp: a new folder only this process knows, so the names inside need no exclusive open.
     this.folder ??= mkdtemp(join(tmpdir(), 'perceiver-io-fetch-'));
     const file = join(await this.folder, `${this.sequence++}${extname(name).toLowerCase()}`);
     await writeFile(file, bytes, { flag: 'wx', mode: 0o600 });
     try {
-      return { ...(await builder.load(file)), path: url };
+      return { ...(await builder.load(file)), path };
     } catch (error) {
       // The decoders name the temporary file: name the object instead.
-      if (error instanceof MediaDecodeError) throw new MediaDecodeError(url, error.reason, { cause: error });
+      if (error instanceof MediaDecodeError) throw new MediaDecodeError(path, error.reason, { cause: error });
       throw error;
     } finally {
       await rm(file, { force: true });
@@ -201,17 +220,19 @@ export class RemoteItemLoader {
   }
 
   async close(): Promise<void> {
+    this.members?.close();
+    await this.ownReader?.close();
     const folder = this.folder;
     this.folder = undefined;
-    if (folder) await rm(await folder, { recursive: true, force: true }).catch(() => {});
+    if (folder) await rm(await folder.catch(() => ''), { recursive: true, force: true }).catch(() => {});
   }
 }
 
 async function loadBatch(builder: MediaInputBuilder, items: EmbedJobItem[], remote?: RemoteItemLoader): Promise<LoadedBatch> {
   const settled = await Promise.allSettled(items.map(async (item) => {
     if (item.unreadable !== undefined) throw new MediaDecodeError(item.path, item.unreadable);
-    if (isRemote(item.path)) {
-      if (!remote) throw new MediaDecodeError(item.path, 'a remote object, and the job was given no remote reader');
+    if (RemoteItemLoader.handles(item.path)) {
+      if (!remote) throw new MediaDecodeError(item.path, 'a remote object or tar member, and the job has no loader for it');
       return remote.load(builder, item.path);
     }
     return builder.load(item.path);
@@ -454,9 +475,7 @@ export async function embedItemsToPart(options: EmbedPartOptions): Promise<Embed
   let done = 0;
   let offset = 0;
   const next = () => (offset < items.length ? items.slice(offset, (offset += batchSize)) : undefined);
-  const ownReader = items.some((item) => isRemote(item.path)) && !options.remote ? new RemoteReader() : undefined;
-  const reader = options.remote ?? ownReader;
-  const remote = reader && new RemoteItemLoader(reader);
+  const remote = items.some((item) => RemoteItemLoader.handles(item.path)) ? new RemoteItemLoader(options.remote, items) : undefined;
   try {
     await runPipeline(model, builder, task, next, () => false, async (batch, computed) => {
       if (computed.columns) columns.push(computed.columns);
@@ -466,7 +485,6 @@ export async function embedItemsToPart(options: EmbedPartOptions): Promise<Embed
     }, remote);
   } finally {
     await remote?.close();
-    await ownReader?.close();
   }
   await makeOutputFolder(outDir);
   let all = columns.length === 0 ? undefined : concatColumns(columns, columns[0]!.width, task);
@@ -580,13 +598,8 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
     const next = () => (!stopped() && offset < todo.length ? todo.slice(offset, (offset += batchSize)) : undefined);
     const builders = await Promise.all(models.map((model) => builderFor(model)));
     const compactor = new RunCompactor(outDir, partSize, options.compactionHooks);
-    const ownReader = todo.some((item) => isRemote(item.path)) && !options.remote ? new RemoteReader() : undefined;
-    const reader = options.remote ?? ownReader;
-    const remote = reader && new RemoteItemLoader(reader);
-    cleanups.push(async () => {
-      await remote?.close();
-      await ownReader?.close();
-    });
+    const remote = todo.some((item) => RemoteItemLoader.handles(item.path)) ? new RemoteItemLoader(options.remote, todo) : undefined;
+    cleanups.push(async () => remote?.close());
     onProgress?.(0, 0, todo.length);
 
     const onBatch = async (batch: EmbedJobItem[], computed: ComputedBatch) => {

@@ -198,6 +198,77 @@ export class RemoteReader {
     });
   }
 
+  /**
+   * A remote object as a stream of chunks (for tar shards, which are read once, in order, never
+   * whole): the request is retried like `read`; then the stream fails when no bytes come for
+   * `timeoutMs` (an idle timeout, not a total one) or the connection breaks.
+   */
+  async openStream(url: string): Promise<AsyncIterable<Uint8Array>> {
+    const controller = new AbortController();
+    let timer: NodeJS.Timeout | undefined;
+    const arm = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => controller.abort(new TransientError(`no bytes for ${this.timeoutMs} ms`)), this.timeoutMs);
+    };
+    const openOnce = async (both: AbortSignal): Promise<AsyncIterable<Uint8Array>> => {
+      if (/^s3:\/\//i.test(url)) {
+        const { bucket, key } = parseS3Url(url);
+        const { s3, client } = await this.s3();
+        try {
+          const out = await client.send(new s3.GetObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: both });
+          if (!out.Body) throw new MediaDecodeError(url, 'cannot read it: the object has no body');
+          return out.Body as AsyncIterable<Uint8Array> & { destroy?: (error?: Error) => void };
+        } catch (error) {
+          throw classifyS3Error(error, url, this.timeoutMs);
+        }
+      }
+      if (!/^https?:\/\//i.test(url)) throw new InvalidArgumentError('url', 'an http(s):// or s3:// URL', url);
+      let response: Response;
+      try {
+        response = await fetch(url, { signal: both, redirect: 'follow' });
+      } catch (error) {
+        throw new TransientError(describeFetchError(error, this.timeoutMs));
+      }
+      if (!response.ok) {
+        await response.body?.cancel().catch(() => {});
+        const message = `HTTP ${response.status} ${response.statusText}`.trim();
+        if (response.status === 408 || response.status === 429 || response.status >= 500) throw new TransientError(message);
+        throw new MediaDecodeError(url, `cannot read it: ${message}`);
+      }
+      if (!response.body) throw new MediaDecodeError(url, 'cannot read it: no body');
+      return response.body as unknown as AsyncIterable<Uint8Array>;
+    };
+    const body = await this.retried(url, async () => {
+      // Not the per-request signal of `retried`: it would end the body's stream after timeoutMs
+      // in all. The headers get timeoutMs, then the idle timeout takes over.
+      const attempt = new AbortController();
+      const headersTimer = setTimeout(() => attempt.abort(Object.assign(new Error('timeout'), { name: 'TimeoutError' })), this.timeoutMs);
+      const both = AbortSignal.any([attempt.signal, controller.signal]);
+      try {
+        return await openOnce(both);
+      } finally {
+        clearTimeout(headersTimer);
+      }
+    });
+    const destroy = (body as { destroy?: (error?: Error) => void }).destroy;
+    controller.signal.addEventListener('abort', () => destroy?.call(body, controller.signal.reason as Error), { once: true });
+    return (async function* () {
+      arm();
+      try {
+        for await (const chunk of body) {
+          arm();
+          yield chunk;
+        }
+      } catch (error) {
+        const reason = controller.signal.aborted ? (controller.signal.reason as Error).message : describeFetchError(error, 0);
+        throw new MediaDecodeError(url, `the stream broke: ${reason}`, { cause: error });
+      } finally {
+        clearTimeout(timer);
+        if (!controller.signal.aborted) controller.abort(new Error('closed'));
+      }
+    })();
+  }
+
   /** The keys under `s3://bucket/prefix`, as s3:// URLs, in key order, page by page (1000 keys a request). */
   async *listS3(prefixUrl: string): AsyncGenerator<string> {
     const { bucket, key: prefix } = parseS3Url(prefixUrl);
