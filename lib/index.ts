@@ -125,6 +125,7 @@ export {
   type CompactionStep,
   type IdKind,
 } from './batch/job.js';
+export { searchIndex, indexMetadata, type SearchHit } from './batch/search.js';
 export {
   enqueueAndWait,
   startShardWorker,

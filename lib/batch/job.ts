@@ -119,6 +119,11 @@ export interface EmbedJobOptions {
   compactionHooks?: CompactionHooks;
   /** Reads http(s):// and s3:// items (bounded, retried, timed); default: one with default settings. */
   remote?: RemoteReader;
+  /**
+   * Write into this table of the LanceDB database `outDir` (lib/batch/lance.ts) instead of Parquet
+   * parts: one atomic insert-if-absent per batch, the table's fragments compacted at the end.
+   */
+  lanceTable?: string;
   /** Stop at the first item that fails, and throw its error (after writing the batches done). */
   strict?: boolean;
   /** Stops taking new batches; those in flight are finished and written. */
@@ -567,10 +572,20 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
   const lock = await lockOutputFolder(outDir, shard ? { kind: 'shard', index: shard.index, count: shard.count } : { kind: 'all' });
   const cleanups: (() => Promise<void>)[] = [];
   try {
-    await removeStaleTempFiles(outDir);
-    await finishCompactions(outDir);
     const metadata = metadataFor(models[0]!, task, options.modelIdentity, options.idKind);
-    const done = await readDoneChecked(outDir, metadata);
+    let lance: import('./lance.js').LanceOutput | undefined;
+    let done: Set<string>;
+    if (options.lanceTable !== undefined) {
+      const { LanceOutput } = await import('./lance.js');
+      lance = await LanceOutput.open(outDir, options.lanceTable, metadata);
+      const opened = lance;
+      cleanups.push(async () => opened.close());
+      done = await lance.doneIds();
+    } else {
+      await removeStaleTempFiles(outDir);
+      await finishCompactions(outDir);
+      done = await readDoneChecked(outDir, metadata);
+    }
 
     const mine = shard ? items.filter((item) => inShard(item.id, shard.index, shard.count)) : items;
     const todo = mine.filter((item) => !done.has(item.id));
@@ -603,7 +618,11 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
     onProgress?.(0, 0, todo.length);
 
     const onBatch = async (batch: EmbedJobItem[], computed: ComputedBatch) => {
-      if (computed.columns) {
+      if (computed.columns && lance) {
+        // Ids already in the table (another shard's run) are left out by the insert itself.
+        result.written += await lance.write(computed.columns);
+        result.parts++;
+      } else if (computed.columns) {
         const file = join(outDir, `${runTag}-${String(sequence++).padStart(6, '0')}.parquet`);
         await writeEmbeddingPart(file, computed.columns, metadata);
         result.written += computed.columns.ids.length;
@@ -630,8 +649,12 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
     // The parts written are merged even when a batch failed: they hold finished rows.
     await compactor.finish();
     result.compactedParts = compactor.compactions;
-    // The only writer of the whole folder merges the small parts of earlier runs too.
-    if (!shard && partSize > 0) result.compactedParts += (await compactFolder(outDir, partSize, options.compactionHooks)).length;
+    if (lance) {
+      if (result.parts > 0) await lance.optimize();
+    } else if (!shard && partSize > 0) {
+      // The only writer of the whole folder merges the small parts of earlier runs too.
+      result.compactedParts += (await compactFolder(outDir, partSize, options.compactionHooks)).length;
+    }
     const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (failure) throw failure.reason;
     if (strictError !== undefined) throw strictError;

@@ -15,6 +15,7 @@ import { createProgressReporter } from '../batch/progress.js';
 import { capabilities } from '../capabilities.js';
 import { InvalidArgumentError } from '../errors.js';
 import { RemoteReader } from '../io/remote.js';
+import { parseLanceOut } from '../batch/lance.js';
 import { checkpointFolder, DEVICE_DTYPES, type ComputeDType, type PerceiverModel } from '../modeling/perceiver_model.js';
 import { UsageError } from './usage.js';
 
@@ -124,6 +125,13 @@ async function runWithReader(
   { label, devices, note, shard, idKind, partSize }: { label: string; devices: string[]; note?: string; shard?: { index: number; count: number }; idKind: IdKind; partSize?: number },
 ): Promise<number> {
   const { task } = options;
+  let lanceOut;
+  try {
+    lanceOut = parseLanceOut(options.out);
+  } catch (error) {
+    if (error instanceof InvalidArgumentError) throw new UsageError(error.message);
+    throw error;
+  }
   let items;
   try {
     items = await discoverItems(options.inputs, { manifest: options.manifest, id: idKind, remote });
@@ -156,7 +164,8 @@ async function runWithReader(
       models,
       task,
       items,
-      outDir: options.out,
+      outDir: lanceOut?.dir ?? options.out,
+      lanceTable: lanceOut?.table,
       modelIdentity: identity,
       batchSize: options.batchSize,
       shard,

@@ -67,6 +67,9 @@ Commands:
   fill-mask, predict, flow, autoencode
             Task pipelines on single inputs (each has its own --help): fill [MASK]s in a text,
             classify a text or image, optical flow of two images or a video, autoencode a video
+  search    Nearest rows of an embed/classify output to a query (file or text)
+            --index OUT (Parquet folder or lancedb://DIR/TABLE), --query FILE|TEXT, -k 10,
+            --model DIR|ID (default: the index's), --json
   worker    Take queued shards and write their parts (model and --out come with each shard)
             --queue redis://HOST:PORT, --allow-root DIR (repeatable, required: the folders jobs
             may read and write), --device cpu|cuda:N, --dtype float32, --concurrency 1,
@@ -95,6 +98,7 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'serve') return serveCommand(rest);
   // The BullMQ scale-out (lib/cli/worker.ts): loaded only when used.
   if (command === 'worker') return (await import('./worker.js')).runWorkerCommand(rest);
+  if (command === 'search') return (await import('./search.js')).runSearchCommand(rest);
   if ((command === 'embed' || command === 'classify') && rest.some((arg) => arg === '--queue' || arg.startsWith('--queue='))) {
     return (await import('./worker.js')).runQueuedEmbedCommand(command, rest, USAGE);
   }
