@@ -153,6 +153,11 @@ export interface EmbedJobResult {
   /** True when the signal stopped the run before every item was done. */
   interrupted: boolean;
   seconds: number;
+  /**
+   * Seconds the models spent computing batches (summed over models). Over `seconds` times the
+   * number of models it is the engine's busy share: near 1 when decoding and I/O keep up.
+   */
+  engineSeconds: number;
 }
 
 const DEFAULT_BATCH_SIZE = 16;
@@ -355,6 +360,7 @@ async function runPipeline(
   stopped: () => boolean,
   onBatch: (items: EmbedJobItem[], computed: ComputedBatch) => Promise<void>,
   remote?: RemoteItemLoader,
+  onEngineTime?: (seconds: number) => void,
 ): Promise<void> {
   let items = next();
   // loadBatch never rejects (failures are per item), so a pending prefetch is never an unhandled rejection.
@@ -363,7 +369,9 @@ async function runPipeline(
     const loaded = await loading;
     const nextItems = stopped() ? undefined : next();
     loading = nextItems && loadBatch(builder, nextItems, remote);
+    const computeStarted = performance.now();
     const computed = await computeBatch(model, task, builder, loaded);
+    onEngineTime?.((performance.now() - computeStarted) / 1000);
     await onBatch(items, computed);
     if (stopped()) return;
     items = nextItems;
@@ -600,6 +608,7 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
       compactedParts: 0,
       interrupted: false,
       seconds: 0,
+      engineSeconds: 0,
     };
 
     // Unique per run, so parts of earlier runs and of other shards writing to the same folder never collide.
@@ -640,7 +649,7 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
 
     const settled = await Promise.allSettled(
       models.map((model, i) =>
-        runPipeline(model, builders[i]!, task, next, stopped, onBatch, remote).catch((error: unknown) => {
+        runPipeline(model, builders[i]!, task, next, stopped, onBatch, remote, (seconds) => (result.engineSeconds += seconds)).catch((error: unknown) => {
           fatal = true; // the other models finish their batch in flight and stop
           throw error;
         }),

@@ -183,13 +183,14 @@ async function runWithReader(
     });
     progress.stop();
     const rate = result.seconds > 0 ? (result.written + result.failed.length) / result.seconds : 0;
+    const busy = result.seconds > 0 ? Math.round((100 * result.engineSeconds) / (result.seconds * devices.length)) : 0;
     const shardText = shard ? ` (shard ${shard.index}/${shard.count}: ${result.total - result.otherShards} of ${result.total})` : '';
     process.stderr.write(
       `${label}: ${result.total} items${shardText}: ${result.written} written in ${result.parts} part${result.parts === 1 ? '' : 's'}, ` +
         `${result.skippedDone} already done, ${result.failed.length} unreadable, ` +
         `${result.todo - result.written - result.failed.length} left -> ${options.out}` +
         `${result.compactedParts > 0 ? ` (${result.compactedParts} compacted part${result.compactedParts === 1 ? '' : 's'})` : ''} ` +
-        `(${result.seconds.toFixed(1)} s, ${rate.toFixed(1)} items/s on ${devices.join(',')})\n`,
+        `(${result.seconds.toFixed(1)} s, ${rate.toFixed(1)} items/s on ${devices.join(',')}, engine busy ${busy}%)\n`,
     );
     return result.interrupted ? 130 : 0;
   } finally {
