@@ -80,13 +80,16 @@ try {
         const pixels = Buffer.alloc(32 * 32 * 3);
         for (let p = 0; p < pixels.length; p++) pixels[p] = (p * 31 + i * 131 + ((p * i) >> 3)) & 255;
         const png = await sharp(pixels, { raw: { width: 32, height: 32, channels: 3 } }).png().toBuffer();
-        await client.send(new PutObjectCommand({ Bucket: 'bench', Key: `images/${String(i).padStart(6, '0')}.png`, Body: png }));
+        // Prefixes of at most 1000 keys: s3rver answers a listing of a larger prefix with HTTP 500
+        // (it opens every object's metadata at once: EMFILE under a 1024-file limit).
+        await client.send(new PutObjectCommand({ Bucket: 'bench', Key: `images/${Math.floor(i / 1000)}/${String(i).padStart(6, '0')}.png`, Body: png }));
       }
     }),
   );
   process.stderr.write(`uploaded ${ITEMS} images in ${((performance.now() - uploadStarted) / 1000).toFixed(1)} s\n`);
 
-  const common = ['--model', MODEL, '--s3-endpoint', endpoint, '--batch-size', String(values['batch-size']), 's3://bench/images/'];
+  const prefixes = Array.from({ length: Math.ceil(ITEMS / 1000) }, (_, i) => `s3://bench/images/${i}/`);
+  const common = ['--model', MODEL, '--s3-endpoint', endpoint, '--batch-size', String(values['batch-size']), ...prefixes];
   const results: string[] = [];
   for (const [what, out] of [
     ['compacted Parquet', join(work, 'parquet')],

@@ -90,6 +90,9 @@ t.test('lancedb:// output: the Parquet rows; kill -9 and rerun: every item exact
   const badOut = await cli(['embed', '--model', MODEL, '--out', 'lancedb://only-a-name', paths[0]!]);
   t.equal(badOut.code, 2);
   t.match(badOut.stderr, /lancedb:\/\/DIR\/TABLE/);
+  const s3Out = await cli(['embed', '--model', MODEL, '--out', 's3://bucket/out', paths[0]!]);
+  t.equal(s3Out.code, 2, 'an s3:// output is refused, not made a local folder named "s3:"');
+  t.match(s3Out.stderr, /output to s3:\/\/ is not supported yet/);
 
   // Search, from code and through the CLI, on both outputs.
   for (const index of [parquetOut, `lancedb://${lanceDir}/docs`]) {

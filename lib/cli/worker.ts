@@ -195,6 +195,7 @@ export async function runQueuedEmbedCommand(task: 'embed' | 'classify', args: st
   const queue = requiredString(values, task, 'queue');
   const model = requiredString(values, task, 'model');
   const out = requiredString(values, task, 'out');
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(out)) throw new UsageError(`with --queue, --out is a folder the workers share; ${JSON.stringify(out)} is not (LanceDB and s3:// outputs are for local runs)`);
   if (positionals.length === 0 && values.manifest === undefined) throw new UsageError(`${task} needs at least one INPUT (a file, folder or glob) or --manifest FILE`);
 
   const { enqueueAndWait } = await import('../batch/queue.js');
