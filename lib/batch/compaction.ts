@@ -117,14 +117,14 @@ export async function compactParts(outDir: string, sources: string[], hooks: Com
     throw error;
   }
   await step('committed');
-  await finishCommitted(outDir, intentFile, [...replaced]);
+  await removeSources(outDir, [...replaced]);
   await step('sources-removed');
   await rm(intentFile, { force: true });
   await step('done');
   return target;
 }
 
-async function finishCommitted(outDir: string, _intentFile: string, sources: string[]): Promise<void> {
+async function removeSources(outDir: string, sources: string[]): Promise<void> {
   for (const source of sources) await rm(join(outDir, source), { force: true });
 }
 
@@ -152,7 +152,7 @@ export async function finishCompactions(outDir: string): Promise<number> {
     else abandoned = Date.now() - (await stat(file).catch(() => ({ mtimeMs: Date.now() }))).mtimeMs > FOREIGN_INTENT_MS;
     if (!abandoned) continue;
     const committed = await stat(join(outDir, intent.part)).then(() => true, () => false);
-    if (committed) await finishCommitted(outDir, file, intent.sources);
+    if (committed) await removeSources(outDir, intent.sources);
     await rm(file, { force: true });
     settled++;
   }

@@ -5,7 +5,8 @@
  *   perceiver-io infer --model DIR --inputs IN.safetensors --output OUT.safetensors [--device cpu] [--dtype float32]
  *   perceiver-io convert --model DIR [--out DIR] [--force]
  *   perceiver-io serve --model DIR|ID [--host 127.0.0.1] --port N [--device cpu] [--dtype float32]
- *   perceiver-io embed|classify --model DIR|ID --out DIR [--batch-size N] [--devices LIST] [--shard i/N] [--manifest FILE] [--strict] INPUT...
+ *   perceiver-io embed|classify --model DIR|ID --out DIR|lancedb://DIR/TABLE [--batch-size N] [--devices LIST] [--shard i/N] [--manifest FILE|URL] [--strict] [--id path|content] [--part-size 128MB] [--s3-endpoint URL] INPUT...
+ *   perceiver-io search --index OUT --query FILE|TEXT [-k 10]
  *
  * Any failure prints one line on stderr and exits non-zero (2 for a usage error, 1 otherwise):
  * never a stack trace, never a signal.
@@ -45,12 +46,14 @@ Commands:
   embed     Embed files (mean of the latents) into Parquet parts: columns id, path, embedding
             perceiver-io embed --model DIR|ID --out DIR [options] INPUT...
             INPUT                   files, folders (recursive, known media extensions), globs,
-                                    http(s):// URLs or s3://BUCKET/PREFIX (every media key under it)
+                                    http(s):// URLs, s3://BUCKET/PREFIX (every media key under it),
+                                    WebDataset .tar shards (local or remote: each media member)
             --manifest FILE|URL     more inputs: one path or URL per line (relative to the file;
                                     # comments), or .csv / .jsonl / .parquet with a path or url column
             --s3-endpoint URL       an S3-compatible store (MinIO, R2, ...); credentials: the AWS chain
             --concurrency 16, --request-timeout-ms 30000, --attempts 4   remote reads
-            --out DIR               folder of Parquet parts; a rerun skips the ids already there
+            --out DIR               folder of Parquet parts, or lancedb://DIR/TABLE (a LanceDB
+                                    table); a rerun skips the ids already there
             --batch-size 16         items per forward and per part
             --devices cpu           comma list (cpu, cuda:0,cuda:1, cpu,cpu) or all: one model each
             --dtype float32         compute precision (float32, tfloat32, float16, bfloat16 on CUDA)
