@@ -118,3 +118,24 @@ t.test('lancedb:// output: the Parquet rows; kill -9 and rerun: every item exact
   t.equal(none.code, 2);
   t.match(none.stderr, /holds no rows to search/);
 });
+
+t.test('lancedb:// with --id content: duplicates once, listed under every path; path ids into it refused', async (t) => {
+  const dir = await tempDir(t);
+  const paths = await texts(join(dir, 'in'), 4);
+  await writeFile(join(dir, 'in', 'copy-of-1.txt'), await readFile(paths[1]!));
+  const out = `lancedb://${join(dir, 'db')}/content`;
+  const run = await cli(['embed', '--model', MODEL, '--out', out, '--id', 'content', join(dir, 'in')]);
+  t.equal(run.code, 0, run.stderr);
+  t.match(run.stderr, /4 items: 4 written/);
+  const db = await lancedb.connect(join(dir, 'db'));
+  const table = await db.openTable('content');
+  const rows = (await table.query().select(['id', 'path', 'paths']).toArray()) as { id: string; path: string; paths: Iterable<string> }[];
+  table.close();
+  db.close();
+  t.equal(rows.length, 4);
+  const dup = rows.find((r) => r.path === paths[1]);
+  t.same(dup && [...dup.paths], [join(dir, 'in', '0001.txt'), join(dir, 'in', 'copy-of-1.txt')], 'the duplicate lists both paths');
+  const mixed = await cli(['embed', '--model', MODEL, '--out', out, join(dir, 'in')]);
+  t.equal(mixed.code, 1);
+  t.match(mixed.stderr, /holds content ids, not path ids: use --id content/);
+});
