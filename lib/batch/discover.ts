@@ -39,6 +39,7 @@ const HASH_CONCURRENCY = 8;
 
 /** The stable id of a file: 32 hex digits of the SHA-256 of its absolute path (of a URL: the URL as given). */
 export function itemId(path: string): string {
+  if (typeof path !== 'string' || path === '') throw new InvalidArgumentError('path', 'a file path', path);
   return createHash('sha256').update(isRemote(path) ? path : resolve(path)).digest('hex').slice(0, 32);
 }
 
@@ -98,6 +99,9 @@ export async function contentItems(paths: string[], remote?: RemoteReader, known
 
 /** Whether an item belongs to shard `index` of `count`: a deterministic split by id. */
 export function inShard(id: string, index: number, count: number): boolean {
+  if (typeof id !== 'string') throw new InvalidArgumentError('id', 'an item id string (from itemId)', id);
+  if (!Number.isSafeInteger(count) || count < 1) throw new InvalidArgumentError('count', 'a positive integer shard count', count);
+  if (!Number.isSafeInteger(index) || index < 0 || index >= count) throw new InvalidArgumentError('index', `a shard index from 0 to ${count - 1}`, index);
   return Number.parseInt(id.slice(0, 8), 16) % count === index;
 }
 
@@ -274,7 +278,8 @@ async function filesOfManifest(manifest: string, remote: () => RemoteReader, sha
  * by path, so that the same inputs always give the same list in the same order.
  */
 export async function discoverItems(inputs: string[], options: { manifest?: string; id?: IdKind; remote?: RemoteReader } = {}): Promise<EmbedJobItem[]> {
-  if (!Array.isArray(inputs) || inputs.some((input) => typeof input !== 'string' || input === '')) {
+  // Every index, holes included (some() skips the holes of a sparse array, for-of does not).
+  if (!Array.isArray(inputs) || Array.from(inputs).some((input) => typeof input !== 'string' || input === '')) {
     throw new InvalidArgumentError('inputs', 'an array of non-empty paths, folders or globs', inputs);
   }
   if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options', 'an object such as { manifest }', options);

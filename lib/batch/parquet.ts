@@ -340,6 +340,7 @@ export async function readPartIds(file: string): Promise<{ ids: string[]; metada
 
 /** Every row of every committed part of a folder, part by part in name order. */
 export async function readEmbeddings(outDir: string): Promise<EmbeddingRow[]> {
+  if (typeof outDir !== 'string' || outDir === '') throw new InvalidArgumentError('outDir', 'a folder path', outDir);
   return withCommittedParts(outDir, async (files) => {
     const rows: EmbeddingRow[] = [];
     for (const file of files) rows.push(...rowsOf(await readPart(file), file));
