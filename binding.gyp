@@ -31,6 +31,8 @@
         ["perceiver_cuda==1", {
           "include_dirs": ["<!(node native/scripts/build-config.cjs cuda-include)"],
           "libraries": ["<!(node native/scripts/build-config.cjs cuda-lib-dir)/libcudart_static.a", "-ldl", "-lrt"],
+          # One make target per .cu file (gyp writes a rule per input), so `make -j` (node-gyp --jobs,
+          # which scripts/install.cjs passes) compiles them together; the C++ objects wait for them.
           "rules": [
             {
               "rule_name": "nvcc",

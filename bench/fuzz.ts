@@ -34,7 +34,7 @@ export interface FuzzReport {
 /** Runs slower than this count as hangs. */
 export const HANG_MS = 2000;
 
-class Random {
+export class Random {
   #s: number;
   constructor(seed: number) {
     this.#s = seed >>> 0 || 1;

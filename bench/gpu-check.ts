@@ -52,7 +52,7 @@ if (!caps.available) process.exit(1);
 // forces the chunked paths (several key chunks with rescaling, several query chunks).
 type KernelCase = { op: string; sizes: number[]; dtype?: ComputeDType; fused?: boolean; budgetMb?: number };
 const KERNELS: KernelCase[] = [
-  { op: 'layer_norm', sizes: [333, 1280] }, { op: 'layer_norm', sizes: [7, 261] }, { op: 'gelu', sizes: [100_003] },
+  { op: 'layer_norm', sizes: [333, 1280] }, { op: 'layer_norm', sizes: [7, 261] }, { op: 'gelu', sizes: [257, 768, 1283] },
   { op: 'linear', sizes: [257, 768, 1280] }, { op: 'linear', sizes: [3, 322, 2] }, { op: 'linear', sizes: [257, 768, 1280], dtype: 'bfloat16' },
   { op: 'conv2d', sizes: [2, 3, 37, 64, 7, 2] }, { op: 'strided_copy', sizes: [2, 27, 48, 4] },
 ];

@@ -3,7 +3,7 @@
 // coding. Every direction appears once around the centre, saturation growing with the radius, so
 // the picture is the colour key for every flow picture the library writes.
 //
-//   npm run build && node docs/make-flow-picture.mjs
+//   npm run build:ts && node docs/make-flow-picture.mjs
 import { writeFlowPicture } from '../dist/lib/index.js';
 
 const size = 160;

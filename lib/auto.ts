@@ -1,7 +1,7 @@
 /** AutoModel: picks the head class named by config.architectures, as transformers' Auto classes do. */
 import { PerceiverConfig } from './config.js';
-import { ConfigError } from './errors.js';
-import { loadCheckpointWeights } from './io/checkpoint.js';
+import { ConfigError, InvalidArgumentError } from './errors.js';
+import { openCheckpointWeights } from './io/checkpoint.js';
 import {
   PerceiverForImageClassificationConvProcessing,
   PerceiverForImageClassificationFourier,
@@ -11,7 +11,8 @@ import {
   PerceiverForOpticalFlow,
   PerceiverForSequenceClassification,
 } from './modeling/heads.js';
-import { checkpointFolder, type LoadOptions, type Logits, type PerceiverModel } from './modeling/perceiver_model.js';
+import { checkLoadOptions, checkpointFolder, type LoadOptions, type Logits, type PerceiverModel } from './modeling/perceiver_model.js';
+import { WeightStore } from './modeling/weights.js';
 
 type AnyHead = new (config: PerceiverConfig) => PerceiverModel<Logits>;
 
@@ -31,15 +32,22 @@ export class AutoModel {
    * index), or a Hugging Face Hub id downloaded into the standard cache, into its head class.
    */
   static async fromPretrained(dir: string, options: LoadOptions = {}): Promise<PerceiverModel<Logits>> {
+    options = checkLoadOptions(options);
     const folder = await checkpointFolder(dir, options.hub);
     const config = await PerceiverConfig.fromPretrained(folder);
     const Head = AutoModel.headFor(config);
-    const { tensors } = await loadCheckpointWeights(folder);
-    return new Head(config).loadWeights(tensors, options);
+    // The engine reads each weight from the open files while it loads (no second copy in memory).
+    const checkpoint = await openCheckpointWeights(folder);
+    try {
+      return await new Head(config).loadWeights(new WeightStore(checkpoint.tensors), options);
+    } finally {
+      await checkpoint.close();
+    }
   }
 
   /** The head class for a config, or a ConfigError saying which architectures are supported. */
   static headFor(config: PerceiverConfig): AnyHead {
+    if (!(config instanceof PerceiverConfig)) throw new InvalidArgumentError('config', 'a PerceiverConfig', config);
     const supported = Object.keys(ARCHITECTURES).join(', ');
     const name = config.architectures?.[0];
     if (!name) throw new ConfigError(`config.architectures is missing, so the head cannot be chosen (supported: ${supported})`);

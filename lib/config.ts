@@ -4,7 +4,7 @@
  * as config.json spells them, so a config reads the same here as in Python.
  */
 import { join } from 'node:path';
-import { ConfigError } from './errors.js';
+import { ConfigError, InvalidArgumentError, describeValue } from './errors.js';
 import { readJsonObject } from './io/read_json.js';
 
 export interface PerceiverConfigFields {
@@ -96,6 +96,15 @@ const POSITIVE_INTS = [
   'output_num_channels', '_label_trainable_num_channels',
 ] as const;
 
+/** A value as JSON for a message (as config.json spelled it), or described when it has no JSON form (a bigint, a cycle). */
+function shown(value: unknown): string {
+  try {
+    return JSON.stringify(value) ?? describeValue(value);
+  } catch {
+    return describeValue(value);
+  }
+}
+
 export interface PerceiverConfig extends PerceiverConfigFields {}
 
 export class PerceiverConfig {
@@ -116,7 +125,7 @@ export class PerceiverConfig {
     // transformers derives the label maps from num_labels when only that is given.
     if (fields.id2label === undefined && typeof extra.num_labels === 'number') {
       const n = extra.num_labels;
-      if (!Number.isSafeInteger(n) || n < 1 || n > MAX_LABELS) throw new ConfigError(`num_labels must be an integer in [1, ${MAX_LABELS}], got ${JSON.stringify(n)}`);
+      if (!Number.isSafeInteger(n) || n < 1 || n > MAX_LABELS) throw new ConfigError(`num_labels must be an integer in [1, ${MAX_LABELS}], got ${shown(n)}`);
       merged.id2label = Object.fromEntries(Array.from({ length: n }, (_, i) => [String(i), `LABEL_${i}`]));
       merged.label2id = Object.fromEntries(Array.from({ length: n }, (_, i) => [`LABEL_${i}`, i]));
     }
@@ -128,6 +137,7 @@ export class PerceiverConfig {
 
   /** Reads `<dir>/config.json`. */
   static async fromPretrained(dir: string): Promise<PerceiverConfig> {
+    if (typeof dir !== 'string' || dir === '') throw new InvalidArgumentError('dir', 'a checkpoint folder', dir);
     const file = join(dir, 'config.json');
     const json = (await readJsonObject(file))!;
     try {
@@ -153,18 +163,18 @@ export class PerceiverConfig {
     const self = this as unknown as Record<string, unknown>;
     for (const key of POSITIVE_INTS) {
       const v = self[key];
-      if (!Number.isSafeInteger(v) || (v as number) < 1) throw new ConfigError(`${key} must be a positive integer, got ${JSON.stringify(v)}`);
+      if (!Number.isSafeInteger(v) || (v as number) < 1) throw new ConfigError(`${key} must be a positive integer, got ${shown(v)}`);
       // Bounds far above any real Perceiver, so a hostile config cannot make us build millions of
       // layers or size-2^50 tables before a weight is read.
       const max = key === 'num_blocks' || key === 'num_self_attends_per_block' ? MAX_LAYERS : MAX_DIM;
-      if ((v as number) > max) throw new ConfigError(`${key} must be at most ${max}, got ${JSON.stringify(v)}`);
+      if ((v as number) > max) throw new ConfigError(`${key} must be at most ${max}, got ${shown(v)}`);
     }
     for (const key of ['qk_channels', 'v_channels'] as const) {
       const v = this[key];
-      if (v !== null && (!Number.isSafeInteger(v) || v < 1 || v > MAX_DIM)) throw new ConfigError(`${key} must be null or a positive integer up to ${MAX_DIM}, got ${JSON.stringify(v)}`);
+      if (v !== null && (!Number.isSafeInteger(v) || v < 1 || v > MAX_DIM)) throw new ConfigError(`${key} must be null or a positive integer up to ${MAX_DIM}, got ${shown(v)}`);
     }
     if (this.cross_attention_shape_for_attention !== 'kv' && this.cross_attention_shape_for_attention !== 'q') {
-      throw new ConfigError(`cross_attention_shape_for_attention must be "kv" or "q", got ${JSON.stringify(this.cross_attention_shape_for_attention)}`);
+      throw new ConfigError(`cross_attention_shape_for_attention must be "kv" or "q", got ${shown(this.cross_attention_shape_for_attention)}`);
     }
     if (typeof this.use_query_residual !== 'boolean') throw new ConfigError('use_query_residual must be a boolean');
     if (typeof this.hidden_act !== 'string') throw new ConfigError('hidden_act must be a string');

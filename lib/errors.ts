@@ -2,6 +2,10 @@
  * Typed errors. Every failure a caller can cause (bad arguments, bad files, a missing backend,
  * use after dispose) surfaces as one of these classes, never as a crash of the process. Each has
  * a stable `code` so callers can branch without parsing messages.
+ *
+ * One exception, by design: a value the caller's own code throws while an argument is read (a
+ * getter, a proxy trap) passes through unchanged, as in Node's own APIs, rather than being wrapped.
+ * bench/api_fuzz.ts checks both rules on every public entry point.
  */
 
 export class PerceiverError extends Error {
@@ -77,6 +81,22 @@ export class DisposedError extends PerceiverError {
 export class BackendUnavailableError extends PerceiverError {
   constructor(message: string) {
     super('ERR_PERCEIVER_BACKEND_UNAVAILABLE', message);
+  }
+}
+
+/**
+ * A feature needs an optional package that is not installed (the library's core installs without
+ * the service and batch stacks). Names the package, the feature and the command that installs it.
+ */
+export class MissingDependencyError extends PerceiverError {
+  readonly packageName: string;
+  readonly feature: string;
+  readonly install: string;
+  constructor(packageName: string, feature: string, install: string, options?: { cause?: unknown }) {
+    super('ERR_PERCEIVER_MISSING_DEPENDENCY', `${feature} needs the "${packageName}" package, which is not installed. Run \`${install}\`.`, options);
+    this.packageName = packageName;
+    this.feature = feature;
+    this.install = install;
   }
 }
 
@@ -185,6 +205,29 @@ export class PathNotAllowedError extends PerceiverError {
   }
 }
 
+/**
+ * A file or folder the library was asked to write could not be written: the path is a folder (or
+ * a file where a folder is needed), its parent is missing, permission is denied, the disk is full.
+ * Names the path; the file-system error is the cause.
+ */
+export class FileWriteError extends PerceiverError {
+  readonly path: string;
+  /** The file-system error code (EISDIR, ENOENT, EACCES...), when there is one. */
+  readonly reason: string;
+  constructor(path: string, cause: unknown) {
+    const code = errorCode(cause);
+    const detail = cause instanceof Error ? cause.message : describeValue(cause);
+    super('ERR_PERCEIVER_FILE_WRITE', `cannot write ${path}${code ? ` (${code})` : ''}: ${detail}`, { cause });
+    this.path = path;
+    this.reason = code ?? detail;
+  }
+}
+
+function errorCode(error: unknown): string | undefined {
+  const code = error instanceof Error ? (error as NodeJS.ErrnoException).code : undefined;
+  return typeof code === 'string' ? code : undefined;
+}
+
 /** Something failed inside the native engine that is not the caller's fault. */
 export class NativeError extends PerceiverError {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -199,8 +242,20 @@ export function describeValue(value: unknown): string {
   if (typeof value === 'string') return value.length > 40 ? `string of length ${value.length}` : JSON.stringify(value);
   if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return `${typeof value} ${String(value)}`;
   if (Array.isArray(value)) return `array of length ${value.length}`;
-  if (ArrayBuffer.isView(value)) return `${value.constructor.name} of length ${(value as unknown as { length?: number }).length ?? value.byteLength}`;
+  if (ArrayBuffer.isView(value)) {
+    // The built-in tag, not an own `constructor`; a detached DataView's byteLength getter throws.
+    const kind = Object.prototype.toString.call(value).slice(8, -1);
+    if (value instanceof DataView) {
+      try {
+        return `DataView of ${value.byteLength} bytes`;
+      } catch {
+        return 'detached DataView';
+      }
+    }
+    return `${kind} of length ${(value as unknown as { length: number }).length}`;
+  }
   if (typeof value === 'function') return 'function';
-  const ctor = (value as object).constructor?.name;
-  return ctor && ctor !== 'Object' ? `${ctor} instance` : 'object';
+  // Any value: an own `constructor` property of the caller's may be anything (a symbol, an object).
+  const ctor: unknown = (value as { constructor?: { name?: unknown } }).constructor?.name;
+  return typeof ctor === 'string' && ctor !== '' && ctor !== 'Object' ? `${ctor} instance` : 'object';
 }

@@ -30,8 +30,9 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BackendUnavailableError, InvalidArgumentError, describeValue } from './errors.js';
-import { readPreprocessorConfig } from './preprocessor_config.js';
+import { MAX_CROP_ZOOM, MAX_IMAGE_SIDE, readPreprocessorConfig } from './preprocessor_config.js';
 import { Tensor } from './tensor.js';
+import { WorkerPool, siblingModule } from './worker_pool.js';
 
 /** Raw 8-bit pixels, rows top to bottom, channels interleaved (HWC): grey, RGB or RGBA. */
 export interface RawImage {
@@ -124,14 +125,16 @@ async function loadSharp(): Promise<SharpFactory> {
 // ---------------------------------------------------------------------------------------------
 // Option checking
 
+// Sides are bounded as preprocessor_config.json's are: an unbounded size or crop would let one
+// image allocate gigabytes (a size of 30000 is 10.8 GB of float32 per image).
 function checkSize(value: unknown, argument: string): Size2 {
-  const ok = (n: unknown): n is number => Number.isSafeInteger(n) && (n as number) > 0;
+  const ok = (n: unknown): n is number => Number.isSafeInteger(n) && (n as number) > 0 && (n as number) <= MAX_IMAGE_SIDE;
   if (ok(value)) return { height: value, width: value };
   if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
     const { height, width } = value as Record<string, unknown>;
     if (ok(height) && ok(width)) return { height, width };
   }
-  throw new InvalidArgumentError(argument, 'a positive integer or {height, width} of positive integers', value);
+  throw new InvalidArgumentError(argument, `a positive integer up to ${MAX_IMAGE_SIDE} or {height, width} of such integers`, value);
 }
 
 function checkTriple(value: unknown, argument: string, nonZero: boolean): [number, number, number] {
@@ -186,46 +189,114 @@ function rawToRgb(raw: Record<string, unknown>, name: string): Rgb {
   return { data: out, width: w, height: h };
 }
 
-async function decode(bytes: Uint8Array, name: string, source: string): Promise<Rgb> {
+/** Where the centre crop of an `n`-pixel axis to `c` pixels reads the image, and the zeros it adds around. */
+interface AxisCrop {
+  /** First image pixel read and how many (the part of the box inside the image). */
+  offset: number;
+  length: number;
+  /** Zero pixels before and after, where the box is larger than the image. */
+  before: number;
+  after: number;
+}
+
+function axisCrop(n: number, c: number): AxisCrop {
+  // Centred with trunc((n - c) / 2) when the box fits; otherwise the image is padded by
+  // floor((c - n) / 2) before and the rest after (transformers pads before cropping).
+  if (c <= n) return { offset: Math.trunc((n - c) / 2), length: c, before: 0, after: 0 };
+  const before = Math.floor((c - n) / 2);
+  return { offset: 0, length: n, before, after: c - n - before };
+}
+
+/** Orientations 5 to 8 of EXIF swap width and height when applied. */
+function orientedSize(meta: { width: number; height: number; orientation?: number }): Size2 {
+  const swap = meta.orientation !== undefined && meta.orientation >= 5 && meta.orientation <= 8;
+  return swap ? { height: meta.width, width: meta.height } : { height: meta.height, width: meta.width };
+}
+
+function undecodable(name: string, source: string, error: unknown): InvalidArgumentError {
+  return new InvalidArgumentError(name, EXPECTED_DECODABLE, source, `Expected ${EXPECTED_DECODABLE} for ${name} but ${source} could not be decoded: ${(error as Error).message}`);
+}
+
+/**
+ * The displayed size of an encoded image (EXIF orientation applied), from its header alone:
+ * nothing is decoded. An image declaring more than `maxPixels` pixels is refused here.
+ */
+async function readHeader(bytes: Uint8Array, name: string, source: string, maxPixels: number): Promise<Size2> {
   if (bytes.byteLength === 0) throw new InvalidArgumentError(name, EXPECTED_DECODABLE, `${source}: 0 bytes`);
   const sharp = await loadSharp();
+  let meta: { width?: number; height?: number; orientation?: number };
+  try {
+    meta = await sharp(bytes, { pages: 1, limitInputPixels: false }).metadata();
+  } catch (error) {
+    throw undecodable(name, source, error);
+  }
+  const { width, height } = meta;
+  if (!Number.isSafeInteger(width) || !Number.isSafeInteger(height) || width! < 1 || height! < 1) {
+    throw undecodable(name, source, new Error(`its header gives no size (${width}x${height})`));
+  }
+  if (width! * height! > maxPixels) throw new ImageTooLargeError(name, `${source}: ${width}x${height}`, width! * height!, maxPixels);
+  return orientedSize(meta as { width: number; height: number; orientation?: number });
+}
+
+/**
+ * Decodes an encoded image of displayed size `size` (readHeader) to 8-bit RGB, cropped to `box`
+ * when given. Decoding and cropping run in sharp (libvips, off the JavaScript thread), so only the
+ * crop is ever held in JavaScript memory. Runs on the main thread and in the image worker.
+ */
+export async function decodeCrop(bytes: Uint8Array, name: string, source: string, maxPixels: number, size: Size2, box: Size2 | undefined): Promise<Rgb> {
+  const sharp = await loadSharp();
+  // sharp's own limit too: it reads the same header.
+  let pipeline = sharp(bytes, { autoOrient: true, ignoreIcc: true, failOn: 'truncated', pages: 1, limitInputPixels: maxPixels }).removeAlpha().toColourspace('srgb');
+  let expected = size;
+  if (box) {
+    const y = axisCrop(size.height, box.height);
+    const x = axisCrop(size.width, box.width);
+    // One extract (before any resize, so sharp applies it after the EXIF rotation), then zeros around.
+    pipeline = pipeline.extract({ left: x.offset, top: y.offset, width: x.length, height: y.length });
+    if (x.before + x.after + y.before + y.after > 0) {
+      pipeline = pipeline.extend({ top: y.before, bottom: y.after, left: x.before, right: x.after, background: { r: 0, g: 0, b: 0, alpha: 1 } });
+    }
+    expected = box;
+  }
   let result: { data: Buffer; info: { width: number; height: number; channels: number } };
   try {
-    result = await sharp(bytes, { autoOrient: true, ignoreIcc: true, failOn: 'truncated', pages: 1 })
-      .removeAlpha()
-      .toColourspace('srgb')
-      .raw({ depth: 'uchar' })
-      .toBuffer({ resolveWithObject: true });
+    result = await pipeline.raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
   } catch (error) {
-    throw new InvalidArgumentError(name, EXPECTED_DECODABLE, source, `Expected ${EXPECTED_DECODABLE} for ${name} but ${source} could not be decoded: ${(error as Error).message}`);
+    throw undecodable(name, source, error);
   }
   const { data, info } = result;
-  if (info.channels !== 3 || data.length !== info.width * info.height * 3) {
-    throw new InvalidArgumentError(name, 'an image that decodes to 8-bit RGB', `${source}: ${info.width}x${info.height}, ${info.channels} channels, ${data.length} bytes`);
+  if (info.channels !== 3 || info.width !== expected.width || info.height !== expected.height || data.length !== info.width * info.height * 3) {
+    throw new InvalidArgumentError(name, `an image that decodes to 8-bit RGB, ${expected.width}x${expected.height}`, `${source}: ${info.width}x${info.height}, ${info.channels} channels, ${data.length} bytes`);
   }
   return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height };
 }
 
-/** Any ImageInput as 8-bit RGB (HWC), decoded as preprocess() decodes it (EXIF orientation, alpha dropped). */
-export async function readRgbImage(image: ImageInput, name = 'image'): Promise<{ data: Uint8Array; width: number; height: number }> {
-  return toRgb(image, name);
-}
-
-async function toRgb(image: unknown, name: string): Promise<Rgb> {
+/** A file's bytes, the bytes given, or undefined for raw pixels; `source` names it in errors. */
+async function encodedBytes(image: unknown, name: string): Promise<{ bytes: Uint8Array; source: string } | undefined> {
   if (typeof image === 'string') {
     if (image.length === 0) throw new InvalidArgumentError(name, 'a non-empty file path', image);
-    let bytes: Buffer;
     try {
-      bytes = await readFile(image);
+      return { bytes: await readFile(image), source: `file ${JSON.stringify(image)}` };
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       throw new InvalidArgumentError(name, 'a readable image file', image, `Expected a readable image file for ${name} but cannot read ${JSON.stringify(image)}${code ? ` (${code})` : ''}: ${(error as Error).message}`);
     }
-    return decode(bytes, name, `file ${JSON.stringify(image)}`);
   }
-  if (image instanceof Uint8Array) return decode(image, name, `${describeValue(image)}`);
-  if (isRawImage(image)) return rawToRgb(image, name);
+  if (image instanceof Uint8Array) return { bytes: image, source: describeValue(image) };
+  if (isRawImage(image)) return undefined;
   throw new InvalidArgumentError(name, EXPECTED_INPUT, image);
+}
+
+/**
+ * Any ImageInput as 8-bit RGB (HWC), decoded as preprocess() decodes it (EXIF orientation, alpha
+ * dropped), with no crop or resize. An encoded image declaring more than `maxPixels` pixels is
+ * refused from its header, before anything is decoded.
+ */
+export async function readRgbImage(image: ImageInput, name = 'image', maxPixels = DEFAULT_MAX_INPUT_PIXELS): Promise<Rgb> {
+  const encoded = await encodedBytes(image, name);
+  if (!encoded) return rawToRgb(image as unknown as Record<string, unknown>, name);
+  const size = await readHeader(encoded.bytes, name, encoded.source, maxPixels);
+  return decodeCrop(encoded.bytes, name, encoded.source, maxPixels, size, undefined);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -233,9 +304,11 @@ async function toRgb(image: unknown, name: string): Promise<Rgb> {
 
 /** The output box, a copy; pixels outside the image are zero (transformers pads before cropping). */
 function centerCrop(img: Rgb, crop: Size2): Rgb {
-  // Offset of the box in image coordinates: centred with trunc((n - c) / 2) when it fits;
-  // otherwise the image is padded by floor((c - n) / 2) before (the rest after).
-  const offset = (n: number, c: number): number => (c <= n ? Math.trunc((n - c) / 2) : -Math.floor((c - n) / 2));
+  // Offset of the box in image coordinates (negative where zeros come before the image).
+  const offset = (n: number, c: number): number => {
+    const axis = axisCrop(n, c);
+    return axis.offset - axis.before;
+  };
   const top = offset(img.height, crop.height);
   const left = offset(img.width, crop.width);
   const out = new Uint8Array(crop.height * crop.width * 3);
@@ -323,10 +396,10 @@ function axisWeights(inSize: number, outSize: number, filter: (x: number) => num
 }
 
 /**
- * Resizes 8-bit RGB. Sums stay within int32 (at most 255 times the absolute weight sum, under 2^31
+ * Resizes 8-bit RGB (exported for the worker thread; not part of the package's API). Sums stay within int32 (at most 255 times the absolute weight sum, under 2^31
  * at every precision), so `>>` rounds them down exactly as the C++ does.
  */
-function resizeRgb(img: Rgb, out: Size2, resample: Resample): Rgb {
+export function resizeRgb(img: Rgb, out: Size2, resample: Resample): Rgb {
   const [filter, interp] = resample === 2 ? [bilinearFilter, 2] : [bicubicFilter, 4];
   let { data, width, height } = img;
   if (out.width !== width) {
@@ -385,8 +458,79 @@ function clampByte(v: number): number {
   return v < 0 ? 0 : v > 255 ? 255 : v;
 }
 
+/**
+ * Work on up to this many pixels runs on the calling thread (the resize of a 256x256 crop takes
+ * about 2 ms); larger images are decoded, cropped and resized in a worker thread, so that no large
+ * pixel buffer ever crosses to the main thread (posting one costs about 1.5 ms per MB there).
+ */
+const INLINE_PIXELS = 256 * 256;
+
+/** What the image worker does: decode and crop encoded bytes (`bytes`), or take raw RGB (`rgb`), then resize. @internal */
+export type ImageTask = {
+  size: Size2;
+  resample: Resample;
+} & (
+  | { bytes: Uint8Array; name: string; source: string; maxPixels: number; displayed: Size2; box: Size2 | undefined }
+  | { rgb: Rgb }
+);
+
+/** The worker's answer: pixels, or the InvalidArgumentError to rethrow here. @internal */
+export type ImageTaskResult = { rgb: Rgb } | { invalid: { argument: string; expected: string; actual: string; message: string } };
+
+let imagePool: WorkerPool<ImageTask, ImageTaskResult> | undefined;
+
+function pool(): WorkerPool<ImageTask, ImageTaskResult> {
+  imagePool ??= new WorkerPool<ImageTask, ImageTaskResult>(siblingModule(import.meta.url, 'image_resize_worker'));
+  return imagePool;
+}
+
+/**
+ * Loads sharp and starts the image worker threads now rather than on the first large image (a
+ * server calls this before listening: loading sharp's native library takes tens of milliseconds
+ * of the calling thread).
+ */
+export async function prepareImageDecoding(): Promise<void> {
+  await loadSharp();
+  pool().start();
+}
+
+async function inWorker(task: ImageTask, transfer: ArrayBuffer[]): Promise<Rgb> {
+  const answer = await pool().run(task, transfer);
+  if ('invalid' in answer) {
+    const e = answer.invalid;
+    throw new InvalidArgumentError(e.argument, e.expected, e.actual, e.message);
+  }
+  return answer.rgb;
+}
+
+/** A copy of `bytes` in an ArrayBuffer of its own, to move to a worker (the caller's memory is never detached). */
+function ownCopy(bytes: Uint8Array): Uint8Array {
+  return new Uint8Array(bytes);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The processor
+
+/** Default `maxInputPixels`: 50 megapixels (a 48 MP phone photo fits; decoded, 150 MB of RGB). */
+export const DEFAULT_MAX_INPUT_PIXELS = 50_000_000;
+
+export interface PreprocessOptions {
+  /** Refuse encoded images whose header declares more pixels than this (default 50 000 000). */
+  maxInputPixels?: number;
+}
+
+/** An encoded image declares more pixels than the limit; refused before decoding. */
+export class ImageTooLargeError extends InvalidArgumentError {
+  /** Width x height from the file's header, and the limit. */
+  readonly pixels: number;
+  readonly maxPixels: number;
+  constructor(argument: string, actual: string, pixels: number, maxPixels: number) {
+    super(argument, `an image of at most ${maxPixels} pixels`, actual, `Expected an image of at most ${maxPixels} pixels for ${argument} but ${actual} declares ${pixels} (not decoded)`);
+    (this as { code: string }).code = 'ERR_PERCEIVER_IMAGE_TOO_LARGE';
+    this.pixels = pixels;
+    this.maxPixels = maxPixels;
+  }
+}
 
 export class PerceiverImageProcessor {
   readonly doCenterCrop: boolean;
@@ -410,6 +554,13 @@ export class PerceiverImageProcessor {
     this.cropSize = Object.freeze(checkSize(o.cropSize ?? 256, 'options.cropSize'));
     this.doResize = o.doResize === undefined ? true : checkBool(o.doResize, 'options.doResize');
     this.size = Object.freeze(checkSize(o.size ?? 224, 'options.size'));
+    if (this.doCenterCrop && this.doResize) {
+      for (const axis of ['height', 'width'] as const) {
+        if (this.size[axis] > this.cropSize[axis] * MAX_CROP_ZOOM) {
+          throw new InvalidArgumentError(`options.size.${axis}`, `at most options.cropSize.${axis} x ${MAX_CROP_ZOOM} (${this.cropSize[axis] * MAX_CROP_ZOOM})`, this.size[axis]);
+        }
+      }
+    }
     this.resample = o.resample === undefined ? 3 : checkResample(o.resample, 'options.resample');
     this.doRescale = o.doRescale === undefined ? true : checkBool(o.doRescale, 'options.doRescale');
     const factor = o.rescaleFactor ?? 1 / 255;
@@ -439,6 +590,9 @@ export class PerceiverImageProcessor {
 
   /** The size of the centre crop of an image of this size. */
   cropBox(height: number, width: number): Size2 {
+    for (const [name, v] of [['height', height], ['width', width]] as const) {
+      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) throw new InvalidArgumentError(name, 'a positive integer', v);
+    }
     const minDim = Math.min(height, width);
     return {
       height: Math.trunc((this.size.height / this.cropSize.height) * minDim),
@@ -446,8 +600,18 @@ export class PerceiverImageProcessor {
     };
   }
 
-  /** Images to float32 `pixel_values` of shape [N, 3, height, width] (channels first). */
-  async preprocess(images: ImageInput | ImageInput[]): Promise<Tensor<'float32'>> {
+  /**
+   * Images to float32 `pixel_values` of shape [N, 3, height, width] (channels first).
+   *
+   * Encoded images larger than `options.maxInputPixels` (width x height from the file's header,
+   * read before anything is decoded) are refused with ImageTooLargeError. Decoding and the centre
+   * crop run in sharp; images whose crop is larger than 256x256 pixels are decoded, cropped and
+   * resized in a worker thread.
+   */
+  async preprocess(images: ImageInput | ImageInput[], options: PreprocessOptions = {}): Promise<Tensor<'float32'>> {
+    if (typeof options !== 'object' || options === null || Array.isArray(options)) throw new InvalidArgumentError('options', 'an object such as { maxInputPixels }', options);
+    const maxPixels = options.maxInputPixels ?? DEFAULT_MAX_INPUT_PIXELS;
+    if (!Number.isSafeInteger(maxPixels) || maxPixels < 1) throw new InvalidArgumentError('options.maxInputPixels', 'a positive integer', maxPixels);
     const list: unknown[] = Array.isArray(images) ? images : [images];
     if (list.length === 0) throw new InvalidArgumentError('images', 'at least one image', 'an empty array');
     const names = list.map((_, i) => (Array.isArray(images) ? `images[${i}]` : 'images'));
@@ -455,15 +619,38 @@ export class PerceiverImageProcessor {
     const planes: Rgb[] = [];
     for (let i = 0; i < list.length; i++) {
       const name = names[i]!;
-      let img = await toRgb(list[i], name);
-      if (this.doCenterCrop) {
-        const box = this.cropBox(img.height, img.width);
+      const cropOf = (size: Size2): Size2 => {
+        const box = this.cropBox(size.height, size.width);
         if (box.height < 1 || box.width < 1) {
-          throw new InvalidArgumentError(name, 'an image large enough for a non-empty centre crop', `a ${img.width}x${img.height} image (crop ${box.width}x${box.height})`);
+          throw new InvalidArgumentError(name, 'an image large enough for a non-empty centre crop', `a ${size.width}x${size.height} image (crop ${box.width}x${box.height})`);
         }
-        img = centerCrop(img, box);
+        return box;
+      };
+      const encoded = await encodedBytes(list[i], name);
+      let img: Rgb;
+      if (encoded) {
+        const displayed = await readHeader(encoded.bytes, name, encoded.source, maxPixels);
+        const box = this.doCenterCrop ? cropOf(displayed) : undefined;
+        const region = box ?? displayed;
+        if (this.doResize && region.width * region.height > INLINE_PIXELS) {
+          const bytes = ownCopy(encoded.bytes);
+          const task: ImageTask = { bytes, name, source: encoded.source, maxPixels, displayed, box, size: this.size, resample: this.resample };
+          img = await inWorker(task, [bytes.buffer as ArrayBuffer]);
+        } else {
+          img = await decodeCrop(encoded.bytes, name, encoded.source, maxPixels, displayed, box);
+          if (this.doResize) img = resizeRgb(img, this.size, this.resample);
+        }
+      } else {
+        const raw = list[i] as Record<string, unknown>;
+        img = rawToRgb(raw, name);
+        if (this.doCenterCrop) img = centerCrop(img, cropOf(img));
+        if (this.doResize && img.width * img.height > INLINE_PIXELS) {
+          const rgb = { ...img, data: img.data === raw.data ? ownCopy(img.data) : img.data };
+          img = await inWorker({ rgb, size: this.size, resample: this.resample }, [rgb.data.buffer as ArrayBuffer]);
+        } else if (this.doResize) {
+          img = resizeRgb(img, this.size, this.resample);
+        }
       }
-      if (this.doResize) img = resizeRgb(img, this.size, this.resample);
       planes.push(img);
     }
 

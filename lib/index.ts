@@ -4,7 +4,7 @@ export * from './errors.js';
 export { Tensor, type DType, DTYPES, type AnyTypedArray } from './tensor.js';
 export { DeviceTensor } from './device_tensor.js';
 export { PerceiverTokenizer } from './tokenizer.js';
-export { PerceiverImageProcessor, type ImageInput, type ImageProcessorOptions, type RawImage } from './image_processor.js';
+export { DEFAULT_MAX_INPUT_PIXELS, ImageTooLargeError, PerceiverImageProcessor, type ImageInput, type ImageProcessorOptions, type PreprocessOptions, type RawImage } from './image_processor.js';
 export { AutoModel, ARCHITECTURES } from './auto.js';
 export {
   PerceiverModel,

@@ -77,6 +77,9 @@ t.test('the native engine re-checks what reaches it', async (t) => {
   t.throws(() => new NativeModel(spec, missing, { device: 'cpu' }), { code: 'ERR_PERCEIVER_WEIGHT_MISMATCH' }, 'a missing weight');
   const native = new NativeModel(spec, weights, { device: 'cpu' });
   t.teardown(() => native.dispose());
+  await t.rejects(async () => native.forward({ batch: 1, inputs: [] } as never), { code: 'ERR_PERCEIVER_INVALID_ARGUMENT' }, 'not loaded yet');
+  await native.load();
+  await t.rejects(async () => native.load(), { code: 'ERR_PERCEIVER_INVALID_ARGUMENT' }, 'loaded once');
   const ids = (n: number, v: bigint) => new BigInt64Array(n).fill(v);
   const text = (shape: number[], data: unknown) => [{ name: '', shape, data }];
   const bad: [string, object][] = [
@@ -109,7 +112,7 @@ t.test('device and dtype options', async (t) => {
   await t.rejects(AutoModel.fromPretrained(MLM, { device: 'cuda' }), BackendUnavailableError, 'no CUDA backend here');
   await t.rejects(AutoModel.fromPretrained(MLM, { device: 'cuda:1' }), BackendUnavailableError);
   await t.rejects(AutoModel.fromPretrained(MLM, { device: 'tpu' }), InvalidArgumentError);
-  await t.rejects(AutoModel.fromPretrained(MLM, { dtype: 'bfloat16' }), BackendUnavailableError, 'the CPU computes in float32');
+  await t.rejects(AutoModel.fromPretrained(MLM, { dtype: 'float16' }), BackendUnavailableError, 'the CPU computes in float32 or bfloat16');
   await t.rejects(AutoModel.fromPretrained(MLM, { dtype: 'float8' as never }), InvalidArgumentError);
 });
 

@@ -314,3 +314,11 @@ t.test('sharp is loaded only to decode files', async (t) => {
   await t.rejects(processor.preprocess(await pngOf(rawFixture)), { name: BackendUnavailableError.name }, 'encoded bytes need sharp');
   await t.rejects(processor.preprocess(await pngOf(rawFixture)), { message: /npm install sharp/ }, 'the message says how to fix it');
 });
+
+t.test('constructor sizes are bounded as preprocessor_config.json is: no option makes one image allocate gigabytes', async (t) => {
+  t.throws(() => new PerceiverImageProcessor({ size: 30000 }), { name: 'InvalidArgumentError', argument: 'options.size' }, 'size 30000');
+  t.throws(() => new PerceiverImageProcessor({ cropSize: { height: 5000, width: 8 } }), { name: 'InvalidArgumentError', argument: 'options.cropSize' }, 'crop 5000');
+  t.throws(() => new PerceiverImageProcessor({ cropSize: 1, size: 224 }), { name: 'InvalidArgumentError', argument: 'options.size.height' }, 'a 1-pixel crop resized to 224');
+  t.doesNotThrow(() => new PerceiverImageProcessor({ cropSize: 1, size: 224, doCenterCrop: false }), 'without a crop, size alone is bounded');
+  t.equal(new PerceiverImageProcessor({ size: 4096, cropSize: 4096 }).size.height, 4096, 'the largest side allowed');
+});

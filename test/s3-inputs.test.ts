@@ -107,7 +107,7 @@ t.test('s3:// prefixes, http URLs and manifests (lines, CSV, JSONL, Parquet; loc
   void embeddingTable;
 
   const out = join(dir, 'out');
-  const common = ['--model', MODEL, '--out', out, '--s3-endpoint', s3.endpoint, '--request-timeout-ms', '400', '--attempts', '3', '--concurrency', '2', '--batch-size', '4'];
+  const common = ['--model', MODEL, '--out', out, '--s3-endpoint', s3.endpoint, '--request-timeout-ms', '400', '--read-attempts', '3', '--concurrency', '2', '--batch-size', '4'];
   const first = await cli(['embed', ...common, '--manifest', join(dir, 'urls.csv'), 's3://media/texts/', `${base}/c.txt`]);
   t.equal(first.code, 0, `exit 0 (${first.stderr.trim().split('\n').pop()})`);
   // 7 S3 texts + a, b, flaky, missing, slow, c = 13 items; missing and slow fail.
@@ -115,7 +115,7 @@ t.test('s3:// prefixes, http URLs and manifests (lines, CSV, JSONL, Parquet; loc
   t.match(first.stderr, new RegExp(`skipped: cannot decode ${base}/missing.txt: cannot read it: HTTP 404`), 'a 404 is reported, once');
   t.match(first.stderr, new RegExp(`skipped: cannot decode ${base}/slow.txt: cannot read it after 3 attempts: no answer within 400 ms`), 'a server that never answers times out, 3 tries');
   t.equal(log.requests.get('/missing.txt'), 1, 'a 404 is not retried');
-  t.equal(log.requests.get('/slow.txt'), 3, 'a timeout is retried up to --attempts');
+  t.equal(log.requests.get('/slow.txt'), 3, 'a timeout is retried up to --read-attempts');
   t.equal(log.requests.get('/flaky.txt'), 3, 'two 503s, then the answer');
   t.ok(log.maxInFlight <= 2, `at most --concurrency 2 requests at once on the server (saw ${log.maxInFlight})`);
 

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { readFileSync } from 'node:fs';
-import { PerceiverTokenizer } from '../lib/tokenizer.js';
+import { MAX_BATCH_TEXTS, MAX_BATCH_TOKENS, PerceiverTokenizer } from '../lib/tokenizer.js';
 import { InvalidArgumentError } from '../lib/errors.js';
 import { Tensor } from '../lib/tensor.js';
 
@@ -127,4 +127,62 @@ t.test('invalid arguments throw InvalidArgumentError naming the argument', async
   bad(() => tok.call(['a', 'abc']), 'texts');
   bad(() => tok.call(['abcdef', 'a'], { padding: 'max_length', maxLength: 4 }), 'texts');
   t.throws(() => tok.call(['a', 'abc']), { message: /padding/ });
+});
+
+t.test('a batch of 200,000 texts (no spread of huge arrays into calls)', async (t) => {
+  const texts = Array.from({ length: 200_000 }, (_, i) => `text ${i}`);
+  const out = tok.call(texts, { padding: true });
+  t.same(out.inputIds.shape, [200_000, 13], '"text 199999" is 11 bytes plus [CLS] and [SEP]');
+  t.same(rows(new Tensor('int64', [1, 13], out.inputIds.data.subarray(13 * 199_999))), [tok.encode('text 199999')]);
+  t.same(rows(new Tensor('int64', [1, 13], out.attentionMask.data.subarray(0, 13))), [[1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0]]);
+  t.same(tok.batchDecode(new Tensor('int64', [2, 13], out.inputIds.data.subarray(0, 26)), { skipSpecialTokens: true }), ['text 0', 'text 1']);
+});
+
+t.test('truncation encodes only the prefix that fits, and cuts bytes as transformers does', async (t) => {
+  // Every kind of text piece: ASCII, 2-, 3- and 4-byte characters, lone surrogates, special-token
+  // strings and near-misses. Truncating to n ids must equal the first n ids of the full encoding.
+  const pieces = ['a', 'é', '€', '😀', '\ud800', '\udc00', '[MASK]', '[SEP]', '[', '[MAS', ']', ' '];
+  let seed = 7;
+  const next = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  for (let round = 0; round < 200; round++) {
+    let text = '';
+    const n = Math.floor(next() * 20);
+    for (let i = 0; i < n; i++) text += pieces[Math.floor(next() * pieces.length)];
+    const full = tok.encode(text, { addSpecialTokens: false });
+    const max = 1 + Math.floor(next() * (full.length + 2));
+    const cut = tok.encode(text, { addSpecialTokens: false, maxLength: max });
+    if (JSON.stringify(cut) !== JSON.stringify(full.slice(0, max))) {
+      t.fail(`text ${JSON.stringify(text)} at maxLength ${max}: ${JSON.stringify(cut)} vs ${JSON.stringify(full.slice(0, max))}`);
+      return;
+    }
+  }
+  t.pass('200 random texts truncated at random lengths equal the prefix of their full encoding');
+  // A text far beyond the per-call limit is refused whole, yet its truncated prefix is fine: only the prefix was encoded.
+  const huge = 'x'.repeat(MAX_BATCH_TOKENS + 10);
+  t.throws(() => tok.encode(huge), { name: 'InvalidArgumentError', argument: 'text', message: /at most 16777216 token ids/ });
+  const start = performance.now();
+  t.same(tok.encode(huge, { maxLength: 8 }), [4, 126, 126, 126, 126, 126, 126, 5]);
+  t.same(rows(tok.call([huge, 'ab'], { maxLength: 4, padding: 'max_length', truncation: true }).inputIds), [[4, 126, 126, 5], [4, 103, 104, 5]]);
+  t.ok(performance.now() - start < 1000, 'truncating a 16 Mi-character text takes well under a second');
+});
+
+t.test('bad texts, options and sizes are typed errors', async (t) => {
+  const invalid = (argument: string) => ({ name: 'InvalidArgumentError', argument });
+  t.throws(() => tok.call(['a', , 'b'] as never), invalid('texts[1]'), 'a hole in a sparse array');
+  t.throws(() => tok.call('a', null as never), invalid('options'));
+  t.throws(() => tok.encode('a', 5 as never), invalid('options'));
+  t.throws(() => tok.decode([4], 'x' as never), invalid('options'));
+  t.throws(() => new PerceiverTokenizer(null as never), invalid('options'));
+  t.throws(() => tok.call('a', { maxLength: Infinity }), invalid('maxLength'));
+  t.throws(() => tok.call('a', { maxLength: NaN }), invalid('maxLength'));
+  t.throws(() => tok.call('a', { maxLength: 2 ** 60 }), invalid('maxLength'));
+  t.throws(() => tok.call('a', { truncation: 'yes' as never }), invalid('truncation'));
+  t.throws(() => tok.call('a', { padding: 'max_length', maxLength: 2 ** 40 }), invalid('texts'), 'padding past the per-call limit');
+  t.throws(() => tok.call(['a', 'b'], { padding: true, padToMultipleOf: 2 ** 50 }), invalid('texts'));
+  t.throws(() => tok.call(new Array(MAX_BATCH_TEXTS + 1).fill('')), invalid('texts'));
+  t.throws(() => tok.batchDecode([[4], , [5]] as never), invalid('ids[1]'), 'a hole in a sparse array of rows');
+  t.throws(() => tok.decode(new DataView(new ArrayBuffer(4)) as never), invalid('ids'));
+  t.same(tok.decode(new Uint8Array(0)), '');
+  // Long inputs to decode: a loop, not a spread into push().
+  t.equal(tok.decode(new Uint16Array(300_000).fill(3)).length, 6 * 300_000);
 });

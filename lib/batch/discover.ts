@@ -275,9 +275,29 @@ async function filesOfManifest(manifest: string, remote: () => RemoteReader, sha
 
 /**
  * The items of a job: every file the inputs and the manifest name, deduplicated by id and sorted
- * by path, so that the same inputs always give the same list in the same order.
+ * by path, so that the same inputs always give the same list in the same order. An input that
+ * names nothing (a missing path, a glob without matches) is an InvalidArgumentError.
  */
-export async function discoverItems(inputs: string[], options: { manifest?: string; id?: IdKind; remote?: RemoteReader } = {}): Promise<EmbedJobItem[]> {
+export async function discoverItems(inputs: string[], options: DiscoverOptions = {}): Promise<EmbedJobItem[]> {
+  return (await discover(inputs, options, false)).items;
+}
+
+/**
+ * discoverItems, except that an input naming nothing is skipped and listed in `missing` (with the
+ * error that says why) rather than thrown: the CLI skips and counts such inputs.
+ */
+export async function discoverInputs(inputs: string[], options: DiscoverOptions = {}): Promise<{ items: EmbedJobItem[]; missing: InvalidArgumentError[] }> {
+  return discover(inputs, options, true);
+}
+
+/** What to discover besides the inputs (a manifest), how to id items, and the reader for remote inputs. */
+export interface DiscoverOptions {
+  manifest?: string;
+  id?: IdKind;
+  remote?: RemoteReader;
+}
+
+async function discover(inputs: string[], options: DiscoverOptions, skipMissing: boolean): Promise<{ items: EmbedJobItem[]; missing: InvalidArgumentError[] }> {
   // Every index, holes included (some() skips the holes of a sparse array, for-of does not).
   if (!Array.isArray(inputs) || Array.from(inputs).some((input) => typeof input !== 'string' || input === '')) {
     throw new InvalidArgumentError('inputs', 'an array of non-empty paths, folders or globs', inputs);
@@ -301,10 +321,18 @@ export async function discoverItems(inputs: string[], options: { manifest?: stri
   };
   try {
     const paths: string[] = [];
-    for (const input of inputs) paths.push(...(await filesOfInput(input, remote, shards)));
+    const missing: InvalidArgumentError[] = [];
+    for (const input of inputs) {
+      try {
+        paths.push(...(await filesOfInput(input, remote, shards)));
+      } catch (error) {
+        if (!skipMissing || !(error instanceof InvalidArgumentError) || error.argument !== 'INPUT') throw error;
+        missing.push(error);
+      }
+    }
     if (options.manifest !== undefined) paths.push(...(await filesOfManifest(options.manifest, remote, shards)));
-    if (options.id === 'content') return sortByPath(await contentItems([...new Set(paths)], paths.some(isRemote) ? remote() : undefined, known));
-    return itemsOfPaths(paths);
+    if (options.id === 'content') return { items: sortByPath(await contentItems([...new Set(paths)], paths.some(isRemote) ? remote() : undefined, known)), missing };
+    return { items: itemsOfPaths(paths), missing };
   } finally {
     await own?.close();
   }

@@ -16,7 +16,8 @@
  * its own copy of the library (the CommonJS build), so tables for it are built with that build.
  */
 import { createRequire } from 'node:module';
-import { BackendUnavailableError, InvalidArgumentError, ModelMismatchError } from '../errors.js';
+import { InvalidArgumentError, ModelMismatchError } from '../errors.js';
+import { requireOptional } from '../optional.js';
 import type { EmbeddingColumns, PartMetadata } from './parquet.js';
 
 type LanceModule = typeof import('@lancedb/lancedb');
@@ -32,18 +33,18 @@ export function parseLanceOut(out: string): { dir: string; table: string } | und
 
 let modules: Promise<{ lancedb: LanceModule; arrow: Arrow }> | undefined;
 
-/** @lancedb/lancedb and the apache-arrow build it uses, or a BackendUnavailableError saying what to install. */
+/** @lancedb/lancedb and the apache-arrow build it uses, or a MissingDependencyError saying what to install (lib/optional.ts). */
 export async function loadLance(): Promise<{ lancedb: LanceModule; arrow: Arrow }> {
-  modules ??= import('@lancedb/lancedb').then(
+  modules ??= requireOptional<LanceModule>('@lancedb/lancedb').then(
     (lancedb) => {
       const require = createRequire(import.meta.url);
       // The build LanceDB itself requires: its instanceof checks fail on the ES module build's classes.
       const arrow = createRequire(require.resolve('@lancedb/lancedb'))('apache-arrow') as Arrow;
       return { lancedb, arrow };
     },
-    (error: Error) => {
+    (error: unknown) => {
       modules = undefined;
-      throw new BackendUnavailableError(`LanceDB output needs the optional "@lancedb/lancedb" package (0.31), which could not be loaded (${error.message.split('\n')[0]}). Run \`npm install @lancedb/lancedb@0.31.0\`.`);
+      throw error;
     },
   );
   return modules;

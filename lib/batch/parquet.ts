@@ -25,6 +25,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { InvalidArgumentError } from '../errors.js';
 import { writeFileAtomic } from '../io/temp_file.js';
+import { requireOptional } from '../optional.js';
 
 export type PartTask = 'embed' | 'classify';
 
@@ -83,7 +84,7 @@ let libraries: Promise<{ arrow: Arrow; parquet: ParquetWasm }> | undefined;
 
 /** apache-arrow and parquet-wasm (its Node build, which instantiates its WebAssembly on load). */
 export async function parquetLibraries(): Promise<{ arrow: Arrow; parquet: ParquetWasm }> {
-  libraries ??= Promise.all([import('apache-arrow'), import('parquet-wasm')]).then(([arrow, parquet]) => ({
+  libraries ??= Promise.all([requireOptional<Arrow>('apache-arrow'), requireOptional<ParquetWasm>('parquet-wasm')]).then(([arrow, parquet]) => ({
     arrow,
     // The Node build is CommonJS; its exports are on `default` as well as named.
     parquet: ((parquet as { default?: ParquetWasm }).default ?? parquet) as ParquetWasm,

@@ -48,6 +48,7 @@ export { QueueUnavailableError, ShardsFailedError };
 import type { ComputeDType, PerceiverModel } from '../modeling/perceiver_model.js';
 import type { EmbedFailure, EmbedJobItem, EmbedTask } from './job.js';
 import type { ModelIdentity } from './model_identity.js';
+import { requireOptional } from '../optional.js';
 
 /** One queue per Redis database: jobs carry their model and output folder, so any worker can take any job. */
 export const QUEUE_NAME = 'perceiver-io-embed';
@@ -114,7 +115,7 @@ const CONNECT_TIMEOUT_MS = 3000;
  * event) and pending commands fail.
  */
 export async function connectRedis(url: URL): Promise<Redis> {
-  const { Redis } = await import('ioredis');
+  const { Redis } = await requireOptional<typeof import('ioredis')>('ioredis');
   let everReady = false;
   let lastError: Error | undefined;
   const options: RedisOptions = {
@@ -209,7 +210,7 @@ function isShardJobData(data: unknown): data is ShardJobData {
 }
 
 async function openQueue(client: Redis): Promise<Queue<ShardJobData, ShardJobResult>> {
-  const { Queue } = await import('bullmq');
+  const { Queue } = await requireOptional<typeof import('bullmq')>('bullmq');
   const queue = new Queue<ShardJobData, ShardJobResult>(QUEUE_NAME, { connection: client });
   // Connection errors also fail the command that met them; this only keeps the emitter from throwing.
   queue.on('error', () => {});
@@ -691,7 +692,7 @@ export async function startShardWorker(options: ShardWorkerOptions): Promise<Sha
   const roots = await resolveRoots(options.allowedRoots);
   const urlPrefixes = normalizeUrlPrefixes(options.allowedUrlPrefixes);
 
-  const { Worker, WaitingError, UnrecoverableError } = await import('bullmq');
+  const { Worker, WaitingError, UnrecoverableError } = await requireOptional<typeof import('bullmq')>('bullmq');
   const { embedItemsToPart } = await import('./job.js');
   const client = await connectRedis(url);
   const models = new ModelCache();

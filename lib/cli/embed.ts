@@ -4,19 +4,24 @@
  *
  * - Unreadable files are reported on stderr, one line each, and skipped; the run exits 0 and its
  *   summary counts them. `--strict` stops at the first one and exits 1.
+ * - Files of a kind the model does not read are left out before the job, with one line saying how
+ *   many; inputs on the command line that name nothing are skipped and counted (all of them
+ *   missing is a usage error).
  * - SIGINT / SIGTERM stop taking new batches; the batches in flight are written, then the run
  *   exits 130 (a rerun carries on). A second signal exits at once.
  * - A second run on the same --out (other than another shard of the same count) exits 1 at once
  *   with OutputLockedError; one with another model than the folder holds, with ModelMismatchError.
  */
 import { AutoModel } from '../auto.js';
-import { runEmbedJob, discoverItems, modelIdentity, type EmbedTask, type IdKind } from '../batch/job.js';
+import { discoverInputs } from '../batch/discover.js';
+import { runEmbedJob, modelIdentity, type EmbedTask, type IdKind } from '../batch/job.js';
 import { createProgressReporter } from '../batch/progress.js';
 import { capabilities } from '../capabilities.js';
 import { InvalidArgumentError } from '../errors.js';
 import { RemoteReader } from '../io/remote.js';
 import { parseLanceOut } from '../batch/lance.js';
 import { checkpointFolder, DEVICE_DTYPES, type ComputeDType, type PerceiverModel } from '../modeling/perceiver_model.js';
+import { filterByKind, missingLine, skippedLine } from './messages.js';
 import { UsageError } from './usage.js';
 
 export interface EmbedCommandOptions {
@@ -135,14 +140,18 @@ async function runWithReader(
     if (error instanceof InvalidArgumentError) throw new UsageError(error.message);
     throw error;
   }
-  let items;
+  let discovered;
   try {
-    items = await discoverItems(options.inputs, { manifest: options.manifest, id: idKind, remote });
+    discovered = await discoverInputs(options.inputs, { manifest: options.manifest, id: idKind, remote });
   } catch (error) {
-    // A missing input or manifest is a mistake on the command line.
+    // An unreadable manifest is a mistake on the command line.
     if (error instanceof InvalidArgumentError) throw new UsageError(error.message);
     throw error;
   }
+  const { missing } = discovered;
+  let items = discovered.items;
+  if (items.length === 0 && missing.length > 0) throw new UsageError(missing.length === 1 ? missing[0]!.message : `none of the inputs names a file: ${missing.map((e) => e.actual).join(', ')}`);
+  if (missing.length > 0) process.stderr.write(missingLine(label, missing) + '\n');
   if (note) process.stderr.write(`${label}: ${note}\n`);
 
   const models: PerceiverModel<any>[] = [];
@@ -163,6 +172,10 @@ async function runWithReader(
       models.push(await AutoModel.fromPretrained(folder, { device, dtype: options.dtype as ComputeDType }));
     }
     const identity = await modelIdentity(folder, options.model);
+    const { createMediaInputBuilder } = await import('../media/model_inputs.js');
+    const byKind = filterByKind(items, createMediaInputBuilder(models[0]!).accepts, label);
+    items = byKind.kept;
+    if (byKind.line) progress.log(byKind.line);
     const result = await runEmbedJob({
       models,
       task,
@@ -177,8 +190,7 @@ async function runWithReader(
       remote,
       strict: options.strict,
       signal: controller.signal,
-      // Decode errors name the file already; others get it in front.
-      onItemFailed: (failure) => progress.log(`${label}: skipped: ${failure.reason.includes(failure.path) ? failure.reason : `${failure.path}: ${failure.reason}`}`),
+      onItemFailed: (failure) => progress.log(skippedLine(label, failure)),
       onProgress: (done, failed, total) => {
         if (done === 0) progress.start(total);
         else progress.update(done, failed);
@@ -191,6 +203,8 @@ async function runWithReader(
     process.stderr.write(
       `${label}: ${result.total} items${shardText}: ${result.written} written in ${result.parts} part${result.parts === 1 ? '' : 's'}, ` +
         `${result.skippedDone} already done, ${result.failed.length} unreadable, ` +
+        (byKind.ignored ? `${byKind.ignored} ignored (kind), ` : '') +
+        (missing.length ? `${missing.length} input${missing.length === 1 ? '' : 's'} not found, ` : '') +
         `${result.todo - result.written - result.failed.length} left -> ${options.out}` +
         `${result.compactedParts > 0 ? ` (${result.compactedParts} compacted part${result.compactedParts === 1 ? '' : 's'})` : ''} ` +
         `(${result.seconds.toFixed(1)} s, ${rate.toFixed(1)} items/s on ${devices.join(',')}, engine busy ${busy}%)\n`,

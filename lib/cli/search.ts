@@ -1,5 +1,6 @@
 /**
- * `perceiver-io search --index OUT --query FILE|TEXT [-k 10] [--model DIR|ID] [--device cpu] [--json]`:
+ * `perceiver-io search --index OUT --query FILE|TEXT [-k 10] [--model DIR|ID] [--device cpu] [--json]`
+ * (options: lib/cli/commands/search.ts):
  * the rows of a batch job's output (a Parquet folder or lancedb://DIR/TABLE) nearest to a query.
  *
  * The query is embedded with the model that wrote the index (its recorded source, unless --model
@@ -10,7 +11,6 @@
 import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { AutoModel } from '../auto.js';
 import { modelIdentity } from '../batch/model_identity.js';
 import { indexMetadata, searchIndex } from '../batch/search.js';
@@ -19,32 +19,10 @@ import { createMediaInputBuilder } from '../media/model_inputs.js';
 import { checkpointFolder, DEVICE_DTYPES, type ComputeDType } from '../modeling/perceiver_model.js';
 import { UsageError } from './usage.js';
 
-const SEARCH_USAGE = `Usage: perceiver-io search --index OUT --query FILE|TEXT [options]
+type Values = Record<string, string | boolean | string[] | undefined>;
 
-The rows of an embed/classify output nearest (cosine) to the query, best first: rank, score, path.
-
-  --index OUT        a folder of Parquet parts, or lancedb://DIR/TABLE
-  --query FILE|TEXT  a media file, or text (when no such file exists)
-  -k 10              how many rows
-  --model DIR|ID     the checkpoint (default: the one the index records)
-  --device cpu, --dtype float32
-  --json             one JSON object per line: {rank, score, id, path, label?}`;
-
-export async function runSearchCommand(args: string[]): Promise<number> {
-  let values: Record<string, string | boolean | undefined>;
-  try {
-    values = parseArgs({
-      args,
-      options: { index: { type: 'string' }, query: { type: 'string' }, k: { type: 'string', short: 'k', default: '10' }, model: { type: 'string' }, device: { type: 'string', default: 'cpu' }, dtype: { type: 'string', default: 'float32' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
-      strict: true,
-    }).values as Record<string, string | boolean | undefined>;
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
-  if (values.help) {
-    process.stdout.write(SEARCH_USAGE + '\n');
-    return 0;
-  }
+/** `perceiver-io search` after its options are parsed (lib/cli/commands/search.ts): resolves the exit code. */
+export async function runSearchCommand(values: Values): Promise<number> {
   const index = values.index as string | undefined;
   const query = values.query as string | undefined;
   if (!index) throw new UsageError('search needs --index OUT (a Parquet folder or lancedb://DIR/TABLE)');

@@ -1,49 +1,21 @@
 /**
  * The queue side of the CLI (see lib/batch/queue.ts):
  *
- *   perceiver-io worker --queue redis://HOST:PORT --allow-root DIR... [--device cpu] [--dtype float32] [--concurrency 1] [--lock-duration-ms 60000]
- *   perceiver-io embed|classify --queue redis://HOST:PORT --model DIR|ID --out DIR [--shard-size 256] [--batch-size N] [--attempts 3] [--manifest FILE] INPUT...
+ *   perceiver-io worker --queue redis://HOST:PORT --allow-root DIR... [--device cpu] [--dtype float32] [--concurrency 1] [--lock-duration-ms 60000] [--allow-url-prefix URL...] [--s3-endpoint URL]
+ *   perceiver-io embed|classify --queue redis://HOST:PORT --model DIR|ID --out DIR [--shard-size 256] [--batch-size N] [--attempts 3] [--manifest FILE|URL] [--s3-endpoint URL] INPUT...
  *
  * The worker runs until SIGINT / SIGTERM: the first finishes the shard in progress and exits 0, a
  * second hands it back to the queue at once (another worker restarts it) and exits 0. The enqueuer
  * waits for every shard; SIGINT / SIGTERM stop the waiting only (exit 130; the shards stay queued and
  * the same command waits for them again).
  */
-import { parseArgs } from 'node:util';
 import { BackendUnavailableError, InvalidArgumentError, PerceiverError } from '../errors.js';
 import { DEVICE_DTYPES, type ComputeDType } from '../modeling/perceiver_model.js';
 import type { EnqueueProgress } from '../batch/queue.js';
+import { skippedLine } from './messages.js';
 import { UsageError } from './usage.js';
 
-const WORKER_USAGE = `Usage: perceiver-io worker --queue redis://HOST:PORT --allow-root DIR [options]
-
-Takes shards queued by "perceiver-io embed|classify --queue ..." and writes their Parquet parts
-(the model and output folder come with each shard). Run one per GPU, on any machine that sees the
-same paths. SIGINT/SIGTERM: finish the shard in progress, then exit; twice: hand it back now.
-Whoever can write to the Redis database can queue jobs: the worker reads and writes only under
-its --allow-root folders and fails any shard naming a path outside them.
-
-  --queue URL             redis://HOST:PORT (or rediss://, with user:password@ and /DB if needed)
-  --allow-root DIR        a folder jobs may read and write (repeatable; required; / allows all)
-  --allow-url-prefix URL  remote items jobs may name, e.g. s3://bucket/media/ or https://host/
-                          (repeatable; default none: a shard with a URL item fails for good)
-  --s3-endpoint URL       an S3-compatible store for s3:// items (credentials: the AWS chain)
-  --device cpu            where to run: cpu, cuda or cuda:N
-  --dtype float32         compute precision (float32, tfloat32, float16, bfloat16 on CUDA)
-  --concurrency 1         shards at once
-  --lock-duration-ms N    how long a shard's lock lasts without renewal (default 60000): a dead
-                          worker's shard goes to another worker after about this long`;
-
 type Values = Record<string, string | boolean | string[] | undefined>;
-
-function parse(args: string[], options: Record<string, { type: 'string' | 'boolean'; default?: string; multiple?: boolean }>, positionals: boolean) {
-  try {
-    const parsed = parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: positionals });
-    return { values: parsed.values as Values, positionals: parsed.positionals };
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
-}
 
 function integerOption(values: Values, name: string, min: number): number | undefined {
   const raw = values[name];
@@ -75,26 +47,8 @@ async function checkDevice(device: string, dtype: string): Promise<void> {
   if (index >= cuda.deviceCount) throw new BackendUnavailableError(`device '${device}' is not available: this machine has ${cuda.deviceCount} CUDA device(s)`);
 }
 
-/** `perceiver-io worker`: resolves the exit code; errors are thrown for main to print on one line. */
-export async function runWorkerCommand(args: string[]): Promise<number> {
-  const { values } = parse(
-    args,
-    {
-      queue: { type: 'string' },
-      device: { type: 'string', default: 'cpu' },
-      dtype: { type: 'string', default: 'float32' },
-      concurrency: { type: 'string' },
-      'lock-duration-ms': { type: 'string' },
-      'allow-root': { type: 'string', multiple: true },
-      'allow-url-prefix': { type: 'string', multiple: true },
-      's3-endpoint': { type: 'string' },
-    },
-    false,
-  );
-  if (values.help) {
-    process.stdout.write(WORKER_USAGE + '\n');
-    return 0;
-  }
+/** `perceiver-io worker` after its options are parsed (lib/cli/commands/worker.ts): resolves the exit code; errors are thrown for main to print on one line. */
+export async function runWorkerCommand(values: Values): Promise<number> {
   const queue = requiredString(values, 'worker', 'queue');
   const allowedRoots = (values['allow-root'] as string[] | undefined) ?? [];
   if (allowedRoots.length === 0) {
@@ -160,38 +114,9 @@ export async function runWorkerCommand(args: string[]): Promise<number> {
   }
 }
 
-/** Flags of a local run that a queued run leaves to the workers. */
-const LOCAL_ONLY = ['devices', 'device', 'dtype', 'shard', 'strict'] as const;
-
-/** `perceiver-io embed|classify --queue ...`: resolves the exit code. */
-export async function runQueuedEmbedCommand(task: 'embed' | 'classify', args: string[], usage: string): Promise<number> {
-  const { values, positionals } = parse(
-    args,
-    {
-      queue: { type: 'string' },
-      model: { type: 'string' },
-      out: { type: 'string' },
-      manifest: { type: 'string' },
-      's3-endpoint': { type: 'string' },
-      'shard-size': { type: 'string' },
-      'batch-size': { type: 'string' },
-      attempts: { type: 'string' },
-      devices: { type: 'string' },
-      device: { type: 'string' },
-      dtype: { type: 'string' },
-      shard: { type: 'string' },
-      strict: { type: 'boolean' },
-    },
-    true,
-  );
-  if (values.help) {
-    process.stdout.write(usage + '\n');
-    return 0;
-  }
+/** `perceiver-io embed|classify --queue ...` after its options are parsed (lib/cli/commands/embed.ts): resolves the exit code. */
+export async function runQueuedEmbedCommand(task: 'embed' | 'classify', values: Values, positionals: string[]): Promise<number> {
   const label = `perceiver-io ${task}`;
-  for (const name of LOCAL_ONLY) {
-    if (values[name] !== undefined) throw new UsageError(`--${name} is for a local run; with --queue each worker chooses its own (perceiver-io worker --device ... --dtype ...)`);
-  }
   const queue = requiredString(values, task, 'queue');
   const model = requiredString(values, task, 'model');
   const out = requiredString(values, task, 'out');
@@ -251,7 +176,7 @@ export async function runQueuedEmbedCommand(task: 'embed' | 'classify', args: st
     });
     flush();
     const shown = result.failed.slice(0, 20);
-    for (const failure of shown) process.stderr.write(`${label}: skipped ${failure.path}: ${failure.reason}\n`);
+    for (const failure of shown) process.stderr.write(skippedLine(label, failure) + '\n');
     if (result.failed.length > shown.length) process.stderr.write(`${label}: ... and ${result.failed.length - shown.length} more unreadable files\n`);
     process.stderr.write(
       `${label}: ${result.items} items: ${result.written} written by ${result.shards} shard${result.shards === 1 ? '' : 's'} (${result.added} queued now), ` +

@@ -100,6 +100,7 @@ export async function flowToColorAsync(field: FlowField, options: FlowToColorOpt
 
 /** The largest finite vector length of a field, for a common maxRadius across frames. */
 export function maxFlowRadius(field: FlowField): number {
+  checkFlowField(field, 'field');
   let max = 0;
   for (let i = 0; i < field.flow.length; i += 2) {
     const r = Math.hypot(field.flow[i]!, field.flow[i + 1]!);

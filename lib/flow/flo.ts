@@ -4,8 +4,9 @@
  * (u, v) of float32, row by row, all little-endian. Written by hand: the format is 12 bytes of
  * header and an array, and no maintained npm package reads or writes it.
  */
-import { readFile, writeFile } from 'node:fs/promises';
-import { InvalidArgumentError, MediaDecodeError } from '../errors.js';
+import { readFile } from 'node:fs/promises';
+import { describeValue, InvalidArgumentError, MediaDecodeError } from '../errors.js';
+import { checkPath, writeFileChecked } from '../io/write_file.js';
 
 export const FLO_TAG = 202021.25;
 
@@ -20,7 +21,7 @@ export function checkFlowField(field: unknown, argument: string): FlowField {
   const f = field as Partial<FlowField> | null;
   if (typeof f !== 'object' || f === null || !(f.flow instanceof Float32Array)) throw new InvalidArgumentError(argument, 'a flow field {flow: Float32Array, width, height}', field);
   if (!Number.isSafeInteger(f.width) || f.width! < 1 || !Number.isSafeInteger(f.height) || f.height! < 1) {
-    throw new InvalidArgumentError(`${argument}.width`, 'positive integer width and height', `${String(f.width)}x${String(f.height)}`);
+    throw new InvalidArgumentError(`${argument}.width`, 'positive integer width and height', `${describeValue(f.width)} x ${describeValue(f.height)}`);
   }
   if (f.flow.length !== f.width! * f.height! * 2) throw new InvalidArgumentError(`${argument}.flow`, `${f.width! * f.height! * 2} values (${f.height} x ${f.width} x 2)`, `${f.flow.length}`);
   return f as FlowField;
@@ -37,8 +38,12 @@ export function encodeFlo(field: FlowField): Buffer {
 }
 
 export function decodeFlo(bytes: Uint8Array, source = 'the .flo bytes'): FlowField {
+  if (!(bytes instanceof Uint8Array)) throw new InvalidArgumentError('bytes', 'a Uint8Array (or Buffer) of a .flo file', bytes);
+  if (typeof source !== 'string') throw new InvalidArgumentError('source', 'a string naming where the bytes came from', source);
+  // A detached buffer has byteLength 0 (and Buffer.from would throw on it).
+  if (bytes.byteLength < 12) throw new MediaDecodeError(source, `it holds ${bytes.byteLength} bytes, fewer than a .flo header's 12`);
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (buf.length < 12 || buf.readFloatLE(0) !== FLO_TAG) throw new MediaDecodeError(source, 'it is not a Middlebury .flo file (no PIEH tag)');
+  if (buf.readFloatLE(0) !== FLO_TAG) throw new MediaDecodeError(source, 'it is not a Middlebury .flo file (no PIEH tag)');
   const width = buf.readInt32LE(4);
   const height = buf.readInt32LE(8);
   if (width < 1 || height < 1 || width > 1 << 16 || height > 1 << 16) throw new MediaDecodeError(source, `its size ${width}x${height} is not a valid flow size`);
@@ -50,10 +55,12 @@ export function decodeFlo(bytes: Uint8Array, source = 'the .flo bytes'): FlowFie
 }
 
 export async function writeFlo(path: string, field: FlowField): Promise<void> {
-  await writeFile(path, encodeFlo(field));
+  checkPath(path);
+  await writeFileChecked(path, encodeFlo(field));
 }
 
 export async function readFlo(path: string): Promise<FlowField> {
+  checkPath(path);
   let bytes: Buffer;
   try {
     bytes = await readFile(path);

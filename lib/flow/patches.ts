@@ -11,7 +11,7 @@
  *
  * The result for a pair of frames is [2, 27, height, width]; a batch of pairs stacks these.
  */
-import { InvalidArgumentError } from '../errors.js';
+import { describeValue, InvalidArgumentError } from '../errors.js';
 
 /** 8-bit RGB pixels, row by row with channels interleaved (HWC). */
 export interface RgbFrame {
@@ -27,7 +27,7 @@ export function checkRgbFrame(frame: unknown, argument: string): RgbFrame {
   const f = frame as Partial<RgbFrame> | null;
   if (typeof f !== 'object' || f === null || !(f.data instanceof Uint8Array)) throw new InvalidArgumentError(argument, 'an RGB frame {data: Uint8Array, width, height}', frame);
   if (!Number.isSafeInteger(f.width) || f.width! < 1 || !Number.isSafeInteger(f.height) || f.height! < 1) {
-    throw new InvalidArgumentError(`${argument}.width`, 'positive integer width and height', `${String(f.width)}x${String(f.height)}`);
+    throw new InvalidArgumentError(`${argument}.width`, 'positive integer width and height', `${describeValue(f.width)} x ${describeValue(f.height)}`);
   }
   if (f.data.length !== f.width! * f.height! * 3) throw new InvalidArgumentError(`${argument}.data`, `${f.width! * f.height! * 3} bytes (${f.height} x ${f.width} x 3)`, `${f.data.length} bytes`);
   return f as RgbFrame;

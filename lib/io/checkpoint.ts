@@ -11,22 +11,31 @@ import { join } from 'node:path';
 import { InvalidArgumentError, WeightsFormatError, describeValue } from '../errors.js';
 import type { Tensor } from '../tensor.js';
 import { readPytorchCheckpoint } from './pytorch.js';
-import { readSafetensors } from './safetensors.js';
+import { openSafetensors, readSafetensors, type SafetensorsRange } from './safetensors.js';
 
-type ShardReader = (path: string) => Promise<Map<string, Tensor>>;
+type ShardReader<T> = (path: string) => Promise<Map<string, T>>;
 
-const readSafetensorsTensors: ShardReader = async (path) => (await readSafetensors(path)).tensors;
+const readSafetensorsTensors: ShardReader<Tensor> = async (path) => (await readSafetensors(path)).tensors;
 
 /** The layouts a folder may have, in the order transformers prefers them. */
-const LAYOUTS: { index: string; single: string; read: ShardReader }[] = [
-  { index: 'model.safetensors.index.json', single: 'model.safetensors', read: readSafetensorsTensors },
-  { index: 'pytorch_model.bin.index.json', single: 'pytorch_model.bin', read: readPytorchCheckpoint },
-];
+const LAYOUTS = [
+  { index: 'model.safetensors.index.json', single: 'model.safetensors', safetensors: true },
+  { index: 'pytorch_model.bin.index.json', single: 'pytorch_model.bin', safetensors: false },
+] as const;
 
 export interface CheckpointWeights {
   tensors: Map<string, Tensor>;
   /** Paths of the weight files that were read, in the order they were read. */
   files: string[];
+}
+
+/** A checkpoint whose safetensors files are open, their tensors located but not read (openCheckpointWeights). */
+export interface OpenCheckpointWeights {
+  tensors: Map<string, Tensor | SafetensorsRange>;
+  /** Paths of the weight files, in the order they were opened or read. */
+  files: string[];
+  /** Closes the open files; their ranges must not be read afterwards. */
+  close(): Promise<void>;
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
@@ -92,9 +101,9 @@ function parseIndex(indexPath: string, text: string): Map<string, string> {
   return result;
 }
 
-async function loadSharded(dir: string, indexPath: string, text: string, read: ShardReader): Promise<CheckpointWeights> {
+async function loadSharded<T>(dir: string, indexPath: string, text: string, read: ShardReader<T>): Promise<{ tensors: Map<string, T>; files: string[] }> {
   const weightMap = parseIndex(indexPath, text);
-  const tensors = new Map<string, Tensor>();
+  const tensors = new Map<string, T>();
   const shardOf = new Map<string, string>();
   const files: string[] = [];
   // Each shard is read once, in order of first mention in the index.
@@ -118,18 +127,54 @@ async function loadSharded(dir: string, indexPath: string, text: string, read: S
   return { tensors, files };
 }
 
-/** Loads every tensor of the checkpoint in `dir` (safetensors or pytorch_model.bin, sharded or not). */
-export async function loadCheckpointWeights(dir: string): Promise<CheckpointWeights> {
+async function checkFolder(dir: string): Promise<void> {
   const stat = await fsp.stat(dir).catch(() => undefined);
   if (!stat?.isDirectory()) {
     throw new InvalidArgumentError('model', 'a checkpoint folder containing config.json and model.safetensors (or pytorch_model.bin)', dir);
   }
+}
+
+/** Reads the weights of the first layout present in `dir` with `reader(layout)`. */
+async function loadLayout<T>(dir: string, reader: (layout: (typeof LAYOUTS)[number]) => ShardReader<T>): Promise<{ tensors: Map<string, T>; files: string[] }> {
   for (const layout of LAYOUTS) {
     const indexPath = join(dir, layout.index);
     const indexText = await readOptionalText(indexPath);
-    if (indexText !== undefined) return loadSharded(dir, indexPath, indexText, layout.read);
+    if (indexText !== undefined) return loadSharded(dir, indexPath, indexText, reader(layout));
     const single = join(dir, layout.single);
-    if (await exists(single)) return { tensors: await layout.read(single), files: [single] };
+    if (await exists(single)) return { tensors: await reader(layout)(single), files: [single] };
   }
   throw new WeightsFormatError(dir, `no weights in this folder: expected ${LAYOUTS.flatMap((l) => [l.single, l.index]).join(', ')}`);
+}
+
+/** Loads every tensor of the checkpoint in `dir` (safetensors or pytorch_model.bin, sharded or not). */
+export async function loadCheckpointWeights(dir: string): Promise<CheckpointWeights> {
+  await checkFolder(dir);
+  return loadLayout<Tensor>(dir, (layout) => (layout.safetensors ? readSafetensorsTensors : readPytorchCheckpoint));
+}
+
+/**
+ * Opens the checkpoint in `dir` for the engine to read while it loads: safetensors files are
+ * opened and their headers validated, their tensors returned as SafetensorsRanges (no data read),
+ * so the weights are never resident in JavaScript memory; pytorch_model.bin files are read whole
+ * (a pickle's tensors are located only by unpickling it; lib/io/pytorch.ts). Close the result
+ * once the model is loaded.
+ */
+export async function openCheckpointWeights(dir: string): Promise<OpenCheckpointWeights> {
+  await checkFolder(dir);
+  const opened: { close(): Promise<void> }[] = [];
+  const close = async (): Promise<void> => {
+    await Promise.all(opened.splice(0).map((file) => file.close()));
+  };
+  const openShard: ShardReader<SafetensorsRange> = async (path) => {
+    const file = await openSafetensors(path);
+    opened.push(file);
+    return file.tensors;
+  };
+  try {
+    const { tensors, files } = await loadLayout<Tensor | SafetensorsRange>(dir, (layout) => (layout.safetensors ? openShard : readPytorchCheckpoint));
+    return { tensors, files, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
 }

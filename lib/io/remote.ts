@@ -13,7 +13,8 @@
  * Ceph, R2, s3rver), with path-style addressing. The SDK's own retries are turned off
  * (maxAttempts 1) so that one policy, this one, applies to every kind of input.
  */
-import { BackendUnavailableError, InvalidArgumentError, MediaDecodeError } from '../errors.js';
+import { InvalidArgumentError, MediaDecodeError } from '../errors.js';
+import { requireOptional } from '../optional.js';
 
 export interface RemoteOptions {
   /** An S3-compatible endpoint, e.g. http://127.0.0.1:9000 (default: AWS, from the SDK's configuration). */
@@ -48,11 +49,11 @@ export function parseS3Url(url: string, argument = 'INPUT'): { bucket: string; k
 
 let s3Module: Promise<S3Module> | undefined;
 
-/** @aws-sdk/client-s3, or a BackendUnavailableError saying how to install it. */
+/** @aws-sdk/client-s3, or a MissingDependencyError saying how to install it (lib/optional.ts). */
 export async function loadS3(): Promise<S3Module> {
-  s3Module ??= import('@aws-sdk/client-s3').catch((error: Error) => {
+  s3Module ??= requireOptional<S3Module>('@aws-sdk/client-s3').catch((error: unknown) => {
     s3Module = undefined;
-    throw new BackendUnavailableError(`s3:// inputs and outputs need the optional "@aws-sdk/client-s3" package, which could not be loaded (${error.message.split('\n')[0]}). Run \`npm install @aws-sdk/client-s3\`.`);
+    throw error;
   });
   return s3Module;
 }

@@ -14,8 +14,10 @@
  * Tensor data is read in host byte order through typed arrays; safetensors is little-endian, so
  * big-endian hosts are not supported (Node.js runs on none of its tier-1 platforms big-endian).
  */
+import { promises as fsp } from 'node:fs';
 import { readWeightsFile } from './read_file.js';
 import { writeFileAtomic } from './temp_file.js';
+import { checkPath } from './write_file.js';
 import { InvalidArgumentError, WeightsFormatError, describeValue } from '../errors.js';
 import { DTYPE_INFO, Tensor, type AnyTypedArray, type DType, type TypedArrayFor } from '../tensor.js';
 
@@ -136,29 +138,28 @@ function parseMetadata(source: string, raw: unknown): Record<string, string> {
   return Object.fromEntries(Object.entries(raw as Record<string, string>));
 }
 
-/**
- * Parses a complete safetensors file held in memory. Tensors whose data sits at an offset of
- * `bytes.buffer` that is a multiple of their element size are views on that buffer (no copy);
- * the others are copied into fresh arrays.
- */
-export function parseSafetensors(bytes: Uint8Array, source: string): SafetensorsContents {
-  if (!(bytes instanceof Uint8Array)) throw new InvalidArgumentError('bytes', 'a Uint8Array', bytes);
-  if (bytes.byteLength < 8) {
-    throw new WeightsFormatError(source, `file is ${bytes.byteLength} bytes, too short for the 8-byte safetensors header length`);
+/** The header length in the first 8 bytes, checked against the limit and the file's size. */
+function readHeaderLength(first8: Uint8Array, fileLength: number, source: string): number {
+  if (fileLength < 8) {
+    throw new WeightsFormatError(source, `file is ${fileLength} bytes, too short for the 8-byte safetensors header length`);
   }
-  const headerLength64 = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
+  const headerLength64 = new DataView(first8.buffer, first8.byteOffset, 8).getBigUint64(0, true);
   if (headerLength64 === 0n) throw new WeightsFormatError(source, 'header length is 0');
   if (headerLength64 > BigInt(MAX_HEADER_BYTES)) {
     throw new WeightsFormatError(source, `header length ${headerLength64} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
   }
   const headerLength = Number(headerLength64);
-  if (8 + headerLength > bytes.byteLength) {
-    throw new WeightsFormatError(source, `header length ${headerLength} runs past the end of the ${bytes.byteLength}-byte file`);
+  if (8 + headerLength > fileLength) {
+    throw new WeightsFormatError(source, `header length ${headerLength} runs past the end of the ${fileLength}-byte file`);
   }
+  return headerLength;
+}
 
+/** Parses and validates the JSON header against a data region of `dataLength` bytes. */
+function parseHeader(headerBytes: Uint8Array, dataLength: number, source: string): { metadata: Record<string, string>; entries: Entry[] } {
   let header: unknown;
   try {
-    const text = new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + headerLength));
+    const text = new TextDecoder('utf-8', { fatal: true }).decode(headerBytes);
     header = JSON.parse(text);
   } catch (err) {
     // TypeError for bad UTF-8, SyntaxError for bad JSON, RangeError should a V8 limit be hit.
@@ -166,8 +167,6 @@ export function parseSafetensors(bytes: Uint8Array, source: string): Safetensors
   }
   if (!isPlainObject(header)) throw new WeightsFormatError(source, `header must be a JSON object, got ${describeValue(header)}`);
 
-  const dataStart = 8 + headerLength;
-  const dataLength = bytes.byteLength - dataStart;
   let metadata: Record<string, string> = {};
   const entries: Entry[] = [];
   for (const [name, raw] of Object.entries(header)) {
@@ -187,6 +186,19 @@ export function parseSafetensors(bytes: Uint8Array, source: string): Safetensors
       );
     }
   }
+  return { metadata, entries };
+}
+
+/**
+ * Parses a complete safetensors file held in memory. Tensors whose data sits at an offset of
+ * `bytes.buffer` that is a multiple of their element size are views on that buffer (no copy);
+ * the others are copied into fresh arrays.
+ */
+export function parseSafetensors(bytes: Uint8Array, source: string): SafetensorsContents {
+  if (!(bytes instanceof Uint8Array)) throw new InvalidArgumentError('bytes', 'a Uint8Array', bytes);
+  const headerLength = readHeaderLength(bytes.subarray(0, 8), bytes.byteLength, source);
+  const dataStart = 8 + headerLength;
+  const { metadata, entries } = parseHeader(bytes.subarray(8, dataStart), bytes.byteLength - dataStart, source);
 
   const tensors = new Map<string, Tensor>();
   for (const e of entries) {
@@ -205,8 +217,82 @@ export function parseSafetensors(bytes: Uint8Array, source: string): Safetensors
   return { metadata, tensors };
 }
 
+/**
+ * Where one tensor of an open safetensors file lies: its validated dtype, shape and absolute byte
+ * offset, not its values. The engine reads it itself, on its loading thread, just before it packs
+ * it (native/src/model/deferred_weight.h), so a checkpoint is never resident twice while it loads.
+ */
+export class SafetensorsRange {
+  constructor(
+    /** The file's path, for messages. */
+    readonly source: string,
+    /** The open file's descriptor; valid until the OpenSafetensors it came from is closed. */
+    readonly fd: number,
+    readonly dtype: DType,
+    readonly shape: readonly number[],
+    /** Byte offset of the first value from the start of the file. */
+    readonly offset: number,
+    /** Number of elements. */
+    readonly length: number,
+  ) {}
+}
+
+export interface OpenSafetensors {
+  metadata: Record<string, string>;
+  tensors: Map<string, SafetensorsRange>;
+  /** Closes the file; the ranges must not be read afterwards. */
+  close(): Promise<void>;
+}
+
+/**
+ * Opens a safetensors file and validates its header (every check parseSafetensors makes, against
+ * the file's size) without reading any tensor data: only the 8-byte length and the header are read.
+ */
+export async function openSafetensors(path: string): Promise<OpenSafetensors> {
+  checkPath(path);
+  const failRead = (err: unknown): never => {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new WeightsFormatError(path, `cannot read the file${code ? ` (${code})` : ''}: ${(err as Error).message}`, { cause: err });
+  };
+  const handle = await fsp.open(path, 'r').catch(failRead);
+  try {
+    const readAt = async (position: number, length: number): Promise<Uint8Array> => {
+      const out = Buffer.alloc(length);
+      let done = 0;
+      while (done < length) {
+        const { bytesRead } = await handle.read(out, done, length - done, position + done).catch(failRead);
+        if (bytesRead === 0) throw new WeightsFormatError(path, `the file ended at byte ${position + done} while its header was read (was it changed meanwhile?)`);
+        done += bytesRead;
+      }
+      return out;
+    };
+    const stat = await handle.stat().catch(failRead);
+    if (!stat.isFile()) throw new WeightsFormatError(path, 'is not a regular file');
+    const fileLength = stat.size;
+    const headerLength = readHeaderLength(fileLength >= 8 ? await readAt(0, 8) : new Uint8Array(8), fileLength, path);
+    const dataStart = 8 + headerLength;
+    const { metadata, entries } = parseHeader(await readAt(8, headerLength), fileLength - dataStart, path);
+    const tensors = new Map<string, SafetensorsRange>();
+    for (const e of entries) tensors.set(e.name, new SafetensorsRange(path, handle.fd, e.dtype, e.shape, dataStart + e.begin, e.count));
+    let closed = false;
+    return {
+      metadata,
+      tensors,
+      close: async () => {
+        if (closed) return;
+        closed = true;
+        await handle.close();
+      },
+    };
+  } catch (err) {
+    await handle.close();
+    throw err;
+  }
+}
+
 /** Reads and parses a safetensors file (one read of the whole file). */
 export async function readSafetensors(path: string): Promise<SafetensorsContents> {
+  checkPath(path);
   return parseSafetensors(await readWeightsFile(path), path);
 }
 
@@ -217,7 +303,12 @@ export async function readSafetensors(path: string): Promise<SafetensorsContents
  * region starts at an 8-byte aligned offset.
  */
 export function serializeSafetensors(tensors: Record<string, Tensor> | Map<string, Tensor>, metadata?: Record<string, string>): Buffer {
+  if (!(tensors instanceof Map) && !isPlainObject(tensors)) throw new InvalidArgumentError('tensors', 'a Map or an object of name -> Tensor', tensors);
+  if (metadata !== undefined && (!isPlainObject(metadata) || !Object.values(metadata).every((v) => typeof v === 'string'))) {
+    throw new InvalidArgumentError('metadata', 'an object of string values (or undefined)', metadata);
+  }
   const list = [...(tensors instanceof Map ? tensors.entries() : Object.entries(tensors))];
+  for (const [name] of list) if (typeof name !== 'string') throw new InvalidArgumentError('tensors', 'tensor names that are strings', name);
   list.sort(([a, ta], [b, tb]) => {
     const bySize = (tb instanceof Tensor ? DTYPE_INFO[tb.dtype].bytes : 0) - (ta instanceof Tensor ? DTYPE_INFO[ta.dtype].bytes : 0);
     return bySize !== 0 ? bySize : a < b ? -1 : a > b ? 1 : 0;
@@ -227,9 +318,6 @@ export function serializeSafetensors(tensors: Record<string, Tensor> | Map<strin
   // order is exactly the sorted order (objects put integer-like keys first).
   const parts: string[] = [];
   if (metadata !== undefined) {
-    if (!isPlainObject(metadata) || !Object.values(metadata).every((v) => typeof v === 'string')) {
-      throw new InvalidArgumentError('metadata', 'an object of string values', metadata);
-    }
     parts.push(`${JSON.stringify(METADATA_KEY)}:${JSON.stringify(metadata)}`);
   }
   let offset = 0;
@@ -265,6 +353,7 @@ export async function writeSafetensors(
   tensors: Record<string, Tensor> | Map<string, Tensor>,
   metadata?: Record<string, string>,
 ): Promise<void> {
+  checkPath(path);
   const bytes = serializeSafetensors(tensors, metadata);
   try {
     await writeFileAtomic(path, bytes);

@@ -16,9 +16,10 @@
  * so that loading the library does not need them.
  */
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { BackendUnavailableError, InvalidArgumentError, MediaDecodeError } from '../errors.js';
+import { BackendUnavailableError, InvalidArgumentError, MediaDecodeError, MissingDependencyError } from '../errors.js';
 import { CorruptAudioHeader, declaredAudioLength } from './audio_length.js';
 import { checkPath, positiveInteger, readMediaFile } from './files.js';
+import { requireOptional } from '../optional.js';
 
 export interface DecodeAudioOptions {
   /** Output sample rate in Hz (default: the file's own). */
@@ -81,9 +82,10 @@ async function loadAudioDecode(): Promise<AudioDecoding> {
   decoderPromise ??= (async () => {
     let mod: { default?: unknown };
     try {
-      mod = (await import('audio-decode')) as { default?: unknown };
+      mod = await requireOptional<{ default?: unknown }>('audio-decode');
     } catch (error) {
       decoderPromise = undefined; // a later call may find it installed
+      if (error instanceof MissingDependencyError) throw error;
       throw new BackendUnavailableError(`Decoding audio files needs the "audio-decode" package, which could not be loaded (${(error as Error).message}). Run \`npm install audio-decode\`.`);
     }
     if (typeof mod.default !== 'function') {

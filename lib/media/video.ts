@@ -287,8 +287,12 @@ export async function probeMedia(path: string, options: MediaToolOptions = {}): 
  * unless that is missing or under half the container's (MPEG program streams report one frame's).
  */
 export function videoDuration(probe: MediaProbe): number {
-  const stream = probe.video?.durationSeconds;
+  if (typeof probe !== 'object' || probe === null) throw new InvalidArgumentError('probe', 'a media probe { durationSeconds, video? } from probeMedia()', probe);
   const container = probe.durationSeconds;
+  if (typeof container !== 'number' || !(container >= 0)) throw new InvalidArgumentError('probe.durationSeconds', 'a duration in seconds of at least 0', container);
+  const video: unknown = probe.video;
+  const stream = typeof video === 'object' && video !== null ? (video as VideoStreamInfo).durationSeconds : undefined;
+  if (stream !== undefined && (typeof stream !== 'number' || !(stream >= 0))) throw new InvalidArgumentError('probe.video.durationSeconds', 'a duration in seconds of at least 0', stream);
   return stream !== undefined && (container === 0 || stream >= container / 2) ? stream : container;
 }
 

@@ -4,7 +4,8 @@
  * points), or from the preprocessed inputs (optical flow).
  */
 import type { PerceiverConfig } from '../config.js';
-import { ConfigError } from '../errors.js';
+import { checkConfig, checkModuleOptions, finite, flag, moduleRecord, oneOf, optionalSize, positiveSize, sizes } from './options.js';
+import { ConfigError, InvalidArgumentError } from '../errors.js';
 import { linear, PerceiverLayer } from './layers.js';
 import {
   PerceiverFourierPositionEncoding,
@@ -53,13 +54,14 @@ export class PerceiverBasicDecoder implements PerceiverDecoder {
   readonly outputModalities: string[] = [];
 
   constructor(config: PerceiverConfig, options: BasicDecoderOptions) {
-    this.outputNumChannels = options.outputNumChannels;
-    this.positionEncodingType = options.positionEncodingType ?? 'trainable';
-    const dims = options.outputIndexDims ?? 1;
-    this.outputIndexDims = Array.isArray(dims) ? [...dims] : [dims];
-    this.numChannels = options.numChannels ?? 128;
-    this.finalProject = options.finalProject ?? true;
-    this.positionEncodingOnly = options.positionEncodingOnly ?? false;
+    checkConfig(config);
+    options = checkModuleOptions<BasicDecoderOptions>(options, 'options', true) as BasicDecoderOptions;
+    this.outputNumChannels = positiveSize(options.outputNumChannels, 'options.outputNumChannels');
+    this.positionEncodingType = oneOf(options.positionEncodingType, 'options.positionEncodingType', ['trainable', 'fourier', 'none'], 'trainable');
+    this.outputIndexDims = sizes(options.outputIndexDims ?? 1, 'options.outputIndexDims');
+    this.numChannels = positiveSize(options.numChannels, 'options.numChannels', 128);
+    this.finalProject = flag(options.finalProject, 'options.finalProject', true);
+    this.positionEncodingOnly = flag(options.positionEncodingOnly, 'options.positionEncodingOnly', false);
     if (options.concatPreprocessedInput) throw new ConfigError('decoders with concat_preprocessed_input are not supported');
     if (this.positionEncodingType === 'trainable') {
       if (!options.trainablePositionEncodingKwargs) throw new ConfigError('a trainable decoder query needs trainablePositionEncodingKwargs');
@@ -74,13 +76,13 @@ export class PerceiverBasicDecoder implements PerceiverDecoder {
       ? null
       : new PerceiverLayer(config, {
           isCrossAttention: true,
-          qkChannels: options.qkChannels ?? null,
-          vChannels: options.vChannels ?? null,
-          numHeads: options.numHeads ?? 1,
+          qkChannels: optionalSize(options.qkChannels, 'options.qkChannels'),
+          vChannels: optionalSize(options.vChannels, 'options.vChannels'),
+          numHeads: positiveSize(options.numHeads, 'options.numHeads', 1),
           qDim: this.numChannels,
           kvDim: config.d_latents,
-          wideningFactor: options.wideningFactor ?? 1,
-          useQueryResidual: options.useQueryResidual ?? false,
+          wideningFactor: positiveSize(options.wideningFactor, 'options.wideningFactor', 1),
+          useQueryResidual: flag(options.useQueryResidual, 'options.useQueryResidual', false),
         });
   }
 
@@ -126,8 +128,8 @@ export class PerceiverClassificationDecoder implements PerceiverDecoder {
   readonly outputModalities: string[] = [];
 
   constructor(config: PerceiverConfig, options: Omit<BasicDecoderOptions, 'outputNumChannels' | 'outputIndexDims'>) {
-    this.numLabels = config.num_labels;
-    this.decoder = new PerceiverBasicDecoder(config, { ...options, outputNumChannels: this.numLabels, outputIndexDims: 1 });
+    this.numLabels = checkConfig(config).num_labels;
+    this.decoder = new PerceiverBasicDecoder(config, { ...checkModuleOptions(options, 'options', true), outputNumChannels: this.numLabels, outputIndexDims: 1 });
   }
 
   get numQueryChannels(): number {
@@ -162,9 +164,13 @@ export class PerceiverOpticalFlowDecoder implements PerceiverDecoder {
   readonly outputModalities: string[] = [];
 
   constructor(config: PerceiverConfig, options: OpticalFlowDecoderOptions) {
-    this.outputImageShape = [...options.outputImageShape];
-    this.outputNumChannels = options.outputNumChannels ?? 2;
-    this.rescaleFactor = options.rescaleFactor ?? 100;
+    checkConfig(config);
+    options = checkModuleOptions<OpticalFlowDecoderOptions>(options, 'options', true) as OpticalFlowDecoderOptions;
+    const shape: unknown = options.outputImageShape;
+    if (!Array.isArray(shape)) throw new InvalidArgumentError('options.outputImageShape', '[height, width]', shape);
+    this.outputImageShape = sizes(shape, 'options.outputImageShape');
+    this.outputNumChannels = positiveSize(options.outputNumChannels, 'options.outputNumChannels', 2);
+    this.rescaleFactor = finite(options.rescaleFactor, 'options.rescaleFactor', 100);
     this.decoder = new PerceiverBasicDecoder(config, { ...options, outputNumChannels: this.outputNumChannels });
   }
 
@@ -197,8 +203,12 @@ export class PerceiverBasicVideoAutoencodingDecoder implements PerceiverDecoder 
   readonly outputModalities: string[] = [];
 
   constructor(config: PerceiverConfig, options: VideoAutoencodingDecoderOptions) {
-    if (options.outputShape.length !== 4) throw new ConfigError(`expected a rank 4 output_shape, got [${options.outputShape.join(', ')}]`);
-    this.outputShape = [...options.outputShape];
+    checkConfig(config);
+    options = checkModuleOptions<VideoAutoencodingDecoderOptions>(options, 'options', true) as VideoAutoencodingDecoderOptions;
+    const shape: unknown = options.outputShape;
+    if (!Array.isArray(shape)) throw new InvalidArgumentError('options.outputShape', '[batch, frames, height, width]', shape);
+    if (shape.length !== 4) throw new ConfigError(`expected a rank 4 output_shape, got [${shape.join(', ')}]`);
+    this.outputShape = sizes(shape, 'options.outputShape');
     this.decoder = new PerceiverBasicDecoder(config, { ...options, outputIndexDims: this.outputShape.slice(1, 4) });
   }
 
@@ -244,13 +254,20 @@ export class PerceiverMultimodalDecoder implements PerceiverDecoder {
   readonly decoder: PerceiverBasicDecoder;
 
   constructor(config: PerceiverConfig, options: MultimodalDecoderOptions) {
-    this.modalities = options.modalities;
-    this.minPaddingSize = options.minPaddingSize ?? 2;
-    this.outputNumChannels = options.outputNumChannels;
+    checkConfig(config);
+    options = checkModuleOptions<MultimodalDecoderOptions>(options, 'options', true) as MultimodalDecoderOptions;
+    this.modalities = moduleRecord<QueryDecoder>(
+      options.modalities,
+      'options.modalities',
+      (m) => typeof m === 'object' && m !== null && typeof (m as QueryDecoder).querySpec === 'function',
+      'a decoder that builds queries (basic, classification or video autoencoding decoder)',
+    );
+    this.minPaddingSize = options.minPaddingSize === undefined ? 2 : positiveSize(options.minPaddingSize, 'options.minPaddingSize');
+    this.outputNumChannels = positiveSize(options.outputNumChannels, 'options.outputNumChannels');
     const { modalities: _m, numOutputs, minPaddingSize: _p, ...rest } = options;
     this.decoder = new PerceiverBasicDecoder(config, {
       ...rest,
-      outputIndexDims: numOutputs ?? 1,
+      outputIndexDims: numOutputs === undefined || numOutputs === null ? 1 : positiveSize(numOutputs, 'options.numOutputs'),
       outputNumChannels: options.outputNumChannels,
       positionEncodingType: 'none',
       numChannels: this.numQueryChannels,
@@ -262,7 +279,9 @@ export class PerceiverMultimodalDecoder implements PerceiverDecoder {
   }
 
   get numQueryChannels(): number {
-    return Math.max(...Object.values(this.modalities).map((d) => d.numQueryChannels)) + this.minPaddingSize;
+    let widest = 0;
+    for (const d of Object.values(this.modalities)) widest = Math.max(widest, d.numQueryChannels);
+    return widest + this.minPaddingSize;
   }
 
   get outputChannels(): number {
@@ -291,7 +310,7 @@ export class PerceiverProjectionDecoder implements PerceiverDecoder {
   readonly outputModalities: string[] = [];
 
   constructor(config: PerceiverConfig) {
-    this.numLabels = config.num_labels;
+    this.numLabels = checkConfig(config).num_labels;
     this.dLatents = config.d_latents;
   }
 

@@ -8,6 +8,7 @@ import {
   PerceiverMultimodalDecoder,
   PerceiverOpticalFlowDecoder,
 } from './decoders.js';
+import { checkConfig } from './options.js';
 import { PerceiverModel } from './perceiver_model.js';
 import {
   PerceiverAudioPostprocessor,
@@ -40,6 +41,7 @@ function classificationDecoder(config: PerceiverConfig): PerceiverClassification
  */
 export class PerceiverForMaskedLM extends PerceiverModel {
   constructor(config: PerceiverConfig) {
+    checkConfig(config);
     const text = new PerceiverTextPreprocessor(config);
     super(
       config,
@@ -67,6 +69,7 @@ export class PerceiverForMaskedLM extends PerceiverModel {
 /** PerceiverForSequenceClassification: byte inputs, one learned query, logits over config.id2label. */
 export class PerceiverForSequenceClassification extends PerceiverModel {
   constructor(config: PerceiverConfig) {
+    checkConfig(config);
     super(config, { inputPreprocessor: new PerceiverTextPreprocessor(config), decoder: classificationDecoder(config) }, 'perceiver');
   }
 }
@@ -74,6 +77,7 @@ export class PerceiverForSequenceClassification extends PerceiverModel {
 /** PerceiverForImageClassificationLearned (deepmind/vision-perceiver-learned): 1x1 conv features and learned positions. */
 export class PerceiverForImageClassificationLearned extends PerceiverModel {
   constructor(config: PerceiverConfig) {
+    checkConfig(config);
     super(
       config,
       {
@@ -96,6 +100,7 @@ export class PerceiverForImageClassificationLearned extends PerceiverModel {
 /** PerceiverForImageClassificationFourier (deepmind/vision-perceiver-fourier): raw pixels and 2-D Fourier features. */
 export class PerceiverForImageClassificationFourier extends PerceiverModel {
   constructor(config: PerceiverConfig) {
+    checkConfig(config);
     super(
       config,
       {
@@ -114,6 +119,7 @@ export class PerceiverForImageClassificationFourier extends PerceiverModel {
 /** PerceiverForImageClassificationConvProcessing (deepmind/vision-perceiver-conv): conv stem and Fourier features. */
 export class PerceiverForImageClassificationConvProcessing extends PerceiverModel {
   constructor(config: PerceiverConfig) {
+    checkConfig(config);
     super(
       config,
       {
@@ -137,6 +143,7 @@ export class PerceiverForImageClassificationConvProcessing extends PerceiverMode
  */
 export class PerceiverForOpticalFlow extends PerceiverModel {
   constructor(config: PerceiverConfig) {
+    checkConfig(config);
     const fourier = { numBands: 64, maxResolution: config.train_size, sineOnly: false, concatPos: true };
     const image = new PerceiverImagePreprocessor(config, {
       prepType: 'patches',
@@ -173,6 +180,7 @@ export class PerceiverForOpticalFlow extends PerceiverModel {
  */
 export class PerceiverForMultimodalAutoencoding extends PerceiverModel<Record<string, Tensor<'float32'>>> {
   constructor(config: PerceiverConfig) {
+    checkConfig(config);
     const audioSamples = config.num_frames * config.audio_samples_per_frame;
     const audioFourier = { numBands: 192, maxResolution: [audioSamples], sineOnly: false, concatPos: true };
     const videoFourier = { numBands: 32, maxResolution: [config.num_frames, config.image_size, config.image_size], sineOnly: false, concatPos: true };

@@ -4,6 +4,7 @@
  */
 import { ConfigError } from '../errors.js';
 import type { PerceiverConfig } from '../config.js';
+import { checkConfig, checkModuleOptions, flag, optionalSize, positiveSize } from './options.js';
 import type { LayerNormSpec, LinearSpec, PerceiverLayerSpec, EncoderSpec } from './spec.js';
 import type { WeightStore } from './weights.js';
 
@@ -42,19 +43,21 @@ export class PerceiverLayer {
   readonly useQueryResidual: boolean;
 
   constructor(config: PerceiverConfig, options: PerceiverLayerOptions) {
-    this.isCrossAttention = options.isCrossAttention ?? false;
-    this.numHeads = options.numHeads ?? 1;
-    this.qDim = options.qDim;
-    this.kvDim = options.kvDim;
-    this.wideningFactor = options.wideningFactor ?? 4;
-    this.useQueryResidual = options.useQueryResidual ?? true;
+    checkConfig(config);
+    options = checkModuleOptions<PerceiverLayerOptions>(options, 'options', true) as PerceiverLayerOptions;
+    this.isCrossAttention = flag(options.isCrossAttention, 'options.isCrossAttention', false);
+    this.numHeads = positiveSize(options.numHeads, 'options.numHeads', 1);
+    this.qDim = positiveSize(options.qDim, 'options.qDim');
+    this.kvDim = positiveSize(options.kvDim, 'options.kvDim');
+    this.wideningFactor = positiveSize(options.wideningFactor, 'options.wideningFactor', 4);
+    this.useQueryResidual = flag(options.useQueryResidual, 'options.useQueryResidual', true);
     // As PerceiverAttention: a cross-attention without qk_channels takes the width of the side
     // config.cross_attention_shape_for_attention names; otherwise qk defaults to the query width.
     // v defaults to qk in both cases.
-    let qk = options.qkChannels ?? null;
+    let qk = optionalSize(options.qkChannels, 'options.qkChannels');
     if (this.isCrossAttention && qk === null) qk = config.cross_attention_shape_for_attention === 'q' ? this.qDim : this.kvDim;
     this.qkChannels = qk ?? this.qDim;
-    this.vChannels = options.vChannels ?? this.qkChannels;
+    this.vChannels = optionalSize(options.vChannels, 'options.vChannels') ?? this.qkChannels;
     if (this.qkChannels % this.numHeads !== 0) {
       throw new ConfigError(`qk_channels (${this.qkChannels}) must be divisible by num_heads (${this.numHeads})`);
     }
@@ -101,6 +104,8 @@ export class PerceiverEncoder {
     readonly config: PerceiverConfig,
     readonly kvDim: number,
   ) {
+    checkConfig(config);
+    positiveSize(kvDim, 'kvDim');
     this.crossAttention = new PerceiverLayer(config, {
       isCrossAttention: true,
       qkChannels: config.qk_channels,

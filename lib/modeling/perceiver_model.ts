@@ -6,7 +6,7 @@ import { PerceiverConfig } from '../config.js';
 import { DeviceTensor } from '../device_tensor.js';
 import { BackendUnavailableError, ConfigError, DisposedError, InvalidArgumentError } from '../errors.js';
 import { isHubId, snapshotDownload, type HubOptions } from '../hub/download.js';
-import { loadCheckpointWeights } from '../io/checkpoint.js';
+import { openCheckpointWeights } from '../io/checkpoint.js';
 import {
   fromNativeError,
   loadAddon,
@@ -24,7 +24,7 @@ import type { PerceiverDecoder } from './decoders.js';
 import type { PerceiverPostprocessor } from './postprocessors.js';
 import { keyMask, PerceiverIdentityPreprocessor, PerceiverTextPreprocessor, type PerceiverPreprocessor } from './preprocessors.js';
 import type { ModelSpec } from './spec.js';
-import { WeightStore } from './weights.js';
+import { checkEngineBuffer, checkWeightBuffers, WeightStore } from './weights.js';
 
 export const DEVICE_DTYPES = ['float32', 'tfloat32', 'float16', 'bfloat16'] as const;
 export type ComputeDType = (typeof DEVICE_DTYPES)[number];
@@ -41,7 +41,15 @@ export interface LoadOptions {
 /** A local checkpoint folder as is; a Hub id (`org/name[@revision]`) downloaded into the Hugging Face cache first. */
 export async function checkpointFolder(model: string, hub: HubOptions = {}): Promise<string> {
   if (typeof model !== 'string' || model === '') throw new InvalidArgumentError('model', 'a checkpoint folder or a Hugging Face Hub id', model);
+  if (hub === null || typeof hub !== 'object') throw new InvalidArgumentError('hub', 'an object of Hub options', hub);
   return isHubId(model) ? snapshotDownload(model, hub) : model;
+}
+
+/** The options of fromPretrained and loadWeights: an object (or undefined). */
+export function checkLoadOptions(options: unknown): LoadOptions {
+  if (options === undefined) return {};
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw new InvalidArgumentError('options', 'an object such as { device, dtype, hub }', options);
+  return options as LoadOptions;
 }
 
 export interface EncodeCall {
@@ -135,6 +143,15 @@ export class PerceiverEncoding<T extends OutputTensor = Tensor<'float32'>> {
 
   /** @internal */
   constructor(handle: NativeEncodingHandle, outputs: NativeEncodeOutputs) {
+    // Made by encode(); a hand-made one is refused here, and a forged handle by the engine's decode.
+    const expected = "the engine's encoding (PerceiverEncodings come from model.encode())";
+    if (typeof handle !== 'object' || handle === null || typeof handle.dispose !== 'function') throw new InvalidArgumentError('handle', expected, handle);
+    if (typeof outputs !== 'object' || outputs === null || typeof outputs.lastHiddenState !== 'object' || outputs.lastHiddenState === null) {
+      throw new InvalidArgumentError('outputs', expected, outputs);
+    }
+    for (const key of ['hiddenStates', 'attentions', 'crossAttentions'] as const) {
+      if (outputs[key] !== undefined && !Array.isArray(outputs[key])) throw new InvalidArgumentError(`outputs.${key}`, expected, outputs[key]);
+    }
     this.handle = handle;
     this.lastHiddenState = toOutput(outputs.lastHiddenState) as T;
     if (outputs.hiddenStates) this.hiddenStates = outputs.hiddenStates.map(toOutput) as T[];
@@ -216,6 +233,7 @@ function pointIndices(value: unknown, argument: string): BigInt64Array {
     if (!['int64', 'int32', 'int16', 'int8', 'uint8'].includes(value.dtype) || value.rank !== 1) {
       throw new InvalidArgumentError(argument, 'a 1-D integer Tensor of flat point indices', `${value.dtype} Tensor of shape [${value.shape.join(', ')}]`);
     }
+    value.checkIntact(argument);
     values = value.data as ArrayLike<number | bigint>;
   } else if (value instanceof BigInt64Array || value instanceof Int32Array || Array.isArray(value)) {
     values = value as ArrayLike<number | bigint>;
@@ -260,10 +278,17 @@ export class PerceiverModel<L extends Logits = Tensor<'float32'>> {
 
   constructor(config: PerceiverConfig, modules: PerceiverModules = {}, weightPrefix = '') {
     if (!(config instanceof PerceiverConfig)) throw new InvalidArgumentError('config', 'a PerceiverConfig', config);
+    if (typeof modules !== 'object' || modules === null) throw new InvalidArgumentError('modules', 'an object of { inputPreprocessor, decoder, outputPostprocessor }', modules);
+    if (typeof weightPrefix !== 'string') throw new InvalidArgumentError('weightPrefix', 'a string', weightPrefix);
+    const { inputPreprocessor, decoder, outputPostprocessor } = modules;
+    const isModule = (m: unknown, method: string) => m === undefined || (typeof m === 'object' && m !== null && typeof (m as Record<string, unknown>)[method] === 'function');
+    if (!isModule(inputPreprocessor, 'prepare')) throw new InvalidArgumentError('modules.inputPreprocessor', 'a preprocessor', inputPreprocessor);
+    if (!isModule(decoder, 'spec')) throw new InvalidArgumentError('modules.decoder', 'a decoder', decoder);
+    if (!isModule(outputPostprocessor, 'spec')) throw new InvalidArgumentError('modules.outputPostprocessor', 'a postprocessor', outputPostprocessor);
     this.config = config;
-    this.inputPreprocessor = modules.inputPreprocessor ?? new PerceiverIdentityPreprocessor(config.d_model);
-    this.decoder = modules.decoder;
-    this.outputPostprocessor = modules.outputPostprocessor;
+    this.inputPreprocessor = inputPreprocessor ?? new PerceiverIdentityPreprocessor(config.d_model);
+    this.decoder = decoder;
+    this.outputPostprocessor = outputPostprocessor;
     this.weightPrefix = weightPrefix;
     this.encoder = new PerceiverEncoder(config, this.inputPreprocessor.numChannels);
   }
@@ -274,11 +299,17 @@ export class PerceiverModel<L extends Logits = Tensor<'float32'>> {
     dir: string,
     options: LoadOptions = {},
   ): Promise<T> {
+    options = checkLoadOptions(options);
     const folder = await checkpointFolder(dir, options.hub);
     const config = await PerceiverConfig.fromPretrained(folder);
     const model = new this(config);
-    const { tensors } = await loadCheckpointWeights(folder);
-    return model.loadWeights(tensors, options);
+    // The engine reads each weight from the open files while it loads (no second copy in memory).
+    const checkpoint = await openCheckpointWeights(folder);
+    try {
+      return await model.loadWeights(new WeightStore(checkpoint.tensors), options);
+    } finally {
+      await checkpoint.close();
+    }
   }
 
   /**
@@ -288,29 +319,51 @@ export class PerceiverModel<L extends Logits = Tensor<'float32'>> {
   async loadWeights(tensors: Map<string, Tensor> | WeightStore, options: LoadOptions = {}): Promise<this> {
     if (this.#disposed) throw new DisposedError(this.constructor.name);
     if (this.#native) throw new InvalidArgumentError('this', 'a model whose weights are not loaded yet', 'a loaded model');
-    if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options', 'an object', options);
-    const device = parseDevice(options.device);
+    options = checkLoadOptions(options);
+    if (!(tensors instanceof Map) && !(tensors instanceof WeightStore)) {
+      throw new InvalidArgumentError('tensors', 'a Map of checkpoint names to Tensors, or a WeightStore', tensors);
+    }
+    const deviceOption = options.device;
+    const device = parseDevice(deviceOption);
     const dtype = options.dtype ?? 'float32';
     if (!DEVICE_DTYPES.includes(dtype)) throw new InvalidArgumentError('dtype', DEVICE_DTYPES.map((d) => `'${d}'`).join(', '), dtype);
     const addon = loadAddon();
     if (device.kind === 'cuda') {
       const cuda = addon.capabilities().cuda;
-      if (!cuda.available) throw new BackendUnavailableError(`device '${options.device}' is not available: ${cuda.reason ?? 'unknown reason'}`);
+      if (!cuda.available) throw new BackendUnavailableError(`device '${deviceOption}' is not available: ${cuda.reason ?? 'unknown reason'}`);
       const count = cuda.deviceCount;
-      if (device.index >= count) throw new InvalidArgumentError('device', `one of cuda:0 to cuda:${count - 1} (this machine has ${count} CUDA device(s))`, options.device);
-    } else if (dtype !== 'float32') {
-      throw new BackendUnavailableError(`dtype '${dtype}' is not supported on the cpu backend (it computes in float32); use dtype 'float32' or a CUDA device`);
+      if (device.index >= count) throw new InvalidArgumentError('device', `one of cuda:0 to cuda:${count - 1} (this machine has ${count} CUDA device(s))`, deviceOption);
+    } else if (dtype !== 'float32' && dtype !== 'bfloat16') {
+      throw new BackendUnavailableError(`dtype '${dtype}' is not supported on the cpu backend (it computes in float32 or bfloat16); use dtype 'float32', 'bfloat16' or a CUDA device`);
     }
     if (this.config.hidden_act !== 'gelu') {
       throw new ConfigError(`hidden_act "${this.config.hidden_act}" is not supported (supported: "gelu", the exact erf GELU)`);
     }
     const store = tensors instanceof WeightStore ? tensors : new WeightStore(tensors);
     const spec = this.buildSpec(store);
+    checkWeightBuffers(store.claimed());
+    let native: NativeModelHandle;
     try {
-      this.#native = new addon.NativeModel(spec, store.claimed(), { device: device.kind, deviceIndex: device.index, dtype });
+      // The spec is read here; the weights are copied, packed and checked off the main thread.
+      native = new addon.NativeModel(spec, store.claimed(), { device: device.kind, deviceIndex: device.index, dtype });
     } catch (error) {
       throw fromNativeError(error);
     }
+    try {
+      await native.load();
+    } catch (error) {
+      native.dispose();
+      throw fromNativeError(error);
+    }
+    if (this.#disposed) {
+      native.dispose();
+      throw new DisposedError(this.constructor.name);
+    }
+    if (this.#native) {
+      native.dispose();
+      throw new InvalidArgumentError('this', 'a model whose weights are not loaded yet', 'a loaded model');
+    }
+    this.#native = native;
     this.unusedWeights = store.unused();
     this.device = device.kind === 'cpu' ? 'cpu' : `cuda:${device.index}`;
     this.dtype = dtype;
@@ -384,6 +437,7 @@ export class PerceiverModel<L extends Logits = Tensor<'float32'>> {
     if (!['float32', 'float64', 'float16', 'bfloat16'].includes(tensor.dtype)) {
       throw new InvalidArgumentError('tensor', 'a floating-point Tensor (token ids stay on the host)', `dtype ${tensor.dtype}`);
     }
+    tensor.checkIntact('tensor');
     const handle = await this.#track(() => native.upload({ shape: [...tensor.shape], data: tensor.toFloat32() }));
     return new DeviceTensor(handle);
   }
@@ -450,12 +504,16 @@ export class PerceiverModel<L extends Logits = Tensor<'float32'>> {
   #encodeRequest(call: EncodeCall & OutputOptions): NativeEncodeRequest {
     if (typeof call !== 'object' || call === null) throw new InvalidArgumentError('call', 'an object such as { inputs, attentionMask }', call);
     const { batch, inputs } = this.inputPreprocessor.prepare(call.inputs, 'inputs');
+    for (const input of inputs) {
+      if ('data' in input) checkEngineBuffer(input.name ? `inputs.${input.name}` : 'inputs', input.data);
+    }
     let attentionMask: Uint8Array | undefined;
     if (call.attentionMask !== undefined && call.attentionMask !== null) {
       // Text masks must match the ids; other models' masks are checked natively against the
       // preprocessed sequence's length.
       const seq = this.inputPreprocessor instanceof PerceiverTextPreprocessor ? inputs[0]!.shape[1]! : (call.attentionMask as Tensor).shape?.[1] ?? -1;
       attentionMask = keyMask(call.attentionMask, batch, seq);
+      if (attentionMask) checkEngineBuffer('attentionMask', attentionMask);
     }
     if (call.seed !== undefined && !Number.isSafeInteger(call.seed)) throw new InvalidArgumentError('seed', 'an integer', call.seed);
     return {

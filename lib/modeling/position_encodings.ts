@@ -5,6 +5,7 @@
  */
 import { ConfigError } from '../errors.js';
 import { linear } from './layers.js';
+import { checkModuleOptions, flag, positiveSize, sizes } from './options.js';
 import type { FourierSpec, LinearSpec, PositionSpec } from './spec.js';
 import type { WeightStore } from './weights.js';
 
@@ -20,9 +21,10 @@ export class PerceiverTrainablePositionEncoding {
   readonly numChannels: number;
 
   constructor(options: TrainablePositionEncodingOptions) {
-    this.indexDims = Array.isArray(options.indexDims) ? [...options.indexDims] : [options.indexDims];
+    const o = checkModuleOptions<TrainablePositionEncodingOptions>(options, 'options', true);
+    this.indexDims = sizes(o.indexDims, 'options.indexDims');
     this.numPositions = this.indexDims.reduce((a, b) => a * b, 1);
-    this.numChannels = options.numChannels ?? 128;
+    this.numChannels = positiveSize(o.numChannels, 'options.numChannels', 128);
   }
 
   get numDimensions(): number {
@@ -53,14 +55,17 @@ export class PerceiverFourierPositionEncoding {
   readonly sineOnly: boolean;
 
   constructor(options: FourierPositionEncodingOptions) {
-    if (!Number.isSafeInteger(options.numBands) || options.numBands < 1) throw new ConfigError('fourier numBands must be a positive integer');
-    if (!Array.isArray(options.maxResolution) || options.maxResolution.length < 1 || !options.maxResolution.every((r) => Number.isSafeInteger(r) && r > 0)) {
-      throw new ConfigError('fourier maxResolution must be a list of positive integers');
+    const o = checkModuleOptions<FourierPositionEncodingOptions>(options, 'options', true);
+    const numBands = o.numBands;
+    const maxResolution: unknown = o.maxResolution;
+    if (!Number.isSafeInteger(numBands) || numBands! < 1) throw new ConfigError('fourier numBands must be a positive integer');
+    if (!Array.isArray(maxResolution) || maxResolution.length < 1 || maxResolution.length > 8 || !maxResolution.every((r) => Number.isSafeInteger(r) && r > 0)) {
+      throw new ConfigError('fourier maxResolution must be a list of 1 to 8 positive integers');
     }
-    this.numBands = options.numBands;
-    this.maxResolution = [...options.maxResolution];
-    this.concatPos = options.concatPos ?? true;
-    this.sineOnly = options.sineOnly ?? false;
+    this.numBands = positiveSize(numBands, 'options.numBands');
+    this.maxResolution = maxResolution.map((r, i) => positiveSize(r, `options.maxResolution[${i}]`));
+    this.concatPos = flag(o.concatPos, 'options.concatPos', true);
+    this.sineOnly = flag(o.sineOnly, 'options.sineOnly', false);
   }
 
   get numDimensions(): number {
@@ -104,7 +109,8 @@ export class BuiltPositionEncoding {
     } else {
       throw new ConfigError(`unknown position encoding type ${JSON.stringify(options.positionEncodingType)}`);
     }
-    this.projectPosDim = options.projectPosDim ?? -1;
+    const project = options.projectPosDim;
+    this.projectPosDim = project === undefined || project === -1 ? -1 : positiveSize(project, 'options.projectPosDim');
   }
 
   /** Channels after the optional projection. */

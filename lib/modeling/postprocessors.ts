@@ -1,5 +1,7 @@
 /** transformers' Perceiver output postprocessors, applied natively to the decoder's output. */
 import type { PerceiverConfig } from '../config.js';
+import { InvalidArgumentError } from '../errors.js';
+import { checkConfig, moduleRecord, positiveSize } from './options.js';
 import { ConfigError } from '../errors.js';
 import { linear } from './layers.js';
 import type { PostprocessorSpec } from './spec.js';
@@ -22,7 +24,8 @@ export class PerceiverEmbeddingDecoder implements PerceiverPostprocessor {
     /** Checkpoint name of the tied embedding matrix. */
     readonly tiedEmbeddings: string,
   ) {
-    this.vocabSize = config.vocab_size;
+    this.vocabSize = checkConfig(config).vocab_size;
+    if (typeof tiedEmbeddings !== 'string' || tiedEmbeddings === '') throw new InvalidArgumentError('tiedEmbeddings', 'the checkpoint name of the tied embedding matrix', tiedEmbeddings);
   }
 
   spec(weights: WeightStore, prefix: string, inChannels: number): PostprocessorSpec {
@@ -43,7 +46,10 @@ export class PerceiverClassificationPostprocessor implements PerceiverPostproces
   constructor(
     readonly config: PerceiverConfig,
     readonly inChannels: number,
-  ) {}
+  ) {
+    checkConfig(config);
+    positiveSize(inChannels, 'inChannels');
+  }
 
   spec(weights: WeightStore, prefix: string): PostprocessorSpec {
     return { type: 'first', projection: linear(weights, `${prefix}.classifier`, this.inChannels, this.config.num_labels) };
@@ -57,6 +63,8 @@ export class PerceiverAudioPostprocessor implements PerceiverPostprocessor {
     readonly inChannels: number,
     postprocType: 'patches' = 'patches',
   ) {
+    checkConfig(config);
+    positiveSize(inChannels, 'inChannels');
     if (postprocType !== 'patches') throw new ConfigError('invalid postproc_type: only "patches" is supported');
   }
 
@@ -70,7 +78,10 @@ export class PerceiverProjectionPostprocessor implements PerceiverPostprocessor 
   constructor(
     readonly inChannels: number,
     readonly outChannels: number,
-  ) {}
+  ) {
+    positiveSize(inChannels, 'inChannels');
+    positiveSize(outChannels, 'outChannels');
+  }
 
   spec(weights: WeightStore, prefix: string): PostprocessorSpec {
     return { type: 'linear', projection: linear(weights, `${prefix}.classifier`, this.inChannels, this.outChannels) };
@@ -79,7 +90,16 @@ export class PerceiverProjectionPostprocessor implements PerceiverPostprocessor 
 
 /** Splits the decoded positions by modality and applies each modality's postprocessor. */
 export class PerceiverMultimodalPostprocessor implements PerceiverPostprocessor {
-  constructor(readonly modalities: Record<string, PerceiverPostprocessor>) {}
+  readonly modalities: Record<string, PerceiverPostprocessor>;
+
+  constructor(modalities: Record<string, PerceiverPostprocessor>) {
+    this.modalities = moduleRecord<PerceiverPostprocessor>(
+      modalities,
+      'modalities',
+      (m) => typeof m === 'object' && m !== null && typeof (m as PerceiverPostprocessor).spec === 'function',
+      'a postprocessor',
+    );
+  }
 
   spec(weights: WeightStore, prefix: string, inChannels: number): PostprocessorSpec {
     return {

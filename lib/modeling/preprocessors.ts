@@ -9,6 +9,7 @@ import { ConfigError, DisposedError, InvalidArgumentError } from '../errors.js';
 import { Tensor } from '../tensor.js';
 import type { NativeInput } from '../native/binding.js';
 import { linear } from './layers.js';
+import { checkConfig, checkModuleOptions, finite, flag, moduleRecord, oneOf, positiveSize } from './options.js';
 import {
   BuiltPositionEncoding,
   type FourierPositionEncodingOptions,
@@ -45,6 +46,8 @@ function floatInput(value: unknown, argument: string, expected: string): Tensor 
     throw new InvalidArgumentError(argument, `a Tensor or DeviceTensor ${expected}`, value);
   } else if (!FLOAT_DTYPES.includes(value.dtype)) {
     throw new InvalidArgumentError(argument, `a floating-point Tensor ${expected}`, `dtype ${value.dtype}`);
+  } else {
+    value.checkIntact(argument);
   }
   if (value.rank < 1 || value.shape[0]! < 1) throw new InvalidArgumentError(argument, `a Tensor ${expected} with a batch of at least 1`, `shape [${value.shape.join(', ')}]`);
   return value;
@@ -63,7 +66,7 @@ export class PerceiverTextPreprocessor implements PerceiverPreprocessor {
   readonly numChannels: number;
 
   constructor(config: PerceiverConfig) {
-    this.vocabSize = config.vocab_size;
+    this.vocabSize = checkConfig(config).vocab_size;
     this.maxPositionEmbeddings = config.max_position_embeddings;
     this.numChannels = config.d_model;
   }
@@ -88,6 +91,7 @@ export class PerceiverTextPreprocessor implements PerceiverPreprocessor {
     if (ids.dtype !== 'int64' && ids.dtype !== 'int32') {
       throw new InvalidArgumentError(argument, 'token ids of dtype int64 or int32', `dtype ${ids.dtype}`);
     }
+    ids.checkIntact(argument);
     if (ids.rank !== 2 || ids.shape[0]! < 1 || ids.shape[1]! < 1) {
       throw new InvalidArgumentError(argument, 'shape [batch, sequence] with both at least 1', `shape [${ids.shape.join(', ')}]`);
     }
@@ -134,15 +138,17 @@ export class PerceiverImagePreprocessor implements PerceiverPreprocessor {
   readonly positionEmbeddings: BuiltPositionEncoding;
 
   // config is taken, as transformers' signature takes it, though no image setting is read from it.
-  constructor(_config: PerceiverConfig, options: ImagePreprocessorOptions = {}) {
+  constructor(config: PerceiverConfig, options: ImagePreprocessorOptions = {}) {
+    checkConfig(config);
+    options = checkModuleOptions<ImagePreprocessorOptions>(options);
     this.prepType = options.prepType ?? 'conv';
     if (!['conv', 'conv1x1', 'patches', 'pixels'].includes(this.prepType)) throw new ConfigError(`prep_type ${JSON.stringify(this.prepType)} is invalid`);
-    this.spatialDownsample = options.spatialDownsample ?? 4;
-    this.temporalDownsample = options.temporalDownsample ?? 1;
-    this.inChannels = options.inChannels ?? 3;
-    this.outChannels = options.outChannels ?? 64;
-    this.convAfterPatching = options.convAfterPatching ?? false;
-    this.convAfterPatchingInChannels = options.convAfterPatchingInChannels ?? 54;
+    this.spatialDownsample = positiveSize(options.spatialDownsample, 'options.spatialDownsample', 4);
+    this.temporalDownsample = positiveSize(options.temporalDownsample, 'options.temporalDownsample', 1);
+    this.inChannels = positiveSize(options.inChannels, 'options.inChannels', 3);
+    this.outChannels = positiveSize(options.outChannels, 'options.outChannels', 64);
+    this.convAfterPatching = flag(options.convAfterPatching, 'options.convAfterPatching', false);
+    this.convAfterPatchingInChannels = positiveSize(options.convAfterPatchingInChannels, 'options.convAfterPatchingInChannels', 54);
     this.concatOrAdd = options.concatOrAdd ?? 'concat';
     if (this.concatOrAdd !== 'concat' && this.concatOrAdd !== 'add') throw new ConfigError(`concat_or_add_pos ${JSON.stringify(this.concatOrAdd)} is invalid`);
     if (this.prepType === 'conv') {
@@ -256,13 +262,15 @@ export class PerceiverAudioPreprocessor implements PerceiverPreprocessor {
   readonly concatOrAdd: 'concat' | 'add';
   readonly positionEmbeddings: BuiltPositionEncoding;
 
-  constructor(_config: PerceiverConfig, options: AudioPreprocessorOptions = {}) {
+  constructor(config: PerceiverConfig, options: AudioPreprocessorOptions = {}) {
+    checkConfig(config);
+    options = checkModuleOptions<AudioPreprocessorOptions>(options);
     if ((options.prepType ?? 'patches') !== 'patches') throw new ConfigError(`prep_type ${JSON.stringify(options.prepType)} is invalid, can only be 'patches'`);
-    this.samplesPerPatch = options.samplesPerPatch ?? 96;
-    this.concatOrAdd = options.concatOrAdd ?? 'concat';
+    this.samplesPerPatch = positiveSize(options.samplesPerPatch, 'options.samplesPerPatch', 96);
+    this.concatOrAdd = oneOf(options.concatOrAdd, 'options.concatOrAdd', ['concat', 'add'], 'concat');
     this.positionEmbeddings = new BuiltPositionEncoding({
       positionEncodingType: options.positionEncodingType ?? 'fourier',
-      outChannels: options.outChannels ?? 64,
+      outChannels: positiveSize(options.outChannels, 'options.outChannels', 64),
       projectPosDim: options.projectPosDim,
       trainablePositionEncodingKwargs: options.trainablePositionEncodingKwargs,
       fourierPositionEncodingKwargs: options.fourierPositionEncodingKwargs,
@@ -299,7 +307,7 @@ export class PerceiverOneHotPreprocessor implements PerceiverPreprocessor {
   readonly numChannels: number;
 
   constructor(config: PerceiverConfig) {
-    this.numChannels = config.num_labels;
+    this.numChannels = checkConfig(config).num_labels;
   }
 
   spec(): PreprocessorSpec {
@@ -332,11 +340,19 @@ export class PerceiverMultimodalPreprocessor implements PerceiverPreprocessor {
   readonly minPaddingSize: number;
 
   constructor(options: MultimodalPreprocessorOptions) {
-    this.modalities = options.modalities;
-    this.maskProbs = options.maskProbs ?? {};
-    this.minPaddingSize = options.minPaddingSize ?? 2;
+    options = checkModuleOptions<MultimodalPreprocessorOptions>(options, 'options', true) as MultimodalPreprocessorOptions;
+    this.modalities = moduleRecord<PerceiverPreprocessor>(
+      options.modalities,
+      'options.modalities',
+      (m) => typeof m === 'object' && m !== null && typeof (m as PerceiverPreprocessor).prepare === 'function' && typeof (m as PerceiverPreprocessor).spec === 'function',
+      'a preprocessor',
+    );
+    const maskProbs: unknown = options.maskProbs ?? {};
+    if (typeof maskProbs !== 'object' || maskProbs === null || Array.isArray(maskProbs)) throw new InvalidArgumentError('options.maskProbs', 'an object of probabilities keyed by modality', maskProbs);
+    this.maskProbs = Object.fromEntries(Object.entries(maskProbs).map(([name, p]) => [name, finite(p, `options.maskProbs.${name}`, 0)]));
+    this.minPaddingSize = options.minPaddingSize === undefined ? 2 : positiveSize(options.minPaddingSize, 'options.minPaddingSize');
     for (const [name, p] of Object.entries(this.maskProbs)) {
-      if (!(name in this.modalities)) throw new ConfigError(`mask_probs names modality ${JSON.stringify(name)}, which the preprocessor does not have`);
+      if (!Object.hasOwn(this.modalities, name)) throw new ConfigError(`mask_probs names modality ${JSON.stringify(name)}, which the preprocessor does not have`);
       if (!(p >= 0 && p <= 1)) throw new ConfigError(`mask_probs.${name} must be in [0, 1]`);
     }
   }
@@ -347,7 +363,9 @@ export class PerceiverMultimodalPreprocessor implements PerceiverPreprocessor {
   }
 
   get numChannels(): number {
-    return Math.max(...Object.values(this.modalities).map((p) => p.numChannels)) + this.minPaddingSize;
+    let widest = 0;
+    for (const p of Object.values(this.modalities)) widest = Math.max(widest, p.numChannels);
+    return widest + this.minPaddingSize;
   }
 
   spec(weights: WeightStore, prefix: string): PreprocessorSpec {
@@ -416,6 +434,7 @@ export function keyMask(mask: unknown, batch: number, seq: number): Uint8Array |
   if (mask === undefined || mask === null) return undefined;
   if (!(mask instanceof Tensor)) throw new InvalidArgumentError('attentionMask', `a Tensor of shape [${batch}, ${seq}]`, mask);
   if (!MASK_DTYPES.includes(mask.dtype)) throw new InvalidArgumentError('attentionMask', `one of dtypes ${MASK_DTYPES.join(', ')}`, `dtype ${mask.dtype}`);
+  mask.checkIntact('attentionMask');
   if (mask.rank !== 2 || mask.shape[0] !== batch || mask.shape[1] !== seq) {
     throw new InvalidArgumentError('attentionMask', `shape [${batch}, ${seq}] (the shape of inputs)`, `shape [${mask.shape.join(', ')}]`);
   }

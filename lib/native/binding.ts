@@ -7,6 +7,7 @@ import { createRequire } from 'node:module';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { EngineWeight } from '../modeling/weights.js';
 import {
   BackendUnavailableError,
   DisposedError,
@@ -83,6 +84,8 @@ export interface NativeEncodingHandle {
 }
 
 export interface NativeModelHandle {
+  /** Builds the backend and copies (CPU: packs) every weight into engine-owned memory, off the main thread; once. */
+  load(): Promise<void>;
   forward(request: NativeEncodeRequest & NativeDecodeRequest): Promise<NativeEncodeOutputs & NativeDecodeOutputs>;
   encode(request: NativeEncodeRequest): Promise<NativeEncodeOutputs & { encoding: NativeEncodingHandle }>;
   decode(encoding: NativeEncodingHandle, request: NativeDecodeRequest): Promise<NativeDecodeOutputs>;
@@ -102,17 +105,113 @@ export interface BackendCapability {
 
 export interface NativeCapabilities {
   cpu: BackendCapability & { blas: string; blasThreads: number; threads: number; dtypes: string[] };
-  cuda: BackendCapability & { deviceCount: number; devices: string[]; dtypes: string[]; cublas?: string };
+  cuda: BackendCapability & {
+    deviceCount: number;
+    devices: string[];
+    dtypes: string[];
+    cublas?: string;
+    /** The CUDA runtime linked in, e.g. "13.0" (CUDA builds). */
+    runtimeVersion?: string;
+    /** The newest CUDA version the installed driver supports, e.g. "12.4" (when a driver is found). */
+    driverVersion?: string;
+  };
+}
+
+export type CpuIsa = 'scalar' | 'avx2' | 'avx512' | 'avx512-bf16';
+
+export interface CpuKernelRequest {
+  op: 'gemm_packed' | 'gemm' | 'layer_norm' | 'gelu' | 'exp' | 'softmax' | 'add' | 'openblas' | 'fma_peak';
+  /** Kernel set (default: the one this CPU runs); one the CPU lacks is rejected. */
+  isa?: CpuIsa;
+  m?: number;
+  n?: number;
+  k?: number;
+  /** Row strides (0 or absent: tight). */
+  lda?: number;
+  ldb?: number;
+  ldc?: number;
+  /** gemm_packed: epilogue and weight type. */
+  bias?: boolean;
+  gelu?: boolean;
+  residual?: 'none' | 'separate' | 'alias';
+  dtype?: 'float32' | 'bfloat16' | 'bfloat16-bits';
+  /** gemm: B is [n, k] (true, the default) or [k, n]; C = alpha A op(B) + beta C. */
+  transposed?: boolean;
+  alpha?: number;
+  beta?: 0 | 1;
+  /** layer_norm: also write x + residual. */
+  sumOut?: boolean;
+  /** layer_norm: the output overwrites x, and x + residual (sumOut) overwrites the residual. */
+  inPlace?: boolean;
+  threads?: 1 | 2;
+  /** Products: also run on the other thread count and compare bits (default true; false saves a copy of C). */
+  compareThreads?: boolean;
+  seed?: number;
+  /** Timed runs after the check (0: none). */
+  iterations?: number;
+}
+
+export interface CpuKernelResult {
+  op: string;
+  isa: CpuIsa;
+  outputs: number;
+  /** Outputs compared with the reference (products of many rows check a sample of rows). */
+  checked: number;
+  maxAbsError: number;
+  /** Normwise: ||got - want|| / ||want||. */
+  relativeError: number;
+  /** Largest |got - want| / |want| over the compared outputs. */
+  maxRelativeError: number;
+  referenceMax: number;
+  /** Writes outside C's window (products), exp overflows that did not saturate, inexact softmax maxima. */
+  outsideWrites: number;
+  /** Products: 1 and 2 threads gave bitwise identical results. */
+  threadsAgree: boolean;
+  /** Products: a hash of the output's bits (FNV-1a, hex), to compare kernel sets. */
+  outputHash: string;
+  /** Timing (iterations > 0), wall clock: best and median run, and the rate of the best. */
+  bestMs: number;
+  medianMs: number;
+  gflops: number;
+  /**
+   * The best run in CPU time of the calling thread, and its rate: on a shared machine this leaves
+   * out waiting for a core, but it counts only the calling thread (right for threads: 1).
+   */
+  bestThreadCpuMs: number;
+  gflopsThreadCpu: number;
 }
 
 interface NativeAddon {
-  NativeModel: new (spec: object, weights: Record<string, Float32Array>, options: { device: string; deviceIndex?: number; dtype?: string }) => NativeModelHandle;
+  NativeModel: new (spec: object, weights: Record<string, EngineWeight>, options: { device: string; deviceIndex?: number; dtype?: string }) => NativeModelHandle;
   NativeDeviceTensor: abstract new () => NativeDeviceTensorHandle;
   /** Device-tensor buffers alive in this process (held by undisposed tensors or copies in flight). */
   deviceTensorStats(): { live: number; bytes: number };
   capabilities(): NativeCapabilities;
   /** Best-of-`repeats` time of one m x n x k sgemm through the engine's own BLAS. */
+  /**
+   * One fused op of the CPU backend (linear: sizes [rows, in, out, period]; layer_norm: [rows, dim];
+   * attention: [batch, heads, nq, nk, dqk, dv]) on random inputs in the graph's layouts, against a
+   * double-precision reference. For test/engine-ops.test.ts.
+   */
+  engineOpCheck(request: {
+    op: 'linear' | 'layer_norm' | 'attention';
+    sizes: number[];
+    gelu?: boolean;
+    residual?: boolean;
+    shared?: boolean;
+    fused?: boolean;
+    probs?: boolean;
+    padding?: 'none' | 'lengths' | 'mask';
+    seed?: number;
+    dtype?: 'float32' | 'bfloat16';
+  }): Promise<{ relativeError: number; maxAbsError: number; outputs: number }>;
   blasBenchmark(m: number, n: number, k: number, repeats: number): Promise<{ seconds: number; gflops: number }>;
+  /**
+   * Checks (and optionally times) one CPU kernel of native/src/backend/cpu/kernels on a chosen
+   * instruction set against a double-precision reference, with random inputs from `seed`. For
+   * tests and bench/cpu_gemm.ts; op "openblas" and "fma_peak" only time.
+   */
+  cpuKernelCheck(request: CpuKernelRequest): Promise<CpuKernelResult>;
   /** Free and total bytes of a CUDA device (zeros without CUDA). */
   cudaMemoryInfo(device: number): { free: number; total: number };
   /** Runs one op on the CPU (reference) and CUDA backends with the same random inputs (needs a GPU). */
@@ -168,8 +267,9 @@ export function loadAddon(): NativeAddon {
       `perceiver-io could not load its native addon for ${process.platform}-${process.arch} (Node ${process.version}, N-API ${process.versions.napi}).\n` +
         `  Looked in: ${tried.join(', ')}\n` +
         `  Reason: ${reason}\n` +
-        `  To build it from source: install a C++17 compiler, python3 and libopenblas-pthread-dev, then run \`npm rebuild perceiver-io\`.\n` +
-        `  To use a specific binary: set PERCEIVER_IO_PREBUILD=/path/to/perceiver_io.node`,
+        `  Prebuilt binaries ship for the platforms the README lists under "Platforms"; elsewhere the addon is built on install.\n` +
+        `  To build it from source: install a C++17 compiler, make and python3, then run \`npm rebuild perceiver-io\` (it says what else is missing).\n` +
+        `  To use a specific binary: set PERCEIVER_IO_PREBUILD=/path/to/perceiver_io.node. \`npx perceiver-io doctor\` reports what this machine has.`,
       { cause: error },
     );
   }

@@ -5,10 +5,11 @@
  * add nothing over it).
  */
 import { spawn } from 'node:child_process';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import { extname, resolve } from 'node:path';
 import { BackendUnavailableError, InvalidArgumentError, MediaDecodeError } from '../errors.js';
 import { checkRgbFrame, type RgbFrame } from '../flow/patches.js';
+import { asFileWrite, checkPath, writeFileChecked } from '../io/write_file.js';
 
 type SharpFactory = typeof import('sharp').default;
 let sharpPromise: Promise<SharpFactory> | undefined;
@@ -26,10 +27,11 @@ async function loadSharp(): Promise<SharpFactory> {
 
 /** Writes 8-bit RGB (HWC) as a PNG file. */
 export async function writePng(path: string, frame: RgbFrame): Promise<void> {
-  if (typeof path !== 'string' || path === '') throw new InvalidArgumentError('path', 'a file path', path);
+  checkPath(path);
   const { data, width, height } = checkRgbFrame(frame, 'frame');
   const sharp = await loadSharp();
-  await sharp(data, { raw: { width, height, channels: 3 } }).png().toFile(path);
+  // The input is checked above, so what sharp's toFile rejects with here is the write (a folder at the path, a name too long).
+  await asFileWrite(path, () => sharp(data, { raw: { width, height, channels: 3 } }).png().toFile(path));
 }
 
 /** Frames of one size stacked top to bottom into one picture (e.g. original over reconstruction). */
@@ -60,11 +62,17 @@ export function joinColumns(frames: RgbFrame[]): RgbFrame {
   return { data, width, height };
 }
 
+/** The largest picture enlarge() makes: 2^26 pixels (8192 x 8192, 192 MiB of RGB). */
+const MAX_ENLARGED_PIXELS = 1 << 26;
+
 /** Nearest-neighbour enlargement by an integer factor (tiny model outputs made visible). */
 export function enlarge(frame: RgbFrame, factor: number): RgbFrame {
   if (!Number.isSafeInteger(factor) || factor < 1 || factor > 64) throw new InvalidArgumentError('factor', 'an integer from 1 to 64', factor);
   const { data, width, height } = checkRgbFrame(frame, 'frame');
   if (factor === 1) return frame;
+  if (width * height * factor * factor > MAX_ENLARGED_PIXELS) {
+    throw new InvalidArgumentError('factor', `a factor keeping the picture at most ${MAX_ENLARGED_PIXELS} pixels (it is ${width}x${height})`, factor);
+  }
   const w = width * factor;
   const out = new Uint8Array(w * height * factor * 3);
   for (let y = 0; y < height * factor; y++) {
@@ -97,7 +105,7 @@ export interface WriteVideoOptions {
  * yuv420p needs even ones). Resolves once ffmpeg has exited cleanly.
  */
 export async function writeVideo(path: string, frames: RgbFrame[], options: WriteVideoOptions = {}): Promise<void> {
-  if (typeof path !== 'string' || path === '') throw new InvalidArgumentError('path', 'a file path', path);
+  checkPath(path);
   if (!VIDEO_OUTPUT_EXTENSIONS.includes(extname(path).toLowerCase())) throw new InvalidArgumentError('path', `a video file name ending in ${VIDEO_OUTPUT_EXTENSIONS.join(', ')}`, path);
   if (!Array.isArray(frames) || frames.length === 0) throw new InvalidArgumentError('frames', 'a non-empty array of RGB frames', frames);
   const { width, height } = checkRgbFrame(frames[0], 'frames[0]');
@@ -105,11 +113,13 @@ export async function writeVideo(path: string, frames: RgbFrame[], options: Writ
     checkRgbFrame(f, `frames[${i}]`);
     if (f.width !== width || f.height !== height) throw new InvalidArgumentError(`frames[${i}]`, `a ${width}x${height} frame like the first`, `${f.width}x${f.height}`);
   });
+  if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options', 'an object such as { fps, ffmpegPath, timeoutMs }', options);
   const fps = options.fps ?? 25;
   if (typeof fps !== 'number' || !Number.isFinite(fps) || fps <= 0 || fps > 1000) throw new InvalidArgumentError('options.fps', 'a frame rate above 0 and at most 1000', fps);
   const timeoutMs = options.timeoutMs ?? 120_000;
   if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1) throw new InvalidArgumentError('options.timeoutMs', 'a positive integer', timeoutMs);
   const ffmpegPath = options.ffmpegPath ?? (process.env.FFMPEG_PATH || 'ffmpeg');
+  checkPath(ffmpegPath, 'options.ffmpegPath', 'the ffmpeg executable');
   const args = [
     '-v', 'error', '-y',
     '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-s', `${width}x${height}`, '-r', String(fps), '-i', 'pipe:0',
@@ -140,7 +150,8 @@ export async function writeVideo(path: string, frames: RgbFrame[], options: Writ
     child.stdin.on('error', () => {}); // EPIPE when ffmpeg exits early: its exit code says why
     child.on('error', (error: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      failure ??= error.code === 'ENOENT' || error.code === 'EACCES' ? missingFfmpeg(ffmpegPath, error) : error;
+      // Every failure to start ffmpeg (not found, not executable, a folder) is one: ffmpeg cannot be run.
+      failure ??= missingFfmpeg(ffmpegPath, error);
       reject(failure);
     });
     child.on('close', (code, signal) => {
@@ -170,12 +181,27 @@ function missingFfmpeg(path: string, error: unknown): BackendUnavailableError {
   );
 }
 
+const UINT32_MAX = 0xffff_ffff;
+/** Block align (channels x 2 bytes) is a 16-bit field. */
+const MAX_WAV_CHANNELS = 0x7fff;
+
+/** Throws InvalidArgumentError unless `sampleRate` fits a WAV header with `channels` channels (bytes per second are 32-bit). */
+export function checkSampleRate(sampleRate: unknown, channels: number, argument: string): void {
+  if (!Number.isSafeInteger(sampleRate) || (sampleRate as number) < 1 || (sampleRate as number) * channels * 2 > UINT32_MAX) {
+    throw new InvalidArgumentError(argument, `a positive integer rate in Hz, with rate x channels x 2 at most ${UINT32_MAX}`, sampleRate);
+  }
+}
+
 /** Mono or interleaved float samples in [-1, 1] as a 16-bit PCM WAV file (values beyond are clipped). */
 export function encodeWav(samples: Float32Array, sampleRate: number, channels = 1): Buffer {
   if (!(samples instanceof Float32Array)) throw new InvalidArgumentError('samples', 'a Float32Array', samples);
-  if (!Number.isSafeInteger(sampleRate) || sampleRate < 1) throw new InvalidArgumentError('sampleRate', 'a positive integer rate in Hz', sampleRate);
-  if (!Number.isSafeInteger(channels) || channels < 1 || samples.length % channels !== 0) throw new InvalidArgumentError('channels', `a channel count dividing ${samples.length} samples`, channels);
+  // The header's fields are 32-bit (the rate, bytes per second, sizes) and 16-bit (channels, block align).
+  if (!Number.isSafeInteger(channels) || channels < 1 || channels > MAX_WAV_CHANNELS || samples.length % channels !== 0) {
+    throw new InvalidArgumentError('channels', `a channel count from 1 to ${MAX_WAV_CHANNELS} dividing ${samples.length} samples`, channels);
+  }
+  checkSampleRate(sampleRate, channels, 'sampleRate');
   const dataBytes = samples.length * 2;
+  if (44 + dataBytes > UINT32_MAX) throw new InvalidArgumentError('samples', `at most ${(UINT32_MAX - 44) / 2} samples (a WAV file is under 4 GiB)`, samples);
   const out = Buffer.alloc(44 + dataBytes);
   out.write('RIFF', 0, 'ascii');
   out.writeUInt32LE(36 + dataBytes, 4);
@@ -199,11 +225,14 @@ export function encodeWav(samples: Float32Array, sampleRate: number, channels = 
 }
 
 export async function writeWav(path: string, samples: Float32Array, sampleRate: number, channels = 1): Promise<void> {
-  await writeFile(path, encodeWav(samples, sampleRate, channels));
+  checkPath(path);
+  await writeFileChecked(path, encodeWav(samples, sampleRate, channels));
 }
 
-/** Makes a folder (and its parents) for outputs. */
-export async function ensureDir(dir: string): Promise<void> {
-  if (typeof dir !== 'string' || dir === '') throw new InvalidArgumentError('dir', 'a folder path', dir);
-  await mkdir(dir, { recursive: true });
+/** Makes a folder (and its parents) for outputs; a file at `dir` is an InvalidArgumentError naming `argument`. */
+export async function ensureDir(dir: string, argument = 'dir'): Promise<void> {
+  checkPath(dir, argument, 'a folder path');
+  const existing = await stat(dir).catch(() => undefined);
+  if (existing && !existing.isDirectory()) throw new InvalidArgumentError(argument, 'a folder path (or a path to create one at)', `${JSON.stringify(dir)}, which is a file`);
+  await asFileWrite(dir, () => mkdir(dir, { recursive: true }));
 }

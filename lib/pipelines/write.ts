@@ -1,16 +1,18 @@
 /** Files from pipeline results: flow pictures and videos, and the autoencoder's reconstructions. */
-import { join } from 'node:path';
+import { extname, join } from 'node:path';
 import { InvalidArgumentError } from '../errors.js';
 import { flowToColorAsync, maxFlowRadius } from '../flow/color.js';
 import { checkFlowField, writeFlo, type FlowField } from '../flow/flo.js';
-import type { RgbFrame } from '../flow/patches.js';
-import { ensureDir, enlarge, joinColumns, stackRows, VIDEO_OUTPUT_EXTENSIONS, writePng, writeVideo, writeWav, type WriteVideoOptions } from './outputs.js';
+import { checkRgbFrame, type RgbFrame } from '../flow/patches.js';
+import { checkPath, writeFileChecked } from '../io/write_file.js';
+import { checkSampleRate, ensureDir, enlarge, joinColumns, stackRows, VIDEO_OUTPUT_EXTENSIONS, writePng, writeVideo, writeWav, type WriteVideoOptions } from './outputs.js';
 import type { VideoAutoencodingOutput } from './video_autoencoding.js';
-import { extname } from 'node:path';
 
 /** A flow field as a PNG in the Middlebury colour coding, and optionally as a .flo file. */
 export async function writeFlowPicture(path: string, field: FlowField, flo?: string): Promise<void> {
+  checkPath(path);
   checkFlowField(field, 'field');
+  if (flo !== undefined) checkPath(flo, 'flo', 'a .flo file path');
   await writePng(path, { data: await flowToColorAsync(field), width: field.width, height: field.height });
   if (flo !== undefined) await writeFlo(flo, field);
 }
@@ -21,6 +23,7 @@ export async function writeFlowPicture(path: string, field: FlowField, flo?: str
  * whole video, so colours compare across frames.
  */
 export async function writeFlowVideo(out: string, fields: FlowField[], options: WriteVideoOptions = {}): Promise<string[]> {
+  checkPath(out, 'out', 'a video file or a folder path');
   if (!Array.isArray(fields) || fields.length === 0) throw new InvalidArgumentError('fields', 'a non-empty array of flow fields', fields);
   fields.forEach((f, i) => checkFlowField(f, `fields[${i}]`));
   const maxRadius = Math.max(...fields.map(maxFlowRadius));
@@ -30,7 +33,7 @@ export async function writeFlowVideo(out: string, fields: FlowField[], options: 
     await writeVideo(out, frames, options);
     return [out];
   }
-  await ensureDir(out);
+  await ensureDir(out, 'out');
   const written: string[] = [];
   for (const [i, frame] of frames.entries()) {
     const file = join(out, `flow_${String(i).padStart(5, '0')}.png`);
@@ -56,6 +59,9 @@ export interface AutoencodingFiles {
  * evenly chosen, enlarged to be at least 128 pixels high).
  */
 export async function writeAutoencoding(dir: string, result: VideoAutoencodingOutput, options: { video?: boolean } & WriteVideoOptions = {}): Promise<AutoencodingFiles> {
+  checkPath(dir, 'dir', 'a folder path');
+  checkAutoencoding(result);
+  if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options', 'an object such as { video, fps }', options);
   await ensureDir(dir);
   const frames: string[] = [];
   for (const [i, frame] of result.frames.entries()) {
@@ -76,12 +82,46 @@ export async function writeAutoencoding(dir: string, result: VideoAutoencodingOu
   }
   await writeWav(files.audio, result.audio.samples, result.audio.sampleRate);
   await writeWav(files.originalAudio, result.original.audio.samples, result.original.audio.sampleRate);
-  const { writeFile } = await import('node:fs/promises');
-  await writeFile(files.labels, JSON.stringify(result.labels, null, 2) + '\n');
+  // Only the two fields: anything else on the caller's objects is not ours to serialize.
+  await writeFileChecked(files.labels, JSON.stringify(result.labels.map(({ label, score }) => ({ label, score })), null, 2) + '\n');
   const n = Math.min(8, result.frames.length, result.original.frames.length);
   const pick = (list: RgbFrame[]) => Array.from({ length: n }, (_, i) => list[Math.floor(((i + 0.5) * list.length) / n)]!);
-  const factor = Math.max(1, Math.ceil(128 / result.frames[0]!.height));
-  const row = (list: RgbFrame[]) => enlarge(joinColumns(pick(list)), factor);
-  await writePng(files.comparison, stackRows([row(result.original.frames), row(result.frames)]));
+  const rows = [joinColumns(pick(result.original.frames)), joinColumns(pick(result.frames))];
+  // Enlarged to be at least 128 pixels high, but never wider than 8192 (a wide row of tiny frames).
+  const widest = Math.max(...rows.map((r) => r.width));
+  const factor = Math.max(1, Math.min(Math.ceil(128 / result.frames[0]!.height), Math.floor(8192 / widest), 64));
+  await writePng(files.comparison, stackRows(rows.map((r) => enlarge(r, factor))));
   return files;
+}
+
+/**
+ * Throws InvalidArgumentError unless `result` has the shape of a video-autoencoding output, checked
+ * whole before anything is written (so a bad result leaves no half-written folder).
+ */
+function checkAutoencoding(result: unknown): asserts result is VideoAutoencodingOutput {
+  const expected = 'a video-autoencoding result { frames, audio, labels, original: { frames, audio }, fps }';
+  if (typeof result !== 'object' || result === null) throw new InvalidArgumentError('result', expected, result);
+  const r = result as Partial<VideoAutoencodingOutput>;
+  const checkFrames = (frames: unknown, argument: string) => {
+    if (!Array.isArray(frames) || frames.length === 0) throw new InvalidArgumentError(argument, 'a non-empty array of RGB frames', frames);
+    frames.forEach((f, i) => checkRgbFrame(f, `${argument}[${i}]`));
+  };
+  const checkAudio = (audio: unknown, argument: string) => {
+    if (typeof audio !== 'object' || audio === null) throw new InvalidArgumentError(argument, 'an audio clip { samples, sampleRate }', audio);
+    const { samples, sampleRate } = audio as { samples?: unknown; sampleRate?: unknown };
+    checkSampleRate(sampleRate, 1, `${argument}.sampleRate`);
+    if (!(samples instanceof Float32Array)) throw new InvalidArgumentError(`${argument}.samples`, 'a Float32Array', samples);
+  };
+  checkFrames(r.frames, 'result.frames');
+  checkAudio(r.audio, 'result.audio');
+  const original = r.original as Partial<VideoAutoencodingOutput['original']> | undefined;
+  if (typeof original !== 'object' || original === null) throw new InvalidArgumentError('result.original', 'the input clip { frames, audio }', original);
+  checkFrames(original.frames, 'result.original.frames');
+  checkAudio(original.audio, 'result.original.audio');
+  if (typeof r.fps !== 'number' || !Number.isFinite(r.fps) || r.fps <= 0 || r.fps > 1000) throw new InvalidArgumentError('result.fps', 'a frame rate above 0 and at most 1000', r.fps);
+  if (!Array.isArray(r.labels)) throw new InvalidArgumentError('result.labels', 'an array of { label, score }', r.labels);
+  r.labels.forEach((l: unknown, i) => {
+    const { label, score } = (typeof l === 'object' && l !== null ? l : {}) as { label?: unknown; score?: unknown };
+    if (typeof label !== 'string' || typeof score !== 'number') throw new InvalidArgumentError(`result.labels[${i}]`, 'a { label: string, score: number }', l);
+  });
 }

@@ -116,11 +116,18 @@ interface Group {
 
 const DEFAULTS = { maxBatchSize: 16, maxDelayMs: 5, maxQueue: 1024 } as const;
 
+/**
+ * Upper bounds: maxBatchSize sizes the batch-size histogram (an array of maxBatchSize + 1), so a
+ * huge one would exhaust the heap and abort the process; maxDelayMs is a setTimeout delay.
+ */
+const MAXIMA: Partial<Record<keyof BatcherOptions, number>> = { maxBatchSize: 1 << 16, maxDelayMs: 2 ** 31 - 1 };
+
 function positiveInteger(options: BatcherOptions, name: keyof BatcherOptions): number {
   const value = options[name];
   if (value === undefined) return DEFAULTS[name];
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
-    throw new InvalidArgumentError(`options.${name}`, 'a positive integer', value);
+  const max = MAXIMA[name] ?? Number.MAX_SAFE_INTEGER;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || value > max) {
+    throw new InvalidArgumentError(`options.${name}`, `a positive integer up to ${max}`, value);
   }
   return value;
 }

@@ -24,18 +24,22 @@ void CheckPoints(const std::vector<int64_t>& points, int64_t total, const std::s
 
 class TrainableQueries final : public QueryBuilder {
  public:
-  TrainableQueries(const float* table, int64_t positions, int64_t channels) : table_(table), positions_(positions), channels_(channels) {}
+  TrainableQueries(WeightRef table, int64_t positions, int64_t channels)
+      : table_(std::move(table)), positions_(positions), channels_(channels) {}
   int64_t channels() const override { return channels_; }
   int64_t num_points(const DecodeContext&) const override { return positions_; }
   // transformers builds a learned table's queries whole, subsampled points or not.
-  BackendTensor Build(DecodeContext& ctx, const std::vector<int64_t>*) const override {
-    BackendTensor q = AllocateTensor(ctx.backend, {ctx.batch, positions_, channels_});
-    CopyIntoColumns(ctx.backend, table_, 0, ctx.batch, positions_, channels_, q.data(), channels_, 0);
+  DecoderQueries Build(DecodeContext&, const std::vector<int64_t>*) const override {
+    DecoderQueries q;
+    q.shared = table_->values();
+    q.rows = positions_;
+    q.channels = channels_;
+    q.cache_key = "trainable";
     return q;
   }
 
  private:
-  const float* table_;
+  WeightRef table_;
   int64_t positions_, channels_;
 };
 
@@ -46,10 +50,11 @@ class FourierQueries final : public QueryBuilder {
   int64_t channels() const override { return spec_.OutputChannels(); }
   int64_t num_points(const DecodeContext&) const override { return Product(dims_); }
 
-  BackendTensor Build(DecodeContext& ctx, const std::vector<int64_t>* points) const override {
+  DecoderQueries Build(DecodeContext& ctx, const std::vector<int64_t>* points) const override {
     const int64_t c = channels();
     std::shared_ptr<BackendBuffer> features;
     int64_t n = 0;
+    std::string stable_key;
     if (points == nullptr) {
       // Every point, positioned as transformers positions subsampled points (so decoding all of
       // them equals passing every index), computed once and cached.
@@ -62,14 +67,19 @@ class FourierQueries final : public QueryBuilder {
         FourierFeatures(PointPositions(all, dims_).data(), n, spec_, host.data());
         features = ctx.cache.Insert(key, Upload(ctx.backend, host));
       }
+      stable_key = key;
     } else {
       n = static_cast<int64_t>(points->size());
       std::vector<float> host(static_cast<size_t>(n * c));
       FourierFeatures(PointPositions(*points, dims_).data(), n, spec_, host.data());
       features = Upload(ctx.backend, host);
     }
-    BackendTensor q = AllocateTensor(ctx.backend, {ctx.batch, n, c});
-    CopyIntoColumns(ctx.backend, features->data(), 0, ctx.batch, n, c, q.data(), c, 0);
+    DecoderQueries q;
+    q.shared = features->data();
+    q.keep = features;
+    q.rows = n;
+    q.channels = c;
+    q.cache_key = stable_key;
     return q;
   }
 
@@ -85,17 +95,28 @@ class InputQueries final : public QueryBuilder {
   explicit InputQueries(int64_t channels) : channels_(channels) {}
   int64_t channels() const override { return channels_; }
   int64_t num_points(const DecodeContext& ctx) const override { return ctx.inputs->sequence.shape[1]; }
-  BackendTensor Build(DecodeContext& ctx, const std::vector<int64_t>* points) const override {
+  DecoderQueries Build(DecodeContext& ctx, const std::vector<int64_t>* points) const override {
     const BackendTensor& seq = ctx.inputs->sequence;
     const int64_t rows = seq.shape[1];
-    if (points == nullptr) {
-      BackendTensor q = AllocateTensor(ctx.backend, seq.shape);  // the layer works in place
-      ctx.backend.Copy(q.data(), seq.data(), static_cast<size_t>(seq.size()));
+    DecoderQueries q;
+    q.channels = channels_;
+    if (points == nullptr) {  // the layer only reads its queries
+      q.per_item = seq;
+      q.rows = rows;
       return q;
     }
     const int64_t n = static_cast<int64_t>(points->size());
-    BackendTensor q = AllocateTensor(ctx.backend, {ctx.batch, n, channels_});
-    ctx.backend.GatherRows(q.data(), seq.data(), points->data(), n, ctx.batch, rows, channels_);
+    q.per_item = AllocateTensor(ctx.backend, {ctx.batch, n, channels_});
+    q.rows = n;
+    GatherRowsOp gather;
+    gather.dst = q.per_item.data();
+    gather.src = seq.data();
+    gather.indices = points->data();
+    gather.count = n;
+    gather.batch = ctx.batch;
+    gather.src_rows = rows;
+    gather.cols = channels_;
+    ctx.backend.Run(gather);
     return q;
   }
 
@@ -103,10 +124,18 @@ class InputQueries final : public QueryBuilder {
   int64_t channels_;
 };
 
-BackendTensor CrossAttend(DecodeContext& ctx, const CrossAttentionDecoderSpec& spec, BackendTensor queries,
+BackendTensor CrossAttend(DecodeContext& ctx, const CrossAttentionDecoderSpec& spec, const DecoderQueries& queries,
                           const BackendTensor& latents) {
-  RunPerceiverLayer(ctx.backend, spec.layer, ctx.eps, queries, &latents, nullptr, ctx.attentions);
-  return spec.final_layer.present() ? ApplyLinear(ctx.backend, spec.final_layer, queries) : queries;
+  LayerQueries q;
+  if (queries.is_shared()) {
+    q.shared = queries.shared;
+    q.shared_rows = queries.rows;
+    q.cache_key = queries.cache_key;
+  } else {
+    q.per_item = &queries.per_item;
+  }
+  BackendTensor out = RunPerceiverLayer(ctx.backend, spec.layer, ctx.eps, ctx.batch, q, &latents, KeyPadding{}, ctx.attentions);
+  return spec.final_layer.present() ? ApplyLinear(ctx.backend, spec.final_layer, out) : out;
 }
 
 const std::vector<int64_t>* RequestedPoints(const DecodeContext& ctx, const std::string& modality, int64_t total) {
@@ -137,14 +166,18 @@ class BasicDecoder final : public Decoder {
       case DecoderOutput::kFirstPosition: {
         BackendTensor first = AllocateTensor(ctx.backend, {batch, 1, c});
         const int64_t shape[2] = {batch, c}, src[2] = {n * c, 1}, dst[2] = {c, 1};
-        ctx.backend.StridedCopy(first.data(), dst, out.data(), src, shape, 2);
+        RunCopy(ctx.backend, first.data(), dst, out.data(), src, shape, 2);
         out = first;
         d.modality_sizes = {{"", 1}};
         d.output_shape = {batch, c};
         break;
       }
-      case DecoderOutput::kOpticalFlow:
-        ctx.backend.Scale(out.data(), out.size(), 1.0f / spec_.rescale);
+      case DecoderOutput::kOpticalFlow: {
+        ScaleOp scale;
+        scale.x = out.data();
+        scale.n = out.size();
+        scale.alpha = 1.0f / spec_.rescale;
+        ctx.backend.Run(scale);
         d.output_shape = points ? std::vector<int64_t>{batch, n, c}
                                 : std::vector<int64_t>{batch, spec_.output_shape[0], spec_.output_shape[1], c};
         if (!points && spec_.output_shape[0] * spec_.output_shape[1] != n) {
@@ -153,6 +186,7 @@ class BasicDecoder final : public Decoder {
                                " (config.train_size); decode with subsampledOutputPoints for other sizes");
         }
         break;
+      }
       case DecoderOutput::kVideo:
         d.output_shape = points ? std::vector<int64_t>{batch, n, c}
                                 : std::vector<int64_t>{spec_.output_shape[0], spec_.output_shape[1], spec_.output_shape[2],
@@ -185,31 +219,45 @@ class MultimodalDecoder final : public Decoder {
       if (!known) ThrowInvalidArgument(PointsArg(name) + ": this model has no output modality \"" + name + "\"");
     }
     Backend& be = ctx.backend;
-    std::vector<BackendTensor> parts;
+    std::vector<DecoderQueries> parts;
     Decoded d;
     int64_t rows = 0;
+    bool all_shared = true;
     for (const MultimodalDecoderModality& m : modalities_) {
       const std::vector<int64_t>* points = RequestedPoints(ctx, m.name, m.queries->num_points(ctx));
       parts.push_back(m.queries->Build(ctx, points));
-      d.modality_sizes.emplace_back(m.name, parts.back().shape[1]);
-      rows += parts.back().shape[1];
+      all_shared = all_shared && parts.back().is_shared();
+      d.modality_sizes.emplace_back(m.name, parts.back().rows);
+      rows += parts.back().rows;
     }
-    const int64_t batch = ctx.batch, c = channels_;
-    BackendTensor queries = AllocateTensor(be, {batch, rows, c});
+    // Each modality's queries, then its learned padding up to the common width; one block for
+    // the whole batch when no modality depends on the input.
+    const int64_t batch = ctx.batch, c = channels_, copies = all_shared ? 1 : batch;
+    BackendTensor joined = AllocateTensor(be, {copies, rows, c});
     int64_t row0 = 0;
     for (size_t i = 0; i < modalities_.size(); ++i) {
-      const BackendTensor& q = parts[i];
-      const int64_t n = q.shape[1], cm = q.shape[2];
-      float* dst = queries.data() + row0 * c;
-      const int64_t shape[3] = {batch, n, cm}, src[3] = {n * cm, cm, 1}, dst_strides[3] = {rows * c, c, 1};
-      be.StridedCopy(dst, dst_strides, q.data(), src, shape, 3);
+      const DecoderQueries& q = parts[i];
+      const int64_t n = q.rows, cm = q.channels;
+      float* dst = joined.data() + row0 * c;
+      const int64_t shape[3] = {copies, n, cm}, dst_strides[3] = {rows * c, c, 1};
+      const int64_t src[3] = {q.is_shared() ? 0 : n * cm, cm, 1};
+      RunCopy(be, dst, dst_strides, q.is_shared() ? q.shared : q.per_item.data(), src, shape, 3);
       if (c > cm) {
-        const int64_t pad_shape[3] = {batch, n, c - cm}, pad_src[3] = {0, 0, 1};
-        be.StridedCopy(dst + cm, dst_strides, modalities_[i].padding, pad_src, pad_shape, 3);
+        const int64_t pad_shape[3] = {copies, n, c - cm}, pad_src[3] = {0, 0, 1};
+        RunCopy(be, dst + cm, dst_strides, modalities_[i].padding->values(), pad_src, pad_shape, 3);
       }
       row0 += n;
     }
     parts.clear();
+    DecoderQueries queries;
+    queries.rows = rows;
+    queries.channels = c;
+    if (all_shared) {
+      queries.shared = joined.data();
+      queries.keep = joined.buffer;
+    } else {
+      queries.per_item = joined;
+    }
     d.values = CrossAttend(ctx, cross_, queries, latents);
     d.output_shape = d.values.shape;
     return d;
@@ -229,7 +277,13 @@ class ProjectionDecoder final : public Decoder {
     if (!ctx.request.points.empty()) ThrowInvalidArgument("subsampledOutputPoints: a projection decoder has no output points to subsample");
     const int64_t batch = latents.shape[0], n = latents.shape[1], d = latents.shape[2];
     BackendTensor mean = AllocateTensor(ctx.backend, {batch, 1, d});
-    ctx.backend.MeanRows(latents.data(), batch, n, d, mean.data());
+    MeanRowsOp op;
+    op.x = latents.data();
+    op.batch = batch;
+    op.n = n;
+    op.cols = d;
+    op.y = mean.data();
+    ctx.backend.Run(op);
     Decoded out;
     out.values = ApplyLinear(ctx.backend, classifier_, mean);
     out.modality_sizes = {{"", 1}};
@@ -243,8 +297,8 @@ class ProjectionDecoder final : public Decoder {
 
 }  // namespace
 
-std::unique_ptr<QueryBuilder> MakeTrainableQueries(const float* table, int64_t positions, int64_t channels) {
-  return std::make_unique<TrainableQueries>(table, positions, channels);
+std::unique_ptr<QueryBuilder> MakeTrainableQueries(WeightRef table, int64_t positions, int64_t channels) {
+  return std::make_unique<TrainableQueries>(std::move(table), positions, channels);
 }
 std::unique_ptr<QueryBuilder> MakeFourierQueries(FourierSpec spec, std::vector<int64_t> dims, std::string key) {
   return std::make_unique<FourierQueries>(std::move(spec), std::move(dims), std::move(key));

@@ -26,7 +26,19 @@ struct DecodeContext {
   std::vector<BackendTensor>* attentions;  // decoder cross-attention weights, when asked for
 };
 
-// The queries of one output modality, [batch, points, channels].
+// Decoder queries: per item ([batch, points, channels]) or, when they do not depend on the input,
+// one block [points, channels] shared by every item (cache_key set when the block is the same on
+// every call, so the layer keeps its projection; see LayerQueries).
+struct DecoderQueries {
+  BackendTensor per_item;
+  const float* shared = nullptr;
+  int64_t rows = 0, channels = 0;
+  std::shared_ptr<BackendBuffer> keep;  // holds the shared block's memory when it is not a weight
+  std::string cache_key;
+  bool is_shared() const { return shared != nullptr; }
+};
+
+// The queries of one output modality.
 class QueryBuilder {
  public:
   virtual ~QueryBuilder() = default;
@@ -34,10 +46,10 @@ class QueryBuilder {
   // Total number of output points (what subsampled indices index into).
   virtual int64_t num_points(const DecodeContext& ctx) const = 0;
   // points: the requested flat indices, or null for every point.
-  virtual BackendTensor Build(DecodeContext& ctx, const std::vector<int64_t>* points) const = 0;
+  virtual DecoderQueries Build(DecodeContext& ctx, const std::vector<int64_t>* points) const = 0;
 };
 
-std::unique_ptr<QueryBuilder> MakeTrainableQueries(const float* table, int64_t positions, int64_t channels);
+std::unique_ptr<QueryBuilder> MakeTrainableQueries(WeightRef table, int64_t positions, int64_t channels);
 std::unique_ptr<QueryBuilder> MakeFourierQueries(FourierSpec spec, std::vector<int64_t> output_index_dims, std::string cache_key);
 std::unique_ptr<QueryBuilder> MakeInputQueries(int64_t channels);
 
@@ -73,7 +85,7 @@ struct BasicDecoderSpec {
 struct MultimodalDecoderModality {
   std::string name;
   std::unique_ptr<QueryBuilder> queries;
-  const float* padding = nullptr;  // [1, channels - queries channels]
+  WeightRef padding;  // kValues [1, channels - queries channels]
 };
 
 std::unique_ptr<Decoder> MakeBasicDecoder(BasicDecoderSpec spec, std::unique_ptr<QueryBuilder> queries);

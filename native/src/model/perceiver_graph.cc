@@ -3,26 +3,36 @@
 #include <string>
 #include <utility>
 
+#include <cmath>
+
 #include "core/engine_error.h"
 
 namespace perceiver {
 
-PerceiverGraph::PerceiverGraph(std::unique_ptr<Backend> backend, ModelParts parts)
-    : backend_(std::move(backend)), parts_(std::move(parts)) {}
+// Weight uploads were queued on the backend's stream while the spec was read: wait for them once.
+void InputArray::CheckFinite() const {
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (!std::isfinite(values[i])) {
+      ThrowInvalidArgument(argument + ": non-finite value " + (std::isnan(values[i]) ? "NaN" : "Inf") + " at flat index " +
+                           std::to_string(i) + "; inputs must be finite");
+    }
+  }
+}
 
-OutputTensor PerceiverGraph::Output(const BackendTensor& t, bool on_backend, bool snapshot, std::string name,
-                                    const std::vector<int64_t>* shape) {
+PerceiverGraph::PerceiverGraph(std::unique_ptr<Backend> backend, ModelParts parts)
+    : backend_(std::move(backend)), parts_(std::move(parts)) {
+  backend_->Synchronize();
+}
+
+OutputTensor PerceiverGraph::Output(const BackendTensor& t, bool on_backend, std::string name, const std::vector<int64_t>* shape) {
   OutputTensor out;
   out.name = std::move(name);
   out.shape = shape != nullptr ? *shape : t.shape;
   if (on_backend) {
-    if (snapshot) {
-      out.resident = AllocateTensor(*backend_, out.shape);
-      backend_->Copy(out.resident.data(), t.data(), static_cast<size_t>(t.size()));
-    } else {
-      out.resident = t;  // a buffer of its own: nothing writes into it after this call
-      out.resident.shape = out.shape;
-    }
+    // Every tensor the graph outputs is written once and only read afterwards (each layer writes
+    // a new hidden state), so the output shares its buffer.
+    out.resident = t;
+    out.resident.shape = out.shape;
     return out;
   }
   out.data.resize(static_cast<size_t>(t.size()));
@@ -59,6 +69,7 @@ EncodeResult PerceiverGraph::Encode(const EncodeRequest& r) {
   Backend& be = *backend_;
   if (r.batch < 1) ThrowInvalidArgument("inputs: the batch must hold at least one item");
   if (r.inputs.empty()) ThrowInvalidArgument("inputs: missing");
+  for (const auto& [name, input] : r.inputs) input.CheckFinite();
   if (!parts_.multimodal_inputs) {
     if (r.inputs.size() != 1 || r.inputs.begin()->first != "") {
       ThrowInvalidArgument("inputs: this model takes a single input tensor, not named modalities");
@@ -69,16 +80,29 @@ EncodeResult PerceiverGraph::Encode(const EncodeRequest& r) {
   PreprocessContext pre{be, cache_, r};
   EncoderInputs inputs = parts_.preprocessor->Run(pre, "", r.inputs.begin()->second);
   const int64_t batch = r.batch, rows = inputs.sequence.shape[1];
+  KeyPadding padding;
+  std::vector<int64_t> lengths;
   if (!r.key_mask.empty()) {
     if (static_cast<int64_t>(r.key_mask.size()) != batch * rows) {
       ThrowInvalidArgument("attentionMask: expected " + std::to_string(batch * rows) + " values ([" + std::to_string(batch) +
                            ", " + std::to_string(rows) + "]), got " + std::to_string(r.key_mask.size()));
     }
+    // A padded batch's mask (ones, then zeros) becomes per-item lengths: attention then skips
+    // the padded keys instead of masking them.
+    bool prefix = true;
     for (int64_t b = 0; b < batch; ++b) {
-      bool any = false;
-      for (int64_t j = 0; j < rows && !any; ++j) any = r.key_mask[b * rows + j] != 0;
+      const uint8_t* row = r.key_mask.data() + b * rows;
+      int64_t n = 0;
+      while (n < rows && row[n] != 0) ++n;
+      bool any = n > 0;
+      for (int64_t j = n; j < rows; ++j) {
+        if (row[j] != 0) prefix = false, any = true;
+      }
       if (!any) ThrowInvalidArgument("attentionMask: row " + std::to_string(b) + " masks every position");
+      lengths.push_back(n);
     }
+    if (prefix) padding.lengths = lengths.data();
+    else padding.mask = r.key_mask.data();
   }
 
   // Encoder.
@@ -87,18 +111,25 @@ EncodeResult PerceiverGraph::Encode(const EncodeRequest& r) {
   const int64_t n = enc.num_latents, d = enc.d_latents;
   EncodeResult result;
   std::vector<BackendTensor> self_attn, cross_attn;
-  BackendTensor latents = AllocateTensor(be, {batch, n, d});
-  CopyIntoColumns(be, enc.latents, 0, batch, n, d, latents.data(), d, 0);
-  RunPerceiverLayer(be, enc.cross_attention, eps, latents, &inputs.sequence, r.key_mask.empty() ? nullptr : r.key_mask.data(),
-                    r.output_attentions ? &cross_attn : nullptr);
+  // The latents are the same for every item: their LayerNorm and query projection are done once
+  // (layers.cc), and they join the batch only through the layer's residual.
+  LayerQueries initial;
+  initial.shared = enc.latents->values();
+  initial.shared_rows = n;
+  initial.cache_key = "encoder.latents";
+  (void)d;
+  BackendTensor latents = RunPerceiverLayer(be, enc.cross_attention, eps, batch, initial, &inputs.sequence, padding,
+                                            r.output_attentions ? &cross_attn : nullptr);
   const bool on_backend = r.outputs_on_backend;
   for (int64_t block = 0; block < enc.num_blocks; ++block) {
     for (const PerceiverLayerSpec& layer : enc.self_attends) {
-      // The layers update the latents in place: a hidden state kept on the backend is a copy.
-      if (r.output_hidden_states) result.hidden_states.push_back(Output(latents, on_backend, /*snapshot=*/true));
-      RunPerceiverLayer(be, layer, eps, latents, nullptr, nullptr, r.output_attentions ? &self_attn : nullptr);
+      // Each layer writes a new latents tensor, so a hidden state needs no copy.
+      if (r.output_hidden_states) result.hidden_states.push_back(Output(latents, on_backend));
+      LayerQueries hidden;
+      hidden.per_item = &latents;
+      latents = RunPerceiverLayer(be, layer, eps, batch, hidden, nullptr, KeyPadding{}, r.output_attentions ? &self_attn : nullptr);
     }
-    if (r.output_hidden_states) result.hidden_states.push_back(Output(latents, on_backend, /*snapshot=*/true));
+    if (r.output_hidden_states) result.hidden_states.push_back(Output(latents, on_backend));
   }
   // The final latents are only read from here on (decode cross-attends to them), so a
   // DeviceTensor shares them with the encoding.
@@ -128,13 +159,13 @@ DecodeResult PerceiverGraph::Decode(const Encoding& encoding, const DecodeReques
   DecodeResult result;
   if (!parts_.modality_postprocessors.empty()) {
     for (NamedOutput& out : RunMultimodalPostprocessor(be, parts_.modality_postprocessors, decoded)) {
-      result.logits.push_back(Output(out.values, on_backend, false, out.name, &out.shape));
+      result.logits.push_back(Output(out.values, on_backend, out.name, &out.shape));
     }
   } else if (parts_.postprocessor) {
     NamedOutput out = parts_.postprocessor->Run(be, "", decoded.values);
-    result.logits.push_back(Output(out.values, on_backend, false, "", &out.shape));
+    result.logits.push_back(Output(out.values, on_backend, "", &out.shape));
   } else {
-    result.logits.push_back(Output(decoded.values, on_backend, false, "", &decoded.output_shape));
+    result.logits.push_back(Output(decoded.values, on_backend, "", &decoded.output_shape));
   }
   result.cross_attentions = Outputs(cross_attn, on_backend);
   be.Synchronize();

@@ -20,7 +20,7 @@
 namespace perceiver {
 
 struct EncoderSpec {
-  const float* latents = nullptr;  // [num_latents, d_latents]
+  WeightRef latents;  // kValues [num_latents, d_latents]
   int64_t num_latents = 0, d_latents = 0, num_blocks = 1;
   PerceiverLayerSpec cross_attention;
   std::vector<PerceiverLayerSpec> self_attends;  // shared by every block
@@ -86,10 +86,8 @@ class PerceiverGraph {
   std::string device_name() const { return backend_->name(); }
 
  private:
-  // The output `t` with `shape`: copied to the host, or kept in backend memory when on_backend
-  // (copied there first when snapshot: the graph goes on writing into `t`).
-  OutputTensor Output(const BackendTensor& t, bool on_backend, bool snapshot = false, std::string name = "",
-                      const std::vector<int64_t>* shape = nullptr);
+  // The output `t` with `shape`: copied to the host, or kept in backend memory when on_backend.
+  OutputTensor Output(const BackendTensor& t, bool on_backend, std::string name = "", const std::vector<int64_t>* shape = nullptr);
   std::vector<OutputTensor> Outputs(const std::vector<BackendTensor>& list, bool on_backend);
 
   // Held for a whole call when the backend runs one call at a time (a GPU model's single stream).

@@ -26,7 +26,7 @@ class LinearPostprocessor final : public Postprocessor {
       case PostprocessorKind::kFirstPosition: {
         BackendTensor first = AllocateTensor(be, {batch, c});
         const int64_t shape[2] = {batch, c}, src[2] = {n * c, 1}, dst[2] = {c, 1};
-        be.StridedCopy(first.data(), dst, out.values.data(), src, shape, 2);
+        RunCopy(be, first.data(), dst, out.values.data(), src, shape, 2);
         out.values = first;
         out.shape = {batch, c};
         break;
@@ -55,7 +55,7 @@ std::vector<NamedOutput> RunMultimodalPostprocessor(
   for (const auto& [name, size] : decoded.modality_sizes) {
     BackendTensor part = AllocateTensor(be, {batch, size, c});
     const int64_t shape[3] = {batch, size, c}, src[3] = {rows * c, c, 1}, dst[3] = {size * c, c, 1};
-    be.StridedCopy(part.data(), dst, all.data() + row0 * c, src, shape, 3);
+    RunCopy(be, part.data(), dst, all.data() + row0 * c, src, shape, 3);
     row0 += size;
     for (const auto& [post_name, post] : modalities) {
       if (post_name == name) outputs.push_back(post->Run(be, name, part));

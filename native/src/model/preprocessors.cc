@@ -20,7 +20,7 @@ std::string Arg(const std::string& name) { return name.empty() ? "inputs" : "inp
 
 void Copy3D(Backend& be, float* dst, const int64_t (&dst_strides)[3], const float* src, const int64_t (&src_strides)[3],
             const int64_t (&shape)[3]) {
-  be.StridedCopy(dst, dst_strides, src, src_strides, shape, 3);
+  RunCopy(be, dst, dst_strides, src, src_strides, shape, 3);
 }
 
 const InputArray& FloatInput(const InputArray& input, const std::string& name) {
@@ -38,7 +38,7 @@ BackendTensor InputOnBackend(Backend& be, const InputArray& input, bool writable
     return t;
   }
   BackendTensor t = AllocateTensor(be, input.shape);
-  if (input.on_backend()) be.Copy(t.data(), input.resident.data(), static_cast<size_t>(input.size()));
+  if (input.on_backend()) RunContiguousCopy(be, t.data(), input.resident.data(), input.size());
   else be.CopyFromHost(t.data(), input.values.data(), input.values.size());
   return t;
 }
@@ -55,7 +55,13 @@ void CheckBatch(const InputArray& input, const std::string& name, int64_t batch)
 BackendTensor JoinPositions(Backend& be, const BackendTensor& features, const BackendTensor& pos, bool concat) {
   const int64_t batch = features.shape[0], rows = features.shape[1], f = features.shape[2], p = pos.shape[1];
   if (!concat) {
-    be.AddRowsBroadcast(features.data(), pos.data(), batch * rows, f, rows);
+    AddRowsOp add;
+    add.y = features.data();
+    add.x = pos.data();
+    add.rows = batch * rows;
+    add.cols = f;
+    add.period = rows;
+    be.Run(add);
     return features;
   }
   BackendTensor out = AllocateTensor(be, {batch, rows, f + p});
@@ -87,8 +93,14 @@ class TextPreprocessor final : public Preprocessor {
     }
     EncoderInputs out;
     out.sequence = AllocateTensor(ctx.backend, {batch, seq, spec_.d_model});
-    ctx.backend.EmbeddingLookup(input.ids.data(), batch, seq, spec_.embeddings, spec_.vocab_size, spec_.positions,
-                                spec_.d_model, out.sequence.data());
+    EmbeddingOp lookup;
+    lookup.ids = input.ids.data();
+    lookup.batch = batch;
+    lookup.seq = seq;
+    lookup.table = spec_.embeddings.get();
+    lookup.positions = spec_.positions.get();
+    lookup.out = out.sequence.data();
+    ctx.backend.Run(lookup);
     out.modality_sizes = {{name, seq}};
     out.index_dims = {seq};
     return out;
@@ -168,17 +180,50 @@ class ImagePreprocessor final : public Preprocessor {
       ThrowInvalidArgument(Arg(name) + ": the image is too small for this preprocessor, got " + ShapeString(x.shape));
     }
     BackendTensor conv = AllocateTensor(be, {batch, oh, ow, spec_.out_channels});
-    be.Conv2d(x.data(), batch, spec_.in_channels, h, w, spec_.conv.weight, spec_.conv.bias, spec_.out_channels, k, k,
-              stride, pad_before, pad_before, oh, ow, conv.data());
+    Conv2dOp op;
+    op.x = x.data();
+    op.batch = batch;
+    op.in_c = spec_.in_channels;
+    op.h = h;
+    op.w = w;
+    op.weight = spec_.conv.weight.get();
+    op.bias = spec_.conv.bias.get();
+    op.kh = k;
+    op.kw = k;
+    op.stride = stride;
+    op.pad_top = pad_before;
+    op.pad_left = pad_before;
+    op.out_h = oh;
+    op.out_w = ow;
+    op.y = conv.data();
+    be.Run(op);
     if (!stem) {
       *index_dims = {oh, ow};
       conv.shape = {batch, oh * ow, spec_.out_channels};
       return conv;
     }
-    be.ChannelAffine(conv.data(), batch * oh * ow, spec_.out_channels, spec_.bn_scale_backend, spec_.bn_shift_backend, true);
+    ChannelAffineOp affine;
+    affine.y = conv.data();
+    affine.rows = batch * oh * ow;
+    affine.cols = spec_.out_channels;
+    affine.scale = spec_.bn_scale.get();
+    affine.shift = spec_.bn_shift.get();
+    affine.relu = true;
+    be.Run(affine);
     const int64_t ph = (oh - 3) / 2 + 1, pw = (ow - 3) / 2 + 1;
     BackendTensor pooled = AllocateTensor(be, {batch, ph * pw, spec_.out_channels});
-    be.MaxPool2d(conv.data(), batch, oh, ow, spec_.out_channels, 3, 2, ph, pw, pooled.data());
+    MaxPoolOp pool;
+    pool.x = conv.data();
+    pool.batch = batch;
+    pool.h = oh;
+    pool.w = ow;
+    pool.c = spec_.out_channels;
+    pool.kernel = 3;
+    pool.stride = 2;
+    pool.out_h = ph;
+    pool.out_w = pw;
+    pool.y = pooled.data();
+    be.Run(pool);
     *index_dims = {ph, pw};
     return pooled;
   }
@@ -194,7 +239,7 @@ class ImagePreprocessor final : public Preprocessor {
       const int64_t shape[4] = {batch, h, w, c};
       const int64_t src[4] = {c * h * w, w, 1, h * w};
       const int64_t dst[4] = {h * w * c, w * c, c, 1};
-      be.StridedCopy(out.data(), dst, x.data(), src, shape, 4);
+      RunCopy(be, out.data(), dst, x.data(), src, shape, 4);
       *index_dims = {h, w};
       return out;
     }
@@ -205,7 +250,7 @@ class ImagePreprocessor final : public Preprocessor {
     const int64_t shape[5] = {batch, t2, h2, w2, c};
     const int64_t src[5] = {t * c * h * w, ts * c * h * w, ss * w, ss, h * w};
     const int64_t dst[5] = {t2 * h2 * w2 * c, h2 * w2 * c, w2 * c, c, 1};
-    be.StridedCopy(out.data(), dst, x.data(), src, shape, 5);
+    RunCopy(be, out.data(), dst, x.data(), src, shape, 5);
     *index_dims = {t2, h2, w2};
     return out;
   }
@@ -231,7 +276,7 @@ class ImagePreprocessor final : public Preprocessor {
     int64_t dst[8];
     dst[7] = 1;
     for (int d = 6; d >= 0; --d) dst[d] = dst[d + 1] * shape[d + 1];
-    be.StridedCopy(patches.data(), dst, x.data(), src, shape, 8);
+    RunCopy(be, patches.data(), dst, x.data(), src, shape, 8);
     // transformers squeezes a single remaining frame (optical flow's two frames -> one).
     if (video && t2 != 1) *index_dims = {t2, h2, w2};
     else *index_dims = {h2, w2};
@@ -360,16 +405,16 @@ class MultimodalPreprocessor final : public Preprocessor {
       float* dst = out.sequence.data() + row0 * c;
       // The modality's own channels, then its learned padding up to the common width.
       Copy3D(be, dst, {rows * c, c, 1}, seq.data(), {n * cm, cm, 1}, {batch, n, cm});
-      if (c > cm) Copy3D(be, dst + cm, {rows * c, c, 1}, m.padding, {0, 0, 1}, {batch, n, c - cm});
+      if (c > cm) Copy3D(be, dst + cm, {rows * c, c, 1}, m.padding->values(), {0, 0, 1}, {batch, n, c - cm});
       // Masking as transformers applies it: each position is replaced by the learned mask token
       // with the modality's probability (0 and 1, the published settings, are deterministic).
       if (m.mask != nullptr && m.mask_probability >= 1.0) {
-        Copy3D(be, dst, {rows * c, c, 1}, m.mask, {0, 0, 1}, {batch, n, c});
+        Copy3D(be, dst, {rows * c, c, 1}, m.mask->values(), {0, 0, 1}, {batch, n, c});
       } else if (m.mask != nullptr && m.mask_probability > 0.0) {
         std::bernoulli_distribution masked(m.mask_probability);
         for (int64_t b = 0; b < batch; ++b) {
           for (int64_t r = 0; r < n; ++r) {
-            if (masked(rng)) Copy3D(be, dst + (b * rows + r) * c, {c, c, 1}, m.mask, {0, 0, 1}, {1, 1, c});
+            if (masked(rng)) Copy3D(be, dst + (b * rows + r) * c, {c, c, 1}, m.mask->values(), {0, 0, 1}, {1, 1, c});
           }
         }
       }
@@ -418,7 +463,7 @@ BackendTensor PositionEncoder::ForGrid(PreprocessContext& ctx, const std::vector
     raw.shape = {rows, spec_.fourier.OutputChannels()};
   } else if (rows == spec_.num_positions) {
     raw.buffer = std::shared_ptr<BackendBuffer>(be.Allocate(static_cast<size_t>(rows * spec_.trainable_channels)));
-    be.Copy(raw.buffer->data(), spec_.trainable_backend, static_cast<size_t>(rows * spec_.trainable_channels));
+    RunContiguousCopy(be, raw.buffer->data(), spec_.trainable->values(), rows * spec_.trainable_channels);
     raw.shape = {rows, spec_.trainable_channels};
   } else {
     const int64_t side = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(spec_.num_positions))));
@@ -426,7 +471,9 @@ BackendTensor PositionEncoder::ForGrid(PreprocessContext& ctx, const std::vector
       ThrowInvalidArgument(argument + ": the input gives " + std::to_string(rows) + " positions but the model's learned position table has " +
                            std::to_string(spec_.num_positions) + " (pass interpolatePosEncoding to resize it to another image size)");
     }
-    raw.buffer = Upload(be, BicubicResize(spec_.trainable, side, side, spec_.trainable_channels, index_dims[0], index_dims[1]));
+    std::vector<float> table(static_cast<size_t>(spec_.num_positions * spec_.trainable_channels));
+    be.CopyToHost(table.data(), spec_.trainable->values(), table.size());
+    raw.buffer = Upload(be, BicubicResize(table.data(), side, side, spec_.trainable_channels, index_dims[0], index_dims[1]));
     raw.shape = {rows, spec_.trainable_channels};
   }
   if (spec_.projection.present()) raw = ApplyLinear(be, spec_.projection, raw);

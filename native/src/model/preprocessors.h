@@ -39,8 +39,7 @@ class Preprocessor {
 // projected by a linear layer. Input-independent, so computed once per grid and cached.
 struct PositionEncodingSpec {
   enum class Kind { kTrainable, kFourier } kind = Kind::kFourier;
-  const float* trainable = nullptr;      // [num_positions, channels] (host pointer: resized on the host)
-  const float* trainable_backend = nullptr;
+  WeightRef trainable;  // kValues [num_positions, channels] (copied to the host to be resized)
   int64_t num_positions = 0, trainable_channels = 0;
   FourierSpec fourier;
   LinearWeights projection;  // optional
@@ -62,8 +61,8 @@ class PositionEncoder {
 };
 
 struct TextPreprocessorSpec {
-  const float* embeddings = nullptr;  // [vocab, d_model]
-  const float* positions = nullptr;   // [max_positions, d_model]
+  WeightRef embeddings;  // kValues [vocab, d_model]
+  WeightRef positions;   // kValues [max_positions, d_model]
   int64_t vocab_size = 0, max_positions = 0, d_model = 0;
 };
 
@@ -72,9 +71,7 @@ struct ImagePreprocessorSpec {
   int64_t in_channels = 3, out_channels = 64, spatial_downsample = 1, temporal_downsample = 1;
   LinearWeights conv;  // conv / conv1x1 weights [out, in * k * k], bias optional
   int64_t conv_kernel = 1;
-  std::vector<float> bn_scale, bn_shift;  // inference BatchNorm folded to an affine map (host)
-  const float* bn_scale_backend = nullptr;
-  const float* bn_shift_backend = nullptr;
+  WeightRef bn_scale, bn_shift;  // inference BatchNorm folded to an affine map, kValues [1, out_channels]
   LinearWeights conv_after_patching;  // optional
   bool concat_pos = true;             // else added
   int64_t feature_channels = 0;       // channels before the position encoding joins them
@@ -90,8 +87,8 @@ struct AudioPreprocessorSpec {
 struct MultimodalModality {
   std::string name;
   std::unique_ptr<Preprocessor> preprocessor;
-  const float* padding = nullptr;  // [1, channels - preprocessor channels]
-  const float* mask = nullptr;     // [1, channels] or null
+  WeightRef padding;  // kValues [1, channels - preprocessor channels]
+  WeightRef mask;     // kValues [1, channels] or null
   double mask_probability = 0.0;
 };
 

@@ -14,12 +14,16 @@ namespace perceiver {
 // values already in the model's backend memory (a DeviceTensor), which the preprocessors read in
 // place: no host round trip.
 struct InputArray {
+  std::string argument;  // how errors name it ("inputs", "inputs.image", "tensor")
   std::vector<int64_t> shape;
   std::vector<float> values;
   std::vector<int32_t> ids;
   BackendTensor resident;  // buffer set: the values live in backend memory (values stays empty)
   bool integer = false;
   bool on_backend() const { return resident.buffer != nullptr; }
+  // One documented policy for NaN and Inf: rejected before any compute, so no output is ever
+  // silently poisoned (see README, "Bad input"). Runs with the call, off the main thread.
+  void CheckFinite() const;
   int64_t size() const {
     int64_t n = 1;
     for (int64_t d : shape) n *= d;

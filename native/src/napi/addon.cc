@@ -10,7 +10,9 @@
 #include "core/thread_pool.h"
 #include "napi/addon_state.h"
 #include "napi/blas_benchmark.h"
+#include "napi/cpu_kernel_check.h"
 #include "napi/device_tensor.h"
+#include "napi/engine_op_check.h"
 #include "napi/kernel_check.h"
 #include "napi/native_model.h"
 
@@ -36,8 +38,9 @@ Napi::Value Capabilities(const Napi::CallbackInfo& info) {
   cpu.Set("blasThreads", openblas_get_num_threads());
   cpu.Set("threads", ThreadPool::Global().size());
   cpu.Set("dtypes", [&] {
-    Napi::Array a = Napi::Array::New(env, 1);
+    Napi::Array a = Napi::Array::New(env, 2);
     a.Set(0u, "float32");
+    a.Set(1u, "bfloat16");
     return a;
   }());
 
@@ -51,6 +54,10 @@ Napi::Value Capabilities(const Napi::CallbackInfo& info) {
   for (size_t i = 0; i < status.devices.size(); ++i) devices.Set(static_cast<uint32_t>(i), status.devices[i]);
   cuda.Set("devices", devices);
   if (!status.cublas.empty()) cuda.Set("cublas", status.cublas);
+  // CUDA versions as "13.0" (the runtime linked in; the newest the driver supports), when known.
+  const auto cuda_version = [](int v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); };
+  if (status.runtime_version > 0) cuda.Set("runtimeVersion", cuda_version(status.runtime_version));
+  if (status.driver_version > 0) cuda.Set("driverVersion", cuda_version(status.driver_version));
   Napi::Array dtypes = Napi::Array::New(env, 4);
   const char* names[] = {"float32", "tfloat32", "float16", "bfloat16"};
   for (uint32_t i = 0; i < 4; ++i) dtypes.Set(i, names[i]);
@@ -90,6 +97,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("capabilities", Napi::Function::New(env, Capabilities, "capabilities"));
   exports.Set("blasBenchmark", Napi::Function::New(env, BlasBenchmark, "blasBenchmark"));
   exports.Set("kernelCheck", Napi::Function::New(env, KernelCheck, "kernelCheck"));
+  exports.Set("cpuKernelCheck", Napi::Function::New(env, CpuKernelCheck, "cpuKernelCheck"));
+  exports.Set("engineOpCheck", Napi::Function::New(env, EngineOpCheck, "engineOpCheck"));
   exports.Set("cudaMemoryInfo", Napi::Function::New(env, CudaMemory, "cudaMemoryInfo"));
   return exports;
 }

@@ -18,6 +18,13 @@
 
 namespace perceiver {
 
+void ConfigureCpuBlas() {
+  // OpenBLAS serves only this measurement now (the CPU backend has its own kernels); outside it
+  // it stays single-threaded so its threads never spin beside the engine's pool.
+  static std::once_flag once;
+  std::call_once(once, [] { openblas_set_num_threads(1); });
+}
+
 namespace {
 
 struct BlasTiming {

@@ -58,29 +58,49 @@ std::vector<float> RunOp(Backend& be, const CheckSpec& s, unsigned seed, int ite
   std::mt19937 rng(seed);
   std::function<void()> op;
   std::vector<Placed> keep;
-  // Host weight matrices outlive the op: the CPU backend's MatrixWeight uses them in place.
-  std::vector<std::vector<float>> host_weights;
+  std::vector<WeightRef> weights;
   Placed out;
   int64_t out_size = 0;
   if (s.op == "layer_norm") {  // a = rows, b = dim
     keep.push_back(Place(be, Random(s.a * s.b, rng, 3.0f)));
-    keep.push_back(Place(be, Random(s.b, rng)));
-    keep.push_back(Place(be, Random(s.b, rng)));
+    const std::vector<float> gamma = Random(s.b, rng), beta = Random(s.b, rng);
+    weights.push_back(be.LoadWeight(HostWeight{gamma.data(), 1, s.b, "gamma"}, WeightUse::kValues));
+    weights.push_back(be.LoadWeight(HostWeight{beta.data(), 1, s.b, "beta"}, WeightUse::kValues));
     out_size = s.a * s.b;
     out = Place(be, std::vector<float>(out_size));
-    op = [&] { be.LayerNorm(keep[0].data(), s.a, s.b, keep[1].data(), keep[2].data(), 1e-5f, out.data()); };
-  } else if (s.op == "gelu") {  // a = n
-    out_size = s.a;
-    out = Place(be, Random(s.a, rng, 3.0f));
-    op = [&] { be.Gelu(out.data(), s.a); };  // in place: the timing reruns on its own output
-  } else if (s.op == "linear") {  // a = rows, b = in, c = out
+    op = [&] {
+      LayerNormOp ln;
+      ln.x = keep[0].data();
+      ln.rows = s.a;
+      ln.dim = s.b;
+      ln.ldx = s.b;
+      ln.gamma = weights[0].get();
+      ln.beta = weights[1].get();
+      ln.eps = 1e-5f;
+      ln.y = out.data();
+      ln.ldy = s.b;
+      be.Run(ln);
+    };
+  } else if (s.op == "gelu" || s.op == "linear") {  // a = rows, b = in, c = out (gelu: the linear's epilogue)
     keep.push_back(Place(be, Random(s.a * s.b, rng)));
-    const std::vector<float>& w = host_weights.emplace_back(Random(s.c * s.b, rng, 1.0f / std::sqrt(static_cast<float>(s.b))));
-    keep.push_back(Place(be, Random(s.c, rng)));
-    const float* weight = be.MatrixWeight(w.data(), s.c, s.b);
+    const std::vector<float> w = Random(s.c * s.b, rng, 1.0f / std::sqrt(static_cast<float>(s.b))), bias = Random(s.c, rng);
+    weights.push_back(be.LoadWeight(HostWeight{w.data(), s.c, s.b, "weight"}, WeightUse::kMatrix));
+    weights.push_back(be.LoadWeight(HostWeight{bias.data(), 1, s.c, "bias"}, WeightUse::kValues));
     out_size = s.a * s.c;
     out = Place(be, std::vector<float>(out_size));
-    op = [&, weight] { be.Linear(keep[0].data(), s.a, s.b, weight, keep[1].data(), s.c, out.data()); };
+    const bool gelu = s.op == "gelu";
+    op = [&, gelu] {
+      LinearOp linear;
+      linear.x = keep[0].data();
+      linear.rows = s.a;
+      linear.ldx = s.b;
+      linear.weight = weights[0].get();
+      linear.bias = weights[1].get();
+      linear.gelu = gelu;
+      linear.y = out.data();
+      linear.ldy = s.c;
+      be.Run(linear);
+    };
   } else if (s.op == "attention") {  // a = batch, b = heads, c = nq, d = nk, e = dqk, f = dv; every 5th key of item 1 masked
     const int64_t batch = s.a, heads = s.b, nq = s.c, nk = s.d, dqk = s.e, dv = s.f;
     keep.push_back(Place(be, Random(batch * nq * heads * dqk, rng)));
@@ -93,31 +113,46 @@ std::vector<float> RunOp(Backend& be, const CheckSpec& s, unsigned seed, int ite
     out_size = batch * nq * heads * dv;
     out = Place(be, std::vector<float>(out_size));
     op = [&, mask, batch, heads, nq, nk, dqk, dv] {
-      AttentionArgs args;
+      AttentionOp args;
       args.batch = batch;
       args.heads = heads;
       args.nq = nq;
       args.nk = nk;
       args.dqk = dqk;
       args.dv = dv;
-      args.q = keep[0].data();
-      args.k = keep[1].data();
-      args.v = keep[2].data();
+      args.q = RowsView{keep[0].data(), heads * dqk, nq * heads * dqk};
+      args.k = RowsView{keep[1].data(), heads * dqk, nk * heads * dqk};
+      args.v = RowsView{keep[2].data(), heads * dv, nk * heads * dv};
       args.key_mask = mask->data();  // host memory, as the backend contract says
       args.scale = 1.0f / std::sqrt(static_cast<float>(dqk));
       args.out = out.data();
-      be.Attention(args);
+      be.Run(args);
     };
   } else if (s.op == "conv2d") {  // a = batch, b = in_c, c = h (= w), d = out_c, e = kernel, f = stride
     const int64_t batch = s.a, in_c = s.b, h = s.c, out_c = s.d, k = s.e, stride = s.f;
     const int64_t pad = k / 2 + k % 2 - 1, oh = (h + pad + k / 2 - k) / stride + 1;
     keep.push_back(Place(be, Random(batch * in_c * h * h, rng)));
-    const std::vector<float>& w = host_weights.emplace_back(Random(out_c * in_c * k * k, rng, 0.1f));
-    const float* weight = be.MatrixWeight(w.data(), out_c, in_c * k * k);
+    const std::vector<float> w = Random(out_c * in_c * k * k, rng, 0.1f);
+    weights.push_back(be.LoadWeight(HostWeight{w.data(), out_c, in_c * k * k, "weight"}, WeightUse::kMatrix));
     out_size = batch * oh * oh * out_c;
     out = Place(be, std::vector<float>(out_size));
-    op = [&, weight, batch, in_c, h, out_c, k, stride, pad, oh] {
-      be.Conv2d(keep[0].data(), batch, in_c, h, h, weight, nullptr, out_c, k, k, stride, pad, pad, oh, oh, out.data());
+    op = [&, batch, in_c, h, k, stride, pad, oh] {
+      Conv2dOp conv;
+      conv.x = keep[0].data();
+      conv.batch = batch;
+      conv.in_c = in_c;
+      conv.h = h;
+      conv.w = h;
+      conv.weight = weights[0].get();
+      conv.kh = k;
+      conv.kw = k;
+      conv.stride = stride;
+      conv.pad_top = pad;
+      conv.pad_left = pad;
+      conv.out_h = oh;
+      conv.out_w = oh;
+      conv.y = out.data();
+      be.Run(conv);
     };
   } else if (s.op == "strided_copy") {  // space-to-depth of [a, b, c, c] by blocks of d
     const int64_t batch = s.a, ch = s.b, h = s.c, blk = s.d, h2 = h / blk;
@@ -130,7 +165,16 @@ std::vector<float> RunOp(Backend& be, const CheckSpec& s, unsigned seed, int ite
       int64_t dst[6];
       dst[5] = 1;
       for (int i = 4; i >= 0; --i) dst[i] = dst[i + 1] * shape[i + 1];
-      be.StridedCopy(out.data(), dst, keep[0].data(), src, shape, 6);
+      CopyOp copy;
+      copy.dst = out.data();
+      copy.src = keep[0].data();
+      copy.rank = 6;
+      for (int i = 0; i < 6; ++i) {
+        copy.shape[i] = shape[i];
+        copy.dst_strides[i] = dst[i];
+        copy.src_strides[i] = src[i];
+      }
+      be.Run(copy);
     };
   } else {
     ThrowInvalidArgument("op: expected layer_norm, gelu, linear, attention, conv2d or strided_copy");
@@ -152,7 +196,7 @@ std::vector<float> RunOp(Backend& be, const CheckSpec& s, unsigned seed, int ite
 CheckResult RunCheck(const CheckSpec& spec) {
   CheckResult result;
   std::unique_ptr<Backend> gpu = CreateCudaBackend(0, spec.precision);
-  std::unique_ptr<Backend> cpu = CreateCpuBackend();
+  std::unique_ptr<Backend> cpu = CreateCpuBackend(Precision::kFloat32);
   const std::vector<float> want = RunOp(*cpu, spec, 7, spec.iterations, &result.cpu_ms);
   const std::vector<float> got = RunOp(*gpu, spec, 7, spec.iterations, &result.gpu_ms);
   double num = 0, den = 0;

@@ -96,6 +96,7 @@ InputArray ReadDeviceInput(const Napi::Value& device, const std::string& what, c
 InputArray ReadInput(const Napi::Object& js, const std::string& what, const RequestContext* ctx) {
   if (ctx != nullptr && js.Has("device")) return ReadDeviceInput(js.Get("device"), what, *ctx);
   InputArray in;
+  in.argument = what;
   Napi::Value shape = js.Get("shape");
   if (!shape.IsArray()) ThrowInvalidArgument(what + ".shape: expected an array");
   Napi::Array dims = shape.As<Napi::Array>();
@@ -113,16 +114,11 @@ InputArray ReadInput(const Napi::Object& js, const std::string& what, const Requ
     ThrowInvalidArgument(what + ": expected " + std::to_string(count) + " values for its shape, got " + std::to_string(array.ElementLength()));
   }
   if (array.TypedArrayType() == napi_float32_array) {
+    // Copied here, on the main thread (a memcpy): the call then owns its inputs, whatever
+    // JavaScript does with the array meanwhile. The NaN/Inf scan runs with the call, on the pool
+    // (PerceiverGraph::Encode / Upload).
     const float* src = data.As<Napi::Float32Array>().Data();
     in.values.assign(src, src + count);
-    // One documented policy for NaN and Inf: rejected here, before any compute, so no output is
-    // ever silently poisoned (see README, "Bad input").
-    for (int64_t i = 0; i < count; ++i) {
-      if (!std::isfinite(in.values[i])) {
-        ThrowInvalidArgument(what + ": non-finite value " + (std::isnan(in.values[i]) ? "NaN" : "Inf") + " at flat index " +
-                             std::to_string(i) + "; inputs must be finite");
-      }
-    }
   } else {
     in.integer = true;
     const std::vector<int64_t> ids = ReadIntegers(data, what + ".data");
@@ -227,16 +223,14 @@ Napi::Function NativeEncoding::Define(Napi::Env env) {
 
 NativeEncoding::NativeEncoding(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeEncoding>(info) {}
 
-void NativeEncoding::Attach(std::shared_ptr<PerceiverGraph> graph, std::shared_ptr<Encoding> encoding, Napi::Object weights) {
+void NativeEncoding::Attach(std::shared_ptr<PerceiverGraph> graph, std::shared_ptr<Encoding> encoding) {
   graph_ = std::move(graph);
   encoding_ = std::move(encoding);
-  weights_ = Napi::Persistent(weights);
 }
 
 Napi::Value NativeEncoding::Dispose(const Napi::CallbackInfo& info) {
   encoding_.reset();
   graph_.reset();
-  if (!weights_.IsEmpty()) weights_.Reset();
   return info.Env().Undefined();
 }
 
@@ -248,6 +242,7 @@ Napi::Value NativeEncoding::Disposed(const Napi::CallbackInfo& info) { return Na
 Napi::Function NativeModel::Define(Napi::Env env) {
   return DefineClass(env, "NativeModel",
                      {
+                         InstanceMethod<&NativeModel::Load>("load"),
                          InstanceMethod<&NativeModel::Forward>("forward"),
                          InstanceMethod<&NativeModel::Encode>("encode"),
                          InstanceMethod<&NativeModel::Decode>("decode"),
@@ -270,34 +265,73 @@ NativeModel::NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Nati
     const std::string device_name = device.IsString() ? device.As<Napi::String>().Utf8Value() : "";
     Napi::Value dtype = options.Get("dtype");
     const std::string dtype_name = dtype.IsString() ? dtype.As<Napi::String>().Utf8Value() : "float32";
-    std::unique_ptr<Backend> backend;
+    Precision precision;
+    if (dtype_name == "float32") precision = Precision::kFloat32;
+    else if (dtype_name == "tfloat32") precision = Precision::kTfloat32;
+    else if (dtype_name == "float16") precision = Precision::kFloat16;
+    else if (dtype_name == "bfloat16") precision = Precision::kBfloat16;
+    else ThrowInvalidArgument("dtype: expected float32, tfloat32, float16 or bfloat16");
     if (device_name == "cpu") {
-      if (dtype_name != "float32") throw EngineError(ErrorCode::kBackendUnavailable, "dtype: the cpu backend computes in float32 only");
-      backend = WithProfilingIfRequested(CreateCpuBackend());
-    } else if (device_name == "cuda") {
-      Precision precision;
-      if (dtype_name == "float32") precision = Precision::kFloat32;
-      else if (dtype_name == "tfloat32") precision = Precision::kTfloat32;
-      else if (dtype_name == "float16") precision = Precision::kFloat16;
-      else if (dtype_name == "bfloat16") precision = Precision::kBfloat16;
-      else ThrowInvalidArgument("dtype: expected float32, tfloat32, float16 or bfloat16");
-      Napi::Value index = options.Get("deviceIndex");
-      const int device_index = index.IsNumber() ? index.As<Napi::Number>().Int32Value() : 0;
-      backend = WithProfilingIfRequested(CreateCudaBackend(device_index, precision));
-    } else {
+      if (precision != Precision::kFloat32 && precision != Precision::kBfloat16) {
+        throw EngineError(ErrorCode::kBackendUnavailable, "dtype: the cpu backend computes in float32 or bfloat16");
+      }
+    } else if (device_name != "cuda") {
       throw EngineError(ErrorCode::kBackendUnavailable, "device \"" + device_name + "\" is unknown (expected cpu or cuda)");
     }
-    ModelParts parts = ReadModelSpec(info[0].As<Napi::Object>(), info[1].As<Napi::Object>(), *backend);
-    graph_ = std::make_shared<PerceiverGraph>(std::move(backend), std::move(parts));
-    weights_ = Napi::Persistent(info[1].As<Napi::Object>());
-    spec_ = Napi::Persistent(info[0].As<Napi::Object>());
+    Napi::Value index = options.Get("deviceIndex");
+    pending_ = std::make_shared<PendingLoad>();
+    pending_->cuda = device_name == "cuda";
+    pending_->device_index = index.IsNumber() ? index.As<Napi::Number>().Int32Value() : 0;
+    pending_->precision = precision;
+    // Reads the spec and names the weights (main thread, no weight values read); load() copies,
+    // packs and checks them on libuv's pool.
+    pending_->parts = ReadModelSpec(info[0].As<Napi::Object>(), info[1].As<Napi::Object>(), pending_->weights);
+    weights_while_loading_ = Napi::Persistent(info[1].As<Napi::Object>());
     state_ = GetAddonState(env);
     return env.Undefined();
   });
 }
 
+// load() -> Promise<void>: builds the backend and loads every weight off the main thread, one at
+// a time (a file-range weight is read from the checkpoint file just before it is packed). The
+// Float32Arrays stay referenced (alive) until it settles, then are never read again; the caller
+// keeps the files open until then (lib/modeling/perceiver_model.ts).
+Napi::Value NativeModel::Load(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return GuardJs(env, [&]() -> Napi::Value {
+    if (disposed_) throw EngineError(ErrorCode::kDisposed, "the model has been disposed");
+    if (!pending_) ThrowInvalidArgument("load(): the model is already loaded or loading");
+    std::shared_ptr<PendingLoad> pending = std::move(pending_);
+    Napi::Object holder = Napi::Object::New(env);
+    holder.Set("model", Value());
+    holder.Set("weights", weights_while_loading_.Value());
+    NativeModel* self = this;
+    auto* worker = new PromiseWorker<std::shared_ptr<PerceiverGraph>>(
+        env, "perceiver-io:load", holder, state_,
+        [pending]() {
+          std::unique_ptr<Backend> backend = pending->cuda ? CreateCudaBackend(pending->device_index, pending->precision)
+                                                           : CreateCpuBackend(pending->precision);
+          backend = WithProfilingIfRequested(std::move(backend));
+          pending->weights.LoadAll(*backend);
+          return std::make_shared<PerceiverGraph>(std::move(backend), std::move(pending->parts));
+        },
+        [self](Napi::Env env, std::shared_ptr<PerceiverGraph>& graph) -> Napi::Value {
+          self->graph_ = std::move(graph);
+          self->ReleaseIfIdle();
+          return env.Undefined();
+        },
+        [self] {
+          --self->in_flight_;
+          if (!self->weights_while_loading_.IsEmpty()) self->weights_while_loading_.Reset();
+        });
+    ++in_flight_;
+    return worker->Start();
+  });
+}
+
 std::shared_ptr<PerceiverGraph> NativeModel::Usable() {
-  if (disposed_ || !graph_) throw EngineError(ErrorCode::kDisposed, "the model has been disposed");
+  if (disposed_) throw EngineError(ErrorCode::kDisposed, "the model has been disposed");
+  if (!graph_) ThrowInvalidArgument("the model's weights are not loaded yet (await load())");
   return graph_;
 }
 
@@ -344,13 +378,12 @@ Napi::Value NativeModel::Encode(const Napi::CallbackInfo& info) {
     if (info.Length() < 1 || !info[0].IsObject()) ThrowInvalidArgument("encode(request): expected an object");
     auto request = std::make_shared<EncodeRequest>(ReadEncodeRequest(info[0].As<Napi::Object>(), RequestContext{state_, &graph}));
     Napi::FunctionReference* encoding_class = &state_->encoding_class;
-    Napi::ObjectReference* weights = &weights_;
     const OutputOwner owner{state_, graph};
     auto* worker = NewCall<EncodeResult>(
         env, this, Value(), state_, [graph, request]() { return graph->Encode(*request); },
-        [graph, request, encoding_class, weights, owner](Napi::Env env, EncodeResult& r) -> Napi::Value {
+        [graph, request, encoding_class, owner](Napi::Env env, EncodeResult& r) -> Napi::Value {
           Napi::Object handle = encoding_class->New({});
-          NativeEncoding::Unwrap(handle)->Attach(graph, r.encoding, weights->Value());
+          NativeEncoding::Unwrap(handle)->Attach(graph, r.encoding);
           Napi::Object out = Napi::Object::New(env);
           out.Set("encoding", handle);
           SetEncodeOutputs(env, out, r, *request, owner);
@@ -402,7 +435,10 @@ Napi::Value NativeModel::Upload(const Napi::CallbackInfo& info) {
     if (input->integer) ThrowInvalidArgument("tensor: expected float32 values; token ids stay on the host");
     AddonState* state = state_;
     auto* worker = NewCall<BackendTensor>(
-        env, this, Value(), state_, [graph, input]() { return graph->Upload(input->values, input->shape); },
+        env, this, Value(), state_, [graph, input]() {
+          input->CheckFinite();
+          return graph->Upload(input->values, input->shape);
+        },
         [graph, state](Napi::Env, BackendTensor& t) -> Napi::Value { return NativeDeviceTensor::Make(state, graph, std::move(t)); });
     ++in_flight_;
     return worker->Start();
@@ -417,8 +453,7 @@ void NativeModel::CallFinished() {
 void NativeModel::ReleaseIfIdle() {
   if (!disposed_ || in_flight_ > 0) return;
   graph_.reset();
-  if (!weights_.IsEmpty()) weights_.Reset();
-  if (!spec_.IsEmpty()) spec_.Reset();
+  pending_.reset();
 }
 
 // Idempotent. Calls already running finish normally; the weights are released after them (and

@@ -4,14 +4,16 @@
 //
 // Every call validates and copies its request on the main thread, runs on libuv's thread pool
 // (one native call per forward, never blocking the event loop) and settles a promise. The
-// model's weights stay in the JavaScript ArrayBuffers they were read into (no copy on the CPU); a
-// reference keeps them alive until dispose() and the last running call have both finished.
+// backend copies (CPU: packs) every weight into memory the engine owns while the model is built,
+// so no JavaScript ArrayBuffer is referenced afterwards: JavaScript may free, detach or resize
+// what it passed, and the model holds no second copy of the weights alive.
 #pragma once
 
 #include <napi.h>
 
 #include <memory>
 
+#include "model/deferred_weight.h"
 #include "model/perceiver_graph.h"
 
 namespace perceiver {
@@ -27,6 +29,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   void CallFinished();
 
  private:
+  Napi::Value Load(const Napi::CallbackInfo& info);
   Napi::Value Forward(const Napi::CallbackInfo& info);
   Napi::Value Encode(const Napi::CallbackInfo& info);
   Napi::Value Decode(const Napi::CallbackInfo& info);
@@ -37,9 +40,17 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   std::shared_ptr<PerceiverGraph> Usable();
   void ReleaseIfIdle();
 
+  // What load() builds the graph from: the spec read on the main thread, the weights it names.
+  struct PendingLoad {
+    bool cuda = false;
+    int device_index = 0;
+    Precision precision = Precision::kFloat32;
+    ModelParts parts;
+    WeightLoadList weights;
+  };
+  std::shared_ptr<PendingLoad> pending_;
+  Napi::ObjectReference weights_while_loading_;  // the Float32Arrays load() reads
   std::shared_ptr<PerceiverGraph> graph_;
-  Napi::ObjectReference weights_;  // keeps the weight ArrayBuffers alive
-  Napi::ObjectReference spec_;
   AddonState* state_ = nullptr;
   int in_flight_ = 0;
   bool disposed_ = false;
@@ -51,7 +62,7 @@ class NativeEncoding : public Napi::ObjectWrap<NativeEncoding> {
   explicit NativeEncoding(const Napi::CallbackInfo& info);
 
   // Set right after construction, on the main thread.
-  void Attach(std::shared_ptr<PerceiverGraph> graph, std::shared_ptr<Encoding> encoding, Napi::Object weights);
+  void Attach(std::shared_ptr<PerceiverGraph> graph, std::shared_ptr<Encoding> encoding);
   const std::shared_ptr<PerceiverGraph>& graph() const { return graph_; }
   const std::shared_ptr<Encoding>& encoding() const { return encoding_; }
 
@@ -61,7 +72,6 @@ class NativeEncoding : public Napi::ObjectWrap<NativeEncoding> {
 
   std::shared_ptr<PerceiverGraph> graph_;
   std::shared_ptr<Encoding> encoding_;
-  Napi::ObjectReference weights_;  // the graph reads them while the encoding can still be decoded
 };
 
 }  // namespace perceiver

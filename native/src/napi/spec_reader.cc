@@ -1,5 +1,6 @@
 #include "napi/spec_reader.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <utility>
@@ -17,7 +18,7 @@ std::string Join(const std::string& path, const std::string& key) { return path 
 
 class SpecReader {
  public:
-  SpecReader(const Napi::Object& weights, Backend& backend) : weights_(weights), backend_(backend) {}
+  SpecReader(const Napi::Object& weights, WeightLoadList& list) : weights_(weights), list_(list) {}
 
   bool Present(const Napi::Object& o, const char* key) {
     Napi::Value v = o.Get(key);
@@ -89,28 +90,78 @@ class SpecReader {
     return v.As<Napi::String>().Utf8Value();
   }
 
-  // The Float32Array named by o[key], which must hold exactly `count` values (host memory).
-  const float* HostWeight(const Napi::Object& o, const char* key, const std::string& path, int64_t count) {
+  // The weight named by o[key], which must hold exactly rows x cols values: a Float32Array (host
+  // memory, read on the loading thread while the caller keeps it alive) or a checkpoint file range
+  // { fd, offset, dtype, length } (lib/io/safetensors.ts validated it against the file's header;
+  // the loading thread re-checks what it reads).
+  SourceWeight Host(const Napi::Object& o, const char* key, const std::string& path, int64_t rows, int64_t cols) {
     const std::string name = Str(o, key, path);
     Napi::Value v = weights_.Get(name);
+    SourceWeight h;
+    h.rows = rows;
+    h.cols = cols;
+    h.name = name;
+    if (v.IsObject() && !v.IsTypedArray() && v.As<Napi::Object>().Has("fd")) {
+      h.file = ReadFileRange(v.As<Napi::Object>(), name, rows * cols);
+      return h;
+    }
     if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
       throw EngineError(ErrorCode::kWeightMismatch, "weight \"" + name + "\" (" + Join(path, key) + ") is missing or is not a Float32Array");
     }
     Napi::Float32Array array = v.As<Napi::Float32Array>();
-    if (static_cast<int64_t>(array.ElementLength()) != count) {
+    bool detached = false;
+    napi_is_detached_arraybuffer(array.Env(), array.ArrayBuffer(), &detached);
+    if (detached) throw EngineError(ErrorCode::kWeightMismatch, "weight \"" + name + "\": its ArrayBuffer has been detached");
+    if (static_cast<int64_t>(array.ElementLength()) != rows * cols) {
       throw EngineError(ErrorCode::kWeightMismatch, "weight \"" + name + "\" holds " + std::to_string(array.ElementLength()) +
-                                                        " values, expected " + std::to_string(count));
+                                                        " values, expected " + std::to_string(rows * cols));
     }
-    return array.Data();
+    h.data = array.Data();
+    return h;
   }
 
-  const float* Weight(const Napi::Object& o, const char* key, const std::string& path, int64_t count) {
-    return backend_.Weight(HostWeight(o, key, path, count), static_cast<size_t>(count));
+  static std::shared_ptr<const WeightFileRange> ReadFileRange(const Napi::Object& o, const std::string& name, int64_t count) {
+    const std::string what = "weight \"" + name + "\" (a checkpoint file range)";
+    auto integer = [&](const char* key, double max) {
+      Napi::Value v = o.Get(key);
+      const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1.0;
+      if (!(d >= 0.0 && d <= max && d == static_cast<double>(static_cast<int64_t>(d)))) ThrowInvalidArgument(what + "." + key + ": expected an integer");
+      return static_cast<int64_t>(d);
+    };
+    auto range = std::make_shared<WeightFileRange>();
+    range->fd = static_cast<int>(integer("fd", 2147483647.0));
+    range->offset = static_cast<uint64_t>(integer("offset", 9007199254740991.0));
+    range->count = integer("length", 9007199254740991.0);
+    Napi::Value dtype = o.Get("dtype");
+    const std::string d = dtype.IsString() ? dtype.As<Napi::String>().Utf8Value() : "";
+    if (d == "float32") range->dtype = FileDType::kFloat32;
+    else if (d == "float16") range->dtype = FileDType::kFloat16;
+    else if (d == "bfloat16") range->dtype = FileDType::kBfloat16;
+    else if (d == "float64") range->dtype = FileDType::kFloat64;
+    else ThrowInvalidArgument(what + ".dtype: expected float32, float16, bfloat16 or float64");
+    if (range->count != count) {
+      throw EngineError(ErrorCode::kWeightMismatch, "weight \"" + name + "\" holds " + std::to_string(range->count) + " values, expected " + std::to_string(count));
+    }
+    return range;
+  }
+
+  // A weight read element-wise (biases, LayerNorm, tables), loaded into backend memory.
+  WeightRef Values(const Napi::Object& o, const char* key, const std::string& path, int64_t rows, int64_t cols) {
+    SourceWeight h = Host(o, key, path, rows, cols);
+    return list_.Add({h}, h.name, WeightUse::kValues);
+  }
+  WeightRef Values(const Napi::Object& o, const char* key, const std::string& path, int64_t count) {
+    return Values(o, key, path, 1, count);
   }
 
   // An optional {weight, bias, in, out}; in/out may be fixed by the caller (0 = read them).
-  LinearWeights Linear(const Napi::Object& parent, const char* key, const std::string& parent_path, int64_t in, int64_t out) {
-    LinearWeights w;
+  struct HostLinear {
+    SourceWeight weight, bias;  // bias.present() false when absent
+    int64_t in = 0, out = 0;
+    bool present = false;
+  };
+  HostLinear ReadLinear(const Napi::Object& parent, const char* key, const std::string& parent_path, int64_t in, int64_t out) {
+    HostLinear w;
     if (!Present(parent, key)) return w;
     const std::string path = Join(parent_path, key);
     Napi::Object o = Obj(parent, key, parent_path);
@@ -120,14 +171,56 @@ class SpecReader {
       ThrowInvalidArgument(path + ": expected a " + std::to_string(in) + " -> " + (out ? std::to_string(out) : "any") +
                            " projection, got " + std::to_string(w.in) + " -> " + std::to_string(w.out));
     }
-    w.weight = backend_.MatrixWeight(HostWeight(o, "weight", path, w.in * w.out), w.out, w.in);
-    if (Present(o, "bias")) w.bias = Weight(o, "bias", path, w.out);
+    w.weight = Host(o, "weight", path, w.out, w.in);
+    if (Present(o, "bias")) w.bias = Host(o, "bias", path, 1, w.out);
+    w.present = true;
     return w;
   }
 
-  LinearWeights RequiredLinear(const Napi::Object& parent, const char* key, const std::string& parent_path, int64_t in, int64_t out) {
+  LinearWeights Load(const HostLinear& h) {
+    LinearWeights w;
+    if (!h.present) return w;
+    w.in = h.in;
+    w.out = h.out;
+    w.weight = list_.Add({h.weight}, h.weight.name, WeightUse::kMatrix);
+    if (h.bias.present()) w.bias = list_.Add({h.bias}, h.bias.name, WeightUse::kValues);
+    return w;
+  }
+
+  // Projections that read the same input, fused into one product: weights stacked by rows (and
+  // biases likewise; a missing bias is zeros when another part has one).
+  LinearWeights LoadFused(const std::vector<const HostLinear*>& parts) {
+    LinearWeights w;
+    w.in = parts[0]->in;
+    std::vector<SourceWeight> weights, biases;
+    bool any_bias = false;
+    std::string name;
+    for (const HostLinear* p : parts) {
+      w.out += p->out;
+      weights.push_back(p->weight);
+      // Biases stack as [out, 1] columns (null data: zeros); loaded as one [1, total] row.
+      SourceWeight bias = p->bias;
+      bias.rows = p->out;
+      bias.cols = 1;
+      biases.push_back(std::move(bias));
+      any_bias = any_bias || p->bias.present();
+      name += (name.empty() ? "" : "+") + p->weight.name;
+    }
+    w.weight = list_.Add(std::move(weights), name, WeightUse::kMatrix);
+    if (any_bias) w.bias = list_.Add(std::move(biases), name + " (bias)", WeightUse::kValues);
+    return w;
+  }
+
+  LinearWeights Linear(const Napi::Object& parent, const char* key, const std::string& parent_path, int64_t in, int64_t out) {
+    return Load(ReadLinear(parent, key, parent_path, in, out));
+  }
+
+  HostLinear RequiredHostLinear(const Napi::Object& parent, const char* key, const std::string& parent_path, int64_t in, int64_t out) {
     if (!Present(parent, key)) ThrowInvalidArgument(Join(parent_path, key) + ": required");
-    return Linear(parent, key, parent_path, in, out);
+    return ReadLinear(parent, key, parent_path, in, out);
+  }
+  LinearWeights RequiredLinear(const Napi::Object& parent, const char* key, const std::string& parent_path, int64_t in, int64_t out) {
+    return Load(RequiredHostLinear(parent, key, parent_path, in, out));
   }
 
   LayerNormWeights LayerNorm(const Napi::Object& parent, const char* key, const std::string& parent_path, int64_t dim) {
@@ -136,8 +229,8 @@ class SpecReader {
     LayerNormWeights w;
     w.dim = Dim(o, "dim", path);
     if (w.dim != dim) ThrowInvalidArgument(path + ".dim: expected " + std::to_string(dim));
-    w.gamma = Weight(o, "weight", path, dim);
-    w.beta = Weight(o, "bias", path, dim);
+    w.gamma = Values(o, "weight", path, dim);
+    w.beta = Values(o, "bias", path, dim);
     return w;
   }
 
@@ -160,9 +253,22 @@ class SpecReader {
     if (!L.is_cross_attention && L.v_channels != L.q_dim) ThrowInvalidArgument(path + ": a self-attention layer needs vChannels == qDim");
     L.layernorm1 = LayerNorm(o, "layernorm1", path, L.q_dim);
     if (L.is_cross_attention) L.layernorm2 = LayerNorm(o, "layernorm2", path, L.kv_dim);
-    L.query = RequiredLinear(o, "query", path, L.q_dim, L.qk_channels);
-    L.key = RequiredLinear(o, "key", path, L.kv_dim, L.qk_channels);
-    L.value = RequiredLinear(o, "value", path, L.kv_dim, L.v_channels);
+    const HostLinear query = RequiredHostLinear(o, "query", path, L.q_dim, L.qk_channels);
+    const HostLinear key = RequiredHostLinear(o, "key", path, L.kv_dim, L.qk_channels);
+    const HostLinear value = RequiredHostLinear(o, "value", path, L.kv_dim, L.v_channels);
+    if (L.is_cross_attention) {
+      L.query = Load(query);
+      L.kv = LoadFused({&key, &value});
+      if (L.num_heads == 1) {
+        // For the folded form of single-head cross-attention (layers.cc): W_k^T and W_v apart.
+        L.key_transposed.in = L.qk_channels;
+        L.key_transposed.out = L.kv_dim;
+        L.key_transposed.weight = list_.Add({key.weight}, key.weight.name + " (transposed)", WeightUse::kMatrix, true);
+        L.value = Load(value);
+      }
+    } else {
+      L.qkv = LoadFused({&query, &key, &value});
+    }
     L.output = RequiredLinear(o, "output", path, L.v_channels, out_channels);
     L.layernorm = LayerNorm(o, "layernorm", path, L.q_dim);
     L.mlp_dense1 = RequiredLinear(o, "mlpDense1", path, L.q_dim, L.q_dim * L.widening_factor);
@@ -192,8 +298,7 @@ class SpecReader {
       p.kind = PositionEncodingSpec::Kind::kTrainable;
       p.num_positions = Dim(o, "numPositions", path);
       p.trainable_channels = Dim(o, "numChannels", path);
-      p.trainable = HostWeight(o, "weight", path, p.num_positions * p.trainable_channels);
-      p.trainable_backend = backend_.Weight(p.trainable, static_cast<size_t>(p.num_positions * p.trainable_channels));
+      p.trainable = Values(o, "weight", path, p.num_positions, p.trainable_channels);
     } else if (type == "fourier") {
       p.kind = PositionEncodingSpec::Kind::kFourier;
       p.fourier = Fourier(o, path);
@@ -212,8 +317,8 @@ class SpecReader {
       t.vocab_size = Dim(o, "vocabSize", path);
       t.max_positions = Dim(o, "maxPositionEmbeddings", path);
       t.d_model = Dim(o, "dModel", path);
-      t.embeddings = Weight(o, "embeddings", path, t.vocab_size * t.d_model);
-      t.positions = Weight(o, "positionEmbeddings", path, t.max_positions * t.d_model);
+      t.embeddings = Values(o, "embeddings", path, t.vocab_size, t.d_model);
+      t.positions = Values(o, "positionEmbeddings", path, t.max_positions, t.d_model);
       *channels = t.d_model;
       return MakeTextPreprocessor(t);
     }
@@ -256,9 +361,9 @@ class SpecReader {
         int64_t cm = 0;
         mod.preprocessor = ReadPreprocessor(Obj(m, "preprocessor", mpath), Join(mpath, "preprocessor"), &cm);
         if (cm > c) ThrowInvalidArgument(mpath + ": wider than the common width " + std::to_string(c));
-        if (cm < c) mod.padding = Weight(m, "padding", mpath, c - cm);
+        if (cm < c) mod.padding = Values(m, "padding", mpath, c - cm);
         if (Present(m, "mask")) {
-          mod.mask = Weight(m, "mask", mpath, c);
+          mod.mask = Values(m, "mask", mpath, c);
           mod.mask_probability = Number(m, "maskProbability", mpath, 0.0, 1.0);
         }
         modalities.push_back(std::move(mod));
@@ -288,18 +393,31 @@ class SpecReader {
         if (s.temporal_downsample != 1) ThrowInvalidArgument(path + ": the conv stem does not downsample in time");
         const std::string bpath = Join(path, "batchnorm");
         Napi::Object bn = Obj(o, "batchnorm", path);
-        const float* gamma = HostWeight(bn, "weight", bpath, s.out_channels);
-        const float* beta = HostWeight(bn, "bias", bpath, s.out_channels);
-        const float* mean = HostWeight(bn, "runningMean", bpath, s.out_channels);
-        const float* var = HostWeight(bn, "runningVar", bpath, s.out_channels);
+        const SourceWeight gamma = Host(bn, "weight", bpath, 1, s.out_channels);
+        const SourceWeight beta = Host(bn, "bias", bpath, 1, s.out_channels);
+        const SourceWeight mean = Host(bn, "runningMean", bpath, 1, s.out_channels);
+        const SourceWeight var = Host(bn, "runningVar", bpath, 1, s.out_channels);
         const double eps = Number(bn, "eps", bpath, 0.0, 1.0);
-        for (int64_t c = 0; c < s.out_channels; ++c) {
-          const double scale = gamma[c] / std::sqrt(static_cast<double>(var[c]) + eps);
-          s.bn_scale.push_back(static_cast<float>(scale));
-          s.bn_shift.push_back(static_cast<float>(beta[c] - mean[c] * scale));
-        }
-        s.bn_scale_backend = backend_.Weight(s.bn_scale.data(), s.bn_scale.size());
-        s.bn_shift_backend = backend_.Weight(s.bn_shift.data(), s.bn_shift.size());
+        // Folded on the loading thread, where the statistics are read. A non-finite running
+        // statistic makes a non-finite scale or shift: refused by name.
+        const int64_t channels = s.out_channels;
+        s.bn_scale = list_.AddComputed({gamma, var}, gamma.name + " / " + var.name, WeightUse::kValues, 1, channels,
+                                       [eps, channels](const std::vector<const float*>& v) {
+                                         std::vector<float> scale(static_cast<size_t>(channels));
+                                         for (int64_t c = 0; c < channels; ++c) {
+                                           scale[c] = static_cast<float>(v[0][c] / std::sqrt(static_cast<double>(v[1][c]) + eps));
+                                         }
+                                         return scale;
+                                       });
+        s.bn_shift = list_.AddComputed({gamma, beta, mean, var}, beta.name + " / " + mean.name, WeightUse::kValues, 1, channels,
+                                       [eps, channels](const std::vector<const float*>& v) {
+                                         std::vector<float> shift(static_cast<size_t>(channels));
+                                         for (int64_t c = 0; c < channels; ++c) {
+                                           const double k = v[0][c] / std::sqrt(static_cast<double>(v[3][c]) + eps);
+                                           shift[c] = static_cast<float>(v[1][c] - v[2][c] * k);
+                                         }
+                                         return shift;
+                                       });
       }
       features = s.out_channels;
     } else if (prep == "pixels") {
@@ -340,7 +458,7 @@ class SpecReader {
     const std::string type = Str(o, "type", path);
     if (type == "trainable") {
       const int64_t n = Dim(o, "numPositions", path), c = Dim(o, "numChannels", path);
-      return MakeTrainableQueries(Weight(o, "weight", path, n * c), n, c);
+      return MakeTrainableQueries(Values(o, "weight", path, n, c), n, c);
     }
     if (type == "fourier") {
       FourierSpec f = Fourier(o, path);
@@ -405,7 +523,7 @@ class SpecReader {
         mod.queries = Queries(Obj(m, "queries", mpath), Join(mpath, "queries"), input_channels);
         const int64_t cm = mod.queries->channels();
         if (cm > c) ThrowInvalidArgument(mpath + ": queries wider than the common width " + std::to_string(c));
-        if (cm < c) mod.padding = Weight(m, "padding", mpath, c - cm);
+        if (cm < c) mod.padding = Values(m, "padding", mpath, c - cm);
         modalities->push_back(mod.name);
         mods.push_back(std::move(mod));
       }
@@ -437,14 +555,14 @@ class SpecReader {
 
  private:
   Napi::Object weights_;
-  Backend& backend_;
+  WeightLoadList& list_;
   int next_key_ = 0;
 };
 
 }  // namespace
 
-ModelParts ReadModelSpec(const Napi::Object& js, const Napi::Object& weights, Backend& backend) {
-  SpecReader r(weights, backend);
+ModelParts ReadModelSpec(const Napi::Object& js, const Napi::Object& weights, WeightLoadList& weights_to_load) {
+  SpecReader r(weights, weights_to_load);
   ModelParts parts;
   const std::string root = "spec";
   parts.layer_norm_eps = static_cast<float>(r.Number(js, "layerNormEps", root, 1e-30, 1.0));
@@ -461,7 +579,7 @@ ModelParts ReadModelSpec(const Napi::Object& js, const Napi::Object& weights, Ba
   enc.num_latents = r.Dim(e, "numLatents", epath);
   enc.d_latents = r.Dim(e, "dLatents", epath);
   enc.num_blocks = r.Dim(e, "numBlocks", epath);
-  enc.latents = r.Weight(e, "latents", epath, enc.num_latents * enc.d_latents);
+  enc.latents = r.Values(e, "latents", epath, enc.num_latents, enc.d_latents);
   enc.cross_attention = r.Layer(e, "crossAttention", epath);
   if (!enc.cross_attention.is_cross_attention || enc.cross_attention.q_dim != enc.d_latents ||
       enc.cross_attention.kv_dim != input_channels) {

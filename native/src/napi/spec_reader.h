@@ -6,10 +6,14 @@
 #include <napi.h>
 
 #include "backend/backend.h"
+#include "model/deferred_weight.h"
 #include "model/perceiver_graph.h"
 
 namespace perceiver {
 
-ModelParts ReadModelSpec(const Napi::Object& spec, const Napi::Object& weights, Backend& backend);
+// Runs on the main thread and reads no weight values: every weight goes into `weights_to_load`
+// (pointing into the Float32Arrays, which the caller keeps alive and attached until
+// LoadAll() has run on a worker thread).
+ModelParts ReadModelSpec(const Napi::Object& spec, const Napi::Object& weights, WeightLoadList& weights_to_load);
 
 }  // namespace perceiver

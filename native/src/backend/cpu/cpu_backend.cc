@@ -1,106 +1,174 @@
-// The CPU backend: host memory, OpenBLAS for matrix products, the thread pool for the rest.
-#include <cblas.h>
-
+// The CPU backend: host memory the engine owns, products on weights packed at load with fused
+// epilogues (kernels/gemm.h), the thread pool for the rest.
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <new>
+#include <type_traits>
+#include <vector>
 
 #include "backend/backend.h"
 #include "backend/cpu/ops/cpu_ops.h"
 #include "core/engine_error.h"
+#include "core/thread_pool.h"
 
 namespace perceiver {
 
+namespace cpu {
+
+void AlignedDelete::operator()(float* p) const { std::free(p); }
+
+AlignedFloats AllocateFloats(size_t floats) {
+  const size_t bytes = ((std::max<size_t>(1, floats) * sizeof(float)) + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, bytes);
+  if (p == nullptr) {
+    throw EngineError(ErrorCode::kOutOfMemory, "out of host memory allocating " + std::to_string(bytes) + " bytes");
+  }
+  return AlignedFloats(static_cast<float*>(p));
+}
+
 namespace {
+
+// Copies (dst non-null) and checks n values in one pass; returns the lowest index of a
+// non-finite value, or -1. On the calling thread only: loading runs on one of libuv's threads and
+// leaves the other cores to the event loop and to running models (the pass is memory-bound).
+int64_t CopyChecked(const float* src, float* dst, int64_t n) {
+  constexpr int64_t kBlock = 1 << 14;
+  for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
+    const int64_t i1 = std::min(n, i0 + kBlock);
+    float acc = 0.0f;  // x * 0 is NaN exactly when x is not finite
+    for (int64_t i = i0; i < i1; ++i) {
+      const float v = src[i];
+      acc += v * 0.0f;
+      if (dst != nullptr) dst[i] = v;
+    }
+    if (acc != 0.0f) {  // also true for NaN
+      for (int64_t i = i0; i < i1; ++i) {
+        if (!std::isfinite(src[i])) return i;
+      }
+    }
+  }
+  return -1;
+}
+
+}  // namespace
+
+// The copy (or packing) into engine-owned memory is also where non-finite values are caught,
+// naming the weight. After this the caller's memory is never read again.
+CpuWeight::CpuWeight(const HostWeight& host, WeightUse use, Precision precision)
+    : dtype_(use == WeightUse::kMatrix && precision == Precision::kBfloat16 ? DType::kBfloat16 : DType::kFloat32),
+      rows_(host.rows),
+      cols_(host.cols),
+      use_(use) {
+  const int64_t n = rows_ * cols_;
+  if (use == WeightUse::kValues) values_ = AllocateFloats(static_cast<size_t>(n));
+  const int64_t bad = CopyChecked(host.data, values_.get(), n);
+  if (bad >= 0) ThrowInvalidArgument(NonFiniteWeightMessage(host, bad));
+  if (use == WeightUse::kMatrix) {
+    packed_ = PackWeights(host.data, rows_, cols_, cols_, dtype_ == DType::kBfloat16 ? PackedType::kBfloat16 : PackedType::kFloat32);
+  }
+}
+
+}  // namespace cpu
+
+namespace {
+
+// Activation memory reused across ops and calls: freed blocks wait in per-size lists, so the
+// steady state does no malloc/free (and no fresh pages to fault in) per op; the model's working
+// set is allocated once and recycled. Bounded: blocks beyond kMaxCachedBytes are freed.
+class HostPool {
+ public:
+  cpu::AlignedFloats Take(size_t floats) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = free_.find(floats);
+      if (it != free_.end() && !it->second.empty()) {
+        cpu::AlignedFloats p = std::move(it->second.back());
+        it->second.pop_back();
+        cached_bytes_ -= floats * sizeof(float);
+        return p;
+      }
+    }
+    return cpu::AllocateFloats(floats);
+  }
+  void Give(cpu::AlignedFloats p, size_t floats) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (cached_bytes_ + floats * sizeof(float) > kMaxCachedBytes) return;  // p is freed
+    cached_bytes_ += floats * sizeof(float);
+    free_[floats].push_back(std::move(p));
+  }
+
+ private:
+  static constexpr size_t kMaxCachedBytes = size_t{1} << 30;
+  std::mutex mutex_;
+  size_t cached_bytes_ = 0;
+  std::map<size_t, std::vector<cpu::AlignedFloats>> free_;
+};
 
 class HostBuffer final : public BackendBuffer {
  public:
-  // Uninitialised on purpose: every buffer is fully written by the op that fills it, and zeroing
-  // would cost one more pass over memory per activation.
-  explicit HostBuffer(size_t floats) : size_(floats) {
-    data_.reset(new (std::nothrow) float[floats > 0 ? floats : 1]);
-    if (!data_) {
-      throw EngineError(ErrorCode::kOutOfMemory,
-                        "out of host memory allocating " + std::to_string(floats * sizeof(float)) + " bytes");
-    }
-  }
+  // Uninitialised on purpose: every buffer is fully written by the op that fills it.
+  HostBuffer(std::shared_ptr<HostPool> pool, size_t floats) : pool_(std::move(pool)), size_(floats), data_(pool_->Take(floats)) {}
+  ~HostBuffer() override { pool_->Give(std::move(data_), size_); }
   float* data() override { return data_.get(); }
   size_t size() const override { return size_; }
 
  private:
-  std::unique_ptr<float[]> data_;
+  std::shared_ptr<HostPool> pool_;
   size_t size_;
+  cpu::AlignedFloats data_;
 };
 
 class CpuBackend final : public Backend {
  public:
+  explicit CpuBackend(Precision precision) : precision_(precision) {}
   std::string name() const override { return "cpu"; }
-  std::unique_ptr<BackendBuffer> Allocate(size_t floats) override { return std::make_unique<HostBuffer>(floats); }
-  const float* Weight(const float* host, size_t) override { return host; }
-  void CopyToHost(float* dst, const float* src, size_t n) override { Copy(dst, src, n); }
-  void CopyFromHost(float* dst, const float* src, size_t n) override { Copy(dst, src, n); }
-  void Copy(float* dst, const float* src, size_t n) override {
-    if (n) std::memcpy(dst, src, n * sizeof(float));
+  Precision precision() const override { return precision_; }
+  bool serializes_calls() const override { return false; }
+  std::unique_ptr<BackendBuffer> Allocate(size_t floats) override { return std::make_unique<HostBuffer>(pool_, floats); }
+  WeightRef LoadWeight(const HostWeight& host, WeightUse use) override {
+    return std::make_shared<cpu::CpuWeight>(host, use, precision_);
   }
+  void CopyToHost(float* dst, const float* src, size_t n) override { cpu::Copy(ContiguousCopy(dst, src, n)); }
+  void CopyFromHost(float* dst, const float* src, size_t n) override { cpu::Copy(ContiguousCopy(dst, src, n)); }
   void Synchronize() override {}
 
-  void Linear(const float* x, int64_t rows, int64_t in, const float* w, const float* bias, int64_t out,
-              float* y) override {
-    cpu::Linear(x, rows, in, w, bias, out, y);
+  void Run(const Op& op) override {
+    std::visit(
+        [&](const auto& o) {
+          using T = std::decay_t<decltype(o)>;
+          if constexpr (std::is_same_v<T, LinearOp>) cpu::Linear(o);
+          else if constexpr (std::is_same_v<T, LayerNormOp>) cpu::LayerNorm(o);
+          else if constexpr (std::is_same_v<T, AttentionOp>) cpu::Attention(o);
+          else if constexpr (std::is_same_v<T, EmbeddingOp>) cpu::Embedding(o);
+          else if constexpr (std::is_same_v<T, CopyOp>) cpu::Copy(o);
+          else if constexpr (std::is_same_v<T, AddRowsOp>) cpu::AddRows(o);
+          else if constexpr (std::is_same_v<T, GatherRowsOp>) cpu::GatherRows(o);
+          else if constexpr (std::is_same_v<T, Conv2dOp>) cpu::Conv2d(o);
+          else if constexpr (std::is_same_v<T, ChannelAffineOp>) cpu::ChannelAffine(o);
+          else if constexpr (std::is_same_v<T, MaxPoolOp>) cpu::MaxPool(o);
+          else if constexpr (std::is_same_v<T, MeanRowsOp>) cpu::MeanRows(o);
+          else if constexpr (std::is_same_v<T, ScaleOp>) cpu::Scale(o);
+          else static_assert(!sizeof(T), "an op the CPU backend does not run");
+        },
+        op);
   }
-  void LayerNorm(const float* x, int64_t rows, int64_t dim, const float* gamma, const float* beta, float eps,
-                 float* y) override {
-    cpu::LayerNorm(x, rows, dim, gamma, beta, eps, y);
-  }
-  void Gelu(float* x, int64_t n) override { cpu::Gelu(x, n); }
-  void AddInPlace(float* y, const float* x, int64_t n) override { cpu::AddInPlace(y, x, n); }
-  void Attention(const AttentionArgs& args) override { cpu::Attention(args); }
-  void EmbeddingLookup(const int32_t* ids, int64_t batch, int64_t seq, const float* table, int64_t vocab,
-                       const float* positions, int64_t dim, float* out) override {
-    cpu::EmbeddingLookup(ids, batch, seq, table, vocab, positions, dim, out);
-  }
-  void StridedCopy(float* dst, const int64_t* dst_strides, const float* src, const int64_t* src_strides,
-                   const int64_t* shape, int rank) override {
-    cpu::StridedCopy(dst, dst_strides, src, src_strides, shape, rank);
-  }
-  void AddRowsBroadcast(float* y, const float* x, int64_t rows, int64_t cols, int64_t period) override {
-    cpu::AddRowsBroadcast(y, x, rows, cols, period);
-  }
-  void GatherRows(float* dst, const float* src, const int64_t* indices, int64_t count, int64_t batch,
-                  int64_t src_rows, int64_t cols) override {
-    cpu::GatherRows(dst, src, indices, count, batch, src_rows, cols);
-  }
-  void Conv2d(const float* x, int64_t batch, int64_t in_c, int64_t h, int64_t w, const float* weight,
-              const float* bias, int64_t out_c, int64_t kh, int64_t kw, int64_t stride, int64_t pad_top,
-              int64_t pad_left, int64_t out_h, int64_t out_w, float* y) override {
-    cpu::Conv2d(x, batch, in_c, h, w, weight, bias, out_c, kh, kw, stride, pad_top, pad_left, out_h, out_w, y);
-  }
-  void ChannelAffine(float* y, int64_t rows, int64_t cols, const float* scale, const float* shift,
-                     bool relu) override {
-    cpu::ChannelAffine(y, rows, cols, scale, shift, relu);
-  }
-  void MaxPool2d(const float* x, int64_t batch, int64_t h, int64_t w, int64_t c, int64_t kernel, int64_t stride,
-                 int64_t out_h, int64_t out_w, float* y) override {
-    cpu::MaxPool2d(x, batch, h, w, c, kernel, stride, out_h, out_w, y);
-  }
-  void MeanRows(const float* x, int64_t batch, int64_t n, int64_t cols, float* y) override {
-    cpu::MeanRows(x, batch, n, cols, y);
-  }
-  void Scale(float* x, int64_t n, float alpha) override { cpu::Scale(x, n, alpha); }
+
+ private:
+  Precision precision_;
+  std::shared_ptr<HostPool> pool_ = std::make_shared<HostPool>();
 };
 
 }  // namespace
 
-void ConfigureCpuBlas() {
-  // The engine threads every op itself (ops/linear.cc, ops/attention.cc); OpenBLAS's own threads
-  // would only oversubscribe the cores and spin between calls.
-  static std::once_flag once;
-  std::call_once(once, [] { openblas_set_num_threads(1); });
-}
-
-std::unique_ptr<Backend> CreateCpuBackend() {
-  ConfigureCpuBlas();
-  return std::make_unique<CpuBackend>();
+std::unique_ptr<Backend> CreateCpuBackend(Precision precision) {
+  if (precision != Precision::kFloat32 && precision != Precision::kBfloat16) {
+    throw EngineError(ErrorCode::kBackendUnavailable, "dtype: the cpu backend computes in float32 or bfloat16");
+  }
+  return std::make_unique<CpuBackend>(precision);
 }
 
 }  // namespace perceiver

@@ -1,8 +1,9 @@
 // The CUDA backend: one device, one stream and one cuBLAS handle per model; weights uploaded once
-// (matrices in the compute precision); activations in float32 device memory from a caching pool;
+// on that stream (matrices in the compute precision, see RoundsProductInputs); activations in float32 device memory from a caching pool;
 // matrix products through cuBLAS, everything else through the kernels in kernels/.
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -14,6 +15,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gemm_attention.h"
 #include "backend/cuda/kernels/kernels.h"
+#include "core/engine_error.h"
 
 namespace perceiver {
 
@@ -84,6 +86,33 @@ class DeviceBuffer final : public BackendBuffer {
   float* data_;
 };
 
+// A weight in device memory: float32, or (kMatrix in a half-precision model) the precision's
+// 16-bit type, converted on the device.
+class CudaWeight final : public Weight {
+ public:
+  CudaWeight(int device, void* data, DType dtype, int64_t rows, int64_t cols, WeightUse use)
+      : device_(device), data_(data), dtype_(dtype), rows_(rows), cols_(cols), use_(use) {}
+  ~CudaWeight() override {
+    cudaSetDevice(device_);
+    cudaFree(data_);
+  }
+  DType dtype() const override { return dtype_; }
+  int64_t rows() const override { return rows_; }
+  int64_t cols() const override { return cols_; }
+  WeightUse use() const override { return use_; }
+  const float* values() const override { return use_ == WeightUse::kValues ? static_cast<const float*>(data_) : nullptr; }
+  const void* matrix() const { return data_; }
+
+ private:
+  int device_;
+  void* data_;
+  DType dtype_;
+  int64_t rows_, cols_;
+  WeightUse use_;
+};
+
+const CudaWeight& Dev(const Weight* w) { return static_cast<const CudaWeight&>(w->resolved()); }
+
 class CudaBackend final : public Backend {
  public:
   CudaBackend(int device, Precision precision) : device_(device), precision_(precision) {
@@ -97,13 +126,13 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override {
     cudaSetDevice(device_);
     cudaStreamSynchronize(stream_);
-    for (void* p : weights_) cudaFree(p);
     pool_.Trim();
     if (blas_ != nullptr) Cublas().Destroy(blas_);
     cudaStreamDestroy(stream_);
   }
 
   std::string name() const override { return "cuda:" + std::to_string(device_); }
+  Precision precision() const override { return precision_; }
   bool serializes_calls() const override { return true; }
 
   std::unique_ptr<BackendBuffer> Allocate(size_t floats) override {
@@ -111,24 +140,26 @@ class CudaBackend final : public Backend {
     return std::make_unique<DeviceBuffer>(pool_, floats);
   }
 
-  const float* Weight(const float* host, size_t floats) override {
+  // Uploads on the model's own stream (never the legacy default stream, which the non-blocking
+  // compute stream does not order against); the graph synchronises once when loading ends. From
+  // pageable memory cudaMemcpyAsync returns once the bytes are staged, so the caller may free
+  // its host copy at once.
+  WeightRef LoadWeight(const HostWeight& host, WeightUse use) override {
     Bind();
-    void* p = Upload(host, floats * sizeof(float));
-    return static_cast<const float*>(p);
-  }
-
-  const float* MatrixWeight(const float* host, int64_t rows, int64_t cols) override {
-    if (!HalfPrecision()) return Weight(host, static_cast<size_t>(rows * cols));
-    Bind();
-    const size_t n = static_cast<size_t>(rows * cols);
+    CheckFinite(host);
+    const size_t n = static_cast<size_t>(host.rows * host.cols);
+    const bool half = use == WeightUse::kMatrix && RoundsProductInputs(precision_);
+    void* p = nullptr;
+    CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(1, n) * (half ? 2 : sizeof(float))));
+    auto weight = std::make_shared<CudaWeight>(device_, p, half ? ProductDType(precision_) : DType::kFloat32, host.rows, host.cols, use);
+    if (!half) {
+      CUDA_CHECK(cudaMemcpyAsync(p, host.data, n * sizeof(float), cudaMemcpyHostToDevice, stream_));
+      return weight;
+    }
     DeviceBuffer staging(pool_, n);
-    CUDA_CHECK(cudaMemcpyAsync(staging.data(), host, n * sizeof(float), cudaMemcpyHostToDevice, stream_));
-    void* half = nullptr;
-    CUDA_CHECK(cudaMalloc(&half, std::max<size_t>(1, n) * 2));
-    weights_.push_back(half);
-    cuda::LaunchConvert(staging.data(), static_cast<int64_t>(n), precision_ == Precision::kBfloat16, half, stream_);
-    CUDA_CHECK(cudaStreamSynchronize(stream_));
-    return static_cast<const float*>(half);  // opaque: 16-bit words, read by Gemm only
+    CUDA_CHECK(cudaMemcpyAsync(staging.data(), host.data, n * sizeof(float), cudaMemcpyHostToDevice, stream_));
+    cuda::LaunchConvert(staging.data(), static_cast<int64_t>(n), precision_ == Precision::kBfloat16, p, stream_);
+    return weight;  // the staging block returns to the pool; the next user queues after the convert
   }
 
   void CopyToHost(float* dst, const float* src, size_t n) override {
@@ -142,36 +173,115 @@ class CudaBackend final : public Backend {
     // reuse its buffer at once; no stream synchronisation is needed.
     CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyHostToDevice, stream_));
   }
-  void Copy(float* dst, const float* src, size_t n) override {
-    if (n) CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
+  void Synchronize() override {
+    Bind();
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
-  void Synchronize() override { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
 
-  void Linear(const float* x, int64_t rows, int64_t in, const float* w, const float* bias, int64_t out, float* y) override {
+  // Every op binds the model's device first: calls run on libuv's pool threads, whose current
+  // device is whatever the last model on that thread set.
+  void Run(const Op& op) override {
+    Bind();
+    std::visit([&](const auto& o) { Exec(o); }, op);
+  }
+
+ private:
+  static void Contiguous(bool ok, const char* what) {
+    if (!ok) throw EngineError(ErrorCode::kInternal, std::string("cuda backend: ") + what + " needs contiguous rows");
+  }
+
+  void Exec(const LinearOp& op) {
+    const int64_t rows = op.rows, out = op.weight->rows(), in = op.weight->cols();
     if (rows == 0 || out == 0) return;
-    float beta = 0.0f;
-    if (bias != nullptr) {
-      // Bias rows first; the product accumulates onto them.
-      const int64_t shape[2] = {rows, out}, src[2] = {0, 1}, dst[2] = {out, 1};
-      cuda::LaunchStridedCopy(y, dst, bias, src, shape, 2, stream_);
-      beta = 1.0f;
+    const float* bias = op.bias ? op.bias->values() : nullptr;
+    if (op.residual == nullptr) {
+      float beta = 0.0f;
+      if (bias != nullptr) {  // bias rows first; the product accumulates onto them
+        const int64_t shape[2] = {rows, out}, src[2] = {0, 1}, dst[2] = {op.ldy, 1};
+        cuda::LaunchStridedCopy(op.y, dst, bias, src, shape, 2, stream_);
+        beta = 1.0f;
+      }
+      Gemm(op.x, rows, in, op.ldx, *op.weight, out, op.y, op.ldy, beta);
+      if (op.gelu) {
+        Contiguous(op.ldy == out, "linear with gelu");
+        cuda::LaunchGelu(op.y, rows * out, stream_);
+      }
+      return;
     }
-    Gemm(x, rows, in, w, out, y, beta);
+    Contiguous(op.ldy == out, "linear with a residual");
+    std::unique_ptr<DeviceBuffer> activated;
+    if (op.gelu) {  // gelu(x W^T + b) first, then the residual joins
+      activated = std::make_unique<DeviceBuffer>(pool_, static_cast<size_t>(rows * out));
+      LinearOp inner = op;
+      inner.residual = nullptr;
+      inner.y = activated->data();
+      inner.ldy = out;
+      Exec(inner);
+    }
+    if (op.residual != op.y || op.residual_period != 0 || op.ld_residual != op.ldy) {
+      const int64_t period = op.residual_period ? op.residual_period : rows;
+      const int64_t shape[3] = {rows / period, period, out};
+      const int64_t src[3] = {0, op.ld_residual, 1}, dst[3] = {period * out, out, 1};
+      cuda::LaunchStridedCopy(op.y, dst, op.residual, src, shape, 3, stream_);
+    }
+    if (activated) {
+      cuda::LaunchAddInPlace(op.y, activated->data(), rows * out, stream_);
+      return;
+    }
+    if (bias != nullptr) cuda::LaunchAddRowsBroadcast(op.y, bias, rows, out, 1, stream_);
+    Gemm(op.x, rows, in, op.ldx, *op.weight, out, op.y, op.ldy, 1.0f);
   }
 
-  void LayerNorm(const float* x, int64_t rows, int64_t dim, const float* gamma, const float* beta, float eps, float* y) override {
-    cuda::LaunchLayerNorm(x, rows, dim, gamma, beta, eps, y, stream_);
+  void Exec(const LayerNormOp& op) {
+    Contiguous(op.ldx == op.dim && op.ldy == op.dim, "layer_norm");
+    const float* x = op.x;
+    std::unique_ptr<DeviceBuffer> summed;
+    if (op.residual != nullptr) {
+      Contiguous(op.ld_residual == op.dim, "layer_norm");
+      summed = std::make_unique<DeviceBuffer>(pool_, static_cast<size_t>(op.rows * op.dim));
+      CUDA_CHECK(cudaMemcpyAsync(summed->data(), op.x, op.rows * op.dim * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
+      cuda::LaunchAddInPlace(summed->data(), op.residual, op.rows * op.dim, stream_);
+      x = summed->data();
+    }
+    cuda::LaunchLayerNorm(x, op.rows, op.dim, op.gamma->values(), op.beta->values(), op.eps, op.y, stream_);
   }
-  void Gelu(float* x, int64_t n) override { cuda::LaunchGelu(x, n, stream_); }
-  void AddInPlace(float* y, const float* x, int64_t n) override { cuda::LaunchAddInPlace(y, x, n, stream_); }
 
-  void Attention(const AttentionArgs& host_args) override {
-    AttentionArgs args = host_args;
-    std::unique_ptr<DeviceBuffer> mask;
-    if (host_args.key_mask != nullptr) {  // the mask comes in host memory
-      const size_t bytes = static_cast<size_t>(args.batch * args.nk);
+  // The attention kernels read contiguous [batch, rows, heads * width] blocks: a strided view
+  // (a column block of a fused QKV buffer, a block shared across the batch) is gathered first.
+  const float* Packed(const RowsView& view, int64_t batch, int64_t rows, int64_t width, std::unique_ptr<DeviceBuffer>* holder) {
+    if (view.ld == width && view.batch_stride == rows * width) return view.data;
+    *holder = std::make_unique<DeviceBuffer>(pool_, static_cast<size_t>(batch * rows * width));
+    const int64_t shape[3] = {batch, rows, width}, src[3] = {view.batch_stride, view.ld, 1}, dst[3] = {rows * width, width, 1};
+    cuda::LaunchStridedCopy((*holder)->data(), dst, view.data, src, shape, 3, stream_);
+    return (*holder)->data();
+  }
+
+  void Exec(const AttentionOp& op) {
+    AttentionArgs args;
+    args.batch = op.batch;
+    args.heads = op.heads;
+    args.nq = op.nq;
+    args.nk = op.nk;
+    args.dqk = op.dqk;
+    args.dv = op.dv;
+    args.scale = op.scale;
+    args.out = op.out;
+    args.probs = op.probs;
+    std::unique_ptr<DeviceBuffer> q, k, v, mask;
+    args.q = Packed(op.q, op.batch, op.nq, op.heads * op.dqk, &q);
+    args.k = Packed(op.k, op.batch, op.nk, op.heads * op.dqk, &k);
+    args.v = Packed(op.v, op.batch, op.nk, op.heads * op.dv, &v);
+    std::vector<uint8_t> from_lengths;
+    const uint8_t* host_mask = op.key_mask;
+    if (op.key_lengths != nullptr) {
+      from_lengths.assign(static_cast<size_t>(op.batch * op.nk), 0);
+      for (int64_t b = 0; b < op.batch; ++b) std::fill_n(from_lengths.begin() + b * op.nk, op.key_lengths[b], uint8_t{1});
+      host_mask = from_lengths.data();
+    }
+    if (host_mask != nullptr) {  // the mask comes in host memory
+      const size_t bytes = static_cast<size_t>(op.batch * op.nk);
       mask = std::make_unique<DeviceBuffer>(pool_, (bytes + 3) / 4);
-      CUDA_CHECK(cudaMemcpyAsync(mask->data(), host_args.key_mask, bytes, cudaMemcpyHostToDevice, stream_));
+      CUDA_CHECK(cudaMemcpyAsync(mask->data(), host_mask, bytes, cudaMemcpyHostToDevice, stream_));
       args.key_mask = reinterpret_cast<const uint8_t*>(mask->data());
     }
     if (args.probs != nullptr) cuda::LaunchAttentionProbs(args, stream_);
@@ -193,48 +303,54 @@ class CudaBackend final : public Backend {
     cuda::GemmAttention(args, context);
   }
 
-  void EmbeddingLookup(const int32_t* ids, int64_t batch, int64_t seq, const float* table, int64_t vocab,
-                       const float* positions, int64_t dim, float* out) override {
-    const size_t n = static_cast<size_t>(batch * seq);
+  void Exec(const EmbeddingOp& op) {
+    const size_t n = static_cast<size_t>(op.batch * op.seq);
     DeviceBuffer device_ids(pool_, n);  // int32 ids fit in float-sized slots
-    CUDA_CHECK(cudaMemcpyAsync(device_ids.data(), ids, n * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
-    cuda::LaunchEmbeddingLookup(reinterpret_cast<const int32_t*>(device_ids.data()), batch, seq, table, positions, dim, out, stream_);
+    CUDA_CHECK(cudaMemcpyAsync(device_ids.data(), op.ids, n * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+    cuda::LaunchEmbeddingLookup(reinterpret_cast<const int32_t*>(device_ids.data()), op.batch, op.seq, op.table->values(),
+                                op.positions ? op.positions->values() : nullptr, op.table->cols(), op.out, stream_);
   }
 
-  void StridedCopy(float* dst, const int64_t* dst_strides, const float* src, const int64_t* src_strides, const int64_t* shape,
-                   int rank) override {
-    cuda::LaunchStridedCopy(dst, dst_strides, src, src_strides, shape, rank, stream_);
+  void Exec(const CopyOp& op) {
+    if (op.rank == 1 && op.dst_strides[0] == 1 && op.src_strides[0] == 1) {
+      if (op.shape[0] > 0) {
+        CUDA_CHECK(cudaMemcpyAsync(op.dst, op.src, op.shape[0] * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
+      }
+      return;
+    }
+    cuda::LaunchStridedCopy(op.dst, op.dst_strides, op.src, op.src_strides, op.shape, op.rank, stream_);
   }
-  void AddRowsBroadcast(float* y, const float* x, int64_t rows, int64_t cols, int64_t period) override {
-    cuda::LaunchAddRowsBroadcast(y, x, rows, cols, period, stream_);
+  void Exec(const AddRowsOp& op) { cuda::LaunchAddRowsBroadcast(op.y, op.x, op.rows, op.cols, op.period, stream_); }
+  void Exec(const GatherRowsOp& op) {
+    DeviceBuffer device_indices(pool_, static_cast<size_t>(op.count) * 2);  // int64 = two float slots
+    CUDA_CHECK(cudaMemcpyAsync(device_indices.data(), op.indices, op.count * sizeof(int64_t), cudaMemcpyHostToDevice, stream_));
+    cuda::LaunchGatherRows(op.dst, op.src, reinterpret_cast<const int64_t*>(device_indices.data()), op.count, op.batch, op.src_rows,
+                           op.cols, stream_);
   }
-  void GatherRows(float* dst, const float* src, const int64_t* indices, int64_t count, int64_t batch, int64_t src_rows,
-                  int64_t cols) override {
-    DeviceBuffer device_indices(pool_, static_cast<size_t>(count) * 2);  // int64 = two float slots
-    CUDA_CHECK(cudaMemcpyAsync(device_indices.data(), indices, count * sizeof(int64_t), cudaMemcpyHostToDevice, stream_));
-    cuda::LaunchGatherRows(dst, src, reinterpret_cast<const int64_t*>(device_indices.data()), count, batch, src_rows, cols, stream_);
-  }
-  void Conv2d(const float* x, int64_t batch, int64_t in_c, int64_t h, int64_t w, const float* weight, const float* bias,
-              int64_t out_c, int64_t kh, int64_t kw, int64_t stride, int64_t pad_top, int64_t pad_left, int64_t out_h,
-              int64_t out_w, float* y) override {
-    const int64_t pixels = batch * out_h * out_w, patch = in_c * kh * kw;
+  void Exec(const Conv2dOp& op) {
+    const int64_t pixels = op.batch * op.out_h * op.out_w, patch = op.in_c * op.kh * op.kw;
     DeviceBuffer cols(pool_, static_cast<size_t>(pixels * patch));
-    cuda::LaunchIm2col(x, batch, in_c, h, w, kh, kw, stride, pad_top, pad_left, out_h, out_w, cols.data(), stream_);
-    Linear(cols.data(), pixels, patch, weight, bias, out_c, y);
+    cuda::LaunchIm2col(op.x, op.batch, op.in_c, op.h, op.w, op.kh, op.kw, op.stride, op.pad_top, op.pad_left, op.out_h, op.out_w,
+                       cols.data(), stream_);
+    LinearOp linear;
+    linear.x = cols.data();
+    linear.rows = pixels;
+    linear.ldx = patch;
+    linear.weight = op.weight;
+    linear.bias = op.bias;
+    linear.y = op.y;
+    linear.ldy = op.weight->rows();
+    Exec(linear);
   }
-  void ChannelAffine(float* y, int64_t rows, int64_t cols, const float* scale, const float* shift, bool relu) override {
-    cuda::LaunchChannelAffine(y, rows, cols, scale, shift, relu, stream_);
+  void Exec(const ChannelAffineOp& op) {
+    cuda::LaunchChannelAffine(op.y, op.rows, op.cols, op.scale->values(), op.shift->values(), op.relu, stream_);
   }
-  void MaxPool2d(const float* x, int64_t batch, int64_t h, int64_t w, int64_t c, int64_t kernel, int64_t stride, int64_t out_h,
-                 int64_t out_w, float* y) override {
-    cuda::LaunchMaxPool2d(x, batch, h, w, c, kernel, stride, out_h, out_w, y, stream_);
+  void Exec(const MaxPoolOp& op) {
+    cuda::LaunchMaxPool2d(op.x, op.batch, op.h, op.w, op.c, op.kernel, op.stride, op.out_h, op.out_w, op.y, stream_);
   }
-  void MeanRows(const float* x, int64_t batch, int64_t n, int64_t cols, float* y) override {
-    cuda::LaunchMeanRows(x, batch, n, cols, y, stream_);
-  }
-  void Scale(float* x, int64_t n, float alpha) override { cuda::LaunchScale(x, n, alpha, stream_); }
+  void Exec(const MeanRowsOp& op) { cuda::LaunchMeanRows(op.x, op.batch, op.n, op.cols, op.y, stream_); }
+  void Exec(const ScaleOp& op) { cuda::LaunchScale(op.x, op.n, op.alpha, stream_); }
 
- private:
   // PERCEIVER_CUDA_ATTENTION=fused selects the single fused kernel (kernels/attention.cu, float32
   // arithmetic) instead of the tensor-core GEMM attention (gemm_attention.cc); both are checked
   // against the CPU reference by bench/gpu-check.sh.
@@ -243,38 +359,36 @@ class CudaBackend final : public Backend {
     return choice != nullptr && std::strcmp(choice, "fused") == 0;
   }
 
-  bool HalfPrecision() const { return precision_ == Precision::kFloat16 || precision_ == Precision::kBfloat16; }
-
   void Bind() { CUDA_CHECK(cudaSetDevice(device_)); }
 
-  void* Upload(const void* host, size_t bytes) {
-    void* p = nullptr;
-    CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(1, bytes)));
-    weights_.push_back(p);
-    CUDA_CHECK(cudaMemcpy(p, host, bytes, cudaMemcpyHostToDevice));
-    return p;
-  }
-
-  // y[rows, out] (+)= x[rows, in] @ w[out, in]^T in the model's precision. cuBLAS is column-major:
+  // y[rows, out] (+)= x[rows, in] @ w[out, in]^T in the weight's dtype. cuBLAS is column-major:
   // this is y^T = w x^T, i.e. C(out x rows) = op_T(W: in x out) * X(in x rows).
-  void Gemm(const float* x, int64_t rows, int64_t in, const float* w, int64_t out, float* y, float beta) {
+  void Gemm(const float* x, int64_t rows, int64_t in, int64_t ldx, const Weight& weight, int64_t out, float* y, int64_t ldy, float beta) {
     const cuda::CublasLibrary& blas = Cublas();
     const float alpha = 1.0f;
     if (rows > INT32_MAX || in > INT32_MAX || out > INT32_MAX) ThrowInvalidArgument("linear: dimensions beyond cuBLAS's int range");
-    if (HalfPrecision()) {
-      const bool bf16 = precision_ == Precision::kBfloat16;
+    const void* w = Dev(&weight).matrix();
+    if (weight.dtype() != DType::kFloat32) {
+      const bool bf16 = weight.dtype() == DType::kBfloat16;
+      std::unique_ptr<DeviceBuffer> compact;
+      if (ldx != in) {
+        compact = std::make_unique<DeviceBuffer>(pool_, static_cast<size_t>(rows * in));
+        const int64_t shape[2] = {rows, in}, src[2] = {ldx, 1}, dst[2] = {in, 1};
+        cuda::LaunchStridedCopy(compact->data(), dst, x, src, shape, 2, stream_);
+        x = compact->data();
+      }
       DeviceBuffer xh(pool_, static_cast<size_t>((rows * in + 1) / 2));
       cuda::LaunchConvert(x, rows * in, bf16, xh.data(), stream_);
       const int type = bf16 ? cuda::kR16BF : cuda::kR16F;
       CUBLAS_CHECK(blas.GemmEx(blas_, cuda::kOpT, cuda::kOpN, static_cast<int>(out), static_cast<int>(rows), static_cast<int>(in), &alpha,
                                w, type, static_cast<int>(in), xh.data(), type, static_cast<int>(in), &beta, y, cuda::kR32F,
-                               static_cast<int>(out), cuda::kCompute32F, cuda::kGemmDefault));
+                               static_cast<int>(ldy), cuda::kCompute32F, cuda::kGemmDefault));
       return;
     }
     const int compute = precision_ == Precision::kTfloat32 ? cuda::kCompute32FFastTF32 : cuda::kCompute32F;
     CUBLAS_CHECK(blas.GemmEx(blas_, cuda::kOpT, cuda::kOpN, static_cast<int>(out), static_cast<int>(rows), static_cast<int>(in), &alpha,
-                             w, cuda::kR32F, static_cast<int>(in), x, cuda::kR32F, static_cast<int>(in), &beta, y, cuda::kR32F,
-                             static_cast<int>(out), compute, cuda::kGemmDefault));
+                             w, cuda::kR32F, static_cast<int>(in), x, cuda::kR32F, static_cast<int>(ldx), &beta, y, cuda::kR32F,
+                             static_cast<int>(ldy), compute, cuda::kGemmDefault));
   }
 
   int device_;
@@ -282,7 +396,6 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   cuda::cublasHandle_t blas_ = nullptr;
   DevicePool pool_;
-  std::vector<void*> weights_;
 };
 
 }  // namespace

@@ -11,12 +11,14 @@ namespace perceiver {
 CudaStatus ProbeCuda() {
   CudaStatus s;
   s.compiled = true;
+  if (cudaRuntimeGetVersion(&s.runtime_version) != cudaSuccess) s.runtime_version = 0;
   int driver = 0;
   if (cudaDriverGetVersion(&driver) != cudaSuccess || driver == 0) {
     (void)cudaGetLastError();
     s.reason = "no NVIDIA driver was found (libcuda.so); install the NVIDIA driver to use a GPU";
     return s;
   }
+  s.driver_version = driver;
   int count = 0;
   const cudaError_t status = cudaGetDeviceCount(&count);
   if (status != cudaSuccess || count == 0) {

@@ -1,15 +1,16 @@
 // Multi-head scaled dot-product attention on the CPU.
 //
-// Products go through sgemm strided straight out of the projection layout ([rows, heads * width]),
-// so heads need no transpose copy. Without requested weights the softmax is computed online over
+// Products go through sgemm strided straight out of the projection layout (views of [rows, heads *
+// width] blocks, possibly columns of one fused QKV buffer), so heads need no transpose copy. Key
+// padding given as per-item lengths shortens each item's key range (no masked work at all). Without requested weights the softmax is computed online over
 // blocks of keys (flash-attention style), so memory stays bounded for any number of keys.
-#include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
+#include "backend/cpu/kernels/gemm.h"
 #include "backend/cpu/ops/cpu_ops.h"
 #include "core/simd_math.h"
 #include "core/thread_pool.h"
@@ -71,27 +72,23 @@ namespace {
 // Attention weights requested: each row's full score vector is needed anyway, so the scores of a
 // block of queries are computed whole, normalised in place (they are the returned weights) and
 // multiplied by V.
-void AttentionWithWeights(const AttentionArgs& a) {
-  const int64_t q_row = a.heads * a.dqk, v_row = a.heads * a.dv;
+void AttentionWithWeights(const AttentionOp& a, const uint8_t* key_mask) {
+  const int64_t v_row = a.heads * a.dv;
   const int64_t rows_per_block = std::min<int64_t>(a.nq, 64);
   const int64_t q_blocks = (a.nq + rows_per_block - 1) / rows_per_block;
   ThreadPool::Global().ParallelFor(a.batch * a.heads * q_blocks, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t qb = t % q_blocks, h = (t / q_blocks) % a.heads, b = t / (q_blocks * a.heads);
       const int64_t q0 = qb * rows_per_block, rows = std::min(rows_per_block, a.nq - q0);
-      const uint8_t* mask = a.key_mask ? a.key_mask + b * a.nk : nullptr;
+      const uint8_t* mask = key_mask ? key_mask + b * a.nk : nullptr;
       float* scores = a.probs + ((b * a.heads + h) * a.nq + q0) * a.nk;
-      const float* q = a.q + (b * a.nq + q0) * q_row + h * a.dqk;
-      const float* k = a.k + b * a.nk * q_row + h * a.dqk;
-      const float* v = a.v + b * a.nk * v_row + h * a.dv;
+      const float* q = a.q.data + b * a.q.batch_stride + q0 * a.q.ld + h * a.dqk;
+      const float* k = a.k.data + b * a.k.batch_stride + h * a.dqk;
+      const float* v = a.v.data + b * a.v.batch_stride + h * a.dv;
       float* out = a.out + (b * a.nq + q0) * v_row + h * a.dv;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(a.nk),
-                  static_cast<int>(a.dqk), 1.0f, q, static_cast<int>(q_row), k, static_cast<int>(q_row), 0.0f, scores,
-                  static_cast<int>(a.nk));
+      Gemm(true, rows, a.nk, a.dqk, 1.0f, q, a.q.ld, k, a.k.ld, 0.0f, scores, a.nk);
       for (int64_t r = 0; r < rows; ++r) SoftmaxRow(scores + r * a.nk, a.nk, a.scale, mask);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(a.dv),
-                  static_cast<int>(a.nk), 1.0f, scores, static_cast<int>(a.nk), v, static_cast<int>(v_row), 0.0f, out,
-                  static_cast<int>(v_row));
+      Gemm(false, rows, a.dv, a.nk, 1.0f, scores, a.nk, v, a.v.ld, 0.0f, out, v_row);
     }
   });
 }
@@ -102,24 +99,23 @@ constexpr int64_t kKeyBlock = 2048;
 // One block of queries against every key, a block of keys at a time, with the online softmax:
 // the running row maximum m and sum l rescale what was accumulated when a later block raises the
 // maximum. Scores never exist beyond [queries x kKeyBlock], whatever the number of keys, and the
-// products keep shapes OpenBLAS runs near its peak (a few hundred rows).
-void AttentionBlock(const AttentionArgs& a, int64_t b, int64_t h, int64_t q0, int64_t rows, std::vector<float>& scores,
+// products keep shapes the kernels run near their peak (a few hundred rows).
+void AttentionBlock(const AttentionOp& a, int64_t b, int64_t h, int64_t q0, int64_t rows, std::vector<float>& scores,
                     std::vector<float>& acc, std::vector<float>& m, std::vector<float>& l) {
-  const int64_t q_row = a.heads * a.dqk, v_row = a.heads * a.dv;
+  const int64_t v_row = a.heads * a.dv;
   const uint8_t* mask = a.key_mask ? a.key_mask + b * a.nk : nullptr;
-  const float* q = a.q + (b * a.nq + q0) * q_row + h * a.dqk;
+  const int64_t nk = a.key_lengths ? a.key_lengths[b] : a.nk;
+  const float* q = a.q.data + b * a.q.batch_stride + q0 * a.q.ld + h * a.dqk;
   std::fill(acc.begin(), acc.begin() + rows * a.dv, 0.0f);
   std::fill(m.begin(), m.begin() + rows, -std::numeric_limits<float>::infinity());
   std::fill(l.begin(), l.begin() + rows, 0.0f);
-  for (int64_t k0 = 0; k0 < a.nk; k0 += kKeyBlock) {
-    const int64_t keys = std::min(kKeyBlock, a.nk - k0);
+  for (int64_t k0 = 0; k0 < nk; k0 += kKeyBlock) {
+    const int64_t keys = std::min(kKeyBlock, nk - k0);
     const uint8_t* kmask = mask ? mask + k0 : nullptr;
     if (kmask && std::none_of(kmask, kmask + keys, [](uint8_t x) { return x != 0; })) continue;
-    const float* k = a.k + (b * a.nk + k0) * q_row + h * a.dqk;
-    const float* v = a.v + (b * a.nk + k0) * v_row + h * a.dv;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(keys),
-                static_cast<int>(a.dqk), a.scale, q, static_cast<int>(q_row), k, static_cast<int>(q_row), 0.0f,
-                scores.data(), static_cast<int>(keys));
+    const float* k = a.k.data + b * a.k.batch_stride + k0 * a.k.ld + h * a.dqk;
+    const float* v = a.v.data + b * a.v.batch_stride + k0 * a.v.ld + h * a.dv;
+    Gemm(true, rows, keys, a.dqk, a.scale, q, a.q.ld, k, a.k.ld, 0.0f, scores.data(), keys);
     for (int64_t r = 0; r < rows; ++r) {
       float* s = scores.data() + r * keys;
       float block_max = -std::numeric_limits<float>::infinity();
@@ -153,9 +149,7 @@ void AttentionBlock(const AttentionArgs& a, int64_t b, int64_t h, int64_t q0, in
         for (int64_t c = 0; c < a.dv; ++c) o[c] *= correction;
       }
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(a.dv),
-                static_cast<int>(keys), 1.0f, scores.data(), static_cast<int>(keys), v, static_cast<int>(v_row), 1.0f,
-                acc.data(), static_cast<int>(a.dv));
+    Gemm(false, rows, a.dv, keys, 1.0f, scores.data(), keys, v, a.v.ld, 1.0f, acc.data(), a.dv);
   }
   float* out = a.out + (b * a.nq + q0) * v_row + h * a.dv;
   for (int64_t r = 0; r < rows; ++r) {
@@ -168,9 +162,17 @@ void AttentionBlock(const AttentionArgs& a, int64_t b, int64_t h, int64_t q0, in
 
 }  // namespace
 
-void Attention(const AttentionArgs& a) {
+void Attention(const AttentionOp& a) {
   if (a.probs != nullptr) {
-    AttentionWithWeights(a);
+    // Every weight is returned, padded keys' (zero) included: lengths become a mask here.
+    std::vector<uint8_t> from_lengths;
+    const uint8_t* mask = a.key_mask;
+    if (a.key_lengths != nullptr) {
+      from_lengths.assign(static_cast<size_t>(a.batch * a.nk), 0);
+      for (int64_t b = 0; b < a.batch; ++b) std::fill_n(from_lengths.begin() + b * a.nk, a.key_lengths[b], uint8_t{1});
+      mask = from_lengths.data();
+    }
+    AttentionWithWeights(a, mask);
     return;
   }
   // Work items are (batch, head, block of queries), so one head with many queries still uses

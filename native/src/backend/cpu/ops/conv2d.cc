@@ -1,9 +1,7 @@
-// 2-D convolution as im2col + sgemm, producing channels-last output (what the Perceiver flattens
+// 2-D convolution as im2col + the packed-weight product, producing channels-last output (what the Perceiver flattens
 // into its input sequence), plus the inference BatchNorm/ReLU and max-pool that follow it in
 // PerceiverImagePreprocessor's "conv" stem. Rows of output pixels are processed in blocks so
 // the im2col buffer stays small whatever the image size.
-#include <cblas.h>
-
 #include <algorithm>
 #include <limits>
 #include <vector>
@@ -13,9 +11,15 @@
 
 namespace perceiver::cpu {
 
-void Conv2d(const float* x, int64_t batch, int64_t in_c, int64_t h, int64_t w, const float* weight, const float* bias,
-            int64_t out_c, int64_t kh, int64_t kw, int64_t stride, int64_t pad_top, int64_t pad_left, int64_t out_h,
-            int64_t out_w, float* y) {
+void Conv2d(const Conv2dOp& op) {
+  const float* x = op.x;
+  const int64_t batch = op.batch, in_c = op.in_c, h = op.h, w = op.w, kh = op.kh, kw = op.kw, stride = op.stride;
+  const int64_t pad_top = op.pad_top, pad_left = op.pad_left, out_h = op.out_h, out_w = op.out_w;
+  const int64_t out_c = op.weight->rows();
+  const PackedMatrix& weight = Cpu(op.weight).packed();
+  GemmEpilogue epilogue;
+  epilogue.bias = op.bias ? op.bias->values() : nullptr;
+  float* y = op.y;
   const int64_t patch = in_c * kh * kw;  // one im2col row, in weight order (c, ky, kx)
   const int64_t pixels = batch * out_h * out_w;
   constexpr int64_t kBlock = 256;
@@ -38,21 +42,19 @@ void Conv2d(const float* x, int64_t batch, int64_t in_c, int64_t h, int64_t w, c
           }
         }
       }
-      float* out = y + p0 * out_c;
-      float beta = 0.0f;
-      if (bias != nullptr) {
-        for (int64_t p = p0; p < p1; ++p) std::copy(bias, bias + out_c, y + p * out_c);
-        beta = 1.0f;
-      }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(p1 - p0), static_cast<int>(out_c),
-                  static_cast<int>(patch), 1.0f, cols.data(), static_cast<int>(patch), weight, static_cast<int>(patch),
-                  beta, out, static_cast<int>(out_c));
+      // This block's product on the calling thread: the blocks are what the pool splits.
+      GemmPacked(p1 - p0, cols.data(), patch, weight, y + p0 * out_c, out_c, epilogue, nullptr);
     }
   });
 }
 
-void ChannelAffine(float* y, int64_t rows, int64_t cols, const float* scale, const float* shift, bool relu) {
-  ThreadPool::Global().ParallelFor(rows, 64, [&](int64_t r0, int64_t r1) {
+void ChannelAffine(const ChannelAffineOp& op) {
+  float* y = op.y;
+  const int64_t cols = op.cols;
+  const float* scale = op.scale->values();
+  const float* shift = op.shift->values();
+  const bool relu = op.relu;
+  ThreadPool::Global().ParallelFor(op.rows, 64, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       float* yr = y + r * cols;
       for (int64_t c = 0; c < cols; ++c) {
@@ -63,8 +65,11 @@ void ChannelAffine(float* y, int64_t rows, int64_t cols, const float* scale, con
   });
 }
 
-void MaxPool2d(const float* x, int64_t batch, int64_t h, int64_t w, int64_t c, int64_t kernel, int64_t stride,
-               int64_t out_h, int64_t out_w, float* y) {
+void MaxPool(const MaxPoolOp& op) {
+  const float* x = op.x;
+  float* y = op.y;
+  const int64_t batch = op.batch, h = op.h, w = op.w, c = op.c, kernel = op.kernel, stride = op.stride;
+  const int64_t out_h = op.out_h, out_w = op.out_w;
   ThreadPool::Global().ParallelFor(batch * out_h, 4, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t b = r / out_h, oy = r % out_h;

@@ -1,37 +1,58 @@
-// The CPU kernels, one per file. They are the CPU backend's implementation and, later, the
-// reference each GPU kernel is validated against.
+// The CPU kernels, one op per file, and the CPU backend's weight: the CPU backend's
+// implementation of backend.h's ops and the reference each GPU kernel is validated against.
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <vector>
 
 #include "backend/backend.h"
+#include "backend/cpu/kernels/gemm.h"
 
 namespace perceiver::cpu {
 
-void Linear(const float* x, int64_t rows, int64_t in, const float* w, const float* bias, int64_t out, float* y);
-void LayerNorm(const float* x, int64_t rows, int64_t dim, const float* gamma, const float* beta, float eps, float* y);
-void Gelu(float* x, int64_t n);
-void AddInPlace(float* y, const float* x, int64_t n);
-void Attention(const AttentionArgs& args);
-void EmbeddingLookup(const int32_t* ids, int64_t batch, int64_t seq, const float* table, int64_t vocab,
-                     const float* positions, int64_t dim, float* out);
+// 64-byte-aligned float storage owned by the engine (weights, activations).
+struct AlignedDelete {
+  void operator()(float* p) const;
+};
+using AlignedFloats = std::unique_ptr<float[], AlignedDelete>;
+// Throws an out-of-memory EngineError when the allocation fails.
+AlignedFloats AllocateFloats(size_t floats);
 
-}  // namespace perceiver::cpu
+// A weight the CPU backend owns: float32 values (kValues), or a matrix packed once into the
+// product kernels' panel layout (kMatrix), in float32 or, in a bfloat16 model, in bf16 (the
+// products then round their activation input to bf16 too: backend.h's RoundsProductInputs).
+class CpuWeight final : public Weight {
+ public:
+  CpuWeight(const HostWeight& host, WeightUse use, Precision precision);
+  DType dtype() const override { return dtype_; }
+  int64_t rows() const override { return rows_; }
+  int64_t cols() const override { return cols_; }
+  WeightUse use() const override { return use_; }
+  const float* values() const override { return use_ == WeightUse::kValues ? values_.get() : nullptr; }
+  const PackedMatrix& packed() const { return *packed_; }
 
-namespace perceiver::cpu {
+ private:
+  DType dtype_;
+  int64_t rows_, cols_;
+  WeightUse use_;
+  AlignedFloats values_;
+  std::unique_ptr<PackedMatrix> packed_;
+};
 
-void StridedCopy(float* dst, const int64_t* dst_strides, const float* src, const int64_t* src_strides,
-                 const int64_t* shape, int rank);
-void AddRowsBroadcast(float* y, const float* x, int64_t rows, int64_t cols, int64_t period);
-void GatherRows(float* dst, const float* src, const int64_t* indices, int64_t count, int64_t batch, int64_t src_rows,
-                int64_t cols);
-void Conv2d(const float* x, int64_t batch, int64_t in_c, int64_t h, int64_t w, const float* weight, const float* bias,
-            int64_t out_c, int64_t kh, int64_t kw, int64_t stride, int64_t pad_top, int64_t pad_left, int64_t out_h,
-            int64_t out_w, float* y);
-void ChannelAffine(float* y, int64_t rows, int64_t cols, const float* scale, const float* shift, bool relu);
-void MaxPool2d(const float* x, int64_t batch, int64_t h, int64_t w, int64_t c, int64_t kernel, int64_t stride,
-               int64_t out_h, int64_t out_w, float* y);
-void MeanRows(const float* x, int64_t batch, int64_t n, int64_t cols, float* y);
-void Scale(float* x, int64_t n, float alpha);
+inline const CpuWeight& Cpu(const Weight* w) { return static_cast<const CpuWeight&>(w->resolved()); }
+
+void Linear(const LinearOp& op);
+void LayerNorm(const LayerNormOp& op);
+void Attention(const AttentionOp& op);
+void Embedding(const EmbeddingOp& op);
+void Copy(const CopyOp& op);
+void AddRows(const AddRowsOp& op);
+void GatherRows(const GatherRowsOp& op);
+void Conv2d(const Conv2dOp& op);
+void ChannelAffine(const ChannelAffineOp& op);
+void MaxPool(const MaxPoolOp& op);
+void MeanRows(const MeanRowsOp& op);
+void Scale(const ScaleOp& op);
 
 }  // namespace perceiver::cpu

@@ -6,13 +6,15 @@
 
 namespace perceiver::cpu {
 
-void EmbeddingLookup(const int32_t* ids, int64_t batch, int64_t seq, const float* table, int64_t vocab,
-                     const float* positions, int64_t dim, float* out) {
-  (void)vocab;  // ids were range-checked by the caller
-  ThreadPool::Global().ParallelFor(batch * seq, 64, [&](int64_t t0, int64_t t1) {
+void Embedding(const EmbeddingOp& op) {
+  const float* table = op.table->values();
+  const float* positions = op.positions ? op.positions->values() : nullptr;
+  const int64_t dim = op.table->cols(), seq = op.seq;
+  // ids were range-checked by the caller.
+  ThreadPool::Global().ParallelFor(op.batch * seq, 64, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
-      const float* row = table + static_cast<int64_t>(ids[t]) * dim;
-      float* o = out + t * dim;
+      const float* row = table + static_cast<int64_t>(op.ids[t]) * dim;
+      float* o = op.out + t * dim;
       if (positions == nullptr) {
         std::memcpy(o, row, sizeof(float) * dim);
       } else {

@@ -9,8 +9,19 @@
 
 namespace perceiver::cpu {
 
-void StridedCopy(float* dst, const int64_t* dst_strides, const float* src, const int64_t* src_strides,
-                 const int64_t* shape, int rank) {
+void Copy(const CopyOp& op) {
+  float* dst = op.dst;
+  const float* src = op.src;
+  const int64_t* dst_strides = op.dst_strides;
+  const int64_t* src_strides = op.src_strides;
+  const int64_t* shape = op.shape;
+  const int rank = op.rank;
+  if (rank == 1 && dst_strides[0] == 1 && src_strides[0] == 1) {  // a plain copy, in parallel blocks
+    ThreadPool::Global().ParallelFor(shape[0], 1 << 15, [&](int64_t i0, int64_t i1) {
+      std::memcpy(dst + i0, src + i0, sizeof(float) * (i1 - i0));
+    });
+    return;
+  }
   if (rank == 0) {
     *dst = *src;
     return;
@@ -40,8 +51,11 @@ void StridedCopy(float* dst, const int64_t* dst_strides, const float* src, const
   });
 }
 
-void AddRowsBroadcast(float* y, const float* x, int64_t rows, int64_t cols, int64_t period) {
-  ThreadPool::Global().ParallelFor(rows, 64, [&](int64_t r0, int64_t r1) {
+void AddRows(const AddRowsOp& op) {
+  float* y = op.y;
+  const float* x = op.x;
+  const int64_t cols = op.cols, period = op.period;
+  ThreadPool::Global().ParallelFor(op.rows, 64, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       float* yr = y + r * cols;
       const float* xr = x + (r % period) * cols;
@@ -50,8 +64,11 @@ void AddRowsBroadcast(float* y, const float* x, int64_t rows, int64_t cols, int6
   });
 }
 
-void GatherRows(float* dst, const float* src, const int64_t* indices, int64_t count, int64_t batch, int64_t src_rows,
-                int64_t cols) {
+void GatherRows(const GatherRowsOp& op) {
+  float* dst = op.dst;
+  const float* src = op.src;
+  const int64_t* indices = op.indices;
+  const int64_t count = op.count, batch = op.batch, src_rows = op.src_rows, cols = op.cols;
   ThreadPool::Global().ParallelFor(batch * count, 64, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / count, i = t % count;
@@ -60,7 +77,10 @@ void GatherRows(float* dst, const float* src, const int64_t* indices, int64_t co
   });
 }
 
-void MeanRows(const float* x, int64_t batch, int64_t n, int64_t cols, float* y) {
+void MeanRows(const MeanRowsOp& op) {
+  const float* x = op.x;
+  float* y = op.y;
+  const int64_t batch = op.batch, n = op.n, cols = op.cols;
   for (int64_t b = 0; b < batch; ++b) {
     float* yb = y + b * cols;
     for (int64_t c = 0; c < cols; ++c) yb[c] = 0.0f;
@@ -73,8 +93,10 @@ void MeanRows(const float* x, int64_t batch, int64_t n, int64_t cols, float* y) 
   }
 }
 
-void Scale(float* x, int64_t n, float alpha) {
-  ThreadPool::Global().ParallelFor(n, 65536, [&](int64_t i0, int64_t i1) {
+void Scale(const ScaleOp& op) {
+  float* x = op.x;
+  const float alpha = op.alpha;
+  ThreadPool::Global().ParallelFor(op.n, 65536, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) x[i] *= alpha;
   });
 }
