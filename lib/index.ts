@@ -120,7 +120,12 @@ export {
   type EmbedJobOptions,
   type EmbedJobResult,
   type EmbeddingRow,
+  compactFolder,
+  DEFAULT_PART_SIZE,
+  type CompactionStep,
+  type IdKind,
 } from './batch/job.js';
+export { searchIndex, indexMetadata, type SearchHit } from './batch/search.js';
 export {
   enqueueAndWait,
   startShardWorker,

@@ -1,6 +1,7 @@
 /**
  * The optional packages: the service (fastify, prom-client), the queue (bullmq, ioredis), Parquet
- * output (apache-arrow, parquet-wasm) and audio decoding (audio-decode). The library's core installs
+ * output (apache-arrow, parquet-wasm), LanceDB output (@lancedb/lancedb), s3:// inputs
+ * (@aws-sdk/client-s3) and audio decoding (audio-decode). The library's core installs
  * and loads without them; each feature loads its packages here when first used, and a missing one
  * is a MissingDependencyError naming the package, the feature and the install command.
  */
@@ -9,7 +10,7 @@ import { join } from 'node:path';
 import { MissingDependencyError } from './errors.js';
 import { packageRoot } from './native/binding.js';
 
-export type OptionalPackage = 'fastify' | 'prom-client' | 'bullmq' | 'ioredis' | 'apache-arrow' | 'parquet-wasm' | 'audio-decode';
+export type OptionalPackage = 'fastify' | 'prom-client' | 'bullmq' | 'ioredis' | 'apache-arrow' | 'parquet-wasm' | '@lancedb/lancedb' | '@aws-sdk/client-s3' | 'audio-decode';
 
 /** What each optional package is for, as the error says it. */
 export const OPTIONAL_FEATURES: Readonly<Record<OptionalPackage, string>> = Object.freeze({
@@ -19,6 +20,8 @@ export const OPTIONAL_FEATURES: Readonly<Record<OptionalPackage, string>> = Obje
   ioredis: 'The queue (enqueueAndWait, startShardWorker, perceiver-io worker, embed|classify --queue)',
   'apache-arrow': 'Parquet output (runEmbedJob, readEmbeddings, perceiver-io embed|classify)',
   'parquet-wasm': 'Parquet output (runEmbedJob, readEmbeddings, perceiver-io embed|classify)',
+  '@lancedb/lancedb': 'LanceDB output (runEmbedJob lanceTable, perceiver-io embed|classify --out lancedb://DIR/TABLE, perceiver-io search)',
+  '@aws-sdk/client-s3': 's3:// inputs and manifests (RemoteReader, perceiver-io embed|classify|worker)',
   'audio-decode': 'Decoding audio files',
 });
 

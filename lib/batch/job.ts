@@ -23,26 +23,36 @@
  * A file that cannot be read or decoded, or whose kind the model does not take, is a failure of that
  * item alone: it is reported and skipped, and the rest of its batch is written.
  */
-import { mkdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { extname, join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { InvalidArgumentError, MediaDecodeError, ModelMismatchError } from '../errors.js';
 import { PerceiverClassificationDecoder } from '../modeling/decoders.js';
 import { meanPoolLatents, type PerceiverModel } from '../modeling/perceiver_model.js';
 import type { MediaInputBuilder, PreparedItem } from '../media/model_inputs.js';
 import type { Tensor } from '../tensor.js';
+import { isRemote, RemoteReader } from '../io/remote.js';
+import { mediaKindOf } from '../media/kinds.js';
 import { inShard } from './discover.js';
+import { ShardMemberReader, splitMember } from './webdataset.js';
 import type { ModelIdentity } from './model_identity.js';
 import { lockOutputFolder } from './output_lock.js';
-import { listParts, preloadParquet, readPartIds, removeStaleTempFiles, writeEmbeddingPart, type EmbeddingColumns, type PartMetadata } from './parquet.js';
+import { checkPartSize, finishCompactions, compactFolder, RunCompactor, type CompactionHooks } from './compaction.js';
+import { listParts, preloadParquet, readPartIds, removeStaleTempFiles, withCommittedParts, writeEmbeddingPart, type EmbeddingColumns, type IdKind, type PartMetadata } from './parquet.js';
 
 export { discoverItems, itemId, inShard } from './discover.js';
-export { readEmbeddings, listParts, type EmbeddingRow, type PartMetadata } from './parquet.js';
+export { readEmbeddings, listParts, type EmbeddingRow, type PartMetadata, type IdKind } from './parquet.js';
+export { compactFolder, compactParts, DEFAULT_PART_SIZE, type CompactionStep } from './compaction.js';
 export { modelIdentity, type ModelIdentity } from './model_identity.js';
 
 export interface EmbedJobItem {
   id: string;
   path: string;
+  /** Content ids: every path with these bytes (`path` is the first); written as the `paths` column. */
+  paths?: string[];
+  /** Set by discovery when the item could not be read to compute its id: it fails with this reason. */
+  unreadable?: string;
 }
 
 export type EmbedTask = 'embed' | 'classify';
@@ -68,6 +78,8 @@ export interface EmbedPartOptions {
   batchSize?: number;
   /** The checkpoint's identity (modelIdentity(folder)), recorded in the part and checked against the folder's other parts. */
   modelIdentity?: ModelIdentity;
+  /** Reads http(s):// and s3:// items; default: one with default settings, closed after the part. */
+  remote?: RemoteReader;
   onProgress?: (done: number, failed: number) => void;
 }
 
@@ -95,6 +107,23 @@ export interface EmbedJobOptions {
   modelIdentity?: ModelIdentity;
   /** Only the items of shard `index` of `count` (by id). */
   shard?: { index: number; count: number };
+  /** What the items' ids are (see discoverItems' `id`); recorded in the parts, and a folder of the other kind is refused. Default 'path'. */
+  idKind?: IdKind;
+  /**
+   * Target bytes of a part (default 128 MiB; 0: one part per batch, never merged). Batches are
+   * written as small parts and merged crash-safely (lib/batch/compaction.ts) as they reach it; an
+   * unsharded run also merges the folder's other small parts at the end.
+   */
+  partSize?: number;
+  /** Tests: stop a compaction at a given step. */
+  compactionHooks?: CompactionHooks;
+  /** Reads http(s):// and s3:// items (bounded, retried, timed); default: one with default settings. */
+  remote?: RemoteReader;
+  /**
+   * Write into this table of the LanceDB database `outDir` (lib/batch/lance.ts) instead of Parquet
+   * parts: one atomic insert-if-absent per batch, the table's fragments compacted at the end.
+   */
+  lanceTable?: string;
   /** Stop at the first item that fails, and throw its error (after writing the batches done). */
   strict?: boolean;
   /** Stops taking new batches; those in flight are finished and written. */
@@ -117,11 +146,18 @@ export interface EmbedJobResult {
   /** Rows written by this run. */
   written: number;
   failed: EmbedFailure[];
-  /** Parts written by this run. */
+  /** Batch parts written by this run. */
   parts: number;
+  /** Compacted parts written by this run (each replaces two parts or more). */
+  compactedParts: number;
   /** True when the signal stopped the run before every item was done. */
   interrupted: boolean;
   seconds: number;
+  /**
+   * Seconds the models spent computing batches (summed over models). Over `seconds` times the
+   * number of models it is the engine's busy share: near 1 when decoding and I/O keep up.
+   */
+  engineSeconds: number;
 }
 
 const DEFAULT_BATCH_SIZE = 16;
@@ -146,8 +182,71 @@ function failureOf(item: EmbedJobItem, error: unknown): EmbedFailure {
   return { id: item.id, path: item.path, reason: message.split('\n')[0]!, error };
 }
 
-async function loadBatch(builder: MediaInputBuilder, items: EmbedJobItem[]): Promise<LoadedBatch> {
-  const settled = await Promise.allSettled(items.map((item) => builder.load(item.path)));
+/**
+ * Where remote items and tar shard members are decoded from: each object is read (lib/io/remote.ts,
+ * lib/batch/webdataset.ts), written to a file of its own extension in a private folder (the
+ * decoders, ffmpeg included, take files), decoded and removed at once, so at most the batches
+ * being decoded are on disk.
+ */
+export class RemoteItemLoader {
+  private folder?: Promise<string>;
+  private sequence = 0;
+  private ownReader?: RemoteReader;
+  private members?: ShardMemberReader;
+
+  /** `reader`: for remote objects (one with default settings is made when needed); `items`: those the run will load (tar members among them are streamed shard by shard). */
+  constructor(private readonly given: RemoteReader | undefined, items: EmbedJobItem[]) {
+    const wanted = new Set(items.filter((item) => splitMember(item.path)).map((item) => item.path));
+    if (wanted.size > 0) this.members = new ShardMemberReader(() => this.reader(), wanted);
+  }
+
+  /** Whether an item is read by this loader rather than from a local file. */
+  static handles(path: string): boolean {
+    return isRemote(path) || splitMember(path) !== undefined;
+  }
+
+  private reader(): RemoteReader {
+    return this.given ?? (this.ownReader ??= new RemoteReader());
+  }
+
+  async load(builder: MediaInputBuilder, path: string): Promise<PreparedItem> {
+    const member = splitMember(path);
+    const name = member ? member.member : new URL(path.replace(/^s3:/i, 'https:')).pathname;
+    if (mediaKindOf(name) === undefined) throw new MediaDecodeError(path, 'of no known media kind (by its extension)');
+    const bytes = member ? await this.members!.read(path) : await this.reader().read(path);
+    // mkdtemp: a new folder only this process knows, so the names inside need no exclusive open.
+    this.folder ??= mkdtemp(join(tmpdir(), 'perceiver-io-fetch-'));
+    const file = join(await this.folder, `${this.sequence++}${extname(name).toLowerCase()}`);
+    await writeFile(file, bytes, { flag: 'wx', mode: 0o600 });
+    try {
+      return { ...(await builder.load(file)), path };
+    } catch (error) {
+      // The decoders name the temporary file: name the object instead.
+      if (error instanceof MediaDecodeError) throw new MediaDecodeError(path, error.reason, { cause: error });
+      throw error;
+    } finally {
+      await rm(file, { force: true });
+    }
+  }
+
+  async close(): Promise<void> {
+    this.members?.close();
+    await this.ownReader?.close();
+    const folder = this.folder;
+    this.folder = undefined;
+    if (folder) await rm(await folder.catch(() => ''), { recursive: true, force: true }).catch(() => {});
+  }
+}
+
+async function loadBatch(builder: MediaInputBuilder, items: EmbedJobItem[], remote?: RemoteItemLoader): Promise<LoadedBatch> {
+  const settled = await Promise.allSettled(items.map(async (item) => {
+    if (item.unreadable !== undefined) throw new MediaDecodeError(item.path, item.unreadable);
+    if (RemoteItemLoader.handles(item.path)) {
+      if (!remote) throw new MediaDecodeError(item.path, 'a remote object or tar member, and the job has no loader for it');
+      return remote.load(builder, item.path);
+    }
+    return builder.load(item.path);
+  }));
   const batch: LoadedBatch = { ok: [], failed: [] };
   settled.forEach((result, i) => {
     if (result.status === 'fulfilled') batch.ok.push({ item: items[i]!, prepared: result.value });
@@ -209,6 +308,7 @@ function concatColumns(parts: EmbeddingColumns[], width: number, task: EmbedTask
     embeddings,
     labels: scores ? parts.flatMap((p) => p.labels!) : undefined,
     scores,
+    allPaths: parts[0]?.allPaths ? parts.flatMap((p) => p.allPaths!) : undefined,
   };
 }
 
@@ -217,13 +317,14 @@ async function computeBatch(model: PerceiverModel<any>, task: EmbedTask, builder
     const { inputs, attentionMask } = builder.collate(group.map((g) => g.prepared));
     const ids = group.map((g) => g.item.id);
     const paths = group.map((g) => g.item.path);
+    const allPaths = group.some((g) => g.item.paths) ? group.map((g) => g.item.paths ?? [g.item.path]) : undefined;
     if (task === 'embed') {
       const pooled = await model.embed(inputs, { attentionMask, pooling: 'mean' });
-      return { ids, paths, width: pooled.shape[1]!, embeddings: pooled.data };
+      return { ids, paths, width: pooled.shape[1]!, embeddings: pooled.data, allPaths };
     }
     const out = await model.forward({ inputs, attentionMask });
     const logits = out.logits as Tensor<'float32'>;
-    return { ids, paths, width: out.lastHiddenState.shape[2]!, embeddings: meanPoolLatents(out.lastHiddenState).data, ...topLabels(logits, labelsOf(model, logits.shape[1]!)) };
+    return { ids, paths, width: out.lastHiddenState.shape[2]!, embeddings: meanPoolLatents(out.lastHiddenState).data, ...topLabels(logits, labelsOf(model, logits.shape[1]!)), allPaths };
   };
   const failed = [...loaded.failed];
   if (loaded.ok.length === 0) return { failed };
@@ -258,15 +359,19 @@ async function runPipeline(
   next: () => EmbedJobItem[] | undefined,
   stopped: () => boolean,
   onBatch: (items: EmbedJobItem[], computed: ComputedBatch) => Promise<void>,
+  remote?: RemoteItemLoader,
+  onEngineTime?: (seconds: number) => void,
 ): Promise<void> {
   let items = next();
   // loadBatch never rejects (failures are per item), so a pending prefetch is never an unhandled rejection.
-  let loading = items && loadBatch(builder, items);
+  let loading = items && loadBatch(builder, items, remote);
   while (items && loading) {
     const loaded = await loading;
     const nextItems = stopped() ? undefined : next();
-    loading = nextItems && loadBatch(builder, nextItems);
+    loading = nextItems && loadBatch(builder, nextItems, remote);
+    const computeStarted = performance.now();
     const computed = await computeBatch(model, task, builder, loaded);
+    onEngineTime?.((performance.now() - computeStarted) / 1000);
     await onBatch(items, computed);
     if (stopped()) return;
     items = nextItems;
@@ -276,8 +381,9 @@ async function runPipeline(
 function checkItems(items: unknown): asserts items is EmbedJobItem[] {
   if (!Array.isArray(items)) throw new InvalidArgumentError('items', 'an array of { id, path }', items);
   items.forEach((item, i) => {
-    const { id, path } = (item ?? {}) as Partial<EmbedJobItem>;
+    const { id, path, paths } = (item ?? {}) as Partial<EmbedJobItem>;
     if (typeof id !== 'string' || id === '' || typeof path !== 'string' || path === '') throw new InvalidArgumentError(`items[${i}]`, '{ id, path } with non-empty strings', item);
+    if (paths !== undefined && (!Array.isArray(paths) || paths.length === 0 || paths.some((p) => typeof p !== 'string' || p === ''))) throw new InvalidArgumentError(`items[${i}].paths`, 'a non-empty array of paths', paths);
   });
 }
 
@@ -294,12 +400,13 @@ async function builderFor(model: PerceiverModel<any>): Promise<MediaInputBuilder
 }
 
 /** What every part of a run records: its task, model class and width, and the checkpoint's identity. */
-function metadataFor(model: PerceiverModel<any>, task: EmbedTask, identity: ModelIdentity | undefined): PartMetadata {
+function metadataFor(model: PerceiverModel<any>, task: EmbedTask, identity: ModelIdentity | undefined, idKind: IdKind = 'path'): PartMetadata {
+  if (idKind !== 'path' && idKind !== 'content') throw new InvalidArgumentError('idKind', "'path' or 'content'", idKind);
   if (identity !== undefined && (typeof identity !== 'object' || identity === null || typeof identity.id !== 'string' || identity.id === '' || typeof identity.source !== 'string')) {
     throw new InvalidArgumentError('modelIdentity', 'an object { id, source } from modelIdentity(folder)', identity);
   }
   const { id, source } = identity ?? { id: `config-sha256:${createHash('sha256').update(JSON.stringify(model.config)).digest('hex')}`, source: model.constructor.name };
-  return { task, model: model.constructor.name, width: model.config.d_latents, modelId: id, modelSource: source };
+  return { task, model: model.constructor.name, width: model.config.d_latents, modelId: id, modelSource: source, idKind };
 }
 
 /** What a run expects of the parts already in its folder: its task, and its width and model identity when known. */
@@ -308,6 +415,8 @@ export interface ExpectedOutput {
   width?: number;
   modelId?: string;
   modelSource?: string;
+  /** Absent: not checked. */
+  idKind?: IdKind;
 }
 
 /**
@@ -316,9 +425,13 @@ export interface ExpectedOutput {
  * another task or width, ModelMismatchError for another checkpoint.
  */
 export async function readDoneChecked(outDir: string, expected: ExpectedOutput, argument = 'outDir', exceptFile?: string): Promise<Set<string>> {
+  return withCommittedParts(outDir, (files) => readDoneOf(outDir, files, expected, argument, exceptFile));
+}
+
+async function readDoneOf(outDir: string, files: string[], expected: ExpectedOutput, argument: string, exceptFile?: string): Promise<Set<string>> {
   const ids = new Set<string>();
   const widthText = expected.width === undefined ? '' : ` of width ${expected.width}`;
-  for (const file of await listParts(outDir)) {
+  for (const file of files) {
     if (file === exceptFile) continue;
     const part = await readPartIds(file);
     const other = part.metadata;
@@ -335,6 +448,14 @@ export async function readDoneChecked(outDir: string, expected: ExpectedOutput, 
         outDir,
         { id: other.modelId ?? 'none recorded', source: other.modelSource ?? `${other.model} (written without a model identity)`, file },
         { id: expected.modelId, source: expected.modelSource ?? expected.modelId },
+      );
+    }
+    if (other && expected.idKind !== undefined && (other.idKind ?? 'path') !== expected.idKind) {
+      throw new InvalidArgumentError(
+        argument,
+        `a folder of parts with ${expected.idKind} ids`,
+        file,
+        `${outDir} holds parts with ${other.idKind ?? 'path'} ids (${file}), not ${expected.idKind} ids: use --id ${other.idKind ?? 'path'} or another output folder`,
       );
     }
     for (const id of part.ids) ids.add(id);
@@ -367,12 +488,17 @@ export async function embedItemsToPart(options: EmbedPartOptions): Promise<Embed
   let done = 0;
   let offset = 0;
   const next = () => (offset < items.length ? items.slice(offset, (offset += batchSize)) : undefined);
-  await runPipeline(model, builder, task, next, () => false, async (batch, computed) => {
-    if (computed.columns) columns.push(computed.columns);
-    failed.push(...computed.failed);
-    done += batch.length;
-    onProgress?.(done, failed.length);
-  });
+  const remote = items.some((item) => RemoteItemLoader.handles(item.path)) ? new RemoteItemLoader(options.remote, items) : undefined;
+  try {
+    await runPipeline(model, builder, task, next, () => false, async (batch, computed) => {
+      if (computed.columns) columns.push(computed.columns);
+      failed.push(...computed.failed);
+      done += batch.length;
+      onProgress?.(done, failed.length);
+    }, remote);
+  } finally {
+    await remote?.close();
+  }
   await makeOutputFolder(outDir);
   let all = columns.length === 0 ? undefined : concatColumns(columns, columns[0]!.width, task);
   if (all) {
@@ -403,6 +529,7 @@ function selectRows(columns: EmbeddingColumns, rows: number[]): EmbeddingColumns
     embeddings,
     labels: columns.labels && rows.map((row) => columns.labels![row]!),
     scores: columns.scores && Float32Array.from(rows, (row) => columns.scores![row]!),
+    allPaths: columns.allPaths && rows.map((row) => columns.allPaths![row]!),
   };
 }
 
@@ -419,9 +546,11 @@ export async function makeOutputFolder(outDir: string, argument = 'outDir'): Pro
 /** The ids already written to a folder's parts. */
 export async function readDoneIds(outDir: string): Promise<Set<string>> {
   if (typeof outDir !== 'string' || outDir === '') throw new InvalidArgumentError('outDir', 'a folder path', outDir);
-  const ids = new Set<string>();
-  for (const file of await listParts(outDir)) for (const id of (await readPartIds(file)).ids) ids.add(id);
-  return ids;
+  return withCommittedParts(outDir, async (files) => {
+    const ids = new Set<string>();
+    for (const file of files) for (const id of (await readPartIds(file)).ids) ids.add(id);
+    return ids;
+  });
 }
 
 /** A whole job: shard, resume, one pipeline per model, one part per batch. */
@@ -429,6 +558,7 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
   const started = performance.now();
   if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options', 'an object { models, task, items, outDir }', options);
   const { models, task, items, outDir, shard, strict = false, signal, onItemFailed, onProgress } = options;
+  const partSize = checkPartSize(options.partSize);
   if (!Array.isArray(models) || models.length === 0) throw new InvalidArgumentError('models', 'a non-empty array of loaded models', models);
   for (const model of models) checkTask(model, task);
   checkItems(items);
@@ -448,10 +578,22 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
   await makeOutputFolder(outDir);
   // One writer per folder (or per shard of it): two runs would both see the same items as not done.
   const lock = await lockOutputFolder(outDir, shard ? { kind: 'shard', index: shard.index, count: shard.count } : { kind: 'all' });
+  const cleanups: (() => Promise<void>)[] = [];
   try {
-    await removeStaleTempFiles(outDir);
-    const metadata = metadataFor(models[0]!, task, options.modelIdentity);
-    const done = await readDoneChecked(outDir, metadata);
+    const metadata = metadataFor(models[0]!, task, options.modelIdentity, options.idKind);
+    let lance: import('./lance.js').LanceOutput | undefined;
+    let done: Set<string>;
+    if (options.lanceTable !== undefined) {
+      const { LanceOutput } = await import('./lance.js');
+      lance = await LanceOutput.open(outDir, options.lanceTable, metadata);
+      const opened = lance;
+      cleanups.push(async () => opened.close());
+      done = await lance.doneIds();
+    } else {
+      await removeStaleTempFiles(outDir);
+      await finishCompactions(outDir);
+      done = await readDoneChecked(outDir, metadata);
+    }
 
     const mine = shard ? items.filter((item) => inShard(item.id, shard.index, shard.count)) : items;
     const todo = mine.filter((item) => !done.has(item.id));
@@ -463,8 +605,10 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
       written: 0,
       failed: [],
       parts: 0,
+      compactedParts: 0,
       interrupted: false,
       seconds: 0,
+      engineSeconds: 0,
     };
 
     // Unique per run, so parts of earlier runs and of other shards writing to the same folder never collide.
@@ -477,14 +621,22 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
     const stopped = () => fatal || strictError !== undefined || signal?.aborted === true;
     const next = () => (!stopped() && offset < todo.length ? todo.slice(offset, (offset += batchSize)) : undefined);
     const builders = await Promise.all(models.map((model) => builderFor(model)));
+    const compactor = new RunCompactor(outDir, partSize, options.compactionHooks);
+    const remote = todo.some((item) => RemoteItemLoader.handles(item.path)) ? new RemoteItemLoader(options.remote, todo) : undefined;
+    cleanups.push(async () => remote?.close());
     onProgress?.(0, 0, todo.length);
 
     const onBatch = async (batch: EmbedJobItem[], computed: ComputedBatch) => {
-      if (computed.columns) {
+      if (computed.columns && lance) {
+        // Ids already in the table (another shard's run) are left out by the insert itself.
+        result.written += await lance.write(computed.columns);
+        result.parts++;
+      } else if (computed.columns) {
         const file = join(outDir, `${runTag}-${String(sequence++).padStart(6, '0')}.parquet`);
         await writeEmbeddingPart(file, computed.columns, metadata);
         result.written += computed.columns.ids.length;
         result.parts++;
+        await compactor.add(file);
       }
       for (const failure of computed.failed) {
         result.failed.push(failure);
@@ -497,12 +649,21 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
 
     const settled = await Promise.allSettled(
       models.map((model, i) =>
-        runPipeline(model, builders[i]!, task, next, stopped, onBatch).catch((error: unknown) => {
+        runPipeline(model, builders[i]!, task, next, stopped, onBatch, remote, (seconds) => (result.engineSeconds += seconds)).catch((error: unknown) => {
           fatal = true; // the other models finish their batch in flight and stop
           throw error;
         }),
       ),
     );
+    // The parts written are merged even when a batch failed: they hold finished rows.
+    await compactor.finish();
+    result.compactedParts = compactor.compactions;
+    if (lance) {
+      if (result.parts > 0) await lance.optimize();
+    } else if (!shard && partSize > 0) {
+      // The only writer of the whole folder merges the small parts of earlier runs too.
+      result.compactedParts += (await compactFolder(outDir, partSize, options.compactionHooks)).length;
+    }
     const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (failure) throw failure.reason;
     if (strictError !== undefined) throw strictError;
@@ -510,6 +671,7 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
     result.seconds = (performance.now() - started) / 1000;
     return result;
   } finally {
+    for (const cleanup of cleanups) await cleanup();
     await lock.release();
   }
 }

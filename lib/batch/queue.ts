@@ -229,6 +229,8 @@ export interface EnqueueOptions {
   /** Files, folders or globs (see discoverItems). */
   inputs: string[];
   manifest?: string;
+  /** Reads remote inputs and manifests while discovering (its S3 endpoint); default settings when absent. */
+  remote?: import('../io/remote.js').RemoteReader;
   outDir: string;
   /** Items per shard (default 256). */
   shardSize?: number;
@@ -343,7 +345,7 @@ export async function enqueueAndWait(options: EnqueueOptions): Promise<EnqueueRe
   try {
     const { model, width, modelId } = await modelForWorkers(options.model);
     const { discoverItems } = await import('./discover.js');
-    const items = await discoverItems(options.inputs, { manifest: options.manifest });
+    const items = await discoverItems(options.inputs, { manifest: options.manifest, remote: options.remote });
     const { makeOutputFolder, readDoneChecked } = await import('./job.js');
     await makeOutputFolder(outDir, '--out');
     // Enqueuers of one folder may run together (they agree through Redis, below); a local run may not.
@@ -534,6 +536,14 @@ export interface ShardWorkerOptions {
    * into this worker's own cache).
    */
   allowedRoots: string[];
+  /**
+   * Remote items jobs may name: URL prefixes such as `s3://bucket/` or `https://host/media/`
+   * (`--allow-url-prefix`, repeatable). An http(s) or s3 item matching none fails the shard for
+   * good with PathNotAllowedError, as a path outside the roots does. Default: none.
+   */
+  allowedUrlPrefixes?: string[];
+  /** Reads the remote items (its S3 endpoint, concurrency, timeouts); default settings when absent. */
+  remote?: import('../io/remote.js').RemoteReader;
   /** One line per event (shard started, done, failed; connection lost). */
   log?: (line: string) => void;
 }
@@ -626,13 +636,45 @@ function isInside(path: string, root: string): boolean {
   return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
 }
 
-/** Throws PathNotAllowedError for the first path of the job outside every allowed root. */
-async function checkJobPaths(data: ShardJobData, roots: string[]): Promise<void> {
+/**
+ * Allowed URL prefixes, normalized so that a prefix covers whole path segments: `https://host`
+ * becomes `https://host/` (and so does not allow `https://host.evil.example/`).
+ */
+export function normalizeUrlPrefixes(prefixes: unknown): string[] {
+  const expected = 'http(s):// or s3:// URL prefixes (--allow-url-prefix)';
+  if (prefixes === undefined) return [];
+  if (!Array.isArray(prefixes)) throw new InvalidArgumentError('allowedUrlPrefixes', expected, prefixes);
+  return prefixes.map((prefix) => {
+    if (typeof prefix !== 'string' || !/^(https?|s3):\/\/[^/]+/i.test(prefix)) throw new InvalidArgumentError('--allow-url-prefix', expected, prefix);
+    const m = /^([a-z0-9]+:\/\/[^/]+)(.*)$/i.exec(prefix)!;
+    return `${m[1]!.toLowerCase()}${m[2] === '' ? '/' : m[2]}`;
+  });
+}
+
+/** Whether a remote item is under an allowed prefix; `.` and `..` segments are never allowed (S3 keys are not resolved, HTTP paths are). */
+function urlAllowed(url: string, prefixes: string[]): boolean {
+  const m = /^([a-z0-9]+:\/\/[^/]+)(.*)$/i.exec(url);
+  if (!m) return false;
+  const path = m[2]!.replace(/[?#].*$/, '');
+  if (path.split('/').some((segment) => segment === '.' || segment === '..' || /%2e/i.test(segment))) return false;
+  const normal = `${m[1]!.toLowerCase()}${m[2]}`;
+  return prefixes.some((prefix) => normal.startsWith(prefix));
+}
+
+/** Throws PathNotAllowedError for the first path of the job outside every allowed root (or URL prefix). */
+async function checkJobPaths(data: ShardJobData, roots: string[], urlPrefixes: string[] = []): Promise<void> {
+  const allowed = [...roots, ...urlPrefixes];
   const check = async (field: string, path: string) => {
+    if (/^(https?|s3):\/\//i.test(path)) {
+      if (!urlAllowed(path, urlPrefixes)) throw new PathNotAllowedError(field, path, allowed);
+      return;
+    }
     const real = await realpathOrAncestor(path).catch(() => undefined);
-    if (real === undefined || !roots.some((root) => isInside(real, root))) throw new PathNotAllowedError(field, path, roots);
+    if (real === undefined || !roots.some((root) => isInside(real, root))) throw new PathNotAllowedError(field, path, allowed);
   };
   const { isHubId } = await import('../hub/download.js');
+  // Models and output folders are local: a URL there is no path inside the roots.
+  if (/^(https?|s3):\/\//i.test(data.model) || /^(https?|s3):\/\//i.test(data.outDir)) throw new PathNotAllowedError(/^(https?|s3):/i.test(data.model) ? 'model' : 'outDir', /^(https?|s3):/i.test(data.model) ? data.model : data.outDir, allowed);
   if (!isHubId(data.model)) await check('model', data.model);
   await check('outDir', data.outDir);
   for (let i = 0; i < data.items.length; i++) await check(`items[${i}].path`, data.items[i]!.path);
@@ -648,6 +690,7 @@ export async function startShardWorker(options: ShardWorkerOptions): Promise<Sha
   const lockDuration = positiveInteger(options.lockDurationMs, '--lock-duration-ms', 60_000, 1000);
   const log = options.log ?? (() => {});
   const roots = await resolveRoots(options.allowedRoots);
+  const urlPrefixes = normalizeUrlPrefixes(options.allowedUrlPrefixes);
 
   const { Worker, WaitingError, UnrecoverableError } = await requireOptional<typeof import('bullmq')>('bullmq');
   const { embedItemsToPart } = await import('./job.js');
@@ -664,7 +707,7 @@ export async function startShardWorker(options: ShardWorkerOptions): Promise<Sha
     let loaded: { model: PerceiverModel<any>; identity: ModelIdentity };
     try {
       // Nothing of the job is touched (no model loaded, no file read) before its paths are checked.
-      await checkJobPaths(data, roots);
+      await checkJobPaths(data, roots, urlPrefixes);
       loaded = await models.get(data.model, device, dtype);
     } catch (error) {
       // The same on every worker with these roots and this checkpoint: no point in retrying.
@@ -685,6 +728,7 @@ export async function startShardWorker(options: ShardWorkerOptions): Promise<Sha
       outDir: data.outDir,
       partName: data.partName,
       batchSize: data.batchSize,
+      remote: options.remote,
       onProgress: (done, failed) => {
         const now = performance.now();
         if (now - lastReport < 1000 && done < data.items.length) return;

@@ -14,10 +14,12 @@
  */
 import { AutoModel } from '../auto.js';
 import { discoverInputs } from '../batch/discover.js';
-import { runEmbedJob, modelIdentity, type EmbedTask } from '../batch/job.js';
+import { runEmbedJob, modelIdentity, type EmbedTask, type IdKind } from '../batch/job.js';
 import { createProgressReporter } from '../batch/progress.js';
 import { capabilities } from '../capabilities.js';
 import { InvalidArgumentError } from '../errors.js';
+import { RemoteReader } from '../io/remote.js';
+import { parseLanceOut } from '../batch/lance.js';
 import { checkpointFolder, DEVICE_DTYPES, type ComputeDType, type PerceiverModel } from '../modeling/perceiver_model.js';
 import { filterByKind, missingLine, skippedLine } from './messages.js';
 import { UsageError } from './usage.js';
@@ -38,6 +40,33 @@ export interface EmbedCommandOptions {
   /** `i/N`. */
   shard?: string;
   strict: boolean;
+  /** `path` (default) or `content`. */
+  id?: string;
+  /** `128MB`, `64MiB`, `500kB`, bytes, or `0` (never compact). */
+  partSize?: string;
+  /** Remote inputs: an S3-compatible endpoint, requests at once, per-request timeout, tries. */
+  s3Endpoint?: string;
+  concurrency?: number;
+  requestTimeoutMs?: number;
+  attempts?: number;
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, kb: 1e3, mb: 1e6, gb: 1e9, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3 };
+
+/** A size such as `128MB`, `64MiB`, `500kB` or `1048576` (bytes), in bytes. */
+export function parseSize(value: string, option: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(value.trim());
+  const unit = m ? SIZE_UNITS[m[2]!.toLowerCase()] : undefined;
+  const bytes = m && unit !== undefined ? Math.round(Number(m[1]) * unit) : NaN;
+  if (!Number.isSafeInteger(bytes) || bytes < 0) throw new UsageError(`${option} wants a size such as 128MB, 64MiB, 500kB or a byte count (0: never), got ${JSON.stringify(value)}`);
+  return bytes;
+}
+
+/** `path` or `content`. */
+export function parseIdKind(value: string | undefined): IdKind {
+  if (value === undefined || value === 'path') return 'path';
+  if (value === 'content') return 'content';
+  throw new UsageError(`--id wants path or content, got ${JSON.stringify(value)}`);
 }
 
 /**
@@ -77,11 +106,43 @@ export async function runEmbedCommand(options: EmbedCommandOptions): Promise<num
   if (!DEVICE_DTYPES.includes(options.dtype as ComputeDType)) throw new UsageError(`--dtype wants one of ${DEVICE_DTYPES.join(', ')}, got ${JSON.stringify(options.dtype)}`);
   const { devices, note } = parseDevices(options.devices);
   const shard = options.shard === undefined ? undefined : parseShard(options.shard);
+  const idKind = parseIdKind(options.id);
+  const partSize = options.partSize === undefined ? undefined : parseSize(options.partSize, '--part-size');
   if (options.inputs.length === 0 && options.manifest === undefined) throw new UsageError(`${task} needs at least one INPUT (a file, folder or glob) or --manifest FILE`);
 
+  let remote: RemoteReader;
+  try {
+    remote = new RemoteReader({ s3Endpoint: options.s3Endpoint, concurrency: options.concurrency, timeoutMs: options.requestTimeoutMs, attempts: options.attempts });
+  } catch (error) {
+    if (error instanceof InvalidArgumentError) throw new UsageError(error.message);
+    throw error;
+  }
+  try {
+    return await runWithReader(options, remote, { label, devices, note, shard, idKind, partSize });
+  } finally {
+    await remote.close();
+  }
+}
+
+async function runWithReader(
+  options: EmbedCommandOptions,
+  remote: RemoteReader,
+  { label, devices, note, shard, idKind, partSize }: { label: string; devices: string[]; note?: string; shard?: { index: number; count: number }; idKind: IdKind; partSize?: number },
+): Promise<number> {
+  const { task } = options;
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(options.out) && !options.out.startsWith('lancedb://')) {
+    throw new UsageError(`--out takes a local folder or lancedb://DIR/TABLE; ${JSON.stringify(options.out)} is neither (output to s3:// is not supported yet)`);
+  }
+  let lanceOut;
+  try {
+    lanceOut = parseLanceOut(options.out);
+  } catch (error) {
+    if (error instanceof InvalidArgumentError) throw new UsageError(error.message);
+    throw error;
+  }
   let discovered;
   try {
-    discovered = await discoverInputs(options.inputs, { manifest: options.manifest });
+    discovered = await discoverInputs(options.inputs, { manifest: options.manifest, id: idKind, remote });
   } catch (error) {
     // An unreadable manifest is a mistake on the command line.
     if (error instanceof InvalidArgumentError) throw new UsageError(error.message);
@@ -119,10 +180,14 @@ export async function runEmbedCommand(options: EmbedCommandOptions): Promise<num
       models,
       task,
       items,
-      outDir: options.out,
+      outDir: lanceOut?.dir ?? options.out,
+      lanceTable: lanceOut?.table,
       modelIdentity: identity,
       batchSize: options.batchSize,
       shard,
+      idKind,
+      partSize,
+      remote,
       strict: options.strict,
       signal: controller.signal,
       onItemFailed: (failure) => progress.log(skippedLine(label, failure)),
@@ -133,14 +198,16 @@ export async function runEmbedCommand(options: EmbedCommandOptions): Promise<num
     });
     progress.stop();
     const rate = result.seconds > 0 ? (result.written + result.failed.length) / result.seconds : 0;
+    const busy = result.seconds > 0 ? Math.round((100 * result.engineSeconds) / (result.seconds * devices.length)) : 0;
     const shardText = shard ? ` (shard ${shard.index}/${shard.count}: ${result.total - result.otherShards} of ${result.total})` : '';
     process.stderr.write(
       `${label}: ${result.total} items${shardText}: ${result.written} written in ${result.parts} part${result.parts === 1 ? '' : 's'}, ` +
         `${result.skippedDone} already done, ${result.failed.length} unreadable, ` +
         (byKind.ignored ? `${byKind.ignored} ignored (kind), ` : '') +
         (missing.length ? `${missing.length} input${missing.length === 1 ? '' : 's'} not found, ` : '') +
-        `${result.todo - result.written - result.failed.length} left -> ${options.out} ` +
-        `(${result.seconds.toFixed(1)} s, ${rate.toFixed(1)} items/s on ${devices.join(',')})\n`,
+        `${result.todo - result.written - result.failed.length} left -> ${options.out}` +
+        `${result.compactedParts > 0 ? ` (${result.compactedParts} compacted part${result.compactedParts === 1 ? '' : 's'})` : ''} ` +
+        `(${result.seconds.toFixed(1)} s, ${rate.toFixed(1)} items/s on ${devices.join(',')}, engine busy ${busy}%)\n`,
     );
     return result.interrupted ? 130 : 0;
   } finally {

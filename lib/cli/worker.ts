@@ -1,8 +1,8 @@
 /**
  * The queue side of the CLI (see lib/batch/queue.ts):
  *
- *   perceiver-io worker --queue redis://HOST:PORT --allow-root DIR... [--device cpu] [--dtype float32] [--concurrency 1] [--lock-duration-ms 60000]
- *   perceiver-io embed|classify --queue redis://HOST:PORT --model DIR|ID --out DIR [--shard-size 256] [--batch-size N] [--attempts 3] [--manifest FILE] INPUT...
+ *   perceiver-io worker --queue redis://HOST:PORT --allow-root DIR... [--device cpu] [--dtype float32] [--concurrency 1] [--lock-duration-ms 60000] [--allow-url-prefix URL...] [--s3-endpoint URL]
+ *   perceiver-io embed|classify --queue redis://HOST:PORT --model DIR|ID --out DIR [--shard-size 256] [--batch-size N] [--attempts 3] [--manifest FILE|URL] [--s3-endpoint URL] INPUT...
  *
  * The worker runs until SIGINT / SIGTERM: the first finishes the shard in progress and exits 0, a
  * second hands it back to the queue at once (another worker restarts it) and exits 0. The enqueuer
@@ -47,7 +47,6 @@ async function checkDevice(device: string, dtype: string): Promise<void> {
   if (index >= cuda.deviceCount) throw new BackendUnavailableError(`device '${device}' is not available: this machine has ${cuda.deviceCount} CUDA device(s)`);
 }
 
-/** `perceiver-io worker`: resolves the exit code; errors are thrown for main to print on one line. */
 /** `perceiver-io worker` after its options are parsed (lib/cli/commands/worker.ts): resolves the exit code; errors are thrown for main to print on one line. */
 export async function runWorkerCommand(values: Values): Promise<number> {
   const queue = requiredString(values, 'worker', 'queue');
@@ -62,14 +61,27 @@ export async function runWorkerCommand(values: Values): Promise<number> {
   const lockDurationMs = integerOption(values, 'lock-duration-ms', 1000);
 
   const { startShardWorker, displayUrl, parseQueueUrl } = await import('../batch/queue.js');
+  const { RemoteReader } = await import('../io/remote.js');
   const label = 'perceiver-io worker';
   const log = (line: string) => process.stderr.write(`${label}: ${line}\n`);
   let worker: Awaited<ReturnType<typeof startShardWorker>>;
+  let remote: InstanceType<typeof RemoteReader>;
   try {
-    worker = await startShardWorker({ queue, device, dtype: dtype as ComputeDType, concurrency, lockDurationMs, allowedRoots, log });
+    remote = new RemoteReader({ s3Endpoint: values['s3-endpoint'] as string | undefined });
+    worker = await startShardWorker({
+      queue,
+      device,
+      dtype: dtype as ComputeDType,
+      concurrency,
+      lockDurationMs,
+      allowedRoots,
+      allowedUrlPrefixes: values['allow-url-prefix'] as string[] | undefined,
+      remote,
+      log,
+    });
   } catch (error) {
-    // A root that is not a folder is a mistake on the command line.
-    if (error instanceof InvalidArgumentError && error.argument === '--allow-root') throw new UsageError(error.message);
+    // A root that is not a folder, a bad URL prefix or endpoint is a mistake on the command line.
+    if (error instanceof InvalidArgumentError && ['--allow-root', '--allow-url-prefix', '--s3-endpoint'].includes(error.argument)) throw new UsageError(error.message);
     throw error;
   }
 
@@ -98,6 +110,7 @@ export async function runWorkerCommand(values: Values): Promise<number> {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await worker.close().catch(() => {});
+    await remote.close();
   }
 }
 
@@ -107,9 +120,18 @@ export async function runQueuedEmbedCommand(task: 'embed' | 'classify', values: 
   const queue = requiredString(values, task, 'queue');
   const model = requiredString(values, task, 'model');
   const out = requiredString(values, task, 'out');
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(out)) throw new UsageError(`with --queue, --out is a folder the workers share; ${JSON.stringify(out)} is not (LanceDB and s3:// outputs are for local runs)`);
   if (positionals.length === 0 && values.manifest === undefined) throw new UsageError(`${task} needs at least one INPUT (a file, folder or glob) or --manifest FILE`);
 
   const { enqueueAndWait } = await import('../batch/queue.js');
+  const { RemoteReader } = await import('../io/remote.js');
+  let remote: InstanceType<typeof RemoteReader>;
+  try {
+    remote = new RemoteReader({ s3Endpoint: values['s3-endpoint'] as string | undefined });
+  } catch (error) {
+    if (error instanceof InvalidArgumentError) throw new UsageError(error.message);
+    throw error;
+  }
   const controller = new AbortController();
   const onSignal = () => controller.abort();
   process.on('SIGINT', onSignal);
@@ -140,6 +162,7 @@ export async function runQueuedEmbedCommand(task: 'embed' | 'classify', values: 
       task,
       inputs: positionals,
       manifest: values.manifest as string | undefined,
+      remote,
       outDir: out,
       shardSize: integerOption(values, 'shard-size', 1),
       batchSize: integerOption(values, 'batch-size', 1),
@@ -170,6 +193,7 @@ export async function runQueuedEmbedCommand(task: 'embed' | 'classify', values: 
     if (error instanceof InvalidArgumentError && (error.argument === 'INPUT' || error.argument === 'manifest')) throw new UsageError(error.message);
     throw error;
   } finally {
+    await remote.close();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }

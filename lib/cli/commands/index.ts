@@ -5,6 +5,7 @@ import { DOCTOR, doctorCommand } from './doctor.js';
 import { CLASSIFY, EMBED, embedCommand } from './embed.js';
 import { INFER, inferCommand } from './infer.js';
 import { PIPELINE_SPECS, pipelineCommand } from './pipelines.js';
+import { SEARCH, searchCommand } from './search.js';
 import { SERVE, serveCommand } from './serve.js';
 import { WORKER, workerCommand } from './worker.js';
 
@@ -20,6 +21,7 @@ export const COMMANDS: readonly Command[] = [
   { spec: EMBED, run: (args) => embedCommand('embed', args) },
   { spec: CLASSIFY, run: (args) => embedCommand('classify', args) },
   { spec: WORKER, run: workerCommand },
+  { spec: SEARCH, run: searchCommand },
   ...PIPELINE_SPECS.map((spec) => ({ spec, run: (args: string[]) => pipelineCommand(spec, args) })),
   { spec: DOCTOR, run: doctorCommand },
 ];

@@ -15,6 +15,8 @@ its --allow-root folders and fails any shard naming a path outside them.`,
   options: {
     queue: { type: 'string', value: 'URL', required: true, help: 'redis://HOST:PORT (or rediss://, with user:password@ and /DB if needed)' },
     'allow-root': { type: 'string', value: 'DIR', multiple: true, help: 'a folder jobs may read and write (required; / allows all)' },
+    'allow-url-prefix': { type: 'string', value: 'URL', multiple: true, help: 'remote items jobs may name, e.g. s3://bucket/media/ or https://host/\n(default none: a shard with a URL item fails for good)' },
+    's3-endpoint': { type: 'string', value: 'URL', help: 'an S3-compatible store for s3:// items (credentials: the AWS chain)' },
     device: { type: 'string', value: 'DEVICE', default: 'cpu', help: 'where to run: cpu, cuda or cuda:N' },
     dtype: { type: 'string', value: 'DTYPE', default: 'float32', help: 'compute precision (float32, tfloat32, float16, bfloat16 on CUDA)' },
     concurrency: { type: 'string', value: 'N', help: 'shards at once (default 1)' },
