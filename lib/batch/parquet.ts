@@ -83,6 +83,7 @@ type ParquetWasm = typeof import('parquet-wasm');
 let libraries: Promise<{ arrow: Arrow; parquet: ParquetWasm }> | undefined;
 
 /** apache-arrow and parquet-wasm (its Node build, which instantiates its WebAssembly on load). */
+/** @internal Arrow-typed: left out of the published declarations (see tsconfig.build.json). */
 export async function parquetLibraries(): Promise<{ arrow: Arrow; parquet: ParquetWasm }> {
   libraries ??= Promise.all([requireOptional<Arrow>('apache-arrow'), requireOptional<ParquetWasm>('parquet-wasm')]).then(([arrow, parquet]) => ({
     arrow,
@@ -212,6 +213,7 @@ export async function writeEmbeddingPart(file: string, columns: EmbeddingColumns
 }
 
 /** The Arrow table of one part's rows, with the run's metadata in its schema. */
+/** @internal Arrow-typed: left out of the published declarations (see tsconfig.build.json). */
 export async function embeddingTable(columns: EmbeddingColumns, metadata: PartMetadata): Promise<import('apache-arrow').Table> {
   const rows = columns.ids.length;
   if (columns.paths.length !== rows || columns.embeddings.length !== rows * columns.width || (columns.allPaths !== undefined && columns.allPaths.length !== rows)) {
@@ -248,6 +250,7 @@ function schemaMetadataOf(metadata: PartMetadata): Map<string, string> {
 }
 
 /** The Parquet bytes of a table (ZSTD). */
+/** @internal Arrow-typed: left out of the published declarations (see tsconfig.build.json). */
 export async function parquetBytes(table: import('apache-arrow').Table): Promise<Uint8Array> {
   const { arrow, parquet } = await parquetLibraries();
   const wasmTable = parquet.Table.fromIPCStream(arrow.tableToIPC(table, 'stream'));
@@ -256,6 +259,7 @@ export async function parquetBytes(table: import('apache-arrow').Table): Promise
 }
 
 /** Writes a table as one part, atomically. */
+/** @internal Arrow-typed: left out of the published declarations (see tsconfig.build.json). */
 export async function writePartTable(file: string, table: import('apache-arrow').Table): Promise<void> {
   await writeFileAtomic(file, await parquetBytes(table), { tag: tempTag() });
 }
@@ -264,6 +268,7 @@ export async function writePartTable(file: string, table: import('apache-arrow')
 export class PartVanishedError extends Error {}
 
 /** One part as an Arrow table. PartVanishedError when the file is gone. */
+/** @internal Arrow-typed: left out of the published declarations (see tsconfig.build.json). */
 export async function readPart(file: string): Promise<import('apache-arrow').Table> {
   const { arrow, parquet } = await parquetLibraries();
   let bytes: Buffer;
@@ -298,6 +303,7 @@ export async function withCommittedParts<T>(outDir: string, read: (files: string
 }
 
 /** The metadata a part was written with (undefined for a part without perceiver-io metadata). */
+/** @internal Arrow-typed: left out of the published declarations (see tsconfig.build.json). */
 export function metadataOf(table: import('apache-arrow').Table, file: string): PartMetadata | undefined {
   const meta = table.schema.metadata;
   const task = meta.get(META_TASK);
@@ -350,6 +356,7 @@ export async function readEmbeddings(outDir: string): Promise<EmbeddingRow[]> {
 }
 
 /** The rows of one part's table. */
+/** @internal Arrow-typed: left out of the published declarations (see tsconfig.build.json). */
 export function rowsOf(table: import('apache-arrow').Table, file: string): EmbeddingRow[] {
   const rows: EmbeddingRow[] = [];
   const ids = idColumn(table, file);
