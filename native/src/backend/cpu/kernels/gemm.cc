@@ -127,6 +127,8 @@ void* Scratch(int slot, size_t bytes) {
 // Cache budgets of the blocking (bytes): W's k-block slice of one panel (L1) and W's column block (L2).
 constexpr int64_t kKBlockBytes = 32 << 10;
 constexpr int64_t kWBlockBytes = 1 << 20;
+// ThreadPool::ParallelFor's chunks per thread (core/thread_pool.cc), which the task split matches.
+constexpr int64_t kPoolChunksPerThread = 4;
 
 int64_t Panels(int64_t n) { return (n + kNr - 1) / kNr; }
 int64_t PairSteps(int64_t k) { return (k + 1) / 2; }
@@ -273,12 +275,17 @@ void RunPanels(const KernelSet& ks, int64_t m, const float* a, int64_t lda, cons
   const int64_t kc = k <= kKBlockBytes / (kNr * esize) * 5 / 4 ? k : kKBlockBytes / (kNr * esize);
   const int64_t k_blocks = (k + kc - 1) / kc;
   const int64_t panels = Panels(n);
-  // Column block: its W (~1 MiB) stays in L2 while consecutive tasks (row blocks) reuse it.
-  const int64_t panel_bytes = w.panel_stride * esize;
-  const int64_t block_panels = std::clamp<int64_t>(kWBlockBytes / panel_bytes, 1, panels);
-  const int64_t col_blocks = (panels + block_panels - 1) / block_panels;
-  const int64_t row_tiles = (m + kMr - 1) / kMr;
+  // Column block: its W (~1 MiB at most) stays in L2 while consecutive tasks (row blocks) reuse it.
+  // With a pool, the count is rounded up to a multiple of the pool's chunks (kPoolChunksPerThread
+  // per thread) and panels and row tiles are spread evenly, so each chunk of tasks is the same
+  // work: 7 blocks of n = 1280 over 2 threads left one thread idle for an eighth of the product.
   const int threads = pool ? pool->size() : 1;
+  const int64_t panel_bytes = w.panel_stride * esize;
+  const int64_t budget_panels = std::clamp<int64_t>(kWBlockBytes / panel_bytes, 1, panels);
+  int64_t col_blocks = (panels + budget_panels - 1) / budget_panels;
+  const int64_t pool_chunks = threads > 1 ? threads * kPoolChunksPerThread : 1;
+  col_blocks = std::min(panels, (col_blocks + pool_chunks - 1) / pool_chunks * pool_chunks);
+  const int64_t row_tiles = (m + kMr - 1) / kMr;
   // Rows per task: 8 tiles, fewer when that leaves under 4 tasks per thread to balance.
   int64_t block_tiles = 8;
   while (block_tiles > 1 && ((row_tiles + block_tiles - 1) / block_tiles) * col_blocks < 4 * threads) block_tiles /= 2;
@@ -289,8 +296,8 @@ void RunPanels(const KernelSet& ks, int64_t m, const float* a, int64_t lda, cons
   auto run = [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t cb = t / row_blocks, rb = t % row_blocks;  // consecutive tasks share W's block
-      const int64_t p0 = cb * block_panels, p1 = std::min(panels, p0 + block_panels);
-      const int64_t tile0 = rb * block_tiles, tile1 = std::min(row_tiles, tile0 + block_tiles);
+      const int64_t p0 = cb * panels / col_blocks, p1 = (cb + 1) * panels / col_blocks;
+      const int64_t tile0 = rb * row_tiles / row_blocks, tile1 = (rb + 1) * row_tiles / row_blocks;
       const int64_t r_begin = tile0 * kMr, rows = std::min(m, tile1 * kMr) - r_begin;
       // A's rows for this task: in place for float32 (a partial last tile padded in scratch),
       // rounded to bf16 in scratch for bf16 weights.
