@@ -27,7 +27,7 @@
  * what the hostile requests got. Exits 1 when a goal is missed or a server dies; 2 on bad arguments.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -35,6 +35,7 @@ import sharp from 'sharp';
 import { packageRoot } from '../lib/native/binding.js';
 import { machineInfo } from './common.js';
 import { bombPng, openRaw, postHead, type RawConnection } from './hostile_clients.js';
+import { machineBusySeconds, processCpuSeconds, rssMiB } from './proc.js';
 
 interface Server {
   name: string;
@@ -66,35 +67,8 @@ async function startServer(name: string, fixture: string): Promise<Server> {
   return server;
 }
 
-function rssMiB(pid: number): number {
-  try {
-    const match = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return match ? Number(match[1]) / 1024 : NaN;
-  } catch {
-    return NaN;
-  }
-}
 
-/** CPU seconds (user + system, all threads) a process has used: /proc/<pid>/stat fields 14 and 15, in 1/100 s. */
-function processCpuSeconds(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return NaN;
-  }
-}
 
-/** Busy CPU seconds of the whole machine (all cores; /proc/stat without idle and iowait). */
-function machineBusySeconds(): number {
-  try {
-    const f = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
-    return (f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + f[7]!) / 100;
-  } catch {
-    return NaN;
-  }
-}
 
 /** Cores used over a phase: each server, the normal clients (this process), the hostile clients' process and the whole machine. */
 function cpuMeter(servers: Server[], hostilePid: number): () => { servers: number[]; generator: number; hostileClients: number; machine: number } {

@@ -25,7 +25,7 @@
  *   2 on bad arguments. Prints a table, then one JSON line.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,6 +33,7 @@ import { parseArgs } from 'node:util';
 import { AutoModel, PerceiverClassificationDecoder, PerceiverTextPreprocessor, PerceiverTokenizer, type PerceiverModel } from '../lib/index.js';
 import { packageRoot } from '../lib/native/binding.js';
 import { fmt, formatTable, machineInfo, type MachineInfo, type Table } from './common.js';
+import { machineBusySeconds, processCpuSeconds, rssMiB } from './proc.js';
 
 type Route = 'classify' | 'embed';
 
@@ -317,45 +318,8 @@ function sampleRss(server: ServerProcess): void {
   if (!server.exited) server.rss.push({ at: performance.now(), mib: rssMiB(server.child.pid!) });
 }
 
-/** The child's resident set in MiB (Linux /proc; NaN elsewhere). */
-function rssMiB(pid: number): number {
-  try {
-    const match = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return match ? Number(match[1]) / 1024 : NaN;
-  } catch {
-    return NaN;
-  }
-}
 
-/**
- * CPU seconds (user + system, all threads) a process has used: /proc/<pid>/stat fields 14 and 15,
- * in clock ticks of 1/100 s (USER_HZ is 100 on every Linux Node supports). NaN elsewhere.
- */
-function processCpuSeconds(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // The command name (field 2) may hold spaces: count from after its closing parenthesis.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return NaN;
-  }
-}
 
-/**
- * Busy CPU seconds of the whole machine so far (all cores: /proc/stat's first line, everything but
- * idle and iowait; steal included, as it is time this VM could not run), in ticks of 1/100 s.
- * Set beside the server's and this process's own, it shows how much other work ran. NaN elsewhere.
- */
-function machineBusySeconds(): number {
-  try {
-    const fields = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
-    const [user, nice, system, , , irq, softirq, steal] = fields as [number, number, number, number, number, number, number, number];
-    return (user + nice + system + irq + softirq + steal) / 100;
-  } catch {
-    return NaN;
-  }
-}
 
 /**
  * The samples of one Prometheus text exposition, as `name{sorted labels}` -> value. Written here

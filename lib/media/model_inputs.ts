@@ -33,7 +33,7 @@
  *   PerceiverModel without a media preprocessor) have no builder: InvalidArgumentError says what
  *   they take.
  */
-import { InvalidArgumentError, MediaDecodeError, BackendUnavailableError } from '../errors.js';
+import { InvalidArgumentError, MediaDecodeError } from '../errors.js';
 import { PerceiverImageProcessor } from '../image_processor.js';
 import type { PerceiverModel } from '../modeling/perceiver_model.js';
 import {
@@ -50,6 +50,7 @@ import { decodeAudio } from './audio.js';
 import { checkPath, readHead, readMediaFile, regularFileSize } from './files.js';
 import { mediaKindOf, MEDIA_EXTENSIONS, type MediaKind } from './kinds.js';
 import { decodeVideoAudio, decodeVideoFrames, probeMedia, rgbToPlanes, videoDuration, type MediaToolOptions } from './video.js';
+import { loadSharp as loadSharpPackage, type SharpFactory } from '../sharp.js';
 
 export type { MediaKind } from './kinds.js';
 
@@ -246,18 +247,8 @@ function imageLoaders(model: PerceiverModel<any>, given: PerceiverImageProcessor
 // ---------------------------------------------------------------------------------------------
 // Multimodal autoencoding
 
-type SharpFactory = typeof import('sharp').default;
-let sharpPromise: Promise<SharpFactory> | undefined;
-
-async function loadSharp(): Promise<SharpFactory> {
-  sharpPromise ??= import('sharp').then(
-    (mod) => mod.default,
-    (error: Error) => {
-      sharpPromise = undefined;
-      throw new BackendUnavailableError(`Decoding image files needs the "sharp" package, which could not be loaded (${error.message}). Run \`npm install sharp\`.`);
-    },
-  );
-  return sharpPromise;
+function loadSharp(): Promise<SharpFactory> {
+  return loadSharpPackage('Decoding image files');
 }
 
 /** An image file as 8-bit RGB, centre-cropped to a square and resized to size x size (bicubic). */

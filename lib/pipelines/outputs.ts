@@ -10,19 +10,10 @@ import { extname, resolve } from 'node:path';
 import { BackendUnavailableError, InvalidArgumentError, MediaDecodeError } from '../errors.js';
 import { checkRgbFrame, type RgbFrame } from '../flow/patches.js';
 import { asFileWrite, checkPath, writeFileChecked } from '../io/write_file.js';
+import { loadSharp as loadSharpPackage, type SharpFactory } from '../sharp.js';
 
-type SharpFactory = typeof import('sharp').default;
-let sharpPromise: Promise<SharpFactory> | undefined;
-
-async function loadSharp(): Promise<SharpFactory> {
-  sharpPromise ??= import('sharp').then(
-    (mod) => mod.default,
-    (error: Error) => {
-      sharpPromise = undefined;
-      throw new BackendUnavailableError(`Writing PNG pictures needs the "sharp" package, which could not be loaded (${error.message}). Run \`npm install sharp\`.`);
-    },
-  );
-  return sharpPromise;
+function loadSharp(): Promise<SharpFactory> {
+  return loadSharpPackage('Writing PNG pictures');
 }
 
 /** Writes 8-bit RGB (HWC) as a PNG file. */
