@@ -12,10 +12,9 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { AutoModel, compactFolder, discoverItems, InvalidArgumentError, itemId, readEmbeddings, runEmbedJob, type CompactionStep, type EmbeddingRow } from '../lib/index.js';
 import { listParts } from '../lib/batch/parquet.js';
-import { fixtureDir, REPO, tempDir } from './helpers/fixtures.js';
+import { fixtureDir, tempDir } from './helpers/fixtures.js';
+import { CLI_BIN, runCliCommand } from './helpers/child.js';
 
-const manifest = JSON.parse(await readFile(join(REPO, 'package.json'), 'utf8'));
-const BIN = join(REPO, manifest.bin['perceiver-io']);
 const model = await AutoModel.fromPretrained(fixtureDir('text-mlm'));
 t.teardown(() => model.dispose());
 
@@ -88,15 +87,7 @@ t.test('an intent file planted to remove other files is refused, and a torn one 
   await t.rejects(readEmbeddings(out), /not a compaction intent file/);
 });
 
-function cli(args: string[]): Promise<{ code: number | null; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'], timeout: 60_000 });
-    let stderr = '';
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stderr }));
-  });
-}
+const cli = runCliCommand;
 
 t.test('CLI killed (SIGKILL) while writing and compacting, rerun: every item exactly once, in few parts', async (t) => {
   const dir = await tempDir(t);
@@ -106,7 +97,7 @@ t.test('CLI killed (SIGKILL) while writing and compacting, rerun: every item exa
   const args = ['embed', '--model', fixtureDir('text-mlm'), '--out', out, '--batch-size', '2', '--part-size', '20kB', join(dir, 'in')];
   // Kill after more and more parts have appeared: during batch writes and during merges.
   for (const afterParts of [2, 5, 9]) {
-    const child = spawn(process.execPath, [BIN, ...args], { stdio: 'ignore' });
+    const child = spawn(process.execPath, [CLI_BIN, ...args], { stdio: 'ignore' });
     t.teardown(() => void child.kill('SIGKILL'));
     const closed = new Promise((resolve) => child.on('close', resolve));
     for (let waited = 0; waited < 30_000; waited += 5) {

@@ -10,23 +10,12 @@ import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as lancedb from '@lancedb/lancedb';
 import { itemId, readEmbeddings, searchIndex } from '../lib/index.js';
-import { fixtureDir, relativeErrorOf, REPO, tempDir } from './helpers/fixtures.js';
+import { fixtureDir, relativeErrorOf, tempDir } from './helpers/fixtures.js';
+import { CLI_BIN, runCliCommand } from './helpers/child.js';
 
-const manifest = JSON.parse(await readFile(join(REPO, 'package.json'), 'utf8'));
-const BIN = join(REPO, manifest.bin['perceiver-io']);
 const MODEL = fixtureDir('text-mlm');
 
-function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const cli = runCliCommand;
 
 async function texts(dir: string, count: number): Promise<string[]> {
   await mkdir(dir, { recursive: true });
@@ -63,7 +52,7 @@ t.test('lancedb:// output: the Parquet rows; kill -9 and rerun: every item exact
   const versions = async () => (await readdir(join(lanceDir, 'docs.lance', '_versions')).catch(() => [])).length;
   for (const more of [3, 8, 12]) {
     const before = await versions();
-    const child = spawn(process.execPath, [BIN, ...args], { stdio: 'ignore' });
+    const child = spawn(process.execPath, [CLI_BIN, ...args], { stdio: 'ignore' });
     t.teardown(() => void child.kill('SIGKILL'));
     const closed = new Promise((resolve) => child.on('close', resolve));
     for (let waited = 0; waited < 30_000 && (await versions()) < before + more; waited += 5) await new Promise((resolve) => setTimeout(resolve, 5));

@@ -11,12 +11,19 @@
  * (npm test builds it first), each in a fresh process so no earlier allocation hides the peak.
  */
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { runNodeScript } from './helpers/child.js';
 import { REPO } from './helpers/fixtures.js';
+
+/** Runs an ES module script in a child `node`; its stdout, or an error carrying its stderr. */
+async function runChild(script: string, args: string[]): Promise<string> {
+  const { code, signal, stdout, stderr } = await runNodeScript(script, args, CHILD_TIMEOUT_MS);
+  if (code !== 0) throw new Error(`child exited with ${code ?? signal}: ${stderr}`);
+  return stdout;
+}
 
 const DIST_ENTRY = pathToFileURL(join(REPO, 'dist', 'lib', 'index.js')).href;
 const CHILD_TIMEOUT_MS = 60_000;
@@ -36,26 +43,6 @@ const CONFIG = {
   num_self_attends_per_block: 2,
 };
 
-/** Runs an ES module script in a child `node`, killed if it outlives the timeout; resolves with its stdout. */
-function runChild(script: string, args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-    const timer = setTimeout(() => child.kill('SIGKILL'), CHILD_TIMEOUT_MS);
-    child.once('error', (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-    child.once('close', (code, signal) => {
-      clearTimeout(timer);
-      if (code === 0) resolve(stdout);
-      else reject(new Error(`child exited with ${code ?? signal}: ${stderr}`));
-    });
-  });
-}
 
 /** Writes config.json and model.safetensors of CONFIG with RandomWeightStore(1) into argv[1]. */
 const WRITE = `

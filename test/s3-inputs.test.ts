@@ -7,40 +7,24 @@
  * bound are observed on the server side.
  */
 import t, { type Test } from 'tap';
-import { spawn } from 'node:child_process';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AutoModel, itemId, readEmbeddings, type EmbeddingRow } from '../lib/index.js';
 import { RemoteReader } from '../lib/io/remote.js';
 import { embeddingTable, parquetBytes } from '../lib/batch/parquet.js';
-import { createMediaInputBuilder } from '../lib/media/model_inputs.js';
-import { fixtureDir, relativeErrorOf, REPO, tempDir } from './helpers/fixtures.js';
+import { fixtureDir, relativeErrorOf, tempDir } from './helpers/fixtures.js';
 import { startS3 } from './helpers/s3.js';
+import { runCliCommand } from './helpers/child.js';
+import { embeddingOfText } from './helpers/embedding.js';
 
-const manifest = JSON.parse(await readFile(join(REPO, 'package.json'), 'utf8'));
-const BIN = join(REPO, manifest.bin['perceiver-io']);
 const MODEL = fixtureDir('text-mlm');
 const model = await AutoModel.fromPretrained(MODEL);
 t.teardown(() => model.dispose());
 
-function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'], timeout: 60_000, env: { ...process.env, ...env } });
-    let stderr = '';
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stderr }));
-  });
-}
+const cli = runCliCommand;
 
-/** The embedding the model gives a text alone. */
-async function embeddingOf(dir: string, text: string): Promise<Float32Array> {
-  const file = join(dir, `alone-${Math.random().toString(36).slice(2)}.txt`);
-  await writeFile(file, text);
-  const prepared = await createMediaInputBuilder(model).load(file);
-  return (await model.embed(prepared.inputs as never, { attentionMask: prepared.attentionMask as never, pooling: 'mean' })).data as Float32Array;
-}
+const embeddingOf = (dir: string, text: string): Promise<Float32Array> => embeddingOfText(model, dir, text);
 
 interface HttpLog {
   requests: Map<string, number>;

@@ -10,9 +10,9 @@
  * it first).
  */
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { runNodeScript } from './helpers/child.js';
 import { fixtureDir, LOAD_OPTIONS, REPO } from './helpers/fixtures.js';
 
 const DIST_ENTRY = pathToFileURL(join(REPO, 'dist', 'lib', 'index.js')).href;
@@ -24,32 +24,6 @@ const LOAD = JSON.stringify(LOAD_OPTIONS);
 const CALLS = 8;
 const CHILD_TIMEOUT_MS = 30_000;
 
-interface ChildResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs an ES module script in a child `node`, killed if it outlives the timeout (a hang fails too). */
-function runChild(script: string): Promise<ChildResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-    const timer = setTimeout(() => child.kill('SIGKILL'), CHILD_TIMEOUT_MS);
-    child.once('error', (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-    child.once('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr });
-    });
-  });
-}
 
 /**
  * The worker: makes what its call kind needs, starts CALLS calls of that kind without awaiting
@@ -164,7 +138,7 @@ const KINDS = ['load', 'forward', 'encode', 'decode', 'upload', 'toHost', 'forwa
 
 for (const kind of KINDS) {
   t.test(`${kind}: a worker ending with calls in flight ends alone, the main thread carries on`, async (t) => {
-    const result = await runChild(workerScenarioScript(kind));
+    const result = await runNodeScript(workerScenarioScript(kind), [], CHILD_TIMEOUT_MS);
     t.equal(result.signal, null, `the process was not killed (stderr: ${result.stderr.trim().slice(-400)})`);
     t.equal(result.code, 0, `the process exited 0 (stderr: ${result.stderr.trim().slice(-400)})`);
     t.notMatch(result.stderr, /terminate called|Napi::Error|FATAL ERROR/, 'no native abort or fatal error reported');
@@ -219,7 +193,7 @@ console.log('EXITING with ' + pending.length + ' calls in flight');
 process.exit(0);
 `;
   for (let round = 0; round < 3; round++) {
-    const result = await runChild(script);
+    const result = await runNodeScript(script, [], CHILD_TIMEOUT_MS);
     t.equal(result.signal, null, `round ${round}: not killed (stderr: ${result.stderr.trim().slice(-400)})`);
     t.equal(result.code, 0, `round ${round}: exit code 0 (stderr: ${result.stderr.trim().slice(-400)})`);
     t.match(result.stdout, /worker: started/, `round ${round}: the worker's calls were running`);

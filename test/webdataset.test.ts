@@ -6,20 +6,18 @@
  * shard is a clear error.
  */
 import t from 'tap';
-import { spawn } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import tar from 'tar-stream';
 import { AutoModel, itemId, readEmbeddings } from '../lib/index.js';
 import { RemoteReader } from '../lib/io/remote.js';
 import { listShardMembers, ShardMemberReader } from '../lib/batch/webdataset.js';
-import { createMediaInputBuilder } from '../lib/media/model_inputs.js';
-import { fixtureDir, relativeErrorOf, REPO, tempDir } from './helpers/fixtures.js';
+import { fixtureDir, relativeErrorOf, tempDir } from './helpers/fixtures.js';
 import { startS3 } from './helpers/s3.js';
+import { runCliCommand } from './helpers/child.js';
+import { embeddingOfText } from './helpers/embedding.js';
 
-const manifest = JSON.parse(await readFile(join(REPO, 'package.json'), 'utf8'));
-const BIN = join(REPO, manifest.bin['perceiver-io']);
 const MODEL = fixtureDir('text-mlm');
 const model = await AutoModel.fromPretrained(MODEL);
 t.teardown(() => model.dispose());
@@ -40,22 +38,9 @@ async function shard(texts: string[], first: number): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-function cli(args: string[]): Promise<{ code: number | null; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'], timeout: 60_000 });
-    let stderr = '';
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stderr }));
-  });
-}
+const cli = runCliCommand;
 
-async function embeddingOf(dir: string, text: string): Promise<Float32Array> {
-  const file = join(dir, `alone-${Math.random().toString(36).slice(2)}.txt`);
-  await writeFile(file, text);
-  const prepared = await createMediaInputBuilder(model).load(file);
-  return (await model.embed(prepared.inputs as never, { attentionMask: prepared.attentionMask as never, pooling: 'mean' })).data as Float32Array;
-}
+const embeddingOf = (dir: string, text: string): Promise<Float32Array> => embeddingOfText(model, dir, text);
 
 t.test('local and S3 shards through the CLI: every media member once, as the model gives it; resume', async (t) => {
   const dir = await tempDir(t);
