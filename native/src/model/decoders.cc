@@ -13,11 +13,11 @@ std::string PointsArg(const std::string& modality) {
 }
 
 void CheckPoints(const std::vector<int64_t>& points, int64_t total, const std::string& modality) {
-  if (points.empty()) ThrowInvalidArgument(PointsArg(modality) + ": expected at least one point");
+  if (points.empty()) ThrowInvalidArgument(PointsArg(modality), "at least one point", "none");
   for (size_t i = 0; i < points.size(); ++i) {
     if (points[i] < 0 || points[i] >= total) {
-      ThrowInvalidArgument(PointsArg(modality) + ": index " + std::to_string(points[i]) + " at position " + std::to_string(i) +
-                           " is outside [0, " + std::to_string(total) + ")");
+      ThrowInvalidArgument(PointsArg(modality), "indices in [0, " + std::to_string(total) + ")",
+                           std::to_string(points[i]) + " at position " + std::to_string(i));
     }
   }
 }
@@ -151,7 +151,7 @@ class BasicDecoder final : public Decoder {
 
   Decoded Run(DecodeContext& ctx, const BackendTensor& latents) const override {
     for (const auto& [name, pts] : ctx.request.points) {
-      if (!name.empty()) ThrowInvalidArgument(PointsArg(name) + ": this model decodes a single output, not modality \"" + name + "\"");
+      if (!name.empty()) ThrowInvalidArgument(PointsArg(name), "no modality name (this model decodes a single output)", "\"" + name + "\"");
     }
     const int64_t total = queries_->num_points(ctx);
     const std::vector<int64_t>* points = RequestedPoints(ctx, "", total);
@@ -181,9 +181,10 @@ class BasicDecoder final : public Decoder {
         d.output_shape = points ? std::vector<int64_t>{batch, n, c}
                                 : std::vector<int64_t>{batch, spec_.output_shape[0], spec_.output_shape[1], c};
         if (!points && spec_.output_shape[0] * spec_.output_shape[1] != n) {
-          ThrowInvalidArgument("inputs: the frames give a " + std::to_string(n) + "-point flow field, which is not " +
-                               std::to_string(spec_.output_shape[0]) + "x" + std::to_string(spec_.output_shape[1]) +
-                               " (config.train_size); decode with subsampledOutputPoints for other sizes");
+          ThrowInvalidArgument("inputs",
+                               "frames of config.train_size, " + std::to_string(spec_.output_shape[0]) + "x" + std::to_string(spec_.output_shape[1]) +
+                                   " (decode with subsampledOutputPoints for other sizes)",
+                               "frames that give a " + std::to_string(n) + "-point flow field");
         }
         break;
       }
@@ -216,7 +217,7 @@ class MultimodalDecoder final : public Decoder {
   Decoded Run(DecodeContext& ctx, const BackendTensor& latents) const override {
     for (const auto& [name, pts] : ctx.request.points) {
       const bool known = std::any_of(modalities_.begin(), modalities_.end(), [&](const auto& m) { return m.name == name; });
-      if (!known) ThrowInvalidArgument(PointsArg(name) + ": this model has no output modality \"" + name + "\"");
+      if (!known) ThrowInvalidArgument(PointsArg(name), "an output modality of this model", "\"" + name + "\"");
     }
     Backend& be = ctx.backend;
     std::vector<DecoderQueries> parts;
@@ -274,7 +275,7 @@ class ProjectionDecoder final : public Decoder {
  public:
   explicit ProjectionDecoder(LinearWeights classifier) : classifier_(classifier) {}
   Decoded Run(DecodeContext& ctx, const BackendTensor& latents) const override {
-    if (!ctx.request.points.empty()) ThrowInvalidArgument("subsampledOutputPoints: a projection decoder has no output points to subsample");
+    if (!ctx.request.points.empty()) ThrowInvalidArgument("subsampledOutputPoints", "none (a projection decoder has no output points to subsample)", "some");
     const int64_t batch = latents.shape[0], n = latents.shape[1], d = latents.shape[2];
     BackendTensor mean = AllocateTensor(ctx.backend, {batch, 1, d});
     MeanRowsOp op;

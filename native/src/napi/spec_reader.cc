@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <sstream>
 #include <string>
 #include <utility>
 
 #include "core/engine_error.h"
+#include "napi/js_errors.h"
 
 namespace perceiver {
 
@@ -27,49 +29,51 @@ class SpecReader {
 
   int64_t Dim(const Napi::Object& o, const char* key, const std::string& path, int64_t min = 1) {
     Napi::Value v = o.Get(key);
-    if (!v.IsNumber()) ThrowInvalidArgument(Join(path, key) + ": expected an integer");
-    const double d = v.As<Napi::Number>().DoubleValue();
-    if (!(d >= static_cast<double>(min) && d <= static_cast<double>(kMaxDim) && std::floor(d) == d)) {
-      ThrowInvalidArgument(Join(path, key) + ": expected an integer in [" + std::to_string(min) + ", 2^24]");
+    const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1.0;
+    if (!v.IsNumber() || !(d >= static_cast<double>(min) && d <= static_cast<double>(kMaxDim) && std::floor(d) == d)) {
+      ThrowInvalidArgument(Join(path, key), "an integer in [" + std::to_string(min) + ", 2^24]", DescribeJs(v));
     }
     return static_cast<int64_t>(d);
   }
 
   double Number(const Napi::Object& o, const char* key, const std::string& path, double min, double max) {
     Napi::Value v = o.Get(key);
-    if (!v.IsNumber()) ThrowInvalidArgument(Join(path, key) + ": expected a number");
-    const double d = v.As<Napi::Number>().DoubleValue();
-    if (!(d >= min && d <= max)) ThrowInvalidArgument(Join(path, key) + ": out of range");
+    const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
+    if (!(d >= min && d <= max)) {
+      std::ostringstream range;
+      range << "a number in [" << min << ", " << max << "]";
+      ThrowInvalidArgument(Join(path, key), range.str(), DescribeJs(v));
+    }
     return d;
   }
 
   bool Bool(const Napi::Object& o, const char* key, const std::string& path) {
     Napi::Value v = o.Get(key);
-    if (!v.IsBoolean()) ThrowInvalidArgument(Join(path, key) + ": expected a boolean");
+    if (!v.IsBoolean()) ThrowInvalidArgument(Join(path, key), "a boolean", DescribeJs(v));
     return v.As<Napi::Boolean>().Value();
   }
 
   Napi::Object Obj(const Napi::Object& o, const char* key, const std::string& path) {
     Napi::Value v = o.Get(key);
-    if (!v.IsObject() || v.IsArray()) ThrowInvalidArgument(Join(path, key) + ": expected an object");
+    if (!v.IsObject() || v.IsArray()) ThrowInvalidArgument(Join(path, key), "an object", DescribeJs(v));
     return v.As<Napi::Object>();
   }
 
   Napi::Array Array(const Napi::Object& o, const char* key, const std::string& path) {
     Napi::Value v = o.Get(key);
-    if (!v.IsArray()) ThrowInvalidArgument(Join(path, key) + ": expected an array");
+    if (!v.IsArray()) ThrowInvalidArgument(Join(path, key), "an array", DescribeJs(v));
     return v.As<Napi::Array>();
   }
 
   Napi::Object Element(const Napi::Array& a, uint32_t i, const std::string& path) {
     Napi::Value v = a.Get(i);
-    if (!v.IsObject() || v.IsArray()) ThrowInvalidArgument(path + "[" + std::to_string(i) + "]: expected an object");
+    if (!v.IsObject() || v.IsArray()) ThrowInvalidArgument(path + "[" + std::to_string(i) + "]", "an object", DescribeJs(v));
     return v.As<Napi::Object>();
   }
 
   std::vector<int64_t> Dims(const Napi::Object& o, const char* key, const std::string& path) {
     Napi::Array a = Array(o, key, path);
-    if (a.Length() < 1 || a.Length() > 4) ThrowInvalidArgument(Join(path, key) + ": expected 1 to 4 dimensions");
+    if (a.Length() < 1 || a.Length() > 4) ThrowInvalidArgument(Join(path, key), "1 to 4 dimensions", std::to_string(a.Length()));
     std::vector<int64_t> dims;
     for (uint32_t i = 0; i < a.Length(); ++i) {
       Napi::Object holder = Napi::Object::New(o.Env());
@@ -79,14 +83,14 @@ class SpecReader {
     int64_t n = 1;
     for (int64_t d : dims) {
       n *= d;
-      if (n > kMaxDim * 64) ThrowInvalidArgument(Join(path, key) + ": too many points");
+      if (n > kMaxDim * 64) ThrowInvalidArgument(Join(path, key), "at most 2^30 points", "more");
     }
     return dims;
   }
 
   std::string Str(const Napi::Object& o, const char* key, const std::string& path) {
     Napi::Value v = o.Get(key);
-    if (!v.IsString()) ThrowInvalidArgument(Join(path, key) + ": expected a string");
+    if (!v.IsString()) ThrowInvalidArgument(Join(path, key), "a string", DescribeJs(v));
     return v.As<Napi::String>().Utf8Value();
   }
 
@@ -106,26 +110,25 @@ class SpecReader {
       return h;
     }
     if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
-      throw EngineError(ErrorCode::kWeightMismatch, "weight \"" + name + "\" (" + Join(path, key) + ") is missing or is not a Float32Array");
+      ThrowWeightMismatch(name, "a Float32Array or a checkpoint file range (for " + Join(path, key) + ")", DescribeJs(v));
     }
     Napi::Float32Array array = v.As<Napi::Float32Array>();
     bool detached = false;
     napi_is_detached_arraybuffer(array.Env(), array.ArrayBuffer(), &detached);
-    if (detached) throw EngineError(ErrorCode::kWeightMismatch, "weight \"" + name + "\": its ArrayBuffer has been detached");
+    if (detached) ThrowWeightMismatch(name, std::to_string(rows * cols) + " values", "a detached ArrayBuffer");
     if (static_cast<int64_t>(array.ElementLength()) != rows * cols) {
-      throw EngineError(ErrorCode::kWeightMismatch, "weight \"" + name + "\" holds " + std::to_string(array.ElementLength()) +
-                                                        " values, expected " + std::to_string(rows * cols));
+      ThrowWeightMismatch(name, std::to_string(rows * cols) + " values", std::to_string(array.ElementLength()));
     }
     h.data = array.Data();
     return h;
   }
 
   static std::shared_ptr<const WeightFileRange> ReadFileRange(const Napi::Object& o, const std::string& name, int64_t count) {
-    const std::string what = "weight \"" + name + "\" (a checkpoint file range)";
+    const std::string what = "weight \"" + name + "\" (a checkpoint file range)";  // the argument of its fields' errors
     auto integer = [&](const char* key, double max) {
       Napi::Value v = o.Get(key);
       const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1.0;
-      if (!(d >= 0.0 && d <= max && d == static_cast<double>(static_cast<int64_t>(d)))) ThrowInvalidArgument(what + "." + key + ": expected an integer");
+      if (!(d >= 0.0 && d <= max && d == static_cast<double>(static_cast<int64_t>(d)))) ThrowInvalidArgument(what + "." + key, "an integer in [0, " + std::to_string(static_cast<int64_t>(max)) + "]", DescribeJs(v));
       return static_cast<int64_t>(d);
     };
     auto range = std::make_shared<WeightFileRange>();
@@ -138,9 +141,9 @@ class SpecReader {
     else if (d == "float16") range->dtype = FileDType::kFloat16;
     else if (d == "bfloat16") range->dtype = FileDType::kBfloat16;
     else if (d == "float64") range->dtype = FileDType::kFloat64;
-    else ThrowInvalidArgument(what + ".dtype: expected float32, float16, bfloat16 or float64");
+    else ThrowInvalidArgument(what + ".dtype", "float32, float16, bfloat16 or float64", DescribeJs(dtype));
     if (range->count != count) {
-      throw EngineError(ErrorCode::kWeightMismatch, "weight \"" + name + "\" holds " + std::to_string(range->count) + " values, expected " + std::to_string(count));
+      ThrowWeightMismatch(name, std::to_string(count) + " values", std::to_string(range->count));
     }
     return range;
   }
@@ -168,8 +171,8 @@ class SpecReader {
     w.in = Dim(o, "in", path);
     w.out = Dim(o, "out", path);
     if ((in && w.in != in) || (out && w.out != out)) {
-      ThrowInvalidArgument(path + ": expected a " + std::to_string(in) + " -> " + (out ? std::to_string(out) : "any") +
-                           " projection, got " + std::to_string(w.in) + " -> " + std::to_string(w.out));
+      ThrowInvalidArgument(path, "a " + (in ? std::to_string(in) : std::string("any")) + " -> " + (out ? std::to_string(out) : "any") + " projection",
+                           std::to_string(w.in) + " -> " + std::to_string(w.out));
     }
     w.weight = Host(o, "weight", path, w.out, w.in);
     if (Present(o, "bias")) w.bias = Host(o, "bias", path, 1, w.out);
@@ -216,7 +219,7 @@ class SpecReader {
   }
 
   HostLinear RequiredHostLinear(const Napi::Object& parent, const char* key, const std::string& parent_path, int64_t in, int64_t out) {
-    if (!Present(parent, key)) ThrowInvalidArgument(Join(parent_path, key) + ": required");
+    if (!Present(parent, key)) ThrowInvalidArgument(Join(parent_path, key), "a projection", "none");
     return ReadLinear(parent, key, parent_path, in, out);
   }
   LinearWeights RequiredLinear(const Napi::Object& parent, const char* key, const std::string& parent_path, int64_t in, int64_t out) {
@@ -228,7 +231,7 @@ class SpecReader {
     Napi::Object o = Obj(parent, key, parent_path);
     LayerNormWeights w;
     w.dim = Dim(o, "dim", path);
-    if (w.dim != dim) ThrowInvalidArgument(path + ".dim: expected " + std::to_string(dim));
+    if (w.dim != dim) ThrowInvalidArgument(path + ".dim", std::to_string(dim), std::to_string(w.dim));
     w.gamma = Values(o, "weight", path, dim);
     w.beta = Values(o, "bias", path, dim);
     return w;
@@ -245,12 +248,13 @@ class SpecReader {
     L.widening_factor = Dim(o, "wideningFactor", path);
     L.use_query_residual = Bool(o, "useQueryResidual", path);
     if (L.qk_channels % L.num_heads != 0 || L.v_channels % L.num_heads != 0) {
-      ThrowInvalidArgument(path + ": qkChannels and vChannels must be multiples of numHeads");
+      ThrowInvalidArgument(path, "qkChannels and vChannels multiples of numHeads",
+                           std::to_string(L.qk_channels) + " and " + std::to_string(L.v_channels) + " for " + std::to_string(L.num_heads) + " heads");
     }
     // transformers projects cross-attention back to the query width, self-attention to vChannels,
     // and the MLP then works at the query width: self-attention needs vChannels == qDim.
     const int64_t out_channels = L.is_cross_attention ? L.q_dim : L.v_channels;
-    if (!L.is_cross_attention && L.v_channels != L.q_dim) ThrowInvalidArgument(path + ": a self-attention layer needs vChannels == qDim");
+    if (!L.is_cross_attention && L.v_channels != L.q_dim) ThrowInvalidArgument(path, "vChannels == qDim in a self-attention layer", std::to_string(L.v_channels) + " and " + std::to_string(L.q_dim));
     L.layernorm1 = LayerNorm(o, "layernorm1", path, L.q_dim);
     if (L.is_cross_attention) L.layernorm2 = LayerNorm(o, "layernorm2", path, L.kv_dim);
     const HostLinear query = RequiredHostLinear(o, "query", path, L.q_dim, L.qk_channels);
@@ -303,7 +307,7 @@ class SpecReader {
       p.kind = PositionEncodingSpec::Kind::kFourier;
       p.fourier = Fourier(o, path);
     } else {
-      ThrowInvalidArgument(path + ".type: unknown position encoding \"" + type + "\"");
+      ThrowInvalidArgument(path + ".type", "a position encoding: trainable or fourier", "\"" + type + "\"");
     }
     const int64_t raw = p.kind == PositionEncodingSpec::Kind::kTrainable ? p.trainable_channels : p.fourier.OutputChannels();
     p.projection = Linear(o, "projection", path, raw, 0);
@@ -329,10 +333,10 @@ class SpecReader {
       PositionEncoder position = Position(o, "position", path);
       a.concat_pos = ConcatOrAdd(o, path);
       const int64_t pos = position.spec().OutputChannels();
-      if (!a.concat_pos && pos != a.samples_per_patch) ThrowInvalidArgument(path + ": adding positions needs as many channels as samples per patch");
+      if (!a.concat_pos && pos != a.samples_per_patch) ThrowInvalidArgument(path, "as many position channels as samples per patch (" + std::to_string(a.samples_per_patch) + ") to add them", std::to_string(pos));
       a.num_channels = a.concat_pos ? a.samples_per_patch + pos : pos;
       if (position.spec().kind == PositionEncodingSpec::Kind::kFourier && position.spec().fourier.max_resolution.size() != 1) {
-        ThrowInvalidArgument(path + ".position: audio positions are 1-D");
+        ThrowInvalidArgument(path + ".position", "1-D audio positions", std::to_string(position.spec().fourier.max_resolution.size()) + "-D");
       }
       ExpectChannels(o, path, a.num_channels);
       *channels = a.num_channels;
@@ -356,11 +360,11 @@ class SpecReader {
         Napi::Object m = Element(list, i, path + ".modalities");
         MultimodalModality mod;
         mod.name = Str(m, "name", mpath);
-        if (mod.name.empty() || (i > 0 && mod.name <= previous)) ThrowInvalidArgument(mpath + ".name: modalities must be named and sorted");
+        if (mod.name.empty() || (i > 0 && mod.name <= previous)) ThrowInvalidArgument(mpath + ".name", "named modalities, sorted", "\"" + mod.name + "\"");
         previous = mod.name;
         int64_t cm = 0;
         mod.preprocessor = ReadPreprocessor(Obj(m, "preprocessor", mpath), Join(mpath, "preprocessor"), &cm);
-        if (cm > c) ThrowInvalidArgument(mpath + ": wider than the common width " + std::to_string(c));
+        if (cm > c) ThrowInvalidArgument(mpath, "at most the common width " + std::to_string(c), std::to_string(cm) + " channels");
         if (cm < c) mod.padding = Values(m, "padding", mpath, c - cm);
         if (Present(m, "mask")) {
           mod.mask = Values(m, "mask", mpath, c);
@@ -368,11 +372,11 @@ class SpecReader {
         }
         modalities.push_back(std::move(mod));
       }
-      if (modalities.empty()) ThrowInvalidArgument(path + ".modalities: expected at least one");
+      if (modalities.empty()) ThrowInvalidArgument(path + ".modalities", "at least one", "none");
       *channels = c;
       return MakeMultimodalPreprocessor(std::move(modalities), c);
     }
-    ThrowInvalidArgument(path + ".type: unknown preprocessor \"" + type + "\"");
+    ThrowInvalidArgument(path + ".type", "a preprocessor: text, image, audio, none, onehot or multimodal", "\"" + type + "\"");
   }
 
   std::unique_ptr<perceiver::Preprocessor> ReadImage(const Napi::Object& o, const std::string& path, int64_t* channels) {
@@ -390,7 +394,7 @@ class SpecReader {
       if (s.prep == ImagePreprocessorSpec::Prep::kConv) {
         // transformers builds the same stem (7x7 / 2 conv, 3x3 / 2 pool: 4x in space) for any
         // power of 4, the published checkpoint's 1 included, and none that downsamples time.
-        if (s.temporal_downsample != 1) ThrowInvalidArgument(path + ": the conv stem does not downsample in time");
+        if (s.temporal_downsample != 1) ThrowInvalidArgument(path + ".temporalDownsample", "1 (the conv stem does not downsample in time)", std::to_string(s.temporal_downsample));
         const std::string bpath = Join(path, "batchnorm");
         Napi::Object bn = Obj(o, "batchnorm", path);
         const SourceWeight gamma = Host(bn, "weight", bpath, 1, s.out_channels);
@@ -423,13 +427,13 @@ class SpecReader {
     } else if (prep == "pixels") {
       s.prep = ImagePreprocessorSpec::Prep::kPixels;
       features = s.in_channels;
-      if (s.spatial_downsample != 1) ThrowInvalidArgument(path + ": pixels with spatial downsampling are not supported");
+      if (s.spatial_downsample != 1) ThrowInvalidArgument(path + ".spatialDownsample", "1 (pixels are not downsampled)", std::to_string(s.spatial_downsample));
     } else if (prep == "patches") {
       s.prep = ImagePreprocessorSpec::Prep::kPatches;
       s.conv_after_patching = Linear(o, "convAfterPatching", path, 0, s.out_channels);
       features = s.conv_after_patching.present() ? s.out_channels : 0;  // else set by the input's shape
     } else {
-      ThrowInvalidArgument(path + ".prepType: unknown \"" + prep + "\"");
+      ThrowInvalidArgument(path + ".prepType", "conv1x1, conv, pixels or patches", "\"" + prep + "\"");
     }
     PositionEncoder position = Position(o, "position", path);
     s.concat_pos = ConcatOrAdd(o, path);
@@ -437,7 +441,8 @@ class SpecReader {
     const int64_t pos = position.spec().OutputChannels();
     if (features == 0) features = s.concat_pos ? s.num_channels - pos : pos;
     if (features < 1 || s.num_channels != (s.concat_pos ? features + pos : pos) || (!s.concat_pos && features != pos)) {
-      ThrowInvalidArgument(path + ".numChannels: does not match the features and position encoding");
+      ThrowInvalidArgument(path + ".numChannels", "the features and position encoding's channels (" + std::to_string(features) + " and " + std::to_string(pos) + ")",
+                           std::to_string(s.num_channels));
     }
     s.feature_channels = features;
     *channels = s.num_channels;
@@ -446,12 +451,13 @@ class SpecReader {
 
   bool ConcatOrAdd(const Napi::Object& o, const std::string& path) {
     const std::string how = Str(o, "concatOrAdd", path);
-    if (how != "concat" && how != "add") ThrowInvalidArgument(path + ".concatOrAdd: expected \"concat\" or \"add\"");
+    if (how != "concat" && how != "add") ThrowInvalidArgument(path + ".concatOrAdd", "\"concat\" or \"add\"", "\"" + how + "\"");
     return how == "concat";
   }
 
   void ExpectChannels(const Napi::Object& o, const std::string& path, int64_t channels) {
-    if (Dim(o, "numChannels", path) != channels) ThrowInvalidArgument(path + ".numChannels: expected " + std::to_string(channels));
+    const int64_t given = Dim(o, "numChannels", path);
+    if (given != channels) ThrowInvalidArgument(path + ".numChannels", std::to_string(channels), std::to_string(given));
   }
 
   std::unique_ptr<QueryBuilder> Queries(const Napi::Object& o, const std::string& path, int64_t input_channels) {
@@ -463,19 +469,19 @@ class SpecReader {
     if (type == "fourier") {
       FourierSpec f = Fourier(o, path);
       std::vector<int64_t> dims = Dims(o, "outputIndexDims", path);
-      if (dims.size() != f.max_resolution.size()) ThrowInvalidArgument(path + ": outputIndexDims and maxResolution differ in rank");
+      if (dims.size() != f.max_resolution.size()) ThrowInvalidArgument(path + ".outputIndexDims", "the rank of maxResolution, " + std::to_string(f.max_resolution.size()), std::to_string(dims.size()));
       return MakeFourierQueries(std::move(f), std::move(dims), path + "#" + std::to_string(next_key_++));
     }
     if (type == "inputs") return MakeInputQueries(input_channels);
-    ThrowInvalidArgument(path + ".type: unknown decoder queries \"" + type + "\"");
+    ThrowInvalidArgument(path + ".type", "decoder queries: trainable, fourier or inputs", "\"" + type + "\"");
   }
 
   CrossAttentionDecoderSpec Cross(const Napi::Object& o, const std::string& path, int64_t query_channels, int64_t d_latents) {
     CrossAttentionDecoderSpec c;
     c.layer = Layer(o, "crossAttention", path);
     if (!c.layer.is_cross_attention || c.layer.q_dim != query_channels || c.layer.kv_dim != d_latents) {
-      ThrowInvalidArgument(path + ".crossAttention: expected a cross-attention from " + std::to_string(query_channels) +
-                           "-channel queries to the latents");
+      ThrowInvalidArgument(path + ".crossAttention", "a cross-attention from " + std::to_string(query_channels) + "-channel queries to the " + std::to_string(d_latents) + "-channel latents",
+                           std::string(c.layer.is_cross_attention ? "a cross-attention" : "a self-attention") + " from " + std::to_string(c.layer.q_dim) + " to " + std::to_string(c.layer.kv_dim) + " channels");
     }
     c.final_layer = Linear(o, "finalLayer", path, query_channels, 0);
     return c;
@@ -497,13 +503,13 @@ class SpecReader {
         spec.output = DecoderOutput::kOpticalFlow;
         spec.rescale = static_cast<float>(Number(o, "rescaleFactor", path, 1e-30, 1e30));
         spec.output_shape = Dims(o, "outputShape", path);
-        if (spec.output_shape.size() != 2) ThrowInvalidArgument(path + ".outputShape: expected [height, width]");
+        if (spec.output_shape.size() != 2) ThrowInvalidArgument(path + ".outputShape", "[height, width]", std::to_string(spec.output_shape.size()) + " dimensions");
       } else if (output == "video") {
         spec.output = DecoderOutput::kVideo;
         spec.output_shape = Dims(o, "outputShape", path);
-        if (spec.output_shape.size() != 4) ThrowInvalidArgument(path + ".outputShape: expected [batch, frames, height, width]");
+        if (spec.output_shape.size() != 4) ThrowInvalidArgument(path + ".outputShape", "[batch, frames, height, width]", std::to_string(spec.output_shape.size()) + " dimensions");
       } else {
-        ThrowInvalidArgument(path + ".output: unknown \"" + output + "\"");
+        ThrowInvalidArgument(path + ".output", "sequence, first, flow or video", "\"" + output + "\"");
       }
       *out_channels = spec.cross.final_layer.present() ? spec.cross.final_layer.out : queries->channels();
       modalities->assign({""});
@@ -519,15 +525,15 @@ class SpecReader {
         Napi::Object m = Element(list, i, path + ".modalities");
         MultimodalDecoderModality mod;
         mod.name = Str(m, "name", mpath);
-        if (mod.name.empty() || (i > 0 && mod.name <= modalities->back())) ThrowInvalidArgument(mpath + ".name: modalities must be named and sorted");
+        if (mod.name.empty() || (i > 0 && mod.name <= modalities->back())) ThrowInvalidArgument(mpath + ".name", "named modalities, sorted", "\"" + mod.name + "\"");
         mod.queries = Queries(Obj(m, "queries", mpath), Join(mpath, "queries"), input_channels);
         const int64_t cm = mod.queries->channels();
-        if (cm > c) ThrowInvalidArgument(mpath + ": queries wider than the common width " + std::to_string(c));
+        if (cm > c) ThrowInvalidArgument(mpath + ".queries", "at most the common width " + std::to_string(c), std::to_string(cm) + " channels");
         if (cm < c) mod.padding = Values(m, "padding", mpath, c - cm);
         modalities->push_back(mod.name);
         mods.push_back(std::move(mod));
       }
-      if (mods.empty()) ThrowInvalidArgument(path + ".modalities: expected at least one");
+      if (mods.empty()) ThrowInvalidArgument(path + ".modalities", "at least one", "none");
       CrossAttentionDecoderSpec cross = Cross(o, path, c, d_latents);
       *out_channels = cross.final_layer.present() ? cross.final_layer.out : c;
       *queries_inputs = false;
@@ -540,7 +546,7 @@ class SpecReader {
       modalities->assign({""});
       return MakeProjectionDecoder(classifier);
     }
-    ThrowInvalidArgument(path + ".type: unknown decoder \"" + type + "\"");
+    ThrowInvalidArgument(path + ".type", "a decoder: basic, multimodal or projection", "\"" + type + "\"");
   }
 
   std::unique_ptr<perceiver::Postprocessor> ReadPostprocessor(const Napi::Object& o, const std::string& path, int64_t in) {
@@ -549,7 +555,7 @@ class SpecReader {
     if (type == "linear") kind = PostprocessorKind::kLinear;
     else if (type == "first") kind = PostprocessorKind::kFirstPosition;
     else if (type == "audio") kind = PostprocessorKind::kAudio;
-    else ThrowInvalidArgument(path + ".type: unknown postprocessor \"" + type + "\"");
+    else ThrowInvalidArgument(path + ".type", "a postprocessor: linear, first or audio", "\"" + type + "\"");
     return MakeLinearPostprocessor(RequiredLinear(o, "projection", path, in, 0), kind);
   }
 
@@ -583,14 +589,16 @@ ModelParts ReadModelSpec(const Napi::Object& js, const Napi::Object& weights, We
   enc.cross_attention = r.Layer(e, "crossAttention", epath);
   if (!enc.cross_attention.is_cross_attention || enc.cross_attention.q_dim != enc.d_latents ||
       enc.cross_attention.kv_dim != input_channels) {
-    ThrowInvalidArgument(epath + ".crossAttention: expected a cross-attention from dLatents queries to " + std::to_string(input_channels) +
-                         "-channel inputs");
+    ThrowInvalidArgument(epath + ".crossAttention", "a cross-attention from dLatents queries to " + std::to_string(input_channels) + "-channel inputs",
+                         std::string(enc.cross_attention.is_cross_attention ? "a cross-attention" : "a self-attention") + " from " +
+                             std::to_string(enc.cross_attention.q_dim) + " to " + std::to_string(enc.cross_attention.kv_dim) + " channels");
   }
   Napi::Array layers = r.Array(e, "selfAttends", epath);
   for (uint32_t i = 0; i < layers.Length(); ++i) {
     const std::string lpath = epath + ".selfAttends[" + std::to_string(i) + "]";
     PerceiverLayerSpec L = r.Layer(r.Element(layers, i, epath + ".selfAttends"), lpath);
-    if (L.is_cross_attention || L.q_dim != enc.d_latents) ThrowInvalidArgument(lpath + ": expected a self-attention on dLatents");
+    if (L.is_cross_attention || L.q_dim != enc.d_latents) ThrowInvalidArgument(lpath, "a self-attention on dLatents (" + std::to_string(enc.d_latents) + ")",
+                                                                              std::string(L.is_cross_attention ? "a cross-attention" : "a self-attention") + " on " + std::to_string(L.q_dim));
     enc.self_attends.push_back(L);
   }
 
@@ -605,12 +613,12 @@ ModelParts ReadModelSpec(const Napi::Object& js, const Napi::Object& weights, We
       Napi::Object post = r.Obj(js, "postprocessor", root);
       if (r.Str(post, "type", ppath) == "multimodal") {
         Napi::Array list = r.Array(post, "modalities", ppath);
-        if (list.Length() != modalities.size()) ThrowInvalidArgument(ppath + ".modalities: expected one per decoded modality");
+        if (list.Length() != modalities.size()) ThrowInvalidArgument(ppath + ".modalities", std::to_string(modalities.size()) + " (one per decoded modality)", std::to_string(list.Length()));
         for (uint32_t i = 0; i < list.Length(); ++i) {
           const std::string mpath = ppath + ".modalities[" + std::to_string(i) + "]";
           Napi::Object m = r.Element(list, i, ppath + ".modalities");
           const std::string name = r.Str(m, "name", mpath);
-          if (name != modalities[i]) ThrowInvalidArgument(mpath + ".name: expected \"" + modalities[i] + "\"");
+          if (name != modalities[i]) ThrowInvalidArgument(mpath + ".name", "\"" + modalities[i] + "\"", "\"" + name + "\"");
           parts.modality_postprocessors.emplace_back(name, r.ReadPostprocessor(r.Obj(m, "postprocessor", mpath), mpath + ".postprocessor", out_channels));
         }
       } else {
@@ -618,7 +626,7 @@ ModelParts ReadModelSpec(const Napi::Object& js, const Napi::Object& weights, We
       }
     }
   } else if (r.Present(js, "postprocessor")) {
-    ThrowInvalidArgument("spec.postprocessor: a postprocessor needs a decoder");
+    ThrowInvalidArgument("spec.postprocessor", "none without a decoder", "a postprocessor");
   }
   return parts;
 }
