@@ -33,8 +33,8 @@ t.test('inputs of the wrong shape, dtype or range', async (t) => {
     ['empty batch', { inputs: ids([0, 5]) }, /at least 1/],
     ['too long', { inputs: ids([1, 49]) }, /max_position_embeddings = 48/],
     ['float ids', { inputs: new Tensor('float32', [1, 4], new Float32Array(4)) }, /int64 or int32/],
-    ['id past the vocabulary', { inputs: ids([1, 4], 262) }, /\[0, 262\)/],
-    ['negative id', { inputs: ids([1, 4], -1) }, /\[0, 262\)/],
+    ['id past the vocabulary', { inputs: ids([1, 4], 262) }, /^Expected token ids in \[0, 262\) for inputs but received 262 at \[0, 0\]$/],
+    ['negative id', { inputs: ids([1, 4], -1) }, /^Expected token ids in \[0, 262\) for inputs but received -1 at \[0, 0\]$/],
     ['plain array', { inputs: [[1, 2, 3]] as unknown as Tensor }, /Tensor of token ids/],
     ['mask of the wrong length', { inputs: ids([2, 8]), attentionMask: ids([2, 7], 1) }, /attentionMask.*\[2, 8\]|\[2, 8\].*attentionMask/],
     ['mask of another dtype', { inputs: ids([1, 4]), attentionMask: new Tensor('float16', [1, 4], new Uint16Array(4)) }, /dtype float16/],
@@ -46,6 +46,10 @@ t.test('inputs of the wrong shape, dtype or range', async (t) => {
     t.type(error, InvalidArgumentError, `${what}: InvalidArgumentError`);
     t.match((error as Error).message, message, `${what}: says what was expected`);
   }
+  // The engine's one check of the ids names the item and position of the first bad one.
+  const oneBad = ids([2, 4]);
+  (oneBad.data as BigInt64Array)[6] = 300n;
+  await t.rejects(model.forward({ inputs: oneBad }), { name: 'InvalidArgumentError', argument: 'inputs', expected: 'token ids in [0, 262)', actual: '300 at [1, 2]' });
   // The model is still usable afterwards.
   const ok = await model.forward({ inputs: ids([1, 4]) });
   t.same((ok.logits as Tensor).shape, [1, 48, 262], 'still runs after every rejection');
@@ -72,7 +76,7 @@ function engineInvalid(argument: string | RegExp, expected: string | RegExp, act
 t.test('the native engine re-checks what reaches it', async (t) => {
   const { NativeModel } = loadAddon();
   t.throws(() => new NativeModel({} as object, {}, { device: 'cpu' }), engineInvalid('spec.layerNormEps', 'a number in [1e-30, 1]', 'undefined'));
-  t.throws(() => new NativeModel({ layerNormEps: 1e-5, preprocessor: { type: 'text' } }, {}, { device: 'cpu' }), engineInvalid('spec.preprocessor.vocabSize', /^an integer in \[1, 2\^24\]$/, 'undefined'));
+  t.throws(() => new NativeModel({ layerNormEps: 1e-5, preprocessor: { type: 'text' } }, {}, { device: 'cpu' }), engineInvalid('spec.preprocessor.embeddings', 'a string', 'undefined'));
   t.throws(() => new (NativeModel as unknown as new () => unknown)(), engineInvalid('NativeModel(spec, weights, options)', 'three objects', '0 arguments, not all objects'));
   t.throws(() => new NativeModel({}, {}, { device: 'tpu' }), { code: 'ERR_PERCEIVER_BACKEND_UNAVAILABLE' });
 
@@ -110,6 +114,25 @@ t.test('the native engine re-checks what reaches it', async (t) => {
   })();
   t.type(typed, WeightMismatchError);
   t.match(typed, { weight: 'perceiver.embeddings.latents', expected: '1024 values', actual: '10', message: 'weight "perceiver.embeddings.latents": expected 1024 values but received 10' });
+  // Fields the declaration (native/spec/model_spec.json) types, and rules only the builder knows.
+  type Spec = Record<string, any>;
+  const edited = (edit: (s: Spec) => void) => {
+    const copy = structuredClone(spec) as Spec;
+    edit(copy);
+    return copy;
+  };
+  const specCases: [string, Spec, ReturnType<typeof engineInvalid>][] = [
+    ['an unknown preprocessor', edited((s) => (s.preprocessor.type = 'video')), engineInvalid('spec.preprocessor.type', 'one of text, image, audio, onehot, none, multimodal', '"video"')],
+    ['an unknown decoder output', edited((s) => (s.decoder.output = 'pixels')), engineInvalid('spec.decoder.output', 'one of sequence, first, flow, video', 'string "pixels"')],
+    ['layerNormEps out of range', edited((s) => (s.layerNormEps = 2)), engineInvalid('spec.layerNormEps', 'a number in [1e-30, 1]', 'number 2')],
+    ['a fractional width', edited((s) => (s.encoder.dLatents = 64.5)), engineInvalid('spec.encoder.dLatents', 'an integer in [1, 2^24]', 'number 64.5')],
+    ['a boolean as a string', edited((s) => (s.encoder.crossAttention.useQueryResidual = 'yes')), engineInvalid('spec.encoder.crossAttention.useQueryResidual', 'a boolean', 'string "yes"')],
+    ['a list that is not one', edited((s) => (s.encoder.selfAttends = {})), engineInvalid('spec.encoder.selfAttends', 'an array', 'object')],
+    ['heads not dividing the channels', edited((s) => (s.encoder.selfAttends[0].numHeads = 5)), engineInvalid('spec.encoder.selfAttends[0]', 'qkChannels and vChannels multiples of numHeads', /for 5 heads$/)],
+    ['a projection of the wrong width', edited((s) => (s.encoder.selfAttends[0].mlpDense1.in = 32)), engineInvalid('spec.encoder.selfAttends[0].mlpDense1', /^a 64 -> \d+ projection$/, /^32 -> /)],
+    ['a postprocessor without a decoder', edited((s) => (s.decoder = null)), engineInvalid('spec.postprocessor', 'none without a decoder', 'a postprocessor')],
+  ];
+  for (const [what, edit, fields] of specCases) t.throws(() => new NativeModel(edit, weights, { device: 'cpu' }), fields, what);
   const native = new NativeModel(spec, weights, { device: 'cpu' });
   t.teardown(() => native.dispose());
   await t.rejects(async () => native.forward({ batch: 1, inputs: [] } as never), engineInvalid('the model', 'its weights loaded (await load())', 'a call before load() finished'), 'not loaded yet');
@@ -118,13 +141,13 @@ t.test('the native engine re-checks what reaches it', async (t) => {
   const ids = (n: number, v: bigint) => new BigInt64Array(n).fill(v);
   const text = (shape: number[], data: unknown) => [{ name: '', shape, data }];
   const bad: [string, object, ReturnType<typeof engineInvalid>][] = [
-    ['id out of range', { batch: 1, inputs: text([1, 4], ids(4, 300n)) }, engineInvalid('inputs', 'token ids in [0, 262)', '300 at flat index 0')],
-    ['id beyond int32', { batch: 1, inputs: text([1, 4], ids(4, 1n << 40n)) }, engineInvalid('inputs', 'token ids in [0, 262)', 'a negative or oversized id at flat index 0')],
+    ['id out of range', { batch: 1, inputs: text([1, 4], ids(4, 300n)) }, engineInvalid('inputs', 'token ids in [0, 262)', '300 at [0, 0]')],
+    ['id beyond int32', { batch: 1, inputs: text([1, 4], ids(4, 1n << 40n)) }, engineInvalid('inputs', 'token ids in [0, 262)', 'an id beyond int32 at [0, 0]')],
     ['too few ids', { batch: 2, inputs: text([2, 4], ids(4, 7n)) }, engineInvalid('inputs.data', '8 values (its shape)', '4')],
     ['batch disagreeing with the ids', { batch: 2, inputs: text([1, 4], ids(4, 7n)) }, engineInvalid('inputs', 'a leading batch dimension of 2', 'shape [1, 4]')],
     ['ids as floats', { batch: 1, inputs: text([1, 4], new Float32Array(4)) }, engineInvalid('inputs', 'integer token ids', 'float32 values')],
     ['ids of another integer type', { batch: 1, inputs: text([1, 4], new Uint16Array(4)) }, engineInvalid('inputs.data', 'a BigInt64Array or Int32Array', 'Uint16Array of length 4')],
-    ['sequence too long', { batch: 1, inputs: text([1, 49], ids(49, 7n)) }, engineInvalid('inputs', 'a sequence length in [1, max_position_embeddings = 48]', '49')],
+    ['sequence too long', { batch: 1, inputs: text([1, 49], ids(49, 7n)) }, engineInvalid('inputs', 'a sequence of 1 to max_position_embeddings = 48 tokens', '49 tokens')],
     ['named modality for a text model', { batch: 1, inputs: [{ name: 'image', shape: [1, 4], data: ids(4, 7n) }] }, engineInvalid('inputs', 'a single input tensor (this model has no modalities)', 'inputs named "image"')],
     ['no inputs', { batch: 1, inputs: [] }, engineInvalid('inputs', 'at least one input', 'none')],
     ['mask of the wrong type', { batch: 1, inputs: text([1, 4], ids(4, 7n)), attentionMask: new Int32Array(4) }, engineInvalid('attentionMask', 'a Uint8Array', 'Int32Array of length 4')],

@@ -79,16 +79,21 @@ class TextPreprocessor final : public Preprocessor {
     if (input.shape.size() != 2) ThrowInvalidArgument(Arg(name), "shape [batch, sequence]", "shape " + ShapeString(input.shape));
     CheckBatch(input, name, ctx.request.batch);
     const int64_t batch = input.shape[0], seq = input.shape[1];
+    // The one check of the sequence's length: each position indexes the position table.
     if (seq < 1 || seq > spec_.max_positions) {
-      ThrowInvalidArgument(Arg(name), "a sequence length in [1, max_position_embeddings = " + std::to_string(spec_.max_positions) + "]",
-                           std::to_string(seq));
+      ThrowInvalidArgument(Arg(name), "a sequence of 1 to max_position_embeddings = " + std::to_string(spec_.max_positions) + " tokens",
+                           std::to_string(seq) + " tokens");
     }
+    // The one check of token ids (lib/modeling/preprocessors.ts leaves it here): each indexes the
+    // embedding table.
     for (size_t i = 0; i < input.ids.size(); ++i) {
-      if (input.ids[i] < 0 || input.ids[i] >= spec_.vocab_size) {
-        // Ids outside int32 arrive as -1 (napi/native_model.cc).
+      const int32_t id = input.ids[i];
+      if (id < 0 || id >= spec_.vocab_size) {
+        // Ids beyond int32 arrive as INT32_MIN (napi/native_model.cc).
+        const int64_t b = static_cast<int64_t>(i) / seq, j = static_cast<int64_t>(i) % seq;
         ThrowInvalidArgument(Arg(name), "token ids in [0, " + std::to_string(spec_.vocab_size) + ")",
-                             (input.ids[i] < 0 ? std::string("a negative or oversized id") : std::to_string(input.ids[i])) + " at flat index " +
-                                 std::to_string(i));
+                             (id == INT32_MIN ? std::string("an id beyond int32") : std::to_string(id)) + " at [" + std::to_string(b) + ", " +
+                                 std::to_string(j) + "]");
       }
     }
     EncoderInputs out;

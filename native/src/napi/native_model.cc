@@ -122,8 +122,8 @@ InputArray ReadInput(const Napi::Object& js, const std::string& what, const Requ
     in.integer = true;
     const std::vector<int64_t> ids = ReadIntegers(data, what + ".data");
     in.ids.resize(ids.size());
-    // Out-of-range values become -1, which every vocabulary check rejects.
-    for (size_t i = 0; i < ids.size(); ++i) in.ids[i] = (ids[i] < 0 || ids[i] > INT32_MAX) ? -1 : static_cast<int32_t>(ids[i]);
+    // Values beyond int32 become INT32_MIN, which every vocabulary check rejects (and names as such).
+    for (size_t i = 0; i < ids.size(); ++i) in.ids[i] = (ids[i] < INT32_MIN + 1 || ids[i] > INT32_MAX) ? INT32_MIN : static_cast<int32_t>(ids[i]);
   }
   return in;
 }
