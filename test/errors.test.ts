@@ -123,7 +123,8 @@ t.test('the native engine re-checks what reaches it', async (t) => {
   };
   const specCases: [string, Spec, ReturnType<typeof engineInvalid>][] = [
     ['an unknown preprocessor', edited((s) => (s.preprocessor.type = 'video')), engineInvalid('spec.preprocessor.type', 'one of text, image, audio, onehot, none, multimodal', '"video"')],
-    ['an unknown decoder output', edited((s) => (s.decoder.output = 'pixels')), engineInvalid('spec.decoder.output', 'one of sequence, first, flow, video', 'string "pixels"')],
+    ['an unknown decoder', edited((s) => (s.decoder.type = 'pixels')), engineInvalid('spec.decoder.type', 'one of basic, classification, opticalFlow, basicVideoAutoencoding, multimodal, projection', '"pixels"')],
+    ['an unknown query kind', edited((s) => (s.decoder.queries.type = 'learned')), engineInvalid('spec.decoder.queries.type', 'one of trainable, fourier, inputs', '"learned"')],
     ['layerNormEps out of range', edited((s) => (s.layerNormEps = 2)), engineInvalid('spec.layerNormEps', 'a number in [1e-30, 1]', 'number 2')],
     ['a fractional width', edited((s) => (s.encoder.dLatents = 64.5)), engineInvalid('spec.encoder.dLatents', 'an integer in [1, 2^24]', 'number 64.5')],
     ['a boolean as a string', edited((s) => (s.encoder.crossAttention.useQueryResidual = 'yes')), engineInvalid('spec.encoder.crossAttention.useQueryResidual', 'a boolean', 'string "yes"')],

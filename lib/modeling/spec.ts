@@ -171,14 +171,29 @@ export type QuerySpec =
   | ({ type: 'fourier' } & FourierQuerySpec)
   | ({ type: 'inputs' } & InputQuerySpec);
 
-/** transformers' PerceiverBasicDecoder and the decoders built on it (output: what is made of its result). */
+/** transformers' PerceiverBasicDecoder: queries cross-attend to the latents, then an optional final projection. */
 export interface BasicDecoderSpec {
   queries: QuerySpec;
   crossAttention: PerceiverLayerSpec;
   finalLayer: LinearSpec | null;
-  output: 'sequence' | 'first' | 'flow' | 'video';
-  rescaleFactor?: number;
-  outputShape?: number[];
+}
+
+/** transformers' PerceiverClassificationDecoder: the first position of its basic decoder's output. */
+export interface ClassificationDecoderSpec {
+  decoder: BasicDecoderSpec;
+}
+
+/** transformers' PerceiverOpticalFlowDecoder: its basic decoder's output / rescaleFactor, as an outputImageShape [height, width] field. */
+export interface OpticalFlowDecoderSpec {
+  decoder: BasicDecoderSpec;
+  rescaleFactor: number;
+  outputImageShape: number[];
+}
+
+/** transformers' PerceiverBasicVideoAutoencodingDecoder: its basic decoder's output as outputShape [batch, frames, height, width]. */
+export interface BasicVideoAutoencodingDecoderSpec {
+  decoder: BasicDecoderSpec;
+  outputShape: number[];
 }
 
 /** One modality's queries of a multimodal decoder, padded to the common width. */
@@ -203,6 +218,9 @@ export interface ProjectionDecoderSpec {
 
 export type DecoderSpec =
   | ({ type: 'basic' } & BasicDecoderSpec)
+  | ({ type: 'classification' } & ClassificationDecoderSpec)
+  | ({ type: 'opticalFlow' } & OpticalFlowDecoderSpec)
+  | ({ type: 'basicVideoAutoencoding' } & BasicVideoAutoencodingDecoderSpec)
   | ({ type: 'multimodal' } & MultimodalDecoderSpec)
   | ({ type: 'projection' } & ProjectionDecoderSpec);
 

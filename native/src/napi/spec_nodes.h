@@ -41,6 +41,9 @@ struct FourierQuerySpec;
 struct InputQuerySpec;
 struct QuerySpec;
 struct BasicDecoderSpec;
+struct ClassificationDecoderSpec;
+struct OpticalFlowDecoderSpec;
+struct BasicVideoAutoencodingDecoderSpec;
 struct MultimodalDecoderModalitySpec;
 struct MultimodalDecoderSpec;
 struct ProjectionDecoderSpec;
@@ -235,15 +238,29 @@ struct QuerySpec {
   std::shared_ptr<InputQuerySpec> input_query;
 };
 
-// transformers' PerceiverBasicDecoder and the decoders built on it (output: what is made of its result).
+// transformers' PerceiverBasicDecoder: queries cross-attend to the latents, then an optional final projection.
 struct BasicDecoderSpec {
-  enum class Output { kSequence, kFirst, kFlow, kVideo };
   QuerySpec queries;
   PerceiverLayerSpec cross_attention;
   std::shared_ptr<LinearSpec> final_layer;  // null: absent
-  Output output = Output::kSequence;
-  std::optional<double> rescale_factor;  // may be left out
-  std::optional<std::vector<int64_t>> output_shape;  // may be left out
+};
+
+// transformers' PerceiverClassificationDecoder: the first position of its basic decoder's output.
+struct ClassificationDecoderSpec {
+  BasicDecoderSpec decoder;
+};
+
+// transformers' PerceiverOpticalFlowDecoder: its basic decoder's output / rescaleFactor, as an outputImageShape [height, width] field.
+struct OpticalFlowDecoderSpec {
+  BasicDecoderSpec decoder;
+  double rescale_factor = 0;
+  std::vector<int64_t> output_image_shape;
+};
+
+// transformers' PerceiverBasicVideoAutoencodingDecoder: its basic decoder's output as outputShape [batch, frames, height, width].
+struct BasicVideoAutoencodingDecoderSpec {
+  BasicDecoderSpec decoder;
+  std::vector<int64_t> output_shape;
 };
 
 // One modality's queries of a multimodal decoder, padded to the common width.
@@ -266,11 +283,14 @@ struct ProjectionDecoderSpec {
   LinearSpec classifier;
 };
 
-// One of: basic, multimodal, projection (told apart by "type"); the member of its node is set.
+// One of: basic, classification, opticalFlow, basicVideoAutoencoding, multimodal, projection (told apart by "type"); the member of its node is set.
 struct DecoderSpec {
-  enum class Type { kBasic, kMultimodal, kProjection };
+  enum class Type { kBasic, kClassification, kOpticalFlow, kBasicVideoAutoencoding, kMultimodal, kProjection };
   Type type = Type::kBasic;
   std::shared_ptr<BasicDecoderSpec> basic_decoder;
+  std::shared_ptr<ClassificationDecoderSpec> classification_decoder;
+  std::shared_ptr<OpticalFlowDecoderSpec> optical_flow_decoder;
+  std::shared_ptr<BasicVideoAutoencodingDecoderSpec> basic_video_autoencoding_decoder;
   std::shared_ptr<MultimodalDecoderSpec> multimodal_decoder;
   std::shared_ptr<ProjectionDecoderSpec> projection_decoder;
 };
@@ -330,6 +350,9 @@ inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, 
 inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, InputQuerySpec* out);
 inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, QuerySpec* out);
 inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, BasicDecoderSpec* out);
+inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, ClassificationDecoderSpec* out);
+inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, OpticalFlowDecoderSpec* out);
+inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, BasicVideoAutoencodingDecoderSpec* out);
 inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, MultimodalDecoderModalitySpec* out);
 inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, MultimodalDecoderSpec* out);
 inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, ProjectionDecoderSpec* out);
@@ -573,9 +596,21 @@ inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, 
     out->final_layer = std::make_shared<LinearSpec>();
     Read(r, r.Object(o, "finalLayer", path), JoinPath(path, "finalLayer"), out->final_layer.get());
   }
-  out->output = static_cast<BasicDecoderSpec::Output>(r.Enum(o, "output", path, {"sequence", "first", "flow", "video"}));
-  if (r.Present(o, "rescaleFactor")) out->rescale_factor = r.Number(o, "rescaleFactor", path, 1e-30, 1e+30);
-  if (r.Present(o, "outputShape")) out->output_shape = r.Dims(o, "outputShape", path);
+}
+
+inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, ClassificationDecoderSpec* out) {
+  Read(r, r.Object(o, "decoder", path), JoinPath(path, "decoder"), &out->decoder);
+}
+
+inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, OpticalFlowDecoderSpec* out) {
+  Read(r, r.Object(o, "decoder", path), JoinPath(path, "decoder"), &out->decoder);
+  out->rescale_factor = r.Number(o, "rescaleFactor", path, 1e-30, 1e+30);
+  out->output_image_shape = r.Dims(o, "outputImageShape", path);
+}
+
+inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, BasicVideoAutoencodingDecoderSpec* out) {
+  Read(r, r.Object(o, "decoder", path), JoinPath(path, "decoder"), &out->decoder);
+  out->output_shape = r.Dims(o, "outputShape", path);
 }
 
 inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, MultimodalDecoderModalitySpec* out) {
@@ -609,6 +644,18 @@ inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, 
     out->type = DecoderSpec::Type::kBasic;
     out->basic_decoder = std::make_shared<BasicDecoderSpec>();
     Read(r, o, path, out->basic_decoder.get());
+  } else if (tag == "classification") {
+    out->type = DecoderSpec::Type::kClassification;
+    out->classification_decoder = std::make_shared<ClassificationDecoderSpec>();
+    Read(r, o, path, out->classification_decoder.get());
+  } else if (tag == "opticalFlow") {
+    out->type = DecoderSpec::Type::kOpticalFlow;
+    out->optical_flow_decoder = std::make_shared<OpticalFlowDecoderSpec>();
+    Read(r, o, path, out->optical_flow_decoder.get());
+  } else if (tag == "basicVideoAutoencoding") {
+    out->type = DecoderSpec::Type::kBasicVideoAutoencoding;
+    out->basic_video_autoencoding_decoder = std::make_shared<BasicVideoAutoencodingDecoderSpec>();
+    Read(r, o, path, out->basic_video_autoencoding_decoder.get());
   } else if (tag == "multimodal") {
     out->type = DecoderSpec::Type::kMultimodal;
     out->multimodal_decoder = std::make_shared<MultimodalDecoderSpec>();
@@ -618,7 +665,7 @@ inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, 
     out->projection_decoder = std::make_shared<ProjectionDecoderSpec>();
     Read(r, o, path, out->projection_decoder.get());
   } else {
-    r.Unknown(JoinPath(path, "type"), "basic, multimodal, projection", tag);
+    r.Unknown(JoinPath(path, "type"), "basic, classification, opticalFlow, basicVideoAutoencoding, multimodal, projection", tag);
   }
 }
 

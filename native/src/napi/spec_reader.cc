@@ -396,30 +396,19 @@ class ModelBuilder {
     using Type = spec::DecoderSpec::Type;
     *queries_inputs = false;
     switch (s.type) {
-      case Type::kBasic: {
-        const spec::BasicDecoderSpec& b = *s.basic_decoder;
-        std::unique_ptr<QueryBuilder> queries = Queries(b.queries, path + ".queries", input_channels);
-        *queries_inputs = b.queries.type == spec::QuerySpec::Type::kInputs;
-        BasicDecoderSpec out;
-        out.cross = Cross(b.cross_attention, b.final_layer, path, queries->channels(), d_latents);
-        using Output = spec::BasicDecoderSpec::Output;
-        switch (b.output) {
-          case Output::kSequence: out.output = DecoderOutput::kSequence; break;
-          case Output::kFirst: out.output = DecoderOutput::kFirstPosition; break;
-          case Output::kFlow:
-            out.output = DecoderOutput::kOpticalFlow;
-            if (!b.rescale_factor) ThrowInvalidArgument(path + ".rescaleFactor", "a number for the flow output", "none");
-            out.rescale = static_cast<float>(*b.rescale_factor);
-            out.output_shape = OutputShape(b, path, 2, "[height, width]");
-            break;
-          case Output::kVideo:
-            out.output = DecoderOutput::kVideo;
-            out.output_shape = OutputShape(b, path, 4, "[batch, frames, height, width]");
-            break;
-        }
-        *out_channels = out.cross.final_layer.present() ? out.cross.final_layer.out : queries->channels();
-        modalities->assign({""});
-        return MakeBasicDecoder(std::move(out), std::move(queries));
+      case Type::kBasic: return BuildBasicDecoder(*s.basic_decoder, path, d_latents, input_channels, queries_inputs, out_channels, modalities);
+      case Type::kClassification:
+        return MakeClassificationDecoder(
+            BuildBasicDecoder(s.classification_decoder->decoder, path + ".decoder", d_latents, input_channels, queries_inputs, out_channels, modalities));
+      case Type::kOpticalFlow: {
+        const spec::OpticalFlowDecoderSpec& f = *s.optical_flow_decoder;
+        std::unique_ptr<Decoder> decoder = BuildBasicDecoder(f.decoder, path + ".decoder", d_latents, input_channels, queries_inputs, out_channels, modalities);
+        return MakeOpticalFlowDecoder(std::move(decoder), static_cast<float>(f.rescale_factor), Rank(f.output_image_shape, path + ".outputImageShape", 2, "[height, width]"));
+      }
+      case Type::kBasicVideoAutoencoding: {
+        const spec::BasicVideoAutoencodingDecoderSpec& v = *s.basic_video_autoencoding_decoder;
+        std::unique_ptr<Decoder> decoder = BuildBasicDecoder(v.decoder, path + ".decoder", d_latents, input_channels, queries_inputs, out_channels, modalities);
+        return MakeBasicVideoAutoencodingDecoder(std::move(decoder), Rank(v.output_shape, path + ".outputShape", 4, "[batch, frames, height, width]"));
       }
       case Type::kMultimodal: {
         const spec::MultimodalDecoderSpec& m = *s.multimodal_decoder;
@@ -486,11 +475,19 @@ class ModelBuilder {
     return w;
   }
 
-  static std::vector<int64_t> OutputShape(const spec::BasicDecoderSpec& b, const std::string& path, size_t rank, const char* expected) {
-    if (!b.output_shape || b.output_shape->size() != rank) {
-      ThrowInvalidArgument(path + ".outputShape", expected, b.output_shape ? std::to_string(b.output_shape->size()) + " dimensions" : "none");
-    }
-    return *b.output_shape;
+  static const std::vector<int64_t>& Rank(const std::vector<int64_t>& shape, const std::string& path, size_t rank, const char* expected) {
+    if (shape.size() != rank) ThrowInvalidArgument(path, expected, std::to_string(shape.size()) + " dimensions");
+    return shape;
+  }
+
+  std::unique_ptr<Decoder> BuildBasicDecoder(const spec::BasicDecoderSpec& b, const std::string& path, int64_t d_latents, int64_t input_channels,
+                                             bool* queries_inputs, int64_t* out_channels, std::vector<std::string>* modalities) {
+    std::unique_ptr<QueryBuilder> queries = Queries(b.queries, path + ".queries", input_channels);
+    *queries_inputs = b.queries.type == spec::QuerySpec::Type::kInputs;
+    CrossAttentionDecoderSpec cross = Cross(b.cross_attention, b.final_layer, path, queries->channels(), d_latents);
+    *out_channels = cross.final_layer.present() ? cross.final_layer.out : queries->channels();
+    modalities->assign({""});
+    return MakeBasicDecoder(std::move(cross), std::move(queries));
   }
 
   Napi::Object weights_;
