@@ -224,8 +224,23 @@ export type DecoderSpec =
   | ({ type: 'multimodal' } & MultimodalDecoderSpec)
   | ({ type: 'projection' } & ProjectionDecoderSpec);
 
-/** A projection of the decoder's output (transformers' embedding decoder, classification, audio and projection postprocessors). */
-export interface LinearPostprocessorSpec {
+/** transformers' PerceiverEmbeddingDecoder: every position projected onto the (tied) byte embeddings, plus a bias. */
+export interface EmbeddingDecoderSpec {
+  projection: LinearSpec;
+}
+
+/** transformers' PerceiverClassificationPostprocessor: the first position projected to the labels. */
+export interface ClassificationPostprocessorSpec {
+  projection: LinearSpec;
+}
+
+/** transformers' PerceiverAudioPostprocessor: every position projected to a patch of samples, the patches joined. */
+export interface AudioPostprocessorSpec {
+  projection: LinearSpec;
+}
+
+/** transformers' PerceiverProjectionPostprocessor: every position projected. */
+export interface ProjectionPostprocessorSpec {
   projection: LinearSpec;
 }
 
@@ -241,7 +256,10 @@ export interface MultimodalPostprocessorSpec {
 }
 
 export type PostprocessorSpec =
-  | ({ type: 'linear' | 'first' | 'audio' } & LinearPostprocessorSpec)
+  | ({ type: 'embeddingDecoder' } & EmbeddingDecoderSpec)
+  | ({ type: 'classification' } & ClassificationPostprocessorSpec)
+  | ({ type: 'audio' } & AudioPostprocessorSpec)
+  | ({ type: 'projection' } & ProjectionPostprocessorSpec)
   | ({ type: 'multimodal' } & MultimodalPostprocessorSpec);
 
 /** The whole model. */

@@ -48,7 +48,10 @@ struct MultimodalDecoderModalitySpec;
 struct MultimodalDecoderSpec;
 struct ProjectionDecoderSpec;
 struct DecoderSpec;
-struct LinearPostprocessorSpec;
+struct EmbeddingDecoderSpec;
+struct ClassificationPostprocessorSpec;
+struct AudioPostprocessorSpec;
+struct ProjectionPostprocessorSpec;
 struct MultimodalPostprocessorModalitySpec;
 struct MultimodalPostprocessorSpec;
 struct PostprocessorSpec;
@@ -295,16 +298,34 @@ struct DecoderSpec {
   std::shared_ptr<ProjectionDecoderSpec> projection_decoder;
 };
 
-// A projection of the decoder's output (transformers' embedding decoder, classification, audio and projection postprocessors).
-struct LinearPostprocessorSpec {
+// transformers' PerceiverEmbeddingDecoder: every position projected onto the (tied) byte embeddings, plus a bias.
+struct EmbeddingDecoderSpec {
   LinearSpec projection;
 };
 
-// One of: linear, first, audio, multimodal (told apart by "type"); the member of its node is set.
+// transformers' PerceiverClassificationPostprocessor: the first position projected to the labels.
+struct ClassificationPostprocessorSpec {
+  LinearSpec projection;
+};
+
+// transformers' PerceiverAudioPostprocessor: every position projected to a patch of samples, the patches joined.
+struct AudioPostprocessorSpec {
+  LinearSpec projection;
+};
+
+// transformers' PerceiverProjectionPostprocessor: every position projected.
+struct ProjectionPostprocessorSpec {
+  LinearSpec projection;
+};
+
+// One of: embeddingDecoder, classification, audio, projection, multimodal (told apart by "type"); the member of its node is set.
 struct PostprocessorSpec {
-  enum class Type { kLinear, kFirst, kAudio, kMultimodal };
-  Type type = Type::kLinear;
-  std::shared_ptr<LinearPostprocessorSpec> linear_postprocessor;
+  enum class Type { kEmbeddingDecoder, kClassification, kAudio, kProjection, kMultimodal };
+  Type type = Type::kEmbeddingDecoder;
+  std::shared_ptr<EmbeddingDecoderSpec> embedding_decoder;
+  std::shared_ptr<ClassificationPostprocessorSpec> classification_postprocessor;
+  std::shared_ptr<AudioPostprocessorSpec> audio_postprocessor;
+  std::shared_ptr<ProjectionPostprocessorSpec> projection_postprocessor;
   std::shared_ptr<MultimodalPostprocessorSpec> multimodal_postprocessor;
 };
 
@@ -357,7 +378,10 @@ inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, 
 inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, MultimodalDecoderSpec* out);
 inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, ProjectionDecoderSpec* out);
 inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, DecoderSpec* out);
-inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, LinearPostprocessorSpec* out);
+inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, EmbeddingDecoderSpec* out);
+inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, ClassificationPostprocessorSpec* out);
+inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, AudioPostprocessorSpec* out);
+inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, ProjectionPostprocessorSpec* out);
 inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, MultimodalPostprocessorModalitySpec* out);
 inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, MultimodalPostprocessorSpec* out);
 inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, PostprocessorSpec* out);
@@ -669,7 +693,19 @@ inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, 
   }
 }
 
-inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, LinearPostprocessorSpec* out) {
+inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, EmbeddingDecoderSpec* out) {
+  Read(r, r.Object(o, "projection", path), JoinPath(path, "projection"), &out->projection);
+}
+
+inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, ClassificationPostprocessorSpec* out) {
+  Read(r, r.Object(o, "projection", path), JoinPath(path, "projection"), &out->projection);
+}
+
+inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, AudioPostprocessorSpec* out) {
+  Read(r, r.Object(o, "projection", path), JoinPath(path, "projection"), &out->projection);
+}
+
+inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, ProjectionPostprocessorSpec* out) {
   Read(r, r.Object(o, "projection", path), JoinPath(path, "projection"), &out->projection);
 }
 
@@ -689,24 +725,28 @@ inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, 
 
 inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, PostprocessorSpec* out) {
   const std::string tag = r.Str(o, "type", path);
-  if (tag == "linear") {
-    out->type = PostprocessorSpec::Type::kLinear;
-    out->linear_postprocessor = std::make_shared<LinearPostprocessorSpec>();
-    Read(r, o, path, out->linear_postprocessor.get());
-  } else if (tag == "first") {
-    out->type = PostprocessorSpec::Type::kFirst;
-    out->linear_postprocessor = std::make_shared<LinearPostprocessorSpec>();
-    Read(r, o, path, out->linear_postprocessor.get());
+  if (tag == "embeddingDecoder") {
+    out->type = PostprocessorSpec::Type::kEmbeddingDecoder;
+    out->embedding_decoder = std::make_shared<EmbeddingDecoderSpec>();
+    Read(r, o, path, out->embedding_decoder.get());
+  } else if (tag == "classification") {
+    out->type = PostprocessorSpec::Type::kClassification;
+    out->classification_postprocessor = std::make_shared<ClassificationPostprocessorSpec>();
+    Read(r, o, path, out->classification_postprocessor.get());
   } else if (tag == "audio") {
     out->type = PostprocessorSpec::Type::kAudio;
-    out->linear_postprocessor = std::make_shared<LinearPostprocessorSpec>();
-    Read(r, o, path, out->linear_postprocessor.get());
+    out->audio_postprocessor = std::make_shared<AudioPostprocessorSpec>();
+    Read(r, o, path, out->audio_postprocessor.get());
+  } else if (tag == "projection") {
+    out->type = PostprocessorSpec::Type::kProjection;
+    out->projection_postprocessor = std::make_shared<ProjectionPostprocessorSpec>();
+    Read(r, o, path, out->projection_postprocessor.get());
   } else if (tag == "multimodal") {
     out->type = PostprocessorSpec::Type::kMultimodal;
     out->multimodal_postprocessor = std::make_shared<MultimodalPostprocessorSpec>();
     Read(r, o, path, out->multimodal_postprocessor.get());
   } else {
-    r.Unknown(JoinPath(path, "type"), "linear, first, audio, multimodal", tag);
+    r.Unknown(JoinPath(path, "type"), "embeddingDecoder, classification, audio, projection, multimodal", tag);
   }
 }
 

@@ -445,14 +445,15 @@ class ModelBuilder {
 
   std::unique_ptr<Postprocessor> BuildPostprocessor(const spec::PostprocessorSpec& s, const std::string& path, int64_t in) {
     using Type = spec::PostprocessorSpec::Type;
-    PostprocessorKind kind = PostprocessorKind::kLinear;
+    const std::string projection = path + ".projection";
     switch (s.type) {
-      case Type::kLinear: kind = PostprocessorKind::kLinear; break;
-      case Type::kFirst: kind = PostprocessorKind::kFirstPosition; break;
-      case Type::kAudio: kind = PostprocessorKind::kAudio; break;
-      case Type::kMultimodal: ThrowInvalidArgument(path + ".type", "linear, first or audio (a multimodal postprocessor holds these, one per modality)", "\"multimodal\"");
+      case Type::kEmbeddingDecoder: return MakeEmbeddingDecoder(Linear(s.embedding_decoder->projection, projection, in, 0));
+      case Type::kClassification: return MakeClassificationPostprocessor(Linear(s.classification_postprocessor->projection, projection, in, 0));
+      case Type::kAudio: return MakeAudioPostprocessor(Linear(s.audio_postprocessor->projection, projection, in, 0));
+      case Type::kProjection: return MakeProjectionPostprocessor(Linear(s.projection_postprocessor->projection, projection, in, 0));
+      case Type::kMultimodal: break;
     }
-    return MakeLinearPostprocessor(Linear(s.linear_postprocessor->projection, path + ".projection", in, 0), kind);
+    ThrowInvalidArgument(path + ".type", "a single-modality postprocessor (a multimodal one holds these, one per modality)", "\"multimodal\"");
   }
 
   // A cross-attention from `q`-channel queries to `kv`-channel keys and values.
