@@ -134,6 +134,14 @@ t.test('the native engine re-checks what reaches it', async (t) => {
     ['a postprocessor without a decoder', edited((s) => (s.decoder = null)), engineInvalid('spec.postprocessor', 'none without a decoder', 'a postprocessor')],
   ];
   for (const [what, edit, fields] of specCases) t.throws(() => new NativeModel(edit, weights, { device: 'cpu' }), fields, what);
+  // Nodes nest (a multimodal preprocessor holds preprocessors): a hostile depth is refused, not a stack overflow.
+  let nested: Spec = { type: 'text' };
+  for (let i = 0; i < 100_000; i++) nested = { type: 'multimodal', numChannels: 4, modalities: [{ name: 'a', preprocessor: nested, padding: null, mask: null, maskProbability: 0 }] };
+  t.throws(
+    () => new NativeModel(edited((s) => (s.preprocessor = nested)), weights, { device: 'cpu' }),
+    engineInvalid(/^spec\.preprocessor\.modalities\[0\]\.preprocessor.*\.\.\.$/, 'a spec nested at most a few levels deep', /^a path of \d+ characters$/),
+    'a spec nested 100,000 deep',
+  );
   const native = new NativeModel(spec, weights, { device: 'cpu' });
   t.teardown(() => native.dispose());
   await t.rejects(async () => native.forward({ batch: 1, inputs: [] } as never), engineInvalid('the model', 'its weights loaded (await load())', 'a call before load() finished'), 'not loaded yet');

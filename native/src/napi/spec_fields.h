@@ -31,6 +31,11 @@ class SpecFields {
  public:
   // Dimensions are bounded so that every product and BLAS argument fits comfortably.
   static constexpr int64_t kMaxDim = int64_t{1} << 24;
+  // Nodes nest (a multimodal preprocessor holds preprocessors) and are read recursively: the path
+  // of a nested node grows with its depth, and bounding it bounds the recursion, so a hostile
+  // object nested thousands deep is refused rather than overflowing the stack. A real spec's
+  // longest path is under 100 characters.
+  static constexpr size_t kMaxPath = 1024;
 
   bool Present(const Napi::Object& o, const char* key) const {
     Napi::Value v = o.Get(key);
@@ -80,6 +85,7 @@ class SpecFields {
   }
 
   Napi::Object Object(const Napi::Object& o, const char* key, const std::string& path) const {
+    CheckDepth(path);
     Napi::Value v = o.Get(key);
     if (!v.IsObject() || v.IsArray()) ThrowInvalidArgument(JoinPath(path, key), "an object", DescribeJs(v));
     return v.As<Napi::Object>();
@@ -92,6 +98,7 @@ class SpecFields {
   }
 
   Napi::Object Element(const Napi::Array& a, uint32_t i, const std::string& path) const {
+    CheckDepth(path);
     Napi::Value v = a.Get(i);
     if (!v.IsObject() || v.IsArray()) ThrowInvalidArgument(path + "[" + std::to_string(i) + "]", "an object", DescribeJs(v));
     return v.As<Napi::Object>();
@@ -115,6 +122,10 @@ class SpecFields {
   WeightName Weight(const Napi::Object& o, const char* key, const std::string& path) const { return {Str(o, key, path), JoinPath(path, key)}; }
 
  private:
+  static void CheckDepth(const std::string& path) {
+    if (path.size() > kMaxPath) ThrowInvalidArgument(path.substr(0, 64) + "...", "a spec nested at most a few levels deep", "a path of " + std::to_string(path.size()) + " characters");
+  }
+
   static int64_t DimValue(const Napi::Value& v, const std::string& field, int64_t min) {
     const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1.0;
     if (!v.IsNumber() || !(d >= static_cast<double>(min) && d <= static_cast<double>(kMaxDim) && std::floor(d) == d)) {
