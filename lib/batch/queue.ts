@@ -48,6 +48,8 @@ export { QueueUnavailableError, ShardsFailedError };
 import type { ComputeDType, PerceiverModel } from '../modeling/perceiver_model.js';
 import type { EmbedFailure, EmbedJobItem, EmbedTask } from './job.js';
 import type { ModelIdentity } from './model_identity.js';
+import type { MediaKind } from '../media/kinds.js';
+import { filterByKind } from '../cli/messages.js';
 import { requireOptional } from '../optional.js';
 
 /** One queue per Redis database: jobs carry their model and output folder, so any worker can take any job. */
@@ -242,6 +244,13 @@ export interface EnqueueOptions {
   backoffMs?: number;
   /** How often the queue is asked about pending shards (default 500 ms). */
   pollMs?: number;
+  /** Starts the line given to onIgnored (default `perceiver-io`). */
+  label?: string;
+  /**
+   * Called once, before queueing, when files of a kind the model does not read were left out:
+   * one line such as "perceiver-io embed: 3 images ignored: this model reads text files".
+   */
+  onIgnored?: (line: string, ignored: number) => void;
   /** Called once the shards are known, then whenever a shard finishes. */
   onProgress?: (progress: EnqueueProgress) => void;
   /** Stops waiting (the shards stay queued; the same command waits for them again). */
@@ -259,8 +268,10 @@ export interface EnqueueProgress {
 }
 
 export interface EnqueueResult {
-  /** Items the inputs name. */
+  /** Items the inputs name, of the kinds the model reads. */
   items: number;
+  /** Items left out because the model does not read their kind. */
+  ignored: number;
   /** Of those, already in the output folder before this run. */
   alreadyDone: number;
   /** Shards this run waited for (added now, or still pending from an earlier run). */
@@ -284,20 +295,20 @@ function positiveInteger(value: unknown, name: string, fallback: number, min = 1
 
 /**
  * A local checkpoint folder as an absolute path (workers run elsewhere), with its width and
- * identity; a Hub id as it is (the workers download it and check its identity against the parts).
+ * identity; a Hub id as it is (the workers download it and check its identity against the parts),
+ * with its width. Both with the media kinds the head reads, from the config alone.
  */
-async function modelForWorkers(model: string): Promise<{ model: string; width?: number; modelId?: string }> {
+async function modelForWorkers(model: string): Promise<{ model: string; width: number; modelId?: string; accepts: readonly MediaKind[] }> {
   if (typeof model !== 'string' || model === '') throw new InvalidArgumentError('--model', 'a checkpoint folder or a Hugging Face Hub id', model);
-  if (existsSync(model)) {
-    const folder = resolve(model);
-    const { PerceiverConfig } = await import('../config.js');
-    const width = (await PerceiverConfig.fromPretrained(folder)).d_latents;
-    const { modelIdentity } = await import('./model_identity.js');
-    return { model: folder, width, modelId: (await modelIdentity(folder)).id };
-  }
+  const local = existsSync(model);
   const { isHubId } = await import('../hub/download.js');
-  if (!isHubId(model)) throw new InvalidArgumentError('--model', 'a checkpoint folder or a Hugging Face Hub id', model, `--model ${JSON.stringify(model)} is neither a folder nor a Hugging Face Hub id`);
-  return { model };
+  if (!local && !isHubId(model)) throw new InvalidArgumentError('--model', 'a checkpoint folder or a Hugging Face Hub id', model, `--model ${JSON.stringify(model)} is neither a folder nor a Hugging Face Hub id`);
+  const { checkpointMediaKinds } = await import('./model_kinds.js');
+  const { accepts, config } = await checkpointMediaKinds(model);
+  if (!local) return { model, width: config.d_latents, accepts };
+  const folder = resolve(model);
+  const { modelIdentity } = await import('./model_identity.js');
+  return { model: folder, width: config.d_latents, modelId: (await modelIdentity(folder)).id, accepts };
 }
 
 function abortError(): PerceiverError {
@@ -343,9 +354,13 @@ export async function enqueueAndWait(options: EnqueueOptions): Promise<EnqueueRe
   let folderLock: { release(): Promise<void> } | undefined;
   let enqueueLock: { release(): Promise<void> } | undefined;
   try {
-    const { model, width, modelId } = await modelForWorkers(options.model);
+    const { model, width, modelId, accepts } = await modelForWorkers(options.model);
     const { discoverItems } = await import('./discover.js');
-    const items = await discoverItems(options.inputs, { manifest: options.manifest, remote: options.remote });
+    const discovered = await discoverItems(options.inputs, { manifest: options.manifest, remote: options.remote });
+    // Files of a kind the model does not read are left out here, not sent to fail one by one on the workers.
+    const byKind = filterByKind(discovered, accepts, options.label ?? 'perceiver-io');
+    const items = byKind.kept;
+    if (byKind.line) options.onIgnored?.(byKind.line, byKind.ignored);
     const { makeOutputFolder, readDoneChecked } = await import('./job.js');
     await makeOutputFolder(outDir, '--out');
     // Enqueuers of one folder may run together (they agree through Redis, below); a local run may not.
@@ -450,6 +465,7 @@ export async function enqueueAndWait(options: EnqueueOptions): Promise<EnqueueRe
     if (failedShards.length > 0) throw new ShardsFailedError(failedShards, waitFor.length);
     return {
       items: items.length,
+      ignored: byKind.ignored,
       alreadyDone: items.filter((item) => done.has(item.id)).length,
       shards: waitFor.length,
       added: jobIds.length,

@@ -168,6 +168,8 @@ export async function runQueuedEmbedCommand(task: 'embed' | 'classify', values: 
       batchSize: integerOption(values, 'batch-size', 1),
       attempts: integerOption(values, 'attempts', 1),
       signal: controller.signal,
+      label,
+      onIgnored: (line) => process.stderr.write(line + '\n'),
       onProgress: (p) => {
         if (p.shardsTotal === 0) return; // nothing to wait for: the summary says so
         last = p;
@@ -180,7 +182,9 @@ export async function runQueuedEmbedCommand(task: 'embed' | 'classify', values: 
     if (result.failed.length > shown.length) process.stderr.write(`${label}: ... and ${result.failed.length - shown.length} more unreadable files\n`);
     process.stderr.write(
       `${label}: ${result.items} items: ${result.written} written by ${result.shards} shard${result.shards === 1 ? '' : 's'} (${result.added} queued now), ` +
-        `${result.alreadyDone} already done, ${result.failed.length} unreadable -> ${out} (${result.seconds.toFixed(1)} s)\n`,
+        `${result.alreadyDone} already done, ${result.failed.length} unreadable` +
+        (result.ignored ? `, ${result.ignored} ignored (kind)` : '') +
+        ` -> ${out} (${result.seconds.toFixed(1)} s)\n`,
     );
     return 0;
   } catch (error) {
