@@ -172,7 +172,7 @@ class S3Store implements PartStore {
       } catch (error) {
         const e = error as { name?: string; message?: string; $metadata?: { httpStatusCode?: number }; $retryable?: unknown };
         const status = e.$metadata?.httpStatusCode;
-        const transient = e.name === 'TimeoutError' || e.name === 'AbortError' || e.$retryable !== undefined || status === undefined || status === 408 || status === 429 || status >= 500;
+        const transient = e.name !== 'CredentialsProviderError' && (e.name === 'TimeoutError' || e.name === 'AbortError' || e.$retryable !== undefined || status === undefined || status === 408 || status === 429 || status >= 500);
         const reason = `${e.name ?? 'Error'}${status ? ` (HTTP ${status})` : ''}: ${(e.message ?? String(error)).split('\n')[0]}`;
         if (!transient || attempt >= reader.attempts) {
           throw new OutputStoreError(`cannot ${what} ${this.path(name)}${transient ? ` after ${attempt} attempts` : ''}: ${reason}`, { cause: error });
