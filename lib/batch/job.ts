@@ -81,6 +81,8 @@ export interface EmbedPartOptions {
   idKind?: IdKind;
   /** Write into this table of the LanceDB database `outDir` instead of a part (partName is then unused): each batch one insert-if-absent. */
   lanceTable?: string;
+  /** Called just before each write; a throw stops the write (a queue worker checks that it still holds its shard). */
+  beforeWrite?: () => Promise<void>;
   /** The checkpoint's identity (modelIdentity(folder)), recorded in the part and checked against the folder's other parts. */
   modelIdentity?: ModelIdentity;
   /** Reads http(s):// and s3:// items; default: one with default settings, closed after the part. */
@@ -519,6 +521,7 @@ export async function embedItemsToPart(options: EmbedPartOptions): Promise<Embed
     await partStore(outDir).remove(`${partName}.parquet`);
     return { written: 0, failed, skippedDone };
   }
+  await options.beforeWrite?.();
   await writeEmbeddingPart(file, all, metadata);
   return { written: all.ids.length, failed, skippedDone };
 }
@@ -541,6 +544,7 @@ async function embedItemsToLance(options: EmbedPartOptions, builder: MediaInputB
     try {
       await runPipeline(options.model, builder, options.task, next, () => false, async (batch, computed) => {
         if (computed.columns) {
+          await options.beforeWrite?.();
           const inserted = await lance.write(computed.columns);
           result.written += inserted;
           result.skippedDone += computed.columns.ids.length - inserted;

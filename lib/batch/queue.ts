@@ -2,10 +2,14 @@
  * Scale-out of batch embedding over a BullMQ queue in Redis.
  *
  * The enqueuer (`perceiver-io embed --queue redis://HOST:PORT ...`) discovers the items, leaves out
- * those already in the output folder, cuts the rest into shards and adds one job per shard; then it
- * waits until every shard is done. Workers (`perceiver-io worker --queue ...`, one per GPU, on any
- * machine that sees the same paths) take a shard, load its model once (cached per model, device
- * and dtype) and write the shard as one Parquet part.
+ * those of a kind the model does not read (told from its config alone: lib/batch/model_kinds.ts)
+ * and those already in the output, cuts the rest into shards and adds one job per shard; then it
+ * waits until every shard is done, and when the queue holds no shard of the output, merges its
+ * parts (compactWhenDrained). Workers (`perceiver-io worker --queue ...`, one per GPU, on any
+ * machine that sees the same paths, or with s3:// inputs and output any machine with credentials)
+ * take a shard, load its model once (cached per model, device and dtype) and write the shard as
+ * one Parquet part (a folder or an S3 prefix: lib/batch/store.ts), or into a LanceDB table, one
+ * insert-if-absent per batch.
  *
  * Exactly once, with no coordination beyond Redis:
  * - Enqueuers of one output folder decide what to queue one at a time (a Redis lock per folder)
@@ -25,7 +29,8 @@
  *   (say from an earlier run over other inputs) are left out too.
  * - Failed attempts are retried with exponential backoff; a worker that dies mid-shard stops
  *   renewing the shard's lock, and BullMQ's stalled-job check gives the shard to another worker
- *   once the lock expires.
+ *   once the lock expires. A worker renews the lock just before it writes and does not write when
+ *   the lock is another's, so a stalled worker does not put back a part that a merge removed.
  *
  * Trust: whoever can write to the Redis database can queue jobs, and a job names the paths the
  * worker reads and writes. A worker therefore takes allowed roots (`--allow-root`) and fails, for
@@ -864,6 +869,13 @@ export async function startShardWorker(options: ShardWorkerOptions): Promise<Sha
       lanceTable: data.lanceTable,
       batchSize: data.batchSize,
       remote: options.remote,
+      // A worker that stalled past its lock (another has the shard now, and the output may have
+      // been merged since) must not write: the check is the last thing before each write.
+      beforeWrite: async () => {
+        if (token === undefined || (await job.extendLock(token, lockDuration)) !== 1) {
+          throw new QueueUnavailableError(`shard ${job.id}: this worker no longer holds the shard's lock (it went to another worker); its rows are not written`);
+        }
+      },
       onProgress: (done, failed) => {
         const now = performance.now();
         if (now - lastReport < 1000 && done < data.items.length) return;
