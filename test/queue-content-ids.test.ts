@@ -5,7 +5,7 @@
  * file is, and a folder of content ids refuses path ids.
  */
 import t from 'tap';
-import { cp, rename, rm, writeFile } from 'node:fs/promises';
+import { cp, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readEmbeddings } from '../lib/batch/job.js';
 import { tempDir } from './helpers/fixtures.js';
@@ -20,7 +20,8 @@ t.test('--id content with --queue: duplicates once under every path, a moved col
   for (let i = 0; i < 10; i++) await cp(join(inputDir, `doc-${String(i).padStart(5, '0')}.txt`), join(inputDir, `copy-${i}.txt`));
   const out = join(await tempDir(t, 'perceiver-queue-out-'), 'content');
   const enqueue = (dir: string) => ['embed', '--queue', redis.url, '--model', MODEL, '--out', out, '--id', 'content', '--shard-size', '60', '--batch-size', '1', dir];
-  const { survivor, enqueuer } = await twoWorkersOneKilled(t, redis.url, [], enqueue(inputDir));
+  // --part-size 0 first: the shards' parts stay; the rerun below merges them.
+  const { survivor, enqueuer } = await twoWorkersOneKilled(t, redis.url, [], [...enqueue(inputDir), '--part-size', '0']);
   t.match(enqueuer.stderr(), /120 items: 120 written by 2 shards/, '130 files, 120 distinct contents');
   const rows = await readEmbeddings(out);
   const counts = new Map<string, number>();
@@ -36,7 +37,9 @@ t.test('--id content with --queue: duplicates once under every path, a moved col
   await rename(inputDir, moved);
   const again = await runCli(t, enqueue(moved));
   t.equal(again.code, 0);
-  t.match(again.stderr, /120 items: 0 written by 0 shards \(0 queued now\), 120 already done/, 'a moved collection is not embedded again');
+  t.match(again.stderr, /120 items: 0 written by 0 shards \(0 queued now\), 120 already done.* \(1 compacted part\)/, 'a moved collection is not embedded again; the rerun merges the parts');
+  t.same((await readdir(out)).filter((n) => n.endsWith('.parquet')).map((n) => n.replace(/-.*/, '')), ['compact'], 'into one');
+  t.equal((await readEmbeddings(out)).length, 120, 'with every row once');
   await writeFile(join(moved, 'doc-00042.txt'), 'an edited document');
   await rm(join(moved, 'copy-3.txt'));
   const edited = await runCli(t, enqueue(moved));

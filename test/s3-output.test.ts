@@ -9,7 +9,7 @@ import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { AutoModel, discoverItems, itemId, OutputLockedError, readEmbeddings, runEmbedJob, type CompactionStep, type EmbeddingRow } from '../lib/index.js';
+import { AutoModel, discoverItems, embedItemsToPart, itemId, OutputLockedError, readEmbeddings, runEmbedJob, type CompactionStep, type EmbeddingRow } from '../lib/index.js';
 import { RemoteReader } from '../lib/io/remote.js';
 import { partStore, useS3ForOutputs } from '../lib/batch/store.js';
 import { fixtureDir, tempDir } from './helpers/fixtures.js';
@@ -154,4 +154,16 @@ t.test('s3:// outputs: bad prefixes and a missing bucket are typed errors', asyn
   const cli = await runCliCommand(['embed', '--model', fixtureDir('text-mlm'), '--out', 'ftp://x/y', join(dir, 'in')]);
   t.equal(cli.code, 2, 'another scheme is a usage error');
   t.match(cli.stderr, /--out takes a local folder, s3:\/\/BUCKET\/PREFIX or lancedb:\/\/DIR\/TABLE/);
+});
+
+t.test('embedItemsToPart: a beforeWrite that throws (a worker that lost its shard) writes nothing', async (t) => {
+  const dir = await tempDir(t);
+  const items = await discoverItems(await texts(join(dir, 'in'), 3));
+  const lost = new Error('lost the lock');
+  for (const out of ['s3://out/guarded', join(dir, 'guarded')]) {
+    await t.rejects(embedItemsToPart({ model, task: 'embed', items, outDir: out, partName: 'shard-x', beforeWrite: async () => { throw lost; } }), lost, `${out}: the write is stopped`);
+    t.same(await readEmbeddings(out), [], `${out}: no rows`);
+    const written = await embedItemsToPart({ model, task: 'embed', items, outDir: out, partName: 'shard-x', beforeWrite: async () => {} });
+    t.equal(written.written, 3, `${out}: with the lock held, the part is written`);
+  }
 });
