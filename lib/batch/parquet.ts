@@ -13,10 +13,11 @@
  * `perceiver_io.model_source` and `perceiver_io.id_kind` (`path` or `content`; absent: path), so a resumed run can refuse a folder written by another task or
  * another model.
  *
- * A part is written to a hidden temporary name in the same folder and renamed into place: a reader
- * (or a resumed run) sees either the whole part or none of it. The temporary file is created
- * exclusively under a random name (lib/io/temp_file.ts); its name also carries the host and the
- * process id, so a starting run removes only those left by processes that are gone.
+ * A part is written atomically (lib/batch/store.ts): in a folder, to a hidden temporary name and
+ * renamed into place; under an S3 prefix, with one PUT. A reader (or a resumed run) sees either the
+ * whole part or none of it. A temporary file is created exclusively under a random name
+ * (lib/io/temp_file.ts); its name also carries the host and the process id, so a starting run
+ * removes only those left by processes that are gone.
  *
  * apache-arrow and parquet-wasm are imported on first use, so the library loads without them.
  */
@@ -318,9 +319,10 @@ function idColumn(table: import('apache-arrow').Table, file: string): string[] {
 }
 
 /**
- * Parts read by readPartIds, by path, with the inode, size and mtime they had: parts are written
- * whole and renamed into place (a rewrite is a new inode), so a part whose stat matches is the same
- * part. A queue worker checks the whole folder before each shard; this keeps that to a stat per part.
+ * Parts read by readPartIds, by path, with the version they had (inode, size and mtime in a folder,
+ * the ETag on S3): parts are written whole (a rewrite is a new inode, or a new ETag), so a part
+ * whose version matches is the same part. A queue worker checks the whole output before each
+ * shard; this keeps that to a stat (or a HEAD) per part.
  */
 const partIdsCache = new Map<string, { key: string; ids: string[]; metadata?: PartMetadata }>();
 
