@@ -17,9 +17,21 @@ const redis = await startRedis(t);
 t.test('lancedb:// output with --queue: one insert-if-absent per batch, a killed worker\'s shard redone, every item once', async (t) => {
   const inputDir = await textFiles(t, 160);
   const dir = join(await tempDir(t, 'perceiver-queue-out-'), 'db');
-  const enqueue = ['embed', '--queue', redis.url, '--model', MODEL, '--out', `lancedb://${dir}/items`, '--shard-size', '40', '--batch-size', '2', inputDir];
-  // Killed a while into its shard: some of its batches are in the table already.
-  const { survivor, enqueuer } = await twoWorkersOneKilled(t, redis.url, [], enqueue, 800);
+  const enqueue = ['embed', '--queue', redis.url, '--model', MODEL, '--out', `lancedb://${dir}/items`, '--shard-size', '80', '--batch-size', '2', inputDir];
+  // Killed once some of its batches are in the table (the survivor starts after the kill).
+  const rowsNow = async () => {
+    const db = await lancedb.connect(dir);
+    try {
+      if (!(await db.tableNames()).includes('items')) return 0;
+      const table = await db.openTable('items');
+      const count = await table.countRows();
+      table.close();
+      return count;
+    } finally {
+      db.close();
+    }
+  };
+  const { survivor, enqueuer } = await twoWorkersOneKilled(t, redis.url, [], enqueue, async () => (await rowsNow()) >= 6);
   t.match(enqueuer.stderr(), /merging the table's fragments/, 'the enqueuer optimizes the table at the end');
   const skipped = [...survivor.stderr().matchAll(/(\d+) already in other parts/g)].reduce((n, m) => n + Number(m[1]), 0);
   t.ok(skipped > 0, `the survivor left out the rows the killed worker had inserted (${skipped})`);

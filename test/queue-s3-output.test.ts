@@ -30,7 +30,7 @@ t.test('s3:// output: workers write objects, one is killed, the enqueuer merges 
   const inputDir = await textFiles(t, 240);
   const out = 's3://out/embeddings/run';
   const enqueue = ['embed', '--queue', redis.url, '--model', MODEL, '--out', out, '--s3-endpoint', s3.endpoint, '--shard-size', '60', '--batch-size', '1', inputDir];
-  const { survivor, enqueuer } = await twoWorkersOneKilled(t, redis.url, ['--allow-url-prefix', 's3://out/embeddings/', '--s3-endpoint', s3.endpoint], enqueue, 500);
+  const { survivor, enqueuer } = await twoWorkersOneKilled(t, redis.url, ['--allow-url-prefix', 's3://out/embeddings/', '--s3-endpoint', s3.endpoint], enqueue);
   t.match(enqueuer.stderr(), /every shard of s3:\/\/out\/embeddings\/run is done: merging its small parts/, 'the enqueuer says it merges');
   t.match(enqueuer.stderr(), /240 items: 240 written by 4 shards .* \(1 compacted part\)/, 'into one part');
   await assertExactlyOnce(t, await readEmbeddings(out), inputDir);
