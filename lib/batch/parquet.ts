@@ -108,7 +108,11 @@ export function preloadParquet(): void {
  */
 export async function listParts(outDir: string): Promise<string[]> {
   const store = partStore(outDir);
-  const names = (await store.list()).map((object) => object.name);
+  const objects = await store.list();
+  // On S3 the listing carries every object's version: readPartIds takes it from here, not from a
+  // HEAD per part (workers check the whole output before each shard).
+  if (store.kind === 's3') for (const object of objects) listedVersions.set(store.path(object.name), object.version);
+  const names = objects.map((object) => object.name);
   const parts = new Set(names.filter((name) => name.endsWith('.parquet') && !name.startsWith('.')));
   const replaced = new Set<string>();
   for (const name of names) {
@@ -325,11 +329,13 @@ function idColumn(table: import('apache-arrow').Table, file: string): string[] {
  * shard; this keeps that to a stat (or a HEAD) per part.
  */
 const partIdsCache = new Map<string, { key: string; ids: string[]; metadata?: PartMetadata }>();
+/** The versions of S3 parts in their output's latest listing (listParts): a read is as of that listing. */
+const listedVersions = new Map<string, string>();
 
 /** The ids of one part and what wrote it (undefined for a part without perceiver-io metadata). */
 export async function readPartIds(file: string): Promise<{ ids: string[]; metadata?: PartMetadata }> {
   const { store, name } = storeOf(file);
-  const key = (await store.stat(name))?.version ?? '';
+  const key = listedVersions.get(file) ?? (await store.stat(name))?.version ?? '';
   const known = partIdsCache.get(file);
   if (known && key !== '' && known.key === key) return { ids: known.ids, metadata: known.metadata };
   const table = await readPart(file);
