@@ -151,6 +151,13 @@ export class QueueUnavailableError extends PerceiverError {
   }
 }
 
+/** A request to the store of a batch job's output (an S3 prefix) failed for good, or after all its tries. */
+export class OutputStoreError extends PerceiverError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_PERCEIVER_OUTPUT_STORE', message, options);
+  }
+}
+
 /** Shards of a queued job failed after all their attempts (or were removed from the queue). */
 export class ShardsFailedError extends PerceiverError {
   readonly failedShards: { jobId: string; reason: string }[];

@@ -126,6 +126,8 @@ export {
   type IdKind,
 } from './batch/job.js';
 export { searchIndex, indexMetadata, type SearchHit } from './batch/search.js';
+export { useS3ForOutputs, partStore, type PartStore, type StoredObject } from './batch/store.js';
+export { RemoteReader, type RemoteOptions } from './io/remote.js';
 export {
   enqueueAndWait,
   startShardWorker,

@@ -7,6 +7,7 @@
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import * as lancedb from '@lancedb/lancedb';
 import { itemId, readEmbeddings, searchIndex } from '../lib/index.js';
@@ -79,9 +80,12 @@ t.test('lancedb:// output: the Parquet rows; kill -9 and rerun: every item exact
   const badOut = await cli(['embed', '--model', MODEL, '--out', 'lancedb://only-a-name', paths[0]!]);
   t.equal(badOut.code, 2);
   t.match(badOut.stderr, /lancedb:\/\/DIR\/TABLE/);
-  const s3Out = await cli(['embed', '--model', MODEL, '--out', 's3://bucket/out', paths[0]!]);
-  t.equal(s3Out.code, 2, 'an s3:// output is refused, not made a local folder named "s3:"');
-  t.match(s3Out.stderr, /output to s3:\/\/ is not supported yet/);
+  // No credentials anywhere in the AWS chain: one line, exit 1, not a local folder named "s3:".
+  const noCredentials = { AWS_ACCESS_KEY_ID: '', AWS_SECRET_ACCESS_KEY: '', AWS_CONFIG_FILE: '/nonexistent', AWS_SHARED_CREDENTIALS_FILE: '/nonexistent', AWS_EC2_METADATA_DISABLED: 'true' };
+  const s3Out = await cli(['embed', '--model', MODEL, '--out', 's3://bucket/out', paths[0]!], noCredentials);
+  t.equal(s3Out.code, 1, 'an s3:// output without credentials fails');
+  t.match(s3Out.stderr, /cannot use s3:\/\/bucket\/out as the output: cannot list s3:\/\/bucket\/out\/: CredentialsProviderError/);
+  t.notOk(existsSync('s3:'), 'and is not made a local folder');
 
   // Search, from code and through the CLI, on both outputs.
   for (const index of [parquetOut, `lancedb://${lanceDir}/docs`]) {

@@ -23,7 +23,8 @@ t.test('two workers: every item once, embeddings equal to a local model.embed; a
   const workers = [0, 1].map(() => startCli(t, ['worker', '--queue', redis.url, ...ROOTS]));
   await Promise.all(workers.map((w) => w.waitFor(/taking shards from/)));
 
-  const run = await runCli(t, ['embed', '--queue', redis.url, '--model', MODEL, '--out', out, '--shard-size', '7', '--batch-size', '4', inputDir]);
+  // --part-size 0: the parts stay as the shards wrote them (the merge at the end is tested below).
+  const run = await runCli(t, ['embed', '--queue', redis.url, '--model', MODEL, '--out', out, '--shard-size', '7', '--batch-size', '4', '--part-size', '0', inputDir]);
   t.equal(run.code, 0, `enqueuer exits 0 (stderr: ${run.stderr.trim()})`);
   t.match(run.stderr, /9\/9 shards done/, 'progress reaches 9/9 shards');
   t.match(run.stderr, /60 items: 60 written by 9 shards \(9 queued now\), 0 already done, 0 unreadable/, 'summary');
@@ -47,7 +48,7 @@ t.test('two workers: every item once, embeddings equal to a local model.embed; a
 
   // A rerun on the finished output queues nothing, rewrites nothing and exits 0.
   const before = await Promise.all((await readdir(out)).map(async (name) => `${name}@${(await stat(join(out, name))).mtimeMs}`));
-  const again = await runCli(t, ['embed', '--queue', redis.url, '--model', MODEL, '--out', out, '--shard-size', '7', inputDir]);
+  const again = await runCli(t, ['embed', '--queue', redis.url, '--model', MODEL, '--out', out, '--shard-size', '7', '--part-size', '0', inputDir]);
   t.equal(again.code, 0, `rerun exits 0 (stderr: ${again.stderr.trim()})`);
   t.match(again.stderr, /60 items: 0 written by 0 shards \(0 queued now\), 60 already done/, 'rerun: all already done');
   const after = await Promise.all((await readdir(out)).map(async (name) => `${name}@${(await stat(join(out, name))).mtimeMs}`));
@@ -100,7 +101,8 @@ t.test('a worker SIGKILLed mid-shard: the other finishes it, every item once', a
     rows.every((row) => /^LABEL_[012]$/.test(row.label ?? '') && row.score! > 0 && row.score! <= 1),
     'classify rows carry a label and its probability',
   );
-  t.equal((await readdir(out)).filter((name) => name.endsWith('.parquet')).length, 4, 'one part per shard, none doubled');
+  t.match(enqueuer.stderr(), /-> \S+ \(1 compacted part\)/, 'once the queue drained, the enqueuer merged the parts');
+  t.same((await readdir(out)).filter((name) => !name.startsWith('.perceiver-io-lock')).map((name) => name.replace(/-.*/, '')), ['compact'], 'into one part, nothing else left');
 
   survivor.child.kill('SIGTERM');
   t.equal((await survivor.exited).code, 0, 'survivor exits 0 on SIGTERM');

@@ -5,19 +5,21 @@
  * merges them into `compact-*.parquet` parts as they add up to `partSize`, and once more at the
  * end. Readers never see a row twice, whatever the moment a compaction is killed at:
  *
- * 1. The merged part is written to an exclusive temporary file (hidden: no reader lists it).
- * 2. The intent file `.compact-<name>.json` is written atomically: it names the part and the
- *    source parts it replaces. An intent whose part is not there has no effect.
- * 3. The temporary file is renamed to `compact-<name>.parquet`: the commit point. From here on
- *    listParts (every reader, and the resume check) leaves out the sources the intent names.
+ * 1. The merged part is made in memory.
+ * 2. The intent `.compact-<name>.json` is written atomically: it names the part and the source
+ *    parts it replaces. An intent whose part is not there has no effect.
+ * 3. The part `compact-<name>.parquet` is written atomically (locally a temporary file renamed into
+ *    place, on S3 one PUT: lib/batch/store.ts): the commit point. From here on listParts (every
+ *    reader, and the resume check) leaves out the sources the intent names.
  * 4. The sources are removed, then 5. the intent.
  *
- * A crash before 3 leaves the sources as the rows (the temporary file and the intent are removed
- * by the next run); a crash after 3 leaves the compacted part as the rows, and the next run
+ * A crash before 3 leaves the sources as the rows (the intent, and locally a temporary file, are
+ * removed by the next run); a crash after 3 leaves the compacted part as the rows, and the next run
  * finishes 4 and 5. A reader that listed the sources just before 3 and finds one gone reads the
  * listing again (withCommittedParts). A compacted part that is compacted again names, in its
  * intent, the sources of the first too while that one's intent is still there, so no crash can
- * uncover them.
+ * uncover them. The same protocol runs on a local folder and on an S3 prefix: it needs atomic
+ * writes, removals and a listing that sees them, not a rename.
  *
  * One compactor at a time per set of parts: a run compacts only the parts it wrote itself while it
  * runs, and the whole folder only when it holds the folder's `all` lock (lib/batch/output_lock.ts).
@@ -28,11 +30,10 @@
  * transaction log, and neither has a Node writer).
  */
 import { randomBytes } from 'node:crypto';
-import { readdir, rm, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { basename, join } from 'node:path';
+import { basename } from 'node:path';
 import { InvalidArgumentError } from '../errors.js';
-import { commitTempFile, createTempFile, discardTempFile, writeFileAtomic } from '../io/temp_file.js';
+import { partStore, storeOf, type PartStore } from './store.js';
 import { isIntentName, listParts, metadataOf, parquetBytes, parquetLibraries, processIsAlive, readIntent, readPart, tempTag, type CompactionIntent, type PartMetadata } from './parquet.js';
 
 /** Target size of a compacted part: large enough for few files, small enough to merge in memory. */
@@ -77,19 +78,21 @@ export async function compactParts(outDir: string, sources: string[], hooks: Com
     else if (!sameOutput(metadata, own)) throw new InvalidArgumentError('sources', 'parts of one task, model and id kind', file, `${file} was written by another task, model or id kind than ${sources[0]}: not merged`);
     tables.push(table);
   }
-  // Sources that are themselves compacted parts whose own sources may still be on disk: those are
+  // Sources that are themselves compacted parts whose own sources may still be there: those are
   // replaced too, or a crash after step 3 would uncover them once the intent naming them is gone.
+  const store = partStore(outDir);
   const replaced = new Set(names);
-  for (const entry of await readdir(outDir)) {
+  for (const { name: entry } of await store.list()) {
     if (!isIntentName(entry)) continue;
-    const intent = await readIntent(join(outDir, entry));
+    const intent = await readIntent(store.path(entry));
     if (intent && replaced.has(intent.part)) for (const source of intent.sources) replaced.add(source);
   }
   const first = tables[0]!;
   const merged = new arrow.Table(first.schema, tables.flatMap((table) => table.batches));
   const name = `compact-${Date.now().toString(36)}-${randomBytes(6).toString('hex')}`;
-  const target = join(outDir, `${name}.parquet`);
-  const intentFile = join(outDir, `.${name}.json`);
+  const partName = `${name}.parquet`;
+  const intentName = `.${name}.json`;
+  const target = store.path(partName);
   // A hook's throw stands for a crash at that step: nothing is cleaned up after it.
   let crashed = false;
   const step = async (s: CompactionStep) => {
@@ -101,59 +104,56 @@ export async function compactParts(outDir: string, sources: string[], hooks: Com
     }
   };
 
-  const temp = await createTempFile(target, { tag: tempTag() });
+  const bytes = await parquetBytes(merged);
   try {
-    await temp.handle.writeFile(await parquetBytes(merged));
     await step('written');
-    const intent: CompactionIntent = { part: basename(target), sources: [...replaced].sort(), host: hostname(), pid: process.pid };
-    await writeFileAtomic(intentFile, JSON.stringify(intent), { tag: tempTag() });
+    const intent: CompactionIntent = { part: partName, sources: [...replaced].sort(), host: hostname(), pid: process.pid };
+    await store.write(intentName, JSON.stringify(intent), tempTag());
     await step('intent');
-    await commitTempFile(temp, target);
+    // The commit point: an atomic write (a rename into place locally, one PUT on S3).
+    await store.write(partName, bytes, tempTag());
   } catch (error) {
-    if (!crashed) {
-      await discardTempFile(temp);
-      await rm(intentFile, { force: true });
-    } else await temp.handle.close().catch(() => {});
+    if (!crashed) await store.remove(intentName).catch(() => {});
     throw error;
   }
   await step('committed');
-  await removeSources(outDir, [...replaced]);
+  await removeSources(store, [...replaced]);
   await step('sources-removed');
-  await rm(intentFile, { force: true });
+  await store.remove(intentName);
   await step('done');
   return target;
 }
 
-async function removeSources(outDir: string, sources: string[]): Promise<void> {
-  for (const source of sources) await rm(join(outDir, source), { force: true });
+async function removeSources(store: PartStore, sources: string[]): Promise<void> {
+  for (const source of sources) await store.remove(source);
 }
 
 /**
  * Finishes the compactions of processes that are gone: a committed one (its part is there) has its
- * sources and intent removed; one that never committed has its intent removed (the temporary part
- * is removed by removeStaleTempFiles). Intents of live processes are left alone. Returns how many
- * intents were settled.
+ * sources and intent removed; one that never committed has its intent removed (a local temporary
+ * part is removed by removeStaleTempFiles). Intents of live processes are left alone. Returns how
+ * many intents were settled.
  */
 export async function finishCompactions(outDir: string): Promise<number> {
-  let entries: string[];
+  const store = partStore(outDir);
+  let entries;
   try {
-    entries = await readdir(outDir);
+    entries = await store.list();
   } catch {
     return 0;
   }
   let settled = 0;
   for (const entry of entries) {
-    if (!isIntentName(entry)) continue;
-    const file = join(outDir, entry);
-    const intent = await readIntent(file);
+    if (!isIntentName(entry.name)) continue;
+    const intent = await readIntent(store.path(entry.name));
     if (!intent) continue;
     let abandoned: boolean;
     if (intent.host === hostname()) abandoned = intent.pid === process.pid || !processIsAlive(intent.pid);
-    else abandoned = Date.now() - (await stat(file).catch(() => ({ mtimeMs: Date.now() }))).mtimeMs > FOREIGN_INTENT_MS;
+    else abandoned = Date.now() - entry.mtimeMs > FOREIGN_INTENT_MS;
     if (!abandoned) continue;
-    const committed = await stat(join(outDir, intent.part)).then(() => true, () => false);
-    if (committed) await removeSources(outDir, intent.sources);
-    await rm(file, { force: true });
+    const committed = (await store.stat(intent.part)) !== undefined;
+    if (committed) await removeSources(store, intent.sources);
+    await store.remove(entry.name);
     settled++;
   }
   return settled;
@@ -186,7 +186,8 @@ export function planCompaction(parts: { file: string; size: number }[], partSize
 async function sizesOf(files: string[]): Promise<{ file: string; size: number }[]> {
   const sized = [];
   for (const file of files) {
-    const info = await stat(file).catch(() => undefined);
+    const { store, name } = storeOf(file);
+    const info = await store.stat(name);
     if (info) sized.push({ file, size: info.size });
   }
   return sized;
@@ -222,8 +223,8 @@ export class RunCompactor {
 
   async add(file: string): Promise<void> {
     if (this.partSize <= 0) return;
-    const info = await stat(file);
-    this.pending.push({ file, size: info.size });
+    const [info] = await sizesOf([file]);
+    if (info) this.pending.push(info);
     this.schedule(false);
   }
 
@@ -238,9 +239,9 @@ export class RunCompactor {
         try {
           const merged = await compactParts(this.outDir, group, this.hooks);
           this.compactions++;
-          const info = await stat(merged);
+          const [info] = await sizesOf([merged]);
           // A merged part still under the target takes part in the final merge.
-          if (info.size < this.partSize) this.pending.push({ file: merged, size: info.size });
+          if (info && info.size < this.partSize) this.pending.push(info);
         } catch (error) {
           this.error = error;
         }

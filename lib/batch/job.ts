@@ -23,7 +23,7 @@
  * A file that cannot be read or decoded, or whose kind the model does not take, is a failure of that
  * item alone: it is reported and skipped, and the rest of its batch is written.
  */
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { extname, join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
@@ -38,6 +38,7 @@ import { inShard } from './discover.js';
 import { ShardMemberReader, splitMember } from './webdataset.js';
 import type { ModelIdentity } from './model_identity.js';
 import { lockOutputFolder } from './output_lock.js';
+import { isS3Output, partStore, useS3ForOutputs } from './store.js';
 import { checkPartSize, finishCompactions, compactFolder, RunCompactor, type CompactionHooks } from './compaction.js';
 import { listParts, preloadParquet, readPartIds, removeStaleTempFiles, withCommittedParts, writeEmbeddingPart, type EmbeddingColumns, type IdKind, type PartMetadata } from './parquet.js';
 
@@ -76,6 +77,12 @@ export interface EmbedPartOptions {
   partName: string;
   /** Items per forward (default 16). */
   batchSize?: number;
+  /** What the items' ids are (default 'path'): recorded in the part, and a folder of the other kind is refused. */
+  idKind?: IdKind;
+  /** Write into this table of the LanceDB database `outDir` instead of a part (partName is then unused): each batch one insert-if-absent. */
+  lanceTable?: string;
+  /** Called just before each write; a throw stops the write (a queue worker checks that it still holds its shard). */
+  beforeWrite?: () => Promise<void>;
   /** The checkpoint's identity (modelIdentity(folder)), recorded in the part and checked against the folder's other parts. */
   modelIdentity?: ModelIdentity;
   /** Reads http(s):// and s3:// items; default: one with default settings, closed after the part. */
@@ -475,8 +482,9 @@ export async function embedItemsToPart(options: EmbedPartOptions): Promise<Embed
     throw new InvalidArgumentError('partName', 'a file name of letters, digits, ".", "_" and "-", not starting with "."', partName);
   }
   const builder = await builderFor(model);
-  const file = join(outDir, `${partName}.parquet`);
-  const metadata = metadataFor(model, task, options.modelIdentity);
+  const file = partStore(outDir).path(`${partName}.parquet`);
+  const metadata = metadataFor(model, task, options.modelIdentity, options.idKind);
+  if (options.lanceTable !== undefined) return embedItemsToLance(options, builder, metadata, batchSize);
   // Items another part already holds are left out, so that a shard queued twice with other
   // neighbours (or one whose items a local run wrote meanwhile) adds no second row. This part's own
   // earlier version does not count: it is replaced whole.
@@ -510,11 +518,48 @@ export async function embedItemsToPart(options: EmbedPartOptions): Promise<Embed
     all = kept.length === 0 ? undefined : kept.length === all.ids.length ? all : selectRows(all, kept);
   }
   if (!all) {
-    await rm(file, { force: true });
+    await partStore(outDir).remove(`${partName}.parquet`);
     return { written: 0, failed, skippedDone };
   }
+  await options.beforeWrite?.();
   await writeEmbeddingPart(file, all, metadata);
   return { written: all.ids.length, failed, skippedDone };
+}
+
+/**
+ * embedItemsToPart into a LanceDB table: the ids already there are left out, and the rows go in
+ * with one insert-if-absent (lib/batch/lance.ts), so a shard run twice adds nothing the second time.
+ */
+async function embedItemsToLance(options: EmbedPartOptions, builder: MediaInputBuilder, metadata: PartMetadata, batchSize: number): Promise<EmbedPartResult> {
+  const { LanceOutput } = await import('./lance.js');
+  const lance = await LanceOutput.open(options.outDir, options.lanceTable!, metadata);
+  try {
+    const alreadyDone = await lance.doneIds();
+    const items = options.items.filter((item) => !alreadyDone.has(item.id));
+    const result: EmbedPartResult = { written: 0, failed: [], skippedDone: options.items.length - items.length };
+    let offset = 0;
+    let done = 0;
+    const next = () => (offset < items.length ? items.slice(offset, (offset += batchSize)) : undefined);
+    const remote = items.some((item) => RemoteItemLoader.handles(item.path)) ? new RemoteItemLoader(options.remote, items) : undefined;
+    try {
+      await runPipeline(options.model, builder, options.task, next, () => false, async (batch, computed) => {
+        if (computed.columns) {
+          await options.beforeWrite?.();
+          const inserted = await lance.write(computed.columns);
+          result.written += inserted;
+          result.skippedDone += computed.columns.ids.length - inserted;
+        }
+        result.failed.push(...computed.failed);
+        done += batch.length;
+        options.onProgress?.(done, result.failed.length);
+      }, remote);
+    } finally {
+      await remote?.close();
+    }
+    return result;
+  } finally {
+    lance.close();
+  }
 }
 
 /** The given rows of `columns`, in that order. */
@@ -533,14 +578,9 @@ function selectRows(columns: EmbeddingColumns, rows: number[]): EmbeddingColumns
   };
 }
 
-/** Creates the output folder (and its parents); a path that cannot be a folder is an InvalidArgumentError naming `argument`. */
+/** Creates the output folder (and its parents), or checks that an S3 output answers; otherwise an InvalidArgumentError naming `argument`. */
 export async function makeOutputFolder(outDir: string, argument = 'outDir'): Promise<void> {
-  try {
-    await mkdir(outDir, { recursive: true });
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
-    throw new InvalidArgumentError(argument, 'a folder that exists or can be created', outDir, `cannot create the output folder ${outDir} (${code})`);
-  }
+  await partStore(outDir).prepare(argument);
 }
 
 /** The ids already written to a folder's parts. */
@@ -575,6 +615,7 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
 
   // The first part write should not wait for the WebAssembly to compile.
   preloadParquet();
+  if (isS3Output(outDir) && options.remote) useS3ForOutputs(options.remote);
   await makeOutputFolder(outDir);
   // One writer per folder (or per shard of it): two runs would both see the same items as not done.
   const lock = await lockOutputFolder(outDir, shard ? { kind: 'shard', index: shard.index, count: shard.count } : { kind: 'all' });
@@ -632,7 +673,7 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
         result.written += await lance.write(computed.columns);
         result.parts++;
       } else if (computed.columns) {
-        const file = join(outDir, `${runTag}-${String(sequence++).padStart(6, '0')}.parquet`);
+        const file = partStore(outDir).path(`${runTag}-${String(sequence++).padStart(6, '0')}.parquet`);
         await writeEmbeddingPart(file, computed.columns, metadata);
         result.written += computed.columns.ids.length;
         result.parts++;

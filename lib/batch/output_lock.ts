@@ -21,6 +21,14 @@
  * of the lock it then takes (others are removed once a minute old). A lock of another host is never judged stale (its pid
  * cannot be checked): the error says which file to remove once that run is known to be gone.
  *
+ * On an S3 prefix (lib/batch/store.ts) there is no exclusive create to rely on (s3rver has no
+ * conditional PUT) and no rename, so every lock has a name of its own, `.perceiver-io-lock.s3-<nonce>`:
+ * a run writes its lock, then lists the others; a conflicting live one makes it remove its own
+ * and fail. S3 lists what was written before (strong consistency), so of two conflicting runs the
+ * later to list sees the other: at most one goes on, and when both list late, neither does. A
+ * stale lock (its pid gone on this host) is removed by whoever finds it: no takeover marker is
+ * needed, since no other run can ever hold a lock of that name.
+ *
  * Written by hand: proper-lockfile and lockfile judge staleness by mtime alone, hold one lock per
  * path (no compatible scopes), and remove a stale lock with a plain unlink, which can remove the
  * lock another process has just taken over.
@@ -31,6 +39,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { OutputLockedError } from '../errors.js';
 import { createTempFile, discardTempFile } from '../io/temp_file.js';
+import { isS3Output, partStore } from './store.js';
 
 /** What part of the folder a run writes. */
 export type LockScope = { kind: 'all' } | { kind: 'shard'; index: number; count: number } | { kind: 'queue' };
@@ -104,13 +113,18 @@ async function readLock(file: string): Promise<LockContent | undefined> {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw error;
   }
+  return parseLock(text);
+}
+
+/** A lock's content as written by this module, or an unknown holder of scope `all` for anything else. */
+function parseLock(text: string): LockContent {
   try {
     const value = JSON.parse(text) as Partial<LockContent>;
     if (Number.isSafeInteger(value.pid) && typeof value.host === 'string' && typeof value.started === 'string' && typeof value.scope === 'string' && typeof value.nonce === 'string') {
       return value as LockContent;
     }
   } catch {
-    // not JSON: reported below as an unknown holder
+    // not JSON: an unknown holder
   }
   return { pid: 0, host: '?', started: '?', scope: 'all', nonce: `unreadable-${text.length}` };
 }
@@ -166,6 +180,7 @@ function lockedError(outDir: string, file: string, holder: LockContent, mine: st
  * OutputLockedError when a live run holds a conflicting scope.
  */
 export async function lockOutputFolder(outDir: string, scope: LockScope): Promise<OutputLock> {
+  if (isS3Output(outDir)) return lockS3Output(outDir, scope);
   const nonce = randomBytes(12).toString('hex');
   const mine = scopeText(scope);
   const file = join(outDir, lockName(scope, nonce));
@@ -220,6 +235,37 @@ export async function lockOutputFolder(outDir: string, scope: LockScope): Promis
     await removeOldMarkers(outDir, names);
   } catch (error) {
     await release();
+    throw error;
+  }
+  return { file, release };
+}
+
+/** lockOutputFolder for an S3 prefix: unique lock names, then a look at the others (see the module comment). */
+async function lockS3Output(outDir: string, scope: LockScope): Promise<OutputLock> {
+  const store = partStore(outDir);
+  const nonce = randomBytes(12).toString('hex');
+  const mine = scopeText(scope);
+  const name = `${PREFIX}s3-${nonce}`;
+  const file = store.path(name);
+  const content: LockContent = { pid: process.pid, host: hostname(), started: new Date().toISOString(), scope: mine, nonce };
+  await store.write(name, JSON.stringify(content) + '\n');
+  let released = false;
+  const release = async () => {
+    if (released) return;
+    released = true;
+    await store.remove(name);
+  };
+  try {
+    for (const object of await store.list()) {
+      if (!object.name.startsWith(PREFIX) || object.name === name) continue;
+      const bytes = await store.read(object.name);
+      if (bytes === undefined) continue; // released meanwhile
+      const holder = parseLock(bytes.toString('utf8'));
+      if (isStale(holder)) await store.remove(object.name);
+      else if (!compatible(mine, holder.scope)) throw lockedError(outDir, store.path(object.name), holder, mine);
+    }
+  } catch (error) {
+    await release().catch(() => {});
     throw error;
   }
   return { file, release };

@@ -13,19 +13,20 @@
  * `perceiver_io.model_source` and `perceiver_io.id_kind` (`path` or `content`; absent: path), so a resumed run can refuse a folder written by another task or
  * another model.
  *
- * A part is written to a hidden temporary name in the same folder and renamed into place: a reader
- * (or a resumed run) sees either the whole part or none of it. The temporary file is created
- * exclusively under a random name (lib/io/temp_file.ts); its name also carries the host and the
- * process id, so a starting run removes only those left by processes that are gone.
+ * A part is written atomically (lib/batch/store.ts): in a folder, to a hidden temporary name and
+ * renamed into place; under an S3 prefix, with one PUT. A reader (or a resumed run) sees either the
+ * whole part or none of it. A temporary file is created exclusively under a random name
+ * (lib/io/temp_file.ts); its name also carries the host and the process id, so a starting run
+ * removes only those left by processes that are gone.
  *
  * apache-arrow and parquet-wasm are imported on first use, so the library loads without them.
  */
-import { readdir, readFile, rm, stat } from 'node:fs/promises';
+import { readdir, rm, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { InvalidArgumentError } from '../errors.js';
-import { writeFileAtomic } from '../io/temp_file.js';
 import { requireOptional } from '../optional.js';
+import { isS3Output, partStore, storeOf } from './store.js';
 
 export type PartTask = 'embed' | 'classify';
 
@@ -106,25 +107,24 @@ export function preloadParquet(): void {
  * committed compacted part replaces (named by its intent file, see compaction.ts).
  */
 export async function listParts(outDir: string): Promise<string[]> {
-  let names: string[];
-  try {
-    names = await readdir(outDir);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw new InvalidArgumentError('outDir', 'a readable folder', outDir, `cannot read the output folder ${outDir}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
-  }
+  const store = partStore(outDir);
+  const objects = await store.list();
+  // On S3 the listing carries every object's version: readPartIds takes it from here, not from a
+  // HEAD per part (workers check the whole output before each shard).
+  if (store.kind === 's3') for (const object of objects) listedVersions.set(store.path(object.name), object.version);
+  const names = objects.map((object) => object.name);
   const parts = new Set(names.filter((name) => name.endsWith('.parquet') && !name.startsWith('.')));
   const replaced = new Set<string>();
   for (const name of names) {
     if (!isIntentName(name)) continue;
-    const intent = await readIntent(join(outDir, name));
+    const intent = await readIntent(store.path(name));
     // An intent whose part is not there never committed: its sources are the rows.
     if (intent && parts.has(intent.part)) for (const source of intent.sources) replaced.add(source);
   }
   return [...parts]
     .filter((name) => !replaced.has(name))
     .sort()
-    .map((name) => join(outDir, name));
+    .map((name) => store.path(name));
 }
 
 /** What a compaction is about to commit (see compaction.ts): `part` replaces `sources` (all file names in the same folder). */
@@ -145,13 +145,10 @@ export function isIntentName(name: string): boolean {
 
 /** An intent file, or undefined when it is gone (its compaction finished meanwhile). */
 export async function readIntent(file: string): Promise<CompactionIntent | undefined> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw error;
-  }
+  const { store, name } = storeOf(file);
+  const bytes = await store.read(name);
+  if (bytes === undefined) return undefined;
+  const text = bytes.toString('utf8');
   let intent: Partial<CompactionIntent>;
   try {
     intent = JSON.parse(text) as Partial<CompactionIntent>;
@@ -184,6 +181,8 @@ export function processIsAlive(pid: number): boolean {
  * those of other hosts (a shared folder) untouched for a day. Returns how many were removed.
  */
 export async function removeStaleTempFiles(outDir: string): Promise<number> {
+  // S3 outputs have none: a PUT is atomic, nothing is staged under another name (lib/batch/store.ts).
+  if (isS3Output(outDir)) return 0;
   let names: string[];
   try {
     names = await readdir(outDir);
@@ -261,7 +260,8 @@ export async function parquetBytes(table: import('apache-arrow').Table): Promise
 /** Writes a table as one part, atomically. */
 /** @internal Arrow-typed: left out of the published declarations (see tsconfig.build.json). */
 export async function writePartTable(file: string, table: import('apache-arrow').Table): Promise<void> {
-  await writeFileAtomic(file, await parquetBytes(table), { tag: tempTag() });
+  const { store, name } = storeOf(file);
+  await store.write(name, await parquetBytes(table), tempTag());
 }
 
 /** Thrown inside this module when a listed part disappears before it is read (a compaction replaced it). */
@@ -271,13 +271,9 @@ export class PartVanishedError extends Error {}
 /** @internal Arrow-typed: left out of the published declarations (see tsconfig.build.json). */
 export async function readPart(file: string): Promise<import('apache-arrow').Table> {
   const { arrow, parquet } = await parquetLibraries();
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(file);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new PartVanishedError(file);
-    throw new InvalidArgumentError('outDir', 'a folder of readable Parquet parts', file, `cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
-  }
+  const { store, name } = storeOf(file);
+  const bytes = await store.read(name);
+  if (bytes === undefined) throw new PartVanishedError(file);
   try {
     // Whole parts are read: parquet-wasm 0.8's readParquet does not apply its `columns` option
     // (every column comes back).
@@ -327,16 +323,19 @@ function idColumn(table: import('apache-arrow').Table, file: string): string[] {
 }
 
 /**
- * Parts read by readPartIds, by path, with the inode, size and mtime they had: parts are written
- * whole and renamed into place (a rewrite is a new inode), so a part whose stat matches is the same
- * part. A queue worker checks the whole folder before each shard; this keeps that to a stat per part.
+ * Parts read by readPartIds, by path, with the version they had (inode, size and mtime in a folder,
+ * the ETag on S3): parts are written whole (a rewrite is a new inode, or a new ETag), so a part
+ * whose version matches is the same part. A queue worker checks the whole output before each
+ * shard; this keeps that to a stat (or a HEAD) per part.
  */
 const partIdsCache = new Map<string, { key: string; ids: string[]; metadata?: PartMetadata }>();
+/** The versions of S3 parts in their output's latest listing (listParts): a read is as of that listing. */
+const listedVersions = new Map<string, string>();
 
 /** The ids of one part and what wrote it (undefined for a part without perceiver-io metadata). */
 export async function readPartIds(file: string): Promise<{ ids: string[]; metadata?: PartMetadata }> {
-  const info = await stat(file).catch(() => undefined);
-  const key = info ? `${info.dev}:${info.ino}:${info.size}:${info.mtimeMs}` : '';
+  const { store, name } = storeOf(file);
+  const key = listedVersions.get(file) ?? (await store.stat(name))?.version ?? '';
   const known = partIdsCache.get(file);
   if (known && key !== '' && known.key === key) return { ids: known.ids, metadata: known.metadata };
   const table = await readPart(file);

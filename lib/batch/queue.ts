@@ -2,10 +2,14 @@
  * Scale-out of batch embedding over a BullMQ queue in Redis.
  *
  * The enqueuer (`perceiver-io embed --queue redis://HOST:PORT ...`) discovers the items, leaves out
- * those already in the output folder, cuts the rest into shards and adds one job per shard; then it
- * waits until every shard is done. Workers (`perceiver-io worker --queue ...`, one per GPU, on any
- * machine that sees the same paths) take a shard, load its model once (cached per model, device
- * and dtype) and write the shard as one Parquet part.
+ * those of a kind the model does not read (told from its config alone: lib/batch/model_kinds.ts)
+ * and those already in the output, cuts the rest into shards and adds one job per shard; then it
+ * waits until every shard is done, and when the queue holds no shard of the output, merges its
+ * parts (compactWhenDrained). Workers (`perceiver-io worker --queue ...`, one per GPU, on any
+ * machine that sees the same paths, or with s3:// inputs and output any machine with credentials)
+ * take a shard, load its model once (cached per model, device and dtype) and write the shard as
+ * one Parquet part (a folder or an S3 prefix: lib/batch/store.ts), or into a LanceDB table, one
+ * insert-if-absent per batch.
  *
  * Exactly once, with no coordination beyond Redis:
  * - Enqueuers of one output folder decide what to queue one at a time (a Redis lock per folder)
@@ -25,7 +29,8 @@
  *   (say from an earlier run over other inputs) are left out too.
  * - Failed attempts are retried with exponential backoff; a worker that dies mid-shard stops
  *   renewing the shard's lock, and BullMQ's stalled-job check gives the shard to another worker
- *   once the lock expires.
+ *   once the lock expires. A worker renews the lock just before it writes and does not write when
+ *   the lock is another's, so a stalled worker does not put back a part that a merge removed.
  *
  * Trust: whoever can write to the Redis database can queue jobs, and a job names the paths the
  * worker reads and writes. A worker therefore takes allowed roots (`--allow-root`) and fails, for
@@ -47,7 +52,11 @@ import { ConfigError, InvalidArgumentError, ModelMismatchError, PathNotAllowedEr
 export { QueueUnavailableError, ShardsFailedError };
 import type { ComputeDType, PerceiverModel } from '../modeling/perceiver_model.js';
 import type { EmbedFailure, EmbedJobItem, EmbedTask } from './job.js';
+import type { IdKind } from './parquet.js';
+import { isS3Output } from './store.js';
 import type { ModelIdentity } from './model_identity.js';
+import type { MediaKind } from '../media/kinds.js';
+import { filterByKind } from '../cli/messages.js';
 import { requireOptional } from '../optional.js';
 
 /** One queue per Redis database: jobs carry their model and output folder, so any worker can take any job. */
@@ -65,6 +74,10 @@ export interface ShardJobData {
   batchSize?: number;
   /** The checkpoint's identity as the enqueuer saw it (a local folder); a worker that sees another checkpoint there fails the shard. */
   modelId?: string;
+  /** What the item ids are (absent: path); `content` items list every path of their bytes. */
+  idKind?: IdKind;
+  /** Rows go into this table of the LanceDB database `outDir` (a local folder) instead of a part. */
+  lanceTable?: string;
 }
 
 /** What a worker returns for a shard (kept in Redis with the completed job). */
@@ -188,8 +201,8 @@ export function shardPartName(items: EmbedJobItem[]): string {
 }
 
 /** The job id of a shard: the same output, model, task and items always give the same id. */
-export function shardJobId(data: Pick<ShardJobData, 'outDir' | 'model' | 'task' | 'items'>): string {
-  const key = JSON.stringify([data.outDir, data.model, data.task, data.items.map((item) => item.id)]);
+export function shardJobId(data: Pick<ShardJobData, 'outDir' | 'model' | 'task' | 'items' | 'lanceTable'>): string {
+  const key = JSON.stringify([data.lanceTable === undefined ? data.outDir : `lancedb://${data.outDir}/${data.lanceTable}`, data.model, data.task, data.items.map((item) => item.id)]);
   // BullMQ refuses ids that are integers or contain ':'.
   return `shard-${sha256(key).slice(0, 40)}`;
 }
@@ -205,7 +218,9 @@ function isShardJobData(data: unknown): data is ShardJobData {
     typeof d.partName === 'string' &&
     Array.isArray(d.items) &&
     (d.batchSize === undefined || (Number.isSafeInteger(d.batchSize) && d.batchSize > 0)) &&
-    (d.modelId === undefined || typeof d.modelId === 'string')
+    (d.modelId === undefined || typeof d.modelId === 'string') &&
+    (d.idKind === undefined || d.idKind === 'path' || d.idKind === 'content') &&
+    (d.lanceTable === undefined || (typeof d.lanceTable === 'string' && /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(d.lanceTable)))
   );
 }
 
@@ -231,7 +246,20 @@ export interface EnqueueOptions {
   manifest?: string;
   /** Reads remote inputs and manifests while discovering (its S3 endpoint); default settings when absent. */
   remote?: import('../io/remote.js').RemoteReader;
+  /**
+   * Where the workers write: a folder they all see, `s3://bucket/prefix` (workers need only
+   * credentials), or with `lanceTable` the folder of a LanceDB database they all see.
+   */
   outDir: string;
+  /** A table of the LanceDB database `outDir` instead of Parquet parts (`--out lancedb://DIR/TABLE`). */
+  lanceTable?: string;
+  /** `path` (default) or `content`: the SHA-256 of the bytes (read here, while discovering). */
+  idKind?: IdKind;
+  /**
+   * Once every shard of the output is done, its small Parquet parts are merged into parts of about
+   * this many bytes, crash-safely (lib/batch/compaction.ts); default 128 MiB, 0: never.
+   */
+  partSize?: number;
   /** Items per shard (default 256). */
   shardSize?: number;
   /** Items per forward on the workers (their default when left out). */
@@ -242,6 +270,15 @@ export interface EnqueueOptions {
   backoffMs?: number;
   /** How often the queue is asked about pending shards (default 500 ms). */
   pollMs?: number;
+  /** Starts the line given to onIgnored (default `perceiver-io`). */
+  label?: string;
+  /**
+   * Called once, before queueing, when files of a kind the model does not read were left out:
+   * one line such as "perceiver-io embed: 3 images ignored: this model reads text files".
+   */
+  onIgnored?: (line: string, ignored: number) => void;
+  /** Called when the queue holds no more shards of the output and its parts are being merged. */
+  onCompacting?: () => void;
   /** Called once the shards are known, then whenever a shard finishes. */
   onProgress?: (progress: EnqueueProgress) => void;
   /** Stops waiting (the shards stay queued; the same command waits for them again). */
@@ -259,8 +296,12 @@ export interface EnqueueProgress {
 }
 
 export interface EnqueueResult {
-  /** Items the inputs name. */
+  /** Items the inputs name, of the kinds the model reads. */
   items: number;
+  /** Items left out because the model does not read their kind. */
+  ignored: number;
+  /** Compacted parts written once the queue held no shard of the output (0 for a LanceDB table, whose fragments are merged in place). */
+  compactedParts: number;
   /** Of those, already in the output folder before this run. */
   alreadyDone: number;
   /** Shards this run waited for (added now, or still pending from an earlier run). */
@@ -284,20 +325,46 @@ function positiveInteger(value: unknown, name: string, fallback: number, min = 1
 
 /**
  * A local checkpoint folder as an absolute path (workers run elsewhere), with its width and
- * identity; a Hub id as it is (the workers download it and check its identity against the parts).
+ * identity; a Hub id as it is (the workers download it and check its identity against the parts),
+ * with its width. Both with the media kinds the head reads, from the config alone.
  */
-async function modelForWorkers(model: string): Promise<{ model: string; width?: number; modelId?: string }> {
+async function modelForWorkers(model: string): Promise<{ model: string; width: number; modelId?: string; accepts: readonly MediaKind[]; architecture: string }> {
   if (typeof model !== 'string' || model === '') throw new InvalidArgumentError('--model', 'a checkpoint folder or a Hugging Face Hub id', model);
-  if (existsSync(model)) {
-    const folder = resolve(model);
-    const { PerceiverConfig } = await import('../config.js');
-    const width = (await PerceiverConfig.fromPretrained(folder)).d_latents;
-    const { modelIdentity } = await import('./model_identity.js');
-    return { model: folder, width, modelId: (await modelIdentity(folder)).id };
-  }
+  const local = existsSync(model);
   const { isHubId } = await import('../hub/download.js');
-  if (!isHubId(model)) throw new InvalidArgumentError('--model', 'a checkpoint folder or a Hugging Face Hub id', model, `--model ${JSON.stringify(model)} is neither a folder nor a Hugging Face Hub id`);
-  return { model };
+  if (!local && !isHubId(model)) throw new InvalidArgumentError('--model', 'a checkpoint folder or a Hugging Face Hub id', model, `--model ${JSON.stringify(model)} is neither a folder nor a Hugging Face Hub id`);
+  const { checkpointMediaKinds } = await import('./model_kinds.js');
+  const { accepts, config } = await checkpointMediaKinds(model);
+  const architecture = config.architectures?.[0] ?? '';
+  if (!local) return { model, width: config.d_latents, accepts, architecture };
+  const folder = resolve(model);
+  const { modelIdentity } = await import('./model_identity.js');
+  return { model: folder, width: config.d_latents, modelId: (await modelIdentity(folder)).id, accepts, architecture };
+}
+
+/**
+ * The ids already in the output: its committed parts (checked to be of this task, width, model and
+ * id kind), or its LanceDB table's ids (none while the table does not exist: the first worker makes it).
+ */
+async function readDone(o: { outDir: string; lanceTable?: string; task: EmbedTask; width: number; modelId?: string; model: string; idKind: IdKind; architecture: string }): Promise<Set<string>> {
+  if (o.lanceTable === undefined) {
+    const { readDoneChecked } = await import('./job.js');
+    return readDoneChecked(o.outDir, { task: o.task, width: o.width, modelId: o.modelId, modelSource: o.model, idKind: o.idKind }, '--out');
+  }
+  const { loadLance, LanceOutput } = await import('./lance.js');
+  const { lancedb } = await loadLance();
+  const connection = await lancedb.connect(o.outDir);
+  try {
+    if (!(await connection.tableNames()).includes(o.lanceTable)) return new Set();
+  } finally {
+    connection.close();
+  }
+  const lance = await LanceOutput.open(o.outDir, o.lanceTable, { task: o.task, model: o.architecture, width: o.width, modelId: o.modelId, modelSource: o.model, idKind: o.idKind });
+  try {
+    return await lance.doneIds();
+  } finally {
+    lance.close();
+  }
 }
 
 function abortError(): PerceiverError {
@@ -334,7 +401,22 @@ export async function enqueueAndWait(options: EnqueueOptions): Promise<EnqueueRe
   const attempts = positiveInteger(options.attempts, 'attempts', 3);
   const backoffMs = positiveInteger(options.backoffMs, 'backoffMs', 2000, 0);
   const pollMs = positiveInteger(options.pollMs, 'pollMs', 500);
-  const outDir = resolve(options.outDir);
+  const s3 = isS3Output(options.outDir);
+  const lanceTable = options.lanceTable;
+  if (lanceTable !== undefined && (s3 || typeof lanceTable !== 'string' || !/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(lanceTable))) {
+    throw new InvalidArgumentError('--out', 'lancedb://DIR/TABLE with a local DIR and a table name of letters, digits, _ . -', `${options.outDir} table ${String(lanceTable)}`);
+  }
+  const idKind = options.idKind ?? 'path';
+  if (idKind !== 'path' && idKind !== 'content') throw new InvalidArgumentError('--id', "'path' or 'content'", idKind);
+  const { checkPartSize } = await import('./compaction.js');
+  const partSize = checkPartSize(options.partSize, '--part-size');
+  // Workers elsewhere need the same name: an absolute path, or the S3 URL as it is.
+  const outDir = s3 ? options.outDir.replace(/\/+$/, '') : resolve(options.outDir);
+  const where = lanceTable === undefined ? outDir : `lancedb://${outDir}/${lanceTable}`;
+  if (s3 && options.remote) {
+    const { useS3ForOutputs } = await import('./store.js');
+    useS3ForOutputs(options.remote);
+  }
 
   // Redis first: an unreachable queue fails within seconds, before a long discovery.
   const client = await connectRedis(url);
@@ -343,10 +425,14 @@ export async function enqueueAndWait(options: EnqueueOptions): Promise<EnqueueRe
   let folderLock: { release(): Promise<void> } | undefined;
   let enqueueLock: { release(): Promise<void> } | undefined;
   try {
-    const { model, width, modelId } = await modelForWorkers(options.model);
+    const { model, width, modelId, accepts, architecture } = await modelForWorkers(options.model);
     const { discoverItems } = await import('./discover.js');
-    const items = await discoverItems(options.inputs, { manifest: options.manifest, remote: options.remote });
-    const { makeOutputFolder, readDoneChecked } = await import('./job.js');
+    const discovered = await discoverItems(options.inputs, { manifest: options.manifest, remote: options.remote, id: idKind });
+    // Files of a kind the model does not read are left out here, not sent to fail one by one on the workers.
+    const byKind = filterByKind(discovered, accepts, options.label ?? 'perceiver-io');
+    const items = byKind.kept;
+    if (byKind.line) options.onIgnored?.(byKind.line, byKind.ignored);
+    const { makeOutputFolder } = await import('./job.js');
     await makeOutputFolder(outDir, '--out');
     // Enqueuers of one folder may run together (they agree through Redis, below); a local run may not.
     const { lockOutputFolder } = await import('./output_lock.js');
@@ -360,24 +446,26 @@ export async function enqueueAndWait(options: EnqueueOptions): Promise<EnqueueRe
     // on disk. A worker writes its part before its shard leaves the queue, so a shard that finishes
     // between the two reads is in the done set; read the other way round it would be in neither,
     // and its items would be queued again in new shards (with other neighbours, other part names).
-    enqueueLock = await acquireEnqueueLock(client, outDir, options.signal);
+    enqueueLock = await acquireEnqueueLock(client, where, options.signal);
     // Shards still pending for this output (an earlier run, perhaps over other inputs) keep their
     // items: they are waited for rather than sharded again.
     const pendingIds = new Set<string>();
     const claimed = new Set<string>();
     for (const job of await queue.getJobs([...PENDING_STATES])) {
-      if (!job?.id || !isShardJobData(job.data) || job.data.outDir !== outDir) continue;
+      if (!job?.id || !isShardJobData(job.data) || job.data.outDir !== outDir || job.data.lanceTable !== lanceTable) continue;
       pendingIds.add(job.id);
       for (const item of job.data.items) claimed.add(item.id);
     }
     talkingToRedis = false;
-    const done = await readDoneChecked(outDir, { task, width, modelId, modelSource: model }, '--out');
+    const done = await readDone({ outDir, lanceTable, task, width, modelId, model, idKind, architecture });
     talkingToRedis = true;
     const todo = items.filter((item) => !done.has(item.id) && !claimed.has(item.id));
     const shards = shardItems(todo, shardSize).map((shardItemsOf): ShardJobData => {
       const data: ShardJobData = { model, task, outDir, partName: shardPartName(shardItemsOf), items: shardItemsOf };
       if (batchSize !== undefined) data.batchSize = batchSize;
       if (modelId !== undefined) data.modelId = modelId;
+      if (idKind !== 'path') data.idKind = idKind;
+      if (lanceTable !== undefined) data.lanceTable = lanceTable;
       return data;
     });
     const jobIds = shards.map((data) => shardJobId(data));
@@ -447,9 +535,14 @@ export async function enqueueAndWait(options: EnqueueOptions): Promise<EnqueueRe
       if (changed) options.onProgress?.({ ...progress });
       if (open.length > 0) await sleep(pollMs, options.signal);
     }
+    // The rows written are merged even when a shard failed: they are finished.
+    talkingToRedis = true;
+    const compactedParts = await compactWhenDrained({ client, queue, outDir, lanceTable, where, partSize, signal: options.signal, onCompacting: options.onCompacting });
     if (failedShards.length > 0) throw new ShardsFailedError(failedShards, waitFor.length);
     return {
+      compactedParts,
       items: items.length,
+      ignored: byKind.ignored,
       alreadyDone: items.filter((item) => done.has(item.id)).length,
       shards: waitFor.length,
       added: jobIds.length,
@@ -464,6 +557,45 @@ export async function enqueueAndWait(options: EnqueueOptions): Promise<EnqueueRe
     await folderLock?.release();
     await queue.close().catch(() => {});
     await closeClient(client);
+  }
+}
+
+/**
+ * Once every shard is done: when the queue holds no shard of this output (from any enqueuer) its
+ * small parts are merged crash-safely (lib/batch/compaction.ts), or its LanceDB table's fragments.
+ * The enqueue lock is held meanwhile, so no enqueuer adds shards to the output until the merge has
+ * committed; a shard added before the check keeps the output unmerged until its own enqueuer finds
+ * the queue drained. Returns the compacted parts written.
+ */
+async function compactWhenDrained(o: { client: Redis; queue: Queue<ShardJobData, ShardJobResult>; outDir: string; lanceTable?: string; where: string; partSize: number; signal?: AbortSignal; onCompacting?: () => void }): Promise<number> {
+  if (o.partSize === 0 && o.lanceTable === undefined) return 0;
+  const lock = await acquireEnqueueLock(o.client, o.where, o.signal);
+  try {
+    for (const job of await o.queue.getJobs([...PENDING_STATES])) {
+      if (job?.id && isShardJobData(job.data) && job.data.outDir === o.outDir && job.data.lanceTable === o.lanceTable) return 0;
+    }
+    o.onCompacting?.();
+    if (o.lanceTable !== undefined) {
+      const { loadLance } = await import('./lance.js');
+      const { lancedb } = await loadLance();
+      const connection = await lancedb.connect(o.outDir);
+      try {
+        if (!(await connection.tableNames()).includes(o.lanceTable)) return 0;
+        const table = await connection.openTable(o.lanceTable);
+        try {
+          await table.optimize({ cleanupOlderThan: new Date(Date.now() - 60_000) });
+        } finally {
+          table.close();
+        }
+      } finally {
+        connection.close();
+      }
+      return 0;
+    }
+    const { compactFolder } = await import('./compaction.js');
+    return (await compactFolder(o.outDir, o.partSize)).length;
+  } finally {
+    await lock.release();
   }
 }
 
@@ -673,10 +805,13 @@ async function checkJobPaths(data: ShardJobData, roots: string[], urlPrefixes: s
     if (real === undefined || !roots.some((root) => isInside(real, root))) throw new PathNotAllowedError(field, path, allowed);
   };
   const { isHubId } = await import('../hub/download.js');
-  // Models and output folders are local: a URL there is no path inside the roots.
-  if (/^(https?|s3):\/\//i.test(data.model) || /^(https?|s3):\/\//i.test(data.outDir)) throw new PathNotAllowedError(/^(https?|s3):/i.test(data.model) ? 'model' : 'outDir', /^(https?|s3):/i.test(data.model) ? data.model : data.outDir, allowed);
+  // Models are local; an output is a local folder, or an S3 prefix under an allowed URL prefix
+  // (a LanceDB database is always a local folder).
+  if (/^(https?|s3):\/\//i.test(data.model)) throw new PathNotAllowedError('model', data.model, allowed);
+  if (/^https?:\/\//i.test(data.outDir) || (data.lanceTable !== undefined && /^s3:\/\//i.test(data.outDir))) throw new PathNotAllowedError('outDir', data.outDir, allowed);
   if (!isHubId(data.model)) await check('model', data.model);
-  await check('outDir', data.outDir);
+  // The output prefix itself must be allowed, as an item's key is: `s3://b/out` under `s3://b/out/`.
+  await check('outDir', /^s3:\/\//i.test(data.outDir) ? `${data.outDir}/` : data.outDir);
   for (let i = 0; i < data.items.length; i++) await check(`items[${i}].path`, data.items[i]!.path);
 }
 
@@ -694,6 +829,9 @@ export async function startShardWorker(options: ShardWorkerOptions): Promise<Sha
 
   const { Worker, WaitingError, UnrecoverableError } = await requireOptional<typeof import('bullmq')>('bullmq');
   const { embedItemsToPart } = await import('./job.js');
+  // s3:// outputs are written with this worker's S3 settings.
+  const { useS3ForOutputs } = await import('./store.js');
+  if (options.remote) useS3ForOutputs(options.remote);
   const client = await connectRedis(url);
   const models = new ModelCache();
   let releasing = false;
@@ -727,8 +865,17 @@ export async function startShardWorker(options: ShardWorkerOptions): Promise<Sha
       items: data.items,
       outDir: data.outDir,
       partName: data.partName,
+      idKind: data.idKind,
+      lanceTable: data.lanceTable,
       batchSize: data.batchSize,
       remote: options.remote,
+      // A worker that stalled past its lock (another has the shard now, and the output may have
+      // been merged since) must not write: the check is the last thing before each write.
+      beforeWrite: async () => {
+        if (token === undefined || (await job.extendLock(token, lockDuration)) !== 1) {
+          throw new QueueUnavailableError(`shard ${job.id}: this worker no longer holds the shard's lock (it went to another worker); its rows are not written`);
+        }
+      },
       onProgress: (done, failed) => {
         const now = performance.now();
         if (now - lastReport < 1000 && done < data.items.length) return;

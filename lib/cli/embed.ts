@@ -130,8 +130,8 @@ async function runWithReader(
   { label, devices, note, shard, idKind, partSize }: { label: string; devices: string[]; note?: string; shard?: { index: number; count: number }; idKind: IdKind; partSize?: number },
 ): Promise<number> {
   const { task } = options;
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(options.out) && !options.out.startsWith('lancedb://')) {
-    throw new UsageError(`--out takes a local folder or lancedb://DIR/TABLE; ${JSON.stringify(options.out)} is neither (output to s3:// is not supported yet)`);
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(options.out) && !options.out.startsWith('lancedb://') && !/^s3:\/\//i.test(options.out)) {
+    throw new UsageError(`--out takes a local folder, s3://BUCKET/PREFIX or lancedb://DIR/TABLE; ${JSON.stringify(options.out)} is none of these`);
   }
   let lanceOut;
   try {

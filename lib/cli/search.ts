@@ -18,6 +18,8 @@ import { InvalidArgumentError, ModelMismatchError } from '../errors.js';
 import { createMediaInputBuilder } from '../media/model_inputs.js';
 import { checkpointFolder, DEVICE_DTYPES, type ComputeDType } from '../modeling/perceiver_model.js';
 import { UsageError } from './usage.js';
+import { RemoteReader } from '../io/remote.js';
+import { useS3ForOutputs } from '../batch/store.js';
 
 type Values = Record<string, string | boolean | string[] | undefined>;
 
@@ -31,6 +33,24 @@ export async function runSearchCommand(values: Values): Promise<number> {
   if (!Number.isSafeInteger(k) || k < 1) throw new UsageError(`-k wants a positive integer, got ${JSON.stringify(values.k)}`);
   if (!DEVICE_DTYPES.includes(values.dtype as ComputeDType)) throw new UsageError(`--dtype wants one of ${DEVICE_DTYPES.join(', ')}, got ${JSON.stringify(values.dtype)}`);
 
+  let remote: RemoteReader | undefined;
+  if (/^s3:\/\//i.test(index)) {
+    try {
+      remote = new RemoteReader({ s3Endpoint: values['s3-endpoint'] as string | undefined });
+    } catch (error) {
+      if (error instanceof InvalidArgumentError) throw new UsageError(error.message);
+      throw error;
+    }
+    useS3ForOutputs(remote);
+  }
+  try {
+    return await searchWith(index, query, k, values);
+  } finally {
+    await remote?.close();
+  }
+}
+
+async function searchWith(index: string, query: string, k: number, values: Values): Promise<number> {
   let metadata;
   try {
     metadata = await indexMetadata(index);

@@ -120,7 +120,20 @@ export async function runQueuedEmbedCommand(task: 'embed' | 'classify', values: 
   const queue = requiredString(values, task, 'queue');
   const model = requiredString(values, task, 'model');
   const out = requiredString(values, task, 'out');
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(out)) throw new UsageError(`with --queue, --out is a folder the workers share; ${JSON.stringify(out)} is not (LanceDB and s3:// outputs are for local runs)`);
+  const { parseLanceOut } = await import('../batch/lance.js');
+  let lanceOut: { dir: string; table: string } | undefined;
+  try {
+    lanceOut = parseLanceOut(out);
+  } catch (error) {
+    if (error instanceof InvalidArgumentError) throw new UsageError(error.message);
+    throw error;
+  }
+  if (!lanceOut && !/^s3:\/\//i.test(out) && /^[a-z][a-z0-9+.-]*:\/\//i.test(out)) {
+    throw new UsageError(`with --queue, --out is a folder the workers share, s3://BUCKET/PREFIX or lancedb://DIR/TABLE (DIR shared); ${JSON.stringify(out)} is none of these`);
+  }
+  const { parseIdKind, parseSize } = await import('./embed.js');
+  const idKind = parseIdKind(values.id as string | undefined);
+  const partSize = values['part-size'] === undefined ? undefined : parseSize(values['part-size'] as string, '--part-size');
   if (positionals.length === 0 && values.manifest === undefined) throw new UsageError(`${task} needs at least one INPUT (a file, folder or glob) or --manifest FILE`);
 
   const { enqueueAndWait } = await import('../batch/queue.js');
@@ -163,11 +176,21 @@ export async function runQueuedEmbedCommand(task: 'embed' | 'classify', values: 
       inputs: positionals,
       manifest: values.manifest as string | undefined,
       remote,
-      outDir: out,
+      outDir: lanceOut?.dir ?? out,
+      lanceTable: lanceOut?.table,
+      idKind,
+      partSize,
+      onCompacting: () => {
+        flush();
+        lastLine = -Infinity;
+        process.stderr.write(`${label}: every shard of ${out} is done: ${lanceOut ? 'merging the table\'s fragments' : 'merging its small parts'}\n`);
+      },
       shardSize: integerOption(values, 'shard-size', 1),
       batchSize: integerOption(values, 'batch-size', 1),
       attempts: integerOption(values, 'attempts', 1),
       signal: controller.signal,
+      label,
+      onIgnored: (line) => process.stderr.write(line + '\n'),
       onProgress: (p) => {
         if (p.shardsTotal === 0) return; // nothing to wait for: the summary says so
         last = p;
@@ -180,7 +203,9 @@ export async function runQueuedEmbedCommand(task: 'embed' | 'classify', values: 
     if (result.failed.length > shown.length) process.stderr.write(`${label}: ... and ${result.failed.length - shown.length} more unreadable files\n`);
     process.stderr.write(
       `${label}: ${result.items} items: ${result.written} written by ${result.shards} shard${result.shards === 1 ? '' : 's'} (${result.added} queued now), ` +
-        `${result.alreadyDone} already done, ${result.failed.length} unreadable -> ${out} (${result.seconds.toFixed(1)} s)\n`,
+        `${result.alreadyDone} already done, ${result.failed.length} unreadable` +
+        (result.ignored ? `, ${result.ignored} ignored (kind)` : '') +
+        ` -> ${out}${result.compactedParts > 0 ? ` (${result.compactedParts} compacted part${result.compactedParts === 1 ? '' : 's'})` : ''} (${result.seconds.toFixed(1)} s)\n`,
     );
     return 0;
   } catch (error) {

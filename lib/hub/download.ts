@@ -945,8 +945,8 @@ async function isCompleteSnapshot(dir: string): Promise<boolean> {
   return false;
 }
 
-/** The cached snapshot for the revision, when it is whole. */
-async function cachedSnapshot(s: Settings): Promise<string | undefined> {
+/** The cached snapshot for the revision, when it is whole (or, with `configOnly`, when it holds config.json). */
+async function cachedSnapshot(s: Settings, configOnly = false): Promise<string | undefined> {
   let commit: string | undefined;
   try {
     commit = (await fsp.readFile(join(s.repoDir, 'refs', s.revision), 'utf8')).trim();
@@ -955,7 +955,37 @@ async function cachedSnapshot(s: Settings): Promise<string | undefined> {
   }
   if (commit === undefined || !COMMIT_SHA.test(commit)) return undefined;
   const dir = join(s.repoDir, 'snapshots', commit);
-  return (await isCompleteSnapshot(dir)) ? dir : undefined;
+  return (configOnly ? await isFile(join(dir, CONFIG)) : await isCompleteSnapshot(dir)) ? dir : undefined;
+}
+
+/**
+ * Only the configuration of a checkpoint on the Hub: config.json, and preprocessor_config.json when
+ * the repository has one, into the same cache as snapshotDownload (which later adds the weights to
+ * the same snapshot). For what the config alone tells (the head, what it reads, the width) without
+ * downloading the weights. Returns the snapshot folder.
+ */
+export async function configDownload(repoId: string, options: HubOptions = {}): Promise<string> {
+  const s = settings(repoId, options);
+  if (s.offline) {
+    const cached = await cachedSnapshot(s, true);
+    if (cached) return cached;
+    throw new HubError(`${s.repoId}@${s.revision} has no ${CONFIG} in the cache (${s.repoDir}) and offline mode is on (HF_HUB_OFFLINE or options.offline)`);
+  }
+  let info: RepoInfo;
+  try {
+    info = await fetchRepoInfo(s);
+  } catch (err) {
+    if (err instanceof HubError && unreachable.has(err)) {
+      const cached = await cachedSnapshot(s, true);
+      if (cached) return cached;
+    }
+    throw err;
+  }
+  if (!info.files.has(CONFIG)) throw new HubError(`repository "${s.repoId}" at revision "${s.revision}" has no ${CONFIG}: it is not a transformers checkpoint`);
+  await ensureFile(s, info.sha, CONFIG, MAX_JSON_FILE_BYTES);
+  if (info.files.has(PREPROCESSOR_CONFIG)) await ensureFile(s, info.sha, PREPROCESSOR_CONFIG, MAX_JSON_FILE_BYTES);
+  if (s.revision !== info.sha) await writeAtomic(join(s.repoDir, 'refs', s.revision), info.sha);
+  return join(s.repoDir, 'snapshots', info.sha);
 }
 
 /**

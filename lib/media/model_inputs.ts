@@ -117,6 +117,28 @@ function familyOf(model: PerceiverModel<any>): ModelFamily {
   );
 }
 
+/**
+ * The media kinds each family reads, in the order messages list them; each has its loader below.
+ * The one place that says what a head reads: builders take `accepts` from here, and so does an
+ * enqueuer that filters a collection from the checkpoint's config alone (acceptedMediaKinds).
+ */
+const FAMILY_KINDS: Readonly<Record<ModelFamily, readonly MediaKind[]>> = Object.freeze({
+  text: Object.freeze(['text'] as const),
+  image: Object.freeze(['image', 'video'] as const),
+  multimodal: Object.freeze(['video', 'audio', 'image'] as const),
+});
+
+/**
+ * The kinds of media files a model reads. Needs only the head's modules, not its weights: a head
+ * made from the checkpoint's config (`new (AutoModel.headFor(config))(config)`) answers the same as
+ * the loaded model. InvalidArgumentError for a model that takes no media files (optical flow, a
+ * bare PerceiverModel).
+ */
+export function acceptedMediaKinds(model: PerceiverModel<any>): readonly MediaKind[] {
+  if (typeof model !== 'object' || model === null || !model.config || !model.inputPreprocessor) throw new InvalidArgumentError('model', 'a PerceiverModel', model);
+  return FAMILY_KINDS[familyOf(model)];
+}
+
 function describeKinds(kinds: readonly MediaKind[]): string {
   return kinds.map((k) => `${k} (${MEDIA_EXTENSIONS[k].join(' ')})`).join(', ');
 }
@@ -133,7 +155,7 @@ export function createMediaInputBuilder(model: PerceiverModel<any>, options: Med
   const family = familyOf(model);
   const tools: MediaToolOptions = { ffmpegPath: options.ffmpegPath, ffprobePath: options.ffprobePath, timeoutMs: options.timeoutMs };
   const loaders = family === 'text' ? textLoaders(model) : family === 'image' ? imageLoaders(model, options.imageProcessor, tools, maxFileBytes) : multimodalLoaders(model, tools, maxFileBytes);
-  const accepts = Object.freeze(Object.keys(loaders) as MediaKind[]);
+  const accepts = FAMILY_KINDS[family];
   const modelName = model.constructor?.name ?? 'the model';
 
   return {

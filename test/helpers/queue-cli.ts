@@ -107,3 +107,26 @@ export async function assertExactlyOnce(t: Test, rows: EmbeddingRow[], inputDir:
 export const MODEL = join(FIXTURES, 'text-classification');
 /** What the workers of the tests may read and write: the temporary folders and the fixtures. */
 export const ROOTS = ['--allow-root', tmpdir(), '--allow-root', FIXTURES];
+
+/**
+ * Two workers; the first is SIGKILLed once it has started a shard, or once `killWhen` says so
+ * (polled: say, some of its rows are in the output), and the other must take that shard over.
+ * With `killWhen` the survivor starts only after the kill, so what `killWhen` sees is the victim's.
+ */
+export async function twoWorkersOneKilled(t: Test, queue: string, extra: string[], enqueue: string[], killWhen?: () => Promise<boolean>) {
+  const args = ['worker', '--queue', queue, '--lock-duration-ms', '2000', ...ROOTS, ...extra];
+  const victim = startCli(t, args);
+  let survivor = killWhen ? undefined : startCli(t, args);
+  await Promise.all([victim, survivor].map((w) => w?.waitFor(/taking shards from/)));
+  const enqueuer = startCli(t, enqueue);
+  const [, shardId] = await victim.waitFor(/shard (shard-[0-9a-f]+) \(\d+ items, attempt 1\): started/);
+  for (const deadline = Date.now() + 30_000; killWhen && !(await killWhen()) && Date.now() < deadline; ) await new Promise((resolve) => setTimeout(resolve, 20));
+  victim.child.kill('SIGKILL');
+  t.equal((await victim.exited).signal, 'SIGKILL', 'a worker was killed mid-shard');
+  t.notMatch(victim.stderr(), new RegExp(`${shardId}: \\d+ written`), `it died before finishing ${shardId}`);
+  survivor ??= startCli(t, args);
+  const { code } = await enqueuer.exited;
+  t.equal(code, 0, `the enqueuer exits 0 (${enqueuer.stderr().trim().split('\n').at(-1)})`);
+  t.match(survivor.stderr(), new RegExp(`${shardId} \\(\\d+ items, attempt 1, taken over after 1 stalled run\\): started`), `the survivor took ${shardId} over`);
+  return { survivor, enqueuer };
+}

@@ -9,15 +9,15 @@ import { UsageError } from '../usage.js';
 
 /** Options of a local run that a queued run leaves to the workers. */
 const LOCAL_ONLY = ['devices', 'device', 'dtype', 'shard', 'strict'] as const;
-/** Options a queued run does not support (content ids, compaction and remote-read tuning are local-run features). */
-const NOT_QUEUED = ['id', 'part-size', 'concurrency', 'request-timeout-ms', 'read-attempts'] as const;
+/** Options a queued run does not support (remote-read tuning is each worker's). */
+const NOT_QUEUED = ['concurrency', 'request-timeout-ms', 'read-attempts'] as const;
 /** Options of a queued run only. */
 const QUEUE_ONLY = ['shard-size', 'attempts'] as const;
 
 function embedSpec(task: 'embed' | 'classify'): CommandSpec {
   const options: Record<string, OptionSpec> = {
     model: { type: 'string', value: 'DIR|ID', required: true, help: 'checkpoint folder or Hugging Face Hub id' },
-    out: { type: 'string', value: 'DIR', required: true, help: 'folder of Parquet parts, or lancedb://DIR/TABLE (a LanceDB table; local runs);\na rerun skips the ids already there' },
+    out: { type: 'string', value: 'DIR', required: true, help: 'folder of Parquet parts, s3://BUCKET/PREFIX, or lancedb://DIR/TABLE (a\nLanceDB table); a rerun skips the ids already there' },
     manifest: { type: 'string', value: 'FILE|URL', help: 'more inputs: one path or URL per line (relative to the file; # comments),\nor .csv / .jsonl / .parquet with a path or url column' },
     'batch-size': { type: 'string', value: 'N', help: 'items per forward and per part (default 16)' },
     devices: { type: 'string', value: 'LIST', default: 'cpu', help: 'comma list (cpu, cuda:0,cuda:1, cpu,cpu) or all: one model each' },
@@ -26,8 +26,8 @@ function embedSpec(task: 'embed' | 'classify'): CommandSpec {
     shard: { type: 'string', value: 'i/N', help: 'only the items of shard i of N (by id)' },
     strict: { type: 'boolean', help: 'stop with exit 1 at the first unreadable file (default: skip it)' },
     id: { type: 'string', value: 'path|content', default: 'path', help: 'ids: hash of the absolute path, or SHA-256 of the bytes (moved files are\nnot re-embedded; duplicates embedded once, column paths)' },
-    'part-size': { type: 'string', value: 'SIZE', help: 'merge batch parts into parts of about this size (128MB, 64MiB, bytes),\ncrash-safely; 0: never (default 128MiB)' },
-    's3-endpoint': { type: 'string', value: 'URL', help: 'an S3-compatible store (MinIO, R2, ...) for s3:// inputs; credentials:\nthe AWS chain' },
+    'part-size': { type: 'string', value: 'SIZE', help: 'merge batch parts into parts of about this size (128MB, 64MiB, bytes),\ncrash-safely; with --queue, once every shard is done; 0: never\n(default 128MiB)' },
+    's3-endpoint': { type: 'string', value: 'URL', help: 'an S3-compatible store (MinIO, R2, ...) for s3:// inputs and --out;\ncredentials: the AWS chain' },
     concurrency: { type: 'string', value: 'N', help: 'remote reads at once (default 16)' },
     'request-timeout-ms': { type: 'string', value: 'N', help: 'a remote read with no bytes for this long is retried (default 30000)' },
     'read-attempts': { type: 'string', value: 'N', help: 'tries per remote read (default 4); --attempts is tries per queued shard' },

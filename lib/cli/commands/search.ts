@@ -11,7 +11,8 @@ export const SEARCH: CommandSpec = {
 path. The query is embedded with the model the index records (or --model, which must be the
 same checkpoint).`,
   options: {
-    index: { type: 'string', value: 'OUT', required: true, help: 'a folder of Parquet parts, or lancedb://DIR/TABLE' },
+    index: { type: 'string', value: 'OUT', required: true, help: 'a folder of Parquet parts, s3://BUCKET/PREFIX, or lancedb://DIR/TABLE' },
+    's3-endpoint': { type: 'string', value: 'URL', help: 'an S3-compatible store for an s3:// index (credentials: the AWS chain)' },
     query: { type: 'string', value: 'FILE|TEXT', required: true, help: 'a media file, or text (when no such file exists)' },
     k: { type: 'string', value: 'N', short: 'k', default: '10', help: 'how many rows' },
     model: { type: 'string', value: 'DIR|ID', help: 'the checkpoint (default: the one the index records)' },
