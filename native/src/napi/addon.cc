@@ -14,6 +14,7 @@
 #include "napi/engine_op_check.h"
 #include "napi/kernel_check.h"
 #include "napi/native_model.h"
+#include "napi/runtime_check.h"
 
 namespace perceiver {
 
@@ -97,6 +98,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cpuKernelCheck", Napi::Function::New(env, CpuKernelCheck, "cpuKernelCheck"));
   exports.Set("engineOpCheck", Napi::Function::New(env, EngineOpCheck, "engineOpCheck"));
   exports.Set("cudaMemoryInfo", Napi::Function::New(env, CudaMemory, "cudaMemoryInfo"));
+  exports.Set("runtimeCounters", Napi::Function::New(env, RuntimeCountersJs, "runtimeCounters"));
+  exports.Set("injectDeviceFault", Napi::Function::New(env, InjectDeviceFaultJs, "injectDeviceFault"));
+  exports.Set("planArena", Napi::Function::New(env, PlanArenaJs, "planArena"));
   return exports;
 }
 
