@@ -17,10 +17,10 @@
 #   450): the runtime counters, kernel checks against the CPU references, parity of every fixture
 #   in four precisions (and CUDA bf16 against the CPU bf16 oracle), PyTorch micro-benchmarks of our
 #   product and attention shapes, transformers eager (hf_baseline.py), our speed (device-resident
-#   and with host copies), the ratio table, an event-based per-op profile (no per-op waits), the
-#   device-tensor and typed-error checks.
+#   and with host copies), the small cases again through CUDA graphs, the ratio table, an
+#   event-based per-op profile (no per-op waits), the device-tensor and typed-error checks.
 # Results land in $OUT (or ./gpu-check-out): gpu-check.log, hf.jsonl, ours.jsonl, torch-micro.jsonl,
-# profile.txt, ratios.md.
+# ours-graphs.jsonl, profile.txt, ratios.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -81,6 +81,7 @@ if [ "${1:-}" = "--dry-run" ]; then
     { cat "${TMPDIR:-/tmp}/gpu-check-runtime.txt"; bad "gpu-check.js --part runtime on the cpu"; }
   node .device/dist/bench/gpu.js --dry-run --only "$PROFILED" > /dev/null && ok "gpu.js knows the profiled cases" || bad "gpu.js --only $PROFILED"
   node .device/dist/bench/gpu.js --dry-run --only vision-learned:bf16:32,language-mlm:bf16:64 > /dev/null || bad "gpu.js --only (extra)"
+  node .device/dist/bench/gpu.js --dry-run --only language-mlm:bf16:1,vision-learned:bf16:1 > /dev/null || bad "gpu.js --only (graphs)"
   # The ratio table renders from the stored anchors and a made-up line of ours.
   tmp=$(mktemp -d)
   echo '{"case":"language-mlm","precision":"bf16","batch":64,"ms":20,"items_per_s":3200,"host_ms":25,"host_items_per_s":2560}' > "$tmp/ours.jsonl"
@@ -111,7 +112,7 @@ part() {
 }
 # GPU_CHECK_STAGES picks stages (default: all but "extra"); "extra" re-runs the torch.compile
 # anchors (hf_baseline_extra.py) beside our same cases, for the final acceptance run only.
-STAGES=" ${GPU_CHECK_STAGES:-abi runtime kernels attention parity micro hf ours ratios profile device-tensor errors} "
+STAGES=" ${GPU_CHECK_STAGES:-abi runtime kernels attention parity micro hf ours graphs ratios profile device-tensor errors} "
 want() { [[ "$STAGES" == *" $1 "* ]]; }
 
 step "toolchain"
@@ -189,6 +190,11 @@ fi
 if want ours; then
 step "perceiver-io speed cases (device-resident, and with host copies)"
 part "${OURS_LIMIT:-150}" node dist/bench/gpu.js --device cuda:0 --budget "${OURS_BUDGET:-110}" | tee "$OUT_DIR/ours.jsonl"
+fi
+
+if want graphs; then
+step "small batches through CUDA graphs (PERCEIVER_CUDA_GRAPHS=1), beside the eager lines above"
+PERCEIVER_CUDA_GRAPHS=1 part 60 node dist/bench/gpu.js --device cuda:0 --only language-mlm:bf16:1,vision-learned:bf16:1 | tee "$OUT_DIR/ours-graphs.jsonl"
 fi
 
 if want extra; then

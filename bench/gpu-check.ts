@@ -262,6 +262,32 @@ if (runs('runtime')) {
       report(false, `runtime ${dtype}: ${(error as Error).message}`);
     }
   }
+  // CUDA graphs (PERCEIVER_CUDA_GRAPHS=1): the third call of a shape is captured, later ones
+  // replay it; the outputs must be the eager path's, bit for bit (the same kernels, addresses).
+  try {
+    const eager = await AutoModel.fromPretrained(dir, { device, dtype: 'bfloat16' });
+    process.env.PERCEIVER_CUDA_GRAPHS = '1';
+    const graphed = await AutoModel.fromPretrained(dir, { device, dtype: 'bfloat16' });
+    delete process.env.PERCEIVER_CUDA_GRAPHS;
+    const expected = (await eager.forward(call)).logits as Tensor;
+    let same = 0;
+    const rounds = 6;
+    for (let i = 0; i < rounds; i++) {
+      const got = (await graphed.forward(call)).logits as Tensor;
+      if (Buffer.from(got.bytes()).equals(Buffer.from(expected.bytes()))) same++;
+    }
+    report(same === rounds, `runtime: CUDA graphs (captured at call 3, replayed after): ${same}/${rounds} calls equal the eager path bit for bit`);
+    const time = async (model: typeof eager) => {
+      const t0 = performance.now();
+      for (let i = 0; i < 20; i++) await model.forward(call);
+      return (performance.now() - t0) / 20;
+    };
+    console.log(`info runtime: text-mlm bf16 per forward, eager ${(await time(eager)).toFixed(3)} ms, CUDA graph ${(await time(graphed)).toFixed(3)} ms`);
+    await eager.dispose();
+    await graphed.dispose();
+  } catch (error) {
+    report(false, `runtime graphs: ${(error as Error).message}`);
+  }
   try {
     process.env.PERCEIVER_CUBLASLT_GELU = 'tanh';
     const tanh = await AutoModel.fromPretrained(dir, { device, dtype: 'bfloat16' });

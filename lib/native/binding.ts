@@ -115,6 +115,8 @@ export interface NativeCapabilities {
     devices: string[];
     dtypes: string[];
     cublas?: string;
+    /** The cuBLASLt library loaded for the products, or why it was not (products then run through cuBLAS). */
+    cublasLt?: string;
     /** The CUDA runtime linked in, e.g. "13.0" (CUDA builds). */
     runtimeVersion?: string;
     /** The newest CUDA version the installed driver supports, e.g. "12.4" (when a driver is found). */

@@ -240,6 +240,9 @@ void ArenaBackend::End(CallState& state) {
   Global().recorded++;
   Global().last_peak = arena.peak_bytes;
   Global().last_live_bound = arena.live_bound_bytes;
+  // What the recorded call allocated is cached by the backend for reuse; the plan serves those
+  // sizes from now on, so the cache only holds memory (the optical-flow decoder's 3 GiB).
+  inner_->ReleaseCachedMemory();
 }
 
 }  // namespace perceiver

@@ -78,6 +78,8 @@ class ArenaBackend final : public Backend {
   void CopyToHost(float* dst, const float* src, size_t n) override { inner_->CopyToHost(dst, src, n); }
   void CopyToHostDeferred(float* dst, const float* src, size_t n) override { inner_->CopyToHostDeferred(dst, src, n); }
   void CopyFromHost(float* dst, const float* src, size_t n) override { inner_->CopyFromHost(dst, src, n); }
+  void BeginCall(const std::string& key, bool replayable) override { inner_->BeginCall(key, replayable); }
+  void ReleaseCachedMemory() override { inner_->ReleaseCachedMemory(); }
   void CancelDeferred() override { inner_->CancelDeferred(); }
   void Synchronize() override { inner_->Synchronize(); }
   void Run(const Op& op) override { inner_->Run(op); }

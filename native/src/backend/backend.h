@@ -272,6 +272,13 @@ class Backend {
   virtual void CancelDeferred() {}
   // Waits until queued work is finished (a no-op on the CPU).
   virtual void Synchronize() = 0;
+  // A call of the model begins: `key` names what decides its ops (shapes and options, the same
+  // key as the arena's), and the call ends at its Synchronize (or CancelDeferred when it fails).
+  // `replayable`: a small call whose ops a backend may record once and replay (CUDA graphs).
+  virtual void BeginCall(const std::string& key, bool replayable) {}
+  // Frees memory the backend caches for reuse and nothing holds (the arena calls it once it has
+  // planned a shape: the blocks of the recorded call are not needed again).
+  virtual void ReleaseCachedMemory() {}
 
   // Compute: every op, one signature.
   virtual void Run(const Op& op) = 0;
@@ -295,6 +302,7 @@ struct CudaStatus {
   int device_count = 0;
   std::vector<std::string> devices;  // "NVIDIA H200 (sm_90, 139 GiB)"
   std::string cublas;                // the cuBLAS library loaded, when available
+  std::string cublaslt;              // the cuBLASLt library loaded, or why not (products then use cuBLAS)
   int runtime_version = 0;           // the CUDA runtime linked in (cudaRuntimeGetVersion: 1000*major + 10*minor), 0 without CUDA
   int driver_version = 0;            // the CUDA version the driver supports (cudaDriverGetVersion), 0 without a driver
 };

@@ -72,6 +72,8 @@ class CountingBackend final : public Backend {
     Global().host_copies++;
     inner_->CopyFromHost(dst, src, n);
   }
+  void BeginCall(const std::string& key, bool replayable) override { inner_->BeginCall(key, replayable); }
+  void ReleaseCachedMemory() override { inner_->ReleaseCachedMemory(); }
   void CancelDeferred() override { inner_->CancelDeferred(); }
   void Synchronize() override {
     Global().syncs++;

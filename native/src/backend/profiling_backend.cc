@@ -67,6 +67,8 @@ class ProfilingBackend final : public Backend {
   void CopyFromHost(float* dst, const float* src, size_t n) override {
     Time("copy_from_host", [&] { inner_->CopyFromHost(dst, src, n); });
   }
+  void BeginCall(const std::string& key, bool replayable) override { inner_->BeginCall(key, replayable); }
+  void ReleaseCachedMemory() override { inner_->ReleaseCachedMemory(); }
   void CancelDeferred() override { inner_->CancelDeferred(); }
   void Synchronize() override { inner_->Synchronize(); }
   void Run(const Op& op) override { Time(OpLabel(op), [&] { inner_->Run(op); }); }

@@ -51,6 +51,12 @@ void AppendKey(std::string& key, const DecodeRequest& r, int64_t batch) {
   key += r.outputs_on_backend ? "|resident" : "";
 }
 
+// Calls of at most this batch may be recorded once and replayed (CUDA graphs): their time is
+// launches, not arithmetic. Outputs kept in backend memory get new addresses on every call, so
+// such a call is never replayed.
+constexpr int64_t kReplayableBatch = 8;
+bool Replayable(const EncodeRequest& r) { return r.batch <= kReplayableBatch && !r.outputs_on_backend; }
+
 constexpr const char* kUnusable =
     "the model is unusable from now on: dispose it and load it again (after a sticky CUDA error the device stays "
     "unusable for this whole process; restart it to use the GPU again)";
@@ -122,13 +128,14 @@ std::unique_lock<std::mutex> PerceiverGraph::Exclusive() {
 }
 
 template <typename F>
-auto PerceiverGraph::OneCall(const std::string& key, F&& queue) -> decltype(queue()) {
+auto PerceiverGraph::OneCall(const std::string& key, bool replayable, F&& queue) -> decltype(queue()) {
   return Guarded([&] {
     auto exclusive = Exclusive();
     try {
       decltype(queue()) result;
       {
         ArenaBackend::Call call(*arena_, key);
+        backend_->BeginCall(key, replayable);
         result = queue();
       }
       // The one wait of the call: every output copy was queued (CopyToHostDeferred).
@@ -144,21 +151,21 @@ auto PerceiverGraph::OneCall(const std::string& key, F&& queue) -> decltype(queu
 EncodeResult PerceiverGraph::Encode(const EncodeRequest& r) {
   std::string key;
   AppendKey(key, r);
-  return OneCall(key, [&] { return EncodeQueued(r); });
+  return OneCall(key, Replayable(r), [&] { return EncodeQueued(r); });
 }
 
 DecodeResult PerceiverGraph::Decode(const Encoding& encoding, const DecodeRequest& r) {
   if (!parts_.decoder) ThrowInvalidArgument("decode: this model has no decoder");
   std::string key;
   AppendKey(key, r, encoding.batch);
-  return OneCall(key, [&] { return DecodeQueued(encoding, r); });
+  return OneCall(key, encoding.batch <= kReplayableBatch && !r.outputs_on_backend, [&] { return DecodeQueued(encoding, r); });
 }
 
 ForwardResult PerceiverGraph::Forward(const EncodeRequest& encode, const DecodeRequest& decode) {
   std::string key;
   AppendKey(key, encode);
   if (has_decoder()) AppendKey(key, decode, encode.batch);
-  return OneCall(key, [&] {
+  return OneCall(key, Replayable(encode) && !decode.outputs_on_backend, [&] {
     ForwardResult result;
     result.encoded = EncodeQueued(encode);
     if (has_decoder()) result.decoded = DecodeQueued(*result.encoded.encoding, decode);

@@ -121,10 +121,10 @@ class PerceiverGraph {
   // Runs `call` unless the model is unusable; a DeviceFault escaping it makes the model unusable.
   template <typename F>
   auto Guarded(F&& call) -> decltype(call());
-  // One call of the model: the lock, the arena's scope (`key`, see AppendKey), `queue` (which
-  // queues the work and the output copies) and the one wait at the end.
+  // One call of the model: the lock, the arena's scope (`key`, see AppendKey), the backend told
+  // (BeginCall), `queue` (which queues the work and the output copies) and the one wait at the end.
   template <typename F>
-  auto OneCall(const std::string& key, F&& queue) -> decltype(queue());
+  auto OneCall(const std::string& key, bool replayable, F&& queue) -> decltype(queue());
 
   // The output `t` with `shape`: copied to the host, or kept in backend memory when on_backend.
   OutputTensor Output(const BackendTensor& t, bool on_backend, std::string name = "", const std::vector<int64_t>* shape = nullptr);

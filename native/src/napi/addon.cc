@@ -53,6 +53,7 @@ Napi::Value Capabilities(const Napi::CallbackInfo& info) {
   for (size_t i = 0; i < status.devices.size(); ++i) devices.Set(static_cast<uint32_t>(i), status.devices[i]);
   cuda.Set("devices", devices);
   if (!status.cublas.empty()) cuda.Set("cublas", status.cublas);
+  if (!status.cublaslt.empty()) cuda.Set("cublasLt", status.cublaslt);
   // CUDA versions as "13.0" (the runtime linked in; the newest the driver supports), when known.
   const auto cuda_version = [](int v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); };
   if (status.runtime_version > 0) cuda.Set("runtimeVersion", cuda_version(status.runtime_version));

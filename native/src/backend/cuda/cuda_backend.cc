@@ -55,6 +55,14 @@ class DevicePool {
   void* Take(size_t bytes) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
+      if (held_ != nullptr) {  // during a capture: the graph's own blocks first
+        auto own = held_->find(bytes);
+        if (own != held_->end() && !own->second.empty()) {
+          void* p = own->second.back();
+          own->second.pop_back();
+          return p;
+        }
+      }
       auto it = free_.find(bytes);
       if (it != free_.end() && !it->second.empty()) {
         void* p = it->second.back();
@@ -76,7 +84,21 @@ class DevicePool {
 
   void Give(void* p, size_t bytes) {
     std::lock_guard<std::mutex> lock(mutex_);
+    if (held_ != nullptr) {  // freed during a graph capture: the graph's from now on
+      (*held_)[bytes].push_back(p);
+      return;
+    }
     free_[bytes].push_back(p);
+  }
+
+  using Blocks = std::map<size_t, std::vector<void*>>;
+  // While `blocks` is set (a capture), freed blocks go there instead of back to the pool, and
+  // takes look there first: the scratch a captured graph's ops use is the graph's alone (its
+  // replays write those addresses), and the pool's cached blocks from the eager warm-up calls
+  // cover the capture without a cudaMalloc.
+  void Hold(Blocks* blocks) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    held_ = blocks;
   }
 
   void Trim() {
@@ -91,6 +113,7 @@ class DevicePool {
   std::atomic<int64_t>* allocations_;
   std::mutex mutex_;
   std::map<size_t, std::vector<void*>> free_;
+  Blocks* held_ = nullptr;
 };
 
 // Pinned host memory for the copies of one call: a bump allocator over pinned chunks, reset after
@@ -229,6 +252,11 @@ class CudaBackend final : public Backend {
     // (no per-op waits), printed when the model goes.
     const char* profile = std::getenv("PERCEIVER_PROFILE");
     event_profile_ = profile != nullptr && std::strcmp(profile, "events") == 0;
+    // PERCEIVER_CUDA_GRAPHS=1: small calls (BeginCall's `replayable`) are captured into a CUDA
+    // graph at their third call of a key and replayed from then on. Off by default until a GPU
+    // run has measured it against the eager path (bench/gpu-check.sh, part runtime).
+    const char* graphs = std::getenv("PERCEIVER_CUDA_GRAPHS");
+    graphs_enabled_ = graphs != nullptr && std::strcmp(graphs, "1") == 0 && !event_profile_;
     if (lt_ != nullptr) {
       CUBLAS_CHECK(lt_->Create(&lt_handle_));
       ++allocations_;
@@ -240,6 +268,8 @@ class CudaBackend final : public Backend {
     cudaSetDevice(device_);
     cudaStreamSynchronize(stream_);
     PrintEventProfile();
+    if (mode_ == Mode::kCapture) AbortCapture();
+    for (auto& [key, entry] : graphs_) DropGraph(entry);
     for (auto& [key, plan] : lt_plans_) DestroyLtPlan(plan);
     if (lt_handle_ != nullptr) lt_->Destroy(lt_handle_);
     if (lt_workspace_ != nullptr) cudaFree(lt_workspace_);
@@ -302,18 +332,69 @@ class CudaBackend final : public Backend {
   void CopyToHostDeferred(float* dst, const float* src, size_t n) override {
     Bind();
     if (n == 0) return;
-    void* staged = staging_.Take(n * sizeof(float));
-    CUDA_CHECK(cudaMemcpyAsync(staged, src, n * sizeof(float), cudaMemcpyDeviceToHost, stream_));
-    deferred_.push_back(Deferred{dst, staged, n * sizeof(float)});
+    const size_t bytes = n * sizeof(float);
+    void* staged = staging_.Take(bytes);
+    deferred_.push_back(Deferred{dst, staged, bytes});
+    if (mode_ == Mode::kReplay) {
+      if (ReplayMatches(Logged::kDownload, {}, const_cast<float*>(src), staged, bytes)) {
+        call_events_.push_back(CallEvent{Logged::kDownload, {}, const_cast<float*>(src), staged, bytes});
+        return;
+      }
+      Recover();  // then eagerly, below
+    }
+    Log(Logged::kDownload, {}, const_cast<float*>(src), staged, bytes);
+    Captured([&] { CUDA_CHECK(cudaMemcpyAsync(staged, src, bytes, cudaMemcpyDeviceToHost, stream_)); });
   }
-  void CancelDeferred() override { deferred_.clear(); }
+  void CancelDeferred() override {
+    deferred_.clear();
+    if (mode_ == Mode::kCapture) AbortCapture();
+    EndCallMode();
+  }
   // The caller may reuse `src` at once: its bytes are in pinned staging when this returns.
   void CopyFromHost(float* dst, const float* src, size_t n) override {
     Bind();
     Upload(dst, src, n * sizeof(float));
   }
+  // cudaFree waits for the device: called at a shape's planning, never in a steady state.
+  void ReleaseCachedMemory() override {
+    Bind();
+    pool_.Trim();
+  }
+  void BeginCall(const std::string& key, bool replayable) override {
+    EndCallMode();
+    if (!graphs_enabled_ || !replayable) return;
+    GraphEntry& entry = graphs_[key];
+    entry_ = &entry;
+    if (entry.failed) {
+      mode_ = Mode::kEager;
+    } else if (entry.exec != nullptr) {
+      mode_ = Mode::kReplay;
+    } else if (entry.eager_calls >= 2) {  // the arena's plan and cuBLASLt's choices have settled
+      Bind();
+      entry.log.clear();
+      pool_.Hold(&entry.held);
+      if (cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+        (void)cudaGetLastError();
+        pool_.Hold(nullptr);
+        entry.failed = true;
+        return;
+      }
+      mode_ = Mode::kCapture;
+    } else {
+      entry.eager_calls++;
+    }
+  }
   void Synchronize() override {
     Bind();
+    if (mode_ == Mode::kCapture) FinishCapture();
+    if (mode_ == Mode::kReplay) {
+      if (cursor_ == entry_->log.size()) {
+        CUDA_CHECK(cudaGraphLaunch(entry_->exec, stream_));
+      } else {
+        Recover();  // the call did less than the captured one
+      }
+    }
+    EndCallMode();
     WaitStream();
     for (const Deferred& d : deferred_) std::memcpy(d.dst, d.staged, d.bytes);
     deferred_.clear();
@@ -325,13 +406,24 @@ class CudaBackend final : public Backend {
   // device is whatever the last model on that thread set.
   void Run(const Op& op) override {
     Bind();
+    if (mode_ == Mode::kReplay) {
+      if (ReplayOp(op)) return;
+      Recover();  // then this op eagerly, below
+    }
+    if (mode_ == Mode::kCapture) {
+      // Something this op does that cannot be captured runs the call so far eagerly instead
+      // (this op included) and keeps this key eager.
+      Log(Logged::kOp, Signature(op), nullptr, nullptr, 0, &op);
+      Captured([&] { ExecOp(op); });
+      return;
+    }
     if (!event_profile_) {
-      std::visit([&](const auto& o) { Exec(o); }, op);
+      ExecOp(op);
       return;
     }
     cudaEvent_t start = TakeEvent(), end = TakeEvent();
     CUDA_CHECK(cudaEventRecord(start, stream_));
-    std::visit([&](const auto& o) { Exec(o); }, op);
+    ExecOp(op);
     CUDA_CHECK(cudaEventRecord(end, stream_));
     timed_ops_.push_back(TimedOp{OpLabel(op), start, end});
   }
@@ -351,11 +443,251 @@ class CudaBackend final : public Backend {
   }
 
   // Host bytes to device memory through pinned staging (no pageable copy, no wait).
+  // In replay, an upload of CopyFromHost writes the staging the graph reads; ops' own uploads are
+  // written by ReplayOp.
   void Upload(void* dst, const void* src, size_t bytes) {
     if (bytes == 0) return;
     void* staged = staging_.Take(bytes);
     std::memcpy(staged, src, bytes);
-    CUDA_CHECK(cudaMemcpyAsync(dst, staged, bytes, cudaMemcpyHostToDevice, stream_));
+    if (mode_ == Mode::kReplay && !in_op_) {
+      if (ReplayMatches(Logged::kUpload, {}, dst, staged, bytes)) {
+        call_events_.push_back(CallEvent{Logged::kUpload, {}, dst, staged, bytes});
+        return;
+      }
+      Recover();
+    }
+    Log(in_op_ ? Logged::kOpUpload : Logged::kUpload, {}, dst, staged, bytes);
+    if (in_op_) {  // an op's: Run's capture handling covers it
+      CUDA_CHECK(cudaMemcpyAsync(dst, staged, bytes, cudaMemcpyHostToDevice, stream_));
+      return;
+    }
+    Captured([&] { CUDA_CHECK(cudaMemcpyAsync(dst, staged, bytes, cudaMemcpyHostToDevice, stream_)); });
+  }
+
+  // Runs `work`, already logged; in a capture, a failure abandons the capture and runs the call
+  // so far eagerly instead (Recover), `work` included.
+  template <typename F>
+  void Captured(F&& work) {
+    if (mode_ != Mode::kCapture) {
+      work();
+      return;
+    }
+    try {
+      work();
+    } catch (const DeviceFault&) {
+      throw;
+    } catch (const EngineError&) {
+      AbortCapture();
+      Recover();
+    }
+  }
+
+  // --- CUDA graphs (PERCEIVER_CUDA_GRAPHS=1) ------------------------------------------------
+  // A replayable call's third run with a key is captured whole (thread-local capture mode:
+  // nothing else of the process is affected), with a log of what it did in order: each op's
+  // signature (its kind, sizes and every device address), each upload (destination, pinned
+  // source, size) and download. A later call with the key is checked against the log step by
+  // step instead of being launched: ops are skipped, host bytes are written into the very pinned
+  // addresses the graph copies from, and at the call's Synchronize the graph is launched once.
+  // Any difference (another address, size or op) runs the call so far eagerly from its own
+  // record and keeps the key eager from then on: a replay can be wrong only if the log is.
+  enum class Mode { kEager, kCapture, kReplay };
+  struct Logged {
+    enum Kind { kOp, kUpload, kOpUpload, kDownload };
+    Kind kind;
+    std::vector<uint64_t> signature;  // kOp
+    void* device = nullptr;           // upload: destination; download: source
+    void* staged = nullptr;           // pinned
+    size_t bytes = 0;
+  };
+  // What this call did, for running it eagerly when a replay or capture is abandoned.
+  struct CallEvent {
+    Logged::Kind kind;
+    std::vector<Op> op;  // kOp: the op (0 or 1 element; Op is not default-constructible)
+    void* device;
+    void* staged;
+    size_t bytes;
+  };
+  struct GraphEntry {
+    int eager_calls = 0;
+    bool failed = false;
+    cudaGraphExec_t exec = nullptr;
+    std::vector<Logged> log;
+    DevicePool::Blocks held;  // pool blocks the graph's ops use as scratch
+  };
+
+  void Log(Logged::Kind kind, std::vector<uint64_t> signature, void* device, void* staged, size_t bytes, const Op* op = nullptr) {
+    if (mode_ != Mode::kCapture) return;
+    entry_->log.push_back(Logged{kind, signature, device, staged, bytes});
+    CallEvent event{kind, {}, device, staged, bytes};
+    if (op != nullptr) event.op.push_back(*op);
+    call_events_.push_back(std::move(event));
+  }
+
+  bool ReplayMatches(Logged::Kind kind, const std::vector<uint64_t>& signature, const void* device, const void* staged, size_t bytes) {
+    if (cursor_ >= entry_->log.size()) return false;
+    const Logged& l = entry_->log[cursor_];
+    if (l.kind != kind || l.signature != signature || l.device != device || l.staged != staged || l.bytes != bytes) return false;
+    ++cursor_;
+    return true;
+  }
+
+  // An op in replay: its signature, then its own uploads written into the graph's staging.
+  bool ReplayOp(const Op& op) {
+    if (!ReplayMatches(Logged::kOp, Signature(op), nullptr, nullptr, 0)) return false;
+    for (const auto& [src, bytes] : HostArrays(op)) {
+      if (cursor_ >= entry_->log.size() || entry_->log[cursor_].kind != Logged::kOpUpload || entry_->log[cursor_].bytes != bytes) return false;
+      void* staged = staging_.Take(bytes);
+      if (staged != entry_->log[cursor_].staged) return false;
+      std::memcpy(staged, src, bytes);
+      ++cursor_;
+    }
+    // Logged only once it is wholly replayed: a Recover() after a partial match runs it once.
+    call_events_.push_back(CallEvent{Logged::kOp, {op}, nullptr, nullptr, 0});
+    return true;
+  }
+
+  // The host arrays an op uploads, in the order its Exec uploads them.
+  std::vector<std::pair<const void*, size_t>> HostArrays(const Op& op) {
+    std::vector<std::pair<const void*, size_t>> out;
+    if (const auto* a = std::get_if<AttentionOp>(&op)) {
+      if (const uint8_t* mask = AttentionHostMask(*a)) out.emplace_back(mask, static_cast<size_t>(a->batch * a->nk));
+    } else if (const auto* e = std::get_if<EmbeddingOp>(&op)) {
+      out.emplace_back(e->ids, static_cast<size_t>(e->batch * e->seq) * sizeof(int32_t));
+    } else if (const auto* g = std::get_if<GatherRowsOp>(&op)) {
+      out.emplace_back(g->indices, static_cast<size_t>(g->count) * sizeof(int64_t));
+    }
+    return out;
+  }
+
+  // Everything that decides what an op's kernels do: its kind, sizes, flags and device addresses.
+  static std::vector<uint64_t> Signature(const Op& op) {
+    std::vector<uint64_t> s{static_cast<uint64_t>(op.index())};
+    auto add = [&](auto... values) { (s.push_back(Bits(values)), ...); };
+    std::visit(
+        [&](const auto& o) {
+          using T = std::decay_t<decltype(o)>;
+          if constexpr (std::is_same_v<T, LinearOp>) {
+            add(o.x, o.rows, o.ldx, o.weight, o.bias, o.gelu, o.residual, o.ld_residual, o.residual_period, o.y, o.ldy, static_cast<int>(o.y_dtype));
+          } else if constexpr (std::is_same_v<T, LayerNormOp>) {
+            add(o.x, o.rows, o.dim, o.ldx, o.residual, o.ld_residual, o.gamma, o.beta, o.eps, o.y, o.ldy, static_cast<int>(o.y_dtype));
+          } else if constexpr (std::is_same_v<T, AttentionOp>) {
+            add(o.batch, o.heads, o.nq, o.nk, o.dqk, o.dv, o.q.data, o.q.ld, o.q.batch_stride, o.k.data, o.k.ld, o.k.batch_stride, o.v.data,
+                o.v.ld, o.v.batch_stride, o.key_lengths != nullptr, o.key_mask != nullptr, o.scale, o.out, o.probs);
+          } else if constexpr (std::is_same_v<T, EmbeddingOp>) {
+            add(o.batch, o.seq, o.table, o.positions, o.out);
+          } else if constexpr (std::is_same_v<T, CopyOp>) {
+            add(o.dst, o.src, o.rank);
+            for (int d = 0; d < o.rank; ++d) add(o.shape[d], o.dst_strides[d], o.src_strides[d]);
+          } else if constexpr (std::is_same_v<T, AddRowsOp>) {
+            add(o.y, o.x, o.rows, o.cols, o.period);
+          } else if constexpr (std::is_same_v<T, GatherRowsOp>) {
+            add(o.dst, o.src, o.count, o.batch, o.src_rows, o.cols);
+          } else if constexpr (std::is_same_v<T, Conv2dOp>) {
+            add(o.x, o.batch, o.in_c, o.h, o.w, o.weight, o.bias, o.kh, o.kw, o.stride, o.pad_top, o.pad_left, o.out_h, o.out_w, o.y);
+          } else if constexpr (std::is_same_v<T, ChannelAffineOp>) {
+            add(o.y, o.rows, o.cols, o.scale, o.shift, o.relu);
+          } else if constexpr (std::is_same_v<T, MaxPoolOp>) {
+            add(o.x, o.batch, o.h, o.w, o.c, o.kernel, o.stride, o.out_h, o.out_w, o.y);
+          } else if constexpr (std::is_same_v<T, MeanRowsOp>) {
+            add(o.x, o.batch, o.n, o.cols, o.y);
+          } else {
+            static_assert(std::is_same_v<T, ScaleOp>, "every op has a signature");
+            add(o.x, o.n, o.alpha);
+          }
+        },
+        op);
+    return s;
+  }
+  template <typename V>
+  static uint64_t Bits(V v) {
+    if constexpr (std::is_pointer_v<V>) {
+      return static_cast<uint64_t>(reinterpret_cast<uintptr_t>(v));
+    } else if constexpr (std::is_same_v<V, float>) {
+      uint32_t b;
+      std::memcpy(&b, &v, sizeof(b));
+      return b;
+    } else {
+      return static_cast<uint64_t>(v);
+    }
+  }
+
+  // Runs what this call did so far eagerly (a replay or capture abandoned), and keeps its key
+  // eager. Uploads of CopyFromHost re-copy from their staging (already written this call); ops
+  // run whole again (their own uploads included); downloads queue their copies.
+  void Recover() {
+    if (entry_ != nullptr) {
+      entry_->failed = true;
+      DropGraph(*entry_);
+    }
+    std::vector<CallEvent> events = std::move(call_events_);
+    call_events_.clear();
+    mode_ = Mode::kEager;
+    for (const CallEvent& e : events) {
+      if (e.kind == Logged::kOp) {
+        ExecOp(e.op.front());
+      } else if (e.kind == Logged::kUpload) {
+        CUDA_CHECK(cudaMemcpyAsync(e.device, e.staged, e.bytes, cudaMemcpyHostToDevice, stream_));
+      } else if (e.kind == Logged::kDownload) {
+        CUDA_CHECK(cudaMemcpyAsync(e.staged, e.device, e.bytes, cudaMemcpyDeviceToHost, stream_));
+      }
+    }
+  }
+
+  void AbortCapture() {
+    cudaGraph_t graph = nullptr;
+    cudaStreamEndCapture(stream_, &graph);
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    (void)cudaGetLastError();
+    pool_.Hold(nullptr);
+    if (entry_ != nullptr) entry_->failed = true;
+    mode_ = Mode::kEager;  // Recover() runs what was captured
+  }
+
+  void FinishCapture() {
+    cudaGraph_t graph = nullptr;
+    const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
+    pool_.Hold(nullptr);
+    cudaGraphExec_t exec = nullptr;
+    if (ended == cudaSuccess && graph != nullptr && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess) {
+      cudaGraphDestroy(graph);
+      entry_->exec = exec;
+      CUDA_CHECK(cudaGraphLaunch(exec, stream_));  // the captured work has not run yet
+      mode_ = Mode::kEager;
+      return;
+    }
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    (void)cudaGetLastError();
+    mode_ = Mode::kEager;
+    Recover();
+  }
+
+  void DropGraph(GraphEntry& entry) {
+    if (entry.exec != nullptr) {
+      cudaStreamSynchronize(stream_);
+      cudaGraphExecDestroy(entry.exec);
+      entry.exec = nullptr;
+    }
+    for (const auto& [bytes, blocks] : entry.held) {
+      for (void* p : blocks) pool_.Give(p, bytes);
+    }
+    entry.held.clear();
+  }
+
+  void ExecOp(const Op& op) {
+    struct InOp {
+      bool& flag;
+      explicit InOp(bool& f) : flag(f) { flag = true; }
+      ~InOp() { flag = false; }
+    } in_op(in_op_);
+    std::visit([&](const auto& o) { Exec(o); }, op);
+  }
+
+  void EndCallMode() {
+    mode_ = Mode::kEager;
+    entry_ = nullptr;
+    cursor_ = 0;
+    call_events_.clear();
   }
 
   // Events for the per-op profile, reused.
@@ -464,6 +796,15 @@ class CudaBackend final : public Backend {
     return (*holder)->data();
   }
 
+  // The key mask an attention op uploads: its own, or one made from per-item lengths (kept
+  // across calls: no host allocation once it has the size); null without key padding.
+  const uint8_t* AttentionHostMask(const AttentionOp& op) {
+    if (op.key_lengths == nullptr) return op.key_mask;
+    mask_from_lengths_.assign(static_cast<size_t>(op.batch * op.nk), 0);
+    for (int64_t b = 0; b < op.batch; ++b) std::fill_n(mask_from_lengths_.begin() + b * op.nk, op.key_lengths[b], uint8_t{1});
+    return mask_from_lengths_.data();
+  }
+
   void Exec(const AttentionOp& op) {
     AttentionArgs args;
     args.batch = op.batch;
@@ -479,12 +820,7 @@ class CudaBackend final : public Backend {
     args.q = Packed(op.q, op.batch, op.nq, op.heads * op.dqk, &q);
     args.k = Packed(op.k, op.batch, op.nk, op.heads * op.dqk, &k);
     args.v = Packed(op.v, op.batch, op.nk, op.heads * op.dv, &v);
-    const uint8_t* host_mask = op.key_mask;
-    if (op.key_lengths != nullptr) {  // kept across calls: no host allocation once it has the size
-      mask_from_lengths_.assign(static_cast<size_t>(op.batch * op.nk), 0);
-      for (int64_t b = 0; b < op.batch; ++b) std::fill_n(mask_from_lengths_.begin() + b * op.nk, op.key_lengths[b], uint8_t{1});
-      host_mask = mask_from_lengths_.data();
-    }
+    const uint8_t* host_mask = AttentionHostMask(op);
     if (host_mask != nullptr) {  // the mask comes in host memory
       const size_t bytes = static_cast<size_t>(op.batch * op.nk);
       mask = std::make_unique<DeviceBuffer>(pool_, (bytes + 3) / 4);
@@ -760,6 +1096,14 @@ class CudaBackend final : public Backend {
   PinnedStaging staging_{&allocations_};
   std::vector<Deferred> deferred_;
   std::vector<uint8_t> mask_from_lengths_;
+  // CUDA graphs (see Mode).
+  bool graphs_enabled_ = false;
+  Mode mode_ = Mode::kEager;
+  GraphEntry* entry_ = nullptr;
+  size_t cursor_ = 0;
+  std::vector<CallEvent> call_events_;
+  std::map<std::string, GraphEntry> graphs_;
+  bool in_op_ = false;  // inside an op's Exec: its uploads are the op's own
   // Read once from the environment (constructor).
   bool fused_attention_ = false;
   size_t score_budget_bytes_ = 0;
