@@ -250,9 +250,9 @@ if (runs('runtime')) {
       report(d((c) => c.internal.pageableCopies) === 0, `runtime ${dtype}: no pageable copy (${d((c) => c.internal.pageableCopies)})`);
       report(d((c) => c.arena.replayedCalls) === calls, `runtime ${dtype}: every forward replayed its arena plan (peak ${after.arena.lastPeakBytes} B, bound ${after.arena.lastLiveBoundBytes} B)`);
       await model.dispose();
-      process.env.PERCEIVER_CUBLASLT = '0';
+      process.env.PERCEIVER_NO_CUBLASLT = '1';
       const legacy = await AutoModel.fromPretrained(dir, { device, dtype });
-      delete process.env.PERCEIVER_CUBLASLT;
+      delete process.env.PERCEIVER_NO_CUBLASLT;
       const legacyLogits = (await legacy.forward(call)).logits as Tensor;
       await legacy.dispose();
       const err = relativeError(logits!, legacyLogits);

@@ -6,7 +6,7 @@
  * concurrent calls), and a device fault that marks its model unusable.
  */
 import t from 'tap';
-import { AutoModel, BackendUnavailableError, DeviceTensor, Tensor } from '../lib/index.js';
+import { AutoModel, BackendUnavailableError, DeviceTensor, InvalidArgumentError, Tensor } from '../lib/index.js';
 import { loadAddon } from '../lib/native/binding.js';
 import { fixtureDir, fixtureInputs, fixtureIo, fixturePoints } from './helpers/fixtures.js';
 
@@ -109,6 +109,16 @@ t.test('a steady-state forward allocates nothing, waits once and gives the same 
   t.equal(after.arena.replayedCalls - warm.arena.replayedCalls, calls, 'every call replayed the arena plan');
   t.equal(after.arena.blocks, warm.arena.blocks, 'on the same block');
   t.ok(after.runs - warm.runs >= calls * 10, `the ops ran (${(after.runs - warm.runs) / calls} per call)`);
+  // A call cut short midway (a mask row that masks every key is found after the preprocessor ran)
+  // leaves the plan as it was: the next calls still allocate nothing and give the same bits.
+  const mask = call.attentionMask!;
+  const bad = await model.forward({ ...call, attentionMask: new Tensor(mask.dtype, mask.shape, new (mask.data.constructor as new (n: number) => typeof mask.data)(mask.size)) }).catch((e: unknown) => e);
+  t.type(bad, InvalidArgumentError, 'a mask that masks every key fails the call');
+  const afterBad = addon.runtimeCounters();
+  t.ok(sameBits((await model.forward(call)).logits as Tensor, first.logits as Tensor), 'the next call: the same bits');
+  const afterNext = addon.runtimeCounters();
+  t.equal(afterNext.allocations - afterBad.allocations, 0, 'and no allocation: the failed call did not replace the plan');
+  t.equal(afterNext.arena.recordedCalls, warm.arena.recordedCalls, 'no re-plan');
   // The plan's predicted peak: at least the live bound, and the block the arena allocated for it.
   const { lastPeakBytes, lastLiveBoundBytes } = after.arena;
   t.ok(lastPeakBytes >= lastLiveBoundBytes && lastLiveBoundBytes > 0, `peak ${lastPeakBytes} B >= live bound ${lastLiveBoundBytes} B`);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <exception>
 #include <vector>
 
 namespace perceiver {
@@ -104,7 +105,7 @@ ArenaBackend::Stats ArenaBackend::stats() const {
   return s;
 }
 
-ArenaBackend::Call::Call(ArenaBackend& arena, const std::string& key) {
+ArenaBackend::Call::Call(ArenaBackend& arena, const std::string& key) : exceptions_(std::uncaught_exceptions()) {
   if (t_call != nullptr) return;  // joined to the outer call on this thread
   state_ = std::make_shared<CallState>();
   state_->arena = &arena;
@@ -117,7 +118,7 @@ ArenaBackend::Call::Call(ArenaBackend& arena, const std::string& key) {
 ArenaBackend::Call::~Call() {
   if (arena_ == nullptr) return;
   t_call = nullptr;
-  arena_->End(*state_);
+  arena_->End(*state_, std::uncaught_exceptions() > exceptions_);
 }
 
 void ArenaBackend::Begin(CallState& state, const std::string& key) {
@@ -175,7 +176,7 @@ std::unique_ptr<BackendBuffer> ArenaBackend::Allocate(size_t floats) {
   return std::make_unique<TracedBuffer>(state, i, std::move(own), nullptr, data, floats);
 }
 
-void ArenaBackend::End(CallState& state) {
+void ArenaBackend::End(CallState& state, bool failed) {
   {
     std::lock_guard<std::mutex> lock(state.mutex);
     state.active = false;
@@ -193,6 +194,14 @@ void ArenaBackend::End(CallState& state) {
   for (size_t i = 0; replayed && i < n; ++i) replayed = alive[i] == old->escaped[i];
 
   std::lock_guard<std::mutex> lock(mutex_);
+  if (failed) {
+    // A call cut short by an error (bad input found midway, out of memory) is no record of the
+    // shape: the plan stays as it was, and the block serves again unless a tensor kept it.
+    if (state.block != nullptr && !block_kept && old != nullptr && old->idle.size() < kIdleBlocksPerPlan) {
+      state.plan->idle.push_back(std::move(state.block));
+    }
+    return;
+  }
   if (replayed) {
     stats_.replayed_calls++;
     Global().replayed++;

@@ -53,6 +53,7 @@ class ArenaBackend final : public Backend {
    private:
     ArenaBackend* arena_ = nullptr;  // null when joined to an outer call
     std::shared_ptr<CallState> state_;
+    int exceptions_ = 0;  // std::uncaught_exceptions() at the start: a call ended by one is not a record to plan from
   };
 
   struct Stats {
@@ -87,7 +88,7 @@ class ArenaBackend final : public Backend {
 
  private:
   void Begin(CallState& state, const std::string& key);
-  void End(CallState& state);
+  void End(CallState& state, bool failed);
 
   std::unique_ptr<Backend> inner_;
   size_t max_plans_;

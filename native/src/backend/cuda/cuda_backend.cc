@@ -236,9 +236,9 @@ class CudaBackend final : public Backend {
       const long mb = std::strtol(budget, nullptr, 10);
       if (mb > 0) score_budget_bytes_ = static_cast<size_t>(mb) << 20;
     }
-    // PERCEIVER_CUBLASLT=0 keeps every product on cuBLAS's GemmEx (the A/B check of the GPU run).
-    const char* lt_choice = std::getenv("PERCEIVER_CUBLASLT");
-    if (lt_choice == nullptr || std::strcmp(lt_choice, "0") != 0) lt_ = cuda::lt::Load(&lt_missing_);
+    // PERCEIVER_NO_CUBLASLT=1 keeps every product on cuBLAS's GemmEx (the A/B check of the GPU run).
+    const char* no_lt = std::getenv("PERCEIVER_NO_CUBLASLT");
+    if (no_lt == nullptr || std::strcmp(no_lt, "1") != 0) lt_ = cuda::lt::Load(&lt_missing_);
     // PERCEIVER_CUBLASLT_TUNE=0 takes cuBLASLt's first heuristic candidate instead of timing the
     // best few at a shape's first use.
     const char* tune = std::getenv("PERCEIVER_CUBLASLT_TUNE");
@@ -1109,7 +1109,7 @@ class CudaBackend final : public Backend {
   size_t score_budget_bytes_ = 0;
   bool tune_ = true;
   bool lt_tanh_gelu_ = false;
-  // cuBLASLt: null when not loadable (lt_missing_ says why) or PERCEIVER_CUBLASLT=0.
+  // cuBLASLt: null when not loadable (lt_missing_ says why) or PERCEIVER_NO_CUBLASLT=1.
   const cuda::lt::Library* lt_ = nullptr;
   std::string lt_missing_;
   cuda::lt::Handle lt_handle_ = nullptr;
