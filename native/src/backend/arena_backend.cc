@@ -181,6 +181,15 @@ void ArenaBackend::End(CallState& state, bool failed) {
     std::lock_guard<std::mutex> lock(state.mutex);
     state.active = false;
   }
+  // Buffers that outlive the call hold its state: it must not keep the plan (and its idle
+  // blocks) or the block alive beyond the arena (each arena buffer holds its own block).
+  struct Release {
+    CallState& state;
+    ~Release() {
+      state.plan.reset();
+      state.block.reset();
+    }
+  } release{state};
   // Nothing touches the record now: buffers released from here on see active == false.
   const size_t n = state.trace.size();
   std::vector<char> alive(n, 0);

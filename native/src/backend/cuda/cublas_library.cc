@@ -53,6 +53,7 @@ const LoadResult& Load() {
     lib.Create = reinterpret_cast<decltype(lib.Create)>(sym("cublasCreate_v2"));
     lib.Destroy = reinterpret_cast<decltype(lib.Destroy)>(sym("cublasDestroy_v2"));
     lib.SetStream = reinterpret_cast<decltype(lib.SetStream)>(sym("cublasSetStream_v2"));
+    lib.SetWorkspace = reinterpret_cast<decltype(lib.SetWorkspace)>(sym("cublasSetWorkspace_v2"));
     lib.GemmEx = reinterpret_cast<decltype(lib.GemmEx)>(sym("cublasGemmEx"));
     lib.GemmStridedBatchedEx = reinterpret_cast<decltype(lib.GemmStridedBatchedEx)>(sym("cublasGemmStridedBatchedEx"));
     result.ok = result.error.empty();

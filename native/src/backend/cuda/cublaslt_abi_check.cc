@@ -108,6 +108,7 @@ static_assert(SameAbi<decltype(CublasLibrary::GemmStridedBatchedEx), decltype(&c
               "cublasGemmStridedBatchedEx");
 static_assert(SameAbi<decltype(CublasLibrary::Create), decltype(&cublasCreate_v2)>::value, "cublasCreate_v2");
 static_assert(SameAbi<decltype(CublasLibrary::SetStream), decltype(&cublasSetStream_v2)>::value, "cublasSetStream_v2");
+static_assert(SameAbi<decltype(CublasLibrary::SetWorkspace), decltype(&cublasSetWorkspace_v2)>::value, "cublasSetWorkspace_v2");
 }  // namespace
 }  // namespace perceiver::cuda::lt
 #endif
