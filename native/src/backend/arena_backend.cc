@@ -10,7 +10,7 @@ namespace perceiver {
 namespace {
 
 constexpr size_t kAlignmentBytes = 256;  // cudaMalloc's alignment: vector loads and cuBLASLt's needs hold in the block too
-constexpr size_t kIdleBlocksPerPlan = 2;
+constexpr size_t kIdleBlocksPerPlan = 2;  // two calls of one shape side by side (the CPU backend)
 
 struct Totals {
   std::atomic<int64_t> recorded{0}, replayed{0}, blocks{0};
@@ -176,6 +176,23 @@ std::unique_ptr<BackendBuffer> ArenaBackend::Allocate(size_t floats) {
   return std::make_unique<TracedBuffer>(state, i, std::move(own), nullptr, data, floats);
 }
 
+// Idle blocks are memory held for the next call of a shape; many shapes (text of every length)
+// must not each keep theirs. At most twice the largest plan's block stays idle, the most
+// recently used shapes' first. Called with mutex_ held.
+void ArenaBackend::TrimIdle() {
+  size_t largest = 0, idle = 0;
+  for (const auto& plan : plans_) {
+    largest = std::max(largest, plan->block_floats);
+    idle += plan->idle.size() * plan->block_floats;
+  }
+  for (auto it = plans_.rbegin(); it != plans_.rend() && idle > 2 * largest; ++it) {
+    while (!(*it)->idle.empty() && idle > 2 * largest) {
+      idle -= (*it)->block_floats;
+      (*it)->idle.pop_back();
+    }
+  }
+}
+
 void ArenaBackend::End(CallState& state, bool failed) {
   {
     std::lock_guard<std::mutex> lock(state.mutex);
@@ -209,12 +226,14 @@ void ArenaBackend::End(CallState& state, bool failed) {
     if (state.block != nullptr && !block_kept && old != nullptr && old->idle.size() < kIdleBlocksPerPlan) {
       state.plan->idle.push_back(std::move(state.block));
     }
+    TrimIdle();
     return;
   }
   if (replayed) {
     stats_.replayed_calls++;
     Global().replayed++;
     if (state.block != nullptr && old->idle.size() < kIdleBlocksPerPlan) state.plan->idle.push_back(std::move(state.block));
+    TrimIdle();
     return;
   }
 
@@ -252,6 +271,7 @@ void ArenaBackend::End(CallState& state, bool failed) {
   plans_.remove_if([&](const std::shared_ptr<Plan>& p) { return p->key == state.key; });
   plans_.push_front(std::move(plan));
   while (plans_.size() > max_plans_) plans_.pop_back();
+  TrimIdle();
   stats_.recorded_calls++;
   stats_.last_peak_bytes = arena.peak_bytes;
   stats_.last_live_bound_bytes = arena.live_bound_bytes;

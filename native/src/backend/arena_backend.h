@@ -89,6 +89,7 @@ class ArenaBackend final : public Backend {
  private:
   void Begin(CallState& state, const std::string& key);
   void End(CallState& state, bool failed);
+  void TrimIdle();
 
   std::unique_ptr<Backend> inner_;
   size_t max_plans_;
