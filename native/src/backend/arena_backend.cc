@@ -137,7 +137,13 @@ void ArenaBackend::Begin(CallState& state, const std::string& key) {
   }
   if (state.plan != nullptr && state.block == nullptr && state.plan->block_floats > 0) {
     // A block for this plan (the first replay, or calls with one key side by side on the CPU).
-    state.block = inner_->Allocate(state.plan->block_floats);
+    try {
+      state.block = inner_->Allocate(state.plan->block_floats);
+    } catch (const EngineError& e) {
+      if (e.code() != ErrorCode::kOutOfMemory) throw;
+      state.plan = nullptr;  // no room for the block: this call allocates tensor by tensor, as before
+      return;
+    }
     Global().blocks++;
     Global().block_bytes += state.plan->block_floats * sizeof(float);
   }
