@@ -160,7 +160,7 @@ std::unique_ptr<BackendBuffer> ArenaBackend::Allocate(size_t floats) {
   state->in_block.push_back(0);
   if (const Plan* plan = state->plan.get(); plan != nullptr && !state->diverged) {
     bool same = i < plan->floats.size() && plan->floats[i] == floats;
-    if (same && !plan->escaped[i]) {
+    if (same && !plan->escaped[i] && state->block != nullptr) {
       for (uint32_t j : plan->must_be_released[i]) same = same && state->trace[j].last >= 0;
       if (same) {
         state->in_block[i] = 1;
