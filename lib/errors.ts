@@ -54,12 +54,26 @@ export class UnsafePickleError extends WeightsFormatError {
   }
 }
 
-/** A tensor the model needs is absent from the checkpoint, or has the wrong shape or dtype. */
+/**
+ * A tensor the model needs is absent from the checkpoint, or has the wrong shape or dtype. The
+ * engine's (and `WeightMismatchError.expected`'s) also say what was expected and what came.
+ */
 export class WeightMismatchError extends PerceiverError {
   readonly weight: string;
-  constructor(weight: string, message: string) {
+  readonly expected?: string;
+  readonly actual?: string;
+  constructor(weight: string, message: string, detail?: { expected: string; actual: string }) {
     super('ERR_PERCEIVER_WEIGHT_MISMATCH', `weight "${weight}": ${message}`);
     this.weight = weight;
+    if (detail) {
+      this.expected = detail.expected;
+      this.actual = detail.actual;
+    }
+  }
+
+  /** weight "<weight>": expected <expected> but received <actual> (the engine's wording, native/src/core/engine_error.cc). */
+  static expected(weight: string, expected: string, actual: string): WeightMismatchError {
+    return new WeightMismatchError(weight, `expected ${expected} but received ${actual}`, { expected, actual });
   }
 }
 

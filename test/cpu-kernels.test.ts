@@ -185,22 +185,23 @@ t.test("fma_peak times a register-only FMA loop on 1 thread and on the engine's 
 });
 
 t.test('malformed requests are typed errors', async (t) => {
-  const bad: [string, unknown][] = [
-    ['lda narrower than k', { op: 'gemm_packed', m: 2, n: 2, k: 8, lda: 4 }],
-    ['ldc narrower than n', { op: 'gemm', m: 2, n: 9, k: 8, ldc: 4 }],
-    ['unknown op', { op: 'matmul' }],
-    ['unknown isa', { op: 'add', isa: 'sse9' }],
-    ['zero rows', { op: 'gemm_packed', m: 0, n: 2, k: 2 }],
-    ['fractional size', { op: 'gemm', m: 2.5 }],
-    ['operands over 2^26 elements', { op: 'gemm_packed', m: 1 << 20, n: 1 << 20, k: 1 << 20 }],
-    ['hours of work', { op: 'gemm_packed', m: 1 << 13, n: 1 << 13, k: 1 << 13, iterations: 1000 }],
-    ['beta other than 0 or 1', { op: 'gemm', beta: 2 }],
-    ['non-finite alpha', { op: 'gemm', alpha: Number.NaN }],
-    ['products on more than 2 threads', { op: 'gemm', threads: 3 }],
-    ['fma_peak on more threads than the engine has', { op: 'fma_peak', threads: 1 << 20 }],
+  // [what, request, the argument named, what came]
+  const bad: [string, unknown, string, string | RegExp][] = [
+    ['lda narrower than k', { op: 'gemm_packed', m: 2, n: 2, k: 8, lda: 4 }, 'lda, ldb, ldc', '4, 0, 0'],
+    ['ldc narrower than n', { op: 'gemm', m: 2, n: 9, k: 8, ldc: 4 }, 'lda, ldb, ldc', '0, 0, 4'],
+    ['unknown op', { op: 'matmul' }, 'op', 'string "matmul"'],
+    ['unknown isa', { op: 'add', isa: 'sse9' }, 'isa', 'string "sse9"'],
+    ['zero rows', { op: 'gemm_packed', m: 0, n: 2, k: 2 }, 'm', 'number 0'],
+    ['fractional size', { op: 'gemm', m: 2.5 }, 'm', 'number 2.5'],
+    ['operands over 2^26 elements', { op: 'gemm_packed', m: 1 << 20, n: 1 << 20, k: 1 << 20 }, 'm, n, k', /^one of \d+$/],
+    ['hours of work', { op: 'gemm_packed', m: 1 << 13, n: 1 << 13, k: 1 << 13, iterations: 1000 }, 'm, n, k, iterations', 'more'],
+    ['beta other than 0 or 1', { op: 'gemm', beta: 2 }, 'beta', 'number 2'],
+    ['non-finite alpha', { op: 'gemm', alpha: Number.NaN }, 'alpha', 'number nan'],
+    ['products on more than 2 threads', { op: 'gemm', threads: 3 }, 'threads', 'number 3'],
+    ['fma_peak on more threads than the engine has', { op: 'fma_peak', threads: 1 << 20 }, 'threads', 'number 1.04858e+06'],
   ];
-  for (const [what, request] of bad) {
-    await t.rejects(async () => addon.cpuKernelCheck(request as CpuKernelRequest), { code: 'ERR_PERCEIVER_INVALID_ARGUMENT' }, what);
+  for (const [what, request, argument, actual] of bad) {
+    await t.rejects(async () => addon.cpuKernelCheck(request as CpuKernelRequest), { code: 'ERR_PERCEIVER_INVALID_ARGUMENT', argument, expected: /./, actual }, what);
   }
-  t.throws(() => addon.cpuKernelCheck(undefined as unknown as CpuKernelRequest), { code: 'ERR_PERCEIVER_INVALID_ARGUMENT' }, 'no request');
+  t.throws(() => addon.cpuKernelCheck(undefined as unknown as CpuKernelRequest), { code: 'ERR_PERCEIVER_INVALID_ARGUMENT', argument: 'cpuKernelCheck({ op, ... })', expected: 'an object', actual: 'undefined' }, 'no request');
 });

@@ -53,7 +53,19 @@ t.test('attention over strided views, with key lengths, masks and weights', asyn
 });
 
 t.test('bad requests are typed errors', async (t) => {
-  await t.rejects(async () => addon.engineOpCheck({ op: 'softmax' as never, sizes: [1] }), { code: 'ERR_PERCEIVER_INVALID_ARGUMENT' });
-  await t.rejects(async () => addon.engineOpCheck({ op: 'attention', sizes: [1, 1, 2, 3, 4, 4], fused: true }), { code: 'ERR_PERCEIVER_INVALID_ARGUMENT' });
-  await t.rejects(async () => addon.engineOpCheck({ op: 'layer_norm', sizes: [1] }), { code: 'ERR_PERCEIVER_INVALID_ARGUMENT' });
+  const invalid = (argument: string, expected: string, actual: string) => ({
+    code: 'ERR_PERCEIVER_INVALID_ARGUMENT',
+    argument,
+    expected,
+    actual,
+    message: `Expected ${expected} for ${argument} but received ${actual}`,
+  });
+  await t.rejects(async () => addon.engineOpCheck({ op: 'softmax' as never, sizes: [1] }), invalid('op', 'linear, layer_norm or attention', '"softmax"'));
+  await t.rejects(async () => addon.engineOpCheck({ op: 'attention', sizes: [1, 1, 2, 3, 4, 4], fused: true }), invalid('sizes', 'nq == nk for a fused QKV buffer', 'nq 2, nk 3'));
+  await t.rejects(async () => addon.engineOpCheck({ op: 'layer_norm', sizes: [1] }), invalid('sizes', 'at least 2 sizes for op layer_norm', '1'));
+  await t.rejects(async () => addon.engineOpCheck({ op: 'linear', sizes: [4, 2, 2, 3], shared: true }), invalid('sizes', 'rows a multiple of the period 3', '4 rows'));
+  await t.rejects(async () => addon.engineOpCheck({ op: 'linear', sizes: [1.5] }), invalid('sizes[0]', 'an integer in [0, 16384]', 'number 1.5'));
+  await t.rejects(async () => addon.engineOpCheck({ op: 'attention', sizes: [1, 0, 1, 1, 1, 1] }), invalid('sizes', 'positive integers for op attention', '0'));
+  await t.rejects(async () => addon.engineOpCheck({ op: 'attention', sizes: [1, 1, 2, 2, 2, 2], padding: 'some' as never }), invalid('padding', 'none, lengths or mask', 'string "some"'));
+  t.throws(() => addon.engineOpCheck(undefined as never), invalid('engineOpCheck({ op, sizes, ... })', 'an object', 'undefined'));
 });

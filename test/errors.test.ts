@@ -18,7 +18,7 @@ import {
   readSafetensors,
   WeightStore,
 } from '../lib/index.js';
-import { loadAddon } from '../lib/native/binding.js';
+import { fromNativeError, loadAddon } from '../lib/native/binding.js';
 import { fixtureDir, fixtureIo, tempDir } from './helpers/fixtures.js';
 
 const MLM = fixtureDir('text-mlm');
@@ -33,8 +33,8 @@ t.test('inputs of the wrong shape, dtype or range', async (t) => {
     ['empty batch', { inputs: ids([0, 5]) }, /at least 1/],
     ['too long', { inputs: ids([1, 49]) }, /max_position_embeddings = 48/],
     ['float ids', { inputs: new Tensor('float32', [1, 4], new Float32Array(4)) }, /int64 or int32/],
-    ['id past the vocabulary', { inputs: ids([1, 4], 262) }, /\[0, 262\)/],
-    ['negative id', { inputs: ids([1, 4], -1) }, /\[0, 262\)/],
+    ['id past the vocabulary', { inputs: ids([1, 4], 262) }, /^Expected token ids in \[0, 262\) for inputs but received 262 at \[0, 0\]$/],
+    ['negative id', { inputs: ids([1, 4], -1) }, /^Expected token ids in \[0, 262\) for inputs but received -1 at \[0, 0\]$/],
     ['plain array', { inputs: [[1, 2, 3]] as unknown as Tensor }, /Tensor of token ids/],
     ['mask of the wrong length', { inputs: ids([2, 8]), attentionMask: ids([2, 7], 1) }, /attentionMask.*\[2, 8\]|\[2, 8\].*attentionMask/],
     ['mask of another dtype', { inputs: ids([1, 4]), attentionMask: new Tensor('float16', [1, 4], new Uint16Array(4)) }, /dtype float16/],
@@ -46,6 +46,10 @@ t.test('inputs of the wrong shape, dtype or range', async (t) => {
     t.type(error, InvalidArgumentError, `${what}: InvalidArgumentError`);
     t.match((error as Error).message, message, `${what}: says what was expected`);
   }
+  // The engine's one check of the ids names the item and position of the first bad one.
+  const oneBad = ids([2, 4]);
+  (oneBad.data as BigInt64Array)[6] = 300n;
+  await t.rejects(model.forward({ inputs: oneBad }), { name: 'InvalidArgumentError', argument: 'inputs', expected: 'token ids in [0, 262)', actual: '300 at [1, 2]' });
   // The model is still usable afterwards.
   const ok = await model.forward({ inputs: ids([1, 4]) });
   t.same((ok.logits as Tensor).shape, [1, 48, 262], 'still runs after every rejection');
@@ -58,11 +62,22 @@ t.test('a call that is not an object', async (t) => {
   await t.rejects(model.forward(undefined as never), InvalidArgumentError);
 });
 
+/** The engine's error for an invalid argument: its code, its fields, and the one sentence lib/errors.ts makes of them. */
+function engineInvalid(argument: string | RegExp, expected: string | RegExp, actual: string | RegExp) {
+  return {
+    code: 'ERR_PERCEIVER_INVALID_ARGUMENT',
+    argument,
+    expected,
+    actual,
+    message: /^Expected .+ for .+ but received .+$/,
+  };
+}
+
 t.test('the native engine re-checks what reaches it', async (t) => {
   const { NativeModel } = loadAddon();
-  t.throws(() => new NativeModel({} as object, {}, { device: 'cpu' }), { code: 'ERR_PERCEIVER_INVALID_ARGUMENT' });
-  t.throws(() => new NativeModel({ layerNormEps: 1e-5, preprocessor: { type: 'text' } }, {}, { device: 'cpu' }), { code: 'ERR_PERCEIVER_INVALID_ARGUMENT' });
-  t.throws(() => new (NativeModel as unknown as new () => unknown)(), { code: 'ERR_PERCEIVER_INVALID_ARGUMENT' });
+  t.throws(() => new NativeModel({} as object, {}, { device: 'cpu' }), engineInvalid('spec.layerNormEps', 'a number in [1e-30, 1]', 'undefined'));
+  t.throws(() => new NativeModel({ layerNormEps: 1e-5, preprocessor: { type: 'text' } }, {}, { device: 'cpu' }), engineInvalid('spec.preprocessor.embeddings', 'a string', 'undefined'));
+  t.throws(() => new (NativeModel as unknown as new () => unknown)(), engineInvalid('NativeModel(spec, weights, options)', 'three objects', '0 arguments, not all objects'));
   t.throws(() => new NativeModel({}, {}, { device: 'tpu' }), { code: 'ERR_PERCEIVER_BACKEND_UNAVAILABLE' });
 
   // A real spec, then requests that bypass the TypeScript validation entirely.
@@ -72,40 +87,128 @@ t.test('the native engine re-checks what reaches it', async (t) => {
   const spec = (head as unknown as { buildSpec(s: WeightStore): object }).buildSpec(store);
   const weights = store.claimed();
   const short = { ...weights, 'perceiver.embeddings.latents': new Float32Array(10) };
-  t.throws(() => new NativeModel(spec, short, { device: 'cpu' }), { code: 'ERR_PERCEIVER_WEIGHT_MISMATCH' }, 'a weight of the wrong size');
+  t.throws(
+    () => new NativeModel(spec, short, { device: 'cpu' }),
+    {
+      code: 'ERR_PERCEIVER_WEIGHT_MISMATCH',
+      argument: 'perceiver.embeddings.latents',
+      expected: '1024 values',
+      actual: '10',
+      message: 'weight "perceiver.embeddings.latents": expected 1024 values but received 10',
+    },
+    'a weight of the wrong size',
+  );
   const { 'embedding_decoder.bias': _dropped, ...missing } = weights;
-  t.throws(() => new NativeModel(spec, missing, { device: 'cpu' }), { code: 'ERR_PERCEIVER_WEIGHT_MISMATCH' }, 'a missing weight');
+  t.throws(
+    () => new NativeModel(spec, missing, { device: 'cpu' }),
+    { code: 'ERR_PERCEIVER_WEIGHT_MISMATCH', argument: 'embedding_decoder.bias', expected: 'a Float32Array or a checkpoint file range (for spec.postprocessor.projection.bias)', actual: 'undefined' },
+    'a missing weight',
+  );
+  // The typed errors built from those fields, without parsing the text.
+  const typed = (() => {
+    try {
+      new NativeModel(spec, short, { device: 'cpu' });
+    } catch (error) {
+      return fromNativeError(error);
+    }
+  })();
+  t.type(typed, WeightMismatchError);
+  t.match(typed, { weight: 'perceiver.embeddings.latents', expected: '1024 values', actual: '10', message: 'weight "perceiver.embeddings.latents": expected 1024 values but received 10' });
+  // Fields the declaration (native/spec/model_spec.json) types, and rules only the builder knows.
+  type Spec = Record<string, any>;
+  const edited = (edit: (s: Spec) => void) => {
+    const copy = structuredClone(spec) as Spec;
+    edit(copy);
+    return copy;
+  };
+  const specCases: [string, Spec, ReturnType<typeof engineInvalid>][] = [
+    ['an unknown preprocessor', edited((s) => (s.preprocessor.type = 'video')), engineInvalid('spec.preprocessor.type', 'one of text, image, audio, onehot, none, multimodal', '"video"')],
+    ['an unknown decoder', edited((s) => (s.decoder.type = 'pixels')), engineInvalid('spec.decoder.type', 'one of basic, classification, opticalFlow, basicVideoAutoencoding, multimodal, projection', '"pixels"')],
+    ['an unknown query kind', edited((s) => (s.decoder.queries.type = 'learned')), engineInvalid('spec.decoder.queries.type', 'one of trainable, fourier, inputs', '"learned"')],
+    ['layerNormEps out of range', edited((s) => (s.layerNormEps = 2)), engineInvalid('spec.layerNormEps', 'a number in [1e-30, 1]', 'number 2')],
+    ['a fractional width', edited((s) => (s.encoder.dLatents = 64.5)), engineInvalid('spec.encoder.dLatents', 'an integer in [1, 2^24]', 'number 64.5')],
+    ['a boolean as a string', edited((s) => (s.encoder.crossAttention.useQueryResidual = 'yes')), engineInvalid('spec.encoder.crossAttention.useQueryResidual', 'a boolean', 'string "yes"')],
+    ['a list that is not one', edited((s) => (s.encoder.selfAttends = {})), engineInvalid('spec.encoder.selfAttends', 'an array', 'object')],
+    ['heads not dividing the channels', edited((s) => (s.encoder.selfAttends[0].numHeads = 5)), engineInvalid('spec.encoder.selfAttends[0]', 'qkChannels and vChannels multiples of numHeads', /for 5 heads$/)],
+    ['a projection of the wrong width', edited((s) => (s.encoder.selfAttends[0].mlpDense1.in = 32)), engineInvalid('spec.encoder.selfAttends[0].mlpDense1', /^a 64 -> \d+ projection$/, /^32 -> /)],
+    ['a postprocessor without a decoder', edited((s) => (s.decoder = null)), engineInvalid('spec.postprocessor', 'none without a decoder', 'a postprocessor')],
+  ];
+  for (const [what, edit, fields] of specCases) t.throws(() => new NativeModel(edit, weights, { device: 'cpu' }), fields, what);
+  // Nodes nest (a multimodal preprocessor holds preprocessors): a hostile depth is refused, not a stack overflow.
+  let nested: Spec = { type: 'text' };
+  for (let i = 0; i < 100_000; i++) nested = { type: 'multimodal', numChannels: 4, modalities: [{ name: 'a', preprocessor: nested, padding: null, mask: null, maskProbability: 0 }] };
+  t.throws(
+    () => new NativeModel(edited((s) => (s.preprocessor = nested)), weights, { device: 'cpu' }),
+    engineInvalid(/^spec\.preprocessor\.modalities\[0\]\.preprocessor.*\.\.\.$/, 'a spec nested at most a few levels deep', /^a path of \d+ characters$/),
+    'a spec nested 100,000 deep',
+  );
   const native = new NativeModel(spec, weights, { device: 'cpu' });
   t.teardown(() => native.dispose());
-  await t.rejects(async () => native.forward({ batch: 1, inputs: [] } as never), { code: 'ERR_PERCEIVER_INVALID_ARGUMENT' }, 'not loaded yet');
+  await t.rejects(async () => native.forward({ batch: 1, inputs: [] } as never), engineInvalid('the model', 'its weights loaded (await load())', 'a call before load() finished'), 'not loaded yet');
   await native.load();
-  await t.rejects(async () => native.load(), { code: 'ERR_PERCEIVER_INVALID_ARGUMENT' }, 'loaded once');
+  await t.rejects(async () => native.load(), engineInvalid('load()', 'one call', /second call/), 'loaded once');
   const ids = (n: number, v: bigint) => new BigInt64Array(n).fill(v);
   const text = (shape: number[], data: unknown) => [{ name: '', shape, data }];
-  const bad: [string, object][] = [
-    ['id out of range', { batch: 1, inputs: text([1, 4], ids(4, 300n)) }],
-    ['id beyond int32', { batch: 1, inputs: text([1, 4], ids(4, 1n << 40n)) }],
-    ['too few ids', { batch: 2, inputs: text([2, 4], ids(4, 7n)) }],
-    ['batch disagreeing with the ids', { batch: 2, inputs: text([1, 4], ids(4, 7n)) }],
-    ['ids as floats', { batch: 1, inputs: text([1, 4], new Float32Array(4)) }],
-    ['ids of another integer type', { batch: 1, inputs: text([1, 4], new Uint16Array(4)) }],
-    ['sequence too long', { batch: 1, inputs: text([1, 49], ids(49, 7n)) }],
-    ['named modality for a text model', { batch: 1, inputs: [{ name: 'image', shape: [1, 4], data: ids(4, 7n) }] }],
-    ['no inputs', { batch: 1, inputs: [] }],
-    ['mask of the wrong type', { batch: 1, inputs: text([1, 4], ids(4, 7n)), attentionMask: new Int32Array(4) }],
-    ['mask of the wrong length', { batch: 1, inputs: text([1, 4], ids(4, 7n)), attentionMask: new Uint8Array(3).fill(1) }],
-    ['all-padding mask', { batch: 1, inputs: text([1, 4], ids(4, 7n)), attentionMask: new Uint8Array(4) }],
-    ['fractional batch', { batch: 1.5, inputs: text([1, 4], ids(4, 7n)) }],
-    ['points for a single output out of range', { batch: 1, inputs: text([1, 4], ids(4, 7n)), subsampledOutputPoints: [{ name: '', indices: new Int32Array([48]) }] }],
+  const bad: [string, object, ReturnType<typeof engineInvalid>][] = [
+    ['id out of range', { batch: 1, inputs: text([1, 4], ids(4, 300n)) }, engineInvalid('inputs', 'token ids in [0, 262)', '300 at [0, 0]')],
+    ['id beyond int32', { batch: 1, inputs: text([1, 4], ids(4, 1n << 40n)) }, engineInvalid('inputs', 'token ids in [0, 262)', 'an id beyond int32 at [0, 0]')],
+    ['too few ids', { batch: 2, inputs: text([2, 4], ids(4, 7n)) }, engineInvalid('inputs.data', '8 values (its shape)', '4')],
+    ['batch disagreeing with the ids', { batch: 2, inputs: text([1, 4], ids(4, 7n)) }, engineInvalid('inputs', 'a leading batch dimension of 2', 'shape [1, 4]')],
+    ['ids as floats', { batch: 1, inputs: text([1, 4], new Float32Array(4)) }, engineInvalid('inputs', 'integer token ids', 'float32 values')],
+    ['ids of another integer type', { batch: 1, inputs: text([1, 4], new Uint16Array(4)) }, engineInvalid('inputs.data', 'a BigInt64Array or Int32Array', 'Uint16Array of length 4')],
+    ['sequence too long', { batch: 1, inputs: text([1, 49], ids(49, 7n)) }, engineInvalid('inputs', 'a sequence of 1 to max_position_embeddings = 48 tokens', '49 tokens')],
+    ['named modality for a text model', { batch: 1, inputs: [{ name: 'image', shape: [1, 4], data: ids(4, 7n) }] }, engineInvalid('inputs', 'a single input tensor (this model has no modalities)', 'inputs named "image"')],
+    ['no inputs', { batch: 1, inputs: [] }, engineInvalid('inputs', 'at least one input', 'none')],
+    ['mask of the wrong type', { batch: 1, inputs: text([1, 4], ids(4, 7n)), attentionMask: new Int32Array(4) }, engineInvalid('attentionMask', 'a Uint8Array', 'Int32Array of length 4')],
+    ['mask of the wrong length', { batch: 1, inputs: text([1, 4], ids(4, 7n)), attentionMask: new Uint8Array(3).fill(1) }, engineInvalid('attentionMask', '4 values ([1, 4])', '3')],
+    ['all-padding mask', { batch: 1, inputs: text([1, 4], ids(4, 7n)), attentionMask: new Uint8Array(4) }, engineInvalid('attentionMask', 'at least one unmasked position per row', 'row 0 with every position masked')],
+    ['fractional batch', { batch: 1.5, inputs: text([1, 4], ids(4, 7n)) }, engineInvalid('request.batch', 'an integer in [1, 2^40]', 'number 1.5')],
+    ['points for a single output out of range', { batch: 1, inputs: text([1, 4], ids(4, 7n)), subsampledOutputPoints: [{ name: '', indices: new Int32Array([48]) }] }, engineInvalid('subsampledOutputPoints', 'indices in [0, 48)', '48 at position 0')],
+    ['points named for a single output', { batch: 1, inputs: text([1, 4], ids(4, 7n)), subsampledOutputPoints: [{ name: 'text', indices: new Int32Array([0]) }] }, engineInvalid('subsampledOutputPoints.text', 'no modality name (this model decodes a single output)', '"text"')],
+    ['no points', { batch: 1, inputs: text([1, 4], ids(4, 7n)), subsampledOutputPoints: [{ name: '', indices: new Int32Array(0) }] }, engineInvalid('subsampledOutputPoints', 'at least one point', 'none')],
+    ['outputs elsewhere', { batch: 1, inputs: text([1, 4], ids(4, 7n)), outputs: 'gpu' }, engineInvalid('outputs', "'host' or 'device'", 'string "gpu"')],
   ];
-  for (const [what, request] of bad) {
+  for (const [what, request, fields] of bad) {
     const error = await Promise.resolve()
       .then(() => native.forward(request as never))
       .then(() => null, (e: unknown) => e);
-    t.match(error, { code: 'ERR_PERCEIVER_INVALID_ARGUMENT' }, what);
+    t.match(error, fields, what);
+    // fromNativeError fills the typed error from the same fields.
+    t.match(fromNativeError(error), { ...fields, name: 'InvalidArgumentError', message: (error as Error).message }, `${what}: the typed error`);
   }
   const ok = await native.forward({ batch: 1, inputs: text([1, 4], ids(4, 7n)) as never });
   t.same(ok.logits[0]!.shape, [1, 48, 262], 'the engine still runs');
+  const encoded = await native.encode({ batch: 1, inputs: text([1, 4], ids(4, 7n)) as never });
+  encoded.encoding.dispose();
+  const disposed = await Promise.resolve()
+    .then(() => native.decode(encoded.encoding, {}))
+    .then(() => null, (e: unknown) => e);
+  t.match(disposed, { code: 'ERR_PERCEIVER_DISPOSED', argument: 'the encoding', message: 'the encoding has been disposed and cannot be used any more' }, 'a disposed encoding');
+  t.match(fromNativeError(disposed), { name: 'DisposedError', message: 'the encoding has been disposed and cannot be used any more' });
+  native.dispose();
+  const gone = await Promise.resolve()
+    .then(() => native.forward({ batch: 1, inputs: text([1, 4], ids(4, 7n)) as never }))
+    .then(() => null, (e: unknown) => e);
+  t.match(gone, { code: 'ERR_PERCEIVER_DISPOSED', argument: 'the model' }, 'a disposed model');
+  t.notOk('expected' in (gone as object), 'a use after dispose carries no expected/actual');
+});
+
+t.test('native errors that are not about an argument carry a message only', async (t) => {
+  const { NativeModel } = loadAddon();
+  const error = (() => {
+    try {
+      new NativeModel({}, {}, { device: 'tpu' });
+    } catch (e) {
+      return e;
+    }
+  })();
+  t.match(error, { code: 'ERR_PERCEIVER_BACKEND_UNAVAILABLE', message: 'device "tpu" is unknown (expected cpu or cuda)' });
+  t.notOk('argument' in (error as object), 'no argument field');
+  t.type(fromNativeError(error), BackendUnavailableError);
+  const unknown = Object.assign(new Error('something odd'), { code: 'ERR_SOMETHING_ELSE' });
+  t.match(fromNativeError(unknown), { name: 'NativeError', message: 'something odd', cause: unknown }, 'an unknown code: NativeError, with the original as cause');
+  const prototypeName = Object.assign(new Error('x'), { code: 'toString' });
+  t.match(fromNativeError(prototypeName), { name: 'NativeError' }, 'a code that is a prototype name is not a lookup hit');
 });
 
 t.test('device and dtype options', async (t) => {

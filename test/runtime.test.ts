@@ -74,10 +74,10 @@ t.test('planArena: tensors live at the same time never share bytes; the peak is 
   t.equal(chain.peakBytes, 2 * aligned(size, 256), 'a chain needs two tensors of room, not ten');
   t.same(addon.planArena({ bytes: [], first: [], last: [] }), { offsets: [], peakBytes: 0, liveBoundBytes: 0 }, 'nothing to place');
   const invalid = { code: 'ERR_PERCEIVER_INVALID_ARGUMENT' };
-  t.throws(() => addon.planArena({ bytes: [4], first: [3], last: [2] }), { ...invalid, message: /released before it is allocated/ }, 'released before allocated');
+  t.throws(() => addon.planArena({ bytes: [4], first: [3], last: [2] }), { ...invalid, message: /for planArena\.last\[0\]/ }, 'released before allocated');
   t.throws(() => addon.planArena({ bytes: [4], first: [0], last: [1], alignment: 3 }), { ...invalid, message: /power of two/ }, 'alignment not a power of two');
-  t.throws(() => addon.planArena({ bytes: [-1], first: [0], last: [1] }), { ...invalid, message: /non-negative integers/ }, 'negative size');
-  t.throws(() => addon.planArena({ bytes: [1, 2], first: [0], last: [1] }), { ...invalid, message: /one length/ }, 'lengths differ');
+  t.throws(() => addon.planArena({ bytes: [-1], first: [0], last: [1] }), { ...invalid, message: /non-negative integer/ }, 'negative size');
+  t.throws(() => addon.planArena({ bytes: [1, 2], first: [0], last: [1] }), { ...invalid, message: /one per size/ }, 'lengths differ');
   t.throws(() => addon.planArena({ bytes: 'x' as unknown as number[], first: [], last: [] }), invalid, 'not an array');
 });
 

@@ -13,7 +13,7 @@ import {
   type FourierPositionEncodingOptions,
   type TrainablePositionEncodingOptions,
 } from './position_encodings.js';
-import type { DecoderSpec, LinearSpec, QuerySpec } from './spec.js';
+import type { BasicDecoderSpec, DecoderSpec, LinearSpec, QuerySpec } from './spec.js';
 import type { WeightStore } from './weights.js';
 
 export interface PerceiverDecoder {
@@ -116,8 +116,13 @@ export class PerceiverBasicDecoder implements PerceiverDecoder {
     };
   }
 
+  /** This decoder for the engine, as held by the decoders built on it. */
+  basicSpec(weights: WeightStore, prefix: string): BasicDecoderSpec {
+    return { queries: this.querySpec(weights, prefix), ...this.layerSpecs(weights, prefix) };
+  }
+
   spec(weights: WeightStore, prefix: string): DecoderSpec {
-    return { type: 'basic', queries: this.querySpec(weights, prefix), ...this.layerSpecs(weights, prefix), output: 'sequence' };
+    return { type: 'basic', ...this.basicSpec(weights, prefix) };
   }
 }
 
@@ -145,7 +150,7 @@ export class PerceiverClassificationDecoder implements PerceiverDecoder {
   }
 
   spec(weights: WeightStore, prefix: string): DecoderSpec {
-    return { ...(this.decoder.spec(weights, `${prefix}.decoder`) as DecoderSpec & { type: 'basic' }), output: 'first' };
+    return { type: 'classification', decoder: this.decoder.basicSpec(weights, `${prefix}.decoder`) };
   }
 }
 
@@ -179,13 +184,12 @@ export class PerceiverOpticalFlowDecoder implements PerceiverDecoder {
   }
 
   spec(weights: WeightStore, prefix: string): DecoderSpec {
+    // transformers' optical-flow decoder queries with the preprocessed frames themselves.
     return {
-      type: 'basic',
-      queries: { type: 'inputs' },
-      ...this.decoder.layerSpecs(weights, `${prefix}.decoder`),
-      output: 'flow',
+      type: 'opticalFlow',
+      decoder: { queries: { type: 'inputs' }, ...this.decoder.layerSpecs(weights, `${prefix}.decoder`) },
       rescaleFactor: this.rescaleFactor,
-      outputShape: this.outputImageShape,
+      outputImageShape: this.outputImageShape,
     };
   }
 }
@@ -225,7 +229,7 @@ export class PerceiverBasicVideoAutoencodingDecoder implements PerceiverDecoder 
   }
 
   spec(weights: WeightStore, prefix: string): DecoderSpec {
-    return { ...(this.decoder.spec(weights, `${prefix}.decoder`) as DecoderSpec & { type: 'basic' }), output: 'video', outputShape: this.outputShape };
+    return { type: 'basicVideoAutoencoding', decoder: this.decoder.basicSpec(weights, `${prefix}.decoder`), outputShape: this.outputShape };
   }
 }
 

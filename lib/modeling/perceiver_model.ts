@@ -509,9 +509,9 @@ export class PerceiverModel<L extends Logits = Tensor<'float32'>> {
     }
     let attentionMask: Uint8Array | undefined;
     if (call.attentionMask !== undefined && call.attentionMask !== null) {
-      // Text masks must match the ids; other models' masks are checked natively against the
-      // preprocessed sequence's length.
-      const seq = this.inputPreprocessor instanceof PerceiverTextPreprocessor ? inputs[0]!.shape[1]! : (call.attentionMask as Tensor).shape?.[1] ?? -1;
+      // The preprocessor says how long a mask row must be when it knows; otherwise the mask is
+      // checked natively against the preprocessed sequence's length.
+      const seq = this.inputPreprocessor.maskLength(inputs) ?? (call.attentionMask as Tensor).shape?.[1] ?? -1;
       attentionMask = keyMask(call.attentionMask, batch, seq);
       if (attentionMask) checkEngineBuffer('attentionMask', attentionMask);
     }

@@ -30,7 +30,7 @@ export class PerceiverEmbeddingDecoder implements PerceiverPostprocessor {
 
   spec(weights: WeightStore, prefix: string, inChannels: number): PostprocessorSpec {
     return {
-      type: 'linear',
+      type: 'embeddingDecoder',
       projection: {
         weight: weights.take(this.tiedEmbeddings, [this.vocabSize, inChannels]),
         bias: weights.take(`${prefix}.bias`, [this.vocabSize]),
@@ -52,7 +52,7 @@ export class PerceiverClassificationPostprocessor implements PerceiverPostproces
   }
 
   spec(weights: WeightStore, prefix: string): PostprocessorSpec {
-    return { type: 'first', projection: linear(weights, `${prefix}.classifier`, this.inChannels, this.config.num_labels) };
+    return { type: 'classification', projection: linear(weights, `${prefix}.classifier`, this.inChannels, this.config.num_labels) };
   }
 }
 
@@ -84,7 +84,7 @@ export class PerceiverProjectionPostprocessor implements PerceiverPostprocessor 
   }
 
   spec(weights: WeightStore, prefix: string): PostprocessorSpec {
-    return { type: 'linear', projection: linear(weights, `${prefix}.classifier`, this.inChannels, this.outChannels) };
+    return { type: 'projection', projection: linear(weights, `${prefix}.classifier`, this.inChannels, this.outChannels) };
   }
 }
 

@@ -30,6 +30,12 @@ export interface PerceiverPreprocessor {
   spec(weights: WeightStore, prefix: string): PreprocessorSpec;
   /** Validates the caller's inputs (named `argument` in errors) and builds the engine's request. */
   prepare(inputs: unknown, argument: string): { batch: number; inputs: NativeInput[] };
+  /**
+   * The length of a row of the attention mask for these prepared inputs: the positions the
+   * encoder attends to, when this preprocessor knows it before running; undefined when only the
+   * engine knows it (after patching, pooling or joining modalities), which then checks the mask.
+   */
+  maskLength(prepared: NativeInput[]): number | undefined;
 }
 
 const MASK_DTYPES = ['int64', 'int32', 'int8', 'uint8', 'bool', 'float32', 'float64'];
@@ -96,16 +102,14 @@ export class PerceiverTextPreprocessor implements PerceiverPreprocessor {
       throw new InvalidArgumentError(argument, 'shape [batch, sequence] with both at least 1', `shape [${ids.shape.join(', ')}]`);
     }
     const [batch, seq] = ids.shape as [number, number];
-    if (seq > this.maxPositionEmbeddings) {
-      throw new InvalidArgumentError(argument, `a sequence of at most max_position_embeddings = ${this.maxPositionEmbeddings} tokens`, `${seq} tokens`);
-    }
-    for (let i = 0; i < ids.size; i++) {
-      const id = Number(ids.data[i]);
-      if (!(id >= 0 && id < this.vocabSize)) {
-        throw new InvalidArgumentError(argument, `token ids in [0, ${this.vocabSize})`, `${id} at [${Math.floor(i / seq)}, ${i % seq}]`);
-      }
-    }
+    // The sequence's length and each id's range are checked once, by the engine, which must
+    // (they index its tables): native/src/model/preprocessors.cc.
     return { batch, inputs: [{ name: '', shape: [batch, seq], data: ids.data as BigInt64Array | Int32Array }] };
+  }
+
+  /** One position per token. */
+  maskLength(prepared: NativeInput[]): number {
+    return prepared[0]!.shape[1]!;
   }
 }
 
@@ -168,16 +172,18 @@ export class PerceiverImagePreprocessor implements PerceiverPreprocessor {
     });
   }
 
-  /** transformers' num_channels: feature channels (for the prep type) plus the position encoding's. */
+  /** The channels per position before the positions join them (for the prep type), as transformers counts them. */
+  get featureChannels(): number {
+    const isTemporal = this.positionEmbeddings.encoding.numDimensions > 2;
+    if (this.convAfterPatching || this.prepType === 'conv1x1' || this.prepType === 'conv') return this.outChannels;
+    if (this.prepType === 'pixels') return isTemporal ? this.inChannels : Math.ceil(this.inChannels / this.spatialDownsample);
+    return this.inChannels * this.spatialDownsample ** 2 * (isTemporal ? this.temporalDownsample : 1);
+  }
+
+  /** transformers' num_channels: feature channels plus the position encoding's, or the position encoding's when added. */
   get numChannels(): number {
     const pos = this.positionEmbeddings.outputSize();
-    if (this.concatOrAdd === 'add') return pos;
-    const isTemporal = this.positionEmbeddings.encoding.numDimensions > 2;
-    let features: number;
-    if (this.convAfterPatching || this.prepType === 'conv1x1' || this.prepType === 'conv') features = this.outChannels;
-    else if (this.prepType === 'pixels') features = isTemporal ? this.inChannels : Math.ceil(this.inChannels / this.spatialDownsample);
-    else features = this.inChannels * this.spatialDownsample ** 2 * (isTemporal ? this.temporalDownsample : 1);
-    return features + pos;
+    return this.concatOrAdd === 'add' ? pos : this.featureChannels + pos;
   }
 
   spec(weights: WeightStore, prefix: string): PreprocessorSpec {
@@ -218,6 +224,7 @@ export class PerceiverImagePreprocessor implements PerceiverPreprocessor {
           : null,
       position: this.positionEmbeddings.spec(weights, prefix),
       concatOrAdd: this.concatOrAdd,
+      featureChannels: this.featureChannels,
       numChannels: this.numChannels,
     };
   }
@@ -242,6 +249,11 @@ export class PerceiverImagePreprocessor implements PerceiverPreprocessor {
       throw new InvalidArgumentError(argument, `${this.inChannels} channels (shape ${video ? '[batch, frames, channels, height, width]' : '[batch, channels, height, width]'})`, `${channels} channels in shape [${t.shape.join(', ')}]`);
     }
     return { batch: t.shape[0]!, inputs: [nativeFloat('', t)] };
+  }
+
+  /** Known after the convolution, patching or pooling only. */
+  maskLength(): undefined {
+    return undefined;
   }
 }
 
@@ -300,6 +312,12 @@ export class PerceiverAudioPreprocessor implements PerceiverPreprocessor {
     }
     return { batch: t.shape[0]!, inputs: [nativeFloat('', t)] };
   }
+
+  /** One position per patch of samples_per_patch samples. */
+  maskLength(prepared: NativeInput[]): number {
+    const shape = prepared[0]!.shape;
+    return shape.slice(1).reduce((a, b) => a * b, 1) / this.samplesPerPatch;
+  }
 }
 
 /** transformers' PerceiverOneHotPreprocessor: a [batch, num_labels] vector as one position. */
@@ -320,6 +338,11 @@ export class PerceiverOneHotPreprocessor implements PerceiverPreprocessor {
       throw new InvalidArgumentError(argument, `a Tensor [batch, ${this.numChannels}] (num_labels)`, `shape [${t.shape.join(', ')}]`);
     }
     return { batch: t.shape[0]!, inputs: [nativeFloat('', t)] };
+  }
+
+  /** The label vector is one position. */
+  maskLength(): number {
+    return 1;
   }
 }
 
@@ -407,6 +430,17 @@ export class PerceiverMultimodalPreprocessor implements PerceiverPreprocessor {
     }
     return { batch, inputs };
   }
+
+  /** The modalities' positions joined, when each one knows its own. */
+  maskLength(prepared: NativeInput[]): number | undefined {
+    let total = 0;
+    for (const name of this.names) {
+      const length = this.modalities[name]!.maskLength(prepared.filter((input) => input.name === name));
+      if (length === undefined) return undefined;
+      total += length;
+    }
+    return total;
+  }
 }
 
 /**
@@ -426,6 +460,11 @@ export class PerceiverIdentityPreprocessor implements PerceiverPreprocessor {
       throw new InvalidArgumentError(argument, `a Tensor [batch, sequence, ${this.numChannels}] (config.d_model)`, `shape [${t.shape.join(', ')}]`);
     }
     return { batch: t.shape[0]!, inputs: [nativeFloat('', t)] };
+  }
+
+  /** The caller's sequence is what the encoder attends to. */
+  maskLength(prepared: NativeInput[]): number {
+    return prepared[0]!.shape[1]!;
   }
 }
 

@@ -317,28 +317,33 @@ export function loadAddon(): NativeAddon {
   }
 }
 
+/**
+ * What the addon sets on the errors it throws (native/src/napi/js_errors.cc): a `code`, and for the
+ * caller's mistakes what was wrong as data. `argument` names the weight of a weight mismatch and
+ * the disposed object of a use after dispose; `expected` and `actual` are absent on those codes
+ * that are not about an argument.
+ */
+export interface NativeErrorFields {
+  code?: string;
+  argument?: string;
+  expected?: string;
+  actual?: string;
+  message: string;
+}
+
+/** The typed error of each native code, built from the error's fields. */
+const typedErrorOf: Record<string, (e: NativeErrorFields) => PerceiverError> = {
+  ERR_PERCEIVER_INVALID_ARGUMENT: (e) => new InvalidArgumentError(e.argument ?? '', e.expected ?? '', e.actual ?? ''),
+  ERR_PERCEIVER_WEIGHT_MISMATCH: (e) => WeightMismatchError.expected(e.argument ?? '', e.expected ?? '', e.actual ?? ''),
+  ERR_PERCEIVER_OUT_OF_MEMORY: (e) => new OutOfMemoryError(e.message),
+  ERR_PERCEIVER_BACKEND_UNAVAILABLE: (e) => new BackendUnavailableError(e.message),
+  ERR_PERCEIVER_DISPOSED: (e) => new DisposedError(e.argument ?? ''),
+};
+
 /** Turns an error thrown by the addon (which carries a `code`) into the matching typed error. */
 export function fromNativeError(error: unknown): Error {
   if (!(error instanceof Error) || error instanceof PerceiverError) return error as Error;
-  const code = (error as Error & { code?: string }).code;
-  switch (code) {
-    case 'ERR_PERCEIVER_INVALID_ARGUMENT': {
-      // The engine's messages read "<argument>: <what is wrong>".
-      const argument = error.message.includes(': ') ? error.message.slice(0, error.message.indexOf(': ')) : 'arguments';
-      return new InvalidArgumentError(argument, 'a valid value', 'a value the engine rejected', error.message);
-    }
-    case 'ERR_PERCEIVER_WEIGHT_MISMATCH':
-      return new WeightMismatchError('(native)', error.message);
-    case 'ERR_PERCEIVER_OUT_OF_MEMORY':
-      return new OutOfMemoryError(error.message);
-    case 'ERR_PERCEIVER_BACKEND_UNAVAILABLE':
-      return new BackendUnavailableError(error.message);
-    case 'ERR_PERCEIVER_DISPOSED': {
-      // The engine's messages read "<what> has been disposed".
-      const at = error.message.indexOf(' has been disposed');
-      return new DisposedError(at > 0 ? error.message.slice(0, at) : 'the model');
-    }
-    default:
-      return new NativeError(error.message, { cause: error });
-  }
+  const fields = error as Error & NativeErrorFields;
+  const typed = typeof fields.code === 'string' && Object.hasOwn(typedErrorOf, fields.code) ? typedErrorOf[fields.code]! : undefined;
+  return typed ? typed(fields) : new NativeError(error.message, { cause: error });
 }

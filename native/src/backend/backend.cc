@@ -20,16 +20,15 @@ const char* DTypeName(DType dtype) {
   return "?";
 }
 
-std::string NonFiniteWeightMessage(const HostWeight& weight, int64_t index) {
+void ThrowNonFiniteWeight(const HostWeight& weight, int64_t index) {
   const float v = weight.data[index];
-  return "weight \"" + weight.name + "\": non-finite value " + (std::isnan(v) ? "NaN" : "Inf") + " at flat index " +
-         std::to_string(index) + "; weights must be finite";
+  ThrowInvalidArgument("weight \"" + weight.name + "\"", "finite values", std::string(std::isnan(v) ? "NaN" : "Inf") + " at flat index " + std::to_string(index));
 }
 
 void CheckFinite(const HostWeight& weight) {
   const int64_t n = weight.rows * weight.cols;
   for (int64_t i = 0; i < n; ++i) {
-    if (!std::isfinite(weight.data[i])) ThrowInvalidArgument(NonFiniteWeightMessage(weight, i));
+    if (!std::isfinite(weight.data[i])) ThrowNonFiniteWeight(weight, i);
   }
 }
 

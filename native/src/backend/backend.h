@@ -83,8 +83,8 @@ struct HostWeight {
 // Throws an invalid-argument EngineError naming the weight and the first non-finite value's
 // index. (The CPU backend checks while it copies; this is the separate pass for the others.)
 void CheckFinite(const HostWeight& weight);
-// The message both use.
-std::string NonFiniteWeightMessage(const HostWeight& weight, int64_t index);
+// The error both throw: an invalid argument naming the weight, the value and its index.
+[[noreturn]] void ThrowNonFiniteWeight(const HostWeight& weight, int64_t index);
 
 // Rows of a float32 matrix in backend memory: row r of batch item b starts at
 // data + b * batch_stride + r * ld. batch_stride 0 shares one block across the batch.

@@ -15,8 +15,11 @@ namespace {
 // A forward is hundreds of ops back to back, each split over the pool. Waking a sleeping thread
 // (a futex round trip, tens of microseconds on a VM) per op left a core idle about a tenth of the
 // time on the language model at batch 1; so workers, and a caller waiting for its chunks, spin
-// this long first (ONNX Runtime's pool spins too). Bounded, so an idle pool sleeps.
-constexpr auto kSpin = std::chrono::microseconds(200);
+// this long first (ONNX Runtime's pool spins too). Bounded, so an idle pool sleeps. 2 ms rather
+// than 200 us: on a loaded machine a worker that had gone to sleep between two ops often lost its
+// core for a whole scheduler slice (language batch 1 ran on 1.5 cores in one of two runs with
+// 200 us, on 1.87-1.93 with 2 ms; 2026-12-02).
+constexpr auto kSpin = std::chrono::microseconds(2000);
 
 inline void CpuRelax() {
 #if defined(__x86_64__) || defined(__i386__)

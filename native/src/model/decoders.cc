@@ -13,11 +13,11 @@ std::string PointsArg(const std::string& modality) {
 }
 
 void CheckPoints(const std::vector<int64_t>& points, int64_t total, const std::string& modality) {
-  if (points.empty()) ThrowInvalidArgument(PointsArg(modality) + ": expected at least one point");
+  if (points.empty()) ThrowInvalidArgument(PointsArg(modality), "at least one point", "none");
   for (size_t i = 0; i < points.size(); ++i) {
     if (points[i] < 0 || points[i] >= total) {
-      ThrowInvalidArgument(PointsArg(modality) + ": index " + std::to_string(points[i]) + " at position " + std::to_string(i) +
-                           " is outside [0, " + std::to_string(total) + ")");
+      ThrowInvalidArgument(PointsArg(modality), "indices in [0, " + std::to_string(total) + ")",
+                           std::to_string(points[i]) + " at position " + std::to_string(i));
     }
   }
 }
@@ -145,61 +145,98 @@ const std::vector<int64_t>* RequestedPoints(const DecodeContext& ctx, const std:
   return &it->second;
 }
 
+// transformers' PerceiverBasicDecoder: queries cross-attend to the latents, [batch, points, channels].
 class BasicDecoder final : public Decoder {
  public:
-  BasicDecoder(BasicDecoderSpec spec, std::unique_ptr<QueryBuilder> queries) : spec_(std::move(spec)), queries_(std::move(queries)) {}
+  BasicDecoder(CrossAttentionDecoderSpec cross, std::unique_ptr<QueryBuilder> queries) : cross_(std::move(cross)), queries_(std::move(queries)) {}
 
   Decoded Run(DecodeContext& ctx, const BackendTensor& latents) const override {
     for (const auto& [name, pts] : ctx.request.points) {
-      if (!name.empty()) ThrowInvalidArgument(PointsArg(name) + ": this model decodes a single output, not modality \"" + name + "\"");
+      if (!name.empty()) ThrowInvalidArgument(PointsArg(name), "no modality name (this model decodes a single output)", "\"" + name + "\"");
     }
     const int64_t total = queries_->num_points(ctx);
     const std::vector<int64_t>* points = RequestedPoints(ctx, "", total);
-    BackendTensor out = CrossAttend(ctx, spec_.cross, queries_->Build(ctx, points), latents);
-    const int64_t batch = ctx.batch, n = out.shape[1], c = out.shape[2];
+    BackendTensor out = CrossAttend(ctx, cross_, queries_->Build(ctx, points), latents);
     Decoded d;
-    d.modality_sizes = {{"", n}};
-    switch (spec_.output) {
-      case DecoderOutput::kSequence:
-        d.output_shape = {batch, n, c};
-        break;
-      case DecoderOutput::kFirstPosition: {
-        BackendTensor first = AllocateTensor(ctx.backend, {batch, 1, c});
-        const int64_t shape[2] = {batch, c}, src[2] = {n * c, 1}, dst[2] = {c, 1};
-        RunCopy(ctx.backend, first.data(), dst, out.data(), src, shape, 2);
-        out = first;
-        d.modality_sizes = {{"", 1}};
-        d.output_shape = {batch, c};
-        break;
-      }
-      case DecoderOutput::kOpticalFlow: {
-        ScaleOp scale;
-        scale.x = out.data();
-        scale.n = out.size();
-        scale.alpha = 1.0f / spec_.rescale;
-        ctx.backend.Run(scale);
-        d.output_shape = points ? std::vector<int64_t>{batch, n, c}
-                                : std::vector<int64_t>{batch, spec_.output_shape[0], spec_.output_shape[1], c};
-        if (!points && spec_.output_shape[0] * spec_.output_shape[1] != n) {
-          ThrowInvalidArgument("inputs: the frames give a " + std::to_string(n) + "-point flow field, which is not " +
-                               std::to_string(spec_.output_shape[0]) + "x" + std::to_string(spec_.output_shape[1]) +
-                               " (config.train_size); decode with subsampledOutputPoints for other sizes");
-        }
-        break;
-      }
-      case DecoderOutput::kVideo:
-        d.output_shape = points ? std::vector<int64_t>{batch, n, c}
-                                : std::vector<int64_t>{spec_.output_shape[0], spec_.output_shape[1], spec_.output_shape[2],
-                                                       spec_.output_shape[3], c};
-        break;
-    }
+    d.modality_sizes = {{"", out.shape[1]}};
+    d.output_shape = {ctx.batch, out.shape[1], out.shape[2]};
     d.values = out;
     return d;
   }
 
  private:
-  BasicDecoderSpec spec_;
+  CrossAttentionDecoderSpec cross_;
   std::unique_ptr<QueryBuilder> queries_;
+};
+
+// Whether the request subsampled the single output's points (the shapes then stay [batch, n, c]).
+bool Subsampled(const DecodeContext& ctx) { return ctx.request.points.count("") != 0; }
+
+// transformers' PerceiverClassificationDecoder.
+class ClassificationDecoder final : public Decoder {
+ public:
+  explicit ClassificationDecoder(std::unique_ptr<Decoder> decoder) : decoder_(std::move(decoder)) {}
+
+  Decoded Run(DecodeContext& ctx, const BackendTensor& latents) const override {
+    Decoded d = decoder_->Run(ctx, latents);
+    const int64_t batch = ctx.batch, n = d.values.shape[1], c = d.values.shape[2];
+    BackendTensor first = AllocateTensor(ctx.backend, {batch, 1, c});
+    const int64_t shape[2] = {batch, c}, src[2] = {n * c, 1}, dst[2] = {c, 1};
+    RunCopy(ctx.backend, first.data(), dst, d.values.data(), src, shape, 2);
+    d.values = first;
+    d.modality_sizes = {{"", 1}};
+    d.output_shape = {batch, c};
+    return d;
+  }
+
+ private:
+  std::unique_ptr<Decoder> decoder_;
+};
+
+// transformers' PerceiverOpticalFlowDecoder.
+class OpticalFlowDecoder final : public Decoder {
+ public:
+  OpticalFlowDecoder(std::unique_ptr<Decoder> decoder, float rescale_factor, std::vector<int64_t> output_image_shape)
+      : decoder_(std::move(decoder)), rescale_factor_(rescale_factor), output_image_shape_(std::move(output_image_shape)) {}
+
+  Decoded Run(DecodeContext& ctx, const BackendTensor& latents) const override {
+    Decoded d = decoder_->Run(ctx, latents);
+    const int64_t n = d.values.shape[1], c = d.values.shape[2], h = output_image_shape_[0], w = output_image_shape_[1];
+    if (!Subsampled(ctx) && h * w != n) {
+      ThrowInvalidArgument("inputs",
+                           "frames of config.train_size, " + std::to_string(h) + "x" + std::to_string(w) + " (decode with subsampledOutputPoints for other sizes)",
+                           "frames that give a " + std::to_string(n) + "-point flow field");
+    }
+    ScaleOp scale;
+    scale.x = d.values.data();
+    scale.n = d.values.size();
+    scale.alpha = 1.0f / rescale_factor_;
+    ctx.backend.Run(scale);
+    if (!Subsampled(ctx)) d.output_shape = {ctx.batch, h, w, c};
+    return d;
+  }
+
+ private:
+  std::unique_ptr<Decoder> decoder_;
+  float rescale_factor_;
+  std::vector<int64_t> output_image_shape_;
+};
+
+// transformers' PerceiverBasicVideoAutoencodingDecoder.
+class BasicVideoAutoencodingDecoder final : public Decoder {
+ public:
+  BasicVideoAutoencodingDecoder(std::unique_ptr<Decoder> decoder, std::vector<int64_t> output_shape)
+      : decoder_(std::move(decoder)), output_shape_(std::move(output_shape)) {}
+
+  Decoded Run(DecodeContext& ctx, const BackendTensor& latents) const override {
+    Decoded d = decoder_->Run(ctx, latents);
+    if (!Subsampled(ctx)) d.output_shape = {output_shape_[0], output_shape_[1], output_shape_[2], output_shape_[3], d.values.shape[2]};
+    return d;
+  }
+
+ private:
+  std::unique_ptr<Decoder> decoder_;
+  std::vector<int64_t> output_shape_;
 };
 
 class MultimodalDecoder final : public Decoder {
@@ -216,7 +253,7 @@ class MultimodalDecoder final : public Decoder {
   Decoded Run(DecodeContext& ctx, const BackendTensor& latents) const override {
     for (const auto& [name, pts] : ctx.request.points) {
       const bool known = std::any_of(modalities_.begin(), modalities_.end(), [&](const auto& m) { return m.name == name; });
-      if (!known) ThrowInvalidArgument(PointsArg(name) + ": this model has no output modality \"" + name + "\"");
+      if (!known) ThrowInvalidArgument(PointsArg(name), "an output modality of this model", "\"" + name + "\"");
     }
     Backend& be = ctx.backend;
     std::vector<DecoderQueries> parts;
@@ -274,7 +311,7 @@ class ProjectionDecoder final : public Decoder {
  public:
   explicit ProjectionDecoder(LinearWeights classifier) : classifier_(classifier) {}
   Decoded Run(DecodeContext& ctx, const BackendTensor& latents) const override {
-    if (!ctx.request.points.empty()) ThrowInvalidArgument("subsampledOutputPoints: a projection decoder has no output points to subsample");
+    if (!ctx.request.points.empty()) ThrowInvalidArgument("subsampledOutputPoints", "none (a projection decoder has no output points to subsample)", "some");
     const int64_t batch = latents.shape[0], n = latents.shape[1], d = latents.shape[2];
     BackendTensor mean = AllocateTensor(ctx.backend, {batch, 1, d});
     MeanRowsOp op;
@@ -304,8 +341,17 @@ std::unique_ptr<QueryBuilder> MakeFourierQueries(FourierSpec spec, std::vector<i
   return std::make_unique<FourierQueries>(std::move(spec), std::move(dims), std::move(key));
 }
 std::unique_ptr<QueryBuilder> MakeInputQueries(int64_t channels) { return std::make_unique<InputQueries>(channels); }
-std::unique_ptr<Decoder> MakeBasicDecoder(BasicDecoderSpec spec, std::unique_ptr<QueryBuilder> queries) {
-  return std::make_unique<BasicDecoder>(std::move(spec), std::move(queries));
+std::unique_ptr<Decoder> MakeBasicDecoder(CrossAttentionDecoderSpec cross, std::unique_ptr<QueryBuilder> queries) {
+  return std::make_unique<BasicDecoder>(std::move(cross), std::move(queries));
+}
+std::unique_ptr<Decoder> MakeClassificationDecoder(std::unique_ptr<Decoder> decoder) {
+  return std::make_unique<ClassificationDecoder>(std::move(decoder));
+}
+std::unique_ptr<Decoder> MakeOpticalFlowDecoder(std::unique_ptr<Decoder> decoder, float rescale_factor, std::vector<int64_t> output_image_shape) {
+  return std::make_unique<OpticalFlowDecoder>(std::move(decoder), rescale_factor, std::move(output_image_shape));
+}
+std::unique_ptr<Decoder> MakeBasicVideoAutoencodingDecoder(std::unique_ptr<Decoder> decoder, std::vector<int64_t> output_shape) {
+  return std::make_unique<BasicVideoAutoencodingDecoder>(std::move(decoder), std::move(output_shape));
 }
 std::unique_ptr<Decoder> MakeMultimodalDecoder(CrossAttentionDecoderSpec cross, std::vector<MultimodalDecoderModality> modalities,
                                                int64_t query_channels) {

@@ -73,14 +73,6 @@ struct CrossAttentionDecoderSpec {
   LinearWeights final_layer;  // optional
 };
 
-enum class DecoderOutput { kSequence, kFirstPosition, kOpticalFlow, kVideo };
-
-struct BasicDecoderSpec {
-  CrossAttentionDecoderSpec cross;
-  DecoderOutput output = DecoderOutput::kSequence;
-  float rescale = 1.0f;                 // optical flow divides its output by this
-  std::vector<int64_t> output_shape;    // optical flow [H, W] or video [B, T, H, W]
-};
 
 struct MultimodalDecoderModality {
   std::string name;
@@ -88,7 +80,16 @@ struct MultimodalDecoderModality {
   WeightRef padding;  // kValues [1, channels - queries channels]
 };
 
-std::unique_ptr<Decoder> MakeBasicDecoder(BasicDecoderSpec spec, std::unique_ptr<QueryBuilder> queries);
+// One class per transformers decoder, as in lib/modeling/decoders.ts: PerceiverBasicDecoder, and
+// the three built on one (which hold it as `decoder`, as transformers does).
+std::unique_ptr<Decoder> MakeBasicDecoder(CrossAttentionDecoderSpec cross, std::unique_ptr<QueryBuilder> queries);
+// The first position of the basic decoder's output, [batch, channels].
+std::unique_ptr<Decoder> MakeClassificationDecoder(std::unique_ptr<Decoder> decoder);
+// The basic decoder's output divided by rescale_factor, as an [batch, H, W, channels] field
+// (output_image_shape [H, W]) unless points were subsampled.
+std::unique_ptr<Decoder> MakeOpticalFlowDecoder(std::unique_ptr<Decoder> decoder, float rescale_factor, std::vector<int64_t> output_image_shape);
+// The basic decoder's output as [B, T, H, W, channels] (output_shape [B, T, H, W]) unless points were subsampled.
+std::unique_ptr<Decoder> MakeBasicVideoAutoencodingDecoder(std::unique_ptr<Decoder> decoder, std::vector<int64_t> output_shape);
 std::unique_ptr<Decoder> MakeMultimodalDecoder(CrossAttentionDecoderSpec cross, std::vector<MultimodalDecoderModality> modalities,
                                                int64_t query_channels);
 std::unique_ptr<Decoder> MakeProjectionDecoder(LinearWeights classifier);

@@ -28,8 +28,8 @@ size_t ElementBytes(FileDType dtype) {
   return 4;
 }
 
-[[noreturn]] void FailRead(const SourceWeight& source, const std::string& why) {
-  throw EngineError(ErrorCode::kWeightMismatch, "weight \"" + source.name + "\": cannot read its values from the checkpoint file (" + why + ")");
+[[noreturn]] void FailRead(const SourceWeight& source, const std::string& what_came) {
+  ThrowWeightMismatch(source.name, "its values from the checkpoint file", what_came);
 }
 
 // Reads exactly `size` bytes at `offset` of `fd` (retrying interrupted and partial reads).
@@ -50,9 +50,9 @@ void ReadExactly(const SourceWeight& source, int fd, uint64_t offset, unsigned c
 #else
     const ssize_t n = ::pread(fd, out + done, want, static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) FailRead(source, std::strerror(errno));
+    if (n < 0) FailRead(source, std::string("a read error: ") + std::strerror(errno));
 #endif
-    if (n == 0) FailRead(source, "the file ends before them; was it changed while loading?");
+    if (n == 0) FailRead(source, "the end of the file before them (was it changed while loading?)");
     done += static_cast<size_t>(n);
   }
 }
@@ -87,7 +87,7 @@ float HalfToFloat(uint16_t h) {
 std::vector<float> ReadWeightFile(const SourceWeight& source) {
   const WeightFileRange& file = *source.file;
   const int64_t count = source.rows * source.cols;
-  if (file.count != count || count < 0) FailRead(source, "its range holds " + std::to_string(file.count) + " values, expected " + std::to_string(count));
+  if (file.count != count || count < 0) ThrowWeightMismatch(source.name, std::to_string(count) + " values", "a checkpoint file range of " + std::to_string(file.count));
   std::vector<float> values(static_cast<size_t>(count));
   const size_t element = ElementBytes(file.dtype);
   if (file.dtype == FileDType::kFloat32) {

@@ -13,8 +13,7 @@ namespace perceiver {
 void InputArray::CheckFinite() const {
   for (size_t i = 0; i < values.size(); ++i) {
     if (!std::isfinite(values[i])) {
-      ThrowInvalidArgument(argument + ": non-finite value " + (std::isnan(values[i]) ? "NaN" : "Inf") + " at flat index " +
-                           std::to_string(i) + "; inputs must be finite");
+      ThrowInvalidArgument(argument, "finite values", std::string(std::isnan(values[i]) ? "NaN" : "Inf") + " at flat index " + std::to_string(i));
     }
   }
 }
@@ -109,7 +108,7 @@ BackendTensor PerceiverGraph::Upload(const std::vector<float>& host, std::vector
   return Guarded([&] {
     auto exclusive = Exclusive();
     BackendTensor t = AllocateTensor(*backend_, std::move(shape));
-    if (static_cast<size_t>(t.size()) != host.size()) ThrowInvalidArgument("tensor: the values do not fill its shape");
+    if (static_cast<size_t>(t.size()) != host.size()) ThrowInvalidArgument("tensor", std::to_string(t.size()) + " values (its shape)", std::to_string(host.size()));
     backend_->CopyFromHost(t.data(), host.data(), host.size());
     backend_->Synchronize();
     return t;
@@ -155,7 +154,7 @@ EncodeResult PerceiverGraph::Encode(const EncodeRequest& r) {
 }
 
 DecodeResult PerceiverGraph::Decode(const Encoding& encoding, const DecodeRequest& r) {
-  if (!parts_.decoder) ThrowInvalidArgument("decode: this model has no decoder");
+  if (!parts_.decoder) ThrowInvalidArgument("decode", "a model with a decoder", "a model without one");
   std::string key;
   AppendKey(key, r, encoding.batch);
   return OneCall(key, encoding.batch <= kReplayableBatch && !r.outputs_on_backend, [&] { return DecodeQueued(encoding, r); });
@@ -176,12 +175,14 @@ ForwardResult PerceiverGraph::Forward(const EncodeRequest& encode, const DecodeR
 
 EncodeResult PerceiverGraph::EncodeQueued(const EncodeRequest& r) {
   Backend& be = *backend_;
-  if (r.batch < 1) ThrowInvalidArgument("inputs: the batch must hold at least one item");
-  if (r.inputs.empty()) ThrowInvalidArgument("inputs: missing");
+  if (r.batch < 1) ThrowInvalidArgument("inputs", "a batch of at least one item", std::to_string(r.batch));
+  if (r.inputs.empty()) ThrowInvalidArgument("inputs", "at least one input", "none");
   for (const auto& [name, input] : r.inputs) input.CheckFinite();
   if (!parts_.multimodal_inputs) {
     if (r.inputs.size() != 1 || r.inputs.begin()->first != "") {
-      ThrowInvalidArgument("inputs: this model takes a single input tensor, not named modalities");
+      std::string names;
+      for (const auto& [name, input] : r.inputs) names += (names.empty() ? "\"" : ", \"") + name + "\"";
+      ThrowInvalidArgument("inputs", "a single input tensor (this model has no modalities)", "inputs named " + names);
     }
   }
 
@@ -193,8 +194,8 @@ EncodeResult PerceiverGraph::EncodeQueued(const EncodeRequest& r) {
   std::vector<int64_t> lengths;
   if (!r.key_mask.empty()) {
     if (static_cast<int64_t>(r.key_mask.size()) != batch * rows) {
-      ThrowInvalidArgument("attentionMask: expected " + std::to_string(batch * rows) + " values ([" + std::to_string(batch) +
-                           ", " + std::to_string(rows) + "]), got " + std::to_string(r.key_mask.size()));
+      ThrowInvalidArgument("attentionMask", std::to_string(batch * rows) + " values ([" + std::to_string(batch) + ", " + std::to_string(rows) + "])",
+                           std::to_string(r.key_mask.size()));
     }
     // A padded batch's mask (ones, then zeros) becomes per-item lengths: attention then skips
     // the padded keys instead of masking them.
@@ -207,7 +208,7 @@ EncodeResult PerceiverGraph::EncodeQueued(const EncodeRequest& r) {
       for (int64_t j = n; j < rows; ++j) {
         if (row[j] != 0) prefix = false, any = true;
       }
-      if (!any) ThrowInvalidArgument("attentionMask: row " + std::to_string(b) + " masks every position");
+      if (!any) ThrowInvalidArgument("attentionMask", "at least one unmasked position per row", "row " + std::to_string(b) + " with every position masked");
       lengths.push_back(n);
     }
     if (prefix) padding.lengths = lengths.data();

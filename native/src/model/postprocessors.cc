@@ -6,45 +6,72 @@ namespace perceiver {
 
 namespace {
 
-class LinearPostprocessor final : public Postprocessor {
- public:
-  LinearPostprocessor(LinearWeights projection, PostprocessorKind kind) : projection_(projection), kind_(kind) {}
+// What every one does first: the linear layer over each position, [batch, n, out].
+NamedOutput Project(Backend& be, const LinearWeights& projection, const std::string& name, const BackendTensor& values) {
+  NamedOutput out;
+  out.name = name;
+  out.values = ApplyLinear(be, projection, values);
+  out.shape = {values.shape[0], values.shape[1], projection.out};
+  return out;
+}
 
+class EmbeddingDecoder final : public Postprocessor {
+ public:
+  explicit EmbeddingDecoder(LinearWeights projection) : projection_(projection) {}
+  NamedOutput Run(Backend& be, const std::string& name, const BackendTensor& values) const override { return Project(be, projection_, name, values); }
+
+ private:
+  LinearWeights projection_;
+};
+
+class ClassificationPostprocessor final : public Postprocessor {
+ public:
+  explicit ClassificationPostprocessor(LinearWeights projection) : projection_(projection) {}
   NamedOutput Run(Backend& be, const std::string& name, const BackendTensor& values) const override {
-    const int64_t batch = values.shape[0], n = values.shape[1];
-    NamedOutput out;
-    out.name = name;
-    out.values = ApplyLinear(be, projection_, values);
-    const int64_t c = projection_.out;
-    switch (kind_) {
-      case PostprocessorKind::kLinear:
-        out.shape = {batch, n, c};
-        break;
-      case PostprocessorKind::kAudio:  // patches of samples back into one waveform per item
-        out.shape = {batch, n * c};
-        break;
-      case PostprocessorKind::kFirstPosition: {
-        BackendTensor first = AllocateTensor(be, {batch, c});
-        const int64_t shape[2] = {batch, c}, src[2] = {n * c, 1}, dst[2] = {c, 1};
-        RunCopy(be, first.data(), dst, out.values.data(), src, shape, 2);
-        out.values = first;
-        out.shape = {batch, c};
-        break;
-      }
-    }
+    NamedOutput out = Project(be, projection_, name, values);
+    const int64_t batch = values.shape[0], n = values.shape[1], c = projection_.out;
+    BackendTensor first = AllocateTensor(be, {batch, c});
+    const int64_t shape[2] = {batch, c}, src[2] = {n * c, 1}, dst[2] = {c, 1};
+    RunCopy(be, first.data(), dst, out.values.data(), src, shape, 2);
+    out.values = first;
+    out.shape = {batch, c};
     return out;
   }
 
  private:
   LinearWeights projection_;
-  PostprocessorKind kind_;
+};
+
+class AudioPostprocessor final : public Postprocessor {
+ public:
+  explicit AudioPostprocessor(LinearWeights projection) : projection_(projection) {}
+  NamedOutput Run(Backend& be, const std::string& name, const BackendTensor& values) const override {
+    NamedOutput out = Project(be, projection_, name, values);
+    out.shape = {values.shape[0], values.shape[1] * projection_.out};
+    return out;
+  }
+
+ private:
+  LinearWeights projection_;
+};
+
+class ProjectionPostprocessor final : public Postprocessor {
+ public:
+  explicit ProjectionPostprocessor(LinearWeights projection) : projection_(projection) {}
+  NamedOutput Run(Backend& be, const std::string& name, const BackendTensor& values) const override { return Project(be, projection_, name, values); }
+
+ private:
+  LinearWeights projection_;
 };
 
 }  // namespace
 
-std::unique_ptr<Postprocessor> MakeLinearPostprocessor(LinearWeights projection, PostprocessorKind kind) {
-  return std::make_unique<LinearPostprocessor>(projection, kind);
+std::unique_ptr<Postprocessor> MakeEmbeddingDecoder(LinearWeights projection) { return std::make_unique<EmbeddingDecoder>(projection); }
+std::unique_ptr<Postprocessor> MakeClassificationPostprocessor(LinearWeights projection) {
+  return std::make_unique<ClassificationPostprocessor>(projection);
 }
+std::unique_ptr<Postprocessor> MakeAudioPostprocessor(LinearWeights projection) { return std::make_unique<AudioPostprocessor>(projection); }
+std::unique_ptr<Postprocessor> MakeProjectionPostprocessor(LinearWeights projection) { return std::make_unique<ProjectionPostprocessor>(projection); }
 
 std::vector<NamedOutput> RunMultimodalPostprocessor(
     Backend& be, const std::vector<std::pair<std::string, std::unique_ptr<Postprocessor>>>& modalities, const Decoded& decoded) {

@@ -24,10 +24,16 @@ class Postprocessor {
   virtual NamedOutput Run(Backend& backend, const std::string& name, const BackendTensor& values) const = 0;
 };
 
-enum class PostprocessorKind { kLinear, kFirstPosition, kAudio };
-
-// All the single-modality postprocessors are a linear layer and a reshape.
-std::unique_ptr<Postprocessor> MakeLinearPostprocessor(LinearWeights projection, PostprocessorKind kind);
+// One class per transformers postprocessor, as in lib/modeling/postprocessors.ts; each is a linear
+// layer and a reshape.
+// PerceiverEmbeddingDecoder: [batch, n, vocab] (the projection holds the tied embeddings).
+std::unique_ptr<Postprocessor> MakeEmbeddingDecoder(LinearWeights projection);
+// PerceiverClassificationPostprocessor: the first position, [batch, labels].
+std::unique_ptr<Postprocessor> MakeClassificationPostprocessor(LinearWeights projection);
+// PerceiverAudioPostprocessor: patches of samples joined into one waveform, [batch, n * samples].
+std::unique_ptr<Postprocessor> MakeAudioPostprocessor(LinearWeights projection);
+// PerceiverProjectionPostprocessor: [batch, n, out].
+std::unique_ptr<Postprocessor> MakeProjectionPostprocessor(LinearWeights projection);
 
 // Splits the decoded rows by modality (in the decoder's order) and applies each one's postprocessor.
 std::vector<NamedOutput> RunMultimodalPostprocessor(Backend& backend,

@@ -24,7 +24,7 @@ void Copy3D(Backend& be, float* dst, const int64_t (&dst_strides)[3], const floa
 }
 
 const InputArray& FloatInput(const InputArray& input, const std::string& name) {
-  if (input.integer) ThrowInvalidArgument(Arg(name) + ": expected float32 values, got integers");
+  if (input.integer) ThrowInvalidArgument(Arg(name), "float32 values", "integers");
   return input;
 }
 
@@ -45,8 +45,7 @@ BackendTensor InputOnBackend(Backend& be, const InputArray& input, bool writable
 
 void CheckBatch(const InputArray& input, const std::string& name, int64_t batch) {
   if (input.shape.empty() || input.shape[0] != batch) {
-    ThrowInvalidArgument(Arg(name) + ": expected a leading batch dimension of " + std::to_string(batch) + ", got shape " +
-                         ShapeString(input.shape));
+    ThrowInvalidArgument(Arg(name), "a leading batch dimension of " + std::to_string(batch), "shape " + ShapeString(input.shape));
   }
 }
 
@@ -76,19 +75,25 @@ class TextPreprocessor final : public Preprocessor {
   int64_t channels() const override { return spec_.d_model; }
 
   EncoderInputs Run(PreprocessContext& ctx, const std::string& name, const InputArray& input) override {
-    if (!input.integer) ThrowInvalidArgument(Arg(name) + ": expected integer token ids");
-    if (input.shape.size() != 2) ThrowInvalidArgument(Arg(name) + ": expected shape [batch, sequence], got " + ShapeString(input.shape));
+    if (!input.integer) ThrowInvalidArgument(Arg(name), "integer token ids", "float32 values");
+    if (input.shape.size() != 2) ThrowInvalidArgument(Arg(name), "shape [batch, sequence]", "shape " + ShapeString(input.shape));
     CheckBatch(input, name, ctx.request.batch);
     const int64_t batch = input.shape[0], seq = input.shape[1];
-    if (seq < 1) ThrowInvalidArgument(Arg(name) + ": the sequence must hold at least one token");
-    if (seq > spec_.max_positions) {
-      ThrowInvalidArgument(Arg(name) + ": sequence length " + std::to_string(seq) + " exceeds max_position_embeddings " +
-                           std::to_string(spec_.max_positions));
+    // The one check of the sequence's length: each position indexes the position table.
+    if (seq < 1 || seq > spec_.max_positions) {
+      ThrowInvalidArgument(Arg(name), "a sequence of 1 to max_position_embeddings = " + std::to_string(spec_.max_positions) + " tokens",
+                           std::to_string(seq) + " tokens");
     }
+    // The one check of token ids (lib/modeling/preprocessors.ts leaves it here): each indexes the
+    // embedding table.
     for (size_t i = 0; i < input.ids.size(); ++i) {
-      if (input.ids[i] < 0 || input.ids[i] >= spec_.vocab_size) {
-        ThrowInvalidArgument(Arg(name) + ": token id " + std::to_string(input.ids[i]) + " at position " + std::to_string(i) +
-                             " is outside the vocabulary [0, " + std::to_string(spec_.vocab_size) + ")");
+      const int32_t id = input.ids[i];
+      if (id < 0 || id >= spec_.vocab_size) {
+        // Ids beyond int32 arrive as INT32_MIN (napi/native_model.cc).
+        const int64_t b = static_cast<int64_t>(i) / seq, j = static_cast<int64_t>(i) % seq;
+        ThrowInvalidArgument(Arg(name), "token ids in [0, " + std::to_string(spec_.vocab_size) + ")",
+                             (id == INT32_MIN ? std::string("an id beyond int32") : std::to_string(id)) + " at [" + std::to_string(b) + ", " +
+                                 std::to_string(j) + "]");
       }
     }
     EncoderInputs out;
@@ -120,8 +125,8 @@ class ImagePreprocessor final : public Preprocessor {
     Backend& be = ctx.backend;
     const size_t rank = input.shape.size();
     if (rank != 4 && rank != 5) {
-      ThrowInvalidArgument(Arg(name) + ": expected images [batch, channels, height, width] or video [batch, frames, channels, height, width], got shape " +
-                           ShapeString(input.shape));
+      ThrowInvalidArgument(Arg(name), "images [batch, channels, height, width] or video [batch, frames, channels, height, width]",
+                           "shape " + ShapeString(input.shape));
     }
     CheckBatch(input, name, ctx.request.batch);
     const int64_t channels_in = input.shape[rank - 3];
@@ -129,11 +134,11 @@ class ImagePreprocessor final : public Preprocessor {
     // (optical flow's 27 values per pixel); everything else reads in_channels.
     const bool any_channels = spec_.prep == ImagePreprocessorSpec::Prep::kPatches && spec_.conv_after_patching.present();
     if (!any_channels && channels_in != spec_.in_channels) {
-      ThrowInvalidArgument(Arg(name) + ": expected " + std::to_string(spec_.in_channels) + " channels, got " +
+      ThrowInvalidArgument(Arg(name), std::to_string(spec_.in_channels) + " channels",
                            std::to_string(channels_in) + " (shape " + ShapeString(input.shape) + ")");
     }
     for (int64_t d : input.shape) {
-      if (d < 1) ThrowInvalidArgument(Arg(name) + ": every dimension must be at least 1, got shape " + ShapeString(input.shape));
+      if (d < 1) ThrowInvalidArgument(Arg(name), "every dimension at least 1", "shape " + ShapeString(input.shape));
     }
     const BackendTensor x = InputOnBackend(be, input, /*writable=*/false);  // the image ops only read it
 
@@ -153,8 +158,8 @@ class ImagePreprocessor final : public Preprocessor {
     }
     // The encoder reads exactly num_channels per position: patches of another size cannot pass.
     if (features.shape[2] != spec_.feature_channels) {
-      ThrowInvalidArgument(Arg(name) + ": this input gives " + std::to_string(features.shape[2]) + " features per position, the model expects " +
-                           std::to_string(spec_.feature_channels) + " (shape " + ShapeString(input.shape) + ")");
+      ThrowInvalidArgument(Arg(name), std::to_string(spec_.feature_channels) + " features per position",
+                           std::to_string(features.shape[2]) + " (shape " + ShapeString(input.shape) + ")");
     }
     const BackendTensor pos = position_.ForGrid(ctx, index_dims, ctx.request.interpolate_pos_encoding, Arg(name));
     EncoderInputs out;
@@ -168,7 +173,7 @@ class ImagePreprocessor final : public Preprocessor {
   BackendTensor Convolve(PreprocessContext& ctx, const std::string& name, const BackendTensor& x,
                          std::vector<int64_t>* index_dims) {
     Backend& be = ctx.backend;
-    if (x.shape.size() != 4) ThrowInvalidArgument(Arg(name) + ": this preprocessor takes images [batch, channels, height, width], not video");
+    if (x.shape.size() != 4) ThrowInvalidArgument(Arg(name), "images [batch, channels, height, width] (this preprocessor takes no video)", "shape " + ShapeString(x.shape));
     const int64_t batch = x.shape[0], h = x.shape[2], w = x.shape[3], k = spec_.conv_kernel;
     const bool stem = spec_.prep == ImagePreprocessorSpec::Prep::kConv;
     // conv1x1 strides by spatial_downsample without padding; the conv stem is a 7x7 / 2 "same"
@@ -177,7 +182,7 @@ class ImagePreprocessor final : public Preprocessor {
     const int64_t pad_before = stem ? k / 2 + k % 2 - 1 : 0, pad_after = stem ? k / 2 : 0;
     const int64_t oh = (h + pad_before + pad_after - k) / stride + 1, ow = (w + pad_before + pad_after - k) / stride + 1;
     if (oh < (stem ? 3 : 1) || ow < (stem ? 3 : 1)) {
-      ThrowInvalidArgument(Arg(name) + ": the image is too small for this preprocessor, got " + ShapeString(x.shape));
+      ThrowInvalidArgument(Arg(name), "an image large enough for this preprocessor", "shape " + ShapeString(x.shape));
     }
     BackendTensor conv = AllocateTensor(be, {batch, oh, ow, spec_.out_channels});
     Conv2dOp op;
@@ -265,9 +270,9 @@ class ImagePreprocessor final : public Preprocessor {
     const int64_t t = video ? x.shape[1] : 1, ts = video ? spec_.temporal_downsample : 1;
     const int64_t c = x.shape[x.shape.size() - 3], h = x.shape[x.shape.size() - 2], w = x.shape[x.shape.size() - 1];
     if (h % s != 0 || w % s != 0 || t % ts != 0) {
-      ThrowInvalidArgument(Arg(name) + ": height and width must be multiples of " + std::to_string(s) +
-                           (video ? " and frames a multiple of " + std::to_string(ts) : std::string()) + ", got shape " +
-                           ShapeString(x.shape));
+      ThrowInvalidArgument(Arg(name),
+                           "height and width multiples of " + std::to_string(s) + (video ? " and frames a multiple of " + std::to_string(ts) : std::string()),
+                           "shape " + ShapeString(x.shape));
     }
     const int64_t t2 = t / ts, h2 = h / s, w2 = w / s, depth = ts * s * s * c;
     BackendTensor patches = AllocateTensor(be, {batch, t2 * h2 * w2, depth});
@@ -282,8 +287,8 @@ class ImagePreprocessor final : public Preprocessor {
     else *index_dims = {h2, w2};
     if (spec_.conv_after_patching.present()) {
       if (spec_.conv_after_patching.in != depth) {
-        ThrowInvalidArgument(Arg(name) + ": patches of " + std::to_string(depth) + " values do not fit the layer after patching, which takes " +
-                             std::to_string(spec_.conv_after_patching.in) + " (shape " + ShapeString(x.shape) + ")");
+        ThrowInvalidArgument(Arg(name), "patches of " + std::to_string(spec_.conv_after_patching.in) + " values (what the layer after patching takes)",
+                             std::to_string(depth) + " (shape " + ShapeString(x.shape) + ")");
       }
       return ApplyLinear(be, spec_.conv_after_patching, patches);
     }
@@ -302,12 +307,12 @@ class AudioPreprocessor final : public Preprocessor {
   EncoderInputs Run(PreprocessContext& ctx, const std::string& name, const InputArray& raw) override {
     const InputArray& input = FloatInput(raw, name);
     Backend& be = ctx.backend;
-    if (input.shape.size() < 2) ThrowInvalidArgument(Arg(name) + ": expected samples [batch, samples, 1], got shape " + ShapeString(input.shape));
+    if (input.shape.size() < 2) ThrowInvalidArgument(Arg(name), "samples [batch, samples, 1]", "shape " + ShapeString(input.shape));
     CheckBatch(input, name, ctx.request.batch);
     const int64_t batch = input.shape[0], per_item = input.size() / std::max<int64_t>(1, batch);
     if (per_item == 0 || per_item % spec_.samples_per_patch != 0) {
-      ThrowInvalidArgument(Arg(name) + ": the samples per item (" + std::to_string(per_item) + ") must be a positive multiple of samples_per_patch = " +
-                           std::to_string(spec_.samples_per_patch));
+      ThrowInvalidArgument(Arg(name), "samples per item a positive multiple of samples_per_patch = " + std::to_string(spec_.samples_per_patch),
+                           std::to_string(per_item));
     }
     const int64_t patches = per_item / spec_.samples_per_patch;
     // Adding the positions (rather than concatenating them) writes into the features.
@@ -334,7 +339,7 @@ class OneHotPreprocessor final : public Preprocessor {
   EncoderInputs Run(PreprocessContext& ctx, const std::string& name, const InputArray& raw) override {
     const InputArray& input = FloatInput(raw, name);
     if (input.shape.size() != 2 || input.shape[1] != num_labels_) {
-      ThrowInvalidArgument(Arg(name) + ": expected shape [batch, " + std::to_string(num_labels_) + "], got " + ShapeString(input.shape));
+      ThrowInvalidArgument(Arg(name), "shape [batch, " + std::to_string(num_labels_) + "]", "shape " + ShapeString(input.shape));
     }
     CheckBatch(input, name, ctx.request.batch);
     EncoderInputs out;
@@ -358,7 +363,7 @@ class IdentityPreprocessor final : public Preprocessor {
   EncoderInputs Run(PreprocessContext& ctx, const std::string& name, const InputArray& raw) override {
     const InputArray& input = FloatInput(raw, name);
     if (input.shape.size() != 3 || input.shape[1] < 1 || input.shape[2] != channels_) {
-      ThrowInvalidArgument(Arg(name) + ": expected shape [batch, sequence, " + std::to_string(channels_) + "], got " + ShapeString(input.shape));
+      ThrowInvalidArgument(Arg(name), "shape [batch, sequence, " + std::to_string(channels_) + "]", "shape " + ShapeString(input.shape));
     }
     CheckBatch(input, name, ctx.request.batch);
     EncoderInputs out;
@@ -383,13 +388,13 @@ class MultimodalPreprocessor final : public Preprocessor {
     const auto& inputs = ctx.request.inputs;
     for (const auto& [name, input] : inputs) {
       const bool known = std::any_of(modalities_.begin(), modalities_.end(), [&](const MultimodalModality& m) { return m.name == name; });
-      if (!known) ThrowInvalidArgument(Arg(name) + ": this model has no modality \"" + name + "\" (expected " + Expected() + ")");
+      if (!known) ThrowInvalidArgument(Arg(name), "a modality of this model (" + Expected() + ")", "\"" + name + "\"");
     }
     std::vector<EncoderInputs> parts;
     int64_t rows = 0;
     for (const MultimodalModality& m : modalities_) {
       auto it = inputs.find(m.name);
-      if (it == inputs.end()) ThrowInvalidArgument(Arg(m.name) + ": missing; this model needs every modality (" + Expected() + ")");
+      if (it == inputs.end()) ThrowInvalidArgument(Arg(m.name), "every modality of this model (" + Expected() + ")", "none");
       parts.push_back(m.preprocessor->Run(ctx, m.name, it->second));
       rows += parts.back().sequence.shape[1];
     }
@@ -454,8 +459,8 @@ BackendTensor PositionEncoder::ForGrid(PreprocessContext& ctx, const std::vector
   BackendTensor raw;
   if (spec_.kind == PositionEncodingSpec::Kind::kFourier) {
     if (index_dims.size() != spec_.fourier.max_resolution.size()) {
-      ThrowInvalidArgument(argument + ": a " + std::to_string(index_dims.size()) + "-D grid does not fit Fourier features over " +
-                           std::to_string(spec_.fourier.max_resolution.size()) + " dimensions");
+      ThrowInvalidArgument(argument, "a " + std::to_string(spec_.fourier.max_resolution.size()) + "-D grid (the Fourier features' dimensions)",
+                           "a " + std::to_string(index_dims.size()) + "-D grid");
     }
     std::vector<float> host(static_cast<size_t>(rows * spec_.fourier.OutputChannels()));
     FourierFeatures(GridPositions(index_dims).data(), rows, spec_.fourier, host.data());
@@ -468,8 +473,9 @@ BackendTensor PositionEncoder::ForGrid(PreprocessContext& ctx, const std::vector
   } else {
     const int64_t side = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(spec_.num_positions))));
     if (!interpolate || index_dims.size() != 2 || side * side != spec_.num_positions) {
-      ThrowInvalidArgument(argument + ": the input gives " + std::to_string(rows) + " positions but the model's learned position table has " +
-                           std::to_string(spec_.num_positions) + " (pass interpolatePosEncoding to resize it to another image size)");
+      ThrowInvalidArgument(argument,
+                           std::to_string(spec_.num_positions) + " positions, the model's learned position table (pass interpolatePosEncoding to resize it to another image size)",
+                           std::to_string(rows) + " positions");
     }
     std::vector<float> table(static_cast<size_t>(spec_.num_positions * spec_.trainable_channels));
     be.CopyToHost(table.data(), spec_.trainable->values(), table.size());

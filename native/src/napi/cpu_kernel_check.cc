@@ -347,7 +347,7 @@ void CheckRows(const Request& q, Result* res) {
       got.push_back(y[i]);
     }
   } else {
-    ThrowInvalidArgument("op: expected gemm_packed, gemm, layer_norm, gelu, exp, softmax, add or fma_peak, got " + q.op);
+    ThrowInvalidArgument("op", "gemm_packed, gemm, layer_norm, gelu, exp, softmax, add or fma_peak", "\"" + q.op + "\"");
   }
   Compare(want, got, res);
   res->outputs = m * n;
@@ -355,7 +355,7 @@ void CheckRows(const Request& q, Result* res) {
 
 void TimeFmaPeak(const Request& q, Result* res) {
   const KernelSet& ks = cpu::kernels::KernelsFor(q.isa);
-  if (!ks.fma_loop) ThrowInvalidArgument("fma_peak: the scalar kernels have no FMA loop");
+  if (!ks.fma_loop) ThrowInvalidArgument("isa", "a kernel set with an FMA loop for fma_peak", "the scalar kernels, which have none");
   const int64_t loops = 1 << 22;
   // Two threads on the checks' own pool (what bench/cpu_gemm.ts compares with); more on the
   // engine's pool, which is what the products of a forward run on.
@@ -384,13 +384,13 @@ class CpuKernelCheckWorker final : public Napi::AsyncWorker {
       else CheckRows(q_, &r_);
     } catch (...) {
       failed_ = true;
-      ClassifyException(std::current_exception(), &code_, &message_);
+      error_ = ClassifyException(std::current_exception());
     }
   }
   void OnOK() override {
     Napi::Env env = Env();
     if (failed_) {
-      deferred_.Reject(MakeJsError(env, code_, message_).Value());
+      deferred_.Reject(MakeJsError(env, error_).Value());
       return;
     }
     Napi::Object out = Napi::Object::New(env);
@@ -420,8 +420,7 @@ class CpuKernelCheckWorker final : public Napi::AsyncWorker {
   Request q_;
   Result r_;
   bool failed_ = false;
-  ErrorCode code_ = ErrorCode::kInternal;
-  std::string message_;
+  EngineError error_{ErrorCode::kInternal, "internal error: no result"};
 };
 
 int64_t IntField(Napi::Object o, const char* name, int64_t fallback, int64_t lo, int64_t hi) {
@@ -429,7 +428,7 @@ int64_t IntField(Napi::Object o, const char* name, int64_t fallback, int64_t lo,
   if (v.IsUndefined()) return fallback;
   const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
   if (!(d >= static_cast<double>(lo) && d <= static_cast<double>(hi) && std::floor(d) == d)) {
-    ThrowInvalidArgument(std::string(name) + ": expected an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    ThrowInvalidArgument(name, "an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]", DescribeJs(v));
   }
   return static_cast<int64_t>(d);
 }
@@ -437,7 +436,7 @@ int64_t IntField(Napi::Object o, const char* name, int64_t fallback, int64_t lo,
 bool BoolField(Napi::Object o, const char* name) {
   Napi::Value v = o.Get(name);
   if (v.IsUndefined()) return false;
-  if (!v.IsBoolean()) ThrowInvalidArgument(std::string(name) + ": expected a boolean");
+  if (!v.IsBoolean()) ThrowInvalidArgument(name, "a boolean", DescribeJs(v));
   return v.As<Napi::Boolean>().Value();
 }
 
@@ -450,7 +449,7 @@ std::string StringField(Napi::Object o, const char* name, const std::string& fal
   }
   std::string list;
   for (const char* a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
-  ThrowInvalidArgument(std::string(name) + ": expected one of " + list);
+  ThrowInvalidArgument(name, "one of " + list, DescribeJs(v));
 }
 
 }  // namespace
@@ -458,13 +457,13 @@ std::string StringField(Napi::Object o, const char* name, const std::string& fal
 Napi::Value CpuKernelCheck(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return GuardJs(env, [&]() -> Napi::Value {
-    if (info.Length() < 1 || !info[0].IsObject()) ThrowInvalidArgument("cpuKernelCheck({ op, ... }): expected an object");
+    if (info.Length() < 1 || !info[0].IsObject()) ThrowInvalidArgument("cpuKernelCheck({ op, ... })", "an object", info.Length() < 1 ? "no argument" : DescribeJs(info[0]));
     Napi::Object o = info[0].As<Napi::Object>();
     Request q;
     q.op = StringField(o, "op", "", {"gemm_packed", "gemm", "layer_norm", "gelu", "exp", "softmax", "add", "fma_peak"});
     const std::string isa = StringField(o, "isa", cpu::kernels::IsaName(cpu::kernels::DetectIsa()), {"scalar", "avx2", "avx512", "avx512-bf16"});
     cpu::kernels::ParseIsa(isa.c_str(), &q.isa);
-    if (!cpu::kernels::IsaSupported(q.isa)) ThrowInvalidArgument("isa: this CPU cannot run the " + isa + " kernels");
+    if (!cpu::kernels::IsaSupported(q.isa)) ThrowInvalidArgument("isa", "a kernel set this CPU can run", "\"" + isa + "\"");
     constexpr int64_t kMaxDim = 1 << 20;
     q.m = IntField(o, "m", 1, 1, kMaxDim);
     q.n = IntField(o, "n", 1, 1, kMaxDim);
@@ -473,12 +472,13 @@ Napi::Value CpuKernelCheck(const Napi::CallbackInfo& info) {
     q.ldb = IntField(o, "ldb", 0, 0, kMaxDim);
     q.ldc = IntField(o, "ldc", 0, 0, kMaxDim);
     if ((q.lda && q.lda < q.k) || (q.ldc && q.ldc < q.n) || (q.ldb && q.ldb < (o.Get("transposed").IsBoolean() && !o.Get("transposed").As<Napi::Boolean>().Value() ? q.n : q.k))) {
-      ThrowInvalidArgument("lda, ldb, ldc: expected 0 (tight) or at least the row they hold");
+      ThrowInvalidArgument("lda, ldb, ldc", "0 (tight) or at least the row they hold",
+                           std::to_string(q.lda) + ", " + std::to_string(q.ldb) + ", " + std::to_string(q.ldc));
     }
     // Every buffer the check allocates stays under 2^26 floats (256 MiB; a product holds up to
     // five), and the work under 2^40 multiply-adds (seconds, not hours).
     const int64_t largest = std::max({q.m * std::max({q.lda, q.ldc, q.k, q.n}), q.n * std::max(q.k, q.ldb), q.k * std::max(q.n, q.ldb)});
-    if (largest > (int64_t{1} << 26)) ThrowInvalidArgument("m, n, k: an operand would exceed 2^26 elements");
+    if (largest > (int64_t{1} << 26)) ThrowInvalidArgument("m, n, k", "operands of at most 2^26 elements", "one of " + std::to_string(largest));
     q.bias = BoolField(o, "bias");
     q.gelu = BoolField(o, "gelu");
     q.sum_out = BoolField(o, "sumOut");
@@ -489,7 +489,7 @@ Napi::Value CpuKernelCheck(const Napi::CallbackInfo& info) {
     Napi::Value alpha = o.Get("alpha");
     if (!alpha.IsUndefined()) {
       const double d = alpha.IsNumber() ? alpha.As<Napi::Number>().DoubleValue() : NAN;
-      if (!(std::abs(d) <= 1e6)) ThrowInvalidArgument("alpha: expected a finite number");
+      if (!(std::abs(d) <= 1e6)) ThrowInvalidArgument("alpha", "a finite number of magnitude at most 1e6", DescribeJs(alpha));
       q.alpha = static_cast<float>(d);
     }
     q.beta = static_cast<float>(IntField(o, "beta", 0, 0, 1));
@@ -498,7 +498,7 @@ Napi::Value CpuKernelCheck(const Napi::CallbackInfo& info) {
     q.iterations = static_cast<int>(IntField(o, "iterations", 0, 0, 1000));
     if (!o.Get("compareThreads").IsUndefined()) q.compare_threads = BoolField(o, "compareThreads");
     if (static_cast<double>(q.m) * q.n * q.k * (q.iterations + 2) > static_cast<double>(int64_t{1} << 40)) {
-      ThrowInvalidArgument("m, n, k, iterations: m n k (iterations + 2) must stay under 2^40 multiply-adds");
+      ThrowInvalidArgument("m, n, k, iterations", "m n k (iterations + 2) under 2^40 multiply-adds", "more");
     }
     auto* worker = new CpuKernelCheckWorker(env, std::move(q));
     Napi::Promise promise = worker->Promise();

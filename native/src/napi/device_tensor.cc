@@ -91,7 +91,7 @@ Napi::Object NativeDeviceTensor::Make(AddonState* state, std::shared_ptr<Perceiv
 Napi::Value NativeDeviceTensor::ToHost(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return GuardJs(env, [&]() -> Napi::Value {
-    if (!storage_) throw EngineError(ErrorCode::kDisposed, "the DeviceTensor has been disposed");
+    if (!storage_) ThrowDisposed("the DeviceTensor");
     // The copy runs on libuv's pool. The work holds its own share of the storage, so neither the
     // buffer nor its backend can go away during the copy (a dispose() meanwhile frees it after).
     std::shared_ptr<DeviceTensorStorage> storage = storage_;

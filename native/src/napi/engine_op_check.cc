@@ -58,7 +58,7 @@ void Compare(const std::vector<float>& got, const std::vector<double>& want, OpC
 }
 
 int64_t Size(const OpCheck& c, size_t i) {
-  if (i >= c.sizes.size()) ThrowInvalidArgument("sizes: too few for op " + c.op);
+  if (i >= c.sizes.size()) ThrowInvalidArgument("sizes", "at least " + std::to_string(i + 1) + " sizes for op " + c.op, std::to_string(c.sizes.size()));
   return c.sizes[i];
 }
 
@@ -66,7 +66,7 @@ int64_t Size(const OpCheck& c, size_t i) {
 OpCheckResult CheckLinear(Backend& be, const OpCheck& c) {
   const int64_t rows = Size(c, 0), in = Size(c, 1), out = Size(c, 2);
   const int64_t period = c.shared ? Size(c, 3) : 0;
-  if (period != 0 && rows % period != 0) ThrowInvalidArgument("sizes: rows must be a multiple of the period");
+  if (period != 0 && rows % period != 0) ThrowInvalidArgument("sizes", "rows a multiple of the period " + std::to_string(period), std::to_string(rows) + " rows");
   std::mt19937 rng(c.seed);
   const int64_t ldx = in + 3, ldy = out + 2, ldr = out + 5, res_rows = period ? period : rows;
   std::vector<float> x = Random(static_cast<size_t>(rows * ldx), rng), w = Random(static_cast<size_t>(out * in), rng, 1.0f / std::sqrt(static_cast<float>(in)));
@@ -155,7 +155,7 @@ OpCheckResult CheckLayerNorm(Backend& be, const OpCheck& c) {
 // shared by the batch (batch stride 0) when `shared`.
 OpCheckResult CheckAttention(Backend& be, const OpCheck& c) {
   const int64_t batch = Size(c, 0), heads = Size(c, 1), nq = Size(c, 2), nk = Size(c, 3), dqk = Size(c, 4), dv = Size(c, 5);
-  if (c.fused && nq != nk) ThrowInvalidArgument("sizes: a fused QKV buffer needs nq == nk");
+  if (c.fused && nq != nk) ThrowInvalidArgument("sizes", "nq == nk for a fused QKV buffer", "nq " + std::to_string(nq) + ", nk " + std::to_string(nk));
   std::mt19937 rng(c.seed);
   const int64_t wq = heads * dqk, wv = heads * dv;
   std::vector<float> qkv, q, kv;
@@ -243,27 +243,27 @@ OpCheckResult CheckAttention(Backend& be, const OpCheck& c) {
 Napi::Value EngineOpCheck(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return GuardJs(env, [&]() -> Napi::Value {
-    if (info.Length() < 1 || !info[0].IsObject()) ThrowInvalidArgument("engineOpCheck({ op, sizes, ... }): expected an object");
+    if (info.Length() < 1 || !info[0].IsObject()) ThrowInvalidArgument("engineOpCheck({ op, sizes, ... })", "an object", info.Length() < 1 ? "no argument" : DescribeJs(info[0]));
     Napi::Object o = info[0].As<Napi::Object>();
     auto check = std::make_shared<OpCheck>();
     Napi::Value op = o.Get("op");
-    if (!op.IsString()) ThrowInvalidArgument("op: expected linear, layer_norm or attention");
+    if (!op.IsString()) ThrowInvalidArgument("op", "linear, layer_norm or attention", DescribeJs(op));
     check->op = op.As<Napi::String>().Utf8Value();
     Napi::Value sizes = o.Get("sizes");
-    if (!sizes.IsArray()) ThrowInvalidArgument("sizes: expected an array of positive integers");
+    if (!sizes.IsArray()) ThrowInvalidArgument("sizes", "an array of positive integers", DescribeJs(sizes));
     Napi::Array list = sizes.As<Napi::Array>();
     for (uint32_t i = 0; i < list.Length() && i < 8; ++i) {
       Napi::Value v = list.Get(i);
       const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
-      if (!(d >= 0 && d <= 16384 && std::floor(d) == d)) ThrowInvalidArgument("sizes: expected integers in [0, 16384]");
+      if (!(d >= 0 && d <= 16384 && std::floor(d) == d)) ThrowInvalidArgument("sizes[" + std::to_string(i) + "]", "an integer in [0, 16384]", DescribeJs(v));
       check->sizes.push_back(static_cast<int64_t>(d));
     }
     double work = 1;  // the reference is naive: bound what one check may cost
     for (int64_t s : check->sizes) {
-      if (s == 0 && check->op != "linear") ThrowInvalidArgument("sizes: expected positive integers");
+      if (s == 0 && check->op != "linear") ThrowInvalidArgument("sizes", "positive integers for op " + check->op, "0");
       work *= std::max<int64_t>(1, s);
     }
-    if (work > 2e10) ThrowInvalidArgument("sizes: too much work for a reference check (the product of the sizes is above 2e10)");
+    if (work > 2e10) ThrowInvalidArgument("sizes", "a product of at most 2e10 (the work of a reference check)", std::to_string(work));
     check->gelu = o.Get("gelu").ToBoolean().Value();
     check->residual = o.Get("residual").ToBoolean().Value();
     check->shared = o.Get("shared").ToBoolean().Value();
@@ -272,7 +272,7 @@ Napi::Value EngineOpCheck(const Napi::CallbackInfo& info) {
     Napi::Value padding = o.Get("padding");
     if (padding.IsString()) check->padding = padding.As<Napi::String>().Utf8Value();
     if (check->padding != "none" && check->padding != "lengths" && check->padding != "mask") {
-      ThrowInvalidArgument("padding: expected none, lengths or mask");
+      ThrowInvalidArgument("padding", "none, lengths or mask", DescribeJs(padding));
     }
     Napi::Value seed = o.Get("seed");
     if (seed.IsNumber()) check->seed = seed.As<Napi::Number>().Uint32Value();
@@ -286,7 +286,7 @@ Napi::Value EngineOpCheck(const Napi::CallbackInfo& info) {
           if (check->op == "linear") return CheckLinear(*be, *check);
           if (check->op == "layer_norm") return CheckLayerNorm(*be, *check);
           if (check->op == "attention") return CheckAttention(*be, *check);
-          ThrowInvalidArgument("op: expected linear, layer_norm or attention");
+          ThrowInvalidArgument("op", "linear, layer_norm or attention", "\"" + check->op + "\"");
         },
         [](Napi::Env env, OpCheckResult& r) -> Napi::Value {
           Napi::Object out = Napi::Object::New(env);

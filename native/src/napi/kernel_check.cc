@@ -177,7 +177,7 @@ std::vector<float> RunOp(Backend& be, const CheckSpec& s, unsigned seed, int ite
       be.Run(copy);
     };
   } else {
-    ThrowInvalidArgument("op: expected layer_norm, gelu, linear, attention, conv2d or strided_copy");
+    ThrowInvalidArgument("op", "layer_norm, gelu, linear, attention, conv2d or strided_copy", "\"" + s.op + "\"");
   }
   op();
   be.Synchronize();
@@ -216,20 +216,20 @@ CheckResult RunCheck(const CheckSpec& spec) {
 Napi::Value KernelCheck(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return GuardJs(env, [&]() -> Napi::Value {
-    if (info.Length() < 1 || !info[0].IsObject()) ThrowInvalidArgument("kernelCheck({ op, sizes, iterations }): expected an object");
+    if (info.Length() < 1 || !info[0].IsObject()) ThrowInvalidArgument("kernelCheck({ op, sizes, iterations })", "an object", info.Length() < 1 ? "no argument" : DescribeJs(info[0]));
     Napi::Object o = info[0].As<Napi::Object>();
     CheckSpec s;
     Napi::Value op = o.Get("op");
-    if (!op.IsString()) ThrowInvalidArgument("op: expected a string");
+    if (!op.IsString()) ThrowInvalidArgument("op", "a string", DescribeJs(op));
     s.op = op.As<Napi::String>().Utf8Value();
     Napi::Value sizes = o.Get("sizes");
-    if (!sizes.IsArray()) ThrowInvalidArgument("sizes: expected an array of up to 6 positive integers");
+    if (!sizes.IsArray()) ThrowInvalidArgument("sizes", "an array of up to 6 positive integers", DescribeJs(sizes));
     Napi::Array list = sizes.As<Napi::Array>();
     int64_t* fields[6] = {&s.a, &s.b, &s.c, &s.d, &s.e, &s.f};
     for (uint32_t i = 0; i < list.Length() && i < 6; ++i) {
       Napi::Value v = list.Get(i);
       const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
-      if (!(d >= 1 && d <= (1 << 24) && std::floor(d) == d)) ThrowInvalidArgument("sizes: expected positive integers");
+      if (!(d >= 1 && d <= (1 << 24) && std::floor(d) == d)) ThrowInvalidArgument("sizes[" + std::to_string(i) + "]", "an integer in [1, 2^24]", DescribeJs(v));
       *fields[i] = static_cast<int64_t>(d);
     }
     Napi::Value dtype = o.Get("dtype");
@@ -239,7 +239,7 @@ Napi::Value KernelCheck(const Napi::CallbackInfo& info) {
       else if (name == "tfloat32") s.precision = Precision::kTfloat32;
       else if (name == "float16") s.precision = Precision::kFloat16;
       else if (name == "bfloat16") s.precision = Precision::kBfloat16;
-      else ThrowInvalidArgument("dtype: expected float32, tfloat32, float16 or bfloat16");
+      else ThrowInvalidArgument("dtype", "float32, tfloat32, float16 or bfloat16", DescribeJs(dtype));
     }
     Napi::Value iterations = o.Get("iterations");
     if (iterations.IsNumber()) s.iterations = std::max(0, std::min(1000, iterations.As<Napi::Number>().Int32Value()));

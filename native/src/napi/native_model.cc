@@ -44,17 +44,16 @@ Napi::Array TensorListToJs(Napi::Env env, std::vector<OutputTensor>& list, const
 }
 
 int64_t ReadDim(const Napi::Value& v, const std::string& what, int64_t min) {
-  if (!v.IsNumber()) ThrowInvalidArgument(what + ": expected an integer");
-  const double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= static_cast<double>(min) && d <= static_cast<double>(int64_t{1} << 40) && d == static_cast<double>(static_cast<int64_t>(d)))) {
-    ThrowInvalidArgument(what + ": expected an integer of at least " + std::to_string(min));
+  const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1.0;
+  if (!v.IsNumber() || !(d >= static_cast<double>(min) && d <= static_cast<double>(int64_t{1} << 40) && d == static_cast<double>(static_cast<int64_t>(d)))) {
+    ThrowInvalidArgument(what, "an integer in [" + std::to_string(min) + ", 2^40]", DescribeJs(v));
   }
   return static_cast<int64_t>(d);
 }
 
 // Integers from a BigInt64Array or Int32Array, with every value checked by `check`.
 std::vector<int64_t> ReadIntegers(const Napi::Value& v, const std::string& what) {
-  if (!v.IsTypedArray()) ThrowInvalidArgument(what + ": expected a BigInt64Array or Int32Array");
+  if (!v.IsTypedArray()) ThrowInvalidArgument(what, "a BigInt64Array or Int32Array", DescribeJs(v));
   Napi::TypedArray a = v.As<Napi::TypedArray>();
   std::vector<int64_t> out(a.ElementLength());
   if (a.TypedArrayType() == napi_bigint64_array) {
@@ -63,7 +62,7 @@ std::vector<int64_t> ReadIntegers(const Napi::Value& v, const std::string& what)
     const int32_t* src = v.As<Napi::Int32Array>().Data();
     for (size_t i = 0; i < out.size(); ++i) out[i] = src[i];
   } else {
-    ThrowInvalidArgument(what + ": expected a BigInt64Array or Int32Array");
+    ThrowInvalidArgument(what, "a BigInt64Array or Int32Array", DescribeJs(v));
   }
   return out;
 }
@@ -78,13 +77,13 @@ struct RequestContext {
 // preprocessor (its shape is the tensor's own).
 InputArray ReadDeviceInput(const Napi::Value& device, const std::string& what, const RequestContext& ctx) {
   if (!device.IsObject() || !device.As<Napi::Object>().InstanceOf(ctx.state->device_tensor_class.Value())) {
-    ThrowInvalidArgument(what + ": expected a DeviceTensor");
+    ThrowInvalidArgument(what, "a DeviceTensor", DescribeJs(device));
   }
   const std::shared_ptr<DeviceTensorStorage>& storage = NativeDeviceTensor::Unwrap(device.As<Napi::Object>())->storage();
-  if (!storage) throw EngineError(ErrorCode::kDisposed, "the DeviceTensor passed as " + what + " has been disposed");
+  if (!storage) ThrowDisposed("the DeviceTensor passed as " + what);
   if (storage->graph() != *ctx.graph) {
-    ThrowInvalidArgument(what + ": this DeviceTensor belongs to another model (" + storage->graph()->device_name() +
-                         "); pass a host Tensor, or a DeviceTensor from this model's upload() or outputs");
+    ThrowInvalidArgument(what, "a host Tensor, or a DeviceTensor from this model's upload() or outputs",
+                         "a DeviceTensor of another model (" + storage->graph()->device_name() + ")");
   }
   InputArray in;
   in.resident = storage->tensor();
@@ -98,20 +97,20 @@ InputArray ReadInput(const Napi::Object& js, const std::string& what, const Requ
   InputArray in;
   in.argument = what;
   Napi::Value shape = js.Get("shape");
-  if (!shape.IsArray()) ThrowInvalidArgument(what + ".shape: expected an array");
+  if (!shape.IsArray()) ThrowInvalidArgument(what + ".shape", "an array", DescribeJs(shape));
   Napi::Array dims = shape.As<Napi::Array>();
-  if (dims.Length() > 8) ThrowInvalidArgument(what + ".shape: at most 8 dimensions");
+  if (dims.Length() > 8) ThrowInvalidArgument(what + ".shape", "at most 8 dimensions", std::to_string(dims.Length()));
   int64_t count = 1;
   for (uint32_t i = 0; i < dims.Length(); ++i) {
     in.shape.push_back(ReadDim(dims.Get(i), what + ".shape[" + std::to_string(i) + "]", 0));
     count *= in.shape.back();
-    if (count > (int64_t{1} << 34)) ThrowInvalidArgument(what + ": too many elements");
+    if (count > (int64_t{1} << 34)) ThrowInvalidArgument(what + ".shape", "at most 2^34 elements", "more");
   }
   Napi::Value data = js.Get("data");
-  if (!data.IsTypedArray()) ThrowInvalidArgument(what + ".data: expected a typed array");
+  if (!data.IsTypedArray()) ThrowInvalidArgument(what + ".data", "a typed array", DescribeJs(data));
   Napi::TypedArray array = data.As<Napi::TypedArray>();
   if (static_cast<int64_t>(array.ElementLength()) != count) {
-    ThrowInvalidArgument(what + ": expected " + std::to_string(count) + " values for its shape, got " + std::to_string(array.ElementLength()));
+    ThrowInvalidArgument(what + ".data", std::to_string(count) + " values (its shape)", std::to_string(array.ElementLength()));
   }
   if (array.TypedArrayType() == napi_float32_array) {
     // Copied here, on the main thread (a memcpy): the call then owns its inputs, whatever
@@ -123,8 +122,8 @@ InputArray ReadInput(const Napi::Object& js, const std::string& what, const Requ
     in.integer = true;
     const std::vector<int64_t> ids = ReadIntegers(data, what + ".data");
     in.ids.resize(ids.size());
-    // Out-of-range values become -1, which every vocabulary check rejects.
-    for (size_t i = 0; i < ids.size(); ++i) in.ids[i] = (ids[i] < 0 || ids[i] > INT32_MAX) ? -1 : static_cast<int32_t>(ids[i]);
+    // Values beyond int32 become INT32_MIN, which every vocabulary check rejects (and names as such).
+    for (size_t i = 0; i < ids.size(); ++i) in.ids[i] = (ids[i] < INT32_MIN + 1 || ids[i] > INT32_MAX) ? INT32_MIN : static_cast<int32_t>(ids[i]);
   }
   return in;
 }
@@ -134,7 +133,7 @@ bool ReadOutputsOnBackend(const Napi::Object& js) {
   Napi::Value outputs = js.Get("outputs");
   if (outputs.IsUndefined() || outputs.IsNull()) return false;
   const std::string placement = outputs.IsString() ? outputs.As<Napi::String>().Utf8Value() : "";
-  if (placement != "host" && placement != "device") ThrowInvalidArgument("outputs: expected 'host' or 'device'");
+  if (placement != "host" && placement != "device") ThrowInvalidArgument("outputs", "'host' or 'device'", DescribeJs(outputs));
   return placement == "device";
 }
 
@@ -142,21 +141,21 @@ EncodeRequest ReadEncodeRequest(const Napi::Object& js, const RequestContext& ct
   EncodeRequest r;
   r.batch = ReadDim(js.Get("batch"), "request.batch", 1);
   Napi::Value inputs = js.Get("inputs");
-  if (!inputs.IsArray()) ThrowInvalidArgument("inputs: expected an array of {name, shape, data}");
+  if (!inputs.IsArray()) ThrowInvalidArgument("inputs", "an array of {name, shape, data}", DescribeJs(inputs));
   Napi::Array list = inputs.As<Napi::Array>();
   for (uint32_t i = 0; i < list.Length(); ++i) {
     Napi::Value item = list.Get(i);
-    if (!item.IsObject()) ThrowInvalidArgument("inputs[" + std::to_string(i) + "]: expected an object");
+    if (!item.IsObject()) ThrowInvalidArgument("inputs[" + std::to_string(i) + "]", "an object", DescribeJs(item));
     Napi::Object o = item.As<Napi::Object>();
     Napi::Value name = o.Get("name");
     const std::string key = name.IsString() ? name.As<Napi::String>().Utf8Value() : "";
-    if (r.inputs.count(key)) ThrowInvalidArgument("inputs: \"" + key + "\" given twice");
+    if (r.inputs.count(key)) ThrowInvalidArgument("inputs", "each name once", "\"" + key + "\" twice");
     r.inputs[key] = ReadInput(o, key.empty() ? "inputs" : "inputs." + key, &ctx);
   }
   Napi::Value mask = js.Get("attentionMask");
   if (!mask.IsUndefined() && !mask.IsNull()) {
     if (!mask.IsTypedArray() || mask.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
-      ThrowInvalidArgument("attentionMask: expected a Uint8Array");
+      ThrowInvalidArgument("attentionMask", "a Uint8Array", DescribeJs(mask));
     }
     Napi::Uint8Array m = mask.As<Napi::Uint8Array>();
     r.key_mask.assign(m.Data(), m.Data() + m.ElementLength());
@@ -174,11 +173,11 @@ DecodeRequest ReadDecodeRequest(const Napi::Object& js) {
   DecodeRequest r;
   Napi::Value points = js.Get("subsampledOutputPoints");
   if (!points.IsUndefined() && !points.IsNull()) {
-    if (!points.IsArray()) ThrowInvalidArgument("subsampledOutputPoints: expected an array of {name, indices}");
+    if (!points.IsArray()) ThrowInvalidArgument("subsampledOutputPoints", "an array of {name, indices}", DescribeJs(points));
     Napi::Array list = points.As<Napi::Array>();
     for (uint32_t i = 0; i < list.Length(); ++i) {
       Napi::Value item = list.Get(i);
-      if (!item.IsObject()) ThrowInvalidArgument("subsampledOutputPoints[" + std::to_string(i) + "]: expected an object");
+      if (!item.IsObject()) ThrowInvalidArgument("subsampledOutputPoints[" + std::to_string(i) + "]", "an object", DescribeJs(item));
       Napi::Object o = item.As<Napi::Object>();
       Napi::Value name = o.Get("name");
       const std::string key = name.IsString() ? name.As<Napi::String>().Utf8Value() : "";
@@ -253,7 +252,7 @@ NativeModel::NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Nati
   Napi::Env env = info.Env();
   GuardJs(env, [&]() -> Napi::Value {
     if (info.Length() < 3 || !info[0].IsObject() || !info[1].IsObject() || !info[2].IsObject()) {
-      ThrowInvalidArgument("NativeModel(spec, weights, options): expected three objects");
+      ThrowInvalidArgument("NativeModel(spec, weights, options)", "three objects", std::to_string(info.Length()) + " arguments, not all objects");
     }
     Napi::Object options = info[2].As<Napi::Object>();
     Napi::Value device = options.Get("device");
@@ -265,7 +264,7 @@ NativeModel::NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Nati
     else if (dtype_name == "tfloat32") precision = Precision::kTfloat32;
     else if (dtype_name == "float16") precision = Precision::kFloat16;
     else if (dtype_name == "bfloat16") precision = Precision::kBfloat16;
-    else ThrowInvalidArgument("dtype: expected float32, tfloat32, float16 or bfloat16");
+    else ThrowInvalidArgument("dtype", "float32, tfloat32, float16 or bfloat16", DescribeJs(dtype));
     if (device_name == "cpu") {
       if (precision != Precision::kFloat32 && precision != Precision::kBfloat16) {
         throw EngineError(ErrorCode::kBackendUnavailable, "dtype: the cpu backend computes in float32 or bfloat16");
@@ -294,8 +293,8 @@ NativeModel::NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Nati
 Napi::Value NativeModel::Load(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return GuardJs(env, [&]() -> Napi::Value {
-    if (disposed_) throw EngineError(ErrorCode::kDisposed, "the model has been disposed");
-    if (!pending_) ThrowInvalidArgument("load(): the model is already loaded or loading");
+    if (disposed_) ThrowDisposed("the model");
+    if (!pending_) ThrowInvalidArgument("load()", "one call", "a second call (the model is already loaded or loading)");
     std::shared_ptr<PendingLoad> pending = std::move(pending_);
     Napi::Object holder = Napi::Object::New(env);
     holder.Set("model", Value());
@@ -325,8 +324,8 @@ Napi::Value NativeModel::Load(const Napi::CallbackInfo& info) {
 }
 
 std::shared_ptr<PerceiverGraph> NativeModel::Usable() {
-  if (disposed_) throw EngineError(ErrorCode::kDisposed, "the model has been disposed");
-  if (!graph_) ThrowInvalidArgument("the model's weights are not loaded yet (await load())");
+  if (disposed_) ThrowDisposed("the model");
+  if (!graph_) ThrowInvalidArgument("the model", "its weights loaded (await load())", "a call before load() finished");
   return graph_;
 }
 
@@ -335,7 +334,7 @@ Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return GuardJs(env, [&]() -> Napi::Value {
     std::shared_ptr<PerceiverGraph> graph = Usable();
-    if (info.Length() < 1 || !info[0].IsObject()) ThrowInvalidArgument("forward(request): expected an object");
+    if (info.Length() < 1 || !info[0].IsObject()) ThrowInvalidArgument("forward(request)", "an object", info.Length() < 1 ? "no argument" : DescribeJs(info[0]));
     auto encode = std::make_shared<EncodeRequest>(ReadEncodeRequest(info[0].As<Napi::Object>(), RequestContext{state_, &graph}));
     auto decode = std::make_shared<DecodeRequest>(ReadDecodeRequest(info[0].As<Napi::Object>()));
     decode->output_attentions = encode->output_attentions;
@@ -364,7 +363,7 @@ Napi::Value NativeModel::Encode(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return GuardJs(env, [&]() -> Napi::Value {
     std::shared_ptr<PerceiverGraph> graph = Usable();
-    if (info.Length() < 1 || !info[0].IsObject()) ThrowInvalidArgument("encode(request): expected an object");
+    if (info.Length() < 1 || !info[0].IsObject()) ThrowInvalidArgument("encode(request)", "an object", info.Length() < 1 ? "no argument" : DescribeJs(info[0]));
     auto request = std::make_shared<EncodeRequest>(ReadEncodeRequest(info[0].As<Napi::Object>(), RequestContext{state_, &graph}));
     Napi::FunctionReference* encoding_class = &state_->encoding_class;
     const OutputOwner owner{state_, graph};
@@ -389,13 +388,13 @@ Napi::Value NativeModel::Decode(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return GuardJs(env, [&]() -> Napi::Value {
     std::shared_ptr<PerceiverGraph> graph = Usable();
-    if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsObject()) ThrowInvalidArgument("decode(encoding, request): expected two objects");
+    if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsObject()) ThrowInvalidArgument("decode(encoding, request)", "two objects", std::to_string(info.Length()) + " arguments, not all objects");
     Napi::Object handle = info[0].As<Napi::Object>();
-    if (!handle.InstanceOf(state_->encoding_class.Value())) ThrowInvalidArgument("encoding: expected the result of this model's encode()");
+    if (!handle.InstanceOf(state_->encoding_class.Value())) ThrowInvalidArgument("encoding", "the result of this model's encode()", DescribeJs(handle));
     NativeEncoding* native = NativeEncoding::Unwrap(handle);
-    if (!native->encoding()) throw EngineError(ErrorCode::kDisposed, "the encoding has been disposed");
-    if (native->graph() != graph) ThrowInvalidArgument("encoding: it was made by another model");
-    if (!graph->has_decoder()) ThrowInvalidArgument("decode: this model has no decoder");
+    if (!native->encoding()) ThrowDisposed("the encoding");
+    if (native->graph() != graph) ThrowInvalidArgument("encoding", "the result of this model's encode()", "an encoding made by another model");
+    if (!graph->has_decoder()) ThrowInvalidArgument("decode", "a model with a decoder", "a model without one");
     auto request = std::make_shared<DecodeRequest>(ReadDecodeRequest(info[1].As<Napi::Object>()));
     std::shared_ptr<Encoding> encoding = native->encoding();
     const OutputOwner owner{state_, graph};
@@ -419,9 +418,9 @@ Napi::Value NativeModel::Upload(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return GuardJs(env, [&]() -> Napi::Value {
     std::shared_ptr<PerceiverGraph> graph = Usable();
-    if (info.Length() < 1 || !info[0].IsObject()) ThrowInvalidArgument("upload(tensor): expected an object");
+    if (info.Length() < 1 || !info[0].IsObject()) ThrowInvalidArgument("upload(tensor)", "an object", info.Length() < 1 ? "no argument" : DescribeJs(info[0]));
     auto input = std::make_shared<InputArray>(ReadInput(info[0].As<Napi::Object>(), "tensor", nullptr));
-    if (input->integer) ThrowInvalidArgument("tensor: expected float32 values; token ids stay on the host");
+    if (input->integer) ThrowInvalidArgument("tensor", "float32 values (token ids stay on the host)", "integers");
     AddonState* state = state_;
     auto* worker = NewCall<BackendTensor>(
         env, this, Value(), state_, [graph, input]() {

@@ -87,7 +87,7 @@ class PromiseWorker final : public Napi::AsyncWorker {
       result_ = work_();
     } catch (...) {
       failed_ = true;
-      ClassifyException(std::current_exception(), &code_, &message_);
+      error_ = ClassifyException(std::current_exception());
     }
     state_->End();
   }
@@ -108,7 +108,7 @@ class PromiseWorker final : public Napi::AsyncWorker {
   // promise any more.
   void Settle(Napi::Env env) noexcept {
     try {
-      if (failed_) deferred_.Reject(MakeJsError(env, code_, message_).Value());
+      if (failed_) deferred_.Reject(MakeJsError(env, error_).Value());
       else deferred_.Resolve(settle_(env, result_));
       return;
     } catch (const Napi::Error& e) {
@@ -118,10 +118,7 @@ class PromiseWorker final : public Napi::AsyncWorker {
       }
     } catch (...) {
       try {
-        ErrorCode code;
-        std::string message;
-        ClassifyException(std::current_exception(), &code, &message);
-        deferred_.Reject(MakeJsError(env, code, message).Value());
+        deferred_.Reject(MakeJsError(env, ClassifyException(std::current_exception())).Value());
       } catch (...) {
       }
     }
@@ -136,8 +133,7 @@ class PromiseWorker final : public Napi::AsyncWorker {
   std::function<void()> finished_;
   Result result_;
   bool failed_ = false;
-  ErrorCode code_ = ErrorCode::kInternal;
-  std::string message_;
+  EngineError error_{ErrorCode::kInternal, "internal error: no result"};
 };
 
 }  // namespace perceiver

@@ -22,15 +22,16 @@ Napi::Object CountsToJs(Napi::Env env, const RuntimeCounts& c) {
 
 // A JavaScript array of non-negative integers (sizes, events).
 std::vector<double> ReadNumbers(const Napi::Value& v, const char* what) {
-  if (!v.IsArray()) ThrowInvalidArgument(std::string("planArena: ") + what + ": expected an array of numbers");
+  const std::string argument = std::string("planArena.") + what;
+  if (!v.IsArray()) ThrowInvalidArgument(argument, "an array of non-negative integers", "something else");
   Napi::Array a = v.As<Napi::Array>();
   std::vector<double> out(a.Length());
   for (uint32_t i = 0; i < a.Length(); ++i) {
     Napi::Value e = a.Get(i);
-    if (!e.IsNumber()) ThrowInvalidArgument(std::string("planArena: ") + what + ": expected an array of numbers");
+    if (!e.IsNumber()) ThrowInvalidArgument(argument + "[" + std::to_string(i) + "]", "a non-negative integer", "a non-number");
     const double d = e.As<Napi::Number>().DoubleValue();
     if (!(d >= 0 && d <= 9007199254740991.0 && d == static_cast<double>(static_cast<int64_t>(d)))) {
-      ThrowInvalidArgument(std::string("planArena: ") + what + ": expected non-negative integers, got " + std::to_string(d));
+      ThrowInvalidArgument(argument + "[" + std::to_string(i) + "]", "a non-negative integer", std::to_string(d));
     }
     out[i] = d;
   }
@@ -74,22 +75,28 @@ Napi::Value InjectDeviceFaultJs(const Napi::CallbackInfo& info) {
 Napi::Value PlanArenaJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return GuardJs(env, [&]() -> Napi::Value {
-    if (info.Length() < 1 || !info[0].IsObject()) ThrowInvalidArgument("planArena(request): expected an object");
+    if (info.Length() < 1 || !info[0].IsObject()) ThrowInvalidArgument("planArena(request)", "an object", "something else");
     Napi::Object r = info[0].As<Napi::Object>();
     const std::vector<double> bytes = ReadNumbers(r.Get("bytes"), "bytes"), first = ReadNumbers(r.Get("first"), "first"),
                               last = ReadNumbers(r.Get("last"), "last");
-    if (first.size() != bytes.size() || last.size() != bytes.size()) ThrowInvalidArgument("planArena: bytes, first and last must have one length");
+    if (first.size() != bytes.size() || last.size() != bytes.size()) {
+      ThrowInvalidArgument("planArena.first / last", std::to_string(bytes.size()) + " values each (one per size)",
+                           std::to_string(first.size()) + " and " + std::to_string(last.size()));
+    }
     size_t alignment = 256;
     if (Napi::Value a = r.Get("alignment"); !a.IsUndefined()) {
       const double d = a.IsNumber() ? a.As<Napi::Number>().DoubleValue() : 0;
       alignment = static_cast<size_t>(d);
       if (!(d >= 1 && d <= 65536 && static_cast<double>(alignment) == d && (alignment & (alignment - 1)) == 0)) {
-        ThrowInvalidArgument("planArena: alignment: expected a power of two up to 65536");
+        ThrowInvalidArgument("planArena.alignment", "a power of two up to 65536", std::to_string(d));
       }
     }
     std::vector<TensorLifetime> tensors(bytes.size());
     for (size_t i = 0; i < bytes.size(); ++i) {
-      if (last[i] < first[i]) ThrowInvalidArgument("planArena: tensor " + std::to_string(i) + " is released before it is allocated");
+      if (last[i] < first[i]) {
+        ThrowInvalidArgument("planArena.last[" + std::to_string(i) + "]", "at least first[" + std::to_string(i) + "] (" + std::to_string(first[i]) + ")",
+                             std::to_string(last[i]));
+      }
       tensors[i] = TensorLifetime{static_cast<size_t>(bytes[i]), static_cast<int64_t>(first[i]), static_cast<int64_t>(last[i])};
     }
     const ArenaPlan plan = perceiver::PlanArena(tensors, alignment);

@@ -6,126 +6,57 @@
 #include <utility>
 
 #include "core/engine_error.h"
+#include "napi/js_errors.h"
+#include "napi/spec_nodes.h"
 
 namespace perceiver {
 
 namespace {
 
-// Dimensions are bounded so that every product and BLAS argument fits comfortably.
-constexpr int64_t kMaxDim = int64_t{1} << 24;
-
-std::string Join(const std::string& path, const std::string& key) { return path + "." + key; }
-
-class SpecReader {
+// Builds the engine's modules from the spec's structs (napi/spec_nodes.h, which already checked
+// each field's type and range). What is checked here is what the fields mean together and what
+// memory safety needs: widths that agree, weights of the sizes the kernels will read. Each rule
+// is written once; TypeScript resolved the configuration (defaults, derived channel counts).
+class ModelBuilder {
  public:
-  SpecReader(const Napi::Object& weights, WeightLoadList& list) : weights_(weights), list_(list) {}
+  ModelBuilder(const Napi::Object& weights, WeightLoadList& list) : weights_(weights), list_(list) {}
 
-  bool Present(const Napi::Object& o, const char* key) {
-    Napi::Value v = o.Get(key);
-    return !v.IsNull() && !v.IsUndefined();
-  }
-
-  int64_t Dim(const Napi::Object& o, const char* key, const std::string& path, int64_t min = 1) {
-    Napi::Value v = o.Get(key);
-    if (!v.IsNumber()) ThrowInvalidArgument(Join(path, key) + ": expected an integer");
-    const double d = v.As<Napi::Number>().DoubleValue();
-    if (!(d >= static_cast<double>(min) && d <= static_cast<double>(kMaxDim) && std::floor(d) == d)) {
-      ThrowInvalidArgument(Join(path, key) + ": expected an integer in [" + std::to_string(min) + ", 2^24]");
-    }
-    return static_cast<int64_t>(d);
-  }
-
-  double Number(const Napi::Object& o, const char* key, const std::string& path, double min, double max) {
-    Napi::Value v = o.Get(key);
-    if (!v.IsNumber()) ThrowInvalidArgument(Join(path, key) + ": expected a number");
-    const double d = v.As<Napi::Number>().DoubleValue();
-    if (!(d >= min && d <= max)) ThrowInvalidArgument(Join(path, key) + ": out of range");
-    return d;
-  }
-
-  bool Bool(const Napi::Object& o, const char* key, const std::string& path) {
-    Napi::Value v = o.Get(key);
-    if (!v.IsBoolean()) ThrowInvalidArgument(Join(path, key) + ": expected a boolean");
-    return v.As<Napi::Boolean>().Value();
-  }
-
-  Napi::Object Obj(const Napi::Object& o, const char* key, const std::string& path) {
-    Napi::Value v = o.Get(key);
-    if (!v.IsObject() || v.IsArray()) ThrowInvalidArgument(Join(path, key) + ": expected an object");
-    return v.As<Napi::Object>();
-  }
-
-  Napi::Array Array(const Napi::Object& o, const char* key, const std::string& path) {
-    Napi::Value v = o.Get(key);
-    if (!v.IsArray()) ThrowInvalidArgument(Join(path, key) + ": expected an array");
-    return v.As<Napi::Array>();
-  }
-
-  Napi::Object Element(const Napi::Array& a, uint32_t i, const std::string& path) {
-    Napi::Value v = a.Get(i);
-    if (!v.IsObject() || v.IsArray()) ThrowInvalidArgument(path + "[" + std::to_string(i) + "]: expected an object");
-    return v.As<Napi::Object>();
-  }
-
-  std::vector<int64_t> Dims(const Napi::Object& o, const char* key, const std::string& path) {
-    Napi::Array a = Array(o, key, path);
-    if (a.Length() < 1 || a.Length() > 4) ThrowInvalidArgument(Join(path, key) + ": expected 1 to 4 dimensions");
-    std::vector<int64_t> dims;
-    for (uint32_t i = 0; i < a.Length(); ++i) {
-      Napi::Object holder = Napi::Object::New(o.Env());
-      holder.Set("d", a.Get(i));
-      dims.push_back(Dim(holder, "d", Join(path, key) + "[" + std::to_string(i) + "]"));
-    }
-    int64_t n = 1;
-    for (int64_t d : dims) {
-      n *= d;
-      if (n > kMaxDim * 64) ThrowInvalidArgument(Join(path, key) + ": too many points");
-    }
-    return dims;
-  }
-
-  std::string Str(const Napi::Object& o, const char* key, const std::string& path) {
-    Napi::Value v = o.Get(key);
-    if (!v.IsString()) ThrowInvalidArgument(Join(path, key) + ": expected a string");
-    return v.As<Napi::String>().Utf8Value();
-  }
-
-  // The weight named by o[key], which must hold exactly rows x cols values: a Float32Array (host
-  // memory, read on the loading thread while the caller keeps it alive) or a checkpoint file range
+  // The weight `w` names, which must hold exactly rows x cols values: a Float32Array (host memory,
+  // read on the loading thread while the caller keeps it alive) or a checkpoint file range
   // { fd, offset, dtype, length } (lib/io/safetensors.ts validated it against the file's header;
   // the loading thread re-checks what it reads).
-  SourceWeight Host(const Napi::Object& o, const char* key, const std::string& path, int64_t rows, int64_t cols) {
-    const std::string name = Str(o, key, path);
-    Napi::Value v = weights_.Get(name);
+  SourceWeight Host(const spec::WeightName& w, int64_t rows, int64_t cols) {
+    Napi::Value v = weights_.Get(w.name);
     SourceWeight h;
     h.rows = rows;
     h.cols = cols;
-    h.name = name;
+    h.name = w.name;
     if (v.IsObject() && !v.IsTypedArray() && v.As<Napi::Object>().Has("fd")) {
-      h.file = ReadFileRange(v.As<Napi::Object>(), name, rows * cols);
+      h.file = ReadFileRange(v.As<Napi::Object>(), w.name, rows * cols);
       return h;
     }
     if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
-      throw EngineError(ErrorCode::kWeightMismatch, "weight \"" + name + "\" (" + Join(path, key) + ") is missing or is not a Float32Array");
+      ThrowWeightMismatch(w.name, "a Float32Array or a checkpoint file range (for " + w.field + ")", DescribeJs(v));
     }
     Napi::Float32Array array = v.As<Napi::Float32Array>();
     bool detached = false;
     napi_is_detached_arraybuffer(array.Env(), array.ArrayBuffer(), &detached);
-    if (detached) throw EngineError(ErrorCode::kWeightMismatch, "weight \"" + name + "\": its ArrayBuffer has been detached");
+    if (detached) ThrowWeightMismatch(w.name, std::to_string(rows * cols) + " values", "a detached ArrayBuffer");
     if (static_cast<int64_t>(array.ElementLength()) != rows * cols) {
-      throw EngineError(ErrorCode::kWeightMismatch, "weight \"" + name + "\" holds " + std::to_string(array.ElementLength()) +
-                                                        " values, expected " + std::to_string(rows * cols));
+      ThrowWeightMismatch(w.name, std::to_string(rows * cols) + " values", std::to_string(array.ElementLength()));
     }
     h.data = array.Data();
     return h;
   }
 
   static std::shared_ptr<const WeightFileRange> ReadFileRange(const Napi::Object& o, const std::string& name, int64_t count) {
-    const std::string what = "weight \"" + name + "\" (a checkpoint file range)";
+    const std::string what = "weight \"" + name + "\" (a checkpoint file range)";  // the argument of its fields' errors
     auto integer = [&](const char* key, double max) {
       Napi::Value v = o.Get(key);
       const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1.0;
-      if (!(d >= 0.0 && d <= max && d == static_cast<double>(static_cast<int64_t>(d)))) ThrowInvalidArgument(what + "." + key + ": expected an integer");
+      if (!(d >= 0.0 && d <= max && d == static_cast<double>(static_cast<int64_t>(d)))) {
+        ThrowInvalidArgument(what + "." + key, "an integer in [0, " + std::to_string(static_cast<int64_t>(max)) + "]", DescribeJs(v));
+      }
       return static_cast<int64_t>(d);
     };
     auto range = std::make_shared<WeightFileRange>();
@@ -138,53 +69,47 @@ class SpecReader {
     else if (d == "float16") range->dtype = FileDType::kFloat16;
     else if (d == "bfloat16") range->dtype = FileDType::kBfloat16;
     else if (d == "float64") range->dtype = FileDType::kFloat64;
-    else ThrowInvalidArgument(what + ".dtype: expected float32, float16, bfloat16 or float64");
-    if (range->count != count) {
-      throw EngineError(ErrorCode::kWeightMismatch, "weight \"" + name + "\" holds " + std::to_string(range->count) + " values, expected " + std::to_string(count));
-    }
+    else ThrowInvalidArgument(what + ".dtype", "float32, float16, bfloat16 or float64", DescribeJs(dtype));
+    if (range->count != count) ThrowWeightMismatch(name, std::to_string(count) + " values", std::to_string(range->count));
     return range;
   }
 
   // A weight read element-wise (biases, LayerNorm, tables), loaded into backend memory.
-  WeightRef Values(const Napi::Object& o, const char* key, const std::string& path, int64_t rows, int64_t cols) {
-    SourceWeight h = Host(o, key, path, rows, cols);
+  WeightRef Values(const spec::WeightName& w, int64_t rows, int64_t cols) {
+    SourceWeight h = Host(w, rows, cols);
     return list_.Add({h}, h.name, WeightUse::kValues);
   }
-  WeightRef Values(const Napi::Object& o, const char* key, const std::string& path, int64_t count) {
-    return Values(o, key, path, 1, count);
-  }
 
-  // An optional {weight, bias, in, out}; in/out may be fixed by the caller (0 = read them).
+  // A linear layer's weights, checked to map `in` to `out` features (0: any).
   struct HostLinear {
     SourceWeight weight, bias;  // bias.present() false when absent
     int64_t in = 0, out = 0;
-    bool present = false;
   };
-  HostLinear ReadLinear(const Napi::Object& parent, const char* key, const std::string& parent_path, int64_t in, int64_t out) {
-    HostLinear w;
-    if (!Present(parent, key)) return w;
-    const std::string path = Join(parent_path, key);
-    Napi::Object o = Obj(parent, key, parent_path);
-    w.in = Dim(o, "in", path);
-    w.out = Dim(o, "out", path);
-    if ((in && w.in != in) || (out && w.out != out)) {
-      ThrowInvalidArgument(path + ": expected a " + std::to_string(in) + " -> " + (out ? std::to_string(out) : "any") +
-                           " projection, got " + std::to_string(w.in) + " -> " + std::to_string(w.out));
+  HostLinear Host(const spec::LinearSpec& l, const std::string& path, int64_t in, int64_t out) {
+    if ((in && l.in != in) || (out && l.out != out)) {
+      ThrowInvalidArgument(path, "a " + (in ? std::to_string(in) : std::string("any")) + " -> " + (out ? std::to_string(out) : "any") + " projection",
+                           std::to_string(l.in) + " -> " + std::to_string(l.out));
     }
-    w.weight = Host(o, "weight", path, w.out, w.in);
-    if (Present(o, "bias")) w.bias = Host(o, "bias", path, 1, w.out);
-    w.present = true;
-    return w;
+    HostLinear h;
+    h.in = l.in;
+    h.out = l.out;
+    h.weight = Host(l.weight, l.out, l.in);
+    if (l.bias.present()) h.bias = Host(l.bias, 1, l.out);
+    return h;
   }
 
   LinearWeights Load(const HostLinear& h) {
     LinearWeights w;
-    if (!h.present) return w;
     w.in = h.in;
     w.out = h.out;
     w.weight = list_.Add({h.weight}, h.weight.name, WeightUse::kMatrix);
     if (h.bias.present()) w.bias = list_.Add({h.bias}, h.bias.name, WeightUse::kValues);
     return w;
+  }
+
+  LinearWeights Linear(const spec::LinearSpec& l, const std::string& path, int64_t in, int64_t out) { return Load(Host(l, path, in, out)); }
+  LinearWeights Linear(const std::shared_ptr<spec::LinearSpec>& l, const std::string& path, int64_t in, int64_t out) {
+    return l ? Linear(*l, path, in, out) : LinearWeights();
   }
 
   // Projections that read the same input, fused into one product: weights stacked by rows (and
@@ -211,51 +136,44 @@ class SpecReader {
     return w;
   }
 
-  LinearWeights Linear(const Napi::Object& parent, const char* key, const std::string& parent_path, int64_t in, int64_t out) {
-    return Load(ReadLinear(parent, key, parent_path, in, out));
-  }
-
-  HostLinear RequiredHostLinear(const Napi::Object& parent, const char* key, const std::string& parent_path, int64_t in, int64_t out) {
-    if (!Present(parent, key)) ThrowInvalidArgument(Join(parent_path, key) + ": required");
-    return ReadLinear(parent, key, parent_path, in, out);
-  }
-  LinearWeights RequiredLinear(const Napi::Object& parent, const char* key, const std::string& parent_path, int64_t in, int64_t out) {
-    return Load(RequiredHostLinear(parent, key, parent_path, in, out));
-  }
-
-  LayerNormWeights LayerNorm(const Napi::Object& parent, const char* key, const std::string& parent_path, int64_t dim) {
-    const std::string path = Join(parent_path, key);
-    Napi::Object o = Obj(parent, key, parent_path);
+  LayerNormWeights LayerNorm(const spec::LayerNormSpec& l, const std::string& path, int64_t dim) {
+    if (l.dim != dim) ThrowInvalidArgument(path + ".dim", std::to_string(dim), std::to_string(l.dim));
     LayerNormWeights w;
-    w.dim = Dim(o, "dim", path);
-    if (w.dim != dim) ThrowInvalidArgument(path + ".dim: expected " + std::to_string(dim));
-    w.gamma = Values(o, "weight", path, dim);
-    w.beta = Values(o, "bias", path, dim);
+    w.dim = dim;
+    w.gamma = Values(l.weight, 1, dim);
+    w.beta = Values(l.bias, 1, dim);
     return w;
   }
 
-  PerceiverLayerSpec Layer(const Napi::Object& o, const std::string& path) {
+  PerceiverLayerSpec Layer(const spec::PerceiverLayerSpec& s, const std::string& path) {
     PerceiverLayerSpec L;
-    L.is_cross_attention = Bool(o, "isCrossAttention", path);
-    L.num_heads = Dim(o, "numHeads", path);
-    L.qk_channels = Dim(o, "qkChannels", path);
-    L.v_channels = Dim(o, "vChannels", path);
-    L.q_dim = Dim(o, "qDim", path);
-    L.kv_dim = Dim(o, "kvDim", path);
-    L.widening_factor = Dim(o, "wideningFactor", path);
-    L.use_query_residual = Bool(o, "useQueryResidual", path);
+    L.is_cross_attention = s.is_cross_attention;
+    L.num_heads = s.num_heads;
+    L.qk_channels = s.qk_channels;
+    L.v_channels = s.v_channels;
+    L.q_dim = s.q_dim;
+    L.kv_dim = s.kv_dim;
+    L.widening_factor = s.widening_factor;
+    L.use_query_residual = s.use_query_residual;
+    // The attention splits its channels evenly between the heads.
     if (L.qk_channels % L.num_heads != 0 || L.v_channels % L.num_heads != 0) {
-      ThrowInvalidArgument(path + ": qkChannels and vChannels must be multiples of numHeads");
+      ThrowInvalidArgument(path, "qkChannels and vChannels multiples of numHeads",
+                           std::to_string(L.qk_channels) + " and " + std::to_string(L.v_channels) + " for " + std::to_string(L.num_heads) + " heads");
     }
     // transformers projects cross-attention back to the query width, self-attention to vChannels,
     // and the MLP then works at the query width: self-attention needs vChannels == qDim.
     const int64_t out_channels = L.is_cross_attention ? L.q_dim : L.v_channels;
-    if (!L.is_cross_attention && L.v_channels != L.q_dim) ThrowInvalidArgument(path + ": a self-attention layer needs vChannels == qDim");
-    L.layernorm1 = LayerNorm(o, "layernorm1", path, L.q_dim);
-    if (L.is_cross_attention) L.layernorm2 = LayerNorm(o, "layernorm2", path, L.kv_dim);
-    const HostLinear query = RequiredHostLinear(o, "query", path, L.q_dim, L.qk_channels);
-    const HostLinear key = RequiredHostLinear(o, "key", path, L.kv_dim, L.qk_channels);
-    const HostLinear value = RequiredHostLinear(o, "value", path, L.kv_dim, L.v_channels);
+    if (!L.is_cross_attention && L.v_channels != L.q_dim) {
+      ThrowInvalidArgument(path, "vChannels == qDim in a self-attention layer", std::to_string(L.v_channels) + " and " + std::to_string(L.q_dim));
+    }
+    L.layernorm1 = LayerNorm(s.layernorm1, path + ".layernorm1", L.q_dim);
+    if (L.is_cross_attention) {
+      if (!s.layernorm2) ThrowInvalidArgument(path + ".layernorm2", "a LayerNorm of the keys and values (a cross-attention layer)", "null");
+      L.layernorm2 = LayerNorm(*s.layernorm2, path + ".layernorm2", L.kv_dim);
+    }
+    const HostLinear query = Host(s.query, path + ".query", L.q_dim, L.qk_channels);
+    const HostLinear key = Host(s.key, path + ".key", L.kv_dim, L.qk_channels);
+    const HostLinear value = Host(s.value, path + ".value", L.kv_dim, L.v_channels);
     if (L.is_cross_attention) {
       L.query = Load(query);
       L.kv = LoadFused({&key, &value});
@@ -269,291 +187,310 @@ class SpecReader {
     } else {
       L.qkv = LoadFused({&query, &key, &value});
     }
-    L.output = RequiredLinear(o, "output", path, L.v_channels, out_channels);
-    L.layernorm = LayerNorm(o, "layernorm", path, L.q_dim);
-    L.mlp_dense1 = RequiredLinear(o, "mlpDense1", path, L.q_dim, L.q_dim * L.widening_factor);
-    L.mlp_dense2 = RequiredLinear(o, "mlpDense2", path, L.q_dim * L.widening_factor, L.q_dim);
+    L.output = Linear(s.output, path + ".output", L.v_channels, out_channels);
+    L.layernorm = LayerNorm(s.layernorm, path + ".layernorm", L.q_dim);
+    L.mlp_dense1 = Linear(s.mlp_dense1, path + ".mlpDense1", L.q_dim, L.q_dim * L.widening_factor);
+    L.mlp_dense2 = Linear(s.mlp_dense2, path + ".mlpDense2", L.q_dim * L.widening_factor, L.q_dim);
     return L;
   }
 
-  PerceiverLayerSpec Layer(const Napi::Object& parent, const char* key, const std::string& parent_path) {
-    return Layer(Obj(parent, key, parent_path), Join(parent_path, key));
-  }
-
-  FourierSpec Fourier(const Napi::Object& o, const std::string& path) {
+  static FourierSpec Fourier(const spec::FourierSpec& s) {
     FourierSpec f;
-    f.num_bands = Dim(o, "numBands", path);
-    f.max_resolution = Dims(o, "maxResolution", path);
-    f.concat_pos = Bool(o, "concatPos", path);
-    f.sine_only = Bool(o, "sineOnly", path);
+    f.num_bands = s.num_bands;
+    f.max_resolution = s.max_resolution;
+    f.concat_pos = s.concat_pos;
+    f.sine_only = s.sine_only;
     return f;
   }
 
-  PositionEncoder Position(const Napi::Object& parent, const char* key, const std::string& parent_path) {
-    const std::string path = Join(parent_path, key);
-    Napi::Object o = Obj(parent, key, parent_path);
+  PositionEncoder Position(const spec::PositionSpec& s, const std::string& path) {
     PositionEncodingSpec p;
-    const std::string type = Str(o, "type", path);
-    if (type == "trainable") {
+    std::shared_ptr<spec::LinearSpec> projection;
+    if (s.type == spec::PositionSpec::Type::kTrainable) {
+      const spec::TrainablePositionSpec& t = *s.trainable_position;
       p.kind = PositionEncodingSpec::Kind::kTrainable;
-      p.num_positions = Dim(o, "numPositions", path);
-      p.trainable_channels = Dim(o, "numChannels", path);
-      p.trainable = Values(o, "weight", path, p.num_positions, p.trainable_channels);
-    } else if (type == "fourier") {
-      p.kind = PositionEncodingSpec::Kind::kFourier;
-      p.fourier = Fourier(o, path);
+      p.num_positions = t.num_positions;
+      p.trainable_channels = t.num_channels;
+      p.trainable = Values(t.weight, p.num_positions, p.trainable_channels);
+      projection = t.projection;
     } else {
-      ThrowInvalidArgument(path + ".type: unknown position encoding \"" + type + "\"");
+      p.kind = PositionEncodingSpec::Kind::kFourier;
+      p.fourier = Fourier(s.fourier_position->fourier);
+      projection = s.fourier_position->projection;
     }
+    // The encoding's own channels (Fourier: counted by the code that writes them) feed the projection.
     const int64_t raw = p.kind == PositionEncodingSpec::Kind::kTrainable ? p.trainable_channels : p.fourier.OutputChannels();
-    p.projection = Linear(o, "projection", path, raw, 0);
+    p.projection = Linear(projection, path + ".projection", raw, 0);
     return PositionEncoder(std::move(p), path + "#" + std::to_string(next_key_++));
   }
 
-  std::unique_ptr<perceiver::Preprocessor> ReadPreprocessor(const Napi::Object& o, const std::string& path, int64_t* channels) {
-    const std::string type = Str(o, "type", path);
-    if (type == "text") {
-      TextPreprocessorSpec t;
-      t.vocab_size = Dim(o, "vocabSize", path);
-      t.max_positions = Dim(o, "maxPositionEmbeddings", path);
-      t.d_model = Dim(o, "dModel", path);
-      t.embeddings = Values(o, "embeddings", path, t.vocab_size, t.d_model);
-      t.positions = Values(o, "positionEmbeddings", path, t.max_positions, t.d_model);
-      *channels = t.d_model;
-      return MakeTextPreprocessor(t);
-    }
-    if (type == "image") return ReadImage(o, path, channels);
-    if (type == "audio") {
-      AudioPreprocessorSpec a;
-      a.samples_per_patch = Dim(o, "samplesPerPatch", path);
-      PositionEncoder position = Position(o, "position", path);
-      a.concat_pos = ConcatOrAdd(o, path);
-      const int64_t pos = position.spec().OutputChannels();
-      if (!a.concat_pos && pos != a.samples_per_patch) ThrowInvalidArgument(path + ": adding positions needs as many channels as samples per patch");
-      a.num_channels = a.concat_pos ? a.samples_per_patch + pos : pos;
-      if (position.spec().kind == PositionEncodingSpec::Kind::kFourier && position.spec().fourier.max_resolution.size() != 1) {
-        ThrowInvalidArgument(path + ".position: audio positions are 1-D");
-      }
-      ExpectChannels(o, path, a.num_channels);
-      *channels = a.num_channels;
-      return MakeAudioPreprocessor(a, std::move(position));
-    }
-    if (type == "none") {
-      *channels = Dim(o, "numChannels", path);
-      return MakeIdentityPreprocessor(*channels);
-    }
-    if (type == "onehot") {
-      *channels = Dim(o, "numLabels", path);
-      return MakeOneHotPreprocessor(*channels);
-    }
-    if (type == "multimodal") {
-      const int64_t c = Dim(o, "numChannels", path);
-      Napi::Array list = Array(o, "modalities", path);
-      std::vector<MultimodalModality> modalities;
-      std::string previous;
-      for (uint32_t i = 0; i < list.Length(); ++i) {
-        const std::string mpath = path + ".modalities[" + std::to_string(i) + "]";
-        Napi::Object m = Element(list, i, path + ".modalities");
-        MultimodalModality mod;
-        mod.name = Str(m, "name", mpath);
-        if (mod.name.empty() || (i > 0 && mod.name <= previous)) ThrowInvalidArgument(mpath + ".name: modalities must be named and sorted");
-        previous = mod.name;
-        int64_t cm = 0;
-        mod.preprocessor = ReadPreprocessor(Obj(m, "preprocessor", mpath), Join(mpath, "preprocessor"), &cm);
-        if (cm > c) ThrowInvalidArgument(mpath + ": wider than the common width " + std::to_string(c));
-        if (cm < c) mod.padding = Values(m, "padding", mpath, c - cm);
-        if (Present(m, "mask")) {
-          mod.mask = Values(m, "mask", mpath, c);
-          mod.mask_probability = Number(m, "maskProbability", mpath, 0.0, 1.0);
-        }
-        modalities.push_back(std::move(mod));
-      }
-      if (modalities.empty()) ThrowInvalidArgument(path + ".modalities: expected at least one");
-      *channels = c;
-      return MakeMultimodalPreprocessor(std::move(modalities), c);
-    }
-    ThrowInvalidArgument(path + ".type: unknown preprocessor \"" + type + "\"");
+  // The width the preprocessor gives must be the one the spec declares: the encoder's weights are
+  // sized from it.
+  static void ExpectChannels(const std::string& path, int64_t declared, int64_t computed) {
+    if (declared != computed) ThrowInvalidArgument(path + ".numChannels", std::to_string(computed), std::to_string(declared));
   }
 
-  std::unique_ptr<perceiver::Preprocessor> ReadImage(const Napi::Object& o, const std::string& path, int64_t* channels) {
+  std::unique_ptr<Preprocessor> BuildPreprocessor(const spec::PreprocessorSpec& s, const std::string& path, int64_t* channels) {
+    using Type = spec::PreprocessorSpec::Type;
+    switch (s.type) {
+      case Type::kText: {
+        const spec::TextPreprocessorSpec& t = *s.text_preprocessor;
+        TextPreprocessorSpec out;
+        out.vocab_size = t.vocab_size;
+        out.max_positions = t.max_position_embeddings;
+        out.d_model = t.d_model;
+        out.embeddings = Values(t.embeddings, out.vocab_size, out.d_model);
+        out.positions = Values(t.position_embeddings, out.max_positions, out.d_model);
+        *channels = out.d_model;
+        return MakeTextPreprocessor(out);
+      }
+      case Type::kImage: return BuildImagePreprocessor(*s.image_preprocessor, path, channels);
+      case Type::kAudio: {
+        const spec::AudioPreprocessorSpec& a = *s.audio_preprocessor;
+        AudioPreprocessorSpec out;
+        out.samples_per_patch = a.samples_per_patch;
+        PositionEncoder position = Position(a.position, path + ".position");
+        out.concat_pos = a.concat_or_add == spec::AudioPreprocessorSpec::ConcatOrAdd::kConcat;
+        const int64_t pos = position.spec().OutputChannels();
+        if (!out.concat_pos && pos != out.samples_per_patch) {
+          ThrowInvalidArgument(path, "as many position channels as samples per patch (" + std::to_string(out.samples_per_patch) + ") to add them", std::to_string(pos));
+        }
+        if (position.spec().kind == PositionEncodingSpec::Kind::kFourier && position.spec().fourier.max_resolution.size() != 1) {
+          ThrowInvalidArgument(path + ".position", "1-D audio positions", std::to_string(position.spec().fourier.max_resolution.size()) + "-D");
+        }
+        out.num_channels = out.concat_pos ? out.samples_per_patch + pos : pos;
+        ExpectChannels(path, a.num_channels, out.num_channels);
+        *channels = out.num_channels;
+        return MakeAudioPreprocessor(out, std::move(position));
+      }
+      case Type::kNone:
+        *channels = s.identity_preprocessor->num_channels;
+        return MakeIdentityPreprocessor(*channels);
+      case Type::kOnehot:
+        *channels = s.one_hot_preprocessor->num_labels;
+        return MakeOneHotPreprocessor(*channels);
+      case Type::kMultimodal: {
+        const spec::MultimodalPreprocessorSpec& m = *s.multimodal_preprocessor;
+        const int64_t c = m.num_channels;
+        if (m.modalities.empty()) ThrowInvalidArgument(path + ".modalities", "at least one", "none");
+        std::vector<MultimodalModality> modalities;
+        for (size_t i = 0; i < m.modalities.size(); ++i) {
+          const spec::MultimodalPreprocessorModalitySpec& ms = m.modalities[i];
+          const std::string mpath = path + ".modalities[" + std::to_string(i) + "]";
+          CheckModalityName(ms.name, i ? &m.modalities[i - 1].name : nullptr, mpath);
+          MultimodalModality mod;
+          mod.name = ms.name;
+          int64_t cm = 0;
+          mod.preprocessor = BuildPreprocessor(ms.preprocessor, mpath + ".preprocessor", &cm);
+          if (cm > c) ThrowInvalidArgument(mpath, "at most the common width " + std::to_string(c), std::to_string(cm) + " channels");
+          if (cm < c) mod.padding = Values(Required(ms.padding, mpath + ".padding"), 1, c - cm);
+          if (ms.mask.present()) {
+            mod.mask = Values(ms.mask, 1, c);
+            mod.mask_probability = ms.mask_probability;
+          }
+          modalities.push_back(std::move(mod));
+        }
+        *channels = c;
+        return MakeMultimodalPreprocessor(std::move(modalities), c);
+      }
+    }
+    throw EngineError(ErrorCode::kInternal, "spec: a preprocessor type without a builder");
+  }
+
+  std::unique_ptr<Preprocessor> BuildImagePreprocessor(const spec::ImagePreprocessorSpec& i, const std::string& path, int64_t* channels) {
+    using Prep = spec::ImagePreprocessorSpec::PrepType;
     ImagePreprocessorSpec s;
-    const std::string prep = Str(o, "prepType", path);
-    s.in_channels = Dim(o, "inChannels", path);
-    s.out_channels = Dim(o, "outChannels", path);
-    s.spatial_downsample = Dim(o, "spatialDownsample", path);
-    s.temporal_downsample = Dim(o, "temporalDownsample", path);
-    int64_t features = 0;
-    if (prep == "conv1x1" || prep == "conv") {
-      s.prep = prep == "conv" ? ImagePreprocessorSpec::Prep::kConv : ImagePreprocessorSpec::Prep::kConv1x1;
-      s.conv_kernel = prep == "conv" ? 7 : 1;
-      s.conv = RequiredLinear(o, "conv", path, s.in_channels * s.conv_kernel * s.conv_kernel, s.out_channels);
-      if (s.prep == ImagePreprocessorSpec::Prep::kConv) {
+    s.in_channels = i.in_channels;
+    s.out_channels = i.out_channels;
+    s.spatial_downsample = i.spatial_downsample;
+    s.temporal_downsample = i.temporal_downsample;
+    if (i.prep_type == Prep::kConv1x1 || i.prep_type == Prep::kConv) {
+      const bool stem = i.prep_type == Prep::kConv;
+      s.prep = stem ? ImagePreprocessorSpec::Prep::kConv : ImagePreprocessorSpec::Prep::kConv1x1;
+      s.conv_kernel = stem ? 7 : 1;
+      if (!i.conv) ThrowInvalidArgument(path + ".conv", "a convolution's weights", "null");
+      s.conv = Linear(*i.conv, path + ".conv", s.in_channels * s.conv_kernel * s.conv_kernel, s.out_channels);
+      if (stem) {
         // transformers builds the same stem (7x7 / 2 conv, 3x3 / 2 pool: 4x in space) for any
         // power of 4, the published checkpoint's 1 included, and none that downsamples time.
-        if (s.temporal_downsample != 1) ThrowInvalidArgument(path + ": the conv stem does not downsample in time");
-        const std::string bpath = Join(path, "batchnorm");
-        Napi::Object bn = Obj(o, "batchnorm", path);
-        const SourceWeight gamma = Host(bn, "weight", bpath, 1, s.out_channels);
-        const SourceWeight beta = Host(bn, "bias", bpath, 1, s.out_channels);
-        const SourceWeight mean = Host(bn, "runningMean", bpath, 1, s.out_channels);
-        const SourceWeight var = Host(bn, "runningVar", bpath, 1, s.out_channels);
-        const double eps = Number(bn, "eps", bpath, 0.0, 1.0);
+        if (s.temporal_downsample != 1) ThrowInvalidArgument(path + ".temporalDownsample", "1 (the conv stem does not downsample in time)", std::to_string(s.temporal_downsample));
+        if (!i.batchnorm) ThrowInvalidArgument(path + ".batchnorm", "the conv stem's BatchNorm", "null");
+        const spec::BatchNormSpec& bn = *i.batchnorm;
+        const SourceWeight gamma = Host(bn.weight, 1, s.out_channels);
+        const SourceWeight beta = Host(bn.bias, 1, s.out_channels);
+        const SourceWeight mean = Host(bn.running_mean, 1, s.out_channels);
+        const SourceWeight var = Host(bn.running_var, 1, s.out_channels);
+        const double eps = bn.eps;
         // Folded on the loading thread, where the statistics are read. A non-finite running
         // statistic makes a non-finite scale or shift: refused by name.
-        const int64_t channels = s.out_channels;
-        s.bn_scale = list_.AddComputed({gamma, var}, gamma.name + " / " + var.name, WeightUse::kValues, 1, channels,
-                                       [eps, channels](const std::vector<const float*>& v) {
-                                         std::vector<float> scale(static_cast<size_t>(channels));
-                                         for (int64_t c = 0; c < channels; ++c) {
-                                           scale[c] = static_cast<float>(v[0][c] / std::sqrt(static_cast<double>(v[1][c]) + eps));
-                                         }
+        const int64_t c = s.out_channels;
+        s.bn_scale = list_.AddComputed({gamma, var}, gamma.name + " / " + var.name, WeightUse::kValues, 1, c,
+                                       [eps, c](const std::vector<const float*>& v) {
+                                         std::vector<float> scale(static_cast<size_t>(c));
+                                         for (int64_t k = 0; k < c; ++k) scale[k] = static_cast<float>(v[0][k] / std::sqrt(static_cast<double>(v[1][k]) + eps));
                                          return scale;
                                        });
-        s.bn_shift = list_.AddComputed({gamma, beta, mean, var}, beta.name + " / " + mean.name, WeightUse::kValues, 1, channels,
-                                       [eps, channels](const std::vector<const float*>& v) {
-                                         std::vector<float> shift(static_cast<size_t>(channels));
-                                         for (int64_t c = 0; c < channels; ++c) {
-                                           const double k = v[0][c] / std::sqrt(static_cast<double>(v[3][c]) + eps);
-                                           shift[c] = static_cast<float>(v[1][c] - v[2][c] * k);
+        s.bn_shift = list_.AddComputed({gamma, beta, mean, var}, beta.name + " / " + mean.name, WeightUse::kValues, 1, c,
+                                       [eps, c](const std::vector<const float*>& v) {
+                                         std::vector<float> shift(static_cast<size_t>(c));
+                                         for (int64_t k = 0; k < c; ++k) {
+                                           const double scale = v[0][k] / std::sqrt(static_cast<double>(v[3][k]) + eps);
+                                           shift[k] = static_cast<float>(v[1][k] - v[2][k] * scale);
                                          }
                                          return shift;
                                        });
       }
-      features = s.out_channels;
-    } else if (prep == "pixels") {
+    } else if (i.prep_type == Prep::kPixels) {
       s.prep = ImagePreprocessorSpec::Prep::kPixels;
-      features = s.in_channels;
-      if (s.spatial_downsample != 1) ThrowInvalidArgument(path + ": pixels with spatial downsampling are not supported");
-    } else if (prep == "patches") {
-      s.prep = ImagePreprocessorSpec::Prep::kPatches;
-      s.conv_after_patching = Linear(o, "convAfterPatching", path, 0, s.out_channels);
-      features = s.conv_after_patching.present() ? s.out_channels : 0;  // else set by the input's shape
+      if (s.spatial_downsample != 1) ThrowInvalidArgument(path + ".spatialDownsample", "1 (pixels are not downsampled)", std::to_string(s.spatial_downsample));
     } else {
-      ThrowInvalidArgument(path + ".prepType: unknown \"" + prep + "\"");
+      s.prep = ImagePreprocessorSpec::Prep::kPatches;
+      s.conv_after_patching = Linear(i.conv_after_patching, path + ".convAfterPatching", 0, s.out_channels);
     }
-    PositionEncoder position = Position(o, "position", path);
-    s.concat_pos = ConcatOrAdd(o, path);
-    s.num_channels = Dim(o, "numChannels", path);
+    PositionEncoder position = Position(i.position, path + ".position");
+    s.concat_pos = i.concat_or_add == spec::ImagePreprocessorSpec::ConcatOrAdd::kConcat;
+    s.num_channels = i.num_channels;
+    s.feature_channels = i.feature_channels;
+    // The encoder reads num_channels per position: features and positions joined must fill it
+    // exactly (added, they must be as wide as each other).
     const int64_t pos = position.spec().OutputChannels();
-    if (features == 0) features = s.concat_pos ? s.num_channels - pos : pos;
-    if (features < 1 || s.num_channels != (s.concat_pos ? features + pos : pos) || (!s.concat_pos && features != pos)) {
-      ThrowInvalidArgument(path + ".numChannels: does not match the features and position encoding");
+    if (s.num_channels != (s.concat_pos ? s.feature_channels + pos : pos) || (!s.concat_pos && s.feature_channels != pos)) {
+      ThrowInvalidArgument(path + ".numChannels",
+                           std::string(s.concat_pos ? "featureChannels + position channels (" : "featureChannels == position channels (") +
+                               std::to_string(s.feature_channels) + " and " + std::to_string(pos) + ")",
+                           std::to_string(s.num_channels));
     }
-    s.feature_channels = features;
     *channels = s.num_channels;
     return MakeImagePreprocessor(std::move(s), std::move(position));
   }
 
-  bool ConcatOrAdd(const Napi::Object& o, const std::string& path) {
-    const std::string how = Str(o, "concatOrAdd", path);
-    if (how != "concat" && how != "add") ThrowInvalidArgument(path + ".concatOrAdd: expected \"concat\" or \"add\"");
-    return how == "concat";
-  }
-
-  void ExpectChannels(const Napi::Object& o, const std::string& path, int64_t channels) {
-    if (Dim(o, "numChannels", path) != channels) ThrowInvalidArgument(path + ".numChannels: expected " + std::to_string(channels));
-  }
-
-  std::unique_ptr<QueryBuilder> Queries(const Napi::Object& o, const std::string& path, int64_t input_channels) {
-    const std::string type = Str(o, "type", path);
-    if (type == "trainable") {
-      const int64_t n = Dim(o, "numPositions", path), c = Dim(o, "numChannels", path);
-      return MakeTrainableQueries(Values(o, "weight", path, n, c), n, c);
+  std::unique_ptr<QueryBuilder> Queries(const spec::QuerySpec& s, const std::string& path, int64_t input_channels) {
+    switch (s.type) {
+      case spec::QuerySpec::Type::kTrainable: {
+        const spec::TrainableQuerySpec& t = *s.trainable_query;
+        return MakeTrainableQueries(Values(t.weight, t.num_positions, t.num_channels), t.num_positions, t.num_channels);
+      }
+      case spec::QuerySpec::Type::kFourier: {
+        const spec::FourierQuerySpec& f = *s.fourier_query;
+        if (f.output_index_dims.size() != f.fourier.max_resolution.size()) {
+          ThrowInvalidArgument(path + ".outputIndexDims", "the rank of maxResolution, " + std::to_string(f.fourier.max_resolution.size()), std::to_string(f.output_index_dims.size()));
+        }
+        return MakeFourierQueries(Fourier(f.fourier), f.output_index_dims, path + "#" + std::to_string(next_key_++));
+      }
+      case spec::QuerySpec::Type::kInputs: return MakeInputQueries(input_channels);
     }
-    if (type == "fourier") {
-      FourierSpec f = Fourier(o, path);
-      std::vector<int64_t> dims = Dims(o, "outputIndexDims", path);
-      if (dims.size() != f.max_resolution.size()) ThrowInvalidArgument(path + ": outputIndexDims and maxResolution differ in rank");
-      return MakeFourierQueries(std::move(f), std::move(dims), path + "#" + std::to_string(next_key_++));
-    }
-    if (type == "inputs") return MakeInputQueries(input_channels);
-    ThrowInvalidArgument(path + ".type: unknown decoder queries \"" + type + "\"");
+    throw EngineError(ErrorCode::kInternal, "spec: a query type without a builder");
   }
 
-  CrossAttentionDecoderSpec Cross(const Napi::Object& o, const std::string& path, int64_t query_channels, int64_t d_latents) {
+  CrossAttentionDecoderSpec Cross(const spec::PerceiverLayerSpec& layer, const std::shared_ptr<spec::LinearSpec>& final_layer, const std::string& path,
+                                  int64_t query_channels, int64_t d_latents) {
     CrossAttentionDecoderSpec c;
-    c.layer = Layer(o, "crossAttention", path);
-    if (!c.layer.is_cross_attention || c.layer.q_dim != query_channels || c.layer.kv_dim != d_latents) {
-      ThrowInvalidArgument(path + ".crossAttention: expected a cross-attention from " + std::to_string(query_channels) +
-                           "-channel queries to the latents");
-    }
-    c.final_layer = Linear(o, "finalLayer", path, query_channels, 0);
+    c.layer = Layer(layer, path + ".crossAttention");
+    CheckCrossAttention(c.layer, path + ".crossAttention", query_channels, d_latents, "-channel queries to the " + std::to_string(d_latents) + "-channel latents");
+    c.final_layer = Linear(final_layer, path + ".finalLayer", query_channels, 0);
     return c;
   }
 
-  std::unique_ptr<perceiver::Decoder> ReadDecoder(const Napi::Object& o, const std::string& path, int64_t d_latents, int64_t input_channels,
-                                   bool* queries_inputs, int64_t* out_channels, std::vector<std::string>* modalities) {
-    const std::string type = Str(o, "type", path);
-    if (type == "basic") {
-      Napi::Object q = Obj(o, "queries", path);
-      std::unique_ptr<QueryBuilder> queries = Queries(q, Join(path, "queries"), input_channels);
-      *queries_inputs = Str(q, "type", Join(path, "queries")) == "inputs";
-      BasicDecoderSpec spec;
-      spec.cross = Cross(o, path, queries->channels(), d_latents);
-      const std::string output = Str(o, "output", path);
-      if (output == "sequence") spec.output = DecoderOutput::kSequence;
-      else if (output == "first") spec.output = DecoderOutput::kFirstPosition;
-      else if (output == "flow") {
-        spec.output = DecoderOutput::kOpticalFlow;
-        spec.rescale = static_cast<float>(Number(o, "rescaleFactor", path, 1e-30, 1e30));
-        spec.output_shape = Dims(o, "outputShape", path);
-        if (spec.output_shape.size() != 2) ThrowInvalidArgument(path + ".outputShape: expected [height, width]");
-      } else if (output == "video") {
-        spec.output = DecoderOutput::kVideo;
-        spec.output_shape = Dims(o, "outputShape", path);
-        if (spec.output_shape.size() != 4) ThrowInvalidArgument(path + ".outputShape: expected [batch, frames, height, width]");
-      } else {
-        ThrowInvalidArgument(path + ".output: unknown \"" + output + "\"");
+  std::unique_ptr<Decoder> BuildDecoder(const spec::DecoderSpec& s, const std::string& path, int64_t d_latents, int64_t input_channels,
+                                              bool* queries_inputs, int64_t* out_channels, std::vector<std::string>* modalities) {
+    using Type = spec::DecoderSpec::Type;
+    *queries_inputs = false;
+    switch (s.type) {
+      case Type::kBasic: return BuildBasicDecoder(*s.basic_decoder, path, d_latents, input_channels, queries_inputs, out_channels, modalities);
+      case Type::kClassification:
+        return MakeClassificationDecoder(
+            BuildBasicDecoder(s.classification_decoder->decoder, path + ".decoder", d_latents, input_channels, queries_inputs, out_channels, modalities));
+      case Type::kOpticalFlow: {
+        const spec::OpticalFlowDecoderSpec& f = *s.optical_flow_decoder;
+        std::unique_ptr<Decoder> decoder = BuildBasicDecoder(f.decoder, path + ".decoder", d_latents, input_channels, queries_inputs, out_channels, modalities);
+        return MakeOpticalFlowDecoder(std::move(decoder), static_cast<float>(f.rescale_factor), Rank(f.output_image_shape, path + ".outputImageShape", 2, "[height, width]"));
       }
-      *out_channels = spec.cross.final_layer.present() ? spec.cross.final_layer.out : queries->channels();
-      modalities->assign({""});
-      return MakeBasicDecoder(std::move(spec), std::move(queries));
-    }
-    if (type == "multimodal") {
-      const int64_t c = Dim(o, "queryChannels", path);
-      Napi::Array list = Array(o, "modalities", path);
-      std::vector<MultimodalDecoderModality> mods;
-      modalities->clear();
-      for (uint32_t i = 0; i < list.Length(); ++i) {
-        const std::string mpath = path + ".modalities[" + std::to_string(i) + "]";
-        Napi::Object m = Element(list, i, path + ".modalities");
-        MultimodalDecoderModality mod;
-        mod.name = Str(m, "name", mpath);
-        if (mod.name.empty() || (i > 0 && mod.name <= modalities->back())) ThrowInvalidArgument(mpath + ".name: modalities must be named and sorted");
-        mod.queries = Queries(Obj(m, "queries", mpath), Join(mpath, "queries"), input_channels);
-        const int64_t cm = mod.queries->channels();
-        if (cm > c) ThrowInvalidArgument(mpath + ": queries wider than the common width " + std::to_string(c));
-        if (cm < c) mod.padding = Values(m, "padding", mpath, c - cm);
-        modalities->push_back(mod.name);
-        mods.push_back(std::move(mod));
+      case Type::kBasicVideoAutoencoding: {
+        const spec::BasicVideoAutoencodingDecoderSpec& v = *s.basic_video_autoencoding_decoder;
+        std::unique_ptr<Decoder> decoder = BuildBasicDecoder(v.decoder, path + ".decoder", d_latents, input_channels, queries_inputs, out_channels, modalities);
+        return MakeBasicVideoAutoencodingDecoder(std::move(decoder), Rank(v.output_shape, path + ".outputShape", 4, "[batch, frames, height, width]"));
       }
-      if (mods.empty()) ThrowInvalidArgument(path + ".modalities: expected at least one");
-      CrossAttentionDecoderSpec cross = Cross(o, path, c, d_latents);
-      *out_channels = cross.final_layer.present() ? cross.final_layer.out : c;
-      *queries_inputs = false;
-      return MakeMultimodalDecoder(std::move(cross), std::move(mods), c);
+      case Type::kMultimodal: {
+        const spec::MultimodalDecoderSpec& m = *s.multimodal_decoder;
+        const int64_t c = m.query_channels;
+        if (m.modalities.empty()) ThrowInvalidArgument(path + ".modalities", "at least one", "none");
+        std::vector<MultimodalDecoderModality> mods;
+        modalities->clear();
+        for (size_t i = 0; i < m.modalities.size(); ++i) {
+          const spec::MultimodalDecoderModalitySpec& ms = m.modalities[i];
+          const std::string mpath = path + ".modalities[" + std::to_string(i) + "]";
+          CheckModalityName(ms.name, i ? &m.modalities[i - 1].name : nullptr, mpath);
+          MultimodalDecoderModality mod;
+          mod.name = ms.name;
+          mod.queries = Queries(ms.queries, mpath + ".queries", input_channels);
+          const int64_t cm = mod.queries->channels();
+          if (cm > c) ThrowInvalidArgument(mpath + ".queries", "at most the common width " + std::to_string(c), std::to_string(cm) + " channels");
+          if (cm < c) mod.padding = Values(Required(ms.padding, mpath + ".padding"), 1, c - cm);
+          modalities->push_back(mod.name);
+          mods.push_back(std::move(mod));
+        }
+        CrossAttentionDecoderSpec cross = Cross(m.cross_attention, m.final_layer, path, c, d_latents);
+        *out_channels = cross.final_layer.present() ? cross.final_layer.out : c;
+        return MakeMultimodalDecoder(std::move(cross), std::move(mods), c);
+      }
+      case Type::kProjection: {
+        LinearWeights classifier = Linear(s.projection_decoder->classifier, path + ".classifier", d_latents, 0);
+        *out_channels = classifier.out;
+        modalities->assign({""});
+        return MakeProjectionDecoder(classifier);
+      }
     }
-    if (type == "projection") {
-      LinearWeights classifier = RequiredLinear(o, "classifier", path, d_latents, 0);
-      *out_channels = classifier.out;
-      *queries_inputs = false;
-      modalities->assign({""});
-      return MakeProjectionDecoder(classifier);
-    }
-    ThrowInvalidArgument(path + ".type: unknown decoder \"" + type + "\"");
+    throw EngineError(ErrorCode::kInternal, "spec: a decoder type without a builder");
   }
 
-  std::unique_ptr<perceiver::Postprocessor> ReadPostprocessor(const Napi::Object& o, const std::string& path, int64_t in) {
-    const std::string type = Str(o, "type", path);
-    PostprocessorKind kind;
-    if (type == "linear") kind = PostprocessorKind::kLinear;
-    else if (type == "first") kind = PostprocessorKind::kFirstPosition;
-    else if (type == "audio") kind = PostprocessorKind::kAudio;
-    else ThrowInvalidArgument(path + ".type: unknown postprocessor \"" + type + "\"");
-    return MakeLinearPostprocessor(RequiredLinear(o, "projection", path, in, 0), kind);
+  std::unique_ptr<Postprocessor> BuildPostprocessor(const spec::PostprocessorSpec& s, const std::string& path, int64_t in) {
+    using Type = spec::PostprocessorSpec::Type;
+    const std::string projection = path + ".projection";
+    switch (s.type) {
+      case Type::kEmbeddingDecoder: return MakeEmbeddingDecoder(Linear(s.embedding_decoder->projection, projection, in, 0));
+      case Type::kClassification: return MakeClassificationPostprocessor(Linear(s.classification_postprocessor->projection, projection, in, 0));
+      case Type::kAudio: return MakeAudioPostprocessor(Linear(s.audio_postprocessor->projection, projection, in, 0));
+      case Type::kProjection: return MakeProjectionPostprocessor(Linear(s.projection_postprocessor->projection, projection, in, 0));
+      case Type::kMultimodal: break;
+    }
+    ThrowInvalidArgument(path + ".type", "a single-modality postprocessor (a multimodal one holds these, one per modality)", "\"multimodal\"");
+  }
+
+  // A cross-attention from `q`-channel queries to `kv`-channel keys and values.
+  static void CheckCrossAttention(const PerceiverLayerSpec& L, const std::string& path, int64_t q, int64_t kv, const std::string& what) {
+    if (!L.is_cross_attention || L.q_dim != q || L.kv_dim != kv) {
+      ThrowInvalidArgument(path, "a cross-attention from " + std::to_string(q) + what,
+                           std::string(L.is_cross_attention ? "a cross-attention" : "a self-attention") + " from " + std::to_string(L.q_dim) + " to " +
+                               std::to_string(L.kv_dim) + " channels");
+    }
   }
 
  private:
+  // Modalities are named and sorted, as transformers orders them.
+  static void CheckModalityName(const std::string& name, const std::string* previous, const std::string& path) {
+    if (name.empty() || (previous && name <= *previous)) ThrowInvalidArgument(path + ".name", "named modalities, sorted", "\"" + name + "\"");
+  }
+
+  static const spec::WeightName& Required(const spec::WeightName& w, const std::string& path) {
+    if (!w.present()) ThrowInvalidArgument(path, "a weight (the modality is narrower than the common width)", "null");
+    return w;
+  }
+
+  static const std::vector<int64_t>& Rank(const std::vector<int64_t>& shape, const std::string& path, size_t rank, const char* expected) {
+    if (shape.size() != rank) ThrowInvalidArgument(path, expected, std::to_string(shape.size()) + " dimensions");
+    return shape;
+  }
+
+  std::unique_ptr<Decoder> BuildBasicDecoder(const spec::BasicDecoderSpec& b, const std::string& path, int64_t d_latents, int64_t input_channels,
+                                             bool* queries_inputs, int64_t* out_channels, std::vector<std::string>* modalities) {
+    std::unique_ptr<QueryBuilder> queries = Queries(b.queries, path + ".queries", input_channels);
+    *queries_inputs = b.queries.type == spec::QuerySpec::Type::kInputs;
+    CrossAttentionDecoderSpec cross = Cross(b.cross_attention, b.final_layer, path, queries->channels(), d_latents);
+    *out_channels = cross.final_layer.present() ? cross.final_layer.out : queries->channels();
+    modalities->assign({""});
+    return MakeBasicDecoder(std::move(cross), std::move(queries));
+  }
+
   Napi::Object weights_;
   WeightLoadList& list_;
   int next_key_ = 0;
@@ -562,63 +499,60 @@ class SpecReader {
 }  // namespace
 
 ModelParts ReadModelSpec(const Napi::Object& js, const Napi::Object& weights, WeightLoadList& weights_to_load) {
-  SpecReader r(weights, weights_to_load);
-  ModelParts parts;
   const std::string root = "spec";
-  parts.layer_norm_eps = static_cast<float>(r.Number(js, "layerNormEps", root, 1e-30, 1.0));
+  spec::ModelSpec s;
+  spec::SpecFields fields;
+  spec::Read(fields, js, root, &s);
 
+  ModelBuilder b(weights, weights_to_load);
+  ModelParts parts;
+  parts.layer_norm_eps = static_cast<float>(s.layer_norm_eps);
   int64_t input_channels = 0;
-  Napi::Object pre = r.Obj(js, "preprocessor", root);
-  parts.preprocessor = r.ReadPreprocessor(pre, root + ".preprocessor", &input_channels);
-  parts.multimodal_inputs = r.Str(pre, "type", root + ".preprocessor") == "multimodal";
+  parts.preprocessor = b.BuildPreprocessor(s.preprocessor, root + ".preprocessor", &input_channels);
+  parts.multimodal_inputs = s.preprocessor.type == spec::PreprocessorSpec::Type::kMultimodal;
 
   // Encoder.
   const std::string epath = root + ".encoder";
-  Napi::Object e = r.Obj(js, "encoder", root);
   EncoderSpec& enc = parts.encoder;
-  enc.num_latents = r.Dim(e, "numLatents", epath);
-  enc.d_latents = r.Dim(e, "dLatents", epath);
-  enc.num_blocks = r.Dim(e, "numBlocks", epath);
-  enc.latents = r.Values(e, "latents", epath, enc.num_latents, enc.d_latents);
-  enc.cross_attention = r.Layer(e, "crossAttention", epath);
-  if (!enc.cross_attention.is_cross_attention || enc.cross_attention.q_dim != enc.d_latents ||
-      enc.cross_attention.kv_dim != input_channels) {
-    ThrowInvalidArgument(epath + ".crossAttention: expected a cross-attention from dLatents queries to " + std::to_string(input_channels) +
-                         "-channel inputs");
-  }
-  Napi::Array layers = r.Array(e, "selfAttends", epath);
-  for (uint32_t i = 0; i < layers.Length(); ++i) {
+  enc.num_latents = s.encoder.num_latents;
+  enc.d_latents = s.encoder.d_latents;
+  enc.num_blocks = s.encoder.num_blocks;
+  enc.latents = b.Values(s.encoder.latents, enc.num_latents, enc.d_latents);
+  enc.cross_attention = b.Layer(s.encoder.cross_attention, epath + ".crossAttention");
+  ModelBuilder::CheckCrossAttention(enc.cross_attention, epath + ".crossAttention", enc.d_latents, input_channels,
+                                    "-channel queries (dLatents) to the " + std::to_string(input_channels) + "-channel inputs");
+  for (size_t i = 0; i < s.encoder.self_attends.size(); ++i) {
     const std::string lpath = epath + ".selfAttends[" + std::to_string(i) + "]";
-    PerceiverLayerSpec L = r.Layer(r.Element(layers, i, epath + ".selfAttends"), lpath);
-    if (L.is_cross_attention || L.q_dim != enc.d_latents) ThrowInvalidArgument(lpath + ": expected a self-attention on dLatents");
+    PerceiverLayerSpec L = b.Layer(s.encoder.self_attends[i], lpath);
+    if (L.is_cross_attention || L.q_dim != enc.d_latents) {
+      ThrowInvalidArgument(lpath, "a self-attention on dLatents (" + std::to_string(enc.d_latents) + ")",
+                           std::string(L.is_cross_attention ? "a cross-attention" : "a self-attention") + " on " + std::to_string(L.q_dim));
+    }
     enc.self_attends.push_back(L);
   }
 
   // Decoder and postprocessor.
-  if (r.Present(js, "decoder")) {
-    int64_t out_channels = 0;
-    std::vector<std::string> modalities;
-    parts.decoder = r.ReadDecoder(r.Obj(js, "decoder", root), root + ".decoder", enc.d_latents, input_channels,
-                              &parts.decoder_queries_inputs, &out_channels, &modalities);
-    if (r.Present(js, "postprocessor")) {
-      const std::string ppath = root + ".postprocessor";
-      Napi::Object post = r.Obj(js, "postprocessor", root);
-      if (r.Str(post, "type", ppath) == "multimodal") {
-        Napi::Array list = r.Array(post, "modalities", ppath);
-        if (list.Length() != modalities.size()) ThrowInvalidArgument(ppath + ".modalities: expected one per decoded modality");
-        for (uint32_t i = 0; i < list.Length(); ++i) {
-          const std::string mpath = ppath + ".modalities[" + std::to_string(i) + "]";
-          Napi::Object m = r.Element(list, i, ppath + ".modalities");
-          const std::string name = r.Str(m, "name", mpath);
-          if (name != modalities[i]) ThrowInvalidArgument(mpath + ".name: expected \"" + modalities[i] + "\"");
-          parts.modality_postprocessors.emplace_back(name, r.ReadPostprocessor(r.Obj(m, "postprocessor", mpath), mpath + ".postprocessor", out_channels));
-        }
-      } else {
-        parts.postprocessor = r.ReadPostprocessor(post, ppath, out_channels);
-      }
-    }
-  } else if (r.Present(js, "postprocessor")) {
-    ThrowInvalidArgument("spec.postprocessor: a postprocessor needs a decoder");
+  if (!s.decoder) {
+    if (s.postprocessor) ThrowInvalidArgument(root + ".postprocessor", "none without a decoder", "a postprocessor");
+    return parts;
+  }
+  int64_t out_channels = 0;
+  std::vector<std::string> modalities;
+  parts.decoder = b.BuildDecoder(*s.decoder, root + ".decoder", enc.d_latents, input_channels, &parts.decoder_queries_inputs, &out_channels, &modalities);
+  if (!s.postprocessor) return parts;
+  const std::string ppath = root + ".postprocessor";
+  if (s.postprocessor->type != spec::PostprocessorSpec::Type::kMultimodal) {
+    parts.postprocessor = b.BuildPostprocessor(*s.postprocessor, ppath, out_channels);
+    return parts;
+  }
+  const auto& list = s.postprocessor->multimodal_postprocessor->modalities;
+  if (list.size() != modalities.size()) {
+    ThrowInvalidArgument(ppath + ".modalities", std::to_string(modalities.size()) + " (one per decoded modality)", std::to_string(list.size()));
+  }
+  for (size_t i = 0; i < list.size(); ++i) {
+    const std::string mpath = ppath + ".modalities[" + std::to_string(i) + "]";
+    if (list[i].name != modalities[i]) ThrowInvalidArgument(mpath + ".name", "\"" + modalities[i] + "\"", "\"" + list[i].name + "\"");
+    parts.modality_postprocessors.emplace_back(list[i].name, b.BuildPostprocessor(list[i].postprocessor, mpath + ".postprocessor", out_channels));
   }
   return parts;
 }

@@ -66,7 +66,7 @@ CpuWeight::CpuWeight(const HostWeight& host, WeightUse use, Precision precision)
   const int64_t n = rows_ * cols_;
   if (use == WeightUse::kValues) values_ = AllocateFloats(static_cast<size_t>(n));
   const int64_t bad = CopyChecked(host.data, values_.get(), n);
-  if (bad >= 0) ThrowInvalidArgument(NonFiniteWeightMessage(host, bad));
+  if (bad >= 0) ThrowNonFiniteWeight(host, bad);
   if (use == WeightUse::kMatrix) {
     packed_ = PackWeights(host.data, rows_, cols_, cols_, dtype_ == DType::kBfloat16 ? PackedType::kBfloat16 : PackedType::kFloat32);
   }

@@ -924,7 +924,8 @@ class CudaBackend final : public Backend {
   void LegacyProduct(const void* b, int64_t ldb, const Weight& weight, int64_t rows, int64_t in, int64_t out, float* y, int64_t ldy,
                      const float* bias, const float* c, int64_t ldc) {
     if (rows > INT32_MAX || in > INT32_MAX || out > INT32_MAX || ldb > INT32_MAX || ldy > INT32_MAX) {
-      ThrowInvalidArgument("linear: dimensions beyond cuBLAS's int range");
+      ThrowInvalidArgument("linear dimensions", "rows, in and out within cuBLAS's int range",
+                           std::to_string(rows) + ", " + std::to_string(in) + ", " + std::to_string(out));
     }
     float beta = 0.0f;
     if (c != nullptr) {
@@ -1137,8 +1138,7 @@ std::unique_ptr<Backend> CreateCudaBackend(int device, Precision precision) {
   const CudaStatus status = ProbeCuda();
   if (!status.available) throw EngineError(ErrorCode::kBackendUnavailable, status.reason);
   if (device < 0 || device >= status.device_count) {
-    throw EngineError(ErrorCode::kInvalidArgument, "device: cuda:" + std::to_string(device) + " does not exist; this machine has " +
-                                                       std::to_string(status.device_count) + " CUDA device(s)");
+    ThrowInvalidArgument("device", "one of the " + std::to_string(status.device_count) + " CUDA device(s) of this machine", "cuda:" + std::to_string(device));
   }
   return std::make_unique<CudaBackend>(device, precision);
 }

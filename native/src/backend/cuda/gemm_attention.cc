@@ -28,14 +28,14 @@ struct Layout {
 
 void GemmAttention(const AttentionArgs& a, const GemmAttentionContext& ctx) {
   if (a.batch == 0 || a.nq == 0 || a.heads == 0) return;
-  if (a.nk == 0 || a.dv == 0) ThrowInvalidArgument("attention: no keys or no value channels");
+  if (a.nk == 0 || a.dv == 0) ThrowInvalidArgument("attention", "at least one key and one value channel", std::to_string(a.nk) + " keys, " + std::to_string(a.dv) + " value channels");
   const CublasLibrary& blas = Cublas();
   const bool half = ctx.precision == Precision::kFloat16 || ctx.precision == Precision::kBfloat16;
   const bool bf16 = ctx.precision == Precision::kBfloat16;
   const int io_type = half ? (bf16 ? kR16BF : kR16F) : kR32F;
   const int compute = ctx.precision == Precision::kTfloat32 ? kCompute32FFastTF32 : kCompute32F;
   const int64_t q_row = a.heads * a.dqk, v_row = a.heads * a.dv;
-  if (q_row > INT32_MAX || v_row > INT32_MAX) ThrowInvalidArgument("attention: rows wider than cuBLAS's int range");
+  if (q_row > INT32_MAX || v_row > INT32_MAX) ThrowInvalidArgument("attention rows", "rows within cuBLAS's int range", std::to_string(std::max(q_row, v_row)) + " values");
 
   // In half precision the operands are converted once per call (activations stay float32).
   std::unique_ptr<BackendBuffer> qh, kh, vh;
@@ -61,7 +61,7 @@ void GemmAttention(const AttentionArgs& a, const GemmAttentionContext& ctx) {
   layout.entries_are_batch = a.batch >= a.heads;
   layout.entries = layout.entries_are_batch ? a.batch : a.heads;
   layout.loops = layout.entries_are_batch ? a.heads : a.batch;
-  if (layout.entries > INT32_MAX) ThrowInvalidArgument("attention: too many batch items");
+  if (layout.entries > INT32_MAX) ThrowInvalidArgument("attention batch", "at most 2^31 - 1 batch entries", std::to_string(layout.entries));
   // Element strides between entries, and offsets of loop index i.
   const int64_t q_entry = layout.entries_are_batch ? a.nq * q_row : a.dqk;
   const int64_t k_entry = layout.entries_are_batch ? a.nk * q_row : a.dqk;
@@ -89,7 +89,7 @@ void GemmAttention(const AttentionArgs& a, const GemmAttentionContext& ctx) {
   int64_t qc = std::max<int64_t>(1, budget / (bytes_per_score * kc));
   if (qc < a.nq) qc = std::max<int64_t>(16, qc / 16 * 16);
   qc = std::min(qc, a.nq);
-  if (kc > INT32_MAX || qc > INT32_MAX) ThrowInvalidArgument("attention: chunk beyond cuBLAS's int range");
+  if (kc > INT32_MAX || qc > INT32_MAX) ThrowInvalidArgument("attention chunk", "a chunk within cuBLAS's int range", std::to_string(std::max(kc, qc)));
 
   std::unique_ptr<BackendBuffer> scores = ctx.allocate(static_cast<size_t>(layout.entries * qc * kc));
   std::unique_ptr<BackendBuffer> probs_half;

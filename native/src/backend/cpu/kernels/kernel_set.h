@@ -44,6 +44,9 @@ struct TileArgs {
   // the register's value, so blocking k does not change any result.
   float* acc;
   bool acc_in, acc_out;
+  // Where the driver wants this call to start pulling the next weight slice into L2 (the float32
+  // AVX-512 kernel prefetches 128 bytes per 4 k steps from here), or null. A hint only.
+  const void* prefetch;
 };
 
 struct KernelSet {

@@ -78,7 +78,120 @@ struct V512 {
 
 #include "backend/cpu/kernels/vec_kernels.inc"
 
-void TileF32Avx512(const TileArgs& t) { Block<V512, kMr, 2, false>(t, 0, 0); }
+// The float32 tile's k loop in assembly: written in C++ (Block), GCC keeps 14 row pointers for
+// the broadcasts of A and, short of general registers, reloads three of them from the stack on
+// every k step. Here the 14 rows are reached from five base pointers (rows 3i, 3i+1, 3i+2 at
+// base_i + {0, 1, 2} * lda), so the loop needs 8 general registers, and zmm0-27 hold the tile,
+// zmm28-29 the weights' k step, zmm30-31 the broadcasts (alternating, so consecutive rows do
+// not wait on one register). The arithmetic is Block's: per k, acc[r][v] += a[r][k] * b[k][v]
+// with one FMA each, so the results are bitwise those of the C++ kernel.
+#define PIO_W(db) "vmovups " #db "(%[b]), %%zmm28\n\tvmovups " #db "+64(%[b]), %%zmm29\n\t"
+#define PIO_ROW(mem, bc, acc0, acc1)                                                                  \
+  "vbroadcastss " mem ", %%zmm" #bc "\n\tvfmadd231ps %%zmm" #bc ", %%zmm28, %%zmm" #acc0 "\n\t" \
+  "vfmadd231ps %%zmm" #bc ", %%zmm29, %%zmm" #acc1 "\n\t"
+#define PIO_STEP(d, db)                                                                               \
+  PIO_W(db)                                                                                           \
+  PIO_ROW(#d "(%[a0])", 30, 0, 1) PIO_ROW(#d "(%[a0],%[ldab],1)", 31, 2, 3)                          \
+  PIO_ROW(#d "(%[a0],%[ldab],2)", 30, 4, 5) PIO_ROW(#d "(%[a1])", 31, 6, 7)                          \
+  PIO_ROW(#d "(%[a1],%[ldab],1)", 30, 8, 9) PIO_ROW(#d "(%[a1],%[ldab],2)", 31, 10, 11)              \
+  PIO_ROW(#d "(%[a2])", 30, 12, 13) PIO_ROW(#d "(%[a2],%[ldab],1)", 31, 14, 15)                      \
+  PIO_ROW(#d "(%[a2],%[ldab],2)", 30, 16, 17) PIO_ROW(#d "(%[a3])", 31, 18, 19)                      \
+  PIO_ROW(#d "(%[a3],%[ldab],1)", 30, 20, 21) PIO_ROW(#d "(%[a3],%[ldab],2)", 31, 22, 23)            \
+  PIO_ROW(#d "(%[a4])", 30, 24, 25) PIO_ROW(#d "(%[a4],%[ldab],1)", 31, 26, 27)
+#define PIO_ACC(op, i) op " " #i "*64(%[in]), %%zmm" #i "\n\t"
+#define PIO_ACC_ALL(op)                                                                                 \
+  PIO_ACC(op, 0) PIO_ACC(op, 1) PIO_ACC(op, 2) PIO_ACC(op, 3) PIO_ACC(op, 4) PIO_ACC(op, 5) PIO_ACC(op, 6) \
+  PIO_ACC(op, 7) PIO_ACC(op, 8) PIO_ACC(op, 9) PIO_ACC(op, 10) PIO_ACC(op, 11) PIO_ACC(op, 12)            \
+  PIO_ACC(op, 13) PIO_ACC(op, 14) PIO_ACC(op, 15) PIO_ACC(op, 16) PIO_ACC(op, 17) PIO_ACC(op, 18)         \
+  PIO_ACC(op, 19) PIO_ACC(op, 20) PIO_ACC(op, 21) PIO_ACC(op, 22) PIO_ACC(op, 23) PIO_ACC(op, 24)         \
+  PIO_ACC(op, 25) PIO_ACC(op, 26) PIO_ACC(op, 27)
+#define PIO_ACC_STORE(i) "vmovups %%zmm" #i ", " #i "*64(%[out])\n\t"
+#define PIO_ACC_STORE_ALL                                                                               \
+  PIO_ACC_STORE(0) PIO_ACC_STORE(1) PIO_ACC_STORE(2) PIO_ACC_STORE(3) PIO_ACC_STORE(4) PIO_ACC_STORE(5)   \
+  PIO_ACC_STORE(6) PIO_ACC_STORE(7) PIO_ACC_STORE(8) PIO_ACC_STORE(9) PIO_ACC_STORE(10) PIO_ACC_STORE(11) \
+  PIO_ACC_STORE(12) PIO_ACC_STORE(13) PIO_ACC_STORE(14) PIO_ACC_STORE(15) PIO_ACC_STORE(16)               \
+  PIO_ACC_STORE(17) PIO_ACC_STORE(18) PIO_ACC_STORE(19) PIO_ACC_STORE(20) PIO_ACC_STORE(21)               \
+  PIO_ACC_STORE(22) PIO_ACC_STORE(23) PIO_ACC_STORE(24) PIO_ACC_STORE(25) PIO_ACC_STORE(26)               \
+  PIO_ACC_STORE(27)
+
+// The sums start from `in` (kMr x kNr floats) when it is not null, else from zero, and end in `out`.
+// `prefetch`: where to pull 128 bytes toward L2 per 4 k steps (the next slice of W), or null.
+void F32Loop14x32(const float* a, int64_t lda, const float* b, int64_t k, const float* in, float* out, const void* prefetch) {
+  static_assert(kMr == 14 && kNr == 32, "the assembly is written for 14 x 32 tiles");
+  const char* pf = prefetch ? static_cast<const char*>(prefetch) : reinterpret_cast<const char*>(b);
+  const float* a0 = a;
+  const float* a1 = a + 3 * lda;
+  const float* a2 = a + 6 * lda;
+  const float* a3 = a + 9 * lda;
+  const float* a4 = a + 12 * lda;
+  const int64_t ldab = lda * static_cast<int64_t>(sizeof(float));
+  int64_t quads = k / 4, rest = k % 4;
+  // One asm statement from the first load of the accumulators to their store: between two
+  // statements the compiler may use any vector register.
+  __asm__ volatile(
+      "test %[in], %[in]\n\t"
+      "jz 5f\n\t"
+      PIO_ACC_ALL("vmovups")
+      "jmp 6f\n\t"
+      "5:\n\t"
+      "vpxord %%zmm0, %%zmm0, %%zmm0\n\t"
+      "vmovaps %%zmm0, %%zmm1\n\tvmovaps %%zmm0, %%zmm2\n\tvmovaps %%zmm0, %%zmm3\n\tvmovaps %%zmm0, %%zmm4\n\t"
+      "vmovaps %%zmm0, %%zmm5\n\tvmovaps %%zmm0, %%zmm6\n\tvmovaps %%zmm0, %%zmm7\n\tvmovaps %%zmm0, %%zmm8\n\t"
+      "vmovaps %%zmm0, %%zmm9\n\tvmovaps %%zmm0, %%zmm10\n\tvmovaps %%zmm0, %%zmm11\n\tvmovaps %%zmm0, %%zmm12\n\t"
+      "vmovaps %%zmm0, %%zmm13\n\tvmovaps %%zmm0, %%zmm14\n\tvmovaps %%zmm0, %%zmm15\n\tvmovaps %%zmm0, %%zmm16\n\t"
+      "vmovaps %%zmm0, %%zmm17\n\tvmovaps %%zmm0, %%zmm18\n\tvmovaps %%zmm0, %%zmm19\n\tvmovaps %%zmm0, %%zmm20\n\t"
+      "vmovaps %%zmm0, %%zmm21\n\tvmovaps %%zmm0, %%zmm22\n\tvmovaps %%zmm0, %%zmm23\n\tvmovaps %%zmm0, %%zmm24\n\t"
+      "vmovaps %%zmm0, %%zmm25\n\tvmovaps %%zmm0, %%zmm26\n\tvmovaps %%zmm0, %%zmm27\n\t"
+      "6:\n\t"
+      "test %[quads], %[quads]\n\t"
+      "jz 2f\n\t"
+      "1:\n\t"
+      PIO_STEP(0, 0) "prefetcht1 (%[pf])\n\t" PIO_STEP(4, 128) PIO_STEP(8, 256) "prefetcht1 64(%[pf])\n\t" PIO_STEP(12, 384)
+      "add $512, %[b]\n\t"
+      "add $128, %[pf]\n\t"
+      "add $16, %[a0]\n\tadd $16, %[a1]\n\tadd $16, %[a2]\n\tadd $16, %[a3]\n\tadd $16, %[a4]\n\t"
+      "dec %[quads]\n\t"
+      "jnz 1b\n\t"
+      "2:\n\t"
+      "test %[rest], %[rest]\n\t"
+      "jz 4f\n\t"
+      "3:\n\t"
+      PIO_STEP(0, 0)
+      "add $128, %[b]\n\t"
+      "add $4, %[a0]\n\tadd $4, %[a1]\n\tadd $4, %[a2]\n\tadd $4, %[a3]\n\tadd $4, %[a4]\n\t"
+      "dec %[rest]\n\t"
+      "jnz 3b\n\t"
+      "4:\n\t"
+      PIO_ACC_STORE_ALL
+      : [b] "+r"(b), [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [a4] "+r"(a4),
+        [quads] "+r"(quads), [rest] "+r"(rest), [pf] "+r"(pf)
+      : [ldab] "r"(ldab), [in] "r"(in), [out] "r"(out)
+      : "memory", "cc", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
+        "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22",
+        "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30", "xmm31");
+}
+#undef PIO_W
+#undef PIO_ROW
+#undef PIO_STEP
+#undef PIO_ACC
+#undef PIO_ACC_ALL
+#undef PIO_ACC_STORE
+#undef PIO_ACC_STORE_ALL
+
+void TileF32Avx512(const TileArgs& t) {
+  alignas(64) float local[kMr * kNr];
+  float* acc = t.acc_out ? t.acc : local;
+  F32Loop14x32(static_cast<const float*>(t.a), t.lda, static_cast<const float*>(t.b), t.k, t.acc_in ? t.acc : nullptr, acc,
+               t.prefetch);
+  if (t.acc_out) return;
+  __m512 sums[kMr][2];
+#pragma GCC unroll 16
+  for (int r = 0; r < kMr; ++r) {
+    sums[r][0] = _mm512_load_ps(acc + r * kNr);
+    sums[r][1] = _mm512_load_ps(acc + r * kNr + 16);
+  }
+  StoreBlock<V512, kMr, 2>(t, 0, 0, sums);
+}
 void TileBf16Widen(const TileArgs& t) { Block<V512, kMr, 2, true>(t, 0, 0); }
 
 // bf16 weights with vdpbf16ps: A is bf16 bits, one (k, k+1) pair per 32-bit broadcast.

@@ -15,7 +15,7 @@ namespace {
 const kernels::KernelSet& K() { return kernels::ActiveKernels(); }
 
 void CheckLength(const char* fn, int64_t n) {
-  if (n < 0) ThrowInvalidArgument(std::string(fn) + ": expected a length >= 0, got " + std::to_string(n));
+  if (n < 0) ThrowInvalidArgument(std::string(fn) + " length", "a length >= 0", std::to_string(n));
 }
 
 // Elements per chunk of the element-wise kernels: big enough that a chunk outweighs handing it to
@@ -36,7 +36,7 @@ void LayerNormRows(int64_t rows, int64_t n, const float* x, int64_t ldx, const f
   CheckLength("LayerNormRows", n);
   CheckLength("LayerNormRows", rows);
   if (ldx < n || ldy < n || (residual && ld_residual < n) || (sum_out && ld_sum < n)) {
-    ThrowInvalidArgument("LayerNormRows: a row stride is smaller than the row (" + std::to_string(n) + ")");
+    ThrowInvalidArgument("LayerNormRows strides", "row strides of at least the row (" + std::to_string(n) + ")", "a smaller one");
   }
   if (rows == 0 || n == 0) return;
   const kernels::KernelSet& ks = K();

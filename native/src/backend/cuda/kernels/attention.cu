@@ -139,7 +139,7 @@ __global__ void FlashAttentionKernel(AttentionParams p, int bq) {
 
 void LaunchAttention(const AttentionArgs& a, cudaStream_t stream) {
   if (a.batch == 0 || a.nq == 0) return;
-  if (a.heads > 65535 || a.batch > 65535) ThrowInvalidArgument("attention: at most 65535 heads and batch items on the GPU");
+  if (a.heads > 65535 || a.batch > 65535) ThrowInvalidArgument("attention heads, batch", "at most 65535 heads and batch items on the GPU", std::to_string(a.heads) + " heads, " + std::to_string(a.batch) + " items");
   int device = 0;
   CUDA_CHECK(cudaGetDevice(&device));
   int max_shared = 0;
@@ -149,7 +149,7 @@ void LaunchAttention(const AttentionArgs& a, cudaStream_t stream) {
   while (bq > 1 && SharedFloats(bq, a.dv) * sizeof(float) > static_cast<size_t>(max_shared)) bq /= 2;
   const size_t bytes = SharedFloats(bq, a.dv) * sizeof(float);
   if (bytes > static_cast<size_t>(max_shared)) {
-    ThrowInvalidArgument("attention: a value width of " + std::to_string(a.dv) + " does not fit this GPU's shared memory");
+    ThrowInvalidArgument("attention value width", "a width that fits this GPU's shared memory", std::to_string(a.dv));
   }
   CUDA_CHECK(cudaFuncSetAttribute(FlashAttentionKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
   AttentionParams p{a.q, a.k, a.v, a.key_mask, a.out, a.nq, a.nk, a.heads, a.dqk, a.dv, a.scale};

@@ -65,7 +65,8 @@ __global__ void AttentionProbsKernel(AttentionArgs a) {
 
 void LaunchAttentionProbs(const AttentionArgs& a, cudaStream_t stream) {
   if (a.batch == 0 || a.nq == 0) return;
-  if (a.nq > 0x7fffffff || a.heads > 65535 || a.batch > 65535) ThrowInvalidArgument("attention weights: too many queries, heads or batch items");
+  if (a.nq > 0x7fffffff || a.heads > 65535 || a.batch > 65535) ThrowInvalidArgument("attention weights", "at most 2^31 - 1 queries and 65535 heads and batch items",
+                         std::to_string(a.nq) + " queries, " + std::to_string(a.heads) + " heads, " + std::to_string(a.batch) + " items");
   const dim3 grid(static_cast<unsigned>(a.nq), static_cast<unsigned>(a.heads), static_cast<unsigned>(a.batch));
   AttentionProbsKernel<<<grid, kThreads, 0, stream>>>(a);
   CUDA_CHECK_LAUNCH();

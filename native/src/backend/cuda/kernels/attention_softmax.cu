@@ -106,7 +106,7 @@ void LaunchRescaleRows(float* out, int64_t entries, int64_t rows, int64_t entry_
                        const float* factor, bool divide, cudaStream_t stream) {
   const int64_t total = entries * rows;
   if (total == 0 || cols == 0) return;
-  if (total > INT32_MAX) ThrowInvalidArgument("attention: too many rows in one chunk");
+  if (total > INT32_MAX) ThrowInvalidArgument("attention rows", "at most 2^31 - 1 rows in one chunk", std::to_string(total));
   const int threads = cols >= 256 ? 256 : (cols >= 128 ? 128 : 64);
   RescaleRowsKernel<<<static_cast<unsigned>(total), threads, 0, stream>>>(out, total, rows, entry_stride, row_stride, cols, factor, divide);
   CUDA_CHECK_LAUNCH();

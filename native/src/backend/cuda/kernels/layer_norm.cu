@@ -46,7 +46,7 @@ __global__ void LayerNormKernel(const float* x, int64_t dim, const float* gamma,
 void LaunchLayerNorm(const float* x, int64_t rows, int64_t dim, const float* gamma, const float* beta, float eps, float* y,
                      cudaStream_t stream) {
   if (rows == 0) return;
-  if (rows > 0x7fffffff) ThrowInvalidArgument("layer_norm: too many rows");
+  if (rows > 0x7fffffff) ThrowInvalidArgument("layer_norm rows", "at most 2^31 - 1 rows", std::to_string(rows));
   LayerNormKernel<<<static_cast<unsigned>(rows), kBlock, 0, stream>>>(x, dim, gamma, beta, eps, y);
   CUDA_CHECK_LAUNCH();
 }

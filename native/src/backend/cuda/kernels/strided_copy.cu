@@ -28,7 +28,7 @@ __global__ void StridedCopyKernel(float* dst, const float* src, CopyGeometry g, 
 
 void LaunchStridedCopy(float* dst, const int64_t* dst_strides, const float* src, const int64_t* src_strides,
                        const int64_t* shape, int rank, cudaStream_t stream) {
-  if (rank < 0 || rank > kMaxCopyRank) ThrowInvalidArgument("strided_copy: rank out of range");
+  if (rank < 0 || rank > kMaxCopyRank) ThrowInvalidArgument("strided_copy rank", "a rank in [0, " + std::to_string(kMaxCopyRank) + "]", std::to_string(rank));
   CopyGeometry g{};
   g.rank = rank;
   int64_t n = 1;
