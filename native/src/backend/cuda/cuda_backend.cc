@@ -575,6 +575,10 @@ class CudaBackend final : public Backend {
           } else if constexpr (std::is_same_v<T, AttentionOp>) {
             add(o.batch, o.heads, o.nq, o.nk, o.dqk, o.dv, o.q.data, o.q.ld, o.q.batch_stride, o.k.data, o.k.ld, o.k.batch_stride, o.v.data,
                 o.v.ld, o.v.batch_stride, o.key_lengths != nullptr, o.key_mask != nullptr, o.scale, o.out, o.probs);
+            // The lengths too: a kernel may size its launch by them (the mask's bytes are data).
+            if (o.key_lengths != nullptr) {
+              for (int64_t b = 0; b < o.batch; ++b) add(o.key_lengths[b]);
+            }
           } else if constexpr (std::is_same_v<T, EmbeddingOp>) {
             add(o.batch, o.seq, o.table, o.positions, o.out);
           } else if constexpr (std::is_same_v<T, CopyOp>) {
