@@ -2,8 +2,11 @@
  * The GPU half of bench/gpu-check.sh, in plain JavaScript once compiled (the GPU machine has no
  * npm registry, so no tap there): kernel checks against the CPU reference, parity of every fixture
  * in every precision, CUDA float32 against the CPU backend, and the typed errors for a bad device
- * index and out-of-memory. Prints one line per check and exits non-zero when any fails.
- *   node dist/bench/gpu-check.js [--device cuda:0]
+ * index and out-of-memory, and the runtime's counters (a steady-state forward allocates nothing,
+ * waits once and copies nothing from pageable memory; cuBLASLt against cuBLAS; a device fault marks
+ * the model unusable). Prints one line per check and exits non-zero when any fails.
+ *   node dist/bench/gpu-check.js [--device cuda:0] [--part <part>]
+ *   node dist/bench/gpu-check.js --list      the parts (bench/gpu-check.sh --dry-run checks its own against them)
  */
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -12,9 +15,19 @@ import { loadAddon, packageRoot } from '../lib/native/binding.js';
 
 // --part kernels | attention | errors | device-tensor | <fixture name>: bench/gpu-check.sh runs each part in its own process,
 // so a GPU fault in one (a sticky CUDA error poisons its process) cannot hide the others' results.
-const { values } = parseArgs({ options: { device: { type: 'string', default: 'cuda:0' }, part: { type: 'string' } } });
+const { values } = parseArgs({ options: { device: { type: 'string', default: 'cuda:0' }, part: { type: 'string' }, list: { type: 'boolean', default: false } } });
 const device = values.device!;
 const part = values.part;
+const FIXTURES = ['text-mlm', 'text-classification', 'image-learned', 'image-fourier', 'image-conv', 'optical-flow', 'multimodal-autoencoding', 'multimodal-autoencoding-chunk'];
+const PARTS = ['kernels', 'attention', ...FIXTURES, 'device-tensor', 'errors', 'runtime'];
+if (values.list) {
+  console.log(PARTS.join(' '));
+  process.exit(0);
+}
+if (part !== undefined && !PARTS.includes(part)) {
+  console.error(`--part ${part}: expected one of ${PARTS.join(', ')}`);
+  process.exit(2);
+}
 const runs = (what: string) => part === undefined || part === what;
 let failures = 0;
 const report = (ok: boolean, what: string) => {
@@ -43,8 +56,12 @@ function argmaxRows(x: Tensor): number[] {
 }
 
 const caps = loadAddon().capabilities().cuda;
-report(caps.available, `CUDA available: ${JSON.stringify(caps)}`);
-if (!caps.available) process.exit(1);
+// --device cpu rehearses the device-independent parts here (bench/gpu-check.sh --dry-run runs
+// --part runtime so); everything else needs CUDA.
+if (device !== 'cpu') {
+  report(caps.available, `CUDA available: ${JSON.stringify(caps)}`);
+  if (!caps.available) process.exit(1);
+}
 
 // Kernels against their CPU reference (sizes off the tile multiples, masked keys). Attention runs
 // in both implementations (the GEMM attention, the default, and the fused kernel), in float32
@@ -84,8 +101,9 @@ for (const k of KERNELS.filter((c) => runs(c.op === 'attention' && !c.fused ? 'a
 delete process.env.PERCEIVER_CUDA_ATTENTION;
 delete process.env.PERCEIVER_CUDA_SCORE_BUDGET_MB;
 
-// Parity of every fixture, every precision.
-const FIXTURES = ['text-mlm', 'text-classification', 'image-learned', 'image-fourier', 'image-conv', 'optical-flow', 'multimodal-autoencoding', 'multimodal-autoencoding-chunk'];
+// Parity of every fixture, every precision; CUDA bfloat16 also against the CPU backend's bfloat16
+// (the oracle: the same rounding points, backend.h RoundsProductInputs) at 5e-3.
+const BF16_ORACLE = 5e-3;
 const TOLERANCE: Record<ComputeDType, number> = { float32: 1e-5, tfloat32: 1e-2, float16: 5e-2, bfloat16: 5e-2 };
 for (const name of FIXTURES.filter(runs)) {
   const dir = join(packageRoot(), 'test', 'fixtures', name);
@@ -102,6 +120,9 @@ for (const name of FIXTURES.filter(runs)) {
   const cpu = await AutoModel.fromPretrained(dir);
   const cpuLogits = byName((await cpu.forward(call)).logits);
   await cpu.dispose();
+  const cpuBf16 = await AutoModel.fromPretrained(dir, { dtype: 'bfloat16' });
+  const cpuBf16Logits = byName((await cpuBf16.forward(call)).logits);
+  await cpuBf16.dispose();
   for (const dtype of ['float32', 'tfloat32', 'float16', 'bfloat16'] as ComputeDType[]) {
     try {
       const model = await AutoModel.fromPretrained(dir, { device, dtype });
@@ -116,6 +137,10 @@ for (const name of FIXTURES.filter(runs)) {
           report(vsCpu <= 1e-5, `cuda float32 vs cpu ${name}${key ? '.' + key : ''}: ${vsCpu.toExponential(2)}`);
         } else if (expected.rank === 2) {
           report(argmaxRows(ours[key]!).join() === argmaxRows(expected).join(), `argmax ${name}${key ? '.' + key : ''} ${dtype}`);
+        }
+        if (dtype === 'bfloat16') {
+          const vsOracle = relativeError(ours[key]!, cpuBf16Logits[key]!);
+          report(vsOracle <= BF16_ORACLE, `cuda bfloat16 vs cpu bfloat16 ${name}${key ? '.' + key : ''}: ${vsOracle.toExponential(2)} <= ${BF16_ORACLE}`);
         }
       }
     } catch (error) {
@@ -196,6 +221,87 @@ report(oom instanceof OutOfMemoryError, `an oversized batch is an OutOfMemoryErr
 const after = await fourier.forward({ inputs: new Tensor('float32', [2, 3, 8, 10], new Float32Array(480).fill(0.5)) }).catch((e: unknown) => e);
 report(!(after instanceof Error), 'the model still runs after the out-of-memory error');
 await fourier.dispose();
+}
+
+// The runtime on CUDA (test/runtime.test.ts runs the same on the CPU): after warm-up a forward
+// allocates nothing (device, pinned or pool miss), waits for the device once, and copies nothing
+// from or to pageable memory; cuBLASLt's products equal cuBLAS's; the tanh-GELU epilogue's
+// parity is measured (it stays off unless PERCEIVER_CUBLASLT_GELU=tanh); an injected device
+// fault marks the model unusable.
+if (runs('runtime')) {
+  const addon = loadAddon();
+  process.env.PERCEIVER_COUNT_RUNTIME = '1'; // read when a model loads
+  const dir = join(packageRoot(), 'test', 'fixtures', 'text-mlm');
+  const io = (await readSafetensors(join(dir, 'io.safetensors'))).tensors;
+  const call = { inputs: io.get('input')!, attentionMask: io.get('call.attention_mask') };
+  for (const dtype of ['bfloat16', 'float32'] as ComputeDType[]) {
+    try {
+      const model = await AutoModel.fromPretrained(dir, { device, dtype });
+      for (let i = 0; i < 3; i++) await model.forward(call);
+      const before = addon.runtimeCounters();
+      const calls = 4;
+      let logits: Tensor | undefined;
+      for (let i = 0; i < calls; i++) logits = (await model.forward(call)).logits as Tensor;
+      const after = addon.runtimeCounters();
+      const d = (f: (c: typeof after) => number) => f(after) - f(before);
+      report(d((c) => c.allocations) === 0 && d((c) => c.internal.allocations) === 0, `runtime ${dtype}: no allocation in ${calls} warm forwards (interface ${d((c) => c.allocations)}, inside ${d((c) => c.internal.allocations)})`);
+      const waits = device === 'cpu' ? 0 : calls; // the CPU backend never waits
+      report(d((c) => c.internal.syncs) === waits && d((c) => c.syncs) === calls, `runtime ${dtype}: one device wait per forward (${d((c) => c.internal.syncs)} in ${calls}; ${d((c) => c.syncs)} Synchronize calls)`);
+      report(d((c) => c.internal.pageableCopies) === 0, `runtime ${dtype}: no pageable copy (${d((c) => c.internal.pageableCopies)})`);
+      report(d((c) => c.arena.replayedCalls) === calls, `runtime ${dtype}: every forward replayed its arena plan (peak ${after.arena.lastPeakBytes} B, bound ${after.arena.lastLiveBoundBytes} B)`);
+      await model.dispose();
+      process.env.PERCEIVER_NO_CUBLASLT = '1';
+      const legacy = await AutoModel.fromPretrained(dir, { device, dtype });
+      delete process.env.PERCEIVER_NO_CUBLASLT;
+      const legacyLogits = (await legacy.forward(call)).logits as Tensor;
+      await legacy.dispose();
+      const err = relativeError(logits!, legacyLogits);
+      const bar = dtype === 'float32' ? 1e-6 : 1e-3;
+      report(err <= bar, `runtime ${dtype}: cuBLASLt products vs cuBLAS GemmEx: ${err.toExponential(2)} <= ${bar}`);
+    } catch (error) {
+      report(false, `runtime ${dtype}: ${(error as Error).message}`);
+    }
+  }
+  // CUDA graphs (PERCEIVER_CUDA_GRAPHS=1): the third call of a shape is captured, later ones
+  // replay it; the outputs must be the eager path's, bit for bit (the same kernels, addresses).
+  try {
+    const eager = await AutoModel.fromPretrained(dir, { device, dtype: 'bfloat16' });
+    process.env.PERCEIVER_CUDA_GRAPHS = '1';
+    const graphed = await AutoModel.fromPretrained(dir, { device, dtype: 'bfloat16' });
+    delete process.env.PERCEIVER_CUDA_GRAPHS;
+    const expected = (await eager.forward(call)).logits as Tensor;
+    let same = 0;
+    const rounds = 6;
+    for (let i = 0; i < rounds; i++) {
+      const got = (await graphed.forward(call)).logits as Tensor;
+      if (Buffer.from(got.bytes()).equals(Buffer.from(expected.bytes()))) same++;
+    }
+    report(same === rounds, `runtime: CUDA graphs (captured at call 3, replayed after): ${same}/${rounds} calls equal the eager path bit for bit`);
+    const time = async (model: typeof eager) => {
+      const t0 = performance.now();
+      for (let i = 0; i < 20; i++) await model.forward(call);
+      return (performance.now() - t0) / 20;
+    };
+    console.log(`info runtime: text-mlm bf16 per forward, eager ${(await time(eager)).toFixed(3)} ms, CUDA graph ${(await time(graphed)).toFixed(3)} ms`);
+    await eager.dispose();
+    await graphed.dispose();
+  } catch (error) {
+    report(false, `runtime graphs: ${(error as Error).message}`);
+  }
+  try {
+    process.env.PERCEIVER_CUBLASLT_GELU = 'tanh';
+    const tanh = await AutoModel.fromPretrained(dir, { device, dtype: 'bfloat16' });
+    delete process.env.PERCEIVER_CUBLASLT_GELU;
+    const err = relativeError((await tanh.forward(call)).logits as Tensor, io.get('expected.logits')!);
+    console.log(`info runtime: cuBLASLt tanh-GELU epilogue, bfloat16 parity ${err.toExponential(2)} (erf GELU kernel: see the text-mlm parity line)`);
+    addon.injectDeviceFault();
+    const first = await tanh.forward(call).then(() => undefined, (e: unknown) => e as Error);
+    const later = await tanh.forward(call).then(() => undefined, (e: unknown) => e as Error);
+    report(/unusable from now on/.test(first?.message ?? '') && /earlier call failed with a device fault/.test(later?.message ?? ''), `runtime: a device fault marks the model unusable (${later?.message.slice(0, 100)})`);
+    await tanh.dispose();
+  } catch (error) {
+    report(false, `runtime gelu/fault: ${(error as Error).message}`);
+  }
 }
 
 console.log(failures === 0 ? 'gpu-check: every check passed' : `gpu-check: ${failures} check(s) failed`);

@@ -1,7 +1,10 @@
 /**
  * Joins perceiver-io's GPU lines (bench/gpu.ts) with transformers' (hf_baseline.py) measured in the
- * same run on the same card, and prints one table of ratios against the speed goals.
- *   node dist/bench/gpu-ratios.js hf.jsonl ours.jsonl
+ * same run on the same card, and prints one table of ratios against the speed goals. Ours is timed
+ * with device-resident inputs and outputs (as transformers is); with host copies beside it. A third
+ * file (bench/gpu_torch_micro.py's lines) adds what PyTorch reaches on the same product and
+ * attention shapes, for calibration against the per-op profile.
+ *   node dist/bench/gpu-ratios.js hf.jsonl[,hf-extra.jsonl] ours.jsonl [torch-micro.jsonl]
  */
 import { readFileSync } from 'node:fs';
 
@@ -12,9 +15,9 @@ const read = (file: string): Line[] =>
     .filter((l) => l.trim().startsWith('{'))
     .map((l) => JSON.parse(l) as Line);
 
-const [hfFile, oursFile] = process.argv.slice(2);
+const [hfFile, oursFile, microFile] = process.argv.slice(2);
 if (!hfFile || !oursFile) {
-  process.stderr.write('usage: node dist/bench/gpu-ratios.js hf.jsonl[,hf-extra.jsonl] ours.jsonl\n');
+  process.stderr.write('usage: node dist/bench/gpu-ratios.js hf.jsonl[,hf-extra.jsonl] ours.jsonl [torch-micro.jsonl]\n');
   process.exit(2);
 }
 // Several transformers files may be given, comma-separated (hf_baseline.py and hf_baseline_extra.py).
@@ -43,22 +46,34 @@ const GOALS: Goal[] = [
 
 const env = hf.find((l) => l.case === 'env');
 console.log(`card: ${String(env?.gpu ?? 'unknown')}; transformers ${String(env?.transformers ?? '?')}, torch ${String(env?.torch ?? '?')}`);
-console.log('| goal | perceiver-io | transformers | ratio | target | met |');
-console.log('| --- | ---: | ---: | ---: | --- | --- |');
+console.log('| goal | perceiver-io | transformers | ratio | target | met | perceiver-io with host copies |');
+console.log('| --- | ---: | ---: | ---: | --- | --- | ---: |');
 for (const g of GOALS) {
   const o = find(ours, ...g.ours);
   const a = find(hf, ...g.anchor);
   const ov = o?.[g.metric] as number | undefined;
   const av = a?.[g.metric] as number | undefined;
   if (ov === undefined || av === undefined) {
-    console.log(`| ${g.what} | ${String(o?.error ?? ov ?? 'missing')} | ${String(a?.error ?? av ?? 'missing')} | - | ${g.target} | no data |`);
+    console.log(`| ${g.what} | ${String(o?.error ?? ov ?? 'missing')} | ${String(a?.error ?? av ?? 'missing')} | - | ${g.target} | no data | - |`);
     continue;
   }
   const ratio = g.metric === 'ms' ? av / ov : ov / av;
   const unit = g.metric === 'ms' ? ' ms' : '/s';
-  console.log(`| ${g.what} | ${ov}${unit} | ${av}${unit} | ${ratio.toFixed(2)}x | ${g.target} | ${g.pass(ratio, ov) ? 'yes' : 'no'} |`);
+  const host = o?.[g.metric === 'ms' ? 'host_ms' : 'host_items_per_s'];
+  console.log(`| ${g.what} | ${ov}${unit} | ${av}${unit} | ${ratio.toFixed(2)}x | ${g.target} | ${g.pass(ratio, ov) ? 'yes' : 'no'} | ${host === undefined ? '-' : `${String(host)}${unit}`} |`);
 }
 const flow = find(ours, 'optical-flow', 'bf16', 1);
 if (flow) console.log(`optical flow bf16 device memory beyond the weights: ${String(flow.extra_gib)} GiB (goal < 1 GiB)`);
 const big = ours.find((l) => l.case === 'optical-flow-1080p');
 if (big) console.log(`1920x1080 flow pair: ${big.error ? `failed: ${String(big.error)}` : `decoded in ${String(big.decode_ms)} ms`}`);
+
+if (microFile) {
+  const micro = read(microFile).filter((l) => l.case === 'torch-micro');
+  console.log('\nPyTorch on the same card and shapes (calibration for the per-op profile):');
+  console.log('| op | shape | precision | ms | TFLOP/s |');
+  console.log('| --- | --- | --- | ---: | ---: |');
+  for (const l of micro) {
+    const shape = Array.isArray(l.shape) ? `${String(l.what)} [${(l.shape as number[]).join(', ')}]` : String(l.what);
+    console.log(`| ${String(l.op)} | ${shape} | ${String(l.precision)} | ${String(l.ms ?? l.error ?? l.skipped)} | ${String(l.tflops ?? '-')} |`);
+  }
+}

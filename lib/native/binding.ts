@@ -115,6 +115,8 @@ export interface NativeCapabilities {
     devices: string[];
     dtypes: string[];
     cublas?: string;
+    /** The cuBLASLt library loaded for the products, or why it was not (products then run through cuBLAS). */
+    cublasLt?: string;
     /** The CUDA runtime linked in, e.g. "13.0" (CUDA builds). */
     runtimeVersion?: string;
     /** The newest CUDA version the installed driver supports, e.g. "12.4" (when a driver is found). */
@@ -187,12 +189,48 @@ export interface CpuKernelResult {
   gflopsThreadCpu: number;
 }
 
+interface RuntimeCounts {
+  allocations: number;
+  syncs: number;
+  pageableCopies: number;
+}
+
+export interface RuntimeCounters {
+  allocations: number;
+  syncs: number;
+  hostCopies: number;
+  runs: number;
+  internal: RuntimeCounts;
+  arena: {
+    recordedCalls: number;
+    replayedCalls: number;
+    blocks: number;
+    blockBytes: number;
+    lastPeakBytes: number;
+    lastLiveBoundBytes: number;
+  };
+}
+
 interface NativeAddon {
   NativeModel: new (spec: object, weights: Record<string, EngineWeight>, options: { device: string; deviceIndex?: number; dtype?: string }) => NativeModelHandle;
   NativeDeviceTensor: abstract new () => NativeDeviceTensorHandle;
   /** Device-tensor buffers alive in this process (held by undisposed tensors or copies in flight). */
   deviceTensorStats(): { live: number; bytes: number };
   capabilities(): NativeCapabilities;
+  /**
+   * The runtime's counters since the process started (native/src/napi/runtime_check.cc): what
+   * backends counted by PERCEIVER_COUNT_RUNTIME=1 (set when the model loads) did through the
+   * interface and inside, and every arena's plans. For test/runtime.test.ts and the GPU check.
+   */
+  runtimeCounters(): RuntimeCounters;
+  /** The next op of a counted backend throws a device fault, as a sticky CUDA error would (tests). */
+  injectDeviceFault(): void;
+  /** The arena planner on given tensor sizes and lifetimes [first, last] (events, inclusive). */
+  planArena(request: { bytes: number[]; first: number[]; last: number[]; alignment?: number }): {
+    offsets: number[];
+    peakBytes: number;
+    liveBoundBytes: number;
+  };
   /**
    * One fused op of the CPU backend (linear: sizes [rows, in, out, period]; layer_norm: [rows, dim];
    * attention: [batch, heads, nq, nk, dqk, dv]) on random inputs in the graph's layouts, against a

@@ -21,6 +21,8 @@
 #include <variant>
 #include <vector>
 
+#include "core/engine_error.h"
+
 namespace perceiver {
 
 // Element types a backend stores. Activations are float32 in memory; a product may round its
@@ -229,6 +231,23 @@ using Op = std::variant<LinearOp, LayerNormOp, AttentionOp, EmbeddingOp, CopyOp,
 // A short name with the op's sizes, for profiles and errors ("linear 512x768->768 +gelu").
 std::string OpLabel(const Op& op);
 
+// A device fault that poisons the device for the rest of the process (CUDA's sticky errors: an
+// illegal address, a kernel assertion, an uncorrectable ECC error). The graph marks its model
+// unusable when one escapes a call (perceiver_graph.cc), so later calls say so instead of failing
+// each with a fresh, confusing CUDA error.
+class DeviceFault : public EngineError {
+ public:
+  explicit DeviceFault(const std::string& message) : EngineError(ErrorCode::kInternal, message) {}
+};
+
+// What a steady-state call must not do, as a backend does it internally (inside its ops and
+// copies): real device or pinned allocations (not a cache hit), host waits on the device, copies
+// from or to pageable host memory. The counting decorator (counting_backend.cc) adds these to
+// what it sees at the interface.
+struct RuntimeCounts {
+  int64_t allocations = 0, syncs = 0, pageable_copies = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -244,11 +263,29 @@ class Backend {
   virtual WeightRef LoadWeight(const HostWeight& host, WeightUse use) = 0;
   virtual void CopyToHost(float* dst, const float* src, size_t floats) = 0;
   virtual void CopyFromHost(float* dst, const float* src, size_t floats) = 0;
+  // A copy to the host that completes by the next Synchronize() (dst is not read or written by
+  // the caller before then): a call queues every output and waits once. The default is the
+  // blocking copy; the CUDA backend stages through pinned memory.
+  virtual void CopyToHostDeferred(float* dst, const float* src, size_t floats) { CopyToHost(dst, src, floats); }
+  // Forgets the deferred copies no Synchronize() has completed (a failed call: their
+  // destinations are being freed). The device may still write the backend's own staging.
+  virtual void CancelDeferred() {}
   // Waits until queued work is finished (a no-op on the CPU).
   virtual void Synchronize() = 0;
+  // A call of the model begins: `key` names what decides its ops (shapes and options, the same
+  // key as the arena's), and the call ends at its Synchronize (or CancelDeferred when it fails).
+  // `replayable`: a small call whose ops a backend may record once and replay (CUDA graphs).
+  virtual void BeginCall(const std::string& key, bool replayable) {}
+  // Frees memory the backend caches for reuse and nothing holds (the arena calls it once it has
+  // planned a shape: the blocks of the recorded call are not needed again).
+  virtual void ReleaseCachedMemory() {}
 
   // Compute: every op, one signature.
   virtual void Run(const Op& op) = 0;
+
+  // Diagnostics: what the backend did internally (see RuntimeCounts); zeros where nothing can
+  // happen (the CPU backend's memory is the host's and it never waits).
+  virtual RuntimeCounts InternalCounts() const { return {}; }
 };
 
 // A plain contiguous copy within backend memory, as a CopyOp.
@@ -265,6 +302,7 @@ struct CudaStatus {
   int device_count = 0;
   std::vector<std::string> devices;  // "NVIDIA H200 (sm_90, 139 GiB)"
   std::string cublas;                // the cuBLAS library loaded, when available
+  std::string cublaslt;              // the cuBLASLt library loaded, or why not (products then use cuBLAS)
   int runtime_version = 0;           // the CUDA runtime linked in (cudaRuntimeGetVersion: 1000*major + 10*minor), 0 without CUDA
   int driver_version = 0;            // the CUDA version the driver supports (cudaDriverGetVersion), 0 without a driver
 };
@@ -275,6 +313,21 @@ void CudaMemoryInfo(int device, size_t* free_bytes, size_t* total_bytes);
 // The CUDA backend on device `device`; throws a backend-unavailable EngineError saying what to
 // install or set when it cannot run.
 std::unique_ptr<Backend> CreateCudaBackend(int device, Precision precision);
+
+// Wraps `backend` in the counting decorator when PERCEIVER_COUNT_RUNTIME=1 (read once, at load):
+// allocations, syncs and pageable copies per call, and a test hook that injects a device fault
+// (counting_backend.cc). Totals over every counted backend of the process:
+struct RuntimeCounters {
+  // Calls through the Backend interface: Allocate; Synchronize and the blocking CopyToHost;
+  // host copies of any kind (CopyToHost, CopyToHostDeferred, CopyFromHost); ops run.
+  int64_t allocations = 0, syncs = 0, host_copies = 0, runs = 0;
+  RuntimeCounts internal;  // what the backends did inside (Backend::InternalCounts)
+};
+std::unique_ptr<Backend> WithCountingIfRequested(std::unique_ptr<Backend> backend);
+std::unique_ptr<Backend> WithCounting(std::unique_ptr<Backend> backend);
+RuntimeCounters CountedTotals();
+// The next op run by a counted backend throws a DeviceFault (the sticky-error test's hook).
+void InjectDeviceFault();
 
 // Wraps `backend` in a per-op timer when PERCEIVER_PROFILE=1 (see profiling_backend.cc).
 std::unique_ptr<Backend> WithProfilingIfRequested(std::unique_ptr<Backend> backend);

@@ -18,9 +18,67 @@ void InputArray::CheckFinite() const {
   }
 }
 
-PerceiverGraph::PerceiverGraph(std::unique_ptr<Backend> backend, ModelParts parts)
-    : backend_(std::move(backend)), parts_(std::move(parts)) {
+PerceiverGraph::PerceiverGraph(std::unique_ptr<Backend> backend, ModelParts parts) : parts_(std::move(parts)) {
+  auto arena = std::make_unique<ArenaBackend>(std::move(backend));
+  arena_ = arena.get();
+  backend_ = std::move(arena);
   backend_->Synchronize();
+}
+
+namespace {
+
+// What decides a call's allocations, for the arena (arena_backend.h): the inputs' shapes and
+// kinds, the mask's presence and the outputs asked for. A key that misses something costs a
+// re-plan, never a wrong result: the arena checks every replay.
+void AppendKey(std::string& key, const EncodeRequest& r) {
+  key += "e" + std::to_string(r.batch);
+  for (const auto& [name, input] : r.inputs) {
+    key += "|" + name + (input.integer ? ":i" : ":f") + (input.on_backend() ? "d" : "h");
+    for (int64_t d : input.shape) key += "," + std::to_string(d);
+  }
+  key += r.key_mask.empty() ? "|nomask" : "|mask";
+  key += r.interpolate_pos_encoding ? "|interp" : "";
+  key += r.output_hidden_states ? "|hidden" : "";
+  key += r.output_attentions ? "|attn" : "";
+  key += r.outputs_on_backend ? "|resident" : "";
+}
+
+void AppendKey(std::string& key, const DecodeRequest& r, int64_t batch) {
+  key += "/d" + std::to_string(batch);
+  for (const auto& [name, points] : r.points) key += "|" + name + ":" + std::to_string(points.size());
+  key += r.output_attentions ? "|attn" : "";
+  key += r.outputs_on_backend ? "|resident" : "";
+}
+
+// Calls of at most this batch may be recorded once and replayed (CUDA graphs): their time is
+// launches, not arithmetic. Outputs kept in backend memory get new addresses on every call, so
+// such a call is never replayed.
+constexpr int64_t kReplayableBatch = 8;
+bool Replayable(const EncodeRequest& r) { return r.batch <= kReplayableBatch && !r.outputs_on_backend; }
+
+constexpr const char* kUnusable =
+    "the model is unusable from now on: dispose it and load it again (after a sticky CUDA error the device stays "
+    "unusable for this whole process; restart it to use the GPU again)";
+
+}  // namespace
+
+template <typename F>
+auto PerceiverGraph::Guarded(F&& call) -> decltype(call()) {
+  {
+    std::lock_guard<std::mutex> lock(fault_mutex_);
+    if (!fault_.empty()) {
+      throw EngineError(ErrorCode::kBackendUnavailable, "an earlier call failed with a device fault (" + fault_ + "); " + kUnusable);
+    }
+  }
+  try {
+    return call();
+  } catch (const DeviceFault& e) {
+    {
+      std::lock_guard<std::mutex> lock(fault_mutex_);
+      if (fault_.empty()) fault_ = e.what();
+    }
+    throw EngineError(ErrorCode::kInternal, std::string(e.what()) + "; " + kUnusable);
+  }
 }
 
 OutputTensor PerceiverGraph::Output(const BackendTensor& t, bool on_backend, std::string name, const std::vector<int64_t>* shape) {
@@ -34,8 +92,9 @@ OutputTensor PerceiverGraph::Output(const BackendTensor& t, bool on_backend, std
     out.resident.shape = out.shape;
     return out;
   }
+  // Queued: the call waits once for all its outputs (the Synchronize at its end).
   out.data.resize(static_cast<size_t>(t.size()));
-  backend_->CopyToHost(out.data.data(), t.data(), out.data.size());
+  backend_->CopyToHostDeferred(out.data.data(), t.data(), out.data.size());
   return out;
 }
 
@@ -46,25 +105,75 @@ std::vector<OutputTensor> PerceiverGraph::Outputs(const std::vector<BackendTenso
 }
 
 BackendTensor PerceiverGraph::Upload(const std::vector<float>& host, std::vector<int64_t> shape) {
-  auto exclusive = Exclusive();
-  BackendTensor t = AllocateTensor(*backend_, std::move(shape));
-  if (static_cast<size_t>(t.size()) != host.size()) ThrowInvalidArgument("tensor", std::to_string(t.size()) + " values (its shape)", std::to_string(host.size()));
-  backend_->CopyFromHost(t.data(), host.data(), host.size());
-  backend_->Synchronize();
-  return t;
+  return Guarded([&] {
+    auto exclusive = Exclusive();
+    BackendTensor t = AllocateTensor(*backend_, std::move(shape));
+    if (static_cast<size_t>(t.size()) != host.size()) ThrowInvalidArgument("tensor", std::to_string(t.size()) + " values (its shape)", std::to_string(host.size()));
+    backend_->CopyFromHost(t.data(), host.data(), host.size());
+    backend_->Synchronize();
+    return t;
+  });
 }
 
 void PerceiverGraph::Download(const BackendTensor& t, float* host) {
-  auto exclusive = Exclusive();
-  backend_->CopyToHost(host, t.data(), static_cast<size_t>(t.size()));
+  Guarded([&] {
+    auto exclusive = Exclusive();
+    backend_->CopyToHost(host, t.data(), static_cast<size_t>(t.size()));
+  });
 }
 
 std::unique_lock<std::mutex> PerceiverGraph::Exclusive() {
   return backend_->serializes_calls() ? std::unique_lock<std::mutex>(call_mutex_) : std::unique_lock<std::mutex>();
 }
 
+template <typename F>
+auto PerceiverGraph::OneCall(const std::string& key, bool replayable, F&& queue) -> decltype(queue()) {
+  return Guarded([&] {
+    auto exclusive = Exclusive();
+    try {
+      decltype(queue()) result;
+      {
+        ArenaBackend::Call call(*arena_, key);
+        backend_->BeginCall(key, replayable);
+        result = queue();
+      }
+      // The one wait of the call: every output copy was queued (CopyToHostDeferred).
+      backend_->Synchronize();
+      return result;
+    } catch (...) {
+      backend_->CancelDeferred();  // their destinations are gone with the result
+      throw;
+    }
+  });
+}
+
 EncodeResult PerceiverGraph::Encode(const EncodeRequest& r) {
-  auto exclusive = Exclusive();
+  std::string key;
+  AppendKey(key, r);
+  return OneCall(key, Replayable(r), [&] { return EncodeQueued(r); });
+}
+
+DecodeResult PerceiverGraph::Decode(const Encoding& encoding, const DecodeRequest& r) {
+  if (!parts_.decoder) ThrowInvalidArgument("decode", "a model with a decoder", "a model without one");
+  std::string key;
+  AppendKey(key, r, encoding.batch);
+  return OneCall(key, encoding.batch <= kReplayableBatch && !r.outputs_on_backend, [&] { return DecodeQueued(encoding, r); });
+}
+
+ForwardResult PerceiverGraph::Forward(const EncodeRequest& encode, const DecodeRequest& decode) {
+  std::string key;
+  AppendKey(key, encode);
+  if (has_decoder()) AppendKey(key, decode, encode.batch);
+  return OneCall(key, Replayable(encode) && !decode.outputs_on_backend, [&] {
+    ForwardResult result;
+    result.encoded = EncodeQueued(encode);
+    if (has_decoder()) result.decoded = DecodeQueued(*result.encoded.encoding, decode);
+    result.encoded.encoding.reset();  // within the arena's call: its latents are the arena's to reuse
+    return result;
+  });
+}
+
+EncodeResult PerceiverGraph::EncodeQueued(const EncodeRequest& r) {
   Backend& be = *backend_;
   if (r.batch < 1) ThrowInvalidArgument("inputs", "a batch of at least one item", std::to_string(r.batch));
   if (r.inputs.empty()) ThrowInvalidArgument("inputs", "at least one input", "none");
@@ -142,13 +251,10 @@ EncodeResult PerceiverGraph::Encode(const EncodeRequest& r) {
   result.encoding->batch = batch;
   result.encoding->latents = latents;
   if (parts_.decoder_queries_inputs) result.encoding->inputs = std::move(inputs);
-  be.Synchronize();
   return result;
 }
 
-DecodeResult PerceiverGraph::Decode(const Encoding& encoding, const DecodeRequest& r) {
-  if (!parts_.decoder) ThrowInvalidArgument("decode", "a model with a decoder", "a model without one");
-  auto exclusive = Exclusive();
+DecodeResult PerceiverGraph::DecodeQueued(const Encoding& encoding, const DecodeRequest& r) {
   Backend& be = *backend_;
   std::vector<BackendTensor> cross_attn;
   DecodeContext ctx{be, cache_, r, &encoding.inputs, encoding.batch, parts_.layer_norm_eps,
@@ -169,7 +275,6 @@ DecodeResult PerceiverGraph::Decode(const Encoding& encoding, const DecodeReques
     result.logits.push_back(Output(decoded.values, on_backend, "", &decoded.output_shape));
   }
   result.cross_attentions = Outputs(cross_attn, on_backend);
-  be.Synchronize();
   return result;
 }
 

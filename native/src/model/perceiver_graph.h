@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "backend/arena_backend.h"
 #include "backend/backend.h"
 #include "model/decoders.h"
 #include "model/postprocessors.h"
@@ -37,9 +38,29 @@ struct ModelParts {
   std::vector<std::pair<std::string, std::unique_ptr<Postprocessor>>> modality_postprocessors;  // multimodal
 };
 
-// Output values on the host. (A run on 2026-11-27 tried an allocator that skips zero-filling:
-// the GPU benchmarks got no faster, so the plain vector stays.)
-using HostFloats = std::vector<float>;
+// Leaves new elements uninitialised: every output vector is filled whole by its copy, and
+// zero-filling first writes each byte twice (221 MB per language batch-64 call).
+template <typename T>
+struct DefaultInitAllocator : std::allocator<T> {
+  template <typename U>
+  struct rebind {
+    using other = DefaultInitAllocator<U>;
+  };
+  DefaultInitAllocator() = default;
+  template <typename U>
+  DefaultInitAllocator(const DefaultInitAllocator<U>&) noexcept {}
+  template <typename U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+
+// Output values on the host.
+using HostFloats = std::vector<float, DefaultInitAllocator<float>>;
 
 // One output: copied to the host (data), or left in backend memory (resident) when the request
 // asks for outputs on the backend, for a DeviceTensor.
@@ -70,6 +91,11 @@ struct DecodeResult {
   std::vector<OutputTensor> cross_attentions;  // the decoder's cross-attention
 };
 
+struct ForwardResult {
+  EncodeResult encoded;  // encoding released: a forward keeps nothing in backend memory
+  DecodeResult decoded;  // empty without a decoder
+};
+
 class PerceiverGraph {
  public:
   PerceiverGraph(std::unique_ptr<Backend> backend, ModelParts parts);
@@ -78,14 +104,28 @@ class PerceiverGraph {
 
   EncodeResult Encode(const EncodeRequest& request);
   DecodeResult Decode(const Encoding& encoding, const DecodeRequest& request);
+  // Encode and decode as one call: one lock, one arena scope, one wait for the device at the end.
+  ForwardResult Forward(const EncodeRequest& encode, const DecodeRequest& decode);
 
   // A DeviceTensor's transfers, in turn with the model's calls where the backend serialises them.
   BackendTensor Upload(const std::vector<float>& host, std::vector<int64_t> shape);
   void Download(const BackendTensor& t, float* host);
   // Where the backend's memory lives: "cpu" or "cuda:N".
   std::string device_name() const { return backend_->name(); }
+  // The arena's plans and calls (arena_backend.h).
+  ArenaBackend::Stats arena_stats() const { return arena_->stats(); }
 
  private:
+  EncodeResult EncodeQueued(const EncodeRequest& request);  // queues the work; the caller waits
+  DecodeResult DecodeQueued(const Encoding& encoding, const DecodeRequest& request);
+  // Runs `call` unless the model is unusable; a DeviceFault escaping it makes the model unusable.
+  template <typename F>
+  auto Guarded(F&& call) -> decltype(call());
+  // One call of the model: the lock, the arena's scope (`key`, see AppendKey), the backend told
+  // (BeginCall), `queue` (which queues the work and the output copies) and the one wait at the end.
+  template <typename F>
+  auto OneCall(const std::string& key, bool replayable, F&& queue) -> decltype(queue());
+
   // The output `t` with `shape`: copied to the host, or kept in backend memory when on_backend.
   OutputTensor Output(const BackendTensor& t, bool on_backend, std::string name = "", const std::vector<int64_t>* shape = nullptr);
   std::vector<OutputTensor> Outputs(const std::vector<BackendTensor>& list, bool on_backend);
@@ -93,10 +133,13 @@ class PerceiverGraph {
   // Held for a whole call when the backend runs one call at a time (a GPU model's single stream).
   std::unique_lock<std::mutex> Exclusive();
 
-  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Backend> backend_;  // the arena, in front of the backend given
+  ArenaBackend* arena_;
   ModelParts parts_;
   TensorCache cache_;
   std::mutex call_mutex_;
+  std::mutex fault_mutex_;
+  std::string fault_;  // set once a DeviceFault escaped a call: the model is unusable
 };
 
 }  // namespace perceiver

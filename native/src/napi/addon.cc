@@ -14,6 +14,7 @@
 #include "napi/engine_op_check.h"
 #include "napi/kernel_check.h"
 #include "napi/native_model.h"
+#include "napi/runtime_check.h"
 
 namespace perceiver {
 
@@ -52,6 +53,7 @@ Napi::Value Capabilities(const Napi::CallbackInfo& info) {
   for (size_t i = 0; i < status.devices.size(); ++i) devices.Set(static_cast<uint32_t>(i), status.devices[i]);
   cuda.Set("devices", devices);
   if (!status.cublas.empty()) cuda.Set("cublas", status.cublas);
+  if (!status.cublaslt.empty()) cuda.Set("cublasLt", status.cublaslt);
   // CUDA versions as "13.0" (the runtime linked in; the newest the driver supports), when known.
   const auto cuda_version = [](int v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); };
   if (status.runtime_version > 0) cuda.Set("runtimeVersion", cuda_version(status.runtime_version));
@@ -97,6 +99,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cpuKernelCheck", Napi::Function::New(env, CpuKernelCheck, "cpuKernelCheck"));
   exports.Set("engineOpCheck", Napi::Function::New(env, EngineOpCheck, "engineOpCheck"));
   exports.Set("cudaMemoryInfo", Napi::Function::New(env, CudaMemory, "cudaMemoryInfo"));
+  exports.Set("runtimeCounters", Napi::Function::New(env, RuntimeCountersJs, "runtimeCounters"));
+  exports.Set("injectDeviceFault", Napi::Function::New(env, InjectDeviceFaultJs, "injectDeviceFault"));
+  exports.Set("planArena", Napi::Function::New(env, PlanArenaJs, "planArena"));
   return exports;
 }
 

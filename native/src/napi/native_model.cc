@@ -205,11 +205,6 @@ void SetEncodeOutputs(Napi::Env env, Napi::Object out, EncodeResult& e, const En
   if (r.output_attentions) out.Set("attentions", TensorListToJs(env, e.attentions, owner));
 }
 
-struct ForwardResult {
-  EncodeResult encoded;
-  DecodeResult decoded;
-};
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -310,7 +305,7 @@ Napi::Value NativeModel::Load(const Napi::CallbackInfo& info) {
         [pending]() {
           std::unique_ptr<Backend> backend = pending->cuda ? CreateCudaBackend(pending->device_index, pending->precision)
                                                            : CreateCpuBackend(pending->precision);
-          backend = WithProfilingIfRequested(std::move(backend));
+          backend = WithProfilingIfRequested(WithCountingIfRequested(std::move(backend)));
           pending->weights.LoadAll(*backend);
           return std::make_shared<PerceiverGraph>(std::move(backend), std::move(pending->parts));
         },
@@ -346,13 +341,7 @@ Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
     const OutputOwner owner{state_, graph};
     auto* worker = NewCall<ForwardResult>(
         env, this, Value(), state_,
-        [graph, encode, decode]() {
-          ForwardResult r;
-          r.encoded = graph->Encode(*encode);
-          if (graph->has_decoder()) r.decoded = graph->Decode(*r.encoded.encoding, *decode);
-          r.encoded.encoding.reset();
-          return r;
-        },
+        [graph, encode, decode]() { return graph->Forward(*encode, *decode); },
         [encode, owner](Napi::Env env, ForwardResult& r) -> Napi::Value {
           Napi::Object out = Napi::Object::New(env);
           out.Set("logits", TensorListToJs(env, r.decoded.logits, owner));

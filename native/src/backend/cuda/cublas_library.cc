@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <mutex>
 
+#include "backend/backend.h"
 #include "backend/cuda/cuda_check.h"
 #include "core/engine_error.h"
 
@@ -52,6 +53,7 @@ const LoadResult& Load() {
     lib.Create = reinterpret_cast<decltype(lib.Create)>(sym("cublasCreate_v2"));
     lib.Destroy = reinterpret_cast<decltype(lib.Destroy)>(sym("cublasDestroy_v2"));
     lib.SetStream = reinterpret_cast<decltype(lib.SetStream)>(sym("cublasSetStream_v2"));
+    lib.SetWorkspace = reinterpret_cast<decltype(lib.SetWorkspace)>(sym("cublasSetWorkspace_v2"));
     lib.GemmEx = reinterpret_cast<decltype(lib.GemmEx)>(sym("cublasGemmEx"));
     lib.GemmStridedBatchedEx = reinterpret_cast<decltype(lib.GemmStridedBatchedEx)>(sym("cublasGemmStridedBatchedEx"));
     result.ok = result.error.empty();
@@ -73,10 +75,36 @@ bool CublasLoadable(std::string* detail) {
   return r.ok;
 }
 
+namespace {
+
+// The errors that leave the CUDA context unusable for the rest of the process: every later call
+// would fail with them again.
+bool Sticky(cudaError_t status) {
+  switch (status) {
+    case cudaErrorIllegalAddress:
+    case cudaErrorLaunchFailure:
+    case cudaErrorLaunchTimeout:
+    case cudaErrorHardwareStackError:
+    case cudaErrorIllegalInstruction:
+    case cudaErrorMisalignedAddress:
+    case cudaErrorInvalidAddressSpace:
+    case cudaErrorInvalidPc:
+    case cudaErrorAssert:
+    case cudaErrorECCUncorrectable:
+    case cudaErrorContextIsDestroyed:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
 [[noreturn]] void ThrowCudaError(cudaError_t status, const char* what, const char* file, int line) {
   const std::string message = std::string("CUDA error ") + cudaGetErrorName(status) + " (" + cudaGetErrorString(status) +
                               ") in " + what + " at " + file + ":" + std::to_string(line);
-  (void)cudaGetLastError();  // clear a sticky launch error so the model stays usable where CUDA allows
+  if (Sticky(status)) throw DeviceFault(message + "; the CUDA context is lost");
+  (void)cudaGetLastError();  // clear a non-sticky launch error so the model stays usable
   if (status == cudaErrorMemoryAllocation) {
     throw EngineError(ErrorCode::kOutOfMemory, "GPU out of memory: " + message + "; retry with a smaller batch");
   }

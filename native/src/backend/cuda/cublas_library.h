@@ -22,6 +22,8 @@ struct CublasLibrary {
   int (*Create)(cublasHandle_t*) = nullptr;
   int (*Destroy)(cublasHandle_t) = nullptr;
   int (*SetStream)(cublasHandle_t, cudaStream_t) = nullptr;
+  // A workspace the caller owns: cuBLAS then allocates nothing itself, which CUDA graph capture needs.
+  int (*SetWorkspace)(cublasHandle_t, void* workspace, size_t bytes) = nullptr;
   int (*GemmEx)(cublasHandle_t, int transa, int transb, int m, int n, int k, const void* alpha, const void* a, int a_type,
                 int lda, const void* b, int b_type, int ldb, const void* beta, void* c, int c_type, int ldc,
                 int compute_type, int algo) = nullptr;

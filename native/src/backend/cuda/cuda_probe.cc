@@ -5,6 +5,7 @@
 
 #include "backend/backend.h"
 #include "backend/cuda/cublas_library.h"
+#include "backend/cuda/cublaslt_library.h"
 
 namespace perceiver {
 
@@ -44,6 +45,10 @@ CudaStatus ProbeCuda() {
     return s;
   }
   s.cublas = detail;
+  // cuBLASLt is optional: without it products take cuBLAS's GemmEx (cuda_backend.cc).
+  std::string lt_missing;
+  const cuda::lt::Library* lt = cuda::lt::Load(&lt_missing);
+  s.cublaslt = lt != nullptr ? lt->path : "not loaded: " + lt_missing;
   s.available = true;
   return s;
 }
