@@ -13,10 +13,14 @@
  *   of that item alone, as on the calling thread), BackendUnavailableError and
  *   MissingDependencyError (the machine's); anything else comes back as a PerceiverError with the
  *   error's name, code and message.
- * - A worker that dies while decoding an item (it exits, throws outside the handler, runs out of
- *   heap) is replaced by the pool (lib/worker_pool.ts), and the item is tried once more on a fresh
- *   worker; if that one dies too, the item fails with a MediaDecodeError saying so, and the job
- *   goes on. (A native crash inside sharp or libvips takes the whole process down, threads or not.)
+ * - Each thread decodes up to TASKS_PER_WORKER items at once: most of an item's time is spent in
+ *   sharp's work on libuv's threads or in file reads, and a thread that waited for the main thread
+ *   between items would wait for a scheduler slot each time on a busy machine.
+ * - A worker that dies while decoding (it exits, throws outside the handler, runs out of heap) is
+ *   replaced by the pool (lib/worker_pool.ts), and each item it held is tried once more, alone, on
+ *   a thread of its own (so an item that was merely beside the culprit is not blamed); if that one
+ *   dies too, the item fails with a MediaDecodeError saying so, and the job goes on. (A native
+ *   crash inside sharp or libvips takes the whole process down, threads or not.)
  * - The pool queues what it is given without a bound of its own: the job bounds it, posting at
  *   most its read-ahead of batches at a time (EmbedJobOptions.readAhead).
  * - The job takes the process's pool of its size (sharedDecodePool): its threads start on first
@@ -44,6 +48,9 @@ export function defaultDecodeWorkers(): number {
 
 /** Most decoding threads accepted (each holds its own copy of the decoders). */
 export const MAX_DECODE_WORKERS = 256;
+
+/** Items a decoding thread holds at once (see the module comment). */
+const TASKS_PER_WORKER = 8;
 
 /** A tensor as it crosses a thread: its typed array moves (or is copied) with the message. */
 interface WireTensor {
@@ -148,7 +155,11 @@ export function sharedDecodePool(workers: number): DecodePool {
 /** Worker threads that read and decode media items; see the module comment. */
 export class DecodePool {
   private readonly pool: WorkerPool<DecodeTask, DecodeResult>;
+  /** Retries: one item at a time on a thread of its own, made on the first death. */
+  private isolated?: WorkerPool<DecodeTask, DecodeResult>;
   private readonly workers: number;
+  private readonly workerModule: URL;
+  private closed = false;
 
   /**
    * @param workers threads (1 to MAX_DECODE_WORKERS; default defaultDecodeWorkers()); they start on first use
@@ -156,8 +167,9 @@ export class DecodePool {
    */
   constructor(workers = defaultDecodeWorkers(), workerModule: URL = siblingModule(import.meta.url, 'decode_worker')) {
     if (checkDecodeWorkers(workers, 'workers') < 1) throw new InvalidArgumentError('workers', `an integer from 1 to ${MAX_DECODE_WORKERS}`, workers);
-    this.pool = new WorkerPool<DecodeTask, DecodeResult>(workerModule, workers);
+    this.pool = new WorkerPool<DecodeTask, DecodeResult>(workerModule, workers, TASKS_PER_WORKER);
     this.workers = workers;
+    this.workerModule = workerModule;
   }
 
   /** The builder of a spec (mediaInputSpec(model, options)) whose load and loadBytes run in this pool's threads; collate runs on the calling thread. */
@@ -176,20 +188,22 @@ export class DecodePool {
   }
 
   /** Stops the threads; items still queued are rejected. A shared pool closed is made anew by the next sharedDecodePool. */
-  close(): Promise<void> {
+  async close(): Promise<void> {
     if (shared.get(this.workers) === this) shared.delete(this.workers);
-    return this.pool.close();
+    this.closed = true;
+    await Promise.all([this.pool.close(), this.isolated?.close()]);
   }
 
   private async decode(task: DecodeTask): Promise<PreparedItem> {
     let answer: DecodeResult;
     try {
-      answer = await this.post(task);
+      answer = await this.post(this.pool, task);
     } catch (error) {
-      if ((error as PerceiverError).code !== 'ERR_PERCEIVER_WORKER') throw error;
-      // The worker died with the item (the handler answers every error it sees): once more, on a fresh worker.
+      if ((error as PerceiverError).code !== 'ERR_PERCEIVER_WORKER' || this.closed) throw error;
+      // The worker died holding the item (the handler answers every error it sees): once more, alone.
+      this.isolated ??= new WorkerPool<DecodeTask, DecodeResult>(this.workerModule, 1, 1);
       try {
-        answer = await this.post(task);
+        answer = await this.post(this.isolated, task);
       } catch (again) {
         if ((again as PerceiverError).code !== 'ERR_PERCEIVER_WORKER') throw again;
         throw new MediaDecodeError(task.path, `the decoding worker thread died on it twice (${(again as Error).message})`, { cause: again });
@@ -206,9 +220,9 @@ export class DecodePool {
   }
 
   /** Posts a task; the bytes go as a fresh copy each time, moved rather than cloned. */
-  private post(task: DecodeTask): Promise<DecodeResult> {
-    if (!task.bytes) return this.pool.run(task);
+  private post(pool: WorkerPool<DecodeTask, DecodeResult>, task: DecodeTask): Promise<DecodeResult> {
+    if (!task.bytes) return pool.run(task);
     const bytes = new Uint8Array(task.bytes);
-    return this.pool.run({ ...task, bytes }, [bytes.buffer]);
+    return pool.run({ ...task, bytes }, [bytes.buffer]);
   }
 }
