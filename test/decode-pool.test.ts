@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { AutoModel, InvalidArgumentError, MediaDecodeError, readEmbeddings, runEmbedJob, type PerceiverModel } from '../lib/index.js';
 import { DecodePool } from '../lib/media/decode_pool.js';
 import { createMediaInputBuilder, mediaInputSpec, type PreparedItem } from '../lib/media/model_inputs.js';
+import { PerceiverImageProcessor } from '../lib/image_processor.js';
 import { Tensor } from '../lib/tensor.js';
 import { runCliCommand } from './helpers/child.js';
 import { fixtureDir, tempDir } from './helpers/fixtures.js';
@@ -221,6 +222,20 @@ t.test('the job: equal rows decoded in threads or on the main thread, every item
   const one = await run(1, 1);
   t.ok(one.result.peakDecoding >= 1 && one.result.peakDecoding <= 4, `readAhead 1: at most one batch decoding (${one.result.peakDecoding})`);
   t.equal(one.rows.length, 21);
+});
+
+t.test("an image processor's options() make an equal processor, as a worker builds it", async (t) => {
+  const given = new PerceiverImageProcessor({ size: { height: 12, width: 10 }, cropSize: 14, resample: 2, rescaleFactor: 1 / 128, imageMean: [0.1, 0.2, 0.3], imageStd: 0.5, doCenterCrop: true });
+  const copy = new PerceiverImageProcessor(given.options());
+  t.same({ ...copy }, { ...given }, 'every field');
+  const model = await loadModel(t, 'image-learned');
+  const dir = await tempDir(t);
+  const path = join(dir, 'g.png');
+  await writeGradientImage(path, 33, 21);
+  const pool = new DecodePool(1);
+  t.teardown(() => pool.close());
+  const spec = mediaInputSpec(model, { imageProcessor: given });
+  sameItem(t, await pool.builder(spec).load(path), await createMediaInputBuilder(model, { imageProcessor: given }).load(path), "a checkpoint's own processor in a worker");
 });
 
 t.test('bad decodeWorkers and readAhead are InvalidArgumentErrors naming them; --decode-workers is checked by the CLI', async (t) => {
