@@ -1,5 +1,5 @@
 /**
- * Linux /proc readers the load benchmarks share (serve_load.ts, hostile_load.ts): a child's
+ * Linux /proc readers the load benchmarks share (serve_load.ts, hostile_load.ts, scale.ts): a child's
  * resident set and CPU time, and the whole machine's busy time, so a report can say how much of
  * the CPU each party had. Each returns NaN where /proc is missing.
  */
@@ -17,11 +17,12 @@ export function rssMiB(pid: number): number {
 
 /**
  * CPU seconds (user + system, all threads) a process has used: /proc/<pid>/stat fields 14 and 15,
- * in clock ticks of 1/100 s (USER_HZ is 100 on every Linux Node supports).
+ * in clock ticks of 1/100 s (USER_HZ is 100 on every Linux Node supports). With `tid`, those of
+ * that one thread (/proc/<pid>/task/<tid>/stat; the main thread's tid is the pid).
  */
-export function processCpuSeconds(pid: number): number {
+export function processCpuSeconds(pid: number, tid?: number): number {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8');
     // The command name (field 2) may hold spaces: count from after its closing parenthesis.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return (Number(fields[11]) + Number(fields[12])) / 100;

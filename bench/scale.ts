@@ -2,9 +2,14 @@
  * Collection-scale batch embedding: N small images on a local S3-compatible server (s3rver on
  * 127.0.0.1) through the CLI (`perceiver-io embed s3://... --s3-endpoint ...`) into compacted
  * Parquet and into LanceDB. Reports items/s, parts written and files left, the CLI's peak RSS
- * (VmHWM of /proc/PID/status, polled) and the engine's busy share (from the CLI's summary).
+ * (VmHWM of /proc/PID/status, polled), the engine's busy share and the decoding threads (from the
+ * CLI's summary), the CPU seconds of the CLI's main thread and of all its threads (polled from
+ * /proc: what moved off the main thread shows there whatever the machine's load), and the
+ * machine's load average before and after each run (the figures of a shared machine mean little
+ * without it).
  *
  *   npx tsc -p tsconfig.build.json && node dist/bench/scale.js [--items 10000] [--batch-size 64] [--model DIR]
+ *     [--decode-workers N] [--parquet-only]
  *
  * The model defaults to test/fixtures/image-learned (8x8 images, 16 latents x 64): a tiny model, so
  * the figures measure the pipeline (S3 reads, decoding, writing, compaction), not the engine.
@@ -12,14 +17,24 @@
 import { spawn } from 'node:child_process';
 import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import { mkdtemp } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import { S3Client, PutObjectCommand, CreateBucketCommand } from '@aws-sdk/client-s3';
 import { packageRoot } from '../lib/native/binding.js';
+import { processCpuSeconds } from './proc.js';
 
-const { values } = parseArgs({ options: { items: { type: 'string', default: '10000' }, 'batch-size': { type: 'string', default: '64' }, model: { type: 'string' } } });
+const { values } = parseArgs({
+  options: {
+    items: { type: 'string', default: '10000' },
+    'batch-size': { type: 'string', default: '64' },
+    model: { type: 'string' },
+    // Passed to the CLI when given (0: decode on the main thread); otherwise the CLI's default.
+    'decode-workers': { type: 'string' },
+    'parquet-only': { type: 'boolean', default: false },
+  },
+});
 const ITEMS = Number(values.items);
 const ROOT = packageRoot();
 const MODEL = (values.model as string | undefined) ?? join(ROOT, 'test', 'fixtures', 'image-learned');
@@ -33,6 +48,9 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
 interface Run {
   seconds: number;
   peakRssMiB: number;
+  /** CPU seconds of the main thread and of the whole process, at the last poll. */
+  mainCpu: number;
+  processCpu: number;
   summary: string;
 }
 
@@ -43,8 +61,13 @@ function runCli(args: string[]): Promise<Run> {
     const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     let peakKiB = 0;
+    let mainCpu = NaN;
+    let processCpu = NaN;
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     const poll = setInterval(() => {
+      const main = processCpuSeconds(child.pid!, child.pid!);
+      const all = processCpuSeconds(child.pid!);
+      if (!Number.isNaN(main) && !Number.isNaN(all)) [mainCpu, processCpu] = [main, all];
       readFile(`/proc/${child.pid}/status`, 'utf8')
         .then((text) => {
           const m = /VmHWM:\s+(\d+) kB/.exec(text);
@@ -57,7 +80,7 @@ function runCli(args: string[]): Promise<Run> {
       clearInterval(poll);
       const summary = stderr.trim().split('\n').pop() ?? '';
       if (code !== 0) return reject(new Error(`exit ${code}: ${stderr.slice(-2000)}`));
-      resolve({ seconds: (performance.now() - started) / 1000, peakRssMiB: peakKiB / 1024, summary });
+      resolve({ seconds: (performance.now() - started) / 1000, peakRssMiB: peakKiB / 1024, mainCpu, processCpu, summary });
     });
   });
 }
@@ -89,15 +112,20 @@ try {
   process.stderr.write(`uploaded ${ITEMS} images in ${((performance.now() - uploadStarted) / 1000).toFixed(1)} s\n`);
 
   const prefixes = Array.from({ length: Math.ceil(ITEMS / 1000) }, (_, i) => `s3://bench/images/${i}/`);
-  const common = ['--model', MODEL, '--s3-endpoint', endpoint, '--batch-size', String(values['batch-size']), ...prefixes];
+  const decodeWorkers = values['decode-workers'] === undefined ? [] : ['--decode-workers', String(values['decode-workers'])];
+  const common = ['--model', MODEL, '--s3-endpoint', endpoint, '--batch-size', String(values['batch-size']), ...decodeWorkers, ...prefixes];
+  const load = () => loadavg()[0]!.toFixed(1);
   const results: string[] = [];
   for (const [what, out] of [
     ['compacted Parquet', join(work, 'parquet')],
     ['LanceDB', `lancedb://${join(work, 'lance')}/images`],
   ] as const) {
+    if (values['parquet-only'] && what !== 'compacted Parquet') continue;
+    const loadBefore = load();
     const run = await runCli(['embed', '--out', out, ...common]);
     const written = /: (\d+) written in (\d+) parts?/.exec(run.summary);
     const busy = /engine busy (\d+)%/.exec(run.summary);
+    const decoders = /engine busy \d+%, ([^)]+)\)/.exec(run.summary)?.[1] ?? 'decoded on the main thread';
     let files = '';
     if (what === 'compacted Parquet') {
       const names = (await readdir(out)).filter((n) => n.endsWith('.parquet'));
@@ -105,11 +133,11 @@ try {
       for (const name of names) bytes += (await stat(join(out, name))).size;
       files = `${names.length} file(s), ${(bytes / 1e6).toFixed(1)} MB`;
     } else files = 'one table (optimized)';
-    const line = `| ${what} | ${ITEMS} | ${run.seconds.toFixed(1)} | ${(ITEMS / run.seconds).toFixed(0)} | ${written?.[2] ?? '?'} batch parts -> ${files} | ${run.peakRssMiB.toFixed(0)} | ${busy?.[1] ?? '?'}% |`;
+    const line = `| ${what} | ${ITEMS} | ${run.seconds.toFixed(1)} | ${(ITEMS / run.seconds).toFixed(0)} | ${written?.[2] ?? '?'} batch parts -> ${files} | ${run.peakRssMiB.toFixed(0)} | ${busy?.[1] ?? '?'}% | ${decoders} | ${run.mainCpu.toFixed(1)} / ${run.processCpu.toFixed(1)} | ${loadBefore} -> ${load()} |`;
     results.push(line);
     process.stderr.write(`${run.summary}\n`);
   }
-  process.stdout.write(`| output | items | wall s | items/s | parts | peak RSS MiB | engine busy |\n|---|---|---|---|---|---|---|\n${results.join('\n')}\n`);
+  process.stdout.write(`| output | items | wall s | items/s | parts | peak RSS MiB | engine busy | decoding | CPU s main / all | load avg |\n|---|---|---|---|---|---|---|---|---|---|\n${results.join('\n')}\n`);
 } finally {
   client.destroy();
   await server.close();

@@ -32,6 +32,7 @@ import { join } from 'node:path';
 import { BackendUnavailableError, InvalidArgumentError, describeValue } from './errors.js';
 import { MAX_CROP_ZOOM, MAX_IMAGE_SIDE, readPreprocessorConfig } from './preprocessor_config.js';
 import { Tensor } from './tensor.js';
+import { isMainThread } from 'node:worker_threads';
 import { WorkerPool, siblingModule } from './worker_pool.js';
 
 /** Raw 8-bit pixels, rows top to bottom, channels interleaved (HWC): grey, RGB or RGBA. */
@@ -462,8 +463,10 @@ function clampByte(v: number): number {
  * Work on up to this many pixels runs on the calling thread (the resize of a 256x256 crop takes
  * about 2 ms); larger images are decoded, cropped and resized in a worker thread, so that no large
  * pixel buffer ever crosses to the main thread (posting one costs about 1.5 ms per MB there).
+ * Called from a worker thread already (the batch job's decoders, lib/media/decode_pool.ts), all
+ * work runs there: the pool exists to keep the main thread's event loop free.
  */
-const INLINE_PIXELS = 256 * 256;
+const INLINE_PIXELS = isMainThread ? 256 * 256 : Infinity;
 
 /** What the image worker does: decode and crop encoded bytes (`bytes`), or take raw RGB (`rgb`), then resize. @internal */
 export type ImageTask = {
@@ -586,6 +589,22 @@ export class PerceiverImageProcessor {
     if (!info?.isDirectory()) throw new InvalidArgumentError('dir', 'an existing directory', dir);
     const options = await readPreprocessorConfig(join(dir, 'preprocessor_config.json'));
     return new PerceiverImageProcessor(options);
+  }
+
+  /** The options that make an equal processor (`new PerceiverImageProcessor(p.options())`), as plain data a worker thread can take. */
+  options(): ImageProcessorOptions {
+    return {
+      doCenterCrop: this.doCenterCrop,
+      cropSize: { ...this.cropSize },
+      doResize: this.doResize,
+      size: { ...this.size },
+      resample: this.resample,
+      doRescale: this.doRescale,
+      rescaleFactor: this.rescaleFactor,
+      doNormalize: this.doNormalize,
+      imageMean: [...this.imageMean],
+      imageStd: [...this.imageStd],
+    };
   }
 
   /** The size of the centre crop of an image of this size. */

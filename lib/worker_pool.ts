@@ -4,15 +4,17 @@
  * they never hold up the main thread's event loop.
  *
  * Written here, not taken from a pool library (piscina would do), because the package takes no new
- * dependency for these ~100 lines: one task per worker at a time, tasks queue in order, workers start
- * on first use, hold the process open only while they have work, and a worker that dies is replaced
- * and fails only its own task.
+ * dependency for these ~100 lines: one task per worker at a time (or up to `tasksPerWorker`, for
+ * handlers that mostly wait on I/O or on libuv's threads), tasks queue in order, workers start on
+ * first use, hold the process open only while they have work, and a worker that dies is replaced
+ * and fails only the tasks it held.
  */
 import { availableParallelism } from 'node:os';
 import { Worker, parentPort, type Transferable } from 'node:worker_threads';
 import { PerceiverError } from './errors.js';
 
 interface Task {
+  id: number;
   payload: unknown;
   transfer: Transferable[];
   resolve: (value: any) => void;
@@ -21,31 +23,41 @@ interface Task {
 
 interface Slot {
   worker: Worker;
-  task: Task | undefined;
+  /** The tasks posted to it and not yet answered, by id. */
+  tasks: Map<number, Task>;
 }
 
-/** What a worker sends back: the task's result, or its error as plain fields. */
-type Reply = { ok: true; result: unknown } | { ok: false; error: { name: string; message: string; code?: string } };
+/** What the pool posts: the task's id and payload. */
+interface Posted {
+  id: number;
+  payload: unknown;
+}
+
+/** What a worker sends back: the task's id and result, or its error as plain fields. */
+type Reply = { id: number } & ({ ok: true; result: unknown } | { ok: false; error: { name: string; message: string; code?: string } });
 
 /** Workers for one module; `run` posts a payload to a free one and resolves with its answer. */
 export class WorkerPool<In, Out> {
   private readonly slots: Slot[] = [];
   private readonly queue: Task[] = [];
   private closed = false;
+  private nextId = 0;
 
   /**
    * @param url the worker module (it calls `serveTasks`)
    * @param size most workers at once (default: the cores but one, from 1 to 4)
+   * @param tasksPerWorker most tasks a worker holds at once (default 1)
    */
   constructor(
     private readonly url: URL,
     private readonly size = Math.max(1, Math.min(4, availableParallelism() - 1)),
+    private readonly tasksPerWorker = 1,
   ) {}
 
   run(payload: In, transfer: Transferable[] = []): Promise<Out> {
     if (this.closed) return Promise.reject(new PerceiverError('ERR_PERCEIVER_POOL_CLOSED', 'the worker pool is closed'));
     return new Promise<Out>((resolve, reject) => {
-      this.queue.push({ payload, transfer, resolve, reject });
+      this.queue.push({ id: this.nextId++, payload, transfer, resolve, reject });
       this.pump();
     });
   }
@@ -55,22 +67,26 @@ export class WorkerPool<In, Out> {
     while (!this.closed && this.slots.length < this.size) this.spawn();
   }
 
-  /** Stops every worker; queued tasks are rejected. */
+  /** Stops every worker; queued tasks and those in the workers' hands are rejected. */
   async close(): Promise<void> {
     this.closed = true;
-    for (const task of this.queue.splice(0)) task.reject(new PerceiverError('ERR_PERCEIVER_POOL_CLOSED', 'the worker pool is closed'));
-    await Promise.allSettled(this.slots.splice(0).map((slot) => slot.worker.terminate()));
+    const slots = this.slots.splice(0);
+    const held = [...this.queue.splice(0), ...slots.flatMap((slot) => [...slot.tasks.values()])];
+    for (const slot of slots) slot.tasks.clear();
+    for (const task of held) task.reject(new PerceiverError('ERR_PERCEIVER_POOL_CLOSED', 'the worker pool is closed'));
+    await Promise.allSettled(slots.map((slot) => slot.worker.terminate()));
   }
 
   private pump(): void {
     while (this.queue.length > 0) {
-      let slot = this.slots.find((s) => s.task === undefined);
-      if (!slot && this.slots.length < this.size) slot = this.spawn();
-      if (!slot) return;
+      // The least busy worker; a new one rather than a second task for a busy one.
+      let slot = this.slots.reduce<Slot | undefined>((best, s) => (best && best.tasks.size <= s.tasks.size ? best : s), undefined);
+      if ((!slot || slot.tasks.size > 0) && this.slots.length < this.size) slot = this.spawn();
+      if (!slot || slot.tasks.size >= this.tasksPerWorker) return;
       const task = this.queue.shift()!;
-      slot.task = task;
+      slot.tasks.set(task.id, task);
       slot.worker.ref();
-      slot.worker.postMessage(task.payload, task.transfer);
+      slot.worker.postMessage({ id: task.id, payload: task.payload } satisfies Posted, task.transfer);
     }
   }
 
@@ -81,25 +97,26 @@ export class WorkerPool<In, Out> {
     const worker = process.execArgv.some((arg) => arg.startsWith('--input-type'))
       ? new Worker(`import(${JSON.stringify(this.url.href)});`, { eval: true })
       : new Worker(this.url);
-    const slot: Slot = { worker, task: undefined };
-    const finish = (settle: (task: Task) => void): void => {
-      const task = slot.task;
-      slot.task = undefined;
-      worker.unref();
-      if (task) settle(task);
-      this.pump();
-    };
-    worker.on('message', (reply: Reply) =>
-      finish((task) => {
+    const slot: Slot = { worker, tasks: new Map() };
+    worker.on('message', (reply: Reply) => {
+      const task = slot.tasks.get(reply.id);
+      slot.tasks.delete(reply.id);
+      if (slot.tasks.size === 0) worker.unref();
+      if (task) {
         if (reply.ok) task.resolve(reply.result);
         else task.reject(Object.assign(new PerceiverError(reply.error.code ?? 'ERR_PERCEIVER_WORKER', reply.error.message), { name: reply.error.name }));
-      }),
-    );
+      }
+      this.pump();
+    });
     const died = (error: Error): void => {
       const index = this.slots.indexOf(slot);
       if (index < 0) return;
       this.slots.splice(index, 1);
-      finish((task) => task.reject(new PerceiverError('ERR_PERCEIVER_WORKER', `a worker thread failed: ${error.message}`, { cause: error })));
+      worker.unref();
+      const held = [...slot.tasks.values()];
+      slot.tasks.clear();
+      for (const task of held) task.reject(new PerceiverError('ERR_PERCEIVER_WORKER', `a worker thread failed: ${error.message}`, { cause: error }));
+      this.pump();
     };
     worker.on('error', died);
     worker.on('exit', (code) => died(new Error(`exited with code ${code}`)));
@@ -114,16 +131,16 @@ export class WorkerPool<In, Out> {
 export function serveTasks<In, Out>(handler: (payload: In) => { result: Out; transfer?: Transferable[] } | Promise<{ result: Out; transfer?: Transferable[] }>): void {
   const port = parentPort;
   if (!port) throw new Error('serveTasks() runs in a worker thread');
-  port.on('message', async (payload: In) => {
+  port.on('message', async ({ id, payload }: { id: number; payload: In }) => {
     let reply: Reply;
     let transfer: Transferable[] = [];
     try {
       const out = await handler(payload);
-      reply = { ok: true, result: out.result };
+      reply = { id, ok: true, result: out.result };
       transfer = out.transfer ?? [];
     } catch (error) {
       const e = error as { name?: string; message?: string; code?: string };
-      reply = { ok: false, error: { name: String(e?.name ?? 'Error'), message: String(e?.message ?? error), ...(typeof e?.code === 'string' ? { code: e.code } : {}) } };
+      reply = { id, ok: false, error: { name: String(e?.name ?? 'Error'), message: String(e?.message ?? error), ...(typeof e?.code === 'string' ? { code: e.code } : {}) } };
     }
     port.postMessage(reply, transfer);
   });

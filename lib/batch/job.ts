@@ -12,9 +12,13 @@
  * of another model is refused (ModelMismatchError), so resuming never mixes two models' rows. Both
  * runEmbedJob and embedItemsToPart leave out items other parts already hold.
  *
- * Per model the work is a two-stage pipeline: while batch k runs on the model, batch k+1 is read
- * and decoded (file reads, sharp, audio-decode and ffmpeg all run off the main thread), so
- * decoding overlaps with compute.
+ * Per model the work is a two-stage pipeline: while batch k runs on the model, the next batches
+ * (`readAhead` of them, default 2) are read and decoded, so decoding overlaps with compute. The
+ * decoding and preprocessing run in the process's pool of worker threads (lib/media/decode_pool.ts;
+ * `decodeWorkers`, default the cores but one) shared by the job's models, so the main thread is
+ * left to the remote reads, the engine's calls and the writes; `decodeWorkers: 0` decodes on the
+ * main thread instead (the same values, bit for bit). At most `readAhead` batches per model are
+ * being read and decoded at once, so memory stays bounded however fast the reads are.
  *
  * Embeddings are the mean over the latents of the encoder output (model.embed, pooling 'mean').
  * Classify runs one forward and takes the same mean from its lastHiddenState (the latents) beside
@@ -87,6 +91,10 @@ export interface EmbedPartOptions {
   modelIdentity?: ModelIdentity;
   /** Reads http(s):// and s3:// items; default: one with default settings, closed after the part. */
   remote?: RemoteReader;
+  /** Threads that decode the items (default: the cores but one); 0: decode on the calling thread. */
+  decodeWorkers?: number;
+  /** Batches read and decoded ahead of the one computing (default 2). */
+  readAhead?: number;
   onProgress?: (done: number, failed: number) => void;
 }
 
@@ -131,6 +139,16 @@ export interface EmbedJobOptions {
    * parts: one atomic insert-if-absent per batch, the table's fragments compacted at the end.
    */
   lanceTable?: string;
+  /**
+   * Threads that read and decode the items (default: the cores but one, see
+   * defaultDecodeWorkers); 0: decode on the calling thread.
+   */
+  decodeWorkers?: number;
+  /**
+   * Batches read and decoded ahead of the one computing, per model (default 2): what bounds the
+   * items held in memory (at most batchSize x (readAhead + 1) per model).
+   */
+  readAhead?: number;
   /** Stop at the first item that fails, and throw its error (after writing the batches done). */
   strict?: boolean;
   /** Stops taking new batches; those in flight are finished and written. */
@@ -165,9 +183,14 @@ export interface EmbedJobResult {
    * number of models it is the engine's busy share: near 1 when decoding and I/O keep up.
    */
   engineSeconds: number;
+  /** Threads that decoded the items (0: the calling thread). */
+  decodeWorkers: number;
+  /** The most items being read and decoded at once (at most batchSize x readAhead per model). */
+  peakDecoding: number;
 }
 
 const DEFAULT_BATCH_SIZE = 16;
+const DEFAULT_READ_AHEAD = 2;
 
 interface LoadedBatch {
   ok: { item: EmbedJobItem; prepared: PreparedItem }[];
@@ -190,14 +213,12 @@ function failureOf(item: EmbedJobItem, error: unknown): EmbedFailure {
 }
 
 /**
- * Where remote items and tar shard members are decoded from: each object is read (lib/io/remote.ts,
- * lib/batch/webdataset.ts), written to a file of its own extension in a private folder (the
- * decoders, ffmpeg included, take files), decoded and removed at once, so at most the batches
- * being decoded are on disk.
+ * Where remote items and tar shard members are read from: each object is read (lib/io/remote.ts,
+ * lib/batch/webdataset.ts) and its bytes handed to the builder's loadBytes (decoded in memory; a
+ * video goes through a temporary file of its own for ffmpeg), so at most the batches being decoded
+ * are held.
  */
 export class RemoteItemLoader {
-  private folder?: Promise<string>;
-  private sequence = 0;
   private ownReader?: RemoteReader;
   private members?: ShardMemberReader;
 
@@ -221,38 +242,35 @@ export class RemoteItemLoader {
     const name = member ? member.member : new URL(path.replace(/^s3:/i, 'https:')).pathname;
     if (mediaKindOf(name) === undefined) throw new MediaDecodeError(path, 'of no known media kind (by its extension)');
     const bytes = member ? await this.members!.read(path) : await this.reader().read(path);
-    // mkdtemp: a new folder only this process knows, so the names inside need no exclusive open.
-    this.folder ??= mkdtemp(join(tmpdir(), 'perceiver-io-fetch-'));
-    const file = join(await this.folder, `${this.sequence++}${extname(name).toLowerCase()}`);
-    await writeFile(file, bytes, { flag: 'wx', mode: 0o600 });
-    try {
-      return { ...(await builder.load(file)), path };
-    } catch (error) {
-      // The decoders name the temporary file: name the object instead.
-      if (error instanceof MediaDecodeError) throw new MediaDecodeError(path, error.reason, { cause: error });
-      throw error;
-    } finally {
-      await rm(file, { force: true });
-    }
+    return builder.loadBytes(bytes, path, name);
   }
 
   async close(): Promise<void> {
     this.members?.close();
     await this.ownReader?.close();
-    const folder = this.folder;
-    this.folder = undefined;
-    if (folder) await rm(await folder.catch(() => ''), { recursive: true, force: true }).catch(() => {});
   }
 }
 
-async function loadBatch(builder: MediaInputBuilder, items: EmbedJobItem[], remote?: RemoteItemLoader): Promise<LoadedBatch> {
+/** Items being read and decoded now, and the most at once (EmbedJobResult.peakDecoding). */
+interface DecodingCount {
+  now: number;
+  peak: number;
+}
+
+async function loadBatch(builder: MediaInputBuilder, items: EmbedJobItem[], remote: RemoteItemLoader | undefined, decoding: DecodingCount): Promise<LoadedBatch> {
+  decoding.now += items.length;
+  decoding.peak = Math.max(decoding.peak, decoding.now);
   const settled = await Promise.allSettled(items.map(async (item) => {
-    if (item.unreadable !== undefined) throw new MediaDecodeError(item.path, item.unreadable);
-    if (RemoteItemLoader.handles(item.path)) {
-      if (!remote) throw new MediaDecodeError(item.path, 'a remote object or tar member, and the job has no loader for it');
-      return remote.load(builder, item.path);
+    try {
+      if (item.unreadable !== undefined) throw new MediaDecodeError(item.path, item.unreadable);
+      if (RemoteItemLoader.handles(item.path)) {
+        if (!remote) throw new MediaDecodeError(item.path, 'a remote object or tar member, and the job has no loader for it');
+        return await remote.load(builder, item.path);
+      }
+      return await builder.load(item.path);
+    } finally {
+      decoding.now--;
     }
-    return builder.load(item.path);
   }));
   const batch: LoadedBatch = { ok: [], failed: [] };
   settled.forEach((result, i) => {
@@ -355,33 +373,52 @@ async function computeBatch(model: PerceiverModel<any>, task: EmbedTask, builder
   }
 }
 
+/** How runPipeline reads, decodes and counts. */
+interface PipelineIo {
+  builder: MediaInputBuilder;
+  /** Batches read and decoded ahead of the one computing. */
+  readAhead: number;
+  remote?: RemoteItemLoader;
+  decoding: DecodingCount;
+  onEngineTime?: (seconds: number) => void;
+}
+
 /**
  * Runs batches from `next()` through one model until it returns undefined or `stopped()` is true,
- * decoding each next batch while the current one computes.
+ * reading and decoding up to `readAhead` next batches while the current one computes. Batches are
+ * computed and handed to `onBatch` in the order `next()` gave them.
  */
 async function runPipeline(
   model: PerceiverModel<any>,
-  builder: MediaInputBuilder,
   task: EmbedTask,
   next: () => EmbedJobItem[] | undefined,
   stopped: () => boolean,
   onBatch: (items: EmbedJobItem[], computed: ComputedBatch) => Promise<void>,
-  remote?: RemoteItemLoader,
-  onEngineTime?: (seconds: number) => void,
+  { builder, readAhead, remote, decoding, onEngineTime }: PipelineIo,
 ): Promise<void> {
-  let items = next();
   // loadBatch never rejects (failures are per item), so a pending prefetch is never an unhandled rejection.
-  let loading = items && loadBatch(builder, items, remote);
-  while (items && loading) {
-    const loaded = await loading;
-    const nextItems = stopped() ? undefined : next();
-    loading = nextItems && loadBatch(builder, nextItems, remote);
-    const computeStarted = performance.now();
-    const computed = await computeBatch(model, task, builder, loaded);
-    onEngineTime?.((performance.now() - computeStarted) / 1000);
-    await onBatch(items, computed);
-    if (stopped()) return;
-    items = nextItems;
+  const ahead: { items: EmbedJobItem[]; loading: Promise<LoadedBatch> }[] = [];
+  const fill = () => {
+    while (ahead.length < readAhead && !stopped()) {
+      const items = next();
+      if (!items) return;
+      ahead.push({ items, loading: loadBatch(builder, items, remote, decoding) });
+    }
+  };
+  try {
+    fill();
+    for (let batch = ahead.shift(); batch; batch = ahead.shift()) {
+      const loaded = await batch.loading;
+      fill();
+      const computeStarted = performance.now();
+      const computed = await computeBatch(model, task, builder, loaded);
+      onEngineTime?.((performance.now() - computeStarted) / 1000);
+      await onBatch(batch.items, computed);
+      if (stopped()) return; // the batches read ahead are dropped: the run counts them as not done
+    }
+  } finally {
+    // Once their reads end: nothing of this pipeline is left reading or decoding when it returns.
+    await Promise.all(ahead.map((b) => b.loading));
   }
 }
 
@@ -394,16 +431,27 @@ function checkItems(items: unknown): asserts items is EmbedJobItem[] {
   });
 }
 
+function checkReadAhead(readAhead: unknown): number {
+  if (readAhead === undefined) return DEFAULT_READ_AHEAD;
+  if (typeof readAhead !== 'number' || !Number.isSafeInteger(readAhead) || readAhead < 1 || readAhead > 64) throw new InvalidArgumentError('readAhead', 'an integer from 1 to 64', readAhead);
+  return readAhead;
+}
+
+/** The job's decoding threads (the process's pool of that size; none for decodeWorkers 0) and a builder per model that uses them. */
+async function decodersFor(models: PerceiverModel<any>[], decodeWorkers: unknown): Promise<{ workers: number; builders: MediaInputBuilder[] }> {
+  // Loaded on first use: the media decoders pull in sharp, audio-decode and ffmpeg plumbing.
+  const { sharedDecodePool, checkDecodeWorkers, defaultDecodeWorkers } = await import('../media/decode_pool.js');
+  const { createMediaInputBuilder, mediaInputSpec } = await import('../media/model_inputs.js');
+  const workers = decodeWorkers === undefined ? defaultDecodeWorkers() : checkDecodeWorkers(decodeWorkers);
+  if (workers === 0) return { workers, builders: models.map((model) => createMediaInputBuilder(model)) };
+  const pool = sharedDecodePool(workers);
+  return { workers, builders: models.map((model) => pool.builder(mediaInputSpec(model))) };
+}
+
 function checkBatchSize(batchSize: unknown): number {
   if (batchSize === undefined) return DEFAULT_BATCH_SIZE;
   if (typeof batchSize !== 'number' || !Number.isSafeInteger(batchSize) || batchSize < 1) throw new InvalidArgumentError('batchSize', 'a positive integer', batchSize);
   return batchSize;
-}
-
-async function builderFor(model: PerceiverModel<any>): Promise<MediaInputBuilder> {
-  // Loaded on first use: the media decoders pull in sharp, audio-decode and ffmpeg plumbing.
-  const { createMediaInputBuilder } = await import('../media/model_inputs.js');
-  return createMediaInputBuilder(model);
 }
 
 /** What every part of a run records: its task, model class and width, and the checkpoint's identity. */
@@ -481,10 +529,22 @@ export async function embedItemsToPart(options: EmbedPartOptions): Promise<Embed
   if (typeof partName !== 'string' || !/^[A-Za-z0-9_-][A-Za-z0-9._-]*$/.test(partName)) {
     throw new InvalidArgumentError('partName', 'a file name of letters, digits, ".", "_" and "-", not starting with "."', partName);
   }
-  const builder = await builderFor(model);
-  const file = partStore(outDir).path(`${partName}.parquet`);
+  const readAhead = checkReadAhead(options.readAhead);
+  const decoders = await decodersFor([model], options.decodeWorkers);
+  const builder = decoders.builders[0]!;
   const metadata = metadataFor(model, task, options.modelIdentity, options.idKind);
-  if (options.lanceTable !== undefined) return embedItemsToLance(options, builder, metadata, batchSize);
+  if (options.lanceTable !== undefined) return embedItemsToLance(options, builder, metadata, readAhead, batchSize);
+  return embedPart(options, builder, metadata, readAhead, batchSize);
+}
+
+async function embedPart(
+  { model, task, outDir, partName, onProgress, ...options }: EmbedPartOptions,
+  builder: MediaInputBuilder,
+  metadata: PartMetadata,
+  readAhead: number,
+  batchSize: number,
+): Promise<EmbedPartResult> {
+  const file = partStore(outDir).path(`${partName}.parquet`);
   // Items another part already holds are left out, so that a shard queued twice with other
   // neighbours (or one whose items a local run wrote meanwhile) adds no second row. This part's own
   // earlier version does not count: it is replaced whole.
@@ -498,12 +558,13 @@ export async function embedItemsToPart(options: EmbedPartOptions): Promise<Embed
   const next = () => (offset < items.length ? items.slice(offset, (offset += batchSize)) : undefined);
   const remote = items.some((item) => RemoteItemLoader.handles(item.path)) ? new RemoteItemLoader(options.remote, items) : undefined;
   try {
-    await runPipeline(model, builder, task, next, () => false, async (batch, computed) => {
+    const onBatch = async (batch: EmbedJobItem[], computed: ComputedBatch) => {
       if (computed.columns) columns.push(computed.columns);
       failed.push(...computed.failed);
       done += batch.length;
       onProgress?.(done, failed.length);
-    }, remote);
+    };
+    await runPipeline(model, task, next, () => false, onBatch, { builder, readAhead, remote, decoding: { now: 0, peak: 0 } });
   } finally {
     await remote?.close();
   }
@@ -530,7 +591,7 @@ export async function embedItemsToPart(options: EmbedPartOptions): Promise<Embed
  * embedItemsToPart into a LanceDB table: the ids already there are left out, and the rows go in
  * with one insert-if-absent (lib/batch/lance.ts), so a shard run twice adds nothing the second time.
  */
-async function embedItemsToLance(options: EmbedPartOptions, builder: MediaInputBuilder, metadata: PartMetadata, batchSize: number): Promise<EmbedPartResult> {
+async function embedItemsToLance(options: EmbedPartOptions, builder: MediaInputBuilder, metadata: PartMetadata, readAhead: number, batchSize: number): Promise<EmbedPartResult> {
   const { LanceOutput } = await import('./lance.js');
   const lance = await LanceOutput.open(options.outDir, options.lanceTable!, metadata);
   try {
@@ -542,7 +603,7 @@ async function embedItemsToLance(options: EmbedPartOptions, builder: MediaInputB
     const next = () => (offset < items.length ? items.slice(offset, (offset += batchSize)) : undefined);
     const remote = items.some((item) => RemoteItemLoader.handles(item.path)) ? new RemoteItemLoader(options.remote, items) : undefined;
     try {
-      await runPipeline(options.model, builder, options.task, next, () => false, async (batch, computed) => {
+      const onBatch = async (batch: EmbedJobItem[], computed: ComputedBatch) => {
         if (computed.columns) {
           await options.beforeWrite?.();
           const inserted = await lance.write(computed.columns);
@@ -552,7 +613,8 @@ async function embedItemsToLance(options: EmbedPartOptions, builder: MediaInputB
         result.failed.push(...computed.failed);
         done += batch.length;
         options.onProgress?.(done, result.failed.length);
-      }, remote);
+      };
+      await runPipeline(options.model, options.task, next, () => false, onBatch, { builder, readAhead, remote, decoding: { now: 0, peak: 0 } });
     } finally {
       await remote?.close();
     }
@@ -603,6 +665,7 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
   for (const model of models) checkTask(model, task);
   checkItems(items);
   const batchSize = checkBatchSize(options.batchSize);
+  const readAhead = checkReadAhead(options.readAhead);
   if (typeof outDir !== 'string' || outDir === '') throw new InvalidArgumentError('outDir', 'a folder path', outDir);
   if (shard !== undefined) {
     const { index, count } = shard ?? {};
@@ -612,6 +675,8 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
   }
   const widths = new Set(models.map((m) => m.config.d_latents));
   if (widths.size > 1) throw new InvalidArgumentError('models', 'copies of one checkpoint', `models of embedding widths ${[...widths].join(', ')}`);
+  // Checked here, before the folder is touched.
+  const decoders = await decodersFor(models, options.decodeWorkers);
 
   // The first part write should not wait for the WebAssembly to compile.
   preloadParquet();
@@ -650,6 +715,8 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
       interrupted: false,
       seconds: 0,
       engineSeconds: 0,
+      decodeWorkers: 0,
+      peakDecoding: 0,
     };
 
     // Unique per run, so parts of earlier runs and of other shards writing to the same folder never collide.
@@ -661,7 +728,8 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
     let fatal = false;
     const stopped = () => fatal || strictError !== undefined || signal?.aborted === true;
     const next = () => (!stopped() && offset < todo.length ? todo.slice(offset, (offset += batchSize)) : undefined);
-    const builders = await Promise.all(models.map((model) => builderFor(model)));
+    result.decodeWorkers = decoders.workers;
+    const decoding: DecodingCount = { now: 0, peak: 0 };
     const compactor = new RunCompactor(outDir, partSize, options.compactionHooks);
     const remote = todo.some((item) => RemoteItemLoader.handles(item.path)) ? new RemoteItemLoader(options.remote, todo) : undefined;
     cleanups.push(async () => remote?.close());
@@ -690,7 +758,7 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
 
     const settled = await Promise.allSettled(
       models.map((model, i) =>
-        runPipeline(model, builders[i]!, task, next, stopped, onBatch, remote, (seconds) => (result.engineSeconds += seconds)).catch((error: unknown) => {
+        runPipeline(model, task, next, stopped, onBatch, { builder: decoders.builders[i]!, readAhead, remote, decoding, onEngineTime: (seconds) => (result.engineSeconds += seconds) }).catch((error: unknown) => {
           fatal = true; // the other models finish their batch in flight and stop
           throw error;
         }),
@@ -709,6 +777,7 @@ export async function runEmbedJob(options: EmbedJobOptions): Promise<EmbedJobRes
     if (failure) throw failure.reason;
     if (strictError !== undefined) throw strictError;
     result.interrupted = processed < todo.length;
+    result.peakDecoding = decoding.peak;
     result.seconds = (performance.now() - started) / 1000;
     return result;
   } finally {

@@ -39,6 +39,8 @@ export interface EmbedCommandOptions {
   dtype: string;
   /** `i/N`. */
   shard?: string;
+  /** Threads that decode the items (default: the cores but one; 0: the main thread). */
+  decodeWorkers?: number;
   strict: boolean;
   /** `path` (default) or `content`. */
   id?: string;
@@ -188,6 +190,7 @@ async function runWithReader(
       idKind,
       partSize,
       remote,
+      decodeWorkers: options.decodeWorkers,
       strict: options.strict,
       signal: controller.signal,
       onItemFailed: (failure) => progress.log(skippedLine(label, failure)),
@@ -207,7 +210,8 @@ async function runWithReader(
         (missing.length ? `${missing.length} input${missing.length === 1 ? '' : 's'} not found, ` : '') +
         `${result.todo - result.written - result.failed.length} left -> ${options.out}` +
         `${result.compactedParts > 0 ? ` (${result.compactedParts} compacted part${result.compactedParts === 1 ? '' : 's'})` : ''} ` +
-        `(${result.seconds.toFixed(1)} s, ${rate.toFixed(1)} items/s on ${devices.join(',')}, engine busy ${busy}%)\n`,
+        `(${result.seconds.toFixed(1)} s, ${rate.toFixed(1)} items/s on ${devices.join(',')}, engine busy ${busy}%, ` +
+        `${result.decodeWorkers === 0 ? 'decoded on the main thread' : `${result.decodeWorkers} decode worker${result.decodeWorkers === 1 ? '' : 's'}`})\n`,
     );
     return result.interrupted ? 130 : 0;
   } finally {

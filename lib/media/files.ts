@@ -42,9 +42,19 @@ export async function regularFileSize(path: string): Promise<number> {
  */
 export async function readMediaFile(path: string, maxBytes: number, optionName: string, allowEmpty = false): Promise<Buffer> {
   const size = await regularFileSize(path);
+  checkSize(path, size, maxBytes, optionName, allowEmpty);
+  return readHead(path, size).then((r) => r.bytes);
+}
+
+/** The same checks for a file's bytes already in memory (a remote object): `bytes`, or a MediaDecodeError naming `path`. */
+export function checkMediaSize(path: string, bytes: Uint8Array, maxBytes: number, optionName: string, allowEmpty = false): Uint8Array {
+  checkSize(path, bytes.byteLength, maxBytes, optionName, allowEmpty);
+  return bytes;
+}
+
+function checkSize(path: string, size: number, maxBytes: number, optionName: string, allowEmpty: boolean): void {
   if (size > maxBytes) throw new MediaDecodeError(path, `the file is ${size} bytes, more than the limit of ${maxBytes} (${optionName})`);
   if (size === 0 && !allowEmpty) throw new MediaDecodeError(path, 'the file is empty');
-  return readHead(path, size).then((r) => r.bytes);
 }
 
 /** Reads at most `limit` bytes from the start of a file; `complete` says whether that was all of it. */

@@ -9,8 +9,8 @@ import { UsageError } from '../usage.js';
 
 /** Options of a local run that a queued run leaves to the workers. */
 const LOCAL_ONLY = ['devices', 'device', 'dtype', 'shard', 'strict'] as const;
-/** Options a queued run does not support (remote-read tuning is each worker's). */
-const NOT_QUEUED = ['concurrency', 'request-timeout-ms', 'read-attempts'] as const;
+/** Options a queued run does not support (remote-read tuning and decode threads are each worker's). */
+const NOT_QUEUED = ['concurrency', 'request-timeout-ms', 'read-attempts', 'decode-workers'] as const;
 /** Options of a queued run only. */
 const QUEUE_ONLY = ['shard-size', 'attempts'] as const;
 
@@ -24,6 +24,7 @@ function embedSpec(task: 'embed' | 'classify'): CommandSpec {
     device: { type: 'string', value: 'DEVICE', help: 'one device (the same as --devices DEVICE)' },
     dtype: { type: 'string', value: 'DTYPE', default: 'float32', help: 'compute precision: float32 or bfloat16 on the cpu; also tfloat32,\nfloat16 on CUDA' },
     shard: { type: 'string', value: 'i/N', help: 'only the items of shard i of N (by id)' },
+    'decode-workers': { type: 'string', value: 'N', help: 'threads that decode and preprocess the items while the model computes\n(default: the cores but one; 0: on the main thread)' },
     strict: { type: 'boolean', help: 'stop with exit 1 at the first unreadable file (default: skip it)' },
     id: { type: 'string', value: 'path|content', default: 'path', help: 'ids: hash of the absolute path, or SHA-256 of the bytes (moved files are\nnot re-embedded; duplicates embedded once, column paths)' },
     'part-size': { type: 'string', value: 'SIZE', help: 'merge batch parts into parts of about this size (128MB, 64MiB, bytes),\ncrash-safely; with --queue, once every shard is done; 0: never\n(default 128MiB)' },
@@ -83,6 +84,7 @@ export function embedCommand(task: 'embed' | 'classify', args: string[]): Promis
       devices: (given.has('device') ? values.device : values.devices) as string,
       dtype: values.dtype as string,
       shard: values.shard as string | undefined,
+      decodeWorkers: integerOption(values, 'decode-workers', 0),
       strict: values.strict === true,
       id: values.id as string,
       partSize: values['part-size'] as string | undefined,
