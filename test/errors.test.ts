@@ -9,8 +9,10 @@ import {
   BackendUnavailableError,
   ConfigError,
   InvalidArgumentError,
+  PerceiverAudioPreprocessor,
   PerceiverConfig,
   PerceiverForMaskedLM,
+  PerceiverLayer,
   Tensor,
   WeightMismatchError,
   WeightsFormatError,
@@ -121,6 +123,8 @@ t.test('the native engine re-checks what reaches it', async (t) => {
     edit(copy);
     return copy;
   };
+  const layer = (spec as Spec).encoder.selfAttends[0];
+  t.equal(layer.numHeads * layer.qkChannelsPerHead, layer.query.out, 'the spec declares channels per head: heads x channels per head is the query width');
   const specCases: [string, Spec, ReturnType<typeof engineInvalid>][] = [
     ['an unknown preprocessor', edited((s) => (s.preprocessor.type = 'video')), engineInvalid('spec.preprocessor.type', 'one of text, image, audio, onehot, none, multimodal', '"video"')],
     ['an unknown decoder', edited((s) => (s.decoder.type = 'pixels')), engineInvalid('spec.decoder.type', 'one of basic, classification, opticalFlow, basicVideoAutoencoding, multimodal, projection', '"pixels"')],
@@ -129,7 +133,11 @@ t.test('the native engine re-checks what reaches it', async (t) => {
     ['a fractional width', edited((s) => (s.encoder.dLatents = 64.5)), engineInvalid('spec.encoder.dLatents', 'an integer in [1, 2^24]', 'number 64.5')],
     ['a boolean as a string', edited((s) => (s.encoder.crossAttention.useQueryResidual = 'yes')), engineInvalid('spec.encoder.crossAttention.useQueryResidual', 'a boolean', 'string "yes"')],
     ['a list that is not one', edited((s) => (s.encoder.selfAttends = {})), engineInvalid('spec.encoder.selfAttends', 'an array', 'object')],
-    ['heads not dividing the channels', edited((s) => (s.encoder.selfAttends[0].numHeads = 5)), engineInvalid('spec.encoder.selfAttends[0]', 'qkChannels and vChannels multiples of numHeads', /for 5 heads$/)],
+    // Channels are declared per head (TypeScript holds the divisibility rule): heads times channels
+    // per head must be the projections' widths, which the engine sizes its reads from.
+    ['heads times channels per head not the projection', edited((s) => (s.encoder.selfAttends[0].qkChannelsPerHead += 1)), engineInvalid('spec.encoder.selfAttends[0].query', /^a \d+ -> \d+ projection$/, /^\d+ -> \d+$/)],
+    ['added positions narrower than the features', edited((s) => (s.preprocessor = { type: 'audio', samplesPerPatch: 4, position: { type: 'fourier', numBands: 2, maxResolution: [8], concatPos: true, sineOnly: false, projection: null }, concatOrAdd: 'add', numChannels: 5 })), engineInvalid('spec.preprocessor.numChannels', 'features == position channels (4 and 5)', '5')],
+    ['joined channels not the declared width', edited((s) => (s.preprocessor = { type: 'audio', samplesPerPatch: 4, position: { type: 'fourier', numBands: 2, maxResolution: [8], concatPos: true, sineOnly: false, projection: null }, concatOrAdd: 'concat', numChannels: 10 })), engineInvalid('spec.preprocessor.numChannels', 'features + position channels (4 and 5)', '10')],
     ['a projection of the wrong width', edited((s) => (s.encoder.selfAttends[0].mlpDense1.in = 32)), engineInvalid('spec.encoder.selfAttends[0].mlpDense1', /^a 64 -> \d+ projection$/, /^32 -> /)],
     ['a postprocessor without a decoder', edited((s) => (s.decoder = null)), engineInvalid('spec.postprocessor', 'none without a decoder', 'a postprocessor')],
   ];
@@ -305,6 +313,17 @@ t.test('configs that cannot be built', async (t) => {
   await mkdir(noWeights, { recursive: true });
   await copyFile(join(MLM, 'config.json'), join(noWeights, 'config.json'));
   await t.rejects(AutoModel.fromPretrained(noWeights), WeightsFormatError, 'a folder without weights');
+});
+
+t.test('modules refuse settings transformers cannot run, when built', async (t) => {
+  const config = new PerceiverConfig({ d_latents: 64 });
+  t.throws(() => new PerceiverLayer(config, { numHeads: 5, qDim: 64, kvDim: 64 }), { name: 'ConfigError', message: 'qk_channels (64) must be divisible by num_heads (5)' }, 'heads not dividing qk_channels');
+  t.throws(() => new PerceiverLayer(config, { numHeads: 4, qDim: 64, kvDim: 64, vChannels: 30 }), { name: 'ConfigError', message: 'v_channels (30) must be divisible by num_heads (4)' }, 'heads not dividing v_channels');
+  t.throws(
+    () => new PerceiverAudioPreprocessor(config, { samplesPerPatch: 4, fourierPositionEncodingKwargs: { numBands: 2, maxResolution: [8, 8] } }),
+    { name: 'ConfigError', message: 'audio Fourier positions must be 1-D (max_resolution of one entry), got 2-D' },
+    'audio positions over a 2-D grid',
+  );
 });
 
 t.test('PerceiverConfig validates what it is given', async (t) => {

@@ -6,7 +6,7 @@
 import { ConfigError } from '../errors.js';
 import { linear } from './layers.js';
 import { checkModuleOptions, flag, positiveSize, sizes } from './options.js';
-import type { FourierSpec, LinearSpec, PositionSpec } from './spec.js';
+import type { FourierSpec, LinearSpec, PositionEncodingSpec } from './spec.js';
 import type { WeightStore } from './weights.js';
 
 export interface TrainablePositionEncodingOptions {
@@ -119,7 +119,7 @@ export class BuiltPositionEncoding {
   }
 
   /** The engine's description; weights under `<prefix>.position_embeddings` and `<prefix>.positions_projection`. */
-  spec(weights: WeightStore, prefix: string): PositionSpec {
+  spec(weights: WeightStore, prefix: string): PositionEncodingSpec {
     const projection: LinearSpec | null =
       this.projectPosDim > 0 ? linear(weights, `${prefix}.positions_projection`, this.encoding.outputSize(), this.projectPosDim) : null;
     if (this.encoding instanceof PerceiverTrainablePositionEncoding) {
