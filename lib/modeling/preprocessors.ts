@@ -25,7 +25,15 @@ export interface PreparedInputs {
   attentionMask?: Uint8Array;
 }
 
+/**
+ * What a caller passes a preprocessor: token ids (text), images or video, audio samples, a label
+ * vector, the encoder's input sequence itself, or a record of modalities. Generic code (the
+ * pipelines, the media input builder, the server) asks this rather than the class.
+ */
+export type PreprocessorInputKind = 'text' | 'image' | 'audio' | 'labels' | 'sequence' | 'multimodal';
+
 export interface PerceiverPreprocessor {
+  readonly inputKind: PreprocessorInputKind;
   /** Width of what the encoder cross-attends to (transformers' `num_channels`). */
   readonly numChannels: number;
   spec(weights: WeightStore, prefix: string): PreprocessorSpec;
@@ -78,6 +86,7 @@ function nativeFloat(name: string, t: Tensor | DeviceTensor): NativeInput {
 
 /** transformers' PerceiverTextPreprocessor: byte embeddings plus learned absolute positions. */
 export class PerceiverTextPreprocessor implements PerceiverPreprocessor {
+  readonly inputKind = 'text' as const;
   readonly vocabSize: number;
   readonly maxPositionEmbeddings: number;
   readonly numChannels: number;
@@ -140,6 +149,7 @@ export interface ImagePreprocessorOptions {
 
 /** transformers' PerceiverImagePreprocessor: conv1x1, conv (7x7 stem), raw pixels or space-to-depth patches, plus positions. */
 export class PerceiverImagePreprocessor implements PerceiverPreprocessor {
+  readonly inputKind = 'image' as const;
   readonly prepType: 'conv' | 'conv1x1' | 'patches' | 'pixels';
   readonly spatialDownsample: number;
   readonly temporalDownsample: number;
@@ -263,6 +273,7 @@ export interface AudioPreprocessorOptions {
 
 /** transformers' PerceiverAudioPreprocessor: samples grouped into patches, plus positions. */
 export class PerceiverAudioPreprocessor implements PerceiverPreprocessor {
+  readonly inputKind = 'audio' as const;
   readonly samplesPerPatch: number;
   readonly concatOrAdd: 'concat' | 'add';
   readonly positionEmbeddings: BuiltPositionEncoding;
@@ -316,6 +327,7 @@ export class PerceiverAudioPreprocessor implements PerceiverPreprocessor {
 
 /** transformers' PerceiverOneHotPreprocessor: a [batch, num_labels] vector as one position. */
 export class PerceiverOneHotPreprocessor implements PerceiverPreprocessor {
+  readonly inputKind = 'labels' as const;
   readonly numChannels: number;
 
   constructor(config: PerceiverConfig) {
@@ -349,6 +361,7 @@ export interface MultimodalPreprocessorOptions {
  * channels to a common width, optionally masked, and concatenated in sorted modality order.
  */
 export class PerceiverMultimodalPreprocessor implements PerceiverPreprocessor {
+  readonly inputKind = 'multimodal' as const;
   readonly modalities: Record<string, PerceiverPreprocessor>;
   readonly maskProbs: Record<string, number>;
   readonly minPaddingSize: number;
@@ -439,6 +452,7 @@ export class PerceiverMultimodalPreprocessor implements PerceiverPreprocessor {
  * encoder's input sequence itself, float [batch, sequence, d_model].
  */
 export class PerceiverIdentityPreprocessor implements PerceiverPreprocessor {
+  readonly inputKind = 'sequence' as const;
   constructor(readonly numChannels: number) {}
 
   spec(): PreprocessorSpec {
