@@ -59,8 +59,10 @@ export class PerceiverFourierPositionEncoding {
     const numBands = o.numBands;
     const maxResolution: unknown = o.maxResolution;
     if (!Number.isSafeInteger(numBands) || numBands! < 1) throw new ConfigError('fourier numBands must be a positive integer');
-    if (!Array.isArray(maxResolution) || maxResolution.length < 1 || maxResolution.length > 8 || !maxResolution.every((r) => Number.isSafeInteger(r) && r > 0)) {
-      throw new ConfigError('fourier maxResolution must be a list of 1 to 8 positive integers');
+    // How many dimensions the engine takes is the declaration's rule (native/spec/model_spec.json,
+    // a "dims" field), checked once when the model is built from the spec.
+    if (!Array.isArray(maxResolution) || maxResolution.length < 1 || !maxResolution.every((r) => Number.isSafeInteger(r) && r > 0)) {
+      throw new ConfigError('fourier maxResolution must be a non-empty list of positive integers');
     }
     this.numBands = positiveSize(numBands, 'options.numBands');
     this.maxResolution = maxResolution.map((r, i) => positiveSize(r, `options.maxResolution[${i}]`));
