@@ -34,7 +34,7 @@ struct ModelParts {
   std::unique_ptr<Decoder> decoder;  // optional
   bool decoder_queries_inputs = false;  // the decoder reads the preprocessed inputs (optical flow)
   std::unique_ptr<Postprocessor> postprocessor;  // single-modality postprocessor, optional
-  std::vector<std::pair<std::string, std::unique_ptr<Postprocessor>>> modality_postprocessors;  // multimodal
+  std::unique_ptr<MultimodalPostprocessor> multimodal_postprocessor;  // one per modality, optional
 };
 
 // Output values on the host. (A run on 2026-11-27 tried an allocator that skips zero-filling:

@@ -533,11 +533,13 @@ ModelParts ReadModelSpec(const Napi::Object& js, const Napi::Object& weights, We
   if (list.size() != modalities.size()) {
     ThrowInvalidArgument(ppath + ".modalities", std::to_string(modalities.size()) + " (one per decoded modality)", std::to_string(list.size()));
   }
+  MultimodalPostprocessor::Modalities postprocessors;
   for (size_t i = 0; i < list.size(); ++i) {
     const std::string mpath = ppath + ".modalities[" + std::to_string(i) + "]";
     if (list[i].name != modalities[i]) ThrowInvalidArgument(mpath + ".name", "\"" + modalities[i] + "\"", "\"" + list[i].name + "\"");
-    parts.modality_postprocessors.emplace_back(list[i].name, b.BuildPostprocessor(list[i].postprocessor, mpath + ".postprocessor", out_channels));
+    postprocessors.emplace_back(list[i].name, b.BuildPostprocessor(list[i].postprocessor, mpath + ".postprocessor", out_channels));
   }
+  parts.multimodal_postprocessor = std::make_unique<MultimodalPostprocessor>(std::move(postprocessors));
   return parts;
 }
 
