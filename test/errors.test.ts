@@ -13,6 +13,8 @@ import {
   PerceiverConfig,
   PerceiverForMaskedLM,
   PerceiverLayer,
+  PerceiverModel,
+  RandomWeightStore,
   Tensor,
   WeightMismatchError,
   WeightsFormatError,
@@ -55,6 +57,27 @@ t.test('inputs of the wrong shape, dtype or range', async (t) => {
   // The model is still usable afterwards.
   const ok = await model.forward({ inputs: ids([1, 4]) });
   t.same((ok.logits as Tensor).shape, [1, 48, 262], 'still runs after every rejection');
+});
+
+t.test("an input's shape is checked once, by the engine, in one wording", async (t) => {
+  // No preprocessor: the caller passes the encoder's input sequence, [batch, sequence, d_model].
+  const config = new PerceiverConfig({ num_latents: 4, d_latents: 16, d_model: 8, num_self_attends_per_block: 1, num_self_attention_heads: 2, num_cross_attention_heads: 1 });
+  const model = await new PerceiverModel(config).loadWeights(new RandomWeightStore(1));
+  t.teardown(() => model.dispose());
+  const expected = "shape [batch, sequence, 8] (the encoder's input channels)";
+  const ones = (n: number) => Tensor.from('int64', Array.from({ length: n }, () => 1), [1, n]);
+  const cases: [string, Parameters<typeof model.forward>[0], string][] = [
+    ['7 channels', { inputs: Tensor.zeros('float32', [1, 3, 7]) }, 'shape [1, 3, 7]'],
+    ['rank 2', { inputs: Tensor.zeros('float32', [1, 8]) }, 'shape [1, 8]'],
+    // The preprocessor cannot tell the mask's length from a shape the engine refuses: the input's error comes first.
+    ['rank 2 with a mask', { inputs: Tensor.zeros('float32', [1, 8]), attentionMask: ones(8) }, 'shape [1, 8]'],
+    ['an empty sequence', { inputs: Tensor.zeros('float32', [1, 0, 8]) }, 'shape [1, 0, 8]'],
+  ];
+  for (const [what, call, actual] of cases) {
+    await t.rejects(model.forward(call), { name: 'InvalidArgumentError', argument: 'inputs', expected, actual, message: `Expected ${expected} for inputs but received ${actual}` }, what);
+  }
+  const ok = await model.forward({ inputs: Tensor.zeros('float32', [2, 3, 8]), attentionMask: Tensor.from('int64', [1, 1, 0, 1, 0, 0], [2, 3]) });
+  t.same(ok.lastHiddenState.shape, [2, 4, 16], 'a right shape runs, its mask checked against the sequence');
 });
 
 t.test('a call that is not an object', async (t) => {
