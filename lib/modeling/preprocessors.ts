@@ -1,7 +1,8 @@
 /**
- * Input preprocessors, named and configured as in transformers. Each validates what a caller
- * passes for its modality, turns it into the engine's request, and describes its weights; the
- * computation itself runs natively.
+ * Input preprocessors, named and configured as in transformers. Each checks what only JavaScript
+ * can see of what a caller passes (its type, dtype, the batch it declares), turns it into the
+ * engine's request, and describes its weights; the engine's preprocessor of the same name checks
+ * the input's shape and values (once, for both) and runs the computation.
  */
 import type { PerceiverConfig } from '../config.js';
 import { DeviceTensor } from '../device_tensor.js';
@@ -37,7 +38,7 @@ export interface PerceiverPreprocessor {
   /** Width of what the encoder cross-attends to (transformers' `num_channels`). */
   readonly numChannels: number;
   spec(weights: WeightStore, prefix: string): PreprocessorSpec;
-  /** Validates the caller's inputs (named `argument` in errors) and builds the engine's request. */
+  /** Checks the caller's inputs as far as JavaScript must (named `argument` in errors) and builds the engine's request. */
   prepare(inputs: unknown, argument: string): { batch: number; inputs: NativeInput[] };
   /**
    * The length of a row of the attention mask for these prepared inputs: the positions the
