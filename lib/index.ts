@@ -42,6 +42,7 @@ export {
   PerceiverOneHotPreprocessor,
   PerceiverMultimodalPreprocessor,
   type PerceiverPreprocessor,
+  type PreprocessorInputKind,
 } from './modeling/preprocessors.js';
 export { PerceiverTrainablePositionEncoding, PerceiverFourierPositionEncoding } from './modeling/position_encodings.js';
 export {

@@ -9,8 +9,12 @@ import {
   BackendUnavailableError,
   ConfigError,
   InvalidArgumentError,
+  PerceiverAudioPreprocessor,
   PerceiverConfig,
   PerceiverForMaskedLM,
+  PerceiverLayer,
+  PerceiverModel,
+  RandomWeightStore,
   Tensor,
   WeightMismatchError,
   WeightsFormatError,
@@ -53,6 +57,27 @@ t.test('inputs of the wrong shape, dtype or range', async (t) => {
   // The model is still usable afterwards.
   const ok = await model.forward({ inputs: ids([1, 4]) });
   t.same((ok.logits as Tensor).shape, [1, 48, 262], 'still runs after every rejection');
+});
+
+t.test("an input's shape is checked once, by the engine, in one wording", async (t) => {
+  // No preprocessor: the caller passes the encoder's input sequence, [batch, sequence, d_model].
+  const config = new PerceiverConfig({ num_latents: 4, d_latents: 16, d_model: 8, num_self_attends_per_block: 1, num_self_attention_heads: 2, num_cross_attention_heads: 1 });
+  const model = await new PerceiverModel(config).loadWeights(new RandomWeightStore(1));
+  t.teardown(() => model.dispose());
+  const expected = "shape [batch, sequence, 8] (the encoder's input channels)";
+  const ones = (n: number) => Tensor.from('int64', Array.from({ length: n }, () => 1), [1, n]);
+  const cases: [string, Parameters<typeof model.forward>[0], string][] = [
+    ['7 channels', { inputs: Tensor.zeros('float32', [1, 3, 7]) }, 'shape [1, 3, 7]'],
+    ['rank 2', { inputs: Tensor.zeros('float32', [1, 8]) }, 'shape [1, 8]'],
+    // The preprocessor cannot tell the mask's length from a shape the engine refuses: the input's error comes first.
+    ['rank 2 with a mask', { inputs: Tensor.zeros('float32', [1, 8]), attentionMask: ones(8) }, 'shape [1, 8]'],
+    ['an empty sequence', { inputs: Tensor.zeros('float32', [1, 0, 8]) }, 'shape [1, 0, 8]'],
+  ];
+  for (const [what, call, actual] of cases) {
+    await t.rejects(model.forward(call), { name: 'InvalidArgumentError', argument: 'inputs', expected, actual, message: `Expected ${expected} for inputs but received ${actual}` }, what);
+  }
+  const ok = await model.forward({ inputs: Tensor.zeros('float32', [2, 3, 8]), attentionMask: Tensor.from('int64', [1, 1, 0, 1, 0, 0], [2, 3]) });
+  t.same(ok.lastHiddenState.shape, [2, 4, 16], 'a right shape runs, its mask checked against the sequence');
 });
 
 t.test('a call that is not an object', async (t) => {
@@ -121,6 +146,8 @@ t.test('the native engine re-checks what reaches it', async (t) => {
     edit(copy);
     return copy;
   };
+  const layer = (spec as Spec).encoder.selfAttends[0];
+  t.equal(layer.numHeads * layer.qkChannelsPerHead, layer.query.out, 'the spec declares channels per head: heads x channels per head is the query width');
   const specCases: [string, Spec, ReturnType<typeof engineInvalid>][] = [
     ['an unknown preprocessor', edited((s) => (s.preprocessor.type = 'video')), engineInvalid('spec.preprocessor.type', 'one of text, image, audio, onehot, none, multimodal', '"video"')],
     ['an unknown decoder', edited((s) => (s.decoder.type = 'pixels')), engineInvalid('spec.decoder.type', 'one of basic, classification, opticalFlow, basicVideoAutoencoding, multimodal, projection', '"pixels"')],
@@ -129,7 +156,12 @@ t.test('the native engine re-checks what reaches it', async (t) => {
     ['a fractional width', edited((s) => (s.encoder.dLatents = 64.5)), engineInvalid('spec.encoder.dLatents', 'an integer in [1, 2^24]', 'number 64.5')],
     ['a boolean as a string', edited((s) => (s.encoder.crossAttention.useQueryResidual = 'yes')), engineInvalid('spec.encoder.crossAttention.useQueryResidual', 'a boolean', 'string "yes"')],
     ['a list that is not one', edited((s) => (s.encoder.selfAttends = {})), engineInvalid('spec.encoder.selfAttends', 'an array', 'object')],
-    ['heads not dividing the channels', edited((s) => (s.encoder.selfAttends[0].numHeads = 5)), engineInvalid('spec.encoder.selfAttends[0]', 'qkChannels and vChannels multiples of numHeads', /for 5 heads$/)],
+    // Channels are declared per head (TypeScript holds the divisibility rule): heads times channels
+    // per head must be the projections' widths, which the engine sizes its reads from.
+    ['heads times channels per head not the projection', edited((s) => (s.encoder.selfAttends[0].qkChannelsPerHead += 1)), engineInvalid('spec.encoder.selfAttends[0].query', /^a \d+ -> \d+ projection$/, /^\d+ -> \d+$/)],
+    ['added positions narrower than the features', edited((s) => (s.preprocessor = { type: 'audio', samplesPerPatch: 4, position: { type: 'fourier', numBands: 2, maxResolution: [8], concatPos: true, sineOnly: false, projection: null }, concatOrAdd: 'add', numChannels: 5 })), engineInvalid('spec.preprocessor.numChannels', 'features == position channels (4 and 5)', '5')],
+    ['Fourier positions over 5 dimensions', edited((s) => (s.preprocessor = { type: 'audio', samplesPerPatch: 4, position: { type: 'fourier', numBands: 2, maxResolution: [2, 2, 2, 2, 2], concatPos: true, sineOnly: false, projection: null }, concatOrAdd: 'concat', numChannels: 29 })), engineInvalid('spec.preprocessor.position.maxResolution', '1 to 4 dimensions', '5')],
+    ['joined channels not the declared width', edited((s) => (s.preprocessor = { type: 'audio', samplesPerPatch: 4, position: { type: 'fourier', numBands: 2, maxResolution: [8], concatPos: true, sineOnly: false, projection: null }, concatOrAdd: 'concat', numChannels: 10 })), engineInvalid('spec.preprocessor.numChannels', 'features + position channels (4 and 5)', '10')],
     ['a projection of the wrong width', edited((s) => (s.encoder.selfAttends[0].mlpDense1.in = 32)), engineInvalid('spec.encoder.selfAttends[0].mlpDense1', /^a 64 -> \d+ projection$/, /^32 -> /)],
     ['a postprocessor without a decoder', edited((s) => (s.decoder = null)), engineInvalid('spec.postprocessor', 'none without a decoder', 'a postprocessor')],
   ];
@@ -305,6 +337,17 @@ t.test('configs that cannot be built', async (t) => {
   await mkdir(noWeights, { recursive: true });
   await copyFile(join(MLM, 'config.json'), join(noWeights, 'config.json'));
   await t.rejects(AutoModel.fromPretrained(noWeights), WeightsFormatError, 'a folder without weights');
+});
+
+t.test('modules refuse settings transformers cannot run, when built', async (t) => {
+  const config = new PerceiverConfig({ d_latents: 64 });
+  t.throws(() => new PerceiverLayer(config, { numHeads: 5, qDim: 64, kvDim: 64 }), { name: 'ConfigError', message: 'qk_channels (64) must be divisible by num_heads (5)' }, 'heads not dividing qk_channels');
+  t.throws(() => new PerceiverLayer(config, { numHeads: 4, qDim: 64, kvDim: 64, vChannels: 30 }), { name: 'ConfigError', message: 'v_channels (30) must be divisible by num_heads (4)' }, 'heads not dividing v_channels');
+  t.throws(
+    () => new PerceiverAudioPreprocessor(config, { samplesPerPatch: 4, fourierPositionEncodingKwargs: { numBands: 2, maxResolution: [8, 8] } }),
+    { name: 'ConfigError', message: 'audio Fourier positions must be 1-D (max_resolution of one entry), got 2-D' },
+    'audio positions over a 2-D grid',
+  );
 });
 
 t.test('PerceiverConfig validates what it is given', async (t) => {

@@ -37,11 +37,8 @@ import { InvalidArgumentError } from '../errors.js';
 import { PerceiverImageProcessor } from '../image_processor.js';
 import type { PerceiverModel } from '../modeling/perceiver_model.js';
 import {
-  PerceiverAudioPreprocessor,
-  PerceiverImagePreprocessor,
-  PerceiverMultimodalPreprocessor,
-  PerceiverOneHotPreprocessor,
-  PerceiverTextPreprocessor,
+  type PerceiverImagePreprocessor,
+  type PerceiverMultimodalPreprocessor,
   type PerceiverPreprocessor,
 } from '../modeling/preprocessors.js';
 import { DEFAULT_MAX_FILE_BYTES, defaultImageProcessor, FAMILY_KINDS, mediaInputBuilderOf, type MediaInputBuilder, type MediaInputSpec, type ModelFamily } from './media_builder.js';
@@ -62,9 +59,9 @@ export interface MediaInputBuilderOptions extends MediaToolOptions {
 function familyOf(model: PerceiverModel<any>): ModelFamily {
   const name = model.constructor?.name ?? 'the model';
   const pre: PerceiverPreprocessor = model.inputPreprocessor;
-  if (pre instanceof PerceiverTextPreprocessor) return 'text';
-  if (pre instanceof PerceiverImagePreprocessor) {
-    if (pre.prepType !== 'patches') return 'image';
+  if (pre.inputKind === 'text') return 'text';
+  if (pre.inputKind === 'image') {
+    if ((pre as PerceiverImagePreprocessor).prepType !== 'patches') return 'image';
     throw new InvalidArgumentError(
       'model',
       'a text, image-classification or multimodal-autoencoding model',
@@ -72,11 +69,12 @@ function familyOf(model: PerceiverModel<any>): ModelFamily {
       `${name} takes pairs of video frames as 3x3 patches ([batch, 2, 27, height, width], optical flow), not media files: no media input builder for it`,
     );
   }
-  if (pre instanceof PerceiverMultimodalPreprocessor) {
-    const m = pre.modalities;
-    const names = pre.names.join(',');
-    if (names === 'audio,image,label' && m.audio instanceof PerceiverAudioPreprocessor && m.image instanceof PerceiverImagePreprocessor && m.label instanceof PerceiverOneHotPreprocessor) return 'multimodal';
-    throw new InvalidArgumentError('model', 'a multimodal model with audio, image and label modalities', name, `${name} has modalities ${pre.names.join(', ')}; the media input builder knows audio + image (video) + label`);
+  if (pre.inputKind === 'multimodal') {
+    const multimodal = pre as PerceiverMultimodalPreprocessor;
+    const m = multimodal.modalities;
+    const names = multimodal.names.join(',');
+    if (names === 'audio,image,label' && m.audio!.inputKind === 'audio' && m.image!.inputKind === 'image' && m.label!.inputKind === 'labels') return 'multimodal';
+    throw new InvalidArgumentError('model', 'a multimodal model with audio, image and label modalities', name, `${name} has modalities ${multimodal.names.join(', ')}; the media input builder knows audio + image (video) + label`);
   }
   throw new InvalidArgumentError(
     'model',

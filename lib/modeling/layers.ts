@@ -76,8 +76,9 @@ export class PerceiverLayer {
     return {
       isCrossAttention: this.isCrossAttention,
       numHeads: this.numHeads,
-      qkChannels: this.qkChannels,
-      vChannels: this.vChannels,
+      // Per head, so the engine needs no divisibility rule of its own: the one is above.
+      qkChannelsPerHead: this.qkChannels / this.numHeads,
+      vChannelsPerHead: this.vChannels / this.numHeads,
       qDim: this.qDim,
       kvDim: this.kvDim,
       wideningFactor: this.wideningFactor,

@@ -6,7 +6,7 @@
 import { ConfigError } from '../errors.js';
 import { linear } from './layers.js';
 import { checkModuleOptions, flag, positiveSize, sizes } from './options.js';
-import type { FourierSpec, LinearSpec, PositionSpec } from './spec.js';
+import type { FourierSpec, LinearSpec, PositionEncodingSpec } from './spec.js';
 import type { WeightStore } from './weights.js';
 
 export interface TrainablePositionEncodingOptions {
@@ -59,8 +59,10 @@ export class PerceiverFourierPositionEncoding {
     const numBands = o.numBands;
     const maxResolution: unknown = o.maxResolution;
     if (!Number.isSafeInteger(numBands) || numBands! < 1) throw new ConfigError('fourier numBands must be a positive integer');
-    if (!Array.isArray(maxResolution) || maxResolution.length < 1 || maxResolution.length > 8 || !maxResolution.every((r) => Number.isSafeInteger(r) && r > 0)) {
-      throw new ConfigError('fourier maxResolution must be a list of 1 to 8 positive integers');
+    // How many dimensions the engine takes is the declaration's rule (native/spec/model_spec.json,
+    // a "dims" field), checked once when the model is built from the spec.
+    if (!Array.isArray(maxResolution) || maxResolution.length < 1 || !maxResolution.every((r) => Number.isSafeInteger(r) && r > 0)) {
+      throw new ConfigError('fourier maxResolution must be a non-empty list of positive integers');
     }
     this.numBands = positiveSize(numBands, 'options.numBands');
     this.maxResolution = maxResolution.map((r, i) => positiveSize(r, `options.maxResolution[${i}]`));
@@ -119,7 +121,7 @@ export class BuiltPositionEncoding {
   }
 
   /** The engine's description; weights under `<prefix>.position_embeddings` and `<prefix>.positions_projection`. */
-  spec(weights: WeightStore, prefix: string): PositionSpec {
+  spec(weights: WeightStore, prefix: string): PositionEncodingSpec {
     const projection: LinearSpec | null =
       this.projectPosDim > 0 ? linear(weights, `${prefix}.positions_projection`, this.encoding.outputSize(), this.projectPosDim) : null;
     if (this.encoding instanceof PerceiverTrainablePositionEncoding) {

@@ -1,7 +1,8 @@
 /**
- * Input preprocessors, named and configured as in transformers. Each validates what a caller
- * passes for its modality, turns it into the engine's request, and describes its weights; the
- * computation itself runs natively.
+ * Input preprocessors, named and configured as in transformers. Each checks what only JavaScript
+ * can see of what a caller passes (its type, dtype, the batch it declares), turns it into the
+ * engine's request, and describes its weights; the engine's preprocessor of the same name checks
+ * the input's shape and values (once, for both) and runs the computation.
  */
 import type { PerceiverConfig } from '../config.js';
 import { DeviceTensor } from '../device_tensor.js';
@@ -12,6 +13,7 @@ import { linear } from './layers.js';
 import { checkConfig, checkModuleOptions, finite, flag, moduleRecord, oneOf, positiveSize } from './options.js';
 import {
   BuiltPositionEncoding,
+  PerceiverFourierPositionEncoding,
   type FourierPositionEncodingOptions,
   type TrainablePositionEncodingOptions,
 } from './position_encodings.js';
@@ -24,11 +26,19 @@ export interface PreparedInputs {
   attentionMask?: Uint8Array;
 }
 
+/**
+ * What a caller passes a preprocessor: token ids (text), images or video, audio samples, a label
+ * vector, the encoder's input sequence itself, or a record of modalities. Generic code (the
+ * pipelines, the media input builder, the server) asks this rather than the class.
+ */
+export type PreprocessorInputKind = 'text' | 'image' | 'audio' | 'labels' | 'sequence' | 'multimodal';
+
 export interface PerceiverPreprocessor {
+  readonly inputKind: PreprocessorInputKind;
   /** Width of what the encoder cross-attends to (transformers' `num_channels`). */
   readonly numChannels: number;
   spec(weights: WeightStore, prefix: string): PreprocessorSpec;
-  /** Validates the caller's inputs (named `argument` in errors) and builds the engine's request. */
+  /** Checks the caller's inputs as far as JavaScript must (named `argument` in errors) and builds the engine's request. */
   prepare(inputs: unknown, argument: string): { batch: number; inputs: NativeInput[] };
   /**
    * The length of a row of the attention mask for these prepared inputs: the positions the
@@ -55,8 +65,18 @@ function floatInput(value: unknown, argument: string, expected: string): Tensor 
   } else {
     value.checkIntact(argument);
   }
-  if (value.rank < 1 || value.shape[0]! < 1) throw new InvalidArgumentError(argument, `a Tensor ${expected} with a batch of at least 1`, `shape [${value.shape.join(', ')}]`);
+  batchOf(value, argument, expected);
   return value;
+}
+
+/**
+ * The batch (the leading dimension) the request declares. The rest of the shape is checked once,
+ * by the engine's preprocessor, which must (it sizes what it reads and allocates from it):
+ * native/src/model/preprocessors.cc.
+ */
+function batchOf(value: Tensor | DeviceTensor, argument: string, expected: string): number {
+  if (value.rank < 1 || value.shape[0]! < 1) throw new InvalidArgumentError(argument, `a Tensor ${expected} with a batch of at least 1`, `shape [${value.shape.join(', ')}]`);
+  return value.shape[0]!;
 }
 
 /** The engine's input: host values as a Float32Array (a view when already float32), or the device tensor's handle. */
@@ -67,6 +87,7 @@ function nativeFloat(name: string, t: Tensor | DeviceTensor): NativeInput {
 
 /** transformers' PerceiverTextPreprocessor: byte embeddings plus learned absolute positions. */
 export class PerceiverTextPreprocessor implements PerceiverPreprocessor {
+  readonly inputKind = 'text' as const;
   readonly vocabSize: number;
   readonly maxPositionEmbeddings: number;
   readonly numChannels: number;
@@ -98,18 +119,16 @@ export class PerceiverTextPreprocessor implements PerceiverPreprocessor {
       throw new InvalidArgumentError(argument, 'token ids of dtype int64 or int32', `dtype ${ids.dtype}`);
     }
     ids.checkIntact(argument);
-    if (ids.rank !== 2 || ids.shape[0]! < 1 || ids.shape[1]! < 1) {
-      throw new InvalidArgumentError(argument, 'shape [batch, sequence] with both at least 1', `shape [${ids.shape.join(', ')}]`);
-    }
-    const [batch, seq] = ids.shape as [number, number];
-    // The sequence's length and each id's range are checked once, by the engine, which must
-    // (they index its tables): native/src/model/preprocessors.cc.
-    return { batch, inputs: [{ name: '', shape: [batch, seq], data: ids.data as BigInt64Array | Int32Array }] };
+    batchOf(ids, argument, 'of token ids [batch, sequence]');
+    // The shape [batch, sequence], the sequence's length and each id's range are checked once, by
+    // the engine, which must (they index its tables): native/src/model/preprocessors.cc.
+    return { batch: ids.shape[0]!, inputs: [{ name: '', shape: [...ids.shape], data: ids.data as BigInt64Array | Int32Array }] };
   }
 
-  /** One position per token. */
-  maskLength(prepared: NativeInput[]): number {
-    return prepared[0]!.shape[1]!;
+  /** One position per token (undefined for a shape the engine refuses). */
+  maskLength(prepared: NativeInput[]): number | undefined {
+    const shape = prepared[0]!.shape;
+    return shape.length === 2 ? shape[1] : undefined;
   }
 }
 
@@ -131,6 +150,7 @@ export interface ImagePreprocessorOptions {
 
 /** transformers' PerceiverImagePreprocessor: conv1x1, conv (7x7 stem), raw pixels or space-to-depth patches, plus positions. */
 export class PerceiverImagePreprocessor implements PerceiverPreprocessor {
+  readonly inputKind = 'image' as const;
   readonly prepType: 'conv' | 'conv1x1' | 'patches' | 'pixels';
   readonly spatialDownsample: number;
   readonly temporalDownsample: number;
@@ -232,22 +252,6 @@ export class PerceiverImagePreprocessor implements PerceiverPreprocessor {
   prepare(value: unknown, argument: string): { batch: number; inputs: NativeInput[] } {
     const expected = `of images [batch, channels, height, width]${this.prepType === 'patches' || this.prepType === 'pixels' ? ' or video [batch, frames, channels, height, width]' : ''}`;
     const t = floatInput(value, argument, expected);
-    const video = t.rank === 5 && (this.prepType === 'patches' || this.prepType === 'pixels');
-    if (t.rank !== 4 && !video) throw new InvalidArgumentError(argument, `a Tensor ${expected}`, `shape [${t.shape.join(', ')}]`);
-    const channels = t.shape[t.rank - 3]!;
-    if (this.prepType === 'patches' && this.convAfterPatching) {
-      const frames = video ? this.temporalDownsample : 1;
-      const depth = frames * this.spatialDownsample ** 2 * channels;
-      if (depth !== this.convAfterPatchingInChannels) {
-        throw new InvalidArgumentError(
-          argument,
-          `patches of ${this.convAfterPatchingInChannels} values (${frames} frame(s) x ${this.spatialDownsample}x${this.spatialDownsample} pixels x channels)`,
-          `${depth} values from ${channels} channels in shape [${t.shape.join(', ')}]`,
-        );
-      }
-    } else if (channels !== this.inChannels) {
-      throw new InvalidArgumentError(argument, `${this.inChannels} channels (shape ${video ? '[batch, frames, channels, height, width]' : '[batch, channels, height, width]'})`, `${channels} channels in shape [${t.shape.join(', ')}]`);
-    }
     return { batch: t.shape[0]!, inputs: [nativeFloat('', t)] };
   }
 
@@ -270,6 +274,7 @@ export interface AudioPreprocessorOptions {
 
 /** transformers' PerceiverAudioPreprocessor: samples grouped into patches, plus positions. */
 export class PerceiverAudioPreprocessor implements PerceiverPreprocessor {
+  readonly inputKind = 'audio' as const;
   readonly samplesPerPatch: number;
   readonly concatOrAdd: 'concat' | 'add';
   readonly positionEmbeddings: BuiltPositionEncoding;
@@ -287,6 +292,10 @@ export class PerceiverAudioPreprocessor implements PerceiverPreprocessor {
       trainablePositionEncodingKwargs: options.trainablePositionEncodingKwargs,
       fourierPositionEncodingKwargs: options.fourierPositionEncodingKwargs,
     });
+    // Audio patches lie on a line: Fourier features over another grid would never match one.
+    if (this.positionEmbeddings.encoding instanceof PerceiverFourierPositionEncoding && this.positionEmbeddings.encoding.numDimensions !== 1) {
+      throw new ConfigError(`audio Fourier positions must be 1-D (max_resolution of one entry), got ${this.positionEmbeddings.encoding.numDimensions}-D`);
+    }
   }
 
   get numChannels(): number {
@@ -306,22 +315,20 @@ export class PerceiverAudioPreprocessor implements PerceiverPreprocessor {
 
   prepare(value: unknown, argument: string): { batch: number; inputs: NativeInput[] } {
     const t = floatInput(value, argument, '[batch, samples, 1]');
-    const perItem = t.size / t.shape[0]!;
-    if (t.rank < 2 || perItem < 1 || perItem % this.samplesPerPatch !== 0) {
-      throw new InvalidArgumentError(argument, `a Tensor [batch, samples, 1] whose samples are a positive multiple of samples_per_patch = ${this.samplesPerPatch}`, `shape [${t.shape.join(', ')}]`);
-    }
     return { batch: t.shape[0]!, inputs: [nativeFloat('', t)] };
   }
 
-  /** One position per patch of samples_per_patch samples. */
-  maskLength(prepared: NativeInput[]): number {
+  /** One position per patch of samples_per_patch samples (undefined for a shape the engine refuses). */
+  maskLength(prepared: NativeInput[]): number | undefined {
     const shape = prepared[0]!.shape;
-    return shape.slice(1).reduce((a, b) => a * b, 1) / this.samplesPerPatch;
+    const patches = shape.slice(1).reduce((a, b) => a * b, 1) / this.samplesPerPatch;
+    return shape.length >= 2 && Number.isSafeInteger(patches) && patches >= 1 ? patches : undefined;
   }
 }
 
 /** transformers' PerceiverOneHotPreprocessor: a [batch, num_labels] vector as one position. */
 export class PerceiverOneHotPreprocessor implements PerceiverPreprocessor {
+  readonly inputKind = 'labels' as const;
   readonly numChannels: number;
 
   constructor(config: PerceiverConfig) {
@@ -334,9 +341,6 @@ export class PerceiverOneHotPreprocessor implements PerceiverPreprocessor {
 
   prepare(value: unknown, argument: string): { batch: number; inputs: NativeInput[] } {
     const t = floatInput(value, argument, `[batch, ${this.numChannels}]`);
-    if (t.rank !== 2 || t.shape[1] !== this.numChannels) {
-      throw new InvalidArgumentError(argument, `a Tensor [batch, ${this.numChannels}] (num_labels)`, `shape [${t.shape.join(', ')}]`);
-    }
     return { batch: t.shape[0]!, inputs: [nativeFloat('', t)] };
   }
 
@@ -358,6 +362,7 @@ export interface MultimodalPreprocessorOptions {
  * channels to a common width, optionally masked, and concatenated in sorted modality order.
  */
 export class PerceiverMultimodalPreprocessor implements PerceiverPreprocessor {
+  readonly inputKind = 'multimodal' as const;
   readonly modalities: Record<string, PerceiverPreprocessor>;
   readonly maskProbs: Record<string, number>;
   readonly minPaddingSize: number;
@@ -448,6 +453,7 @@ export class PerceiverMultimodalPreprocessor implements PerceiverPreprocessor {
  * encoder's input sequence itself, float [batch, sequence, d_model].
  */
 export class PerceiverIdentityPreprocessor implements PerceiverPreprocessor {
+  readonly inputKind = 'sequence' as const;
   constructor(readonly numChannels: number) {}
 
   spec(): PreprocessorSpec {
@@ -456,15 +462,13 @@ export class PerceiverIdentityPreprocessor implements PerceiverPreprocessor {
 
   prepare(value: unknown, argument: string): { batch: number; inputs: NativeInput[] } {
     const t = floatInput(value, argument, `[batch, sequence, ${this.numChannels}]`);
-    if (t.rank !== 3 || t.shape[1]! < 1 || t.shape[2] !== this.numChannels) {
-      throw new InvalidArgumentError(argument, `a Tensor [batch, sequence, ${this.numChannels}] (config.d_model)`, `shape [${t.shape.join(', ')}]`);
-    }
     return { batch: t.shape[0]!, inputs: [nativeFloat('', t)] };
   }
 
-  /** The caller's sequence is what the encoder attends to. */
-  maskLength(prepared: NativeInput[]): number {
-    return prepared[0]!.shape[1]!;
+  /** The caller's sequence is what the encoder attends to (undefined for a shape the engine refuses). */
+  maskLength(prepared: NativeInput[]): number | undefined {
+    const shape = prepared[0]!.shape;
+    return shape.length === 3 ? shape[1] : undefined;
   }
 }
 

@@ -20,12 +20,12 @@ export interface LayerNormSpec {
   dim: number;
 }
 
-/** transformers' PerceiverLayer: attention, its output projection and the MLP. */
+/** transformers' PerceiverLayer: attention, its output projection and the MLP. Channels per head (qk_channels // num_heads, as transformers splits them; TypeScript checks they divide): the query, key and value projections then map to numHeads x qkChannelsPerHead (x vChannelsPerHead) channels. */
 export interface PerceiverLayerSpec {
   isCrossAttention: boolean;
   numHeads: number;
-  qkChannels: number;
-  vChannels: number;
+  qkChannelsPerHead: number;
+  vChannelsPerHead: number;
   qDim: number;
   kvDim: number;
   wideningFactor: number;
@@ -41,7 +41,7 @@ export interface PerceiverLayerSpec {
   mlpDense2: LinearSpec;
 }
 
-/** transformers' PerceiverFourierPositionEncoding's settings. */
+/** transformers' PerceiverFourierPositionEncoding's settings (shared by the position encoding and the Fourier decoder queries). */
 export interface FourierSpec {
   numBands: number;
   maxResolution: number[];
@@ -50,21 +50,21 @@ export interface FourierSpec {
 }
 
 /** transformers' PerceiverTrainablePositionEncoding, optionally projected. */
-export interface TrainablePositionSpec {
+export interface TrainablePositionEncodingSpec {
   weight: string;
   numPositions: number;
   numChannels: number;
   projection: LinearSpec | null;
 }
 
-/** Fourier features, optionally projected. */
-export interface FourierPositionSpec extends FourierSpec {
+/** transformers' PerceiverFourierPositionEncoding, optionally projected. */
+export interface FourierPositionEncodingSpec extends FourierSpec {
   projection: LinearSpec | null;
 }
 
-export type PositionSpec =
-  | ({ type: 'trainable' } & TrainablePositionSpec)
-  | ({ type: 'fourier' } & FourierPositionSpec);
+export type PositionEncodingSpec =
+  | ({ type: 'trainable' } & TrainablePositionEncodingSpec)
+  | ({ type: 'fourier' } & FourierPositionEncodingSpec);
 
 /** transformers' PerceiverTextPreprocessor. */
 export interface TextPreprocessorSpec {
@@ -94,7 +94,7 @@ export interface ImagePreprocessorSpec {
   conv: LinearSpec | null;
   batchnorm: BatchNormSpec | null;
   convAfterPatching: LinearSpec | null;
-  position: PositionSpec;
+  position: PositionEncodingSpec;
   concatOrAdd: 'concat' | 'add';
   featureChannels: number;
   numChannels: number;
@@ -103,7 +103,7 @@ export interface ImagePreprocessorSpec {
 /** transformers' PerceiverAudioPreprocessor. */
 export interface AudioPreprocessorSpec {
   samplesPerPatch: number;
-  position: PositionSpec;
+  position: PositionEncodingSpec;
   concatOrAdd: 'concat' | 'add';
   numChannels: number;
 }

@@ -16,7 +16,6 @@ import type { ImageInput, PerceiverImageProcessor } from '../image_processor.js'
 import { mediaKindOf } from '../media/kinds.js';
 import { createMediaInputBuilder, type MediaInputBuilder } from '../media/model_inputs.js';
 import type { Logits, PerceiverModel } from '../modeling/perceiver_model.js';
-import { PerceiverImagePreprocessor, PerceiverTextPreprocessor } from '../modeling/preprocessors.js';
 import { Tensor } from '../tensor.js';
 import type { CallOptions, StepCheck } from './common.js';
 import { tokenizeForModel } from './text_classification.js';
@@ -57,8 +56,8 @@ export function l2Normalize(t: Tensor<'float32'>): Tensor<'float32'> {
 
 export function featureExtractionRunner(model: PerceiverModel<Logits>, processor: PerceiverImageProcessor | undefined) {
   const pre = model.inputPreprocessor;
-  const isText = pre instanceof PerceiverTextPreprocessor;
-  const isImage = pre instanceof PerceiverImagePreprocessor;
+  const isText = pre.inputKind === 'text';
+  const isImage = pre.inputKind === 'image';
   const builder: MediaInputBuilder = createMediaInputBuilder(model, { imageProcessor: processor });
   return async (input: FeatureInput | FeatureInput[], options: FeatureExtractionOptions, check: StepCheck): Promise<Tensor<'float32'>> => {
     const pooling = options.pooling ?? 'mean';

@@ -56,7 +56,6 @@ import { BackendUnavailableError, DisposedError, InvalidArgumentError, NativeErr
 import { DEFAULT_MAX_INPUT_PIXELS, ImageTooLargeError, PerceiverImageProcessor, prepareImageDecoding } from '../image_processor.js';
 import { PerceiverClassificationDecoder } from '../modeling/decoders.js';
 import type { PerceiverModel } from '../modeling/perceiver_model.js';
-import { PerceiverImagePreprocessor, PerceiverTextPreprocessor } from '../modeling/preprocessors.js';
 import { requireOptional } from '../optional.js';
 import { Tensor } from '../tensor.js';
 import { PerceiverTokenizer } from '../tokenizer.js';
@@ -366,7 +365,7 @@ export async function serve(models: PerceiverModel<any> | ServedModel[], options
     if (endpoints.has(spec.name)) throw new InvalidArgumentError(`models[${i}].name`, 'a name no other model has', spec.name);
     const className = model.constructor.name;
     const modality: Modality | undefined =
-      model.inputPreprocessor instanceof PerceiverTextPreprocessor ? 'text' : model.inputPreprocessor instanceof PerceiverImagePreprocessor ? 'image' : undefined;
+      model.inputPreprocessor?.inputKind === 'text' || model.inputPreprocessor?.inputKind === 'image' ? model.inputPreprocessor.inputKind : undefined;
     if (modality === undefined) {
       throw new InvalidArgumentError(
         Array.isArray(models) ? `models[${i}].model` : 'model',

@@ -264,8 +264,8 @@ DecodeResult PerceiverGraph::DecodeQueued(const Encoding& encoding, const Decode
   // Every logits buffer is made by this call and written by nothing after it.
   const bool on_backend = r.outputs_on_backend;
   DecodeResult result;
-  if (!parts_.modality_postprocessors.empty()) {
-    for (NamedOutput& out : RunMultimodalPostprocessor(be, parts_.modality_postprocessors, decoded)) {
+  if (parts_.multimodal_postprocessor) {
+    for (NamedOutput& out : parts_.multimodal_postprocessor->Run(be, decoded)) {
       result.logits.push_back(Output(out.values, on_backend, out.name, &out.shape));
     }
   } else if (parts_.postprocessor) {

@@ -35,7 +35,7 @@ struct ModelParts {
   std::unique_ptr<Decoder> decoder;  // optional
   bool decoder_queries_inputs = false;  // the decoder reads the preprocessed inputs (optical flow)
   std::unique_ptr<Postprocessor> postprocessor;  // single-modality postprocessor, optional
-  std::vector<std::pair<std::string, std::unique_ptr<Postprocessor>>> modality_postprocessors;  // multimodal
+  std::unique_ptr<MultimodalPostprocessor> multimodal_postprocessor;  // one per modality, optional
 };
 
 // Leaves new elements uninitialised: every output vector is filled whole by its copy, and

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/engine_error.h"
+
 namespace perceiver {
 
 int64_t FourierSpec::OutputChannels() const {
@@ -145,6 +147,56 @@ std::shared_ptr<BackendBuffer> Upload(Backend& backend, const std::vector<float>
   std::shared_ptr<BackendBuffer> buffer = backend.Allocate(host.size());
   backend.CopyFromHost(buffer->data(), host.data(), host.size());
   return buffer;
+}
+
+BackendTensor TrainablePositionEncoding::ForGrid(Backend& be, const std::vector<int64_t>& index_dims, bool interpolate,
+                                                 const std::string& argument) const {
+  const int64_t rows = Product(index_dims);
+  BackendTensor raw;
+  raw.shape = {rows, channels_};
+  if (rows == num_positions_) {
+    raw.buffer = std::shared_ptr<BackendBuffer>(be.Allocate(static_cast<size_t>(rows * channels_)));
+    RunContiguousCopy(be, raw.buffer->data(), table_->values(), rows * channels_);
+    return raw;
+  }
+  const int64_t side = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(num_positions_))));
+  if (!interpolate || index_dims.size() != 2 || side * side != num_positions_) {
+    ThrowInvalidArgument(argument,
+                         std::to_string(num_positions_) + " positions, the model's learned position table (pass interpolatePosEncoding to resize it to another image size)",
+                         std::to_string(rows) + " positions");
+  }
+  std::vector<float> table(static_cast<size_t>(num_positions_ * channels_));
+  be.CopyToHost(table.data(), table_->values(), table.size());
+  raw.buffer = Upload(be, BicubicResize(table.data(), side, side, channels_, index_dims[0], index_dims[1]));
+  return raw;
+}
+
+BackendTensor FourierPositionEncoding::ForGrid(Backend& be, const std::vector<int64_t>& index_dims, bool,
+                                               const std::string& argument) const {
+  if (index_dims.size() != spec_.max_resolution.size()) {
+    ThrowInvalidArgument(argument, "a " + std::to_string(spec_.max_resolution.size()) + "-D grid (the Fourier features' dimensions)",
+                         "a " + std::to_string(index_dims.size()) + "-D grid");
+  }
+  const int64_t rows = Product(index_dims);
+  std::vector<float> host(static_cast<size_t>(rows * spec_.OutputChannels()));
+  FourierFeatures(GridPositions(index_dims).data(), rows, spec_, host.data());
+  BackendTensor raw;
+  raw.buffer = Upload(be, host);
+  raw.shape = {rows, spec_.OutputChannels()};
+  return raw;
+}
+
+BackendTensor BuiltPositionEncoding::ForGrid(Backend& be, TensorCache& cache, const std::vector<int64_t>& index_dims, bool interpolate,
+                                             const std::string& argument) const {
+  std::string key = key_ + (interpolate ? "|i|" : "|g|");
+  for (int64_t d : index_dims) key += std::to_string(d) + ",";
+  BackendTensor out;
+  out.shape = {Product(index_dims), output_channels()};
+  if ((out.buffer = cache.Find(key))) return out;
+  BackendTensor raw = encoding_->ForGrid(be, index_dims, interpolate, argument);
+  if (projection_.present()) raw = ApplyLinear(be, projection_, raw);
+  out.buffer = cache.Insert(key, raw.buffer);
+  return out;
 }
 
 }  // namespace perceiver

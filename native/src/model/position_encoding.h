@@ -1,4 +1,7 @@
-// Position encodings, computed on the host once per shape and cached on the backend.
+// Position encodings (transformers' PerceiverTrainablePositionEncoding and
+// PerceiverFourierPositionEncoding, as lib/modeling/position_encodings.ts names them, and
+// BuiltPositionEncoding: one of them plus build_position_encoding's optional projection), computed
+// once per shape and cached on the backend.
 //
 // Fourier features follow transformers' generate_fourier_features exactly, including its float32
 // arithmetic (torch.linspace's formula, float32 products, sin/cos of float32 arguments): at
@@ -15,6 +18,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "model/layers.h"
 
 namespace perceiver {
 
@@ -61,5 +65,63 @@ class TensorCache {
 
 // Uploads host floats into a new backend buffer.
 std::shared_ptr<BackendBuffer> Upload(Backend& backend, const std::vector<float>& host);
+
+// transformers' PerceiverAbstractPositionEncoding: [prod(index_dims), channels] for a grid.
+class PositionEncoding {
+ public:
+  virtual ~PositionEncoding() = default;
+  virtual int64_t output_channels() const = 0;
+  // A new backend tensor [prod(index_dims), output_channels()]; `argument` names the input in errors.
+  virtual BackendTensor ForGrid(Backend& backend, const std::vector<int64_t>& index_dims, bool interpolate,
+                                const std::string& argument) const = 0;
+};
+
+// transformers' PerceiverTrainablePositionEncoding: a learned [num_positions, channels] table. The
+// grid must have num_positions points, unless interpolate is set and the grid is 2-D: then the
+// (square) table is resized bicubically, as transformers' interpolate_pos_encoding does.
+class TrainablePositionEncoding final : public PositionEncoding {
+ public:
+  TrainablePositionEncoding(WeightRef table, int64_t num_positions, int64_t channels)
+      : table_(std::move(table)), num_positions_(num_positions), channels_(channels) {}
+  int64_t output_channels() const override { return channels_; }
+  BackendTensor ForGrid(Backend& backend, const std::vector<int64_t>& index_dims, bool interpolate,
+                        const std::string& argument) const override;
+
+ private:
+  WeightRef table_;  // kValues [num_positions, channels] (copied to the host to be resized)
+  int64_t num_positions_, channels_;
+};
+
+// transformers' PerceiverFourierPositionEncoding: sin/cos features of the grid's linspace positions.
+class FourierPositionEncoding final : public PositionEncoding {
+ public:
+  explicit FourierPositionEncoding(FourierSpec spec) : spec_(std::move(spec)) {}
+  int64_t output_channels() const override { return spec_.OutputChannels(); }
+  // The grid must have as many dimensions as max_resolution.
+  BackendTensor ForGrid(Backend& backend, const std::vector<int64_t>& index_dims, bool interpolate,
+                        const std::string& argument) const override;
+
+ private:
+  FourierSpec spec_;
+};
+
+// As lib/modeling/position_encodings.ts's BuiltPositionEncoding (transformers'
+// build_position_encoding): an encoding and its optional projection, cached per grid under
+// cache_key (input-independent, so computed once per grid).
+class BuiltPositionEncoding {
+ public:
+  BuiltPositionEncoding(std::unique_ptr<PositionEncoding> encoding, LinearWeights projection, std::string cache_key)
+      : encoding_(std::move(encoding)), projection_(projection), key_(std::move(cache_key)) {}
+  // Channels after the optional projection.
+  int64_t output_channels() const { return projection_.present() ? projection_.out : encoding_->output_channels(); }
+  // [prod(index_dims), output_channels()], from the cache when this grid was seen before.
+  BackendTensor ForGrid(Backend& backend, TensorCache& cache, const std::vector<int64_t>& index_dims, bool interpolate,
+                        const std::string& argument) const;
+
+ private:
+  std::unique_ptr<PositionEncoding> encoding_;
+  LinearWeights projection_;  // optional
+  std::string key_;
+};
 
 }  // namespace perceiver

@@ -73,8 +73,7 @@ std::unique_ptr<Postprocessor> MakeClassificationPostprocessor(LinearWeights pro
 std::unique_ptr<Postprocessor> MakeAudioPostprocessor(LinearWeights projection) { return std::make_unique<AudioPostprocessor>(projection); }
 std::unique_ptr<Postprocessor> MakeProjectionPostprocessor(LinearWeights projection) { return std::make_unique<ProjectionPostprocessor>(projection); }
 
-std::vector<NamedOutput> RunMultimodalPostprocessor(
-    Backend& be, const std::vector<std::pair<std::string, std::unique_ptr<Postprocessor>>>& modalities, const Decoded& decoded) {
+std::vector<NamedOutput> MultimodalPostprocessor::Run(Backend& be, const Decoded& decoded) const {
   const BackendTensor& all = decoded.values;
   const int64_t batch = all.shape[0], rows = all.shape[1], c = all.shape[2];
   std::vector<NamedOutput> outputs;
@@ -84,7 +83,7 @@ std::vector<NamedOutput> RunMultimodalPostprocessor(
     const int64_t shape[3] = {batch, size, c}, src[3] = {rows * c, c, 1}, dst[3] = {size * c, c, 1};
     RunCopy(be, part.data(), dst, all.data() + row0 * c, src, shape, 3);
     row0 += size;
-    for (const auto& [post_name, post] : modalities) {
+    for (const auto& [post_name, post] : modalities_) {
       if (post_name == name) outputs.push_back(post->Run(be, name, part));
     }
   }

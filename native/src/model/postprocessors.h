@@ -35,9 +35,16 @@ std::unique_ptr<Postprocessor> MakeAudioPostprocessor(LinearWeights projection);
 // PerceiverProjectionPostprocessor: [batch, n, out].
 std::unique_ptr<Postprocessor> MakeProjectionPostprocessor(LinearWeights projection);
 
-// Splits the decoded rows by modality (in the decoder's order) and applies each one's postprocessor.
-std::vector<NamedOutput> RunMultimodalPostprocessor(Backend& backend,
-                                                    const std::vector<std::pair<std::string, std::unique_ptr<Postprocessor>>>& modalities,
-                                                    const Decoded& decoded);
+// PerceiverMultimodalPostprocessor: splits the decoded rows by modality (in the decoder's order)
+// and applies each one's postprocessor.
+class MultimodalPostprocessor {
+ public:
+  using Modalities = std::vector<std::pair<std::string, std::unique_ptr<Postprocessor>>>;
+  explicit MultimodalPostprocessor(Modalities modalities) : modalities_(std::move(modalities)) {}
+  std::vector<NamedOutput> Run(Backend& backend, const Decoded& decoded) const;
+
+ private:
+  Modalities modalities_;
+};
 
 }  // namespace perceiver

@@ -117,7 +117,7 @@ class TextPreprocessor final : public Preprocessor {
 
 class ImagePreprocessor final : public Preprocessor {
  public:
-  ImagePreprocessor(ImagePreprocessorSpec spec, PositionEncoder position) : spec_(std::move(spec)), position_(std::move(position)) {}
+  ImagePreprocessor(ImagePreprocessorSpec spec, BuiltPositionEncoding position) : spec_(std::move(spec)), position_(std::move(position)) {}
   int64_t channels() const override { return spec_.num_channels; }
 
   EncoderInputs Run(PreprocessContext& ctx, const std::string& name, const InputArray& raw) override {
@@ -135,7 +135,7 @@ class ImagePreprocessor final : public Preprocessor {
     const bool any_channels = spec_.prep == ImagePreprocessorSpec::Prep::kPatches && spec_.conv_after_patching.present();
     if (!any_channels && channels_in != spec_.in_channels) {
       ThrowInvalidArgument(Arg(name), std::to_string(spec_.in_channels) + " channels",
-                           std::to_string(channels_in) + " (shape " + ShapeString(input.shape) + ")");
+                           std::to_string(channels_in) + " channels in shape " + ShapeString(input.shape));
     }
     for (int64_t d : input.shape) {
       if (d < 1) ThrowInvalidArgument(Arg(name), "every dimension at least 1", "shape " + ShapeString(input.shape));
@@ -161,7 +161,7 @@ class ImagePreprocessor final : public Preprocessor {
       ThrowInvalidArgument(Arg(name), std::to_string(spec_.feature_channels) + " features per position",
                            std::to_string(features.shape[2]) + " (shape " + ShapeString(input.shape) + ")");
     }
-    const BackendTensor pos = position_.ForGrid(ctx, index_dims, ctx.request.interpolate_pos_encoding, Arg(name));
+    const BackendTensor pos = position_.ForGrid(be, ctx.cache, index_dims, ctx.request.interpolate_pos_encoding, Arg(name));
     EncoderInputs out;
     out.sequence = JoinPositions(be, features, pos, spec_.concat_pos);
     out.modality_sizes = {{name, features.shape[1]}};
@@ -287,8 +287,10 @@ class ImagePreprocessor final : public Preprocessor {
     else *index_dims = {h2, w2};
     if (spec_.conv_after_patching.present()) {
       if (spec_.conv_after_patching.in != depth) {
-        ThrowInvalidArgument(Arg(name), "patches of " + std::to_string(spec_.conv_after_patching.in) + " values (what the layer after patching takes)",
-                             std::to_string(depth) + " (shape " + ShapeString(x.shape) + ")");
+        ThrowInvalidArgument(Arg(name),
+                             "patches of " + std::to_string(spec_.conv_after_patching.in) + " values, what the layer after patching takes (" +
+                                 std::to_string(ts) + " frame(s) x " + std::to_string(s) + "x" + std::to_string(s) + " pixels x channels)",
+                             std::to_string(depth) + " values from " + std::to_string(c) + " channels in shape " + ShapeString(x.shape));
       }
       return ApplyLinear(be, spec_.conv_after_patching, patches);
     }
@@ -296,12 +298,12 @@ class ImagePreprocessor final : public Preprocessor {
   }
 
   ImagePreprocessorSpec spec_;
-  PositionEncoder position_;
+  BuiltPositionEncoding position_;
 };
 
 class AudioPreprocessor final : public Preprocessor {
  public:
-  AudioPreprocessor(AudioPreprocessorSpec spec, PositionEncoder position) : spec_(spec), position_(std::move(position)) {}
+  AudioPreprocessor(AudioPreprocessorSpec spec, BuiltPositionEncoding position) : spec_(spec), position_(std::move(position)) {}
   int64_t channels() const override { return spec_.num_channels; }
 
   EncoderInputs Run(PreprocessContext& ctx, const std::string& name, const InputArray& raw) override {
@@ -311,14 +313,14 @@ class AudioPreprocessor final : public Preprocessor {
     CheckBatch(input, name, ctx.request.batch);
     const int64_t batch = input.shape[0], per_item = input.size() / std::max<int64_t>(1, batch);
     if (per_item == 0 || per_item % spec_.samples_per_patch != 0) {
-      ThrowInvalidArgument(Arg(name), "samples per item a positive multiple of samples_per_patch = " + std::to_string(spec_.samples_per_patch),
-                           std::to_string(per_item));
+      ThrowInvalidArgument(Arg(name), "samples [batch, samples, 1] whose samples per item are a positive multiple of samples_per_patch = " + std::to_string(spec_.samples_per_patch),
+                           std::to_string(per_item) + " samples per item in shape " + ShapeString(input.shape));
     }
     const int64_t patches = per_item / spec_.samples_per_patch;
     // Adding the positions (rather than concatenating them) writes into the features.
     BackendTensor features = InputOnBackend(be, input, /*writable=*/!spec_.concat_pos);
     features.shape = {batch, patches, spec_.samples_per_patch};
-    const BackendTensor pos = position_.ForGrid(ctx, {patches}, false, Arg(name));
+    const BackendTensor pos = position_.ForGrid(be, ctx.cache, {patches}, false, Arg(name));
     EncoderInputs out;
     out.sequence = JoinPositions(be, features, pos, spec_.concat_pos);
     out.modality_sizes = {{name, patches}};
@@ -328,7 +330,7 @@ class AudioPreprocessor final : public Preprocessor {
 
  private:
   AudioPreprocessorSpec spec_;
-  PositionEncoder position_;
+  BuiltPositionEncoding position_;
 };
 
 class OneHotPreprocessor final : public Preprocessor {
@@ -339,7 +341,7 @@ class OneHotPreprocessor final : public Preprocessor {
   EncoderInputs Run(PreprocessContext& ctx, const std::string& name, const InputArray& raw) override {
     const InputArray& input = FloatInput(raw, name);
     if (input.shape.size() != 2 || input.shape[1] != num_labels_) {
-      ThrowInvalidArgument(Arg(name), "shape [batch, " + std::to_string(num_labels_) + "]", "shape " + ShapeString(input.shape));
+      ThrowInvalidArgument(Arg(name), "shape [batch, " + std::to_string(num_labels_) + "] (num_labels)", "shape " + ShapeString(input.shape));
     }
     CheckBatch(input, name, ctx.request.batch);
     EncoderInputs out;
@@ -363,7 +365,7 @@ class IdentityPreprocessor final : public Preprocessor {
   EncoderInputs Run(PreprocessContext& ctx, const std::string& name, const InputArray& raw) override {
     const InputArray& input = FloatInput(raw, name);
     if (input.shape.size() != 3 || input.shape[1] < 1 || input.shape[2] != channels_) {
-      ThrowInvalidArgument(Arg(name), "shape [batch, sequence, " + std::to_string(channels_) + "]", "shape " + ShapeString(input.shape));
+      ThrowInvalidArgument(Arg(name), "shape [batch, sequence, " + std::to_string(channels_) + "] (the encoder's input channels)", "shape " + ShapeString(input.shape));
     }
     CheckBatch(input, name, ctx.request.batch);
     EncoderInputs out;
@@ -441,59 +443,13 @@ class MultimodalPreprocessor final : public Preprocessor {
 
 }  // namespace
 
-int64_t PositionEncodingSpec::OutputChannels() const {
-  if (projection.present()) return projection.out;
-  return kind == Kind::kTrainable ? trainable_channels : fourier.OutputChannels();
-}
-
-BackendTensor PositionEncoder::ForGrid(PreprocessContext& ctx, const std::vector<int64_t>& index_dims, bool interpolate,
-                                       const std::string& argument) const {
-  Backend& be = ctx.backend;
-  const int64_t rows = Product(index_dims);
-  std::string key = key_ + (interpolate ? "|i|" : "|g|");
-  for (int64_t d : index_dims) key += std::to_string(d) + ",";
-  BackendTensor out;
-  out.shape = {rows, spec_.OutputChannels()};
-  if ((out.buffer = ctx.cache.Find(key))) return out;
-
-  BackendTensor raw;
-  if (spec_.kind == PositionEncodingSpec::Kind::kFourier) {
-    if (index_dims.size() != spec_.fourier.max_resolution.size()) {
-      ThrowInvalidArgument(argument, "a " + std::to_string(spec_.fourier.max_resolution.size()) + "-D grid (the Fourier features' dimensions)",
-                           "a " + std::to_string(index_dims.size()) + "-D grid");
-    }
-    std::vector<float> host(static_cast<size_t>(rows * spec_.fourier.OutputChannels()));
-    FourierFeatures(GridPositions(index_dims).data(), rows, spec_.fourier, host.data());
-    raw.buffer = Upload(be, host);
-    raw.shape = {rows, spec_.fourier.OutputChannels()};
-  } else if (rows == spec_.num_positions) {
-    raw.buffer = std::shared_ptr<BackendBuffer>(be.Allocate(static_cast<size_t>(rows * spec_.trainable_channels)));
-    RunContiguousCopy(be, raw.buffer->data(), spec_.trainable->values(), rows * spec_.trainable_channels);
-    raw.shape = {rows, spec_.trainable_channels};
-  } else {
-    const int64_t side = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(spec_.num_positions))));
-    if (!interpolate || index_dims.size() != 2 || side * side != spec_.num_positions) {
-      ThrowInvalidArgument(argument,
-                           std::to_string(spec_.num_positions) + " positions, the model's learned position table (pass interpolatePosEncoding to resize it to another image size)",
-                           std::to_string(rows) + " positions");
-    }
-    std::vector<float> table(static_cast<size_t>(spec_.num_positions * spec_.trainable_channels));
-    be.CopyToHost(table.data(), spec_.trainable->values(), table.size());
-    raw.buffer = Upload(be, BicubicResize(table.data(), side, side, spec_.trainable_channels, index_dims[0], index_dims[1]));
-    raw.shape = {rows, spec_.trainable_channels};
-  }
-  if (spec_.projection.present()) raw = ApplyLinear(be, spec_.projection, raw);
-  out.buffer = ctx.cache.Insert(key, raw.buffer);
-  return out;
-}
-
 std::unique_ptr<Preprocessor> MakeTextPreprocessor(TextPreprocessorSpec spec) {
   return std::make_unique<TextPreprocessor>(spec);
 }
-std::unique_ptr<Preprocessor> MakeImagePreprocessor(ImagePreprocessorSpec spec, PositionEncoder position) {
+std::unique_ptr<Preprocessor> MakeImagePreprocessor(ImagePreprocessorSpec spec, BuiltPositionEncoding position) {
   return std::make_unique<ImagePreprocessor>(std::move(spec), std::move(position));
 }
-std::unique_ptr<Preprocessor> MakeAudioPreprocessor(AudioPreprocessorSpec spec, PositionEncoder position) {
+std::unique_ptr<Preprocessor> MakeAudioPreprocessor(AudioPreprocessorSpec spec, BuiltPositionEncoding position) {
   return std::make_unique<AudioPreprocessor>(spec, std::move(position));
 }
 std::unique_ptr<Preprocessor> MakeIdentityPreprocessor(int64_t channels) {

@@ -35,31 +35,6 @@ class Preprocessor {
   virtual EncoderInputs Run(PreprocessContext& ctx, const std::string& name, const InputArray& input) = 0;
 };
 
-// A learned [positions, channels] table, or Fourier features of the index grid; optionally
-// projected by a linear layer. Input-independent, so computed once per grid and cached.
-struct PositionEncodingSpec {
-  enum class Kind { kTrainable, kFourier } kind = Kind::kFourier;
-  WeightRef trainable;  // kValues [num_positions, channels] (copied to the host to be resized)
-  int64_t num_positions = 0, trainable_channels = 0;
-  FourierSpec fourier;
-  LinearWeights projection;  // optional
-  int64_t OutputChannels() const;
-};
-
-class PositionEncoder {
- public:
-  PositionEncoder(PositionEncodingSpec spec, std::string cache_key) : spec_(std::move(spec)), key_(std::move(cache_key)) {}
-  const PositionEncodingSpec& spec() const { return spec_; }
-  // [prod(index_dims), OutputChannels()] for this grid. A trainable table must match the grid's
-  // size, unless interpolate is set and the grid is 2-D: then it is resized bicubically.
-  BackendTensor ForGrid(PreprocessContext& ctx, const std::vector<int64_t>& index_dims, bool interpolate,
-                        const std::string& argument) const;
-
- private:
-  PositionEncodingSpec spec_;
-  std::string key_;
-};
-
 struct TextPreprocessorSpec {
   WeightRef embeddings;  // kValues [vocab, d_model]
   WeightRef positions;   // kValues [max_positions, d_model]
@@ -93,8 +68,8 @@ struct MultimodalModality {
 };
 
 std::unique_ptr<Preprocessor> MakeTextPreprocessor(TextPreprocessorSpec spec);
-std::unique_ptr<Preprocessor> MakeImagePreprocessor(ImagePreprocessorSpec spec, PositionEncoder position);
-std::unique_ptr<Preprocessor> MakeAudioPreprocessor(AudioPreprocessorSpec spec, PositionEncoder position);
+std::unique_ptr<Preprocessor> MakeImagePreprocessor(ImagePreprocessorSpec spec, BuiltPositionEncoding position);
+std::unique_ptr<Preprocessor> MakeAudioPreprocessor(AudioPreprocessorSpec spec, BuiltPositionEncoding position);
 std::unique_ptr<Preprocessor> MakeOneHotPreprocessor(int64_t num_labels);
 std::unique_ptr<Preprocessor> MakeIdentityPreprocessor(int64_t channels);
 std::unique_ptr<Preprocessor> MakeMultimodalPreprocessor(std::vector<MultimodalModality> modalities, int64_t channels);

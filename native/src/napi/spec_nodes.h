@@ -23,9 +23,9 @@ struct LinearSpec;
 struct LayerNormSpec;
 struct PerceiverLayerSpec;
 struct FourierSpec;
-struct TrainablePositionSpec;
-struct FourierPositionSpec;
-struct PositionSpec;
+struct TrainablePositionEncodingSpec;
+struct FourierPositionEncodingSpec;
+struct PositionEncodingSpec;
 struct TextPreprocessorSpec;
 struct BatchNormSpec;
 struct ImagePreprocessorSpec;
@@ -72,12 +72,12 @@ struct LayerNormSpec {
   int64_t dim = 0;
 };
 
-// transformers' PerceiverLayer: attention, its output projection and the MLP.
+// transformers' PerceiverLayer: attention, its output projection and the MLP. Channels per head (qk_channels // num_heads, as transformers splits them; TypeScript checks they divide): the query, key and value projections then map to numHeads x qkChannelsPerHead (x vChannelsPerHead) channels.
 struct PerceiverLayerSpec {
   bool is_cross_attention = false;
   int64_t num_heads = 0;
-  int64_t qk_channels = 0;
-  int64_t v_channels = 0;
+  int64_t qk_channels_per_head = 0;
+  int64_t v_channels_per_head = 0;
   int64_t q_dim = 0;
   int64_t kv_dim = 0;
   int64_t widening_factor = 0;
@@ -93,7 +93,7 @@ struct PerceiverLayerSpec {
   LinearSpec mlp_dense2;
 };
 
-// transformers' PerceiverFourierPositionEncoding's settings.
+// transformers' PerceiverFourierPositionEncoding's settings (shared by the position encoding and the Fourier decoder queries).
 struct FourierSpec {
   int64_t num_bands = 0;
   std::vector<int64_t> max_resolution;
@@ -102,25 +102,25 @@ struct FourierSpec {
 };
 
 // transformers' PerceiverTrainablePositionEncoding, optionally projected.
-struct TrainablePositionSpec {
+struct TrainablePositionEncodingSpec {
   WeightName weight;
   int64_t num_positions = 0;
   int64_t num_channels = 0;
   std::shared_ptr<LinearSpec> projection;  // null: absent
 };
 
-// Fourier features, optionally projected.
-struct FourierPositionSpec {
+// transformers' PerceiverFourierPositionEncoding, optionally projected.
+struct FourierPositionEncodingSpec {
   FourierSpec fourier;  // read from the same object
   std::shared_ptr<LinearSpec> projection;  // null: absent
 };
 
 // One of: trainable, fourier (told apart by "type"); the member of its node is set.
-struct PositionSpec {
+struct PositionEncodingSpec {
   enum class Type { kTrainable, kFourier };
   Type type = Type::kTrainable;
-  std::shared_ptr<TrainablePositionSpec> trainable_position;
-  std::shared_ptr<FourierPositionSpec> fourier_position;
+  std::shared_ptr<TrainablePositionEncodingSpec> trainable_position_encoding;
+  std::shared_ptr<FourierPositionEncodingSpec> fourier_position_encoding;
 };
 
 // transformers' PerceiverTextPreprocessor.
@@ -153,7 +153,7 @@ struct ImagePreprocessorSpec {
   std::shared_ptr<LinearSpec> conv;  // null: absent
   std::shared_ptr<BatchNormSpec> batchnorm;  // null: absent
   std::shared_ptr<LinearSpec> conv_after_patching;  // null: absent
-  PositionSpec position;
+  PositionEncodingSpec position;
   ConcatOrAdd concat_or_add = ConcatOrAdd::kConcat;
   int64_t feature_channels = 0;
   int64_t num_channels = 0;
@@ -163,7 +163,7 @@ struct ImagePreprocessorSpec {
 struct AudioPreprocessorSpec {
   enum class ConcatOrAdd { kConcat, kAdd };
   int64_t samples_per_patch = 0;
-  PositionSpec position;
+  PositionEncodingSpec position;
   ConcatOrAdd concat_or_add = ConcatOrAdd::kConcat;
   int64_t num_channels = 0;
 };
@@ -353,9 +353,9 @@ inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, 
 inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, LayerNormSpec* out);
 inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, PerceiverLayerSpec* out);
 inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, FourierSpec* out);
-inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, TrainablePositionSpec* out);
-inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, FourierPositionSpec* out);
-inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, PositionSpec* out);
+inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, TrainablePositionEncodingSpec* out);
+inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, FourierPositionEncodingSpec* out);
+inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, PositionEncodingSpec* out);
 inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, TextPreprocessorSpec* out);
 inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, BatchNormSpec* out);
 inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, ImagePreprocessorSpec* out);
@@ -403,8 +403,8 @@ inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, 
 inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, PerceiverLayerSpec* out) {
   out->is_cross_attention = r.Bool(o, "isCrossAttention", path);
   out->num_heads = r.Dim(o, "numHeads", path, 1);
-  out->qk_channels = r.Dim(o, "qkChannels", path, 1);
-  out->v_channels = r.Dim(o, "vChannels", path, 1);
+  out->qk_channels_per_head = r.Dim(o, "qkChannelsPerHead", path, 1);
+  out->v_channels_per_head = r.Dim(o, "vChannelsPerHead", path, 1);
   out->q_dim = r.Dim(o, "qDim", path, 1);
   out->kv_dim = r.Dim(o, "kvDim", path, 1);
   out->widening_factor = r.Dim(o, "wideningFactor", path, 1);
@@ -430,7 +430,7 @@ inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, 
   out->sine_only = r.Bool(o, "sineOnly", path);
 }
 
-inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, TrainablePositionSpec* out) {
+inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, TrainablePositionEncodingSpec* out) {
   out->weight = r.Weight(o, "weight", path);
   out->num_positions = r.Dim(o, "numPositions", path, 1);
   out->num_channels = r.Dim(o, "numChannels", path, 1);
@@ -440,7 +440,7 @@ inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, 
   }
 }
 
-inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, FourierPositionSpec* out) {
+inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, FourierPositionEncodingSpec* out) {
   Read(r, o, path, &out->fourier);
   if (r.Present(o, "projection")) {
     out->projection = std::make_shared<LinearSpec>();
@@ -448,16 +448,16 @@ inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, 
   }
 }
 
-inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, PositionSpec* out) {
+inline void Read(SpecFields& r, const Napi::Object& o, const std::string& path, PositionEncodingSpec* out) {
   const std::string tag = r.Str(o, "type", path);
   if (tag == "trainable") {
-    out->type = PositionSpec::Type::kTrainable;
-    out->trainable_position = std::make_shared<TrainablePositionSpec>();
-    Read(r, o, path, out->trainable_position.get());
+    out->type = PositionEncodingSpec::Type::kTrainable;
+    out->trainable_position_encoding = std::make_shared<TrainablePositionEncodingSpec>();
+    Read(r, o, path, out->trainable_position_encoding.get());
   } else if (tag == "fourier") {
-    out->type = PositionSpec::Type::kFourier;
-    out->fourier_position = std::make_shared<FourierPositionSpec>();
-    Read(r, o, path, out->fourier_position.get());
+    out->type = PositionEncodingSpec::Type::kFourier;
+    out->fourier_position_encoding = std::make_shared<FourierPositionEncodingSpec>();
+    Read(r, o, path, out->fourier_position_encoding.get());
   } else {
     r.Unknown(JoinPath(path, "type"), "trainable, fourier", tag);
   }

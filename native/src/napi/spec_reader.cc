@@ -149,17 +149,14 @@ class ModelBuilder {
     PerceiverLayerSpec L;
     L.is_cross_attention = s.is_cross_attention;
     L.num_heads = s.num_heads;
-    L.qk_channels = s.qk_channels;
-    L.v_channels = s.v_channels;
+    // Channels are declared per head (each at most 2^24: the products fit), so they split evenly
+    // by construction; TypeScript holds the divisibility rule (lib/modeling/layers.ts).
+    L.qk_channels = s.num_heads * s.qk_channels_per_head;
+    L.v_channels = s.num_heads * s.v_channels_per_head;
     L.q_dim = s.q_dim;
     L.kv_dim = s.kv_dim;
     L.widening_factor = s.widening_factor;
     L.use_query_residual = s.use_query_residual;
-    // The attention splits its channels evenly between the heads.
-    if (L.qk_channels % L.num_heads != 0 || L.v_channels % L.num_heads != 0) {
-      ThrowInvalidArgument(path, "qkChannels and vChannels multiples of numHeads",
-                           std::to_string(L.qk_channels) + " and " + std::to_string(L.v_channels) + " for " + std::to_string(L.num_heads) + " heads");
-    }
     // transformers projects cross-attention back to the query width, self-attention to vChannels,
     // and the MLP then works at the query width: self-attention needs vChannels == qDim.
     const int64_t out_channels = L.is_cross_attention ? L.q_dim : L.v_channels;
@@ -203,31 +200,33 @@ class ModelBuilder {
     return f;
   }
 
-  PositionEncoder Position(const spec::PositionSpec& s, const std::string& path) {
-    PositionEncodingSpec p;
+  BuiltPositionEncoding Position(const spec::PositionEncodingSpec& s, const std::string& path) {
+    std::unique_ptr<PositionEncoding> encoding;
     std::shared_ptr<spec::LinearSpec> projection;
-    if (s.type == spec::PositionSpec::Type::kTrainable) {
-      const spec::TrainablePositionSpec& t = *s.trainable_position;
-      p.kind = PositionEncodingSpec::Kind::kTrainable;
-      p.num_positions = t.num_positions;
-      p.trainable_channels = t.num_channels;
-      p.trainable = Values(t.weight, p.num_positions, p.trainable_channels);
+    if (s.type == spec::PositionEncodingSpec::Type::kTrainable) {
+      const spec::TrainablePositionEncodingSpec& t = *s.trainable_position_encoding;
+      encoding = std::make_unique<TrainablePositionEncoding>(Values(t.weight, t.num_positions, t.num_channels), t.num_positions, t.num_channels);
       projection = t.projection;
     } else {
-      p.kind = PositionEncodingSpec::Kind::kFourier;
-      p.fourier = Fourier(s.fourier_position->fourier);
-      projection = s.fourier_position->projection;
+      encoding = std::make_unique<FourierPositionEncoding>(Fourier(s.fourier_position_encoding->fourier));
+      projection = s.fourier_position_encoding->projection;
     }
     // The encoding's own channels (Fourier: counted by the code that writes them) feed the projection.
-    const int64_t raw = p.kind == PositionEncodingSpec::Kind::kTrainable ? p.trainable_channels : p.fourier.OutputChannels();
-    p.projection = Linear(projection, path + ".projection", raw, 0);
-    return PositionEncoder(std::move(p), path + "#" + std::to_string(next_key_++));
+    LinearWeights projected = Linear(projection, path + ".projection", encoding->output_channels(), 0);
+    return BuiltPositionEncoding(std::move(encoding), projected, path + "#" + std::to_string(next_key_++));
   }
 
-  // The width the preprocessor gives must be the one the spec declares: the encoder's weights are
-  // sized from it.
-  static void ExpectChannels(const std::string& path, int64_t declared, int64_t computed) {
-    if (declared != computed) ThrowInvalidArgument(path + ".numChannels", std::to_string(computed), std::to_string(declared));
+  // Features and positions joined must fill the numChannels the spec declares (the encoder's
+  // weights are sized from it), and added they must be as wide as each other (the sum reads both).
+  // One rule and one wording for every preprocessor that joins positions: TypeScript computes
+  // numChannels and does not check it again.
+  static void CheckJoinedChannels(const std::string& path, bool concat, int64_t features, int64_t positions, int64_t declared) {
+    if (declared != (concat ? features + positions : positions) || (!concat && features != positions)) {
+      ThrowInvalidArgument(path + ".numChannels",
+                           std::string(concat ? "features + position channels (" : "features == position channels (") + std::to_string(features) +
+                               " and " + std::to_string(positions) + ")",
+                           std::to_string(declared));
+    }
   }
 
   std::unique_ptr<Preprocessor> BuildPreprocessor(const spec::PreprocessorSpec& s, const std::string& path, int64_t* channels) {
@@ -249,17 +248,10 @@ class ModelBuilder {
         const spec::AudioPreprocessorSpec& a = *s.audio_preprocessor;
         AudioPreprocessorSpec out;
         out.samples_per_patch = a.samples_per_patch;
-        PositionEncoder position = Position(a.position, path + ".position");
+        BuiltPositionEncoding position = Position(a.position, path + ".position");
         out.concat_pos = a.concat_or_add == spec::AudioPreprocessorSpec::ConcatOrAdd::kConcat;
-        const int64_t pos = position.spec().OutputChannels();
-        if (!out.concat_pos && pos != out.samples_per_patch) {
-          ThrowInvalidArgument(path, "as many position channels as samples per patch (" + std::to_string(out.samples_per_patch) + ") to add them", std::to_string(pos));
-        }
-        if (position.spec().kind == PositionEncodingSpec::Kind::kFourier && position.spec().fourier.max_resolution.size() != 1) {
-          ThrowInvalidArgument(path + ".position", "1-D audio positions", std::to_string(position.spec().fourier.max_resolution.size()) + "-D");
-        }
-        out.num_channels = out.concat_pos ? out.samples_per_patch + pos : pos;
-        ExpectChannels(path, a.num_channels, out.num_channels);
+        out.num_channels = a.num_channels;
+        CheckJoinedChannels(path, out.concat_pos, out.samples_per_patch, position.output_channels(), out.num_channels);
         *channels = out.num_channels;
         return MakeAudioPreprocessor(out, std::move(position));
       }
@@ -312,8 +304,8 @@ class ModelBuilder {
       s.conv = Linear(*i.conv, path + ".conv", s.in_channels * s.conv_kernel * s.conv_kernel, s.out_channels);
       if (stem) {
         // transformers builds the same stem (7x7 / 2 conv, 3x3 / 2 pool: 4x in space) for any
-        // power of 4, the published checkpoint's 1 included, and none that downsamples time.
-        if (s.temporal_downsample != 1) ThrowInvalidArgument(path + ".temporalDownsample", "1 (the conv stem does not downsample in time)", std::to_string(s.temporal_downsample));
+        // power of 4, the published checkpoint's 1 included, and none that downsamples time
+        // (lib/modeling/preprocessors.ts refuses the others; the stem reads images only).
         if (!i.batchnorm) ThrowInvalidArgument(path + ".batchnorm", "the conv stem's BatchNorm", "null");
         const spec::BatchNormSpec& bn = *i.batchnorm;
         const SourceWeight gamma = Host(bn.weight, 1, s.out_channels);
@@ -347,19 +339,11 @@ class ModelBuilder {
       s.prep = ImagePreprocessorSpec::Prep::kPatches;
       s.conv_after_patching = Linear(i.conv_after_patching, path + ".convAfterPatching", 0, s.out_channels);
     }
-    PositionEncoder position = Position(i.position, path + ".position");
+    BuiltPositionEncoding position = Position(i.position, path + ".position");
     s.concat_pos = i.concat_or_add == spec::ImagePreprocessorSpec::ConcatOrAdd::kConcat;
     s.num_channels = i.num_channels;
     s.feature_channels = i.feature_channels;
-    // The encoder reads num_channels per position: features and positions joined must fill it
-    // exactly (added, they must be as wide as each other).
-    const int64_t pos = position.spec().OutputChannels();
-    if (s.num_channels != (s.concat_pos ? s.feature_channels + pos : pos) || (!s.concat_pos && s.feature_channels != pos)) {
-      ThrowInvalidArgument(path + ".numChannels",
-                           std::string(s.concat_pos ? "featureChannels + position channels (" : "featureChannels == position channels (") +
-                               std::to_string(s.feature_channels) + " and " + std::to_string(pos) + ")",
-                           std::to_string(s.num_channels));
-    }
+    CheckJoinedChannels(path, s.concat_pos, s.feature_channels, position.output_channels(), s.num_channels);
     *channels = s.num_channels;
     return MakeImagePreprocessor(std::move(s), std::move(position));
   }
@@ -549,11 +533,13 @@ ModelParts ReadModelSpec(const Napi::Object& js, const Napi::Object& weights, We
   if (list.size() != modalities.size()) {
     ThrowInvalidArgument(ppath + ".modalities", std::to_string(modalities.size()) + " (one per decoded modality)", std::to_string(list.size()));
   }
+  MultimodalPostprocessor::Modalities postprocessors;
   for (size_t i = 0; i < list.size(); ++i) {
     const std::string mpath = ppath + ".modalities[" + std::to_string(i) + "]";
     if (list[i].name != modalities[i]) ThrowInvalidArgument(mpath + ".name", "\"" + modalities[i] + "\"", "\"" + list[i].name + "\"");
-    parts.modality_postprocessors.emplace_back(list[i].name, b.BuildPostprocessor(list[i].postprocessor, mpath + ".postprocessor", out_channels));
+    postprocessors.emplace_back(list[i].name, b.BuildPostprocessor(list[i].postprocessor, mpath + ".postprocessor", out_channels));
   }
+  parts.multimodal_postprocessor = std::make_unique<MultimodalPostprocessor>(std::move(postprocessors));
   return parts;
 }
 
