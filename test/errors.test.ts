@@ -321,7 +321,7 @@ t.test('configs that cannot be built', async (t) => {
     ['not JSON', '{"d_model": ', /not valid JSON/],
     ['an array', '[1, 2]', /JSON object/],
     ['a bad field', JSON.stringify({ ...config, num_latents: -3 }), /num_latents must be a positive integer/],
-    ['heads not dividing', JSON.stringify({ ...config, num_self_attention_heads: 5 }), /multiple of num_self_attention_heads/],
+    ['heads not dividing', JSON.stringify({ ...config, num_self_attention_heads: 5 }), /divisible by num_heads/],
     ['unsupported activation', JSON.stringify({ ...config, hidden_act: 'relu' }), /hidden_act "relu" is not supported/],
   ];
   for (const [what, text, message] of cases) {
