@@ -14,6 +14,7 @@
 #include "backend/cuda/cublas_library.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gemm_attention.h"
+#include "backend/cuda/kernel_check_hooks.h"
 #include "backend/cuda/kernels/kernels.h"
 #include "core/engine_error.h"
 
@@ -232,18 +233,22 @@ class CudaBackend final : public Backend {
     Gemm(op.x, rows, in, op.ldx, *op.weight, out, op.y, op.ldy, 1.0f);
   }
 
+  // Kernel dispatch (gpukern): the one-pass LayerNorm takes strides and the residual itself.
   void Exec(const LayerNormOp& op) {
-    Contiguous(op.ldx == op.dim && op.ldy == op.dim, "layer_norm");
-    const float* x = op.x;
-    std::unique_ptr<DeviceBuffer> summed;
-    if (op.residual != nullptr) {
-      Contiguous(op.ld_residual == op.dim, "layer_norm");
-      summed = std::make_unique<DeviceBuffer>(pool_, static_cast<size_t>(op.rows * op.dim));
-      CUDA_CHECK(cudaMemcpyAsync(summed->data(), op.x, op.rows * op.dim * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
-      cuda::LaunchAddInPlace(summed->data(), op.residual, op.rows * op.dim, stream_);
-      x = summed->data();
-    }
-    cuda::LaunchLayerNorm(x, op.rows, op.dim, op.gamma->values(), op.beta->values(), op.eps, op.y, stream_);
+    cuda::LayerNormArgs args;
+    args.x = op.x;
+    args.ldx = op.ldx;
+    args.residual = op.residual;
+    args.ld_residual = op.ld_residual;
+    args.rows = op.rows;
+    args.dim = op.dim;
+    args.gamma = op.gamma->values();
+    args.beta = op.beta->values();
+    args.eps = op.eps;
+    args.y = op.y;
+    args.ldy = op.ldy;
+    args.y_dtype = op.y_dtype;
+    cuda::LaunchLayerNorm(args, stream_);
   }
 
   // The attention kernels read contiguous [batch, rows, heads * width] blocks: a strided view
@@ -256,7 +261,14 @@ class CudaBackend final : public Backend {
     return (*holder)->data();
   }
 
+  // Kernel dispatch (gpukern): half-precision models run the tensor-core flash attention where a
+  // tile shape holds the head widths (kernels/flash_attention_plan.h); PERCEIVER_CUDA_ATTENTION
+  // (gemm | fused) still selects the older paths, which bench/gpu-check.sh compares.
   void Exec(const AttentionOp& op) {
+    if (op.probs == nullptr && RoundsProductInputs(precision_) && AttentionChoice() == nullptr && cuda::FlashAttentionSupports(op.dqk, op.dv)) {
+      RunFlashAttention(op, ProductDType(precision_), 0);
+      return;
+    }
     AttentionArgs args;
     args.batch = op.batch;
     args.heads = op.heads;
@@ -355,9 +367,39 @@ class CudaBackend final : public Backend {
   // arithmetic) instead of the tensor-core GEMM attention (gemm_attention.cc); both are checked
   // against the CPU reference by bench/gpu-check.sh.
   static bool UseFusedAttention() {
-    const char* choice = std::getenv("PERCEIVER_CUDA_ATTENTION");
+    const char* choice = AttentionChoice();
     return choice != nullptr && std::strcmp(choice, "fused") == 0;
   }
+  static const char* AttentionChoice() {
+    const char* choice = std::getenv("PERCEIVER_CUDA_ATTENTION");
+    return choice != nullptr && *choice != '\0' && std::strcmp(choice, "flash") != 0 ? choice : nullptr;
+  }
+
+ public:
+  // The tensor-core flash attention with key lengths (int32) or the mask uploaded beside it and the
+  // split workspace from the pool; force_splits > 0 fixes the key-range split (kernel checks).
+  void RunFlashAttention(const AttentionOp& op, DType dtype, int force_splits) {
+    Bind();
+    cuda::flash::Params p = cuda::FlashAttentionParams(op);
+    std::unique_ptr<DeviceBuffer> lengths, mask, workspace;
+    if (op.key_lengths != nullptr) {
+      std::vector<int32_t> host(static_cast<size_t>(op.batch));
+      for (int64_t b = 0; b < op.batch; ++b) host[b] = static_cast<int32_t>(std::min<int64_t>(op.key_lengths[b], op.nk));
+      lengths = std::make_unique<DeviceBuffer>(pool_, host.size());
+      CUDA_CHECK(cudaMemcpyAsync(lengths->data(), host.data(), host.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+      p.key_lengths = reinterpret_cast<const int32_t*>(lengths->data());
+    } else if (op.key_mask != nullptr) {
+      const size_t bytes = static_cast<size_t>(op.batch * op.nk);
+      mask = std::make_unique<DeviceBuffer>(pool_, (bytes + 3) / 4);
+      CUDA_CHECK(cudaMemcpyAsync(mask->data(), op.key_mask, bytes, cudaMemcpyHostToDevice, stream_));
+      p.key_mask = reinterpret_cast<const uint8_t*>(mask->data());
+    }
+    const size_t floats = cuda::FlashAttentionWorkspaceFloats(p, force_splits);
+    if (floats > 0) workspace = std::make_unique<DeviceBuffer>(pool_, floats);
+    cuda::LaunchFlashAttention(p, dtype, workspace ? workspace->data() : nullptr, floats, force_splits, stream_);
+  }
+
+ private:
 
   void Bind() { CUDA_CHECK(cudaSetDevice(device_)); }
 
@@ -399,6 +441,14 @@ class CudaBackend final : public Backend {
 };
 
 }  // namespace
+
+// Kernel-check hook (gpukern, see kernel_check_hooks.h).
+void cuda_checks::FlashAttention(Backend& backend, const AttentionOp& op, DType dtype, int force_splits) {
+  auto* cuda = dynamic_cast<CudaBackend*>(&backend);
+  if (cuda == nullptr) throw EngineError(ErrorCode::kInternal, "flash attention check: " + backend.name() + " is not a CUDA backend");
+  cuda->RunFlashAttention(op, dtype, force_splits);
+  cuda->Synchronize();
+}
 
 std::unique_ptr<Backend> CreateCudaBackend(int device, Precision precision) {
   const CudaStatus status = ProbeCuda();
