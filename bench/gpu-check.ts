@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { AutoModel, DeviceTensor, InvalidArgumentError, OutOfMemoryError, readSafetensors, Tensor, type ComputeDType } from '../lib/index.js';
 import { loadAddon, packageRoot } from '../lib/native/binding.js';
+import { runGpuKernelCases } from './gpu-kernel-cases.js';
 
 // --part kernels | attention | errors | device-tensor | <fixture name>: bench/gpu-check.sh runs each part in its own process,
 // so a GPU fault in one (a sticky CUDA error poisons its process) cannot hide the others' results.
@@ -83,6 +84,8 @@ for (const k of KERNELS.filter((c) => runs(c.op === 'attention' && !c.fused ? 'a
 }
 delete process.env.PERCEIVER_CUDA_ATTENTION;
 delete process.env.PERCEIVER_CUDA_SCORE_BUDGET_MB;
+// The tensor-core attention, one-pass LayerNorm, epilogue and Fourier features (bench/gpu-kernel-cases.ts).
+if (runs('kernels')) await runGpuKernelCases(report);
 
 // Parity of every fixture, every precision.
 const FIXTURES = ['text-mlm', 'text-classification', 'image-learned', 'image-fourier', 'image-conv', 'optical-flow', 'multimodal-autoencoding', 'multimodal-autoencoding-chunk'];

@@ -112,7 +112,7 @@ function nvccFlags(c) {
 }
 
 const what = process.argv[2];
-const c = ['sources', 'cuda-enabled', 'nvcc', 'nvcc-flags', 'nvcc-checks', 'cuda-include', 'cuda-lib-dir', 'cuda-archs', 'cuda-headers'].includes(what) ? cuda() : undefined;
+const c = ['sources', 'cuda-enabled', 'nvcc', 'nvcc-flags', 'nvcc-checks', 'cuda-include', 'cuda-lib-dir', 'cuda-archs'].includes(what) ? cuda() : undefined;
 const out = (text) => process.stdout.write(text);
 switch (what) {
   case 'sources':
@@ -131,8 +131,7 @@ switch (what) {
     out(c ? NVCC_CHECKS.join(' ') : '');
     break;
   case 'cuda-headers':
-    // Without CUDA there is no rule to give inputs to; gyp still expands the list, so it is empty.
-    out(c ? includedHeaders(list('cuda-sources.txt').filter((f) => f.endsWith('.cu'))).join(' ') : '');
+    out(includedHeaders(list('cuda-sources.txt').filter((f) => f.endsWith('.cu'))).join(' '));
     break;
   case 'cuda-include':
     out(c ? c.include : '');

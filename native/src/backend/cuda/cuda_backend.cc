@@ -122,14 +122,26 @@ class CudaBackend final : public Backend {
     const cuda::CublasLibrary& blas = Cublas();
     CUBLAS_CHECK(blas.Create(&blas_));
     CUBLAS_CHECK(blas.SetStream(blas_, stream_));
+    std::lock_guard<std::mutex> lock(LiveMutex());
+    Live().push_back(this);
   }
 
   ~CudaBackend() override {
+    {
+      std::lock_guard<std::mutex> lock(LiveMutex());
+      Live().erase(std::remove(Live().begin(), Live().end(), this), Live().end());
+    }
     cudaSetDevice(device_);
     cudaStreamSynchronize(stream_);
     pool_.Trim();
     if (blas_ != nullptr) Cublas().Destroy(blas_);
     cudaStreamDestroy(stream_);
+  }
+
+  // Whether `backend` is a CudaBackend alive now (kernel-check hook, see cuda_checks).
+  static bool IsLive(const Backend* backend) {
+    std::lock_guard<std::mutex> lock(LiveMutex());
+    return std::find(Live().begin(), Live().end(), backend) != Live().end();
   }
 
   std::string name() const override { return "cuda:" + std::to_string(device_); }
@@ -362,6 +374,22 @@ class CudaBackend final : public Backend {
   }
   void Exec(const MeanRowsOp& op) { cuda::LaunchMeanRows(op.x, op.batch, op.n, op.cols, op.y, stream_); }
   void Exec(const ScaleOp& op) { cuda::LaunchScale(op.x, op.n, op.alpha, stream_); }
+  // Kernel dispatch (gpukern).
+  void Exec(const FourierFeaturesOp& op) {
+    cuda::FourierFeaturesArgs args;
+    args.dims = op.dims;
+    args.n = 1;
+    for (int k = 0; k < op.dims && k < kMaxFourierDims; ++k) {
+      args.index_dims[k] = op.index_dims[k];
+      args.max_resolution[k] = op.max_resolution[k];
+      args.n *= op.index_dims[k];
+    }
+    args.bands = op.bands;
+    args.concat_pos = op.concat_pos;
+    args.sine_only = op.sine_only;
+    args.out = op.out;
+    cuda::LaunchFourierFeatures(args, stream_);
+  }
 
   // PERCEIVER_CUDA_ATTENTION=fused selects the single fused kernel (kernels/attention.cu, float32
   // arithmetic) instead of the tensor-core GEMM attention (gemm_attention.cc); both are checked
@@ -402,6 +430,15 @@ class CudaBackend final : public Backend {
  private:
 
   void Bind() { CUDA_CHECK(cudaSetDevice(device_)); }
+
+  static std::mutex& LiveMutex() {
+    static std::mutex mutex;
+    return mutex;
+  }
+  static std::vector<const Backend*>& Live() {
+    static std::vector<const Backend*> live;
+    return live;
+  }
 
   // y[rows, out] (+)= x[rows, in] @ w[out, in]^T in the weight's dtype. cuBLAS is column-major:
   // this is y^T = w x^T, i.e. C(out x rows) = op_T(W: in x out) * X(in x rows).
@@ -444,10 +481,11 @@ class CudaBackend final : public Backend {
 
 // Kernel-check hook (gpukern, see kernel_check_hooks.h).
 void cuda_checks::FlashAttention(Backend& backend, const AttentionOp& op, DType dtype, int force_splits) {
-  auto* cuda = dynamic_cast<CudaBackend*>(&backend);
-  if (cuda == nullptr) throw EngineError(ErrorCode::kInternal, "flash attention check: " + backend.name() + " is not a CUDA backend");
-  cuda->RunFlashAttention(op, dtype, force_splits);
-  cuda->Synchronize();
+  // No RTTI in this build (node-gyp's -fno-rtti): the live CUDA backends are known by address.
+  if (!CudaBackend::IsLive(&backend)) throw EngineError(ErrorCode::kInternal, "flash attention check: " + backend.name() + " is not a CUDA backend");
+  auto& cuda = static_cast<CudaBackend&>(backend);
+  cuda.RunFlashAttention(op, dtype, force_splits);
+  cuda.Synchronize();
 }
 
 std::unique_ptr<Backend> CreateCudaBackend(int device, Precision precision) {

@@ -36,8 +36,8 @@ void BiasGelu(Backend& backend, const float* acc, int64_t rows, int64_t cols, co
 
 void FourierFeatures(Backend& backend, const std::vector<int64_t>& index_dims, const std::vector<int64_t>& max_resolution,
                      int64_t bands, bool concat_pos, bool sine_only, const std::vector<int64_t>& points, float* out) {
-  if (index_dims.empty() || index_dims.size() > static_cast<size_t>(cuda::kMaxFourierDims) || max_resolution.size() != index_dims.size()) {
-    ThrowInvalidArgument("fourier features: 1 to " + std::to_string(cuda::kMaxFourierDims) + " index dimensions, one resolution each");
+  if (index_dims.empty() || index_dims.size() > static_cast<size_t>(kMaxFourierDims) || max_resolution.size() != index_dims.size()) {
+    ThrowInvalidArgument("fourier features: 1 to " + std::to_string(kMaxFourierDims) + " index dimensions, one resolution each");
   }
   backend.Synchronize();
   cuda::FourierFeaturesArgs a;

@@ -261,6 +261,7 @@ __global__ void __launch_bounds__(32 * WM * WN, 1) FlashAttentionKernel(const Pa
     }
     __syncthreads();  // the next tile overwrites K, V^T, P and the row factors
   }
+  __syncthreads();  // a split without tiles reads the row state its initialisers wrote
 
   // Rows g and g + 8 of the warp's row tile; columns 2t, 2t + 1 of each 8-wide output tile.
   const int r_lo = wm * 16 + g, r_hi = r_lo + 8;

@@ -72,7 +72,6 @@ void LaunchConvertToFloat(const void* src, int64_t n, bool bfloat16, float* dst,
 // then cos of each index dimension's bands) of: positions [n, dims] when given; else flat indices
 // `points` into index_dims (PointPositions); else the whole linspace grid over index_dims
 // (GridPositions, n = its size). Device pointers; equal to model/position_encoding.cc's values.
-constexpr int kMaxFourierDims = 4;
 struct FourierFeaturesArgs {
   int64_t n = 0;
   int dims = 0;
