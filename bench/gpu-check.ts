@@ -85,7 +85,7 @@ for (const k of KERNELS.filter((c) => runs(c.op === 'attention' && !c.fused ? 'a
 delete process.env.PERCEIVER_CUDA_ATTENTION;
 delete process.env.PERCEIVER_CUDA_SCORE_BUDGET_MB;
 // The tensor-core attention, one-pass LayerNorm, epilogue and Fourier features (bench/gpu-kernel-cases.ts).
-if (runs('kernels')) await runGpuKernelCases(report);
+if (runs('kernels')) await runGpuKernelCases(report, 3);
 
 // Parity of every fixture, every precision.
 const FIXTURES = ['text-mlm', 'text-classification', 'image-learned', 'image-fourier', 'image-conv', 'optical-flow', 'multimodal-autoencoding', 'multimodal-autoencoding-chunk'];

@@ -1,9 +1,10 @@
-// Fourier position features generated on the GPU, bit for bit the float32 arithmetic of the CPU
-// path (model/position_encoding.cc FourierFeatures over GridPositions or PointPositions): every
+// Fourier position features generated on the GPU with the float32 arithmetic of the CPU path
+// (model/position_encoding.cc FourierFeatures over GridPositions or PointPositions): every
 // product, quotient and sum is an explicitly rounded float32 operation (nvcc would otherwise fuse
-// a * b + c into one FMA and round once), and sin / cos are evaluated in double and rounded to
-// float, the correctly rounded value glibc's sinf / cosf return. A 1920x1080 flow pair's features
-// (2 million pixels x 258 channels) are thus made where they are used instead of uploaded.
+// a * b + c into one FMA and round once), so the sin / cos arguments are the CPU's bits; sin and
+// cos are evaluated in double and rounded once to float, within an ulp of glibc's sinf / cosf. A
+// 1920x1080 flow pair's features (2 million pixels x 258 channels) are thus made where they are
+// used instead of computed on the host and uploaded.
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels/elementwise_common.cuh"
 #include "backend/cuda/kernels/kernels.h"

@@ -169,6 +169,10 @@ void LaunchFor(const LayerNormArgs& a, cudaStream_t stream) {
 void LaunchLayerNorm(const LayerNormArgs& a, cudaStream_t stream) {
   if (a.rows == 0 || a.dim == 0) return;
   if ((a.rows + kWarpsPerBlock - 1) / kWarpsPerBlock > 0x7fffffff) ThrowInvalidArgument("layer_norm: too many rows");
+  // A 16-bit y over x would overwrite rows other warps have not read yet.
+  if (a.y_dtype != DType::kFloat32 && (a.y == static_cast<const void*>(a.x) || a.y == static_cast<const void*>(a.residual))) {
+    ThrowInvalidArgument("layer_norm: a 16-bit output cannot overwrite its float32 input");
+  }
   switch (a.y_dtype) {
     case DType::kFloat32:
       LaunchFor<float>(a, stream);
