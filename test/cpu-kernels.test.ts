@@ -207,7 +207,10 @@ t.test('malformed requests are typed errors', async (t) => {
 
 // The CUDA tensor-core attention's algorithm (backend/cuda/kernels/flash_attention.cuh) emulated
 // on the CPU with the kernel's own plan (flash_attention_plan.h: tiles, zero padding of odd widths,
-// online softmax, key-range splits, the combine step), against softmax attention in double.
+// online softmax, key-range splits, the combine step), against softmax attention in double. Without
+// rounding the emulation runs in double and only its float32 output is rounded (about 2.5e-8), so
+// anything beyond 1e-7 would be a tile, a split or a combine done wrong; with bf16 / fp16 rounding
+// it runs in float, as the kernel does.
 t.test('the flash attention algorithm, emulated with the GPU plan, equals softmax attention', async (t) => {
   type Shape = { batch: number; heads: number; m: number; n: number; k: number; dv: number; keys: 'none' | 'mask' | 'lengths'; splits?: number; what: string };
   const shapes: Shape[] = [
@@ -219,12 +222,12 @@ t.test('the flash attention algorithm, emulated with the GPU plan, equals softma
     { batch: 1, heads: 1, m: 20, n: 100, k: 1024, dv: 1024, keys: 'none', splits: 2, what: 'width 1024 (16-key tiles)' },
     { batch: 2, heads: 1, m: 5, n: 3000, k: 512, dv: 512, keys: 'lengths', splits: 9, what: 'a split left empty by a short item' },
     { batch: 1, heads: 1, m: 3, n: 50_176, k: 261, dv: 261, keys: 'none', what: '50,176 keys: split by the plan' },
-    { batch: 1, heads: 1, m: 1, n: 182_528, k: 322, dv: 322, keys: 'none', what: '182,528 keys (flow): split by the plan' },
+    { batch: 1, heads: 1, m: 2, n: 182_528, k: 322, dv: 322, keys: 'none', what: '182,528 keys (flow): split by the plan' },
   ];
   for (const { what, ...shape } of shapes) {
     const r = await addon.cpuKernelCheck({ op: 'flash_attention', ...shape, seed: 3 });
     t.ok(r.checked === shape.batch * shape.heads * shape.m * shape.dv, `${what}: compared every output`);
-    t.ok(r.relativeError <= 1e-6, `${what}: relative error ${r.relativeError.toExponential(2)} <= 1e-6 (${r.splits} splits)`);
+    t.ok(r.relativeError <= 1e-7, `${what}: relative error ${r.relativeError.toExponential(2)} <= 1e-7 (${r.splits} splits)`);
     if (shape.splits) t.equal(r.splits, Math.min(shape.splits, Math.ceil(shape.n / (shape.k >= 1024 ? 16 : shape.k >= 512 ? 32 : 64))), `${what}: ran the forced splits`);
     if (shape.n >= 50_000) t.ok(r.splits! > 16, `${what}: one query tile, so the plan split the keys ${r.splits} ways`);
   }

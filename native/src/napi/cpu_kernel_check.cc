@@ -382,9 +382,11 @@ void TimeFmaPeak(const Request& q, Result* res) {
 // zero padding, the online softmax in float (running maximum, rescale factor, sum of the rounded
 // probabilities), the key-range splits and the combine step; operands and probabilities rounded as
 // the tensor cores take them (or not, rounding "none"). Compared with softmax attention in double:
-// with rounding "none" the blocked algorithm must agree to float rounding, which checks the plan
-// and the recurrences the GPU kernel runs, here where there is no GPU.
-void CheckFlashAttention(const Request& q, Result* res) {
+// with rounding "none" the emulation runs in double, so any disagreement beyond double rounding is
+// the plan's or the recurrences' (a tile, split or combine the GPU kernel would get wrong too);
+// with rounding it runs in float, as the kernel does, and measures what the rounding costs.
+template <typename Real>
+void EmulateFlashAttention(const Request& q, Result* res) {
   namespace flash = cuda::flash;
   const int64_t batch = q.batch, heads = q.heads, nq = q.m, nk = q.n, dqk = q.k, dv = q.dv;
   const int index = flash::FindConfig(dqk, dv);
@@ -403,12 +405,12 @@ void CheckFlashAttention(const Request& q, Result* res) {
     for (int64_t b = 0; b < batch; ++b) lengths[b] = std::max<int64_t>(1, nk - b * nk / (2 * batch));
   }
   const int rounding = q.rounding == "bfloat16" ? 1 : q.rounding == "float16" ? 2 : 0;
-  auto round = [rounding](float x) -> float {
-    if (rounding == 1) return cpu::kernels::Bf16ToFloat(cpu::kernels::RoundToBf16(x));
-    if (rounding == 2) return static_cast<float>(static_cast<_Float16>(x));
+  auto round = [rounding](Real x) -> Real {
+    if (rounding == 1) return cpu::kernels::Bf16ToFloat(cpu::kernels::RoundToBf16(static_cast<float>(x)));
+    if (rounding == 2) return static_cast<float>(static_cast<_Float16>(static_cast<float>(x)));
     return x;
   };
-  const float scale = 1.0f / std::sqrt(static_cast<float>(dqk));
+  const Real scale = Real(1) / std::sqrt(static_cast<Real>(dqk));
   const int64_t q_tiles = (nq + bm - 1) / bm;
   const flash::SplitPlan plan = flash::PlanSplits(nk, c.bn, q_tiles * heads * batch, q.multiprocessors, q.splits);
   res->splits = plan.splits;
@@ -416,8 +418,8 @@ void CheckFlashAttention(const Request& q, Result* res) {
   // One block's state, as the kernel keeps it: Q rounded once, K and V rounded per tile, each row's
   // running maximum and sum; per split, the unnormalised outputs [split][row][dv] and the
   // (max, sum) pairs [row][split][2] the combine step reads.
-  std::vector<float> qt_rows(static_cast<size_t>(bm * dqk)), ktile(static_cast<size_t>(bn * dqk)), vtile(static_cast<size_t>(bn * dv)), p(static_cast<size_t>(bn));
-  std::vector<float> po(static_cast<size_t>(plan.splits * bm * dv)), ml(static_cast<size_t>(bm * plan.splits * 2));
+  std::vector<Real> qt_rows(static_cast<size_t>(bm * dqk)), ktile(static_cast<size_t>(bn * dqk)), vtile(static_cast<size_t>(bn * dv)), p(static_cast<size_t>(bn));
+  std::vector<Real> po(static_cast<size_t>(plan.splits * bm * dv)), ml(static_cast<size_t>(bm * plan.splits * 2));
   for (int64_t b = 0; b < batch; ++b) {
     const int64_t valid_keys = q.keys == "lengths" ? std::min(nk, lengths[b]) : nk;
     const int64_t tiles = (valid_keys + bn - 1) / bn;
@@ -429,10 +431,10 @@ void CheckFlashAttention(const Request& q, Result* res) {
         }
         for (int s = 0; s < plan.splits; ++s) {
           const int64_t t0 = s * plan.tiles_per_split, t1 = std::min(tiles, t0 + plan.tiles_per_split);
-          std::fill(po.begin() + s * bm * dv, po.begin() + (s + 1) * bm * dv, 0.0f);
+          std::fill(po.begin() + s * bm * dv, po.begin() + (s + 1) * bm * dv, Real(0));
           for (int64_t r = 0; r < rows; ++r) {
             ml[(r * plan.splits + s) * 2] = -FLT_MAX;
-            ml[(r * plan.splits + s) * 2 + 1] = 0.0f;
+            ml[(r * plan.splits + s) * 2 + 1] = 0;
           }
           for (int64_t t = t0; t < t1; ++t) {
             const int64_t k0 = t * bn, keys = std::min(bn, valid_keys - k0);
@@ -441,25 +443,25 @@ void CheckFlashAttention(const Request& q, Result* res) {
               for (int64_t d = 0; d < dv; ++d) vtile[j * dv + d] = round(vm[((b * nk + k0 + j) * heads + h) * dv + d]);
             }
             for (int64_t r = 0; r < rows; ++r) {
-              float& m = ml[(r * plan.splits + s) * 2];
-              float& l = ml[(r * plan.splits + s) * 2 + 1];
-              float tile_max = -FLT_MAX;
+              Real& m = ml[(r * plan.splits + s) * 2];
+              Real& l = ml[(r * plan.splits + s) * 2 + 1];
+              Real tile_max = -FLT_MAX;
               for (int64_t j = 0; j < keys; ++j) {
-                float dot = 0.0f;
+                Real dot = 0;
                 for (int64_t d = 0; d < dqk; ++d) dot += qt_rows[r * dqk + d] * ktile[j * dqk + d];
                 p[j] = dot * scale;
                 if (mask[b * nk + k0 + j]) tile_max = std::max(tile_max, p[j]);
               }
-              const float new_max = std::max(m, tile_max);
-              float sum = 0.0f;
+              const Real new_max = std::max(m, tile_max);
+              Real sum = 0;
               for (int64_t j = 0; j < keys; ++j) {
-                p[j] = mask[b * nk + k0 + j] && new_max > -FLT_MAX ? round(std::exp(p[j] - new_max)) : 0.0f;
+                p[j] = mask[b * nk + k0 + j] && new_max > -FLT_MAX ? round(std::exp(p[j] - new_max)) : Real(0);
                 sum += p[j];
               }
-              const float factor = flash::RescaleFactor(m, new_max);
+              const Real factor = flash::RescaleFactor(m, new_max);
               l = l * factor + sum;
               m = new_max;
-              float* o = po.data() + (s * bm + r) * dv;
+              Real* o = po.data() + (s * bm + r) * dv;
               for (int64_t d = 0; d < dv; ++d) o[d] *= factor;
               for (int64_t j = 0; j < keys; ++j) {
                 for (int64_t d = 0; d < dv; ++d) o[d] += p[j] * vtile[j * dv + d];
@@ -469,19 +471,19 @@ void CheckFlashAttention(const Request& q, Result* res) {
         }
         for (int64_t r = 0; r < rows; ++r) {
           float* y = out.data() + ((b * nq + q0 + r) * heads + h) * dv;
-          const float* rml = ml.data() + r * plan.splits * 2;
+          const Real* rml = ml.data() + r * plan.splits * 2;
           if (plan.splits == 1) {
-            const float l = rml[1];
-            for (int64_t d = 0; d < dv; ++d) y[d] = l > 0.0f ? po[r * dv + d] * (1.0f / l) : 0.0f;
+            const Real l = rml[1];
+            for (int64_t d = 0; d < dv; ++d) y[d] = static_cast<float>(l > 0 ? po[r * dv + d] * (Real(1) / l) : Real(0));
             continue;
           }
-          const float m = flash::CombineMax(rml, plan.splits, 1);
-          float den = 0.0f;
+          const Real m = flash::CombineMax(rml, plan.splits, 1);
+          Real den = 0;
           for (int s = 0; s < plan.splits; ++s) den += flash::CombineWeight(rml[2 * s], m) * rml[2 * s + 1];
           for (int64_t d = 0; d < dv; ++d) {
-            float num = 0.0f;
+            Real num = 0;
             for (int s = 0; s < plan.splits; ++s) num += flash::CombineWeight(rml[2 * s], m) * po[(s * bm + r) * dv + d];
-            y[d] = den > 0.0f ? num / den : 0.0f;
+            y[d] = static_cast<float>(den > 0 ? num / den : Real(0));
           }
         }
       }
@@ -514,6 +516,14 @@ void CheckFlashAttention(const Request& q, Result* res) {
   }
   Compare(want, out, res);
   res->outputs = static_cast<int64_t>(out.size());
+}
+
+void CheckFlashAttention(const Request& q, Result* res) {
+  if (q.rounding == "none") {
+    EmulateFlashAttention<double>(q, res);
+  } else {
+    EmulateFlashAttention<float>(q, res);
+  }
 }
 
 class CpuKernelCheckWorker final : public Napi::AsyncWorker {

@@ -101,20 +101,24 @@ inline SplitPlan PlanSplits(int64_t nk, int bn, int64_t blocks, int multiprocess
 }
 
 // Online softmax across key tiles: the factor a row's running output and sum are scaled by when
-// its running maximum moves from m_old to m_new (-FLT_MAX: no valid key seen yet).
-PERCEIVER_HOST_DEVICE inline float RescaleFactor(float m_old, float m_new) {
-  return m_old > -FLT_MAX ? expf(m_old - m_new) : 0.0f;
-}
+// its running maximum moves from m_old to m_new (-FLT_MAX: no valid key seen yet). The double
+// overloads serve the CPU emulation's exact mode.
+PERCEIVER_HOST_DEVICE inline float RescaleFactor(float m_old, float m_new) { return m_old > -FLT_MAX ? expf(m_old - m_new) : 0.0f; }
+inline double RescaleFactor(double m_old, double m_new) { return m_old > -FLT_MAX ? std::exp(m_old - m_new) : 0.0; }
 
 // The combine step for one output row: each split s left an unnormalised output o_s, its maximum
 // m_s and sum l_s (m at ml[2 * s * ml_stride], l next to it); the row is sum_s w_s o_s / sum_s w_s l_s
-// with w_s = exp(m_s - max_s m_s). Returns max_s m_s; *denominator gets sum_s w_s l_s.
-PERCEIVER_HOST_DEVICE inline float CombineMax(const float* ml, int splits, int64_t ml_stride) {
-  float m = -FLT_MAX;
-  for (int s = 0; s < splits; ++s) m = fmaxf(m, ml[2 * s * ml_stride]);
+// with w_s = exp(m_s - max_s m_s). Returns max_s m_s.
+template <typename Real>
+PERCEIVER_HOST_DEVICE inline Real CombineMax(const Real* ml, int splits, int64_t ml_stride) {
+  Real m = -FLT_MAX;
+  for (int s = 0; s < splits; ++s) m = ml[2 * s * ml_stride] > m ? ml[2 * s * ml_stride] : m;
   return m;
 }
-PERCEIVER_HOST_DEVICE inline float CombineWeight(float m_split, float m_max) { return RescaleFactor(m_split, m_max); }
+template <typename Real>
+PERCEIVER_HOST_DEVICE inline Real CombineWeight(Real m_split, Real m_max) {
+  return RescaleFactor(m_split, m_max);
+}
 
 // Everything one launch reads. Strides are in elements; head h of a row starts h * dqk (q, k) or
 // h * dv (v, out) elements in. key_lengths ([batch], int32) or key_mask ([batch, nk], 1 = attend)
