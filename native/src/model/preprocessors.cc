@@ -462,10 +462,24 @@ BackendTensor PositionEncoder::ForGrid(PreprocessContext& ctx, const std::vector
       ThrowInvalidArgument(argument, "a " + std::to_string(spec_.fourier.max_resolution.size()) + "-D grid (the Fourier features' dimensions)",
                            "a " + std::to_string(index_dims.size()) + "-D grid");
     }
-    std::vector<float> host(static_cast<size_t>(rows * spec_.fourier.OutputChannels()));
-    FourierFeatures(GridPositions(index_dims).data(), rows, spec_.fourier, host.data());
-    raw.buffer = Upload(be, host);
-    raw.shape = {rows, spec_.fourier.OutputChannels()};
+    const int64_t channels = spec_.fourier.OutputChannels();
+    if (index_dims.size() <= static_cast<size_t>(kMaxFourierDims)) {  // made by the backend, where they are used
+      raw.buffer = std::shared_ptr<BackendBuffer>(be.Allocate(static_cast<size_t>(rows * channels)));
+      FourierFeaturesOp features;
+      features.dims = static_cast<int>(index_dims.size());
+      std::copy(index_dims.begin(), index_dims.end(), features.index_dims);
+      std::copy(spec_.fourier.max_resolution.begin(), spec_.fourier.max_resolution.end(), features.max_resolution);
+      features.bands = spec_.fourier.num_bands;
+      features.concat_pos = spec_.fourier.concat_pos;
+      features.sine_only = spec_.fourier.sine_only;
+      features.out = raw.buffer->data();
+      be.Run(features);
+    } else {
+      std::vector<float> host(static_cast<size_t>(rows * channels));
+      FourierFeatures(GridPositions(index_dims).data(), rows, spec_.fourier, host.data());
+      raw.buffer = Upload(be, host);
+    }
+    raw.shape = {rows, channels};
   } else if (rows == spec_.num_positions) {
     raw.buffer = std::shared_ptr<BackendBuffer>(be.Allocate(static_cast<size_t>(rows * spec_.trainable_channels)));
     RunContiguousCopy(be, raw.buffer->data(), spec_.trainable->values(), rows * spec_.trainable_channels);
