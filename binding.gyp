@@ -35,7 +35,10 @@
             {
               "rule_name": "nvcc",
               "extension": "cu",
-              "inputs": ["native/src/backend/cuda/kernels/kernels.h"],
+              # Every project header a .cu includes, transitively (build-config.cjs scans them): gyp
+              # tracks no header dependencies of a rule, so without this list a change to a shared
+              # .cuh or to backend.h would not recompile the kernels.
+              "inputs": ["<!@(node native/scripts/build-config.cjs cuda-headers)"],
               "outputs": ["<(INTERMEDIATE_DIR)/cuda/<(RULE_INPUT_ROOT).o"],
               "action": [
                 "<!(node native/scripts/build-config.cjs nvcc)",

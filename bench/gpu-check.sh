@@ -102,12 +102,16 @@ exec > >(tee "$OUT_DIR/gpu-check.log") 2>&1
 step() { printf '\n== %s (%ss)\n' "$*" "$SECONDS"; }
 BUDGET=${GPU_CHECK_BUDGET:-450}
 fails=0
-# A part under its own limit, cut to what is left of the budget; skipped when under 15 s are left.
+# A step's limit cut to what is left of the budget; 0 (skip the step) when under 15 s are left.
+# Every timed step goes through it, so the script ends within the budget plus a few seconds.
+capped() {
+  local limit=$1 left=$((BUDGET - SECONDS))
+  if [ "$left" -lt 15 ]; then echo 0; elif [ "$limit" -gt "$left" ]; then echo "$left"; else echo "$limit"; fi
+}
+# A part under its own limit, cut to what is left of the budget.
 part() {
-  local limit=$1; shift
-  local left=$((BUDGET - SECONDS))
-  if [ "$left" -lt 15 ]; then echo "SKIP (budget): $*"; return; fi
-  [ "$limit" -gt "$left" ] && limit=$left
+  local limit; limit=$(capped "$1"); shift
+  if [ "$limit" -eq 0 ]; then echo "SKIP (budget): $*"; return; fi
   timeout -k 5 "$limit" "$@" || { echo "FAIL (exit $?): $*"; fails=$((fails + 1)); return 1; }
 }
 # GPU_CHECK_STAGES picks stages (default: all but "extra"); "extra" re-runs the torch.compile
@@ -155,11 +159,13 @@ fi
 
 if want kernels; then
 step "kernel checks against the CPU reference"
-part 100 node dist/bench/gpu-check.js --device cuda:0 --part kernels
+# 100 s for the first list, 60-90 s more for bench/gpu-kernel-cases.ts (its CPU references of the
+# 50k and 182k key ranges dominate).
+part 190 node dist/bench/gpu-check.js --device cuda:0 --part kernels
 fi
 
 if want attention; then
-step "GEMM attention (the default) against the CPU reference"
+step "GEMM attention (float32's default; half precision runs the flash kernel, checked with the kernels) against the CPU reference"
 if ! part 100 node dist/bench/gpu-check.js --device cuda:0 --part attention; then
   # Everything after still runs, on the fused kernel, so one faulty path cannot void the run.
   echo "the rest of this check uses PERCEIVER_CUDA_ATTENTION=fused"
@@ -174,17 +180,21 @@ fi
 
 if want micro; then
 step "PyTorch on our product and attention shapes (calibration)"
-(PYTHONUNBUFFERED=1 timeout -k 5 "${MICRO_LIMIT:-75}" python3 bench/gpu_torch_micro.py "${MICRO_BUDGET:-55}" > "$OUT_DIR/torch-micro.jsonl" 2> "$OUT_DIR/torch-micro.err") ||
+limit=$(capped "${MICRO_LIMIT:-75}")
+[ "$limit" -eq 0 ] && echo "SKIP (budget): gpu_torch_micro.py" ||
+(PYTHONUNBUFFERED=1 timeout -k 5 "$limit" python3 bench/gpu_torch_micro.py "${MICRO_BUDGET:-55}" > "$OUT_DIR/torch-micro.jsonl" 2> "$OUT_DIR/torch-micro.err") ||
   echo "gpu_torch_micro.py stopped (exit $?); see torch-micro.err"
-tail -3 "$OUT_DIR/torch-micro.err"
+tail -3 "$OUT_DIR/torch-micro.err" 2> /dev/null
 fi
 
 # One after the other, never side by side, so neither timing disturbs the other.
 if want hf; then
 step "transformers eager on the same card (hf_baseline.py)"
-(cd .device/anchors && PYTHONUNBUFFERED=1 timeout -k 5 "${HF_LIMIT:-130}" python3 hf_baseline.py "${HF_BUDGET:-90}" > "$OUT_DIR/hf.jsonl" 2> "$OUT_DIR/hf.err") ||
+limit=$(capped "${HF_LIMIT:-130}")
+[ "$limit" -eq 0 ] && echo "SKIP (budget): hf_baseline.py" ||
+(cd .device/anchors && PYTHONUNBUFFERED=1 timeout -k 5 "$limit" python3 hf_baseline.py "${HF_BUDGET:-90}" > "$OUT_DIR/hf.jsonl" 2> "$OUT_DIR/hf.err") ||
   echo "hf_baseline.py stopped (exit $?); see hf.err"
-tail -3 "$OUT_DIR/hf.err"
+tail -3 "$OUT_DIR/hf.err" 2> /dev/null
 fi
 
 if want ours; then
@@ -199,7 +209,9 @@ fi
 
 if want extra; then
 step "transformers: torch.compile anchors (hf_baseline_extra.py) and the same cases of ours"
-(cd .device/anchors && PYTHONUNBUFFERED=1 timeout -k 5 "${HF_EXTRA_LIMIT:-240}" python3 hf_baseline_extra.py > "$OUT_DIR/hf-extra.jsonl" 2>> "$OUT_DIR/hf.err") ||
+limit=$(capped "${HF_EXTRA_LIMIT:-240}")
+[ "$limit" -eq 0 ] && echo "SKIP (budget): hf_baseline_extra.py" ||
+(cd .device/anchors && PYTHONUNBUFFERED=1 timeout -k 5 "$limit" python3 hf_baseline_extra.py > "$OUT_DIR/hf-extra.jsonl" 2>> "$OUT_DIR/hf.err") ||
   echo "hf_baseline_extra.py stopped (exit $?); see hf.err"
 cat "$OUT_DIR/hf-extra.jsonl"
 part 120 node dist/bench/gpu.js --device cuda:0 --only vision-learned:bf16:32,language-mlm:bf16:64 | tee -a "$OUT_DIR/ours.jsonl"

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { AutoModel, DeviceTensor, InvalidArgumentError, OutOfMemoryError, readSafetensors, Tensor, type ComputeDType } from '../lib/index.js';
 import { loadAddon, packageRoot } from '../lib/native/binding.js';
+import { runGpuKernelCases } from './gpu-kernel-cases.js';
 
 // --part kernels | attention | errors | device-tensor | <fixture name>: bench/gpu-check.sh runs each part in its own process,
 // so a GPU fault in one (a sticky CUDA error poisons its process) cannot hide the others' results.
@@ -64,7 +65,9 @@ if (device !== 'cpu') {
 }
 
 // Kernels against their CPU reference (sizes off the tile multiples, masked keys). Attention runs
-// in both implementations (the GEMM attention, the default, and the fused kernel), in float32
+// in both older implementations (the GEMM attention, float32's default, selected here in every
+// precision with PERCEIVER_CUDA_ATTENTION=gemm, and the fused kernel; the half-precision default,
+// the flash kernel, is in bench/gpu-kernel-cases.ts below), in float32
 // against 1e-5 and in the other precisions against their parity tolerances; a small score budget
 // forces the chunked paths (several key chunks with rescaling, several query chunks).
 type KernelCase = { op: string; sizes: number[]; dtype?: ComputeDType; fused?: boolean; budgetMb?: number };
@@ -100,6 +103,8 @@ for (const k of KERNELS.filter((c) => runs(c.op === 'attention' && !c.fused ? 'a
 }
 delete process.env.PERCEIVER_CUDA_ATTENTION;
 delete process.env.PERCEIVER_CUDA_SCORE_BUDGET_MB;
+// The tensor-core attention, one-pass LayerNorm, epilogue and Fourier features (bench/gpu-kernel-cases.ts).
+if (runs('kernels')) await runGpuKernelCases(report, 3);
 
 // Parity of every fixture, every precision; CUDA bfloat16 also against the CPU backend's bfloat16
 // (the oracle: the same rounding points, backend.h RoundsProductInputs) at 5e-3.

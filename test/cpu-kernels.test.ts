@@ -205,3 +205,49 @@ t.test('malformed requests are typed errors', async (t) => {
   }
   t.throws(() => addon.cpuKernelCheck(undefined as unknown as CpuKernelRequest), { code: 'ERR_PERCEIVER_INVALID_ARGUMENT', argument: 'cpuKernelCheck({ op, ... })', expected: 'an object', actual: 'undefined' }, 'no request');
 });
+
+// The CUDA tensor-core attention's algorithm (backend/cuda/kernels/flash_attention.cuh) emulated
+// on the CPU with the kernel's own plan (flash_attention_plan.h: tiles, zero padding of odd widths,
+// online softmax, key-range splits, the combine step), against softmax attention in double. Without
+// rounding the emulation runs in double and only its float32 output is rounded (about 2.5e-8), so
+// anything beyond 1e-7 would be a tile, a split or a combine done wrong; with bf16 / fp16 rounding
+// it runs in float, as the kernel does.
+t.test('the flash attention algorithm, emulated with the GPU plan, equals softmax attention', async (t) => {
+  type Shape = { batch: number; heads: number; m: number; n: number; k: number; dv: number; keys: 'none' | 'mask' | 'lengths'; splits?: number; what: string };
+  const shapes: Shape[] = [
+    { batch: 2, heads: 8, m: 70, n: 300, k: 32, dv: 160, keys: 'mask', what: 'language heads 32 / 160, masked keys' },
+    { batch: 3, heads: 8, m: 65, n: 257, k: 32, dv: 96, keys: 'lengths', what: 'decoder heads 32 / 96, key lengths' },
+    { batch: 2, heads: 2, m: 17, n: 200, k: 128, dv: 128, keys: 'lengths', splits: 4, what: '128-wide heads, 4 forced splits' },
+    { batch: 2, heads: 1, m: 40, n: 300, k: 261, dv: 261, keys: 'lengths', splits: 3, what: 'odd width 261 padded to 272 / 288, 3 splits' },
+    { batch: 2, heads: 1, m: 33, n: 129, k: 322, dv: 322, keys: 'mask', what: 'odd width 322' },
+    { batch: 1, heads: 1, m: 20, n: 100, k: 1024, dv: 1024, keys: 'none', splits: 2, what: 'width 1024 (16-key tiles)' },
+    { batch: 2, heads: 1, m: 5, n: 3000, k: 512, dv: 512, keys: 'lengths', splits: 9, what: 'a split left empty by a short item' },
+    { batch: 1, heads: 1, m: 3, n: 50_176, k: 261, dv: 261, keys: 'none', what: '50,176 keys: split by the plan' },
+    { batch: 1, heads: 1, m: 2, n: 182_528, k: 322, dv: 322, keys: 'none', what: '182,528 keys (flow): split by the plan' },
+  ];
+  for (const { what, ...shape } of shapes) {
+    const r = await addon.cpuKernelCheck({ op: 'flash_attention', ...shape, seed: 3 });
+    t.ok(r.checked === shape.batch * shape.heads * shape.m * shape.dv, `${what}: compared every output`);
+    t.ok(r.relativeError <= 1e-7, `${what}: relative error ${r.relativeError.toExponential(2)} <= 1e-7 (${r.splits} splits)`);
+    if (shape.splits) t.equal(r.splits, Math.min(shape.splits, Math.ceil(shape.n / (shape.k >= 1024 ? 16 : shape.k >= 512 ? 32 : 64))), `${what}: ran the forced splits`);
+    if (shape.n >= 50_000) t.ok(r.splits! > 16, `${what}: one query tile, so the plan split the keys ${r.splits} ways`);
+  }
+  // The half-precision kernels' own rounding (operands and probabilities), the GPU checks' bars'
+  // basis (bench/gpu-kernel-cases.ts).
+  for (const rounding of ['bfloat16', 'float16'] as const) {
+    const r = await addon.cpuKernelCheck({ op: 'flash_attention', batch: 2, heads: 2, m: 70, n: 1031, k: 32, dv: 160, keys: 'mask', rounding, seed: 3 });
+    const bar = rounding === 'bfloat16' ? 5e-3 : 1e-3;
+    t.ok(r.relativeError <= bar && r.relativeError > 0, `${rounding} operands: relative error ${r.relativeError.toExponential(2)} <= ${bar}`);
+  }
+});
+
+t.test('flash_attention requests the plan cannot hold are typed errors', async (t) => {
+  const bad: [string, CpuKernelRequest][] = [
+    ['a width no tile shape holds', { op: 'flash_attention', m: 4, n: 4, k: 16, dv: 1000 }],
+    ['an unknown key padding', { op: 'flash_attention', m: 4, n: 4, k: 32, dv: 96, keys: 'causal' as 'none' }],
+    ['minutes of emulation', { op: 'flash_attention', m: 4096, n: 182_528, k: 322, dv: 322 }],
+  ];
+  for (const [what, request] of bad) {
+    await t.rejects(async () => addon.cpuKernelCheck(request), { code: 'ERR_PERCEIVER_INVALID_ARGUMENT' }, what);
+  }
+});

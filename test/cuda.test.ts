@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { AutoModel, BackendUnavailableError, capabilities, InvalidArgumentError, OutOfMemoryError, Tensor } from '../lib/index.js';
 import { loadAddon } from '../lib/native/binding.js';
 import { fixtureDir, REPO, TEST_DEVICE } from './helpers/fixtures.js';
+import { describeCase, GPU_KERNEL_CASES, runGpuKernelCases } from '../bench/gpu-kernel-cases.js';
 
 const cudaBuilt = execFileSync(process.execPath, [join(REPO, 'native', 'scripts', 'build-config.cjs'), 'cuda-enabled'], { encoding: 'utf8' }) === '1';
 const caps = capabilities().cuda;
@@ -33,6 +34,13 @@ if (!caps.available) {
     t.type(error, BackendUnavailableError);
     t.match((error as Error).message, caps.reason!, 'the error carries the reason');
     await t.rejects(loadAddon().kernelCheck({ op: 'gelu', sizes: [1000] }), { code: 'ERR_PERCEIVER_BACKEND_UNAVAILABLE' });
+    // The GPU run's kernel cases (bench/gpu-kernel-cases.ts) are well-formed requests: each is
+    // refused only for want of a GPU, never for its arguments.
+    for (const c of GPU_KERNEL_CASES) {
+      await t.rejects(async () => loadAddon().kernelCheck({ ...c.request, iterations: 1 }), { code: 'ERR_PERCEIVER_BACKEND_UNAVAILABLE' }, `${describeCase(c)}: parses`);
+    }
+    await t.rejects(async () => loadAddon().kernelCheck({ op: 'flash_attention', sizes: [1, 1, 4, 4, 32, 96], splits: 1.5 }), { code: 'ERR_PERCEIVER_INVALID_ARGUMENT' }, 'a fractional split count is refused first');
+    await t.rejects(async () => loadAddon().kernelCheck({ op: 'layer_norm', sizes: [4, 4], output: 'int8' as 'float32' }), { code: 'ERR_PERCEIVER_INVALID_ARGUMENT' }, 'an unknown output type is refused first');
     // A spec handed straight to the engine meets the same answer natively.
     t.throws(() => new (loadAddon().NativeModel)({}, {}, { device: 'cuda' }), { code: /ERR_PERCEIVER_(BACKEND_UNAVAILABLE|INVALID_ARGUMENT)/ });
   });
@@ -53,6 +61,25 @@ if (!caps.available) {
     for (const [op, sizes] of CASES) {
       const r = await loadAddon().kernelCheck({ op, sizes, iterations: 5 });
       t.ok(r.relativeError < 1e-5, `${op} [${sizes.join(', ')}]: relative error ${r.relativeError.toExponential(2)} (max abs ${r.maxAbsError.toExponential(2)}); cpu ${r.cpuMs.toFixed(3)} ms, gpu ${r.gpuMs.toFixed(3)} ms`);
+    }
+  });
+
+  t.test('the tensor-core attention, one-pass LayerNorm, epilogue and Fourier features match their CPU references', async (t) => {
+    await runGpuKernelCases((ok, what) => t.ok(ok, what), 2);
+  });
+
+  t.test('PERCEIVER_CUDA_ATTENTION is read once at load: an unknown choice is a typed error naming it', async (t) => {
+    const before = process.env.PERCEIVER_CUDA_ATTENTION;
+    process.env.PERCEIVER_CUDA_ATTENTION = 'causal';
+    try {
+      await t.rejects(AutoModel.fromPretrained(fixtureDir('text-mlm'), { device: 'cuda', dtype: 'bfloat16' }), {
+        code: 'ERR_PERCEIVER_INVALID_ARGUMENT',
+        argument: 'PERCEIVER_CUDA_ATTENTION',
+        actual: '"causal"',
+      });
+    } finally {
+      if (before === undefined) delete process.env.PERCEIVER_CUDA_ATTENTION;
+      else process.env.PERCEIVER_CUDA_ATTENTION = before;
     }
   });
 

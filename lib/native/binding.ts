@@ -127,7 +127,7 @@ export interface NativeCapabilities {
 export type CpuIsa = 'scalar' | 'avx2' | 'avx512' | 'avx512-bf16';
 
 export interface CpuKernelRequest {
-  op: 'gemm_packed' | 'gemm' | 'layer_norm' | 'gelu' | 'exp' | 'softmax' | 'add' | 'fma_peak';
+  op: 'gemm_packed' | 'gemm' | 'layer_norm' | 'gelu' | 'exp' | 'softmax' | 'add' | 'fma_peak' | 'flash_attention';
   /** Kernel set (default: the one this CPU runs); one the CPU lacks is rejected. */
   isa?: CpuIsa;
   m?: number;
@@ -157,6 +157,20 @@ export interface CpuKernelRequest {
   seed?: number;
   /** Timed runs after the check (0: none). */
   iterations?: number;
+  /**
+   * flash_attention: the CUDA tensor-core attention's blocked algorithm emulated with its own plan
+   * (m queries, n keys, query/key width k, value width dv), against softmax attention in double.
+   */
+  dv?: number;
+  batch?: number;
+  heads?: number;
+  /** Key-range splits (0 or absent: the plan's choice for a GPU of `multiprocessors` SMs, default 132). */
+  splits?: number;
+  multiprocessors?: number;
+  /** Key padding: none, every 5th key of item 1 masked, or per-item lengths. */
+  keys?: 'none' | 'mask' | 'lengths';
+  /** What operands and probabilities are rounded to, as the tensor cores take them. */
+  rounding?: 'none' | 'bfloat16' | 'float16';
 }
 
 export interface CpuKernelResult {
@@ -187,6 +201,32 @@ export interface CpuKernelResult {
    */
   bestThreadCpuMs: number;
   gflopsThreadCpu: number;
+  /** flash_attention: the key-range splits the plan made. */
+  splits?: number;
+}
+
+/**
+ * One CUDA kernel against its CPU reference (kernelCheck). sizes by op: layer_norm [rows, dim];
+ * bias_gelu [rows, cols]; gelu / linear [rows, in, out]; attention / flash_attention [batch, heads,
+ * nq, nk, dqk, dv]; fourier_features [h, w, bands(, every nth point)]; conv2d, strided_copy as
+ * src/napi/kernel_check.cc says.
+ */
+export interface GpuKernelRequest {
+  op: string;
+  sizes: number[];
+  iterations?: number;
+  /** The CUDA backend's precision (ops that go through the backend). */
+  dtype?: 'float32' | 'tfloat32' | 'float16' | 'bfloat16';
+  /** flash_attention: the tensor cores' operand type (default bfloat16). */
+  operands?: 'float16' | 'bfloat16';
+  /** flash_attention: key-range splits (0 or absent: the plan's choice). */
+  splits?: number;
+  /** attention, flash_attention: key padding (default mask: every 5th key of item 1). */
+  keys?: 'none' | 'mask' | 'lengths';
+  /** layer_norm, bias_gelu: the GPU side's output type (default float32). */
+  output?: 'float32' | 'float16' | 'bfloat16';
+  /** layer_norm, bias_gelu: a residual joins. */
+  residual?: boolean;
 }
 
 interface RuntimeCounts {
@@ -257,7 +297,7 @@ interface NativeAddon {
   /** Free and total bytes of a CUDA device (zeros without CUDA). */
   cudaMemoryInfo(device: number): { free: number; total: number };
   /** Runs one op on the CPU (reference) and CUDA backends with the same random inputs (needs a GPU). */
-  kernelCheck(request: { op: string; sizes: number[]; iterations?: number; dtype?: 'float32' | 'tfloat32' | 'float16' | 'bfloat16' }): Promise<{
+  kernelCheck(request: GpuKernelRequest): Promise<{
     op: string;
     outputs: number;
     maxAbsError: number;

@@ -3,6 +3,8 @@
 //   node native/scripts/build-config.cjs sources           the C++ (and, with CUDA, .cu) files, relative to the repo root
 //   node native/scripts/build-config.cjs cuda-enabled      1 when nvcc and a static cudart were found, else 0
 //   node native/scripts/build-config.cjs nvcc | nvcc-flags | cuda-include | cuda-lib-dir | cuda-archs
+//   node native/scripts/build-config.cjs nvcc-checks       the ptxas flags that make a register spill a build error
+//   node native/scripts/build-config.cjs cuda-headers      every project header the .cu files include, transitively
 //
 // No BLAS: the CPU products are the engine's own kernels (native/src/backend/cpu/kernels/gemm.h
 // says why), so building needs only a C++17 compiler, python3 and make, and a prebuilt binary
@@ -64,9 +66,38 @@ function cuda() {
   return undefined;
 }
 
+// A kernel that spills registers to local memory is a build error, in every instantiation and for
+// every architecture (ptxas reports spills with -warn-spills; -Werror turns its warnings into
+// errors). The tensor-core attention's wide heads were sized against this (see
+// kernels/flash_attention_plan.h).
+const NVCC_CHECKS = ['-Xptxas=-warn-spills,-Werror'];
+
+// The project headers a source includes ("..." includes, looked up beside the including file, then
+// under native/src as -I says), transitively, as repo-relative paths. gyp's make generator tracks
+// no dependencies of a rule's action, so binding.gyp lists these as the nvcc rule's inputs: a change
+// to a shared .cuh or to backend.h recompiles the kernels.
+function includedHeaders(sources) {
+  const src = path.join(root, 'native', 'src');
+  const seen = new Set();
+  const visit = (file) => {
+    const text = fs.readFileSync(file, 'utf8');
+    for (const match of text.matchAll(/^\s*#\s*include\s*"([^"]+)"/gm)) {
+      const found = [path.join(path.dirname(file), match[1]), path.join(src, match[1])].find((f) => fs.existsSync(f));
+      if (!found) throw new Error(`${path.relative(root, file)} includes "${match[1]}", which is neither beside it nor under native/src`);
+      const rel = path.relative(root, found).split(path.sep).join('/');
+      if (seen.has(rel)) continue;
+      seen.add(rel);
+      visit(found);
+    }
+  };
+  for (const source of sources) visit(path.join(root, source));
+  return [...seen].sort();
+}
+
 function nvccFlags(c) {
   const newest = c.archs[c.archs.length - 1];
   return [
+    ...NVCC_CHECKS,
     '-O3',
     '-std=c++17',
     '-Xcompiler',
@@ -81,7 +112,7 @@ function nvccFlags(c) {
 }
 
 const what = process.argv[2];
-const c = ['sources', 'cuda-enabled', 'nvcc', 'nvcc-flags', 'cuda-include', 'cuda-lib-dir', 'cuda-archs'].includes(what) ? cuda() : undefined;
+const c = ['sources', 'cuda-enabled', 'nvcc', 'nvcc-flags', 'nvcc-checks', 'cuda-include', 'cuda-lib-dir', 'cuda-archs'].includes(what) ? cuda() : undefined;
 const out = (text) => process.stdout.write(text);
 switch (what) {
   case 'sources':
@@ -96,6 +127,12 @@ switch (what) {
   case 'nvcc-flags':
     out(c ? nvccFlags(c).join(' ') : '');
     break;
+  case 'nvcc-checks':
+    out(c ? NVCC_CHECKS.join(' ') : '');
+    break;
+  case 'cuda-headers':
+    out(includedHeaders(list('cuda-sources.txt').filter((f) => f.endsWith('.cu'))).join(' '));
+    break;
   case 'cuda-include':
     out(c ? c.include : '');
     break;
@@ -106,6 +143,6 @@ switch (what) {
     out(c ? c.archs.join(';') : '');
     break;
   default:
-    process.stderr.write('usage: build-config.cjs sources|cuda-enabled|nvcc|nvcc-flags|cuda-include|cuda-lib-dir|cuda-archs\n');
+    process.stderr.write('usage: build-config.cjs sources|cuda-enabled|nvcc|nvcc-flags|nvcc-checks|cuda-include|cuda-lib-dir|cuda-archs|cuda-headers\n');
     process.exit(2);
 }

@@ -74,6 +74,8 @@ std::string OpLabel(const Op& op) {
           return "max_pool";
         } else if constexpr (std::is_same_v<T, MeanRowsOp>) {
           return "mean_rows";
+        } else if constexpr (std::is_same_v<T, FourierFeaturesOp>) {
+          return "fourier_features " + n(o.bands) + " bands";
         } else {
           static_assert(std::is_same_v<T, ScaleOp>, "every op has a label");
           return "scale";

@@ -219,6 +219,21 @@ struct MeanRowsOp {
   float* y = nullptr;
 };
 
+// Fourier position features of the linspace grid over index_dims: transformers'
+// generate_fourier_features of build_linear_positions in float32 (model/position_encoding.h
+// FourierFeatures over GridPositions is the definition), out [prod(index_dims), channels] with
+// the positions first when concat_pos, then the sines, then (unless sine_only) the cosines. An op
+// so the features are made where they are used: a 1920x1080 flow pair's grid is 2 million rows.
+constexpr int kMaxFourierDims = 4;
+struct FourierFeaturesOp {
+  int dims = 0;
+  int64_t index_dims[kMaxFourierDims] = {};
+  int64_t max_resolution[kMaxFourierDims] = {};
+  int64_t bands = 0;
+  bool concat_pos = true, sine_only = false;
+  float* out = nullptr;
+};
+
 // x *= alpha.
 struct ScaleOp {
   float* x = nullptr;
@@ -227,7 +242,7 @@ struct ScaleOp {
 };
 
 using Op = std::variant<LinearOp, LayerNormOp, AttentionOp, EmbeddingOp, CopyOp, AddRowsOp, GatherRowsOp, Conv2dOp,
-                        ChannelAffineOp, MaxPoolOp, MeanRowsOp, ScaleOp>;
+                        ChannelAffineOp, MaxPoolOp, MeanRowsOp, FourierFeaturesOp, ScaleOp>;
 // A short name with the op's sizes, for profiles and errors ("linear 512x768->768 +gelu").
 std::string OpLabel(const Op& op);
 

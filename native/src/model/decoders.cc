@@ -1,6 +1,7 @@
 #include "model/decoders.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "core/engine_error.h"
 
@@ -124,8 +125,55 @@ class InputQueries final : public QueryBuilder {
   int64_t channels_;
 };
 
+// Query rows per chunk of a per-item decoder query block: each query row attends to the latents
+// alone and every op after the attention is row-wise, so a long block (optical flow queries with
+// every pixel: 182,528 rows at 368x496, 2 million for a 1920x1080 pair) runs in chunks that bound
+// the layer's intermediates (projections, attention output, the MLP's widened rows) by the chunk
+// instead of the image, with the same values as one pass. PERCEIVER_DECODER_CHUNK_ROWS overrides
+// it (the chunked == unchunked test; memory tuning); read once per decode.
+constexpr int64_t kDecoderChunkRows = 16384;
+
+int64_t DecoderChunkRows() {
+  if (const char* env = std::getenv("PERCEIVER_DECODER_CHUNK_ROWS")) {
+    const long long rows = std::strtoll(env, nullptr, 10);
+    if (rows > 0) return rows;
+  }
+  return kDecoderChunkRows;
+}
+
+BackendTensor CrossAttendOnce(DecodeContext& ctx, const CrossAttentionDecoderSpec& spec, const DecoderQueries& queries,
+                              const BackendTensor& latents);
+
 BackendTensor CrossAttend(DecodeContext& ctx, const CrossAttentionDecoderSpec& spec, const DecoderQueries& queries,
                           const BackendTensor& latents) {
+  const int64_t chunk = DecoderChunkRows(), n = queries.rows;
+  // Shared blocks keep their cached projection whole; attention weights are asked for whole.
+  if (queries.is_shared() || ctx.attentions != nullptr || n <= chunk) return CrossAttendOnce(ctx, spec, queries, latents);
+  Backend& be = ctx.backend;
+  const int64_t batch = ctx.batch, c = queries.channels;
+  BackendTensor out;
+  int64_t out_c = 0;
+  for (int64_t r0 = 0; r0 < n; r0 += chunk) {
+    const int64_t rows = std::min(chunk, n - r0);
+    DecoderQueries part;
+    part.per_item = AllocateTensor(be, {batch, rows, c});
+    part.rows = rows;
+    part.channels = c;
+    const int64_t shape[3] = {batch, rows, c}, src[3] = {n * c, c, 1}, dst[3] = {rows * c, c, 1};
+    RunCopy(be, part.per_item.data(), dst, queries.per_item.data() + r0 * c, src, shape, 3);
+    const BackendTensor y = CrossAttendOnce(ctx, spec, part, latents);
+    if (r0 == 0) {
+      out_c = y.shape[2];
+      out = AllocateTensor(be, {batch, n, out_c});
+    }
+    const int64_t out_shape[3] = {batch, rows, out_c}, from[3] = {rows * out_c, out_c, 1}, to[3] = {n * out_c, out_c, 1};
+    RunCopy(be, out.data() + r0 * out_c, to, y.data(), from, out_shape, 3);
+  }
+  return out;
+}
+
+BackendTensor CrossAttendOnce(DecodeContext& ctx, const CrossAttentionDecoderSpec& spec, const DecoderQueries& queries,
+                              const BackendTensor& latents) {
   LayerQueries q;
   if (queries.is_shared()) {
     q.shared = queries.shared;

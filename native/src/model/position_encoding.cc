@@ -178,11 +178,25 @@ BackendTensor FourierPositionEncoding::ForGrid(Backend& be, const std::vector<in
                          "a " + std::to_string(index_dims.size()) + "-D grid");
   }
   const int64_t rows = Product(index_dims);
-  std::vector<float> host(static_cast<size_t>(rows * spec_.OutputChannels()));
-  FourierFeatures(GridPositions(index_dims).data(), rows, spec_, host.data());
+  const int64_t channels = spec_.OutputChannels();
   BackendTensor raw;
+  raw.shape = {rows, channels};
+  if (index_dims.size() <= static_cast<size_t>(kMaxFourierDims)) {  // made by the backend, where they are used
+    raw.buffer = std::shared_ptr<BackendBuffer>(be.Allocate(static_cast<size_t>(rows * channels)));
+    FourierFeaturesOp features;
+    features.dims = static_cast<int>(index_dims.size());
+    std::copy(index_dims.begin(), index_dims.end(), features.index_dims);
+    std::copy(spec_.max_resolution.begin(), spec_.max_resolution.end(), features.max_resolution);
+    features.bands = spec_.num_bands;
+    features.concat_pos = spec_.concat_pos;
+    features.sine_only = spec_.sine_only;
+    features.out = raw.buffer->data();
+    be.Run(features);
+    return raw;
+  }
+  std::vector<float> host(static_cast<size_t>(rows * channels));
+  FourierFeatures(GridPositions(index_dims).data(), rows, spec_, host.data());
   raw.buffer = Upload(be, host);
-  raw.shape = {rows, spec_.OutputChannels()};
   return raw;
 }
 

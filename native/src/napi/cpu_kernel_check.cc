@@ -20,6 +20,7 @@
 #include "backend/cpu/kernels/gemm.h"
 #include "backend/cpu/kernels/kernel_set.h"
 #include "backend/cpu/kernels/rows.h"
+#include "backend/cuda/kernels/flash_attention_plan.h"
 #include "core/engine_error.h"
 #include "core/thread_pool.h"
 #include "napi/cpu_kernel_check.h"
@@ -45,6 +46,12 @@ struct Request {
   unsigned seed = 1;
   int iterations = 0;
   bool compare_threads = true;  // products: also run on the other thread count (a third copy of C)
+  // flash_attention (m = queries, n = keys, k = query/key width): value width, batch, heads, forced
+  // key-range splits (0: the plan's choice for `multiprocessors`), key padding, operand rounding.
+  int64_t dv = 1, batch = 1, heads = 1;
+  int splits = 0, multiprocessors = 132;
+  std::string keys = "none";      // none | mask | lengths
+  std::string rounding = "none";  // none | bfloat16 | float16: what the tensor cores' operands are rounded to
 };
 
 struct Result {
@@ -52,6 +59,7 @@ struct Result {
   int64_t outputs = 0, checked = 0, outside_writes = 0;
   bool threads_agree = true;
   uint64_t hash = 0;  // FNV-1a of the output's bits (products), to compare kernel sets
+  int splits = 0;     // flash_attention: the key-range splits the plan made
   double best_ms = 0, median_ms = 0, gflops = 0, best_cpu_ms = 0, gflops_cpu = 0;
 };
 
@@ -369,6 +377,155 @@ void TimeFmaPeak(const Request& q, Result* res) {
   Time(q, static_cast<double>(ks.fma_loop_flops) * loops * std::max(1, q.threads), once, res);
 }
 
+// The tensor-core flash attention (backend/cuda/kernels/flash_attention.cuh) emulated on the CPU
+// with the kernel's own plan (flash_attention_plan.h): query tiles of BM rows, key tiles of BN, the
+// zero padding, the online softmax in float (running maximum, rescale factor, sum of the rounded
+// probabilities), the key-range splits and the combine step; operands and probabilities rounded as
+// the tensor cores take them (or not, rounding "none"). Compared with softmax attention in double:
+// with rounding "none" the emulation runs in double, so any disagreement beyond double rounding is
+// the plan's or the recurrences' (a tile, split or combine the GPU kernel would get wrong too);
+// with rounding it runs in float, as the kernel does, and measures what the rounding costs.
+template <typename Real>
+void EmulateFlashAttention(const Request& q, Result* res) {
+  namespace flash = cuda::flash;
+  const int64_t batch = q.batch, heads = q.heads, nq = q.m, nk = q.n, dqk = q.k, dv = q.dv;
+  const int index = flash::FindConfig(dqk, dv);
+  if (index < 0) ThrowInvalidArgument("k, dv", "query/key and value widths a tensor-core shape holds", std::to_string(dqk) + " and " + std::to_string(dv));
+  const flash::Config& c = flash::kConfigs[index];
+  const int64_t bm = c.bm(), bn = c.bn;
+  std::mt19937 rng(q.seed);
+  const std::vector<float> qm = Normal(batch * nq * heads * dqk, rng, 1.0f), km = Normal(batch * nk * heads * dqk, rng, 1.0f),
+                           vm = Normal(batch * nk * heads * dv, rng, 1.0f);
+  std::vector<uint8_t> mask(static_cast<size_t>(batch * nk), 1);
+  std::vector<int64_t> lengths(static_cast<size_t>(batch), nk);
+  if (q.keys == "mask" && batch > 1) {
+    for (int64_t j = 0; j < nk; j += 5) mask[nk + j] = 0;
+  }
+  if (q.keys == "lengths") {
+    for (int64_t b = 0; b < batch; ++b) lengths[b] = std::max<int64_t>(1, nk - b * nk / (2 * batch));
+  }
+  const int rounding = q.rounding == "bfloat16" ? 1 : q.rounding == "float16" ? 2 : 0;
+  auto round = [rounding](Real x) -> Real {
+    if (rounding == 1) return cpu::kernels::Bf16ToFloat(cpu::kernels::RoundToBf16(static_cast<float>(x)));
+    if (rounding == 2) return static_cast<float>(static_cast<_Float16>(static_cast<float>(x)));
+    return x;
+  };
+  const Real scale = Real(1) / std::sqrt(static_cast<Real>(dqk));
+  const int64_t q_tiles = (nq + bm - 1) / bm;
+  const flash::SplitPlan plan = flash::PlanSplits(nk, c.bn, q_tiles * heads * batch, q.multiprocessors, q.splits);
+  res->splits = plan.splits;
+  std::vector<float> out(static_cast<size_t>(batch * nq * heads * dv));
+  // One block's state, as the kernel keeps it: Q rounded once, K and V rounded per tile, each row's
+  // running maximum and sum; per split, the unnormalised outputs [split][row][dv] and the
+  // (max, sum) pairs [row][split][2] the combine step reads.
+  std::vector<Real> qt_rows(static_cast<size_t>(bm * dqk)), ktile(static_cast<size_t>(bn * dqk)), vtile(static_cast<size_t>(bn * dv)), p(static_cast<size_t>(bn));
+  std::vector<Real> po(static_cast<size_t>(plan.splits * bm * dv)), ml(static_cast<size_t>(bm * plan.splits * 2));
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t valid_keys = q.keys == "lengths" ? std::min(nk, lengths[b]) : nk;
+    const int64_t tiles = (valid_keys + bn - 1) / bn;
+    for (int64_t h = 0; h < heads; ++h) {
+      for (int64_t qt = 0; qt < q_tiles; ++qt) {
+        const int64_t q0 = qt * bm, rows = std::min(bm, nq - q0);
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int64_t d = 0; d < dqk; ++d) qt_rows[r * dqk + d] = round(qm[((b * nq + q0 + r) * heads + h) * dqk + d]);
+        }
+        for (int s = 0; s < plan.splits; ++s) {
+          const int64_t t0 = s * plan.tiles_per_split, t1 = std::min(tiles, t0 + plan.tiles_per_split);
+          std::fill(po.begin() + s * bm * dv, po.begin() + (s + 1) * bm * dv, Real(0));
+          for (int64_t r = 0; r < rows; ++r) {
+            ml[(r * plan.splits + s) * 2] = -FLT_MAX;
+            ml[(r * plan.splits + s) * 2 + 1] = 0;
+          }
+          for (int64_t t = t0; t < t1; ++t) {
+            const int64_t k0 = t * bn, keys = std::min(bn, valid_keys - k0);
+            for (int64_t j = 0; j < keys; ++j) {
+              for (int64_t d = 0; d < dqk; ++d) ktile[j * dqk + d] = round(km[((b * nk + k0 + j) * heads + h) * dqk + d]);
+              for (int64_t d = 0; d < dv; ++d) vtile[j * dv + d] = round(vm[((b * nk + k0 + j) * heads + h) * dv + d]);
+            }
+            for (int64_t r = 0; r < rows; ++r) {
+              Real& m = ml[(r * plan.splits + s) * 2];
+              Real& l = ml[(r * plan.splits + s) * 2 + 1];
+              Real tile_max = -FLT_MAX;
+              for (int64_t j = 0; j < keys; ++j) {
+                Real dot = 0;
+                for (int64_t d = 0; d < dqk; ++d) dot += qt_rows[r * dqk + d] * ktile[j * dqk + d];
+                p[j] = dot * scale;
+                if (mask[b * nk + k0 + j]) tile_max = std::max(tile_max, p[j]);
+              }
+              const Real new_max = std::max(m, tile_max);
+              Real sum = 0;
+              for (int64_t j = 0; j < keys; ++j) {
+                p[j] = mask[b * nk + k0 + j] && new_max > -FLT_MAX ? round(std::exp(p[j] - new_max)) : Real(0);
+                sum += p[j];
+              }
+              const Real factor = flash::RescaleFactor(m, new_max);
+              l = l * factor + sum;
+              m = new_max;
+              Real* o = po.data() + (s * bm + r) * dv;
+              for (int64_t d = 0; d < dv; ++d) o[d] *= factor;
+              for (int64_t j = 0; j < keys; ++j) {
+                for (int64_t d = 0; d < dv; ++d) o[d] += p[j] * vtile[j * dv + d];
+              }
+            }
+          }
+        }
+        for (int64_t r = 0; r < rows; ++r) {
+          float* y = out.data() + ((b * nq + q0 + r) * heads + h) * dv;
+          const Real* rml = ml.data() + r * plan.splits * 2;
+          if (plan.splits == 1) {
+            const Real l = rml[1];
+            for (int64_t d = 0; d < dv; ++d) y[d] = static_cast<float>(l > 0 ? po[r * dv + d] * (Real(1) / l) : Real(0));
+            continue;
+          }
+          const Real m = flash::CombineMax(rml, plan.splits, 1);
+          Real den = 0;
+          for (int s = 0; s < plan.splits; ++s) den += flash::CombineWeight(rml[2 * s], m) * rml[2 * s + 1];
+          for (int64_t d = 0; d < dv; ++d) {
+            Real num = 0;
+            for (int s = 0; s < plan.splits; ++s) num += flash::CombineWeight(rml[2 * s], m) * po[(s * bm + r) * dv + d];
+            y[d] = static_cast<float>(den > 0 ? num / den : Real(0));
+          }
+        }
+      }
+    }
+  }
+  // Softmax attention in double over the attended keys, from the unrounded operands.
+  std::vector<double> want;
+  want.reserve(out.size());
+  std::vector<double> w(static_cast<size_t>(nk));
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t valid_keys = q.keys == "lengths" ? std::min(nk, lengths[b]) : nk;
+    for (int64_t i = 0; i < nq; ++i) {
+      for (int64_t h = 0; h < heads; ++h) {
+        double top = -INFINITY;
+        for (int64_t j = 0; j < valid_keys; ++j) {
+          double dot = 0;
+          for (int64_t d = 0; d < dqk; ++d) dot += static_cast<double>(qm[((b * nq + i) * heads + h) * dqk + d]) * km[((b * nk + j) * heads + h) * dqk + d];
+          w[j] = mask[b * nk + j] ? dot * scale : -INFINITY;
+          top = std::max(top, w[j]);
+        }
+        double total = 0;
+        for (int64_t j = 0; j < valid_keys; ++j) total += (w[j] = std::exp(w[j] - top));
+        for (int64_t d = 0; d < dv; ++d) {
+          double acc = 0;
+          for (int64_t j = 0; j < valid_keys; ++j) acc += w[j] * vm[((b * nk + j) * heads + h) * dv + d];
+          want.push_back(acc / total);
+        }
+      }
+    }
+  }
+  Compare(want, out, res);
+  res->outputs = static_cast<int64_t>(out.size());
+}
+
+void CheckFlashAttention(const Request& q, Result* res) {
+  if (q.rounding == "none") {
+    EmulateFlashAttention<double>(q, res);
+  } else {
+    EmulateFlashAttention<float>(q, res);
+  }
+}
+
 class CpuKernelCheckWorker final : public Napi::AsyncWorker {
  public:
   CpuKernelCheckWorker(Napi::Env env, Request request)
@@ -381,6 +538,7 @@ class CpuKernelCheckWorker final : public Napi::AsyncWorker {
       if (q_.op == "gemm_packed") CheckGemmPacked(q_, &r_);
       else if (q_.op == "gemm") CheckGemm(q_, &r_);
       else if (q_.op == "fma_peak") TimeFmaPeak(q_, &r_);
+      else if (q_.op == "flash_attention") CheckFlashAttention(q_, &r_);
       else CheckRows(q_, &r_);
     } catch (...) {
       failed_ = true;
@@ -412,6 +570,7 @@ class CpuKernelCheckWorker final : public Napi::AsyncWorker {
     out.Set("gflops", r_.gflops);
     out.Set("bestThreadCpuMs", r_.best_cpu_ms);
     out.Set("gflopsThreadCpu", r_.gflops_cpu);
+    if (q_.op == "flash_attention") out.Set("splits", r_.splits);
     deferred_.Resolve(out);
   }
 
@@ -460,7 +619,7 @@ Napi::Value CpuKernelCheck(const Napi::CallbackInfo& info) {
     if (info.Length() < 1 || !info[0].IsObject()) ThrowInvalidArgument("cpuKernelCheck({ op, ... })", "an object", info.Length() < 1 ? "no argument" : DescribeJs(info[0]));
     Napi::Object o = info[0].As<Napi::Object>();
     Request q;
-    q.op = StringField(o, "op", "", {"gemm_packed", "gemm", "layer_norm", "gelu", "exp", "softmax", "add", "fma_peak"});
+    q.op = StringField(o, "op", "", {"gemm_packed", "gemm", "layer_norm", "gelu", "exp", "softmax", "add", "fma_peak", "flash_attention"});
     const std::string isa = StringField(o, "isa", cpu::kernels::IsaName(cpu::kernels::DetectIsa()), {"scalar", "avx2", "avx512", "avx512-bf16"});
     cpu::kernels::ParseIsa(isa.c_str(), &q.isa);
     if (!cpu::kernels::IsaSupported(q.isa)) ThrowInvalidArgument("isa", "a kernel set this CPU can run", "\"" + isa + "\"");
@@ -497,6 +656,22 @@ Napi::Value CpuKernelCheck(const Napi::CallbackInfo& info) {
     q.seed = static_cast<unsigned>(IntField(o, "seed", 1, 0, 1 << 30));
     q.iterations = static_cast<int>(IntField(o, "iterations", 0, 0, 1000));
     if (!o.Get("compareThreads").IsUndefined()) q.compare_threads = BoolField(o, "compareThreads");
+    q.dv = IntField(o, "dv", q.k, 1, kMaxDim);
+    q.batch = IntField(o, "batch", 1, 1, 64);
+    q.heads = IntField(o, "heads", 1, 1, 64);
+    q.splits = static_cast<int>(IntField(o, "splits", 0, 0, 256));
+    q.multiprocessors = static_cast<int>(IntField(o, "multiprocessors", 132, 1, 1024));
+    q.keys = StringField(o, "keys", "none", {"none", "mask", "lengths"});
+    q.rounding = StringField(o, "rounding", "none", {"none", "bfloat16", "float16"});
+    if (q.op == "flash_attention") {
+      // q, k and v under 2^26 floats each; the emulation and its double reference both do
+      // batch heads nq nk (dqk + dv) multiply-adds, kept under 2^33 (seconds on one core).
+      const int64_t rows = q.batch * q.heads;
+      if (rows * std::max(q.m, q.n) * std::max(q.k, q.dv) > (int64_t{1} << 26)) ThrowInvalidArgument("m, n, k, dv", "operands of at most 2^26 elements", "batch heads max(m, n) max(k, dv) = " + std::to_string(rows * std::max(q.m, q.n) * std::max(q.k, q.dv)));
+      if (static_cast<double>(rows) * q.m * q.n * (q.k + q.dv) > static_cast<double>(int64_t{1} << 33)) {
+        ThrowInvalidArgument("batch, heads, m, n, k, dv", "batch heads m n (k + dv) under 2^33 (seconds of emulation, not minutes)", "about 2^" + std::to_string(static_cast<int>(std::log2(static_cast<double>(rows) * q.m * q.n * (q.k + q.dv)))));
+      }
+    }
     if (static_cast<double>(q.m) * q.n * q.k * (q.iterations + 2) > static_cast<double>(int64_t{1} << 40)) {
       ThrowInvalidArgument("m, n, k, iterations", "m n k (iterations + 2) under 2^40 multiply-adds", "more");
     }

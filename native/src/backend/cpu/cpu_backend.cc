@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "model/position_encoding.h"
 #include "backend/cpu/ops/cpu_ops.h"
 #include "core/engine_error.h"
 #include "core/thread_pool.h"
@@ -122,6 +123,19 @@ class HostBuffer final : public BackendBuffer {
   cpu::AlignedFloats data_;
 };
 
+// Fourier features of a grid: the model's own definition (model/position_encoding.h), the
+// reference the CUDA kernel (kernels/fourier_features.cu) is checked against.
+void FourierGrid(const FourierFeaturesOp& op) {
+  FourierSpec spec;
+  spec.num_bands = op.bands;
+  spec.max_resolution.assign(op.max_resolution, op.max_resolution + op.dims);
+  spec.concat_pos = op.concat_pos;
+  spec.sine_only = op.sine_only;
+  const std::vector<int64_t> dims(op.index_dims, op.index_dims + op.dims);
+  const std::vector<float> positions = GridPositions(dims);
+  FourierFeatures(positions.data(), static_cast<int64_t>(positions.size()) / std::max(1, op.dims), spec, op.out);
+}
+
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(Precision precision) : precision_(precision) {}
@@ -152,6 +166,7 @@ class CpuBackend final : public Backend {
           else if constexpr (std::is_same_v<T, MaxPoolOp>) cpu::MaxPool(o);
           else if constexpr (std::is_same_v<T, MeanRowsOp>) cpu::MeanRows(o);
           else if constexpr (std::is_same_v<T, ScaleOp>) cpu::Scale(o);
+          else if constexpr (std::is_same_v<T, FourierFeaturesOp>) FourierGrid(o);
           else static_assert(!sizeof(T), "an op the CPU backend does not run");
         },
         op);

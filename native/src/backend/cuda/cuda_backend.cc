@@ -33,6 +33,7 @@
 #include "backend/cuda/cublaslt_library.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gemm_attention.h"
+#include "backend/cuda/kernel_check_hooks.h"
 #include "backend/cuda/kernels/kernels.h"
 #include "core/engine_error.h"
 
@@ -219,17 +220,34 @@ class CudaWeight final : public Weight {
 
 const CudaWeight& Dev(const Weight* w) { return static_cast<const CudaWeight&>(w->resolved()); }
 
+// PERCEIVER_CUDA_ATTENTION's choices (read once per model, in the constructor).
+enum class AttentionPath { kFlash, kGemm, kFused };
+
+AttentionPath ParseAttentionPath(const char* value) {
+  if (value == nullptr || *value == '\0' || std::strcmp(value, "flash") == 0) return AttentionPath::kFlash;
+  if (std::strcmp(value, "gemm") == 0) return AttentionPath::kGemm;
+  if (std::strcmp(value, "fused") == 0) return AttentionPath::kFused;
+  ThrowInvalidArgument("PERCEIVER_CUDA_ATTENTION", "flash, gemm or fused (or unset)", std::string("\"") + value + "\"");
+}
+
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(int device, Precision precision) : device_(device), precision_(precision) {
+  CudaBackend(int device, Precision precision)
+      : device_(device),
+        precision_(precision),
+        // PERCEIVER_CUDA_ATTENTION: flash (the default: the tensor-core kernel in half precision
+        // where a tile shape holds the head widths, else gemm), gemm (gemm_attention.cc in every
+        // precision) or fused (the single float32 kernel, kernels/attention.cu); bench/gpu-check.sh
+        // compares them. Parsed before anything is created, so a bad value leaks nothing.
+        attention_path_(ParseAttentionPath(std::getenv("PERCEIVER_CUDA_ATTENTION"))) {
     CUDA_CHECK(cudaSetDevice(device_));
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     const cuda::CublasLibrary& blas = Cublas();
     CUBLAS_CHECK(blas.Create(&blas_));
     CUBLAS_CHECK(blas.SetStream(blas_, stream_));
     // The environment is read here, once per model, never per call.
-    const char* attention = std::getenv("PERCEIVER_CUDA_ATTENTION");
-    fused_attention_ = attention != nullptr && std::strcmp(attention, "fused") == 0;
+    // The fused kernel's shared-memory limit, queried (and granted to the kernel) once here.
+    attention_max_shared_ = cuda::PrepareAttention();
     // PERCEIVER_CUDA_SCORE_BUDGET_MB bounds one chunk's scores in the GEMM attention (default
     // 256 MB); the GPU check sets it small to exercise the chunked paths.
     if (const char* budget = std::getenv("PERCEIVER_CUDA_SCORE_BUDGET_MB")) {
@@ -263,9 +281,16 @@ class CudaBackend final : public Backend {
     CUDA_CHECK(cudaMalloc(&lt_workspace_, kLtWorkspaceBytes));
     CUBLAS_CHECK(blas.SetWorkspace(blas_, lt_workspace_, kLtWorkspaceBytes));
     if (lt_ != nullptr) CUBLAS_CHECK(lt_->Create(&lt_handle_));
+    // Registered last: a constructor that throws leaves nothing behind in the list.
+    std::lock_guard<std::mutex> lock(LiveMutex());
+    Live().push_back(this);
   }
 
   ~CudaBackend() override {
+    {
+      std::lock_guard<std::mutex> lock(LiveMutex());
+      Live().erase(std::remove(Live().begin(), Live().end(), this), Live().end());
+    }
     cudaSetDevice(device_);
     cudaStreamSynchronize(stream_);
     PrintEventProfile();
@@ -552,7 +577,15 @@ class CudaBackend final : public Backend {
   std::vector<std::pair<const void*, size_t>> HostArrays(const Op& op) {
     std::vector<std::pair<const void*, size_t>> out;
     if (const auto* a = std::get_if<AttentionOp>(&op)) {
-      if (const uint8_t* mask = AttentionHostMask(*a)) out.emplace_back(mask, static_cast<size_t>(a->batch * a->nk));
+      if (UsesFlash(*a)) {  // RunFlashAttention: int32 lengths, else the mask
+        if (const int32_t* lengths = FlashHostLengths(*a)) {
+          out.emplace_back(lengths, static_cast<size_t>(a->batch) * sizeof(int32_t));
+        } else if (a->key_mask != nullptr) {
+          out.emplace_back(a->key_mask, static_cast<size_t>(a->batch * a->nk));
+        }
+      } else if (const uint8_t* mask = AttentionHostMask(*a)) {
+        out.emplace_back(mask, static_cast<size_t>(a->batch * a->nk));
+      }
     } else if (const auto* e = std::get_if<EmbeddingOp>(&op)) {
       out.emplace_back(e->ids, static_cast<size_t>(e->batch * e->seq) * sizeof(int32_t));
     } else if (const auto* g = std::get_if<GatherRowsOp>(&op)) {
@@ -596,6 +629,9 @@ class CudaBackend final : public Backend {
             add(o.x, o.batch, o.h, o.w, o.c, o.kernel, o.stride, o.out_h, o.out_w, o.y);
           } else if constexpr (std::is_same_v<T, MeanRowsOp>) {
             add(o.x, o.batch, o.n, o.cols, o.y);
+          } else if constexpr (std::is_same_v<T, FourierFeaturesOp>) {
+            add(o.dims, o.bands, o.concat_pos, o.sine_only, o.out);
+            for (int d = 0; d < o.dims && d < kMaxFourierDims; ++d) add(o.index_dims[d], o.max_resolution[d]);
           } else {
             static_assert(std::is_same_v<T, ScaleOp>, "every op has a signature");
             add(o.x, o.n, o.alpha);
@@ -777,18 +813,22 @@ class CudaBackend final : public Backend {
     cuda::LaunchStridedCopy(op.y, dst, op.residual, src, shape, 3, stream_);
   }
 
+  // The one-pass LayerNorm takes strides and the residual itself (no summed copy, no contiguity).
   void Exec(const LayerNormOp& op) {
-    Contiguous(op.ldx == op.dim && op.ldy == op.dim, "layer_norm");
-    const float* x = op.x;
-    std::unique_ptr<DeviceBuffer> summed;
-    if (op.residual != nullptr) {
-      Contiguous(op.ld_residual == op.dim, "layer_norm");
-      summed = std::make_unique<DeviceBuffer>(pool_, static_cast<size_t>(op.rows * op.dim));
-      CUDA_CHECK(cudaMemcpyAsync(summed->data(), op.x, op.rows * op.dim * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
-      cuda::LaunchAddInPlace(summed->data(), op.residual, op.rows * op.dim, stream_);
-      x = summed->data();
-    }
-    cuda::LaunchLayerNorm(x, op.rows, op.dim, op.gamma->values(), op.beta->values(), op.eps, op.y, stream_);
+    cuda::LayerNormArgs args;
+    args.x = op.x;
+    args.ldx = op.ldx;
+    args.residual = op.residual;
+    args.ld_residual = op.ld_residual;
+    args.rows = op.rows;
+    args.dim = op.dim;
+    args.gamma = op.gamma->values();
+    args.beta = op.beta->values();
+    args.eps = op.eps;
+    args.y = op.y;
+    args.ldy = op.ldy;
+    args.y_dtype = op.y_dtype;
+    cuda::LaunchLayerNorm(args, stream_);
   }
 
   // The attention kernels read contiguous [batch, rows, heads * width] blocks: a strided view
@@ -810,7 +850,29 @@ class CudaBackend final : public Backend {
     return mask_from_lengths_.data();
   }
 
+  // Whether an attention op runs the tensor-core flash kernel (kernels/flash_attention_plan.h):
+  // half-precision models, PERCEIVER_CUDA_ATTENTION unset or flash, no probabilities asked for,
+  // and a tile shape that holds the head widths; the rest take the GEMM attention (or the fused
+  // kernel). Decided from the op alone, so HostArrays and Exec agree on what an op uploads.
+  bool UsesFlash(const AttentionOp& op) const {
+    return attention_path_ == AttentionPath::kFlash && op.probs == nullptr && RoundsProductInputs(precision_) &&
+           cuda::FlashAttentionSupports(op.dqk, op.dv);
+  }
+
+  // The flash kernel's per-item key lengths as int32, capped at nk (kept across calls: no host
+  // allocation once it has the size); null without key lengths.
+  const int32_t* FlashHostLengths(const AttentionOp& op) {
+    if (op.key_lengths == nullptr) return nullptr;
+    flash_lengths_.resize(static_cast<size_t>(op.batch));
+    for (int64_t b = 0; b < op.batch; ++b) flash_lengths_[b] = static_cast<int32_t>(std::min<int64_t>(op.key_lengths[b], op.nk));
+    return flash_lengths_.data();
+  }
+
   void Exec(const AttentionOp& op) {
+    if (UsesFlash(op)) {
+      RunFlashAttention(op, ProductDType(precision_), 0);
+      return;
+    }
     AttentionArgs args;
     args.batch = op.batch;
     args.heads = op.heads;
@@ -833,8 +895,8 @@ class CudaBackend final : public Backend {
       args.key_mask = reinterpret_cast<const uint8_t*>(mask->data());
     }
     if (args.probs != nullptr) cuda::LaunchAttentionProbs(args, stream_);
-    if (fused_attention_) {
-      cuda::LaunchAttention(args, stream_);
+    if (attention_path_ == AttentionPath::kFused) {
+      cuda::LaunchAttention(args, attention_max_shared_, stream_);
       return;
     }
     cuda::GemmAttentionContext context;
@@ -893,8 +955,66 @@ class CudaBackend final : public Backend {
   }
   void Exec(const MeanRowsOp& op) { cuda::LaunchMeanRows(op.x, op.batch, op.n, op.cols, op.y, stream_); }
   void Exec(const ScaleOp& op) { cuda::LaunchScale(op.x, op.n, op.alpha, stream_); }
+  void Exec(const FourierFeaturesOp& op) {
+    cuda::FourierFeaturesArgs args;
+    args.dims = op.dims;
+    args.n = 1;
+    for (int k = 0; k < op.dims && k < kMaxFourierDims; ++k) {
+      args.index_dims[k] = op.index_dims[k];
+      args.max_resolution[k] = op.max_resolution[k];
+      args.n *= op.index_dims[k];
+    }
+    args.bands = op.bands;
+    args.concat_pos = op.concat_pos;
+    args.sine_only = op.sine_only;
+    args.out = op.out;
+    cuda::LaunchFourierFeatures(args, stream_);
+  }
 
+ public:
+  // The tensor-core flash attention (half precision). Key lengths (int32) or the key mask go up
+  // through pinned staging like every host array (Upload, in the order HostArrays lists them);
+  // the split workspace and the device copies of lengths and mask are pool blocks like every
+  // op's scratch, so a steady-state call allocates nothing and a CUDA graph can capture it.
+  // force_splits > 0 fixes the key-range split (the kernel checks).
+  void RunFlashAttention(const AttentionOp& op, DType dtype, int force_splits) {
+    Bind();
+    cuda::flash::Params p = cuda::FlashAttentionParams(op);
+    std::unique_ptr<DeviceBuffer> lengths, mask, workspace;
+    if (const int32_t* host_lengths = FlashHostLengths(op)) {
+      const size_t n = static_cast<size_t>(op.batch);
+      lengths = std::make_unique<DeviceBuffer>(pool_, n);  // int32 lengths fit in float-sized slots
+      Upload(lengths->data(), host_lengths, n * sizeof(int32_t));
+      p.key_lengths = reinterpret_cast<const int32_t*>(lengths->data());
+    } else if (op.key_mask != nullptr) {
+      const size_t bytes = static_cast<size_t>(op.batch * op.nk);
+      mask = std::make_unique<DeviceBuffer>(pool_, (bytes + 3) / 4);
+      Upload(mask->data(), op.key_mask, bytes);
+      p.key_mask = reinterpret_cast<const uint8_t*>(mask->data());
+    }
+    const size_t floats = cuda::FlashAttentionWorkspaceFloats(p, force_splits);
+    if (floats > 0) workspace = std::make_unique<DeviceBuffer>(pool_, floats);
+    cuda::LaunchFlashAttention(p, dtype, workspace ? workspace->data() : nullptr, floats, force_splits, stream_);
+  }
+
+  // Whether `backend` is a CudaBackend alive now (the kernel-check hook below: no RTTI in this
+  // build, so the live CUDA backends are known by address).
+  static bool IsLive(const Backend* backend) {
+    std::lock_guard<std::mutex> lock(LiveMutex());
+    return std::find(Live().begin(), Live().end(), backend) != Live().end();
+  }
+
+ private:
   void Bind() { CUDA_CHECK(cudaSetDevice(device_)); }
+
+  static std::mutex& LiveMutex() {
+    static std::mutex mutex;
+    return mutex;
+  }
+  static std::vector<const Backend*>& Live() {
+    static std::vector<const Backend*> live;
+    return live;
+  }
 
   // y[rows, out] = x[rows, in] @ w[out, in]^T (+ bias) (+ c) in the weight's dtype, accumulating
   // in float32; c (rows of ldc) may be y itself. Returns whether GELU was applied as well (the
@@ -1102,6 +1222,7 @@ class CudaBackend final : public Backend {
   PinnedStaging staging_{&allocations_};
   std::vector<Deferred> deferred_;
   std::vector<uint8_t> mask_from_lengths_;
+  std::vector<int32_t> flash_lengths_;
   // CUDA graphs (see Mode).
   bool graphs_enabled_ = false;
   Mode mode_ = Mode::kEager;
@@ -1111,7 +1232,8 @@ class CudaBackend final : public Backend {
   std::map<std::string, GraphEntry> graphs_;
   bool in_op_ = false;  // inside an op's Exec: its uploads are the op's own
   // Read once from the environment (constructor).
-  bool fused_attention_ = false;
+  AttentionPath attention_path_ = AttentionPath::kFlash;
+  int attention_max_shared_ = 0;  // the fused kernel's opt-in shared memory per block (bytes)
   size_t score_budget_bytes_ = 0;
   bool tune_ = true;
   bool lt_tanh_gelu_ = false;
@@ -1137,6 +1259,17 @@ class CudaBackend final : public Backend {
 };
 
 }  // namespace
+
+// Kernel-check hook (kernel_check_hooks.h).
+void cuda_checks::FlashAttention(Backend& backend, const AttentionOp& op, DType dtype, int force_splits) {
+  // No RTTI in this build (node-gyp's -fno-rtti): the live CUDA backends are known by address.
+  if (!CudaBackend::IsLive(&backend)) {
+    ThrowInvalidArgument("backend", "a CUDA backend from CreateCudaBackend (the flash attention check)", backend.name());
+  }
+  auto& cuda = static_cast<CudaBackend&>(backend);
+  cuda.RunFlashAttention(op, dtype, force_splits);
+  cuda.Synchronize();
+}
 
 std::unique_ptr<Backend> CreateCudaBackend(int device, Precision precision) {
   const CudaStatus status = ProbeCuda();

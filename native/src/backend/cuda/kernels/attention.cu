@@ -137,13 +137,17 @@ __global__ void FlashAttentionKernel(AttentionParams p, int bq) {
 
 }  // namespace
 
-void LaunchAttention(const AttentionArgs& a, cudaStream_t stream) {
+int PrepareAttention() {
+  int device = 0, max_shared = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&max_shared, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  CUDA_CHECK(cudaFuncSetAttribute(FlashAttentionKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_shared));
+  return max_shared;
+}
+
+void LaunchAttention(const AttentionArgs& a, int max_shared, cudaStream_t stream) {
   if (a.batch == 0 || a.nq == 0) return;
   if (a.heads > 65535 || a.batch > 65535) ThrowInvalidArgument("attention heads, batch", "at most 65535 heads and batch items on the GPU", std::to_string(a.heads) + " heads, " + std::to_string(a.batch) + " items");
-  int device = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  int max_shared = 0;
-  CUDA_CHECK(cudaDeviceGetAttribute(&max_shared, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   // The query tile shrinks for very wide values so the output accumulator fits in shared memory.
   int bq = 16;
   while (bq > 1 && SharedFloats(bq, a.dv) * sizeof(float) > static_cast<size_t>(max_shared)) bq /= 2;
@@ -151,7 +155,6 @@ void LaunchAttention(const AttentionArgs& a, cudaStream_t stream) {
   if (bytes > static_cast<size_t>(max_shared)) {
     ThrowInvalidArgument("attention value width", "a width that fits this GPU's shared memory", std::to_string(a.dv));
   }
-  CUDA_CHECK(cudaFuncSetAttribute(FlashAttentionKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
   AttentionParams p{a.q, a.k, a.v, a.key_mask, a.out, a.nq, a.nk, a.heads, a.dqk, a.dv, a.scale};
   const dim3 grid(static_cast<unsigned>((a.nq + bq - 1) / bq), static_cast<unsigned>(a.heads), static_cast<unsigned>(a.batch));
   FlashAttentionKernel<<<grid, kThreads, bytes, stream>>>(p, bq);
