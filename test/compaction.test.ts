@@ -5,43 +5,27 @@
  * exactly once into few parts; content ids embed duplicates once (listed under every path), skip a
  * moved collection and embed an edited file again.
  */
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { spawn } from 'node:child_process';
 import { cp, mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { AutoModel, compactFolder, discoverItems, InvalidArgumentError, itemId, readEmbeddings, runEmbedJob, type CompactionStep, type EmbeddingRow } from '../lib/index.js';
+import { AutoModel, compactFolder, discoverItems, InvalidArgumentError, itemId, readEmbeddings, runEmbedJob, type CompactionStep } from '../lib/index.js';
 import { listParts } from '../lib/batch/parquet.js';
 import { fixtureDir, tempDir } from './helpers/fixtures.js';
+import { assertEachOnce, writeTexts } from './helpers/batch-output.js';
 import { CLI_BIN, runCliCommand } from './helpers/child.js';
 
 const model = await AutoModel.fromPretrained(fixtureDir('text-mlm'));
 t.teardown(() => model.dispose());
 
-async function texts(dir: string, count: number, prefix = 'text'): Promise<string[]> {
-  await mkdir(dir, { recursive: true });
-  const paths = [];
-  for (let i = 0; i < count; i++) {
-    const path = join(dir, `${String(i).padStart(4, '0')}.txt`);
-    await writeFile(path, `${prefix} number ${i}, with some words to embed`);
-    paths.push(path);
-  }
-  return paths;
-}
-
-function assertEachOnce(t: Test, rows: EmbeddingRow[], ids: string[], what: string): void {
-  const counts = new Map<string, number>();
-  for (const row of rows) counts.set(row.id, (counts.get(row.id) ?? 0) + 1);
-  t.equal(rows.length, ids.length, `${what}: ${ids.length} rows`);
-  t.ok(ids.every((id) => counts.get(id) === 1), `${what}: every item exactly once`);
-}
 
 const STEPS: CompactionStep[] = ['written', 'intent', 'committed', 'sources-removed'];
 
 t.test('a compaction stopped at each step: readers see every row once; the next run finishes it', async (t) => {
   for (const stopAt of STEPS) {
     const dir = await tempDir(t);
-    const paths = await texts(join(dir, 'in'), 12);
+    const paths = await writeTexts(join(dir, 'in'), 12);
     const ids = paths.map((p) => itemId(p));
     const out = join(dir, 'out');
     const items = await discoverItems([join(dir, 'in')]);
@@ -74,7 +58,7 @@ t.test('a compaction stopped at each step: readers see every row once; the next 
 
 t.test('an intent file planted to remove other files is refused, and a torn one too', async (t) => {
   const dir = await tempDir(t);
-  const paths = await texts(join(dir, 'in'), 4);
+  const paths = await writeTexts(join(dir, 'in'), 4);
   const out = join(dir, 'out');
   await runEmbedJob({ models: [model], task: 'embed', items: await discoverItems(paths), outDir: out, batchSize: 2, partSize: 0 });
   const [part] = await listParts(out);
@@ -91,7 +75,7 @@ const cli = runCliCommand;
 
 t.test('CLI killed (SIGKILL) while writing and compacting, rerun: every item exactly once, in few parts', async (t) => {
   const dir = await tempDir(t);
-  const paths = await texts(join(dir, 'in'), 120);
+  const paths = await writeTexts(join(dir, 'in'), 120);
   const ids = paths.map((p) => itemId(p));
   const out = join(dir, 'out');
   const args = ['embed', '--model', fixtureDir('text-mlm'), '--out', out, '--batch-size', '2', '--part-size', '20kB', join(dir, 'in')];
@@ -122,7 +106,7 @@ t.test('CLI killed (SIGKILL) while writing and compacting, rerun: every item exa
 
 t.test('--id content: duplicates once under every path; a moved collection is not embedded again; an edited file is', async (t) => {
   const dir = await tempDir(t);
-  const paths = await texts(join(dir, 'a'), 5);
+  const paths = await writeTexts(join(dir, 'a'), 5);
   // Two copies of 0000.txt and one of 0003.txt elsewhere.
   await mkdir(join(dir, 'a', 'copies'));
   await cp(paths[0]!, join(dir, 'a', 'copies', 'dup0.txt'));

@@ -5,7 +5,7 @@
  * parts into one (crash-safely: lib/batch/compaction.ts); an output prefix a worker is not allowed
  * fails the shard for good.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { readEmbeddings } from '../lib/batch/job.js';
 import { RemoteReader } from '../lib/io/remote.js';
 import { partStore, useS3ForOutputs } from '../lib/batch/store.js';
@@ -16,9 +16,8 @@ import { runNodeScript } from './helpers/child.js';
 import { startRedis } from './helpers/redis.js';
 import { startS3 } from './helpers/s3.js';
 
-const redis = await startRedis(t);
-
-t.test('s3:// output: workers write objects, one is killed, the enqueuer merges the parts at the end', async (t) => {
+/** A local S3 server with a bucket "out", which this process's outputs (partStore, readEmbeddings) reach until the test ends. */
+async function s3Output(t: Test): Promise<Awaited<ReturnType<typeof startS3>>> {
   const s3 = await startS3(t);
   await s3.createBucket('out');
   const reader = new RemoteReader({ s3Endpoint: s3.endpoint });
@@ -27,6 +26,13 @@ t.test('s3:// output: workers write objects, one is killed, the enqueuer merges 
     useS3ForOutputs(undefined);
     await reader.close();
   });
+  return s3;
+}
+
+const redis = await startRedis(t);
+
+t.test('s3:// output: workers write objects, one is killed, the enqueuer merges the parts at the end', async (t) => {
+  const s3 = await s3Output(t);
   const inputDir = await textFiles(t, 240);
   const out = 's3://out/embeddings/run';
   const enqueue = ['embed', '--queue', redis.url, '--model', MODEL, '--out', out, '--s3-endpoint', s3.endpoint, '--shard-size', '60', '--batch-size', '1', inputDir];
@@ -52,14 +58,7 @@ t.test('s3:// output: workers write objects, one is killed, the enqueuer merges 
 });
 
 t.test('a merge of queue output on S3 killed (SIGKILL) before and after its commit: rows once; the next enqueuer finishes it', async (t) => {
-  const s3 = await startS3(t);
-  await s3.createBucket('out');
-  const reader = new RemoteReader({ s3Endpoint: s3.endpoint });
-  useS3ForOutputs(reader);
-  t.teardown(async () => {
-    useS3ForOutputs(undefined);
-    await reader.close();
-  });
+  const s3 = await s3Output(t);
   const inputDir = await textFiles(t, 80);
   const out = 's3://out/merge';
   const workerArgs = ['worker', '--queue', redis.url, ...ROOTS, '--allow-url-prefix', 's3://out/', '--s3-endpoint', s3.endpoint];

@@ -5,14 +5,14 @@
  * writes every item exactly once, two runs on one prefix are refused, and search reads through
  * the same listing.
  */
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { spawn } from 'node:child_process';
-import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { AutoModel, discoverItems, embedItemsToPart, itemId, OutputLockedError, readEmbeddings, runEmbedJob, type CompactionStep, type EmbeddingRow } from '../lib/index.js';
+import { AutoModel, discoverItems, embedItemsToPart, itemId, OutputLockedError, readEmbeddings, runEmbedJob, type CompactionStep } from '../lib/index.js';
 import { RemoteReader } from '../lib/io/remote.js';
 import { partStore, useS3ForOutputs } from '../lib/batch/store.js';
 import { fixtureDir, tempDir } from './helpers/fixtures.js';
+import { assertEachOnce, writeTexts } from './helpers/batch-output.js';
 import { CLI_BIN, runCliCommand } from './helpers/child.js';
 import { startS3 } from './helpers/s3.js';
 
@@ -27,23 +27,6 @@ t.teardown(async () => {
 const model = await AutoModel.fromPretrained(fixtureDir('text-mlm'));
 t.teardown(() => model.dispose());
 
-async function texts(dir: string, count: number): Promise<string[]> {
-  await mkdir(dir, { recursive: true });
-  const paths = [];
-  for (let i = 0; i < count; i++) {
-    const path = join(dir, `${String(i).padStart(4, '0')}.txt`);
-    await writeFile(path, `text number ${i}, with some words to embed`);
-    paths.push(path);
-  }
-  return paths;
-}
-
-function assertEachOnce(t: Test, rows: EmbeddingRow[], ids: string[], what: string): void {
-  const counts = new Map<string, number>();
-  for (const row of rows) counts.set(row.id, (counts.get(row.id) ?? 0) + 1);
-  t.equal(rows.length, ids.length, `${what}: ${ids.length} rows`);
-  t.ok(ids.every((id) => counts.get(id) === 1), `${what}: every item exactly once`);
-}
 
 async function names(prefix: string): Promise<string[]> {
   return (await partStore(prefix).list()).map((o) => o.name).sort();
@@ -53,7 +36,7 @@ const STEPS: CompactionStep[] = ['written', 'intent', 'committed', 'sources-remo
 
 t.test('a compaction on S3 stopped at each step: readers see every row once; the next run finishes it', async (t) => {
   const dir = await tempDir(t);
-  const paths = await texts(join(dir, 'in'), 12);
+  const paths = await writeTexts(join(dir, 'in'), 12);
   const ids = paths.map((p) => itemId(p));
   const items = await discoverItems([join(dir, 'in')]);
   for (const stopAt of STEPS) {
@@ -83,7 +66,7 @@ t.test('a compaction on S3 stopped at each step: readers see every row once; the
 
 t.test('two runs on one S3 prefix: the second is refused while the first holds it', async (t) => {
   const dir = await tempDir(t);
-  const items = await discoverItems(await texts(join(dir, 'in'), 4));
+  const items = await discoverItems(await writeTexts(join(dir, 'in'), 4));
   const out = 's3://out/locked';
   let second: unknown;
   await runEmbedJob({
@@ -110,7 +93,7 @@ t.test('two runs on one S3 prefix: the second is refused while the first holds i
 
 t.test('CLI to s3:// killed (SIGKILL) while writing and compacting, rerun: every item exactly once; search reads it', async (t) => {
   const dir = await tempDir(t);
-  const paths = await texts(join(dir, 'in'), 60);
+  const paths = await writeTexts(join(dir, 'in'), 60);
   const ids = paths.map((p) => itemId(p));
   const out = 's3://out/killed';
   const args = ['embed', '--model', fixtureDir('text-mlm'), '--out', out, '--s3-endpoint', s3.endpoint, '--batch-size', '2', '--part-size', '20kB', join(dir, 'in')];
@@ -148,7 +131,7 @@ t.test('CLI to s3:// killed (SIGKILL) while writing and compacting, rerun: every
 
 t.test('s3:// outputs: bad prefixes and a missing bucket are typed errors', async (t) => {
   const dir = await tempDir(t);
-  const items = await discoverItems(await texts(join(dir, 'in'), 1));
+  const items = await discoverItems(await writeTexts(join(dir, 'in'), 1));
   await t.rejects(runEmbedJob({ models: [model], task: 'embed', items, outDir: 's3://out/a/../b', remote: reader }), { name: 'InvalidArgumentError', argument: 'outDir' });
   await t.rejects(runEmbedJob({ models: [model], task: 'embed', items, outDir: 's3://no-such-bucket/x', remote: reader }), { name: 'InvalidArgumentError', message: /cannot use s3:\/\/no-such-bucket\/x as the output: .*NoSuchBucket/ });
   const cli = await runCliCommand(['embed', '--model', fixtureDir('text-mlm'), '--out', 'ftp://x/y', join(dir, 'in')]);
@@ -158,7 +141,7 @@ t.test('s3:// outputs: bad prefixes and a missing bucket are typed errors', asyn
 
 t.test('embedItemsToPart: a beforeWrite that throws (a worker that lost its shard) writes nothing', async (t) => {
   const dir = await tempDir(t);
-  const items = await discoverItems(await texts(join(dir, 'in'), 3));
+  const items = await discoverItems(await writeTexts(join(dir, 'in'), 3));
   const lost = new Error('lost the lock');
   for (const out of ['s3://out/guarded', join(dir, 'guarded')]) {
     await t.rejects(embedItemsToPart({ model, task: 'embed', items, outDir: out, partName: 'shard-x', beforeWrite: async () => { throw lost; } }), lost, `${out}: the write is stopped`);

@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <mutex>
 
+#include "backend/cuda/shared_library.h"
+
 #include "backend/backend.h"
 #include "backend/cuda/cuda_check.h"
 #include "core/engine_error.h"
@@ -25,19 +27,8 @@ const LoadResult& Load() {
   std::call_once(once, [] {
     // PERCEIVER_CUBLAS names a specific file; else the sonames of CUDA 13 and 12, then the
     // development symlink.
-    const char* custom = std::getenv("PERCEIVER_CUBLAS");
-    const char* names[] = {custom, "libcublas.so.13", "libcublas.so.12", "libcublas.so"};
-    void* handle = nullptr;
     std::string tried;
-    for (const char* name : names) {
-      if (name == nullptr || *name == '\0') continue;
-      handle = dlopen(name, RTLD_NOW | RTLD_LOCAL);
-      if (handle != nullptr) {
-        result.library.path = name;
-        break;
-      }
-      tried += std::string(tried.empty() ? "" : "; ") + dlerror();
-    }
+    void* handle = OpenFirstLibrary({std::getenv("PERCEIVER_CUBLAS"), "libcublas.so.13", "libcublas.so.12", "libcublas.so"}, &result.library.path, &tried);
     if (handle == nullptr) {
       result.error = "cuBLAS could not be loaded (" + tried +
                      "). Install the CUDA toolkit's cuBLAS (libcublas.so.13 or .12) and make it findable "

@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <mutex>
 
+#include "backend/cuda/shared_library.h"
+
 namespace perceiver::cuda::lt {
 
 namespace {
@@ -21,19 +23,8 @@ const LoadResult& LoadOnce() {
   std::call_once(once, [] {
     // PERCEIVER_CUBLASLT names a specific file; else the sonames of CUDA 13 and 12, then the
     // development symlink.
-    const char* custom = std::getenv("PERCEIVER_CUBLASLT");
-    const char* names[] = {custom, "libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so"};
-    void* handle = nullptr;
     std::string tried;
-    for (const char* name : names) {
-      if (name == nullptr || *name == '\0') continue;
-      handle = dlopen(name, RTLD_NOW | RTLD_LOCAL);
-      if (handle != nullptr) {
-        result.library.path = name;
-        break;
-      }
-      tried += std::string(tried.empty() ? "" : "; ") + dlerror();
-    }
+    void* handle = OpenFirstLibrary({std::getenv("PERCEIVER_CUBLASLT"), "libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so"}, &result.library.path, &tried);
     if (handle == nullptr) {
       result.error = "cuBLASLt could not be loaded (" + tried + "); set PERCEIVER_CUBLASLT to its path";
       return;

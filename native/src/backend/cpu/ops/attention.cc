@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "backend/cpu/kernels/gemm.h"
+#include "backend/cpu/kernels/kernel_set.h"
 #include "backend/cpu/kernels/rows.h"
 #include "backend/cpu/ops/cpu_ops.h"
 #include "core/simd_math.h"
@@ -171,8 +172,15 @@ void Attention(const AttentionOp& a) {
     return;
   }
   // Work items are (batch, head, block of queries), so one head with many queries still uses
-  // every thread.
-  const int64_t rows_per_block = std::min(a.nq, kQueryBlock);
+  // every thread: blocks of up to kQueryBlock rows, fewer when that would leave under 4 items per
+  // thread (the vision encoder's single-head cross-attention, 512 queries over 50,176 pixels, ran
+  // as one item on one thread), in whole row tiles of the products. Each query row's result does
+  // not depend on its block.
+  const int64_t groups = a.batch * a.heads;
+  const int64_t wanted_blocks = std::max<int64_t>(1, (4 * ThreadPool::Global().size() + groups - 1) / groups);
+  const int64_t tile = kernels::kMr;
+  const int64_t balanced = ((a.nq + wanted_blocks - 1) / wanted_blocks + tile - 1) / tile * tile;
+  const int64_t rows_per_block = std::min({a.nq, kQueryBlock, balanced});
   const int64_t q_blocks = (a.nq + rows_per_block - 1) / rows_per_block;
   const int64_t keys = std::min(a.nk, kKeyBlock);
   ThreadPool::Global().ParallelFor(a.batch * a.heads * q_blocks, 1, [&](int64_t t0, int64_t t1) {
