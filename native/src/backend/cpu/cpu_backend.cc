@@ -6,6 +6,9 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <new>
 #include <type_traits>
 #include <vector>
@@ -95,6 +98,19 @@ class HostPool {
     }
     return cpu::AllocateFloats(floats);
   }
+  // Frees every cached buffer and hands the freed heap back to the system (glibc keeps large
+  // freed blocks once its mmap threshold has grown past them): the arena (arena_backend.cc) serves
+  // a planned shape from its own block, so what the planning calls left here is only memory.
+  void Clear() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      free_.clear();
+      cached_bytes_ = 0;
+    }
+#if defined(__GLIBC__)
+    malloc_trim(0);
+#endif
+  }
   void Give(cpu::AlignedFloats p, size_t floats) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (cached_bytes_ + floats * sizeof(float) > kMaxCachedBytes) return;  // p is freed
@@ -143,6 +159,7 @@ class CpuBackend final : public Backend {
   Precision precision() const override { return precision_; }
   bool serializes_calls() const override { return false; }
   std::unique_ptr<BackendBuffer> Allocate(size_t floats) override { return std::make_unique<HostBuffer>(pool_, floats); }
+  void ReleaseCachedMemory() override { pool_->Clear(); }
   WeightRef LoadWeight(const HostWeight& host, WeightUse use) override {
     return std::make_shared<cpu::CpuWeight>(host, use, precision_);
   }
