@@ -359,8 +359,8 @@ void RunPanels(const KernelSet& ks, int64_t m, const float* a, int64_t lda, cons
             // The next slice of W this task reads (the next panel, or the next k block's first),
             // pulled toward L2 a share per row tile while this slice is in use: the weights of a
             // model's consecutive products are cold (each is read once per forward), and without
-            // it each slice's first tile waited on memory (products of 256 x 1280 x 1280 in a
-            // 26-layer sequence ran ~13 % faster with it in a same-run A/B, see bench/RESULTS.md).
+            // it each slice's first tile waited on memory (most of what took language batch 1
+            // from 0.91x to 1.04x of onnxruntime-node: bench/RESULTS.md, session 2's final run).
             args.prefetch = nullptr;
             if (!bf16) {
               const int64_t share = (kc * kNr * 4 + (tile1 - tile0) - 1) / (tile1 - tile0);

@@ -176,6 +176,7 @@ void Attention(const AttentionOp& a) {
   // thread (the vision encoder's single-head cross-attention, 512 queries over 50,176 pixels, ran
   // as one item on one thread), in whole row tiles of the products. Each query row's result does
   // not depend on its block.
+  if (a.nq <= 0 || a.batch <= 0 || a.heads <= 0) return;  // nothing to attend from
   const int64_t groups = a.batch * a.heads;
   const int64_t wanted_blocks = std::max<int64_t>(1, (4 * ThreadPool::Global().size() + groups - 1) / groups);
   const int64_t tile = kernels::kMr;
