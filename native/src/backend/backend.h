@@ -220,7 +220,7 @@ struct MeanRowsOp {
 };
 
 // Fourier position features of the linspace grid over index_dims: transformers'
-// generate_fourier_features of build_linear_positions in float32 (model/position_encoding.h
+// generate_fourier_features of build_linear_positions in float32 (core/fourier_features.h
 // FourierFeatures over GridPositions is the definition), out [prod(index_dims), channels] with
 // the positions first when concat_pos, then the sines, then (unless sine_only) the cosines. An op
 // so the features are made where they are used: a 1920x1080 flow pair's grid is 2 million rows.

@@ -1,12 +1,8 @@
 // Position encodings (transformers' PerceiverTrainablePositionEncoding and
 // PerceiverFourierPositionEncoding, as lib/modeling/position_encodings.ts names them, and
 // BuiltPositionEncoding: one of them plus build_position_encoding's optional projection), computed
-// once per shape and cached on the backend.
-//
-// Fourier features follow transformers' generate_fourier_features exactly, including its float32
-// arithmetic (torch.linspace's formula, float32 products, sin/cos of float32 arguments): at
-// 112 frequency bands an argument near 350 has a float32 ulp of 3e-5, so computing it in double
-// would move the features by more than the parity bar allows.
+// once per shape and cached on the backend. The Fourier features themselves, and the positions they
+// are computed of, are core/fourier_features.h.
 #pragma once
 
 #include <cstdint>
@@ -18,30 +14,11 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "core/fourier_features.h"
 #include "model/layers.h"
 
 namespace perceiver {
 
-struct FourierSpec {
-  int64_t num_bands = 0;
-  std::vector<int64_t> max_resolution;  // one entry per index dimension
-  bool concat_pos = true;
-  bool sine_only = false;
-  int64_t OutputChannels() const;
-};
-
-// torch.linspace(start, end, steps) in float32, element i.
-float TorchLinspace(float start, float end, int64_t steps, int64_t i);
-
-// Features [n, spec.OutputChannels()] for positions pos [n, d] (d = max_resolution.size()).
-void FourierFeatures(const float* pos, int64_t n, const FourierSpec& spec, float* out);
-
-// transformers' build_linear_positions: a linspace(-1, 1) grid over index_dims, [prod(dims), d].
-std::vector<float> GridPositions(const std::vector<int64_t>& index_dims);
-
-// Positions of flat indices into index_dims, as transformers' subsampled decoder queries compute
-// them: -1 + 2 * coordinate / dim (not the grid's linspace), [n, d].
-std::vector<float> PointPositions(const std::vector<int64_t>& indices, const std::vector<int64_t>& index_dims);
 
 // Bicubic resize of a [in_h, in_w, c] grid to [out_h, out_w, c], as torch's
 // interpolate(mode='bicubic', align_corners=False) does (a = -0.75, edge-clamped taps).

@@ -14,7 +14,7 @@
 #include "backend/backend.h"
 #include "backend/cuda/kernel_check_hooks.h"
 #include "core/engine_error.h"
-#include "model/position_encoding.h"
+#include "core/fourier_features.h"
 #include "napi/js_errors.h"
 #include "napi/kernel_check.h"
 #include "napi/promise_worker.h"

@@ -14,9 +14,9 @@
 #include <vector>
 
 #include "backend/backend.h"
-#include "model/position_encoding.h"
 #include "backend/cpu/ops/cpu_ops.h"
 #include "core/engine_error.h"
+#include "core/fourier_features.h"
 #include "core/thread_pool.h"
 
 namespace perceiver {
@@ -139,7 +139,7 @@ class HostBuffer final : public BackendBuffer {
   cpu::AlignedFloats data_;
 };
 
-// Fourier features of a grid: the model's own definition (model/position_encoding.h), the
+// Fourier features of a grid: the model's own definition (core/fourier_features.h), the
 // reference the CUDA kernel (kernels/fourier_features.cu) is checked against.
 void FourierGrid(const FourierFeaturesOp& op) {
   FourierSpec spec;
