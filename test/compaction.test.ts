@@ -6,15 +6,14 @@
  * moved collection and embed an edited file again.
  */
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import { cp, mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { AutoModel, compactFolder, discoverItems, InvalidArgumentError, itemId, readEmbeddings, runEmbedJob, type CompactionStep } from '../lib/index.js';
 import { listParts } from '../lib/batch/parquet.js';
 import { fixtureDir, tempDir } from './helpers/fixtures.js';
-import { assertEachOnce, writeTexts } from './helpers/batch-output.js';
-import { CLI_BIN, runCliCommand } from './helpers/child.js';
+import { assertEachOnce, rowsPerId, runCliKilledAfterParts, writeTexts } from './helpers/batch-output.js';
+import { runCliCommand } from './helpers/child.js';
 
 const model = await AutoModel.fromPretrained(fixtureDir('text-mlm'));
 t.teardown(() => model.dispose());
@@ -81,19 +80,9 @@ t.test('CLI killed (SIGKILL) while writing and compacting, rerun: every item exa
   const args = ['embed', '--model', fixtureDir('text-mlm'), '--out', out, '--batch-size', '2', '--part-size', '20kB', join(dir, 'in')];
   // Kill after more and more parts have appeared: during batch writes and during merges.
   for (const afterParts of [2, 5, 9]) {
-    const child = spawn(process.execPath, [CLI_BIN, ...args], { stdio: 'ignore' });
-    t.teardown(() => void child.kill('SIGKILL'));
-    const closed = new Promise((resolve) => child.on('close', resolve));
-    for (let waited = 0; waited < 30_000; waited += 5) {
-      const names = await readdir(out).catch(() => [] as string[]);
-      if (names.filter((n) => n.endsWith('.parquet')).length + names.filter((n) => n.startsWith('.compact-')).length * 3 >= afterParts) break;
-      await new Promise((resolve) => setTimeout(resolve, 5));
-    }
-    child.kill('SIGKILL');
-    await closed;
+    await runCliKilledAfterParts(t, args, afterParts, () => readdir(out).catch(() => [] as string[]), 5);
     const rows = await readEmbeddings(out);
-    const counts = new Map<string, number>();
-    for (const row of rows) counts.set(row.id, (counts.get(row.id) ?? 0) + 1);
+    const counts = rowsPerId(rows);
     t.ok([...counts.values()].every((n) => n === 1), `killed after ${afterParts} parts: ${rows.length} rows visible, none twice`);
   }
   const rerun = await cli(args);

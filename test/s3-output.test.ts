@@ -6,14 +6,13 @@
  * the same listing.
  */
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { AutoModel, discoverItems, embedItemsToPart, itemId, OutputLockedError, readEmbeddings, runEmbedJob, type CompactionStep } from '../lib/index.js';
 import { RemoteReader } from '../lib/io/remote.js';
 import { partStore, useS3ForOutputs } from '../lib/batch/store.js';
 import { fixtureDir, tempDir } from './helpers/fixtures.js';
-import { assertEachOnce, writeTexts } from './helpers/batch-output.js';
-import { CLI_BIN, runCliCommand } from './helpers/child.js';
+import { assertEachOnce, rowsPerId, runCliKilledAfterParts, writeTexts } from './helpers/batch-output.js';
+import { runCliCommand } from './helpers/child.js';
 import { startS3 } from './helpers/s3.js';
 
 const s3 = await startS3(t);
@@ -98,19 +97,9 @@ t.test('CLI to s3:// killed (SIGKILL) while writing and compacting, rerun: every
   const out = 's3://out/killed';
   const args = ['embed', '--model', fixtureDir('text-mlm'), '--out', out, '--s3-endpoint', s3.endpoint, '--batch-size', '2', '--part-size', '20kB', join(dir, 'in')];
   for (const afterParts of [3, 8]) {
-    const child = spawn(process.execPath, [CLI_BIN, ...args], { stdio: 'ignore' });
-    t.teardown(() => void child.kill('SIGKILL'));
-    const closed = new Promise((resolve) => child.on('close', resolve));
-    for (let waited = 0; waited < 30_000; waited += 20) {
-      const now = await names(out);
-      if (now.filter((n) => n.endsWith('.parquet')).length + now.filter((n) => n.startsWith('.compact-')).length * 3 >= afterParts) break;
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    child.kill('SIGKILL');
-    await closed;
+    await runCliKilledAfterParts(t, args, afterParts, () => names(out), 20);
     const rows = await readEmbeddings(out);
-    const counts = new Map<string, number>();
-    for (const row of rows) counts.set(row.id, (counts.get(row.id) ?? 0) + 1);
+    const counts = rowsPerId(rows);
     t.ok(rows.length > 0 && [...counts.values()].every((n) => n === 1), `killed after ${afterParts} parts: ${rows.length} rows visible, none twice`);
   }
   const rerun = await runCliCommand(args);
