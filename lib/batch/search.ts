@@ -19,22 +19,30 @@ export interface SearchHit {
 export async function indexMetadata(index: string): Promise<PartMetadata | undefined> {
   const lance = parseLanceOut(index);
   if (lance) {
-    const { loadLance } = await import('./lance.js');
-    const { lancedb } = await loadLance();
-    const connection = await lancedb.connect(lance.dir);
-    try {
-      if (!(await connection.tableNames()).includes(lance.table)) throw new InvalidArgumentError('index', 'an existing LanceDB table', index, `${index}: no such table`);
-      const table = await connection.openTable(lance.table);
-      const meta = (await table.schema()).metadata;
-      table.close();
-      const task = meta.get('perceiver_io.task');
-      if (task !== 'embed' && task !== 'classify') return undefined;
-      return { task, model: meta.get('perceiver_io.model') ?? '', width: Number(meta.get('perceiver_io.width')), modelId: meta.get('perceiver_io.model_id'), modelSource: meta.get('perceiver_io.model_source') };
-    } finally {
-      connection.close();
-    }
+    const meta = await withLanceTable(index, lance, async (table) => (await table.schema()).metadata);
+    const task = meta.get('perceiver_io.task');
+    if (task !== 'embed' && task !== 'classify') return undefined;
+    return { task, model: meta.get('perceiver_io.model') ?? '', width: Number(meta.get('perceiver_io.width')), modelId: meta.get('perceiver_io.model_id'), modelSource: meta.get('perceiver_io.model_source') };
   }
   return withCommittedParts(index, async (files) => (files.length === 0 ? undefined : metadataOf(await readPart(files[0]!), files[0]!)));
+}
+
+/** `use` on the LanceDB table `index` names (an InvalidArgumentError when there is none), closed after. */
+async function withLanceTable<T>(index: string, lance: { dir: string; table: string }, use: (table: import('@lancedb/lancedb').Table) => Promise<T>): Promise<T> {
+  const { loadLance } = await import('./lance.js');
+  const { lancedb } = await loadLance();
+  const connection = await lancedb.connect(lance.dir);
+  try {
+    if (!(await connection.tableNames()).includes(lance.table)) throw new InvalidArgumentError('index', 'an existing LanceDB table', index, `${index}: no such table`);
+    const table = await connection.openTable(lance.table);
+    try {
+      return await use(table);
+    } finally {
+      table.close();
+    }
+  } finally {
+    connection.close();
+  }
 }
 
 function checkQuery(query: unknown, k: unknown): asserts query is Float32Array {
@@ -53,21 +61,12 @@ export async function searchIndex(index: string, query: Float32Array, k = 10): P
   checkQuery(query, k);
   const lance = parseLanceOut(index);
   if (lance) {
-    const { loadLance } = await import('./lance.js');
-    const { lancedb } = await loadLance();
-    const connection = await lancedb.connect(lance.dir);
-    try {
-      const table = await connection.openTable(lance.table);
-      const rows = await table.vectorSearch(Array.from(query)).distanceType('cosine').limit(k).toArray();
-      table.close();
-      return rows.map((row: Record<string, unknown>) => {
-        const hit: SearchHit = { id: row.id as string, path: row.path as string, score: 1 - (row._distance as number) };
-        if (typeof row.label === 'string') hit.label = row.label;
-        return hit;
-      });
-    } finally {
-      connection.close();
-    }
+    const rows = await withLanceTable(index, lance, (table) => table.vectorSearch(Array.from(query)).distanceType('cosine').limit(k).toArray());
+    return rows.map((row: Record<string, unknown>) => {
+      const hit: SearchHit = { id: row.id as string, path: row.path as string, score: 1 - (row._distance as number) };
+      if (typeof row.label === 'string') hit.label = row.label;
+      return hit;
+    });
   }
   const queryNorm = norm(query) || 1;
   // A bounded list of the best so far: the scan holds one part at a time, not the whole index.
