@@ -4,6 +4,7 @@ import sharp from 'sharp';
 import { AutoModel, PerceiverImageProcessor, PerceiverTokenizer, Tensor } from '../lib/index.js';
 import { serve } from '../lib/serving/server.js';
 import { fixtureDir } from './helpers/fixtures.js';
+import { metricSum, softmax } from './helpers/serving.js';
 
 type Json = Record<string, any>;
 
@@ -12,25 +13,6 @@ async function post(url: string, body: unknown, raw = false): Promise<{ status: 
   return { status: res.status, json: (await res.json()) as Json };
 }
 
-function softmax(values: ArrayLike<number>): number[] {
-  const max = Math.max(...Array.from(values));
-  const exps = Array.from(values, (v) => Math.exp(v - max));
-  const sum = exps.reduce((a, b) => a + b, 0);
-  return exps.map((e) => e / sum);
-}
-
-/** Sum of an unlabelled-or-labelled metric's samples named `name` (e.g. perceiver_batch_size_count). */
-function metricSum(text: string, name: string, labelFilter = ''): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name)) continue;
-    const rest = line.slice(name.length);
-    if (!(rest.startsWith(' ') || rest.startsWith('{'))) continue;
-    if (labelFilter && !line.includes(labelFilter)) continue;
-    sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return sum;
-}
 
 t.test('text classification model', async (t) => {
   const model = await AutoModel.fromPretrained(fixtureDir('text-classification'));

@@ -8,6 +8,7 @@ import { AutoModel, PerceiverImageProcessor, PerceiverTokenizer, Tensor } from '
 import { NativeError } from '../lib/errors.js';
 import { paddedLength, serve } from '../lib/serving/server.js';
 import { fixtureDir } from './helpers/fixtures.js';
+import { metricSum, softmax } from './helpers/serving.js';
 
 type Json = any;
 
@@ -27,22 +28,6 @@ function normalized(values: ArrayLike<number>): number[] {
   return Array.from(values, (v) => v / norm);
 }
 
-function softmax(values: ArrayLike<number>): number[] {
-  const max = Math.max(...Array.from(values));
-  const exps = Array.from(values, (v) => Math.exp(v - max));
-  const sum = exps.reduce((a, b) => a + b, 0);
-  return exps.map((e) => e / sum);
-}
-
-function metricSum(text: string, name: string, labelFilter = ''): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name + '{') && !line.startsWith(name + ' ')) continue;
-    if (labelFilter && !line.includes(labelFilter)) continue;
-    sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return sum;
-}
 
 t.test('paddedLength: powers of two from 16, capped', async (t) => {
   t.same([1, 16, 17, 33, 100, 2048, 3000].map((n) => paddedLength(n, 2048)), [16, 16, 32, 64, 128, 2048, 2048]);
