@@ -146,20 +146,26 @@ export class RemoteReader {
     throw new InvalidArgumentError('url', 'an http(s):// or s3:// URL', url);
   }
 
+  /** A GET that answered 2xx: network failures and 408 / 429 / 5xx are TransientError (retried), other statuses MediaDecodeError. */
+  private async fetchOk(url: string, signal: AbortSignal): Promise<Response> {
+    let response: Response;
+    try {
+      response = await fetch(url, { signal, redirect: 'follow' });
+    } catch (error) {
+      throw new TransientError(describeFetchError(error, this.timeoutMs));
+    }
+    if (!response.ok) {
+      await response.body?.cancel().catch(() => {});
+      const message = `HTTP ${response.status} ${response.statusText}`.trim();
+      if (response.status === 408 || response.status === 429 || response.status >= 500) throw new TransientError(message);
+      throw new MediaDecodeError(url, `cannot read it: ${message}`);
+    }
+    return response;
+  }
+
   private async readHttp(url: string): Promise<Buffer> {
     return this.retried(url, async (signal) => {
-      let response: Response;
-      try {
-        response = await fetch(url, { signal, redirect: 'follow' });
-      } catch (error) {
-        throw new TransientError(describeFetchError(error, this.timeoutMs));
-      }
-      if (!response.ok) {
-        await response.body?.cancel().catch(() => {});
-        const message = `HTTP ${response.status} ${response.statusText}`.trim();
-        if (response.status === 408 || response.status === 429 || response.status >= 500) throw new TransientError(message);
-        throw new MediaDecodeError(url, `cannot read it: ${message}`);
-      }
+      const response = await this.fetchOk(url, signal);
       const length = Number(response.headers.get('content-length'));
       if (Number.isFinite(length) && length > this.maxBytes) {
         await response.body?.cancel().catch(() => {});
@@ -224,18 +230,7 @@ export class RemoteReader {
         }
       }
       if (!/^https?:\/\//i.test(url)) throw new InvalidArgumentError('url', 'an http(s):// or s3:// URL', url);
-      let response: Response;
-      try {
-        response = await fetch(url, { signal: both, redirect: 'follow' });
-      } catch (error) {
-        throw new TransientError(describeFetchError(error, this.timeoutMs));
-      }
-      if (!response.ok) {
-        await response.body?.cancel().catch(() => {});
-        const message = `HTTP ${response.status} ${response.statusText}`.trim();
-        if (response.status === 408 || response.status === 429 || response.status >= 500) throw new TransientError(message);
-        throw new MediaDecodeError(url, `cannot read it: ${message}`);
-      }
+      const response = await this.fetchOk(url, both);
       if (!response.body) throw new MediaDecodeError(url, 'cannot read it: no body');
       return response.body as unknown as AsyncIterable<Uint8Array>;
     };
